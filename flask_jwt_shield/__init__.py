@@ -1,0 +1,47 @@
+"""Flask-JWT-Shield: what if a JWT is stolen?"""
+
+from __future__ import annotations
+
+from . import signals
+from .config import ConfigKey
+from .context import current_claims
+from .context import get_claims
+from .errors import AccessDenied
+from .errors import ConfigurationError
+from .errors import ExpiredToken
+from .errors import InvalidGrant
+from .errors import InvalidRequest
+from .errors import InvalidToken
+from .errors import MissingToken
+from .errors import RateLimitExceeded
+from .errors import RevokedToken
+from .errors import ShieldError
+from .errors import StoreError
+from .errors import StoreUnavailable
+from .events import SecurityEvent
+from .extension import JWTShield
+from .extension import Session
+from .extension import TokenPair
+
+__all__ = [
+    "AccessDenied",
+    "ConfigKey",
+    "ConfigurationError",
+    "ExpiredToken",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidToken",
+    "JWTShield",
+    "MissingToken",
+    "RateLimitExceeded",
+    "RevokedToken",
+    "SecurityEvent",
+    "Session",
+    "ShieldError",
+    "StoreError",
+    "StoreUnavailable",
+    "TokenPair",
+    "current_claims",
+    "get_claims",
+    "signals",
+]

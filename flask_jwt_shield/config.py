@@ -1,0 +1,415 @@
+"""Configuration: every ``JWT_SHIELD_*`` key, read once from ``app.config`` and validated.
+
+Nothing else in the package reads ``app.config``. A bad value raises
+:class:`~flask_jwt_shield.errors.ConfigurationError` from ``init_app`` with a message that
+names the key and says how to fix it, so a typo never becomes a 500 at request time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing as t
+from collections.abc import Mapping
+
+from limits import parse_many
+
+from .errors import ConfigurationError
+
+#: The detectors' answers, weakest first (DESIGN.md "the action ladder").
+ACTIONS: tuple[str, ...] = ("flag", "deny", "revoke", "revoke_family", "revoke_subject")
+
+
+class ConfigKey:
+    """The names of every configuration key the shield reads (and nothing else)."""
+
+    ENABLED = "JWT_SHIELD_ENABLED"
+    ALGORITHM = "JWT_SHIELD_ALGORITHM"
+    SECRET_KEY = "JWT_SHIELD_SECRET_KEY"
+    PRIVATE_KEY = "JWT_SHIELD_PRIVATE_KEY"
+    PUBLIC_KEY = "JWT_SHIELD_PUBLIC_KEY"
+    KEYS = "JWT_SHIELD_KEYS"
+    ISSUER = "JWT_SHIELD_ISSUER"
+    AUDIENCE = "JWT_SHIELD_AUDIENCE"
+    ALLOWED_ALGORITHMS = "JWT_SHIELD_ALLOWED_ALGORITHMS"
+    LEEWAY = "JWT_SHIELD_LEEWAY"
+    ACCESS_TOKEN_TTL = "JWT_SHIELD_ACCESS_TOKEN_TTL"
+    REFRESH_TOKEN_TTL = "JWT_SHIELD_REFRESH_TOKEN_TTL"
+    REFRESH_IDLE_TTL = "JWT_SHIELD_REFRESH_IDLE_TTL"
+    REFRESH_REUSE_GRACE = "JWT_SHIELD_REFRESH_REUSE_GRACE"
+    MAX_SESSIONS = "JWT_SHIELD_MAX_SESSIONS"
+    MAX_TOKEN_BYTES = "JWT_SHIELD_MAX_TOKEN_BYTES"
+    TOKEN_CACHE_SIZE = "JWT_SHIELD_TOKEN_CACHE_SIZE"
+    EXEMPT_ENDPOINTS = "JWT_SHIELD_EXEMPT_ENDPOINTS"
+    REALM = "JWT_SHIELD_REALM"
+    STORE_URI = "JWT_SHIELD_STORE_URI"
+    FAIL_MODE = "JWT_SHIELD_FAIL_MODE"
+    MONITOR_ONLY = "JWT_SHIELD_MONITOR_ONLY"
+    RATE_LIMIT = "JWT_SHIELD_RATE_LIMIT"
+    RATE_LIMIT_KEY = "JWT_SHIELD_RATE_LIMIT_KEY"
+    RATE_LIMIT_STRATEGY = "JWT_SHIELD_RATE_LIMIT_STRATEGY"
+    RATE_LIMIT_STORAGE_URI = "JWT_SHIELD_RATE_LIMIT_STORAGE_URI"
+    SPIKE_THRESHOLD = "JWT_SHIELD_SPIKE_THRESHOLD"
+    SPIKE_ACTION = "JWT_SHIELD_SPIKE_ACTION"
+    ADAPTIVE = "JWT_SHIELD_ADAPTIVE"
+    ADAPTIVE_FACTOR = "JWT_SHIELD_ADAPTIVE_FACTOR"
+    ADAPTIVE_FLOOR = "JWT_SHIELD_ADAPTIVE_FLOOR"
+    ADAPTIVE_ACTION = "JWT_SHIELD_ADAPTIVE_ACTION"
+    GEOIP_DATABASE = "JWT_SHIELD_GEOIP_DATABASE"
+    COUNTRY_HISTORY = "JWT_SHIELD_COUNTRY_HISTORY"
+    NEW_COUNTRY_ACTION = "JWT_SHIELD_NEW_COUNTRY_ACTION"
+    COUNTRY_CHANGE_ACTION = "JWT_SHIELD_COUNTRY_CHANGE_ACTION"
+    IMPOSSIBLE_TRAVEL_KMH = "JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH"
+    IMPOSSIBLE_TRAVEL_ACTION = "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION"
+    ALLOWED_COUNTRIES = "JWT_SHIELD_ALLOWED_COUNTRIES"
+    DENIED_COUNTRIES = "JWT_SHIELD_DENIED_COUNTRIES"
+    EVENT_RETENTION = "JWT_SHIELD_EVENT_RETENTION"
+    EVENT_IP = "JWT_SHIELD_EVENT_IP"
+    AUDIT_LOGGER = "JWT_SHIELD_AUDIT_LOGGER"
+
+    @classmethod
+    def all(cls) -> list[str]:
+        """Every key, in declaration order."""
+        return [v for k, v in vars(cls).items() if k.isupper()]
+
+
+_SIGNING_ALGORITHMS = frozenset(
+    {
+        "HS256", "HS384", "HS512",
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "ES256", "ES384",
+        "EdDSA",
+    }
+)  # fmt: skip
+
+KeyMaterial = t.Union[str, bytes]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One entry of the key ring as configured (validated and parsed by ``keys.py``)."""
+
+    kid: str | None
+    alg: str
+    key: KeyMaterial | None  # secret (HS*) or private PEM
+    public_key: KeyMaterial | None  # public PEM, verify-only entries
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShieldConfig:
+    """The validated ``JWT_SHIELD_*`` settings of one app. Build with :meth:`from_mapping`."""
+
+    enabled: bool
+    algorithm: str
+    keys: tuple[KeySpec, ...]
+    issuer: str | None
+    audience: str | None
+    allowed_algorithms: tuple[str, ...] | None
+    leeway: float
+    access_token_ttl: int
+    refresh_token_ttl: int
+    refresh_idle_ttl: int
+    refresh_reuse_grace: float
+    max_sessions: int
+    max_token_bytes: int
+    token_cache_size: int
+    exempt_endpoints: frozenset[str]
+    realm: str
+    store_uri: str
+    fail_mode: str
+    monitor_only: bool
+    rate_limit: str | None
+    rate_limit_key: str
+    rate_limit_strategy: str
+    rate_limit_storage_uri: str | None
+    spike_threshold: str | None
+    spike_action: str
+    adaptive: bool
+    adaptive_factor: float
+    adaptive_floor: str
+    adaptive_action: str
+    geoip_database: str | None
+    country_history: int
+    new_country_action: str
+    country_change_action: str
+    impossible_travel_kmh: float
+    impossible_travel_action: str
+    allowed_countries: frozenset[str] | None
+    denied_countries: frozenset[str] | None
+    event_retention: int
+    event_ip: str
+    audit_logger: str
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, t.Any]) -> ShieldConfig:
+        """Read and validate every key from ``config`` (an ``app.config``)."""
+        r = _Reader(config)
+        K = ConfigKey
+        _refuse_unknown_keys(config)
+        algorithm = r.choice(K.ALGORITHM, "HS256", _SIGNING_ALGORITHMS, hint="'HS256' or 'ES256'")
+        keys = _key_specs(r, algorithm)
+        access_ttl = r.integer(K.ACCESS_TOKEN_TTL, 900, minimum=1)
+        refresh_ttl = r.integer(K.REFRESH_TOKEN_TTL, 2_592_000, minimum=1)
+        idle_ttl = r.integer(K.REFRESH_IDLE_TTL, 1_209_600, minimum=1)
+        if idle_ttl > refresh_ttl:
+            raise ConfigurationError(
+                f"{K.REFRESH_IDLE_TTL} ({idle_ttl}) is longer than {K.REFRESH_TOKEN_TTL}"
+                f" ({refresh_ttl}): a session can never be idle longer than it lives. Lower"
+                f" {K.REFRESH_IDLE_TTL} or raise {K.REFRESH_TOKEN_TTL}."
+            )
+        if access_ttl > idle_ttl:
+            raise ConfigurationError(
+                f"{K.ACCESS_TOKEN_TTL} ({access_ttl}) is longer than {K.REFRESH_IDLE_TTL}"
+                f" ({idle_ttl}): access tokens would outlive the sessions that issued them."
+                f" Lower {K.ACCESS_TOKEN_TTL}."
+            )
+        allowed = r.string_list(K.ALLOWED_ALGORITHMS, None)
+        if allowed is not None:
+            unknown = [a for a in allowed if a not in _SIGNING_ALGORITHMS]
+            if unknown or not allowed:
+                raise ConfigurationError(
+                    f"{K.ALLOWED_ALGORITHMS} must list algorithms of the key ring (for example"
+                    f" ['HS256']); {unknown or 'an empty list'} cannot be used. 'none' is never"
+                    " allowed."
+                )
+        rate_limit = r.limit(K.RATE_LIMIT, "300/minute")
+        strategy = r.choice(
+            K.RATE_LIMIT_STRATEGY,
+            "fixed-window",
+            frozenset({"fixed-window", "moving-window", "sliding-window-counter"}),
+            hint="'fixed-window'",
+        )
+        return cls(
+            enabled=r.boolean(K.ENABLED, True),
+            algorithm=algorithm,
+            keys=keys,
+            issuer=r.optional_string(K.ISSUER, None),
+            audience=r.optional_string(K.AUDIENCE, None),
+            allowed_algorithms=tuple(allowed) if allowed is not None else None,
+            leeway=r.number(K.LEEWAY, 0, minimum=0),
+            access_token_ttl=access_ttl,
+            refresh_token_ttl=refresh_ttl,
+            refresh_idle_ttl=idle_ttl,
+            refresh_reuse_grace=r.number(K.REFRESH_REUSE_GRACE, 0, minimum=0),
+            max_sessions=r.integer(K.MAX_SESSIONS, 200, minimum=1),
+            max_token_bytes=r.integer(K.MAX_TOKEN_BYTES, 8192, minimum=256),
+            token_cache_size=r.integer(K.TOKEN_CACHE_SIZE, 10_000, minimum=0),
+            exempt_endpoints=frozenset(r.string_list(K.EXEMPT_ENDPOINTS, []) or ()),
+            realm=r.string(K.REALM, "api"),
+            store_uri=r.string(K.STORE_URI, "memory://"),
+            fail_mode=r.choice(K.FAIL_MODE, "closed", frozenset({"closed", "open"}), hint="'closed'"),
+            monitor_only=r.boolean(K.MONITOR_ONLY, False),
+            rate_limit=rate_limit,
+            rate_limit_key=r.choice(K.RATE_LIMIT_KEY, "jti", frozenset({"jti", "sub"}), hint="'jti'"),
+            rate_limit_strategy=strategy,
+            rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
+            spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
+            spike_action=r.action(K.SPIKE_ACTION, "flag"),
+            adaptive=r.boolean(K.ADAPTIVE, False),
+            adaptive_factor=r.number(K.ADAPTIVE_FACTOR, 10.0, minimum=1.0),
+            adaptive_floor=t.cast(str, r.limit(K.ADAPTIVE_FLOOR, "60/minute", nullable=False)),
+            adaptive_action=r.action(K.ADAPTIVE_ACTION, "flag"),
+            geoip_database=r.optional_string(K.GEOIP_DATABASE, None),
+            country_history=r.integer(K.COUNTRY_HISTORY, 10, minimum=1),
+            new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "deny")),
+            country_change_action=r.action(K.COUNTRY_CHANGE_ACTION, "flag"),
+            impossible_travel_kmh=r.number(K.IMPOSSIBLE_TRAVEL_KMH, 805, minimum=1),
+            impossible_travel_action=r.action(K.IMPOSSIBLE_TRAVEL_ACTION, "flag"),
+            allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
+            denied_countries=r.countries(K.DENIED_COUNTRIES),
+            event_retention=r.integer(K.EVENT_RETENTION, 10_000, minimum=1),
+            event_ip=r.choice(
+                K.EVENT_IP, "full", frozenset({"full", "truncated", "none"}), hint="'truncated'"
+            ),
+            audit_logger=r.string(K.AUDIT_LOGGER, "flask_jwt_shield.audit"),
+        )
+
+    @property
+    def longest_ttl(self) -> int:
+        """Seconds after which no token issued now can still be accepted."""
+        return max(self.access_token_ttl, self.refresh_token_ttl)
+
+
+def _key_specs(r: _Reader, algorithm: str) -> tuple[KeySpec, ...]:
+    K = ConfigKey
+    ring = r.raw(K.KEYS)
+    if ring is not None:
+        if not isinstance(ring, (list, tuple)) or not ring:
+            raise ConfigurationError(
+                f"{K.KEYS} must be a non-empty list of dicts such as"
+                ' [{"kid": "2026-11", "alg": "ES256", "key": "<PEM>"}]; the first entry signs.'
+            )
+        specs = []
+        for i, entry in enumerate(ring):
+            where = f"{K.KEYS}[{i}]"
+            if not isinstance(entry, Mapping):
+                raise ConfigurationError(f"{where} must be a dict with 'kid', 'alg' and 'key'.")
+            extra = set(entry) - {"kid", "alg", "key", "public_key"}
+            if extra:
+                raise ConfigurationError(
+                    f"{where} has unknown fields {sorted(extra)}; use 'kid', 'alg', 'key',"
+                    " 'public_key'."
+                )
+            kid = entry.get("kid")
+            if kid is not None and (not isinstance(kid, str) or not kid):
+                raise ConfigurationError(f"{where}['kid'] must be a non-empty string.")
+            alg = entry.get("alg", algorithm)
+            if alg not in _SIGNING_ALGORITHMS:
+                raise ConfigurationError(_bad_algorithm(f"{where}['alg']", alg))
+            key, public = entry.get("key"), entry.get("public_key")
+            for name, value in (("key", key), ("public_key", public)):
+                if value is not None and not isinstance(value, (str, bytes)):
+                    raise ConfigurationError(f"{where}[{name!r}] must be str or bytes (PEM or secret).")
+            if key is None and public is None:
+                raise ConfigurationError(f"{where} needs 'key' (signing) or 'public_key' (verify only).")
+            specs.append(KeySpec(kid=kid, alg=alg, key=key, public_key=public))
+        kids = [s.kid for s in specs if s.kid is not None]
+        if len(kids) != len(set(kids)):
+            raise ConfigurationError(f"{K.KEYS} has duplicate 'kid' values; each key needs its own.")
+        return tuple(specs)
+    if algorithm.startswith("HS"):
+        secret = r.raw(K.SECRET_KEY)
+        source = K.SECRET_KEY
+        if secret is None:
+            secret, source = r.raw("SECRET_KEY"), "SECRET_KEY"
+        if secret is None:
+            raise ConfigurationError(
+                f"No signing secret: set {K.SECRET_KEY} (or the app's SECRET_KEY) to at least 32"
+                " random bytes, e.g. secrets.token_urlsafe(48)."
+            )
+        if not isinstance(secret, (str, bytes)):
+            raise ConfigurationError(f"{source} must be str or bytes, not {type(secret).__name__}.")
+        return (KeySpec(kid=None, alg=algorithm, key=secret, public_key=None),)
+    private, public = r.raw(K.PRIVATE_KEY), r.raw(K.PUBLIC_KEY)
+    for name, value in ((K.PRIVATE_KEY, private), (K.PUBLIC_KEY, public)):
+        if value is not None and not isinstance(value, (str, bytes)):
+            raise ConfigurationError(f"{name} must be a PEM string or bytes, not {type(value).__name__}.")
+    if private is None and public is None:
+        raise ConfigurationError(
+            f"{K.ALGORITHM} is {algorithm!r}, which needs {K.PRIVATE_KEY} (PEM) to sign, or at"
+            f" least {K.PUBLIC_KEY} to verify. Generate one with 'flask jwt-shield keys generate"
+            f" --alg {algorithm}'."
+        )
+    return (KeySpec(kid=None, alg=algorithm, key=private, public_key=public),)
+
+
+def _refuse_unknown_keys(config: Mapping[str, t.Any]) -> None:
+    # A misspelt key would otherwise be ignored silently, leaving a protection off.
+    known = set(ConfigKey.all())
+    for key in config:
+        if isinstance(key, str) and key.startswith("JWT_SHIELD_") and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]}?" if close else " See the configuration page."
+            raise ConfigurationError(f"{key} is not a Flask-JWT-Shield setting.{hint}")
+
+
+def _bad_algorithm(key: str, value: object) -> str:
+    if isinstance(value, str) and value.lower() == "none":
+        return f"{key} is 'none': unsigned tokens are never accepted. Use 'HS256', 'ES256' or 'EdDSA'."
+    return f"{key} is {value!r}, which is not a supported algorithm; use one of {sorted(_SIGNING_ALGORITHMS)}."
+
+
+class _Reader:
+    """Typed accessors that raise a helpful :class:`ConfigurationError`."""
+
+    def __init__(self, config: Mapping[str, t.Any]) -> None:
+        self.config = config
+
+    def raw(self, key: str) -> t.Any:
+        return self.config.get(key)
+
+    def _get(self, key: str, default: t.Any) -> t.Any:
+        return self.config.get(key, default)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"{key} must be an integer (seconds or a count), not {value!r}.")
+        if value < minimum:
+            raise ConfigurationError(f"{key} must be at least {minimum}, not {value!r}.")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigurationError(f"{key} must be a finite number, not {value!r}.")
+        if value < minimum:
+            raise ConfigurationError(f"{key} must be at least {minimum}, not {value!r}.")
+        return float(value)
+
+    def string(self, key: str, default: str) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"{key} must be a non-empty string, not {value!r}.")
+        return value
+
+    def optional_string(self, key: str, default: str | None) -> str | None:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"{key} must be a non-empty string or None, not {value!r}.")
+        return value
+
+    def limit(self, key: str, default: str | None, *, nullable: bool = True) -> str | None:
+        value = self._get(key, default)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(
+                f"{key} must be a rate limit string such as '300/minute' or '10/second;300/minute'"
+                f"{' or None' if nullable else ''}, not {value!r}."
+            )
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{key} is {value!r}, which is not a rate limit string ({exc}); write it like"
+                " '300/minute' or '10/second;300/minute'."
+            ) from None
+        return value
+
+    def choice(self, key: str, default: str, choices: frozenset[str], *, hint: str) -> str:
+        value = self._get(key, default)
+        if value not in choices:
+            if key == ConfigKey.ALGORITHM:
+                raise ConfigurationError(_bad_algorithm(key, value))
+            raise ConfigurationError(
+                f"{key} is {value!r}; it must be one of {sorted(choices)} (for example {hint})."
+            )
+        return t.cast(str, value)
+
+    def action(self, key: str, default: str, ladder: tuple[str, ...] = ACTIONS) -> str:
+        value = self._get(key, default)
+        if value not in ladder:
+            raise ConfigurationError(f"{key} is {value!r}; it must be one of {list(ladder)}.")
+        return t.cast(str, value)
+
+    def string_list(self, key: str, default: list[str] | None) -> list[str] | None:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+            raise ConfigurationError(f"{key} must be a list of strings such as ['a', 'b'], not {value!r}.")
+        if not all(isinstance(v, str) and v for v in value):
+            raise ConfigurationError(f"{key} must contain only non-empty strings, not {value!r}.")
+        return list(value)
+
+    def countries(self, key: str) -> frozenset[str] | None:
+        codes = self.string_list(key, None)
+        if codes is None:
+            return None
+        bad = [c for c in codes if len(c) != 2 or not c.isalpha()]
+        if bad:
+            raise ConfigurationError(
+                f"{key} must list ISO 3166-1 alpha-2 country codes such as ['DE', 'FR']; {bad} are not."
+            )
+        return frozenset(c.upper() for c in codes)

@@ -1,0 +1,32 @@
+"""The verified claims of the current request."""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Mapping
+
+from flask import g
+from werkzeug.local import LocalProxy
+
+Claims = Mapping[str, t.Any]
+
+
+def get_claims(optional: bool = False) -> Claims:
+    """The claims of the token that authorised the current request.
+
+    Only set after every check of the pipeline passed. On an exempt endpoint there is none:
+    that raises :class:`RuntimeError`, or returns an empty mapping with ``optional=True``.
+    """
+    claims: Claims | None = g.get("_jwt_shield")
+    if claims is None:
+        if optional:
+            return {}
+        raise RuntimeError(
+            "No verified token on this request: the endpoint is exempt from the shield, or"
+            " this is not a request context. Use get_claims(optional=True) on exempt endpoints."
+        )
+    return claims
+
+
+#: A proxy to :func:`get_claims` for the current request: ``current_claims["sub"]``.
+current_claims: Claims = t.cast(Claims, LocalProxy(get_claims))

@@ -1,0 +1,233 @@
+"""Exceptions, and how request-time ones render themselves (RFC 6750 §3).
+
+Every request-time failure is a werkzeug :class:`~werkzeug.exceptions.HTTPException`
+subclass, so Flask renders it with the right status, a JSON body and the
+``WWW-Authenticate`` header without any handler, while ``@app.errorhandler(InvalidToken)``
+or ``@app.errorhandler(401)`` still let an application take over.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+
+from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import TooManyRequests
+from werkzeug.exceptions import Unauthorized
+
+__all__ = [
+    "AccessDenied",
+    "ConfigurationError",
+    "ExpiredToken",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidToken",
+    "MissingToken",
+    "RateLimitExceeded",
+    "RevokedToken",
+    "ShieldError",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+# RFC 6750 §3: error_description is limited to %x20-21 / %x23-5B / %x5D-7E, so it can
+# sit inside a quoted-string without escaping. Anything else is replaced.
+_UNSAFE_DESCRIPTION = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+
+def _quoted(value: str) -> str:
+    return '"' + _UNSAFE_DESCRIPTION.sub("?", value) + '"'
+
+
+class ConfigurationError(ValueError):
+    """A ``JWT_SHIELD_*`` setting is missing, of the wrong type or unsafe.
+
+    Raised by :meth:`JWTShield.init_app`, never during a request. The message names the
+    key and says how to fix it.
+    """
+
+
+class StoreError(Exception):
+    """A store could not be reached or answered with an error.
+
+    Not an HTTP error: the pipeline turns it into :class:`StoreUnavailable` or lets the
+    request through, as ``JWT_SHIELD_FAIL_MODE`` says.
+    """
+
+
+class ShieldError(HTTPException):
+    """Base class of every error the shield raises during a request.
+
+    :param description: a human-readable sentence for ``error_description``. It never
+        contains a token.
+    :param reason: a short machine-readable reason recorded in the security event
+        (``"expired"``, ``"bad-signature"`` ...). Not sent to the client.
+    """
+
+    #: The OAuth 2.0 / RFC 6750 error code, or ``None`` where none is sent.
+    error: str | None = None
+    #: The ``WWW-Authenticate`` scheme, or ``None`` for no challenge.
+    scheme: str | None = None
+    #: Set by the pipeline from ``JWT_SHIELD_REALM``.
+    realm: str = "api"
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description)
+        self.reason = reason or self.error or "error"
+
+    def challenge(self) -> str | None:
+        """The ``WWW-Authenticate`` value, or ``None``."""
+        if self.scheme is None:
+            return None
+        params = [f"realm={_quoted(self.realm)}"]
+        if self.error is not None:
+            params.append(f"error={_quoted(self.error)}")
+            if self.description:
+                params.append(f"error_description={_quoted(self.description)}")
+        return f"{self.scheme} " + ", ".join(params)
+
+    def body(self) -> dict[str, str]:
+        """The JSON body: ``{"error": ..., "error_description": ...}``."""
+        data = {"error": self.error or self.name.lower().replace(" ", "_")}
+        if self.description:
+            data["error_description"] = self.description
+        return data
+
+    def get_body(
+        self,
+        environ: t.Any = None,
+        scope: dict[str, t.Any] | None = None,
+    ) -> str:
+        return json.dumps(self.body())
+
+    def get_headers(
+        self,
+        environ: t.Any = None,
+        scope: dict[str, t.Any] | None = None,
+    ) -> list[tuple[str, str]]:
+        headers = [
+            ("Content-Type", "application/json"),
+            # RFC 6750 §5.3 / RFC 6749 §5.1: never cache an authentication failure.
+            ("Cache-Control", "no-store"),
+        ]
+        challenge = self.challenge()
+        if challenge is not None:
+            headers.append(("WWW-Authenticate", challenge))
+        return headers
+
+
+class MissingToken(ShieldError, Unauthorized):
+    """No access token in the request: 401 with a bare challenge (RFC 6750 §3.1)."""
+
+    scheme = "Bearer"
+    error = None
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description or "An access token is required.", reason=reason or "missing")
+
+    def body(self) -> dict[str, str]:
+        return {"error": "unauthorized", "error_description": self.description or ""}
+
+
+class InvalidToken(ShieldError, Unauthorized):
+    """The token is malformed, forged, of the wrong kind or otherwise unacceptable."""
+
+    scheme = "Bearer"
+    error = "invalid_token"
+
+
+class ExpiredToken(InvalidToken):
+    """The token is past its ``exp``."""
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description or "The access token expired.", reason=reason or "expired")
+
+
+class RevokedToken(InvalidToken):
+    """The token, its session, its subject or its key was revoked."""
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(description or "The access token was revoked.", reason=reason or "revoked")
+
+
+class InvalidRequest(ShieldError, BadRequest):
+    """The request itself is malformed (RFC 6750 ``invalid_request``)."""
+
+    scheme = "Bearer"
+    error = "invalid_request"
+
+
+class InvalidGrant(ShieldError, BadRequest):
+    """A refresh token was reused, revoked, expired or not a refresh token (RFC 6749 §5.2)."""
+
+    error = "invalid_grant"
+
+
+class AccessDenied(ShieldError, Forbidden):
+    """A detector denied this request (OAuth ``access_denied``)."""
+
+    error = "access_denied"
+
+
+class RateLimitExceeded(ShieldError, TooManyRequests):
+    """The token (or its subject) went over its rate limit.
+
+    :param retry_after: whole seconds until a request may succeed.
+    :param rate_headers: ``RateLimit-*`` headers to send along.
+    """
+
+    error = "rate_limited"
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        retry_after: int = 1,
+        rate_headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(description or "Too many requests with this token.", reason=reason)
+        self.retry_after = max(1, int(retry_after))
+        self.rate_headers = dict(rate_headers or {})
+
+    def get_headers(
+        self,
+        environ: t.Any = None,
+        scope: dict[str, t.Any] | None = None,
+    ) -> list[tuple[str, str]]:
+        headers = super().get_headers(environ, scope)
+        headers.append(("Retry-After", str(self.retry_after)))
+        headers.extend(self.rate_headers.items())
+        return headers
+
+
+class StoreUnavailable(ShieldError, ServiceUnavailable):
+    """The store could not be reached and ``JWT_SHIELD_FAIL_MODE`` is ``"closed"``."""
+
+    error = "temporarily_unavailable"
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        retry_after: int = 5,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(
+            description or "The security store is unavailable; try again shortly.",
+            reason=reason or "store-unavailable",
+        )
+        self.retry_after = retry_after
+
+    def get_headers(
+        self,
+        environ: t.Any = None,
+        scope: dict[str, t.Any] | None = None,
+    ) -> list[tuple[str, str]]:
+        headers = super().get_headers(environ, scope)
+        headers.append(("Retry-After", str(self.retry_after)))
+        return headers

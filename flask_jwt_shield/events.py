@@ -1,0 +1,90 @@
+"""Security events: what the shield decided, recorded three ways.
+
+Each event is sent as a blinker signal (see :mod:`flask_jwt_shield.signals`), written as one
+JSON line to the audit logger, and appended to the store so that operators can query it
+(``shield.events()``, ``flask jwt-shield events``). Tokens are named by ``jti``, never
+included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import time
+import typing as t
+import uuid
+
+from flask import Flask
+
+from .config import ShieldConfig
+from .errors import StoreError
+from .signals import BY_KIND
+from .stores import Store
+
+logger = logging.getLogger("flask_jwt_shield")
+
+KINDS: tuple[str, ...] = tuple(BY_KIND)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    """One decision of the shield."""
+
+    kind: str
+    at: float
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    subject: str | None = None
+    jti: str | None = None
+    sid: str | None = None
+    kid: str | None = None
+    ip: str | None = None
+    country: str | None = None
+    action: str | None = None
+    detail: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: t.Mapping[str, t.Any]) -> SecurityEvent:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def _mask_ip(ip: str | None, mode: str) -> str | None:
+    if ip is None or mode == "full":
+        return ip
+    if mode == "none":
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
+class EventRecorder:
+    """Records the events of one app."""
+
+    def __init__(self, config: ShieldConfig, store: Store) -> None:
+        self.store = store
+        self.retention = config.event_retention
+        self.ip_mode = config.event_ip
+        self.audit = logging.getLogger(config.audit_logger)
+
+    def record(self, app: Flask, kind: str, **fields: t.Any) -> SecurityEvent:
+        """Build, signal, log and store one event. Never raises for a store failure."""
+        fields["ip"] = _mask_ip(fields.get("ip"), self.ip_mode)
+        event = SecurityEvent(kind=kind, at=time.time(), **fields)
+        data = event.to_dict()
+        self.audit.info(json.dumps(data, sort_keys=True, default=str))
+        BY_KIND[kind].send(app, event=event)
+        try:
+            self.store.add_event(data, retention=self.retention)
+        except StoreError as exc:
+            # The audit line above already holds the event; the store is best effort.
+            logger.warning("could not store security event %s (%s): %s", event.id, kind, exc)
+        return event

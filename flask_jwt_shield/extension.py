@@ -1,0 +1,564 @@
+"""The :class:`JWTShield` extension: ``init_app``, the decorator registries and the pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import re
+import secrets
+import time
+import typing as t
+
+from flask import Blueprint
+from flask import Flask
+from flask import current_app
+from flask import g
+from flask import has_request_context
+from flask import jsonify
+from flask import request
+from flask.typing import ResponseReturnValue
+
+from . import signals
+from .config import ShieldConfig
+from .errors import ConfigurationError
+from .errors import InvalidGrant
+from .errors import InvalidRequest
+from .errors import InvalidToken
+from .errors import MissingToken
+from .errors import RevokedToken
+from .errors import ShieldError
+from .errors import StoreError
+from .errors import StoreUnavailable
+from .events import EventRecorder
+from .events import SecurityEvent
+from .keys import KeyRing
+from .stores import Family
+from .stores import Store
+from .stores import store_from_uri
+from .tokens import ACCESS_TYPE
+from .tokens import REFRESH_TYPE
+from .tokens import Claims
+from .tokens import TokenCodec
+
+logger = logging.getLogger("flask_jwt_shield")
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+T_revocation_checker = t.TypeVar("T_revocation_checker", bound=t.Callable[[Claims], bool])
+
+EXTENSION_KEY = "jwt_shield"
+
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# One store-unavailable event per this many seconds per app, not one per request.
+_OUTAGE_EVENT_INTERVAL = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenPair:
+    """What :meth:`JWTShield.issue_tokens` and :meth:`JWTShield.refresh` return."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    sid: str
+    token_type: str = "Bearer"
+    #: The login came from a country not in the subject's history (``flag`` action).
+    new_country: bool = False
+
+    def as_dict(self) -> dict[str, t.Any]:
+        """The OAuth 2.0 token response (RFC 6749 §5.1)."""
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    """A live refresh family, as :meth:`JWTShield.sessions` lists it."""
+
+    sid: str
+    created_at: float
+    last_used_at: float
+    expires_at: float
+    last_ip: str | None
+    last_country: str | None
+
+
+@dataclasses.dataclass(eq=False)
+class _State:
+    """Everything per app: lives in ``app.extensions["jwt_shield"]``."""
+
+    shield: JWTShield
+    config: ShieldConfig
+    keys: KeyRing
+    codec: TokenCodec
+    store: Store
+    recorder: EventRecorder
+    exempt: dict[str, bool] = dataclasses.field(default_factory=dict)
+    last_outage_event: float = -math.inf
+
+
+class JWTShield:
+    """The Flask extension.
+
+    :param app: an application to initialise now (or call :meth:`init_app` later).
+    :param limiter: an app's existing ``flask_limiter.Limiter`` whose storage the per-token
+        limits share (keys never collide with the app's own).
+    :param store: a store instance to use instead of ``JWT_SHIELD_STORE_URI``.
+    """
+
+    def __init__(self, app: Flask | None = None, *, limiter: t.Any = None, store: Store | None = None) -> None:
+        self._limiter = limiter
+        self._store = store
+        self._exempt_views: set[t.Callable[..., t.Any]] = set()
+        self._revocation_checkers: list[t.Callable[[Claims], bool]] = []
+        if app is not None:
+            self.init_app(app)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Read and validate the ``JWT_SHIELD_*`` configuration and install the pipeline.
+
+        Raises :class:`~flask_jwt_shield.ConfigurationError` for a bad setting. Keys read:
+        every name in :class:`~flask_jwt_shield.config.ConfigKey` (see the configuration
+        page), plus ``SECRET_KEY`` when ``JWT_SHIELD_SECRET_KEY`` is unset.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'JWTShield' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        config = ShieldConfig.from_mapping(app.config)
+        keys = KeyRing.from_config(config)
+        store = self._store or store_from_uri(config.store_uri, instance_path=app.instance_path)
+        if config.store_uri.startswith("memory") and self._store is None and not app.testing:
+            logger.warning(
+                "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
+                " only and are lost on restart. Use 'sqlite:///shield.db' or Redis in production."
+            )
+        state = _State(
+            shield=self,
+            config=config,
+            keys=keys,
+            codec=TokenCodec(config, keys),
+            store=store,
+            recorder=EventRecorder(config, store),
+        )
+        app.extensions[EXTENSION_KEY] = state
+        if config.enabled:
+            app.before_request(functools.partial(self._guard, state))
+        from .cli import cli
+
+        if "jwt-shield" not in app.cli.commands:
+            app.cli.add_command(cli)
+
+    def _state(self) -> _State:
+        try:
+            state: _State = current_app.extensions[EXTENSION_KEY]
+        except KeyError:
+            raise RuntimeError(
+                "JWTShield is not initialised on this app. Did you forget to call"
+                " 'shield.init_app(app)'?"
+            ) from None
+        return state
+
+    # -- decorators ----------------------------------------------------------------------
+
+    def exempt(self, view: F) -> F:
+        """Serve this view without a token (login, refresh, health checks)."""
+        self._exempt_views.add(view)
+        return view
+
+    def revocation_checker(self, callback: T_revocation_checker) -> T_revocation_checker:
+        """Register ``callback(claims) -> bool``; any ``True`` means the token is revoked.
+
+        Called after the built-in checks, for every request. A callback that raises is
+        treated as an unreachable store (``JWT_SHIELD_FAIL_MODE``), never as "not revoked".
+        """
+        self._revocation_checkers.append(callback)
+        return callback
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    def _guard(self, state: _State) -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint
+        if endpoint is None:  # no route matched: Flask answers 404/405, nothing to protect
+            return
+        exempt = state.exempt.get(endpoint)
+        if exempt is None:
+            exempt = self._is_exempt(state, endpoint)
+        if exempt:
+            return
+        environ = req.environ
+        if environ["REQUEST_METHOD"] == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+            return  # CORS preflight carries no credentials by design
+        claims: Claims | None = None
+        try:
+            token = self._extract(state, req, environ)
+            claims, kid = state.codec.verify(token)
+            self._check_revocation(state, claims, kid)
+        except ShieldError as exc:
+            exc.realm = state.config.realm
+            if not isinstance(exc, (MissingToken, StoreUnavailable)):
+                self._rejected(state, exc, claims)
+            raise
+        g._jwt_shield = claims
+        if signals.token_verified.receivers:
+            signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
+
+    def _is_exempt(self, state: _State, endpoint: str) -> bool:
+        view = current_app.view_functions.get(endpoint)
+        exempt = (
+            endpoint in state.config.exempt_endpoints
+            or endpoint == "static"
+            or endpoint.endswith(".static")
+            or view in self._exempt_views
+        )
+        state.exempt[endpoint] = exempt
+        return exempt
+
+    def _extract(self, state: _State, req: t.Any, environ: dict[str, t.Any]) -> str:
+        # RFC 6750 §2.3 allows the query string but warns against it (URLs end up in logs);
+        # §2.2's form body is refused too, so a token has one place only: the header.
+        query = environ.get("QUERY_STRING")
+        if query and "access_token" in query and "access_token" in req.args:
+            raise InvalidRequest("Send the access token in the Authorization header, not the URL.",
+                                 reason="token-in-query")
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded") and (
+            "access_token" in req.form
+        ):
+            raise InvalidRequest("Send the access token in the Authorization header, not the body.",
+                                 reason="token-in-body")
+        header = environ.get("HTTP_AUTHORIZATION")
+        if header is None:
+            raise MissingToken()
+        if len(header) > state.config.max_token_bytes + 64:
+            raise InvalidToken("The token is too large.", reason="too-large")
+        scheme, _, credentials = header.strip(" ").partition(" ")
+        if scheme.lower() != "bearer":
+            if "bearer" in header.lower():  # e.g. "Basic x, Bearer y": two credentials
+                raise InvalidRequest("The Authorization header is malformed.", reason="malformed-header")
+            raise MissingToken()  # another scheme: no bearer credentials (RFC 6750 §3.1)
+        token = credentials.strip(" ")
+        if not _B64TOKEN.fullmatch(token):
+            # Spaces, commas (two tokens joined by a proxy), or characters no token has.
+            raise InvalidRequest("The Authorization header is malformed.", reason="malformed-header")
+        return token
+
+    def _check_revocation(self, state: _State, claims: Claims, kid: str) -> None:
+        try:
+            reason = state.store.check(
+                jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid,
+                iat=claims["iat"], now=time.time(),
+            )  # fmt: skip
+            if reason is None:
+                for checker in self._revocation_checkers:
+                    if checker(claims):
+                        reason = "callback"
+                        break
+        except ShieldError:
+            raise
+        except StoreError as exc:
+            self._store_failed(state, exc, claims)
+            return
+        except Exception as exc:  # a revocation_checker failed: never a 200 by accident
+            logger.exception("a revocation_checker raised; treating it as an unreachable store")
+            self._store_failed(state, exc, claims)
+            return
+        if reason is not None:
+            raise RevokedToken(f"The access token was revoked ({_REVOCATION_WORDS[reason]}).",
+                               reason=f"revoked-{reason}")
+
+    def _store_failed(self, state: _State, exc: Exception, claims: Claims | None) -> None:
+        """Apply ``JWT_SHIELD_FAIL_MODE``: raise 503 (closed) or return (open)."""
+        now = time.time()
+        if now - state.last_outage_event >= _OUTAGE_EVENT_INTERVAL:
+            state.last_outage_event = now
+            self._record(state, "store-unavailable", claims,
+                         action="deny" if state.config.fail_mode == "closed" else "flag",
+                         detail={"error": type(exc).__name__, "fail_mode": state.config.fail_mode})  # fmt: skip
+        if state.config.fail_mode == "closed":
+            raise StoreUnavailable()
+
+    def _rejected(self, state: _State, exc: ShieldError, claims: Claims | None) -> None:
+        self._record(state, "token-rejected", claims, action="deny",
+                     detail={"reason": exc.reason, "status": exc.code})  # fmt: skip
+
+    def _record(self, state: _State, kind: str, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
+        if claims is not None:
+            fields.setdefault("subject", claims.get("sub"))
+            fields.setdefault("jti", claims.get("jti"))
+            fields.setdefault("sid", claims.get("sid"))
+        if has_request_context():
+            fields.setdefault("ip", request.remote_addr)
+        return state.recorder.record(current_app._get_current_object(), kind, **fields)  # type: ignore[attr-defined]
+
+    # -- issuing -------------------------------------------------------------------------
+
+    def _issue_time(self, state: _State, sub: str) -> float:
+        """Now, but strictly after any ``revoke_subject`` of ``sub`` (even within one clock tick)."""
+        now = time.time()
+        not_before = state.store.not_before(sub, now)
+        if not_before is not None and now <= not_before:
+            now = math.nextafter(not_before, math.inf)
+        return now
+
+    def create_access_token(
+        self,
+        sub: str,
+        claims: t.Mapping[str, t.Any] | None = None,
+        expires_in: int | None = None,
+    ) -> str:
+        """Sign an access token (``typ`` ``at+jwt``) for ``sub``. Needs an app context.
+
+        :param claims: extra claims; registered ones (``sub``, ``exp``, ``jti`` ...) are
+            written by the shield and may not be given.
+        :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
+        """
+        state = self._state()
+        ttl = state.config.access_token_ttl if expires_in is None else expires_in
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+            raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
+        try:
+            iat = self._issue_time(state, sub)
+        except StoreError as exc:
+            self._store_failed(state, exc, None)
+            iat = time.time()
+        payload = state.codec.claims_for(sub, ttl=ttl, extra=claims, iat=iat)
+        return state.codec.encode(payload, ACCESS_TYPE)
+
+    def issue_tokens(self, sub: str, claims: t.Mapping[str, t.Any] | None = None) -> TokenPair:
+        """Start a session for ``sub`` (after the app checked the password).
+
+        Returns an access token and a refresh token sharing a new family id ``sid``.
+        """
+        state = self._state()
+        config = state.config
+        ip = request.remote_addr if has_request_context() else None
+        extra = dict(claims or {})
+        codec = state.codec
+        codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
+        sid = secrets.token_urlsafe(16)
+        refresh_jti = secrets.token_urlsafe(16)
+        try:
+            iat = self._issue_time(state, sub)
+            family = Family(
+                sid=sid, sub=sub, created_at=iat, expires_at=iat + config.refresh_token_ttl,
+                last_used_at=iat, current_jti=refresh_jti, current_iat=iat, last_ip=ip,
+                claims=extra,
+            )  # fmt: skip
+            dropped = state.store.create_family(
+                family,
+                max_sessions=config.max_sessions,
+                idle_ttl=config.refresh_idle_ttl,
+                until=family.expires_at + config.access_token_ttl,
+            )
+        except StoreError as exc:
+            # Without the store no session can be recorded, so none can be refreshed: in
+            # "open" mode the login still succeeds and the user logs in again later.
+            self._store_failed(state, exc, None)
+            iat = time.time()
+            family = Family(sid=sid, sub=sub, created_at=iat, expires_at=iat + config.refresh_token_ttl,
+                            last_used_at=iat, current_jti=refresh_jti, current_iat=iat, claims=extra)  # fmt: skip
+            dropped = []
+        for old in dropped:
+            self._record(state, "family-revoked", None, subject=sub, sid=old, action="revoke_family",
+                         detail={"reason": "max-sessions"})  # fmt: skip
+        pair = self._pair(state, family, iat)
+        self._record(state, "session-started", None, subject=sub, sid=sid, jti=refresh_jti)
+        return pair
+
+    def _pair(self, state: _State, family: Family, access_iat: float) -> TokenPair:
+        """A new access token, and the family's current refresh token (re-signed)."""
+        config, codec = state.config, state.codec
+        refresh_jti, refresh_iat = family.current_jti, family.current_iat
+        access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=family.claims,
+                                  sid=family.sid, iat=access_iat)  # fmt: skip
+        refresh = codec.claims_for(family.sub, ttl=family.expires_at - refresh_iat, sid=family.sid,
+                                   iat=refresh_iat, jti=refresh_jti)  # fmt: skip
+        return TokenPair(
+            access_token=codec.encode(access, ACCESS_TYPE),
+            refresh_token=codec.encode(refresh, REFRESH_TYPE),
+            expires_in=config.access_token_ttl,
+            sid=family.sid,
+        )
+
+    def refresh(self, refresh_token: str) -> TokenPair:
+        """Spend ``refresh_token`` and return a new pair in the same session.
+
+        A refresh token presented a second time is reuse: the whole family is revoked and
+        :class:`~flask_jwt_shield.InvalidGrant` is raised (400 ``invalid_grant``).
+        """
+        state = self._state()
+        config = state.config
+        ip = request.remote_addr if has_request_context() else None
+        if not isinstance(refresh_token, str):
+            raise InvalidGrant("A refresh token is required.", reason="missing")
+        try:
+            claims, kid = state.codec.verify(refresh_token, REFRESH_TYPE)
+        except InvalidToken as exc:
+            self._record(state, "token-rejected", None, action="deny",
+                         detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
+            raise InvalidGrant(exc.description, reason=exc.reason) from None
+        try:
+            self._check_revocation(state, claims, kid)
+        except RevokedToken as exc:
+            self._rejected(state, exc, claims)
+            raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
+        sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
+        try:
+            new_iat = self._issue_time(state, sub)
+            rotation = state.store.rotate(
+                sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
+                idle_ttl=config.refresh_idle_ttl, grace=config.refresh_reuse_grace, ip=ip,
+                country=None, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
+            )  # fmt: skip
+        except StoreError as exc:
+            # Rotation cannot be proven single without the store: refuse in both modes,
+            # or a stolen refresh token would mint sessions for the whole outage.
+            self._store_failed(state, exc, claims)
+            raise StoreUnavailable() from None
+        family = rotation.family
+        if rotation.outcome in ("rotated", "grace") and family is not None:
+            pair = self._pair(state, family, new_iat)
+            self._record(state, "token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
+            return pair
+        if rotation.outcome == "reused":
+            first = rotation.first_use
+            self._record(state, "refresh-reused", claims, action="revoke_family", detail={
+                "first_use": {"at": first.at, "ip": first.ip} if first else None,
+                "second_use": {"at": time.time(), "ip": ip},
+            })  # fmt: skip
+            self._record(state, "family-revoked", claims, action="revoke_family", detail={"reason": "refresh-reused"})
+            raise InvalidGrant("The refresh token was already used; the session has been revoked.",
+                               reason="refresh-reused")
+        words = {"revoked": "The session was revoked.", "expired": "The session expired.",
+                 "unknown": "The session is unknown."}  # fmt: skip
+        self._record(state, "token-rejected", claims, action="deny",
+                     detail={"reason": f"session-{rotation.outcome}", "status": 400})  # fmt: skip
+        raise InvalidGrant(words.get(rotation.outcome, "The refresh token is invalid."),
+                           reason=f"session-{rotation.outcome}")
+
+    # -- revoking ------------------------------------------------------------------------
+
+    def revoke_token(self, token_or_jti: str) -> str:
+        """Revoke one token, given as the token itself or its ``jti``. Returns the ``jti``."""
+        state = self._state()
+        now = time.time()
+        sub = sid = None
+        if token_or_jti.count(".") == 2:
+            claims = state.codec.inspect(token_or_jti)
+            jti, sub, sid = claims["jti"], claims["sub"], claims.get("sid")
+            until = float(claims["exp"]) + state.config.leeway + 1
+        else:
+            jti, until = token_or_jti, now + state.config.longest_ttl + state.config.leeway + 1
+        self._write(state, lambda: state.store.revoke("jti", jti, until))
+        self._record(state, "token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke")
+        return jti
+
+    def revoke_family(self, sid: str) -> None:
+        """Revoke one session: its refresh token and every access token carrying its ``sid``."""
+        state = self._state()
+        until = time.time() + state.config.longest_ttl + state.config.leeway + 1
+        family = self._write(state, lambda: state.store.revoke_family(sid, until))
+        self._record(state, "family-revoked", None, subject=family.sub if family else None, sid=sid,
+                     action="revoke_family")  # fmt: skip
+
+    def revoke_subject(self, sub: str) -> None:
+        """Reject every token issued to ``sub`` before now ("log out everywhere").
+
+        Tokens issued afterwards work, also within the same clock tick.
+        """
+        state = self._state()
+        at = time.time()
+        until = at + state.config.longest_ttl + state.config.leeway + 1
+        self._write(state, lambda: state.store.revoke_subject(sub, at, until))
+        self._record(state, "subject-revoked", None, subject=sub, action="revoke_subject")
+
+    def revoke_key(self, kid: str) -> None:
+        """Reject every token signed with key ``kid`` (a compromised key).
+
+        The signing key cannot be revoked while it signs: put a new key first in
+        ``JWT_SHIELD_KEYS`` and deploy, then revoke the old one.
+        """
+        state = self._state()
+        signing = state.keys.signing_key
+        if signing is not None and signing.kid == kid:
+            raise ValueError(
+                f"Key {kid!r} still signs new tokens; revoking it would reject every new login."
+                " Put a new key first in JWT_SHIELD_KEYS, deploy, then revoke this one."
+            )
+        until = time.time() + state.config.longest_ttl + state.config.leeway + 1
+        self._write(state, lambda: state.store.revoke("kid", kid, until))
+        self._record(state, "key-revoked", None, kid=kid, action="revoke")
+
+    R = t.TypeVar("R")
+
+    @staticmethod
+    def _write(state: _State, operation: t.Callable[[], R]) -> R:
+        try:
+            return operation()
+        except StoreError:
+            # An operator's revocation must never be lost silently, whatever the fail mode.
+            raise StoreUnavailable() from None
+
+    # -- reading -----------------------------------------------------------------------
+
+    def sessions(self, sub: str) -> list[Session]:
+        """The subject's live sessions (refresh families), oldest first."""
+        state = self._state()
+        families = state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+        return [
+            Session(sid=f.sid, created_at=f.created_at, last_used_at=f.last_used_at,
+                    expires_at=f.expires_at, last_ip=f.last_ip, last_country=f.last_country)
+            for f in families
+        ]  # fmt: skip
+
+    def events(
+        self,
+        subject: str | None = None,
+        jti: str | None = None,
+        sid: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[SecurityEvent]:
+        """Stored security events, newest first."""
+        rows = self._state().store.events(subject=subject, jti=jti, sid=sid, kind=kind, since=since, limit=limit)
+        return [SecurityEvent.from_dict(r) for r in rows]
+
+    def jwks(self) -> dict[str, list[dict[str, t.Any]]]:
+        """The public keys as a JWK Set (empty for HMAC keys, which are secret)."""
+        return self._state().keys.jwks()
+
+    def jwks_blueprint(self, name: str = "jwt_shield_jwks") -> Blueprint:
+        """A blueprint serving the JWK Set at ``/.well-known/jwks.json`` (exempt)."""
+        bp = Blueprint(name, __name__)
+
+        @bp.get("/.well-known/jwks.json")
+        @self.exempt
+        def jwks() -> ResponseReturnValue:
+            response = jsonify(self.jwks())
+            response.cache_control.public = True
+            response.cache_control.max_age = 300
+            return response
+
+        return bp
+
+
+_REVOCATION_WORDS = {
+    "token": "token",
+    "family": "session",
+    "subject": "all tokens of the subject",
+    "key": "signing key",
+    "callback": "application check",
+}
+
+__all__ = ["ConfigurationError", "JWTShield", "Session", "TokenPair"]

@@ -1,0 +1,61 @@
+"""Blinker signals, one per security event kind, plus ``token-verified``.
+
+Every signal is sent with the application (``current_app._get_current_object()``) as
+sender. Event signals carry the :class:`~flask_jwt_shield.events.SecurityEvent` as
+``event=``. Connect with ``signals.refresh_reused.connect(handler)``.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_namespace = Namespace()
+
+#: Sent for each request whose token passed every check, with ``claims=`` (the verified
+#: claims). A signal only: no stored event and no audit line, since it fires per request.
+token_verified = _namespace.signal("token-verified")
+
+#: A request's token was refused; ``event.detail["reason"]`` says why.
+token_rejected = _namespace.signal("token-rejected")
+#: One token was revoked (``revoke_token`` or a detector's ``revoke`` action).
+token_revoked = _namespace.signal("token-revoked")
+#: A refresh family (one session) was revoked.
+family_revoked = _namespace.signal("family-revoked")
+#: Every token of a subject issued before now was revoked.
+subject_revoked = _namespace.signal("subject-revoked")
+#: Every token signed with a key was revoked.
+key_revoked = _namespace.signal("key-revoked")
+#: ``issue_tokens`` started a session (a new refresh family).
+session_started = _namespace.signal("session-started")
+#: ``refresh`` rotated a refresh token (``detail["grace"]`` when the predecessor was used).
+token_refreshed = _namespace.signal("token-refreshed")
+#: A spent refresh token was presented again; the family was revoked. ``detail`` holds
+#: both uses.
+refresh_reused = _namespace.signal("refresh-reused")
+#: A request went over its token's rate limit.
+rate_limited = _namespace.signal("rate-limited")
+#: A token crossed the spike threshold; ``detail`` holds the observed rate.
+traffic_spike = _namespace.signal("traffic-spike")
+#: A subject's rate went far above its own learned baseline (adaptive mode).
+traffic_anomaly = _namespace.signal("traffic-anomaly")
+#: A login came from a country not in the subject's history.
+new_country = _namespace.signal("new-country")
+#: A token was used from another country than the one it was issued in.
+country_changed = _namespace.signal("country-changed")
+#: Two uses by one subject were farther apart than anyone can travel in the time between.
+impossible_travel = _namespace.signal("impossible-travel")
+#: A request or login came from a country outside the allowed (or inside the denied) list.
+country_denied = _namespace.signal("country-denied")
+#: The store or the limiter storage could not be reached.
+store_unavailable = _namespace.signal("store-unavailable")
+
+#: Event kind → signal.
+BY_KIND = {
+    signal.name: signal
+    for signal in (
+        token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
+        session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
+        traffic_anomaly, new_country, country_changed, impossible_travel, country_denied,
+        store_unavailable,
+    )
+}  # fmt: skip

@@ -1,0 +1,131 @@
+"""The store protocol: all server-side state of the shield, behind one interface.
+
+Every backend passes the same contract suite (``tests/test_store_contract.py``). Methods
+raise :class:`~flask_jwt_shield.errors.StoreError` when the backend cannot be reached; the
+pipeline decides what that means (``JWT_SHIELD_FAIL_MODE``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+RevocationKind = t.Literal["jti", "sid", "kid"]
+
+
+@dataclasses.dataclass(slots=True)
+class Family:
+    """A refresh family: one login session and the chain of refresh tokens it rotated."""
+
+    sid: str
+    sub: str
+    created_at: float
+    expires_at: float  # absolute: rotation never extends it
+    last_used_at: float
+    current_jti: str
+    current_iat: float
+    previous_jti: str | None = None
+    rotated_at: float | None = None
+    revoked: bool = False
+    last_ip: str | None = None
+    last_country: str | None = None
+    claims: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+    def live(self, now: float, idle_ttl: float) -> bool:
+        return not self.revoked and now < self.expires_at and now < self.last_used_at + idle_ttl
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Use:
+    """When and from where a refresh token was spent."""
+
+    at: float
+    ip: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rotation:
+    """The outcome of :meth:`Store.rotate`.
+
+    ``outcome`` is one of ``"rotated"`` (the presented token was current and is now spent),
+    ``"grace"`` (it was the immediate predecessor, within the grace period: re-issue the
+    current one), ``"reused"`` (spent before: the family is now revoked), ``"revoked"``,
+    ``"expired"`` or ``"unknown"``.
+    """
+
+    outcome: str
+    family: Family | None = None
+    first_use: Use | None = None
+
+
+class Store(t.Protocol):
+    """What a backend implements. All times are epoch seconds (``time.time()``)."""
+
+    def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        """Return why the token is revoked (``"token"``, ``"family"``, ``"subject"``,
+        ``"key"``) or ``None``. One round trip."""
+
+    def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
+        """Revoke a ``jti``, ``sid`` or ``kid`` until ``until`` (then forget it)."""
+
+    def revoke_subject(self, sub: str, at: float, until: float) -> None:
+        """Reject every token of ``sub`` with ``iat <= at``, until ``until``."""
+
+    def not_before(self, sub: str, now: float) -> float | None:
+        """The instant set by :meth:`revoke_subject` for ``sub``, if any."""
+
+    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+        """Store a new family; revoke the subject's oldest live families beyond
+        ``max_sessions`` (their ``sid`` revoked until ``until``) and return their ids."""
+
+    def rotate(
+        self,
+        sid: str,
+        jti: str,
+        *,
+        new_jti: str,
+        new_iat: float,
+        now: float,
+        idle_ttl: float,
+        grace: float,
+        ip: str | None,
+        country: str | None,
+        until: float,
+    ) -> Rotation:
+        """Spend refresh token ``jti`` of family ``sid`` atomically (see :class:`Rotation`)."""
+
+    def get_family(self, sid: str) -> Family | None:
+        """The family ``sid``, live or not."""
+
+    def revoke_family(self, sid: str, until: float) -> Family | None:
+        """Mark family ``sid`` revoked and revoke its ``sid`` until ``until``."""
+
+    def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
+        """The subject's live families, oldest first."""
+
+    def get_profile(self, sub: str) -> dict[str, t.Any] | None:
+        """Per-subject detector state (country history, last location)."""
+
+    def put_profile(self, sub: str, profile: dict[str, t.Any]) -> None:
+        """Replace the per-subject detector state."""
+
+    def add_event(self, event: dict[str, t.Any], *, retention: int) -> None:
+        """Append a security event; keep at most ``retention`` events."""
+
+    def events(
+        self,
+        *,
+        subject: str | None = None,
+        jti: str | None = None,
+        sid: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, t.Any]]:
+        """Matching events, newest first."""
+
+    def purge(self, now: float) -> int:
+        """Drop expired entries; return how many."""
+
+    def close(self) -> None:
+        """Release connections."""

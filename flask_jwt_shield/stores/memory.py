@@ -1,0 +1,217 @@
+"""``memory://``: one process's dictionaries. For tests and development."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+import typing as t
+from collections import deque
+
+from .base import Family
+from .base import RevocationKind
+from .base import Rotation
+from .base import Use
+
+_PURGE_EVERY = 60.0  # seconds between sweeps of expired entries on writes
+
+
+class MemoryStore:
+    """State in this process only: lost on restart, not shared between workers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._revoked: dict[tuple[str, str], float] = {}
+        self._not_before: dict[str, tuple[float, float]] = {}
+        self._families: dict[str, Family] = {}
+        self._spent: dict[str, tuple[Use, float]] = {}
+        self._profiles: dict[str, dict[str, t.Any]] = {}
+        self._events: deque[dict[str, t.Any]] = deque()
+        self._ids = itertools.count(1)
+        self._last_purge = 0.0
+
+    # -- revocation (the hot path: plain dict lookups) ---------------------------------
+
+    def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        revoked = self._revoked
+        if revoked:
+            until = revoked.get(("jti", jti))
+            if until is not None and until > now:
+                return "token"
+            if sid is not None:
+                until = revoked.get(("sid", sid))
+                if until is not None and until > now:
+                    return "family"
+        nb = self._not_before.get(sub)
+        if nb is not None and iat <= nb[0] and nb[1] > now:
+            return "subject"
+        if revoked:
+            until = revoked.get(("kid", kid))
+            if until is not None and until > now:
+                return "key"
+        return None
+
+    def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
+        with self._lock:
+            key = (kind, value)
+            self._revoked[key] = max(until, self._revoked.get(key, 0.0))
+            self._maybe_purge()
+
+    def revoke_subject(self, sub: str, at: float, until: float) -> None:
+        with self._lock:
+            old = self._not_before.get(sub)
+            if old is None or old[0] < at:
+                self._not_before[sub] = (at, max(until, old[1] if old else 0.0))
+
+    def not_before(self, sub: str, now: float) -> float | None:
+        nb = self._not_before.get(sub)
+        return nb[0] if nb is not None and nb[1] > now else None
+
+    # -- refresh families ---------------------------------------------------------------
+
+    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+        with self._lock:
+            self._families[family.sid] = copy.deepcopy(family)
+            live = sorted(
+                (f for f in self._families.values() if f.sub == family.sub and f.live(family.created_at, idle_ttl)),
+                key=lambda f: f.created_at,
+            )
+            dropped = [f.sid for f in live[: max(0, len(live) - max_sessions)]]
+            for sid in dropped:
+                self._revoke_family(sid, until)
+            return dropped
+
+    def rotate(
+        self,
+        sid: str,
+        jti: str,
+        *,
+        new_jti: str,
+        new_iat: float,
+        now: float,
+        idle_ttl: float,
+        grace: float,
+        ip: str | None,
+        country: str | None,
+        until: float,
+    ) -> Rotation:
+        with self._lock:
+            family = self._families.get(sid)
+            if family is None:
+                return Rotation("unknown")
+            if family.revoked:
+                return Rotation("revoked", copy.deepcopy(family))
+            if not family.live(now, idle_ttl):
+                return Rotation("expired", copy.deepcopy(family))
+            if jti == family.current_jti:
+                self._spent[jti] = (Use(now, ip), family.expires_at)
+                family.previous_jti, family.rotated_at = jti, now
+                family.current_jti, family.current_iat = new_jti, new_iat
+                outcome = "rotated"
+            elif (
+                grace > 0
+                and jti == family.previous_jti
+                and family.rotated_at is not None
+                and now - family.rotated_at <= grace
+            ):
+                outcome = "grace"
+            else:
+                spent = self._spent.get(jti)
+                self._revoke_family(sid, until)
+                return Rotation("reused", copy.deepcopy(family), spent[0] if spent else None)
+            family.last_used_at, family.last_ip = now, ip
+            if country is not None:
+                family.last_country = country
+            return Rotation(outcome, copy.deepcopy(family))
+
+    def get_family(self, sid: str) -> Family | None:
+        family = self._families.get(sid)
+        return copy.deepcopy(family) if family is not None else None
+
+    def revoke_family(self, sid: str, until: float) -> Family | None:
+        with self._lock:
+            return self._revoke_family(sid, until)
+
+    def _revoke_family(self, sid: str, until: float) -> Family | None:
+        family = self._families.get(sid)
+        if family is not None:
+            family.revoked = True
+        key = ("sid", sid)
+        self._revoked[key] = max(until, self._revoked.get(key, 0.0))
+        return copy.deepcopy(family) if family is not None else None
+
+    def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
+        with self._lock:
+            live = [copy.deepcopy(f) for f in self._families.values() if f.sub == sub and f.live(now, idle_ttl)]
+        return sorted(live, key=lambda f: f.created_at)
+
+    # -- detector state and events -------------------------------------------------------
+
+    def get_profile(self, sub: str) -> dict[str, t.Any] | None:
+        profile = self._profiles.get(sub)
+        return copy.deepcopy(profile) if profile is not None else None
+
+    def put_profile(self, sub: str, profile: dict[str, t.Any]) -> None:
+        with self._lock:
+            self._profiles[sub] = copy.deepcopy(profile)
+
+    def add_event(self, event: dict[str, t.Any], *, retention: int) -> None:
+        with self._lock:
+            self._events.append(dict(event))
+            while len(self._events) > retention:
+                self._events.popleft()
+
+    def events(
+        self,
+        *,
+        subject: str | None = None,
+        jti: str | None = None,
+        sid: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, t.Any]]:
+        with self._lock:
+            snapshot = list(self._events)
+        found = []
+        for event in reversed(snapshot):
+            if (
+                (subject is None or event.get("subject") == subject)
+                and (jti is None or event.get("jti") == jti)
+                and (sid is None or event.get("sid") == sid)
+                and (kind is None or event.get("kind") == kind)
+                and (since is None or event["at"] >= since)
+            ):
+                found.append(dict(event))
+                if len(found) >= limit:
+                    break
+        return found
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def _maybe_purge(self) -> None:
+        now = time.time()
+        if now - self._last_purge > _PURGE_EVERY:
+            self._last_purge = now
+            self.purge(now)
+
+    def purge(self, now: float) -> int:
+        with self._lock:
+            dropped = 0
+            for key in [k for k, until in self._revoked.items() if until <= now]:
+                del self._revoked[key]
+                dropped += 1
+            for sub in [s for s, (_, until) in self._not_before.items() if until <= now]:
+                del self._not_before[sub]
+                dropped += 1
+            for jti in [j for j, (_, until) in self._spent.items() if until <= now]:
+                del self._spent[jti]
+                dropped += 1
+            for sid in [s for s, f in self._families.items() if f.expires_at <= now]:
+                del self._families[sid]
+                dropped += 1
+            return dropped
+
+    def close(self) -> None:
+        pass

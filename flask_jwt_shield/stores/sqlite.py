@@ -1,0 +1,338 @@
+"""``sqlite:///path.db``: the embedded default for one machine.
+
+Persistent (revocations survive a restart) and shared by the worker processes of one host:
+WAL journal, a busy timeout, one connection per thread and process, and ``BEGIN IMMEDIATE``
+around every read-modify-write so that two workers cannot rotate one refresh token twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import typing as t
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import StoreError
+from .base import Family
+from .base import RevocationKind
+from .base import Rotation
+from .base import Use
+
+_PURGE_EVERY = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revoked (
+    kind TEXT NOT NULL, value TEXT NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS not_before (
+    sub TEXT PRIMARY KEY, at REAL NOT NULL, until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS families (
+    sid TEXT PRIMARY KEY, sub TEXT NOT NULL, created_at REAL NOT NULL,
+    expires_at REAL NOT NULL, last_used_at REAL NOT NULL,
+    current_jti TEXT NOT NULL, current_iat REAL NOT NULL,
+    previous_jti TEXT, rotated_at REAL, revoked INTEGER NOT NULL DEFAULT 0,
+    last_ip TEXT, last_country TEXT, claims TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS families_sub ON families (sub, created_at);
+CREATE TABLE IF NOT EXISTS spent (
+    jti TEXT PRIMARY KEY, sid TEXT NOT NULL, at REAL NOT NULL, ip TEXT, until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles (sub TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+    subject TEXT, jti TEXT, sid TEXT, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, id);
+CREATE INDEX IF NOT EXISTS events_jti ON events (jti, id);
+CREATE INDEX IF NOT EXISTS events_sid ON events (sid, id);
+"""
+
+_CHECK = """
+SELECT
+  (SELECT 1 FROM revoked WHERE kind = 'jti' AND value = ? AND until > ?),
+  (SELECT 1 FROM revoked WHERE kind = 'sid' AND value = ? AND until > ?),
+  (SELECT at FROM not_before WHERE sub = ? AND until > ?),
+  (SELECT 1 FROM revoked WHERE kind = 'kid' AND value = ? AND until > ?)
+"""
+
+_FAMILY_COLUMNS = (
+    "sid, sub, created_at, expires_at, last_used_at, current_jti, current_iat,"
+    " previous_jti, rotated_at, revoked, last_ip, last_country, claims"
+)
+
+
+def _family(row: tuple[t.Any, ...]) -> Family:
+    return Family(
+        sid=row[0], sub=row[1], created_at=row[2], expires_at=row[3], last_used_at=row[4],
+        current_jti=row[5], current_iat=row[6], previous_jti=row[7], rotated_at=row[8],
+        revoked=bool(row[9]), last_ip=row[10], last_country=row[11], claims=json.loads(row[12]),
+    )  # fmt: skip
+
+
+class SQLiteStore:
+    """State in one SQLite file. ``path`` is a filesystem path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._last_purge = 0.0
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        # A connection must not cross a fork (gunicorn preloading): reopen in the child.
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        try:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed whole or not at all."""
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        now = time.time()
+        if now - self._last_purge > _PURGE_EVERY:
+            self._last_purge = now
+            self.purge(now)
+
+    # -- revocation --------------------------------------------------------------------
+
+    def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(_CHECK, (jti, now, sid or "", now, sub, now, kid, now)).fetchone()
+        if row[0]:
+            return "token"
+        if row[1] and sid is not None:
+            return "family"
+        if row[2] is not None and iat <= row[2]:
+            return "subject"
+        if row[3]:
+            return "key"
+        return None
+
+    def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO revoked (kind, value, until) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, value) DO UPDATE SET until = max(until, excluded.until)",
+                (kind, value, until),
+            )
+
+    def revoke_subject(self, sub: str, at: float, until: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO not_before (sub, at, until) VALUES (?, ?, ?) ON CONFLICT (sub) DO UPDATE"
+                " SET at = max(at, excluded.at), until = max(until, excluded.until)",
+                (sub, at, until),
+            )
+
+    def not_before(self, sub: str, now: float) -> float | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT at FROM not_before WHERE sub = ? AND until > ?", (sub, now)).fetchone()
+        return row[0] if row else None
+
+    # -- refresh families --------------------------------------------------------------
+
+    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+        f = family
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (f.sid, f.sub, f.created_at, f.expires_at, f.last_used_at, f.current_jti, f.current_iat,
+                 f.previous_jti, f.rotated_at, int(f.revoked), f.last_ip, f.last_country, json.dumps(f.claims)),
+            )  # fmt: skip
+            rows = conn.execute(
+                "SELECT sid FROM families WHERE sub = ? AND revoked = 0 AND expires_at > ?"
+                " AND last_used_at + ? > ? ORDER BY created_at, rowid",
+                (f.sub, f.created_at, idle_ttl, f.created_at),
+            ).fetchall()
+            dropped = [r[0] for r in rows[: max(0, len(rows) - max_sessions)]]
+            for sid in dropped:
+                self._revoke_family(conn, sid, until)
+        return dropped
+
+    def rotate(
+        self,
+        sid: str,
+        jti: str,
+        *,
+        new_jti: str,
+        new_iat: float,
+        now: float,
+        idle_ttl: float,
+        grace: float,
+        ip: str | None,
+        country: str | None,
+        until: float,
+    ) -> Rotation:
+        with self._write() as conn:
+            row = conn.execute(f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sid = ?", (sid,)).fetchone()
+            if row is None:
+                return Rotation("unknown")
+            family = _family(row)
+            if family.revoked:
+                return Rotation("revoked", family)
+            if not family.live(now, idle_ttl):
+                return Rotation("expired", family)
+            if jti == family.current_jti:
+                conn.execute(
+                    "INSERT OR REPLACE INTO spent (jti, sid, at, ip, until) VALUES (?, ?, ?, ?, ?)",
+                    (jti, sid, now, ip, family.expires_at),
+                )
+                family.previous_jti, family.rotated_at = jti, now
+                family.current_jti, family.current_iat = new_jti, new_iat
+                outcome = "rotated"
+            elif (
+                grace > 0
+                and jti == family.previous_jti
+                and family.rotated_at is not None
+                and now - family.rotated_at <= grace
+            ):
+                outcome = "grace"
+            else:
+                spent = conn.execute("SELECT at, ip FROM spent WHERE jti = ?", (jti,)).fetchone()
+                self._revoke_family(conn, sid, until)
+                family.revoked = True
+                return Rotation("reused", family, Use(spent[0], spent[1]) if spent else None)
+            family.last_used_at, family.last_ip = now, ip
+            if country is not None:
+                family.last_country = country
+            conn.execute(
+                "UPDATE families SET current_jti = ?, current_iat = ?, previous_jti = ?, rotated_at = ?,"
+                " last_used_at = ?, last_ip = ?, last_country = ? WHERE sid = ?",
+                (family.current_jti, family.current_iat, family.previous_jti, family.rotated_at,
+                 family.last_used_at, family.last_ip, family.last_country, sid),
+            )  # fmt: skip
+            return Rotation(outcome, family)
+
+    def get_family(self, sid: str) -> Family | None:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sid = ?", (sid,)).fetchone()
+        return _family(row) if row else None
+
+    def revoke_family(self, sid: str, until: float) -> Family | None:
+        with self._write() as conn:
+            self._revoke_family(conn, sid, until)
+            row = conn.execute(f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sid = ?", (sid,)).fetchone()
+        return _family(row) if row else None
+
+    @staticmethod
+    def _revoke_family(conn: sqlite3.Connection, sid: str, until: float) -> None:
+        conn.execute("UPDATE families SET revoked = 1 WHERE sid = ?", (sid,))
+        conn.execute(
+            "INSERT INTO revoked (kind, value, until) VALUES ('sid', ?, ?)"
+            " ON CONFLICT (kind, value) DO UPDATE SET until = max(until, excluded.until)",
+            (sid, until),
+        )
+
+    def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sub = ? AND revoked = 0"
+                " AND expires_at > ? AND last_used_at + ? > ? ORDER BY created_at, rowid",
+                (sub, now, idle_ttl, now),
+            ).fetchall()
+        return [_family(r) for r in rows]
+
+    # -- detector state and events -------------------------------------------------------
+
+    def get_profile(self, sub: str) -> dict[str, t.Any] | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT data FROM profiles WHERE sub = ?", (sub,)).fetchone()
+        return t.cast(dict[str, t.Any], json.loads(row[0])) if row else None
+
+    def put_profile(self, sub: str, profile: dict[str, t.Any]) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO profiles (sub, data) VALUES (?, ?)", (sub, json.dumps(profile)))
+
+    def add_event(self, event: dict[str, t.Any], *, retention: int) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (at, kind, subject, jti, sid, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (event["at"], event["kind"], event.get("subject"), event.get("jti"), event.get("sid"),
+                 json.dumps(event)),
+            )  # fmt: skip
+            # Ids grow by one per event, so the newest id bounds the table by primary key.
+            conn.execute("DELETE FROM events WHERE id <= ?", ((cursor.lastrowid or 0) - retention,))
+
+    def events(
+        self,
+        *,
+        subject: str | None = None,
+        jti: str | None = None,
+        sid: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, t.Any]]:
+        where, params = [], []
+        for column, value in (("subject", subject), ("jti", jti), ("sid", sid), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        sql = "SELECT data FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def purge(self, now: float) -> int:
+        self._last_purge = now  # before the write below, which would otherwise purge again
+        dropped = 0
+        with self._write() as conn:
+            for sql in (
+                "DELETE FROM revoked WHERE until <= ?",
+                "DELETE FROM not_before WHERE until <= ?",
+                "DELETE FROM spent WHERE until <= ?",
+                "DELETE FROM families WHERE expires_at <= ?",
+            ):
+                dropped += conn.execute(sql, (now,)).rowcount
+        return dropped
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,300 @@
+"""Issuing and verifying tokens, and the cache of tokens already verified.
+
+The signature work is PyJWT's (each key prepared once by its ``Algorithm``); the compact
+serialization is parsed here, strictly, so that the hot path does no more than it must:
+
+* the algorithm comes from the key ring, never from the token: the header's ``alg`` must
+  match the algorithm of the key its ``kid`` names (RFC 8725 §3.1, §3.2);
+* ``typ`` is checked explicitly (RFC 8725 §3.11, RFC 9068 §4), so a refresh or ID token is
+  never an access token;
+* ``crit`` is refused (RFC 7515 §4.1.11: we understand no extension), ``jku``/``x5u``/
+  ``jwk``/``x5c`` are ignored (keys never come from the token);
+* registered claims are required, typed and finite (a ``NaN`` ``exp`` is not "never");
+* the size limit applies before any decoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import secrets
+import time
+import types
+import typing as t
+from collections.abc import Mapping
+
+from .config import ShieldConfig
+from .errors import ExpiredToken
+from .errors import InvalidToken
+from .keys import Key
+from .keys import KeyRing
+from .keys import b64url
+
+ACCESS_TYPE = "at+jwt"
+REFRESH_TYPE = "refresh+jwt"
+# RFC 9068 §4: "application/at+jwt" is the same type; media types compare case-insensitively.
+_TYPE_ALIASES = {"at+jwt": ACCESS_TYPE, "application/at+jwt": ACCESS_TYPE,
+                 "refresh+jwt": REFRESH_TYPE, "application/refresh+jwt": REFRESH_TYPE}  # fmt: skip
+
+#: Claims the shield writes itself; an application's extra claims may not replace them.
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ"})
+
+_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# How far in the future an ``iat`` may lie beyond the leeway: tokens issued on this host
+# may carry an ``iat`` a hair after "now" when a subject was revoked in the same instant.
+_IAT_TOLERANCE = 1.0
+
+Claims = Mapping[str, t.Any]
+
+
+class _Rejected(Exception):
+    """Internal: a JSON document that must not be accepted."""
+
+
+def _no_duplicates(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # RFC 7515 §5.2 / RFC 8725 §3.8: ambiguous documents are rejected, not resolved.
+        raise _Rejected("duplicate member")
+    return result
+
+
+def _no_constants(name: str) -> t.NoReturn:
+    raise _Rejected(f"{name} is not JSON")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json_object(data: bytes) -> dict[str, t.Any]:
+    try:
+        value = _decoder.decode(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, _Rejected, RecursionError):
+        raise InvalidToken("The token is malformed.", reason="malformed-json") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("The token is malformed.", reason="malformed-json")
+    return value
+
+
+def _number(claims: Mapping[str, t.Any], name: str) -> float:
+    value = claims.get(name)
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise InvalidToken(f"The token's '{name}' claim is missing or not a number.", reason=f"bad-{name}")
+    return t.cast(float, value)
+
+
+def _string(claims: Mapping[str, t.Any], name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise InvalidToken(f"The token's '{name}' claim is missing or invalid.", reason=f"bad-{name}")
+    return value
+
+
+class TokenCodec:
+    """Signs and verifies the tokens of one app."""
+
+    def __init__(self, config: ShieldConfig, keys: KeyRing) -> None:
+        self.config = config
+        self.keys = keys
+        self._headers: dict[str, tuple[Key, str]] = {}
+        # token -> (claims, exp, nbf); bounded, oldest entry dropped first.
+        self._verified: dict[str, tuple[Claims, float, float, str]] = {}
+        self._cache_size = config.token_cache_size
+
+    # -- issuing ---------------------------------------------------------------------
+
+    def encode(self, payload: Mapping[str, t.Any], typ: str) -> str:
+        """Sign ``payload`` with the signing key, with ``alg``, ``kid`` and ``typ`` headers."""
+        key = self.keys.signing_key
+        if key is None:
+            raise RuntimeError(
+                "This app has only public keys (verify-only mode) and cannot issue tokens."
+                " Configure JWT_SHIELD_PRIVATE_KEY or a 'key' in JWT_SHIELD_KEYS to issue."
+            )
+        header = {"alg": key.alg, "kid": key.kid, "typ": typ}
+        segments = [
+            b64url(json.dumps(header, separators=(",", ":")).encode()),
+            b64url(json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()),
+        ]
+        signing_input = ".".join(segments).encode("ascii")
+        signature = key.algorithm.sign(signing_input, key.signing)
+        return f"{segments[0]}.{segments[1]}.{b64url(signature)}"
+
+    def claims_for(
+        self,
+        sub: str,
+        *,
+        ttl: float,
+        extra: Mapping[str, t.Any] | None = None,
+        sid: str | None = None,
+        iat: float | None = None,
+        jti: str | None = None,
+    ) -> dict[str, t.Any]:
+        """The registered claims of a new token (plus ``extra``)."""
+        if not isinstance(sub, str) or not sub:
+            raise TypeError(f"sub must be a non-empty string, not {sub!r}; use str(user.id).")
+        payload: dict[str, t.Any] = {}
+        if extra:
+            clash = RESERVED_CLAIMS.intersection(extra)
+            if clash:
+                raise ValueError(f"claims may not set {sorted(clash)}; the shield writes them.")
+            payload.update(extra)
+        now = time.time() if iat is None else iat
+        if self.config.issuer is not None:
+            payload["iss"] = self.config.issuer
+        payload["sub"] = sub
+        if self.config.audience is not None:
+            payload["aud"] = self.config.audience
+        # A fractional iat lets revoke_subject() separate tokens issued within one second.
+        payload["iat"] = now
+        payload["nbf"] = math.floor(now)
+        payload["exp"] = math.floor(now + ttl)
+        payload["jti"] = jti or secrets.token_urlsafe(16)  # 128 random bits
+        if sid is not None:
+            payload["sid"] = sid
+        return payload
+
+    # -- verifying -------------------------------------------------------------------
+
+    def verify(self, token: str, typ: str = ACCESS_TYPE) -> tuple[Claims, str]:
+        """Verify ``token`` as a token of type ``typ``; return its claims and its key's ``kid``.
+
+        Raises :class:`InvalidToken` or :class:`ExpiredToken`. Access tokens that verified
+        once are served from a bounded cache; their times are checked on every use.
+        """
+        if typ == ACCESS_TYPE:
+            cached = self._verified.get(token)
+            if cached is not None:
+                claims, exp, nbf, kid = cached
+                self._check_time(exp, nbf, token)
+                return claims, kid
+        payload, kid = self._verify_uncached(token, typ)
+        claims = frozen(payload)
+        exp = payload["exp"]
+        nbf = payload.get("nbf", -math.inf)
+        self._check_time(exp, nbf, None)
+        if typ == ACCESS_TYPE and self._cache_size:
+            cache = self._verified
+            if len(cache) >= self._cache_size:
+                try:
+                    del cache[next(iter(cache))]
+                except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+                    pass
+            cache[token] = (claims, exp, nbf, kid)
+        return claims, kid
+
+    def inspect(self, token: str) -> Claims:
+        """Verify signature and type (access or refresh) of ``token`` but not its times."""
+        return frozen(self._verify_uncached(token, None)[0])
+
+    def _check_time(self, exp: float, nbf: float, cached_token: str | None) -> None:
+        now = time.time()
+        leeway = self.config.leeway
+        if now >= exp + leeway:
+            if cached_token is not None:
+                self._verified.pop(cached_token, None)
+            raise ExpiredToken()
+        if nbf > now + leeway:
+            raise InvalidToken("The token is not valid yet.", reason="not-yet-valid")
+
+    def _verify_uncached(self, token: str, typ: str | None) -> tuple[dict[str, t.Any], str]:
+        if len(token) > self.config.max_token_bytes:
+            raise InvalidToken("The token is too large.", reason="too-large")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidToken("The token is malformed.", reason="malformed")
+        header_segment, payload_segment, signature_segment = parts
+        if not signature_segment:
+            raise InvalidToken("The token is not signed.", reason="unsigned")
+        charset_ok = _B64URL.issuperset(token.replace(".", "").encode("ascii", "replace"))
+        if not header_segment or not payload_segment or not charset_ok:
+            raise InvalidToken("The token is malformed.", reason="malformed")
+        key, token_type = self._key_for(header_segment)
+        if typ is not None and token_type != typ:
+            raise InvalidToken("The token is not an access token." if typ == ACCESS_TYPE
+                               else "The token is not a refresh token.", reason="wrong-type")
+        try:
+            signature = _b64decode(signature_segment)
+        except (binascii.Error, ValueError):
+            raise InvalidToken("The token is malformed.", reason="malformed") from None
+        signing_input = token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
+        try:
+            valid = key.algorithm.verify(signing_input, key.verifying, signature)
+        except Exception:  # a malformed signature may raise instead of returning False
+            valid = False
+        if not valid:
+            raise InvalidToken("The token's signature is invalid.", reason="bad-signature")
+        try:
+            payload = _json_object(_b64decode(payload_segment))
+        except (binascii.Error, ValueError):
+            raise InvalidToken("The token is malformed.", reason="malformed") from None
+        self._check_claims(payload, token_type)
+        return payload, key.kid
+
+    def _key_for(self, header_segment: str) -> tuple[Key, str]:
+        cached = self._headers.get(header_segment)
+        if cached is not None:
+            return cached
+        try:
+            header = _json_object(_b64decode(header_segment))
+        except (binascii.Error, ValueError):
+            raise InvalidToken("The token is malformed.", reason="malformed") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.keys.algorithms:
+            raise InvalidToken("The token's algorithm is not accepted.", reason="bad-alg")
+        if "crit" in header:
+            raise InvalidToken("The token uses an unsupported critical extension.", reason="crit")
+        kid = header.get("kid")
+        key = self.keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise InvalidToken("The token's key is unknown.", reason="unknown-kid")
+        if key.alg != alg:
+            raise InvalidToken("The token's algorithm does not match its key.", reason="bad-alg")
+        raw_type = header.get("typ")
+        token_type = _TYPE_ALIASES.get(raw_type.lower()) if isinstance(raw_type, str) else None
+        if token_type is None:
+            raise InvalidToken("The token is not an access token.", reason="wrong-type")
+        if len(self._headers) < 256:  # headers vary by kid and typ only; don't let garbage grow it
+            self._headers[header_segment] = (key, token_type)
+        return key, token_type
+
+    def _check_claims(self, claims: dict[str, t.Any], token_type: str) -> None:
+        exp = _number(claims, "exp")
+        iat = _number(claims, "iat")
+        if "nbf" in claims:
+            _number(claims, "nbf")
+        _string(claims, "sub")
+        _string(claims, "jti")
+        if token_type == REFRESH_TYPE or "sid" in claims:
+            _string(claims, "sid")
+        if iat > time.time() + self.config.leeway + _IAT_TOLERANCE:
+            raise InvalidToken("The token was issued in the future.", reason="iat-in-future")
+        if exp < iat:
+            raise InvalidToken("The token expires before it was issued.", reason="bad-exp")
+        issuer = self.config.issuer
+        if issuer is not None and claims.get("iss") != issuer:
+            raise InvalidToken("The token's issuer is not accepted.", reason="bad-iss")
+        audience = self.config.audience
+        aud = claims.get("aud")
+        if audience is None:
+            if aud is not None:
+                # RFC 7519 §4.1.3: a token meant for a named audience is not meant for us.
+                raise InvalidToken("The token's audience is not accepted.", reason="bad-aud")
+        elif not (aud == audience or (isinstance(aud, list) and audience in aud)):
+            raise InvalidToken("The token's audience is not accepted.", reason="bad-aud")
+
+    def forget(self) -> None:
+        """Empty the verified-token cache (after a key change)."""
+        self._verified.clear()
+        self._headers.clear()
+
+
+def frozen(claims: dict[str, t.Any]) -> Claims:
+    """A read-only view, so a view function cannot change a cached token's claims."""
+    return types.MappingProxyType(claims)
