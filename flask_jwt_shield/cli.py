@@ -40,7 +40,7 @@ def parse_since(value: str) -> float:
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither a duration (90m, 24h, 7d) nor ISO 8601.") from None
     if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=dt.timezone.utc)
+        instant = instant.replace(tzinfo=dt.UTC)
     return instant.timestamp()
 
 
@@ -95,7 +95,7 @@ def events(subject: str | None, jti: str | None, sid: str | None, kind: str | No
         click.echo(json.dumps([e.to_dict() for e in found], indent=2, sort_keys=True))
         return
     for e in found:
-        when = dt.datetime.fromtimestamp(e.at, dt.timezone.utc).isoformat(timespec="seconds")
+        when = dt.datetime.fromtimestamp(e.at, dt.UTC).isoformat(timespec="seconds")
         click.echo(f"{when}  {e.kind:<18} subject={e.subject} jti={e.jti} sid={e.sid}"
                    f" ip={e.ip} action={e.action} {json.dumps(e.detail, sort_keys=True)}")  # fmt: skip
 
@@ -108,11 +108,12 @@ def trace(who: str, limit: int) -> None:
     """Timeline of a subject, a token (jti) or a session (sid), oldest first."""
     shield = _state().shield
     seen: dict[str, t.Any] = {}
-    for query in ({"subject": who}, {"jti": who}, {"sid": who}):
-        for e in shield.events(limit=limit, **query):
+    for found in (shield.events(subject=who, limit=limit), shield.events(jti=who, limit=limit),
+                  shield.events(sid=who, limit=limit)):  # fmt: skip
+        for e in found:
             seen[e.id] = e
     for e in sorted(seen.values(), key=lambda e: e.at):
-        when = dt.datetime.fromtimestamp(e.at, dt.timezone.utc).isoformat(timespec="seconds")
+        when = dt.datetime.fromtimestamp(e.at, dt.UTC).isoformat(timespec="seconds")
         click.echo(f"{when}  {e.kind:<18} jti={e.jti} sid={e.sid} ip={e.ip} country={e.country}"
                    f" action={e.action} {json.dumps(e.detail, sort_keys=True)}")  # fmt: skip
 

@@ -84,7 +84,7 @@ _SIGNING_ALGORITHMS = frozenset(
     }
 )  # fmt: skip
 
-KeyMaterial = t.Union[str, bytes]
+KeyMaterial = str | bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -224,7 +224,7 @@ class JWTShield:
         state.exempt[endpoint] = exempt
         return exempt
 
-    def _extract(self, state: _State, req: t.Any, environ: dict[str, t.Any]) -> str:
+    def _extract(self, state: _State, req: t.Any, environ: dict[str, str]) -> str:
         # RFC 6750 §2.3 allows the query string but warns against it (URLs end up in logs);
         # §2.2's form body is refused too, so a token has one place only: the header.
         query = environ.get("QUERY_STRING")
@@ -246,7 +246,7 @@ class JWTShield:
             if "bearer" in header.lower():  # e.g. "Basic x, Bearer y": two credentials
                 raise InvalidRequest("The Authorization header is malformed.", reason="malformed-header")
             raise MissingToken()  # another scheme: no bearer credentials (RFC 6750 §3.1)
-        token = credentials.strip(" ")
+        token: str = credentials.strip(" ")
         if not _B64TOKEN.fullmatch(token):
             # Spaces, commas (two tokens joined by a proxy), or characters no token has.
             raise InvalidRequest("The Authorization header is malformed.", reason="malformed-header")
@@ -453,6 +453,7 @@ class JWTShield:
         state = self._state()
         now = time.time()
         sub = sid = None
+        jti: str
         if token_or_jti.count(".") == 2:
             claims = state.codec.inspect(token_or_jti)
             jti, sub, sid = claims["jti"], claims["sub"], claims.get("sid")

@@ -55,7 +55,7 @@ class Key:
 
     def public_jwk(self) -> dict[str, t.Any]:
         """The public key as a JWK (asymmetric keys only)."""
-        jwk = dict(self.algorithm.to_jwk(self.verifying, as_dict=True))  # type: ignore[call-overload]
+        jwk = dict(self.algorithm.to_jwk(self.verifying, as_dict=True))
         jwk.update(kid=self.kid, alg=self.alg, use="sig")
         return jwk
 
@@ -160,7 +160,7 @@ def _load(algorithm: Algorithm, pem: str | bytes, where: str, alg: str) -> t.Any
             f" an unencrypted PEM of the right type; 'flask jwt-shield keys generate --alg {alg}'"
             " prints a valid one."
         ) from None
-    except Exception as exc:  # cryptography raises a few others on garbage input
+    except Exception as exc:  # noqa: BLE001 - cryptography raises several types on garbage input
         raise ConfigurationError(f"{where}: could not load a {alg} key: {exc}") from None
 
 
@@ -180,7 +180,7 @@ def _check_strength(key: t.Any, alg: str, where: str) -> None:
 
 def _thumbprint(algorithm: Algorithm, key: t.Any) -> str:
     """RFC 7638 JWK thumbprint (SHA-256), stable across restarts."""
-    jwk = algorithm.to_jwk(key, as_dict=True)  # type: ignore[call-overload]
+    jwk = algorithm.to_jwk(key, as_dict=True)
     members = {m: jwk[m] for m in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("utf-8")
     return b64url(hashlib.sha256(canonical).digest())

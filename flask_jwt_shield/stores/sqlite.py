@@ -300,7 +300,8 @@ class SQLiteStore:
         since: float | None = None,
         limit: int = 100,
     ) -> list[dict[str, t.Any]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[t.Any] = []
         for column, value in (("subject", subject), ("jti", jti), ("sid", sid), ("kind", kind)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -1,0 +1,267 @@
+"""The store contract: every backend behaves the same. Parametrised over every backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import typing as t
+from collections.abc import Iterator
+
+import pytest
+
+from flask_jwt_shield.errors import ConfigurationError
+from flask_jwt_shield.errors import StoreError
+from flask_jwt_shield.stores import Family
+from flask_jwt_shield.stores import MemoryStore
+from flask_jwt_shield.stores import SQLiteStore
+from flask_jwt_shield.stores import Store
+from flask_jwt_shield.stores import store_from_uri
+
+NOW = 1_800_000_000.0
+FAR = NOW + 10_000
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: t.Any) -> Iterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(str(tmp_path / "shield.db"))
+    yield s
+    s.close()
+
+
+def family(sid: str = "s1", sub: str = "alice", created: float = NOW, jti: str = "r1") -> Family:
+    return Family(sid=sid, sub=sub, created_at=created, expires_at=created + 1000, last_used_at=created,
+                  current_jti=jti, current_iat=created, claims={"role": "admin"})  # fmt: skip
+
+
+def check(store: Store, *, jti: str = "j", sid: str | None = None, sub: str = "alice", kid: str = "k",
+          iat: float = NOW, now: float = NOW) -> str | None:  # fmt: skip
+    return store.check(jti=jti, sid=sid, sub=sub, kid=kid, iat=iat, now=now)
+
+
+def test_nothing_revoked(store: Store) -> None:
+    assert check(store, sid="s") is None
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("jti", "token"), ("sid", "family"), ("kid", "key")])
+def test_revoke_by_kind(store: Store, kind: t.Literal["jti", "sid", "kid"], reason: str) -> None:
+    store.revoke(kind, "v", until=NOW + 100)
+    values = {"jti": "v" if kind == "jti" else "j", "sid": "v" if kind == "sid" else "s",
+              "kid": "v" if kind == "kid" else "k"}  # fmt: skip
+    assert check(store, jti=values["jti"], sid=values["sid"], kid=values["kid"]) == reason
+    # other tokens are untouched
+    assert check(store, jti="other", sid="other", kid="other") is None
+    # after `until` the entry no longer applies, and purge drops it
+    assert check(store, jti=values["jti"], sid=values["sid"], kid=values["kid"], now=NOW + 101) is None
+    assert store.purge(NOW + 101) >= 1
+
+
+def test_revocation_never_shortened(store: Store) -> None:
+    store.revoke("jti", "v", until=NOW + 100)
+    store.revoke("jti", "v", until=NOW + 10)
+    assert check(store, jti="v", now=NOW + 50) == "token"
+
+
+def test_subject_not_before_is_exact(store: Store) -> None:
+    store.revoke_subject("alice", at=NOW, until=FAR)
+    assert check(store, iat=NOW - 0.000001) == "subject"
+    assert check(store, iat=NOW) == "subject"
+    assert check(store, iat=NOW + 0.000001) is None
+    assert check(store, sub="bob", iat=NOW - 5) is None
+    assert store.not_before("alice", NOW) == NOW
+    assert store.not_before("bob", NOW) is None
+
+
+def test_subject_not_before_only_moves_forward(store: Store) -> None:
+    store.revoke_subject("alice", at=NOW, until=FAR)
+    store.revoke_subject("alice", at=NOW - 100, until=FAR)
+    assert store.not_before("alice", NOW) == NOW
+
+
+def test_family_rotation(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    r = store.rotate("s1", "r1", new_jti="r2", new_iat=NOW + 1, now=NOW + 1, idle_ttl=500, grace=0,
+                     ip="192.0.2.1", country="DE", until=FAR)  # fmt: skip
+    assert r.outcome == "rotated"
+    assert r.family is not None and r.family.current_jti == "r2" and r.family.claims == {"role": "admin"}
+    got = store.get_family("s1")
+    assert got is not None and got.current_jti == "r2" and got.last_ip == "192.0.2.1" and got.last_country == "DE"
+
+
+def test_reuse_revokes_family_and_reports_first_use(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip="192.0.2.1",
+                 country=None, until=FAR)  # fmt: skip
+    r = store.rotate("s1", "r1", new_jti="r3", new_iat=NOW, now=NOW + 2, idle_ttl=500, grace=0, ip="203.0.113.9",
+                     country=None, until=FAR)  # fmt: skip
+    assert r.outcome == "reused"
+    assert r.first_use is not None and r.first_use.at == NOW + 1 and r.first_use.ip == "192.0.2.1"
+    assert check(store, sid="s1", now=NOW + 3) == "family"
+    # the legitimate successor is dead too
+    again = store.rotate("s1", "r2", new_jti="r4", new_iat=NOW, now=NOW + 3, idle_ttl=500, grace=0, ip=None,
+                         country=None, until=FAR)  # fmt: skip
+    assert again.outcome == "revoked"
+
+
+def test_grace_accepts_only_the_immediate_predecessor(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    kw: dict[str, t.Any] = {"idle_ttl": 500, "grace": 10, "ip": None, "country": None, "until": FAR}
+    assert store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, **kw).outcome == "rotated"
+    g = store.rotate("s1", "r1", new_jti="x", new_iat=NOW, now=NOW + 5, **kw)
+    assert g.outcome == "grace" and g.family is not None and g.family.current_jti == "r2"
+    assert store.rotate("s1", "r2", new_jti="r3", new_iat=NOW, now=NOW + 6, **kw).outcome == "rotated"
+    # r1 is two generations old now: reuse, even inside the grace period
+    assert store.rotate("s1", "r1", new_jti="y", new_iat=NOW, now=NOW + 7, **kw).outcome == "reused"
+
+
+def test_grace_period_ends(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    kw: dict[str, t.Any] = {"idle_ttl": 500, "grace": 10, "ip": None, "country": None, "until": FAR}
+    store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, **kw)
+    assert store.rotate("s1", "r1", new_jti="x", new_iat=NOW, now=NOW + 12, **kw).outcome == "reused"
+
+
+def test_absolute_and_idle_expiry(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=100, until=FAR)
+    kw: dict[str, t.Any] = {"grace": 0, "ip": None, "country": None, "until": FAR}
+    assert store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 101, idle_ttl=100, **kw).outcome == "expired"
+    store.create_family(family("s2", jti="q1"), max_sessions=10, idle_ttl=100, until=FAR)
+    t0 = NOW
+    jti = "q1"
+    for i in range(1, 12):  # used every 90 s: never idle, but the absolute lifetime (1000 s) ends
+        now = t0 + 90 * i
+        r = store.rotate("s2", jti, new_jti=f"q{i + 1}", new_iat=now, now=now, idle_ttl=100, **kw)
+        if now < NOW + 1000:
+            assert r.outcome == "rotated"
+            jti = f"q{i + 1}"
+        else:
+            assert r.outcome == "expired"
+
+
+def test_unknown_family(store: Store) -> None:
+    r = store.rotate("nope", "r1", new_jti="r2", new_iat=NOW, now=NOW, idle_ttl=100, grace=0, ip=None,
+                     country=None, until=FAR)  # fmt: skip
+    assert r.outcome == "unknown"
+
+
+def test_max_sessions_revokes_oldest(store: Store) -> None:
+    for i in range(3):
+        dropped = store.create_family(family(f"s{i}", created=NOW + i, jti=f"r{i}"), max_sessions=2, idle_ttl=500,
+                                      until=FAR)  # fmt: skip
+    assert dropped == ["s0"]
+    assert [f.sid for f in store.families("alice", now=NOW + 3, idle_ttl=500)] == ["s1", "s2"]
+    assert check(store, sid="s0", now=NOW + 3) == "family"
+    assert store.families("bob", now=NOW, idle_ttl=500) == []
+
+
+def test_revoke_family_returns_it(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    f = store.revoke_family("s1", until=FAR)
+    assert f is not None and f.revoked and f.sub == "alice"
+    assert store.families("alice", now=NOW, idle_ttl=500) == []
+    assert store.revoke_family("unknown", until=FAR) is None
+    assert check(store, sid="unknown") == "family"
+
+
+def test_profiles(store: Store) -> None:
+    assert store.get_profile("alice") is None
+    store.put_profile("alice", {"countries": ["DE"], "last": {"lat": 1.5}})
+    assert store.get_profile("alice") == {"countries": ["DE"], "last": {"lat": 1.5}}
+
+
+def test_events_query_and_retention(store: Store) -> None:
+    for i in range(12):
+        store.add_event({"id": str(i), "kind": "token-revoked" if i % 2 else "token-rejected", "at": NOW + i,
+                         "subject": "alice" if i < 6 else "bob", "jti": f"j{i}", "sid": None}, retention=10)  # fmt: skip
+    everything = store.events(limit=100)
+    assert [e["id"] for e in everything] == [str(i) for i in range(11, 1, -1)]  # newest first, 10 kept
+    assert [e["id"] for e in store.events(subject="alice")] == ["5", "4", "3", "2"]
+    assert [e["id"] for e in store.events(kind="token-revoked", limit=2)] == ["11", "9"]
+    assert [e["id"] for e in store.events(jti="j7")] == ["7"]
+    assert [e["id"] for e in store.events(since=NOW + 10)] == ["11", "10"]
+
+
+def test_purge_drops_expired_families(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    assert store.purge(NOW + 1001) >= 1
+    assert store.get_family("s1") is None
+
+
+# -- SQLite specifics -------------------------------------------------------------------
+
+
+def test_sqlite_survives_restart(tmp_path: t.Any) -> None:
+    path = str(tmp_path / "shield.db")
+    first = SQLiteStore(path)
+    first.revoke("jti", "stolen", until=FAR)
+    first.revoke_subject("alice", at=NOW, until=FAR)
+    first.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    first.close()
+    second = SQLiteStore(path)
+    assert check(second, jti="stolen") == "token"
+    assert check(second, iat=NOW - 1) == "subject"
+    assert second.get_family("s1") is not None
+
+
+def _rotate_in_process(path: str, barrier: t.Any, results: t.Any, n: int) -> None:
+    store = SQLiteStore(path)
+    barrier.wait()
+    r = store.rotate("s1", "r1", new_jti=f"new-{n}", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None,
+                     country=None, until=FAR)  # fmt: skip
+    results.put(r.outcome)
+
+
+def test_sqlite_rotation_is_atomic_across_processes(tmp_path: t.Any) -> None:
+    path = str(tmp_path / "shield.db")
+    SQLiteStore(path).create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    ctx = multiprocessing.get_context("fork")
+    n = 6
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_rotate_in_process, args=(path, barrier, results, i)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    outcomes = sorted(results.get(timeout=5) for _ in range(n))
+    assert outcomes.count("rotated") == 1
+    # with grace 0 every other attempt is reuse (or meets the family already revoked by it)
+    assert set(outcomes) - {"rotated"} <= {"reused", "revoked"}
+    assert "reused" in outcomes
+
+
+def test_sqlite_unreachable_raises_store_error(tmp_path: t.Any) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = SQLiteStore(str(blocker / "shield.db"))
+    with pytest.raises(StoreError):
+        check(store)
+
+
+def test_sqlite_connection_reopened_after_fork(tmp_path: t.Any) -> None:
+    store = SQLiteStore(str(tmp_path / "shield.db"))
+    store.revoke("jti", "x", until=FAR)
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's connection
+        code = 0 if check(store, jti="x") == "token" else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind"),
+    [("memory://", MemoryStore), ("sqlite:///shield.db", SQLiteStore), ("sqlite:////tmp/x/shield.db", SQLiteStore)],
+)
+def test_store_from_uri(uri: str, kind: type, tmp_path: t.Any) -> None:
+    store = store_from_uri(uri, instance_path=str(tmp_path))
+    assert isinstance(store, kind)
+    if uri == "sqlite:///shield.db":
+        assert t.cast(SQLiteStore, store).path == str(tmp_path / "shield.db")
+    if uri.startswith("sqlite:////"):
+        assert t.cast(SQLiteStore, store).path == "/tmp/x/shield.db"
+
+
+@pytest.mark.parametrize("uri", ["postgres://x", "sqlite://", "sqlite:///", "bogus"])
+def test_store_from_uri_refuses(uri: str) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SHIELD_STORE_URI"):
+        store_from_uri(uri)
