@@ -1,0 +1,177 @@
+"""Configuration: read once, validated at init_app, every documented key read and vice versa."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import typing as t
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+
+from flask_jwt_shield import ConfigKey
+from flask_jwt_shield import ConfigurationError
+from flask_jwt_shield import JWTShield
+from flask_jwt_shield.config import ShieldConfig
+
+from .conftest import AppFactory
+from .conftest import bearer
+
+DOCS = pathlib.Path(__file__).parent.parent / "docs" / "configuration.rst"
+
+
+def pem(key: t.Any, private: bool = True) -> str:
+    if private:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()  # fmt: skip
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+
+
+def init(config: dict[str, t.Any]) -> Flask:
+    app = Flask("config_test")
+    app.testing = True
+    app.config.update(config)
+    JWTShield(app)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({}, "No signing secret"),
+        ({"JWT_SHIELD_SECRET_KEY": "short"}, "at least 32"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ALGORITHM": "HS512"}, "at least 64"),
+        ({"SECRET_KEY": "short"}, "at least 32"),
+        ({"JWT_SHIELD_SECRET_KEY": 12345}, "str or bytes"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ALGORITHM": "none"}, "'none'"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ALGORITHM": "NONE"}, "JWT_SHIELD_ALGORITHM"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ALGORITHM": "HS1"}, "not a supported algorithm"),
+        ({"JWT_SHIELD_ALGORITHM": "RS256"}, "JWT_SHIELD_PRIVATE_KEY"),
+        ({"JWT_SHIELD_ALGORITHM": "RS256", "JWT_SHIELD_PRIVATE_KEY": "-----BEGIN nonsense"}, "could not load"),
+        ({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": 7}, "PEM string"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ACCESS_TOKEN_TTL": -5}, "at least 1"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ACCESS_TOKEN_TTL": "900"}, "integer"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_LEEWAY": -1}, "JWT_SHIELD_LEEWAY"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_REFRESH_IDLE_TTL": 10**9}, "longer than"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ACCESS_TOKEN_TTL": 10**7}, "outlive"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_STORE_URI": "mongodb://x"}, "unknown scheme"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_FAIL_MODE": "sometimes"}, "closed"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ENABLED": "yes"}, "True or False"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_RATE_LIMIT": "lots"}, "rate limit string"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_SPIKE_ACTION": "explode"}, "revoke_family"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_NEW_COUNTRY_ACTION": "revoke"}, "'deny'"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ALLOWED_COUNTRIES": "DE"}, "list of strings"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_DENIED_COUNTRIES": ["Germany"]}, "ISO 3166"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_EXEMPT_ENDPOINTS": "login"}, "list of strings"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_RATELIMIT": "5/minute"}, "Did you mean JWT_SHIELD_RATE_LIMIT"),
+        ({"JWT_SHIELD_KEYS": []}, "non-empty list"),
+        ({"JWT_SHIELD_KEYS": ["secret"]}, "must be a dict"),
+        ({"JWT_SHIELD_KEYS": [{"kid": "a", "key": "x" * 40, "use": "sig"}]}, "unknown fields"),
+        ({"JWT_SHIELD_KEYS": [{"kid": "a", "key": "x" * 40}, {"kid": "a", "key": "y" * 40}]}, "duplicate"),
+        ({"JWT_SHIELD_KEYS": [{"kid": "a"}]}, "needs 'key'"),
+        ({"JWT_SHIELD_KEYS": [{"kid": "a", "alg": "none", "key": "x" * 40}]}, "'none'"),
+        ({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ALLOWED_ALGORITHMS": ["RS256"]}, "no key"),
+    ],
+)
+def test_bad_config_refused_at_init_app(config: dict[str, t.Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        init(config)
+
+
+def test_hs_mixed_with_asymmetric_refused() -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ring = [{"kid": "ec", "alg": "ES256", "key": pem(ec_key)}, {"kid": "hs", "alg": "HS256", "key": "x" * 40}]
+    with pytest.raises(ConfigurationError, match="mixes HMAC"):
+        init({"JWT_SHIELD_KEYS": ring})
+
+
+def test_small_rsa_key_refused() -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(ConfigurationError, match="2048"):
+        init({"JWT_SHIELD_ALGORITHM": "RS256", "JWT_SHIELD_PRIVATE_KEY": pem(small)})
+
+
+def test_pem_given_as_hmac_secret_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ConfigurationError, match="asymmetric"):
+        init({"JWT_SHIELD_SECRET_KEY": pem(key, private=False) + "x" * 10})
+
+
+def test_wrong_curve_refused() -> None:
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(ConfigurationError, match="could not load"):
+        init({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(p384)})
+
+
+def test_public_key_not_matching_private_key_refused() -> None:
+    a, b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ConfigurationError, match="does not belong"):
+        init({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(a), "JWT_SHIELD_PUBLIC_KEY": pem(b, False)})
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS384", "ES256", "ES384", "EdDSA", "HS384"])
+def test_every_algorithm_signs_and_verifies(alg: str, make_app: AppFactory) -> None:
+    from flask_jwt_shield.cli import generate_key
+
+    entry = generate_key(alg)
+    app, shield = make_app({"JWT_SHIELD_KEYS": [entry]})
+    with app.app_context():
+        token = shield.create_access_token("alice")
+        jwks = shield.jwks()
+    assert app.test_client().get("/api/me", headers=bearer(token)).status_code == 200
+    if alg.startswith("HS"):
+        assert jwks == {"keys": []}  # secrets are never published
+    else:
+        (jwk,) = jwks["keys"]
+        assert jwk["kid"] == entry["kid"] and jwk["alg"] == alg and jwk["use"] == "sig"
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(jwk)  # no private members
+
+
+def test_derived_kid_is_stable_and_bytes_pem_accepted(make_app: AppFactory) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    one = ShieldConfig.from_mapping({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(key)})
+    two = ShieldConfig.from_mapping({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(key).encode()})
+    from flask_jwt_shield.keys import KeyRing
+
+    kid1, kid2 = KeyRing.from_config(one).keys[0].kid, KeyRing.from_config(two).keys[0].kid
+    assert kid1 == kid2 and len(kid1) == 43  # base64url SHA-256: an RFC 7638 thumbprint
+
+
+def test_verify_only_mode(make_app: AppFactory) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    signer, signer_shield = make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(key)})
+    with signer.app_context():
+        token = signer_shield.create_access_token("alice")
+    verifier, shield = make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PUBLIC_KEY": pem(key, False)})
+    assert verifier.test_client().get("/api/me", headers=bearer(token)).status_code == 200
+    with verifier.app_context(), pytest.raises(RuntimeError, match="verify-only"):
+        shield.create_access_token("alice")
+
+
+def test_app_secret_key_is_the_default() -> None:
+    app = init({"SECRET_KEY": "s" * 40})
+    assert app.extensions["jwt_shield"].keys.signing_key is not None
+
+
+def test_config_read_once(make_app: AppFactory) -> None:
+    app, shield = make_app({"JWT_SHIELD_ACCESS_TOKEN_TTL": 60})
+    app.config["JWT_SHIELD_ACCESS_TOKEN_TTL"] = 5  # changing app.config later has no effect
+    assert app.extensions["jwt_shield"].config.access_token_ttl == 60
+
+
+def test_every_key_is_read() -> None:
+    """Each ConfigKey is consumed by ShieldConfig.from_mapping: a wrong value raises."""
+    import flask_jwt_shield.config as config_module
+
+    source = pathlib.Path(config_module.__file__).read_text()
+    for name in [n for n in vars(ConfigKey) if n.isupper()]:
+        assert f"K.{name}" in source, f"ConfigKey.{name} is declared but never read"
+
+
+def test_docs_document_exactly_the_keys() -> None:
+    documented = set(re.findall(r"^\.\. data:: (JWT_SHIELD_[A-Z_]+)$", DOCS.read_text(), re.MULTILINE))
+    assert documented == set(ConfigKey.all())
