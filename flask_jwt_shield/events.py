@@ -53,7 +53,8 @@ class SecurityEvent:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-def _mask_ip(ip: str | None, mode: str) -> str | None:
+def mask_ip(ip: str | None, mode: str) -> str | None:
+    """``ip`` as ``JWT_SHIELD_EVENT_IP`` allows: whole, its /24 (IPv4) or /48 (IPv6), or none."""
     if ip is None or mode == "full":
         return ip
     if mode == "none":
@@ -77,7 +78,7 @@ class EventRecorder:
 
     def record(self, app: Flask, kind: str, **fields: t.Any) -> SecurityEvent:
         """Build, signal, log and store one event. Never raises for a store failure."""
-        fields["ip"] = _mask_ip(fields.get("ip"), self.ip_mode)
+        fields["ip"] = mask_ip(fields.get("ip"), self.ip_mode)
         event = SecurityEvent(kind=kind, at=time.time(), **fields)
         data = event.to_dict()
         self.audit.info(json.dumps(data, sort_keys=True, default=str))

@@ -21,19 +21,33 @@ from flask import request
 from flask.typing import ResponseReturnValue
 
 from . import signals
+from .config import ConfigKey
 from .config import ShieldConfig
+from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
 from .errors import MissingToken
+from .errors import RateLimitExceeded
 from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
 from .events import EventRecorder
 from .events import SecurityEvent
+from .events import mask_ip
+from .geo import GeoIPDatabase
+from .geo import GeoIPError
+from .geo import Location
+from .geo import distance_km
+from .geo import travel_speed_kmh
 from .keys import KeyRing
+from .ratelimit import AdaptiveSettings
+from .ratelimit import LimiterStorageError
+from .ratelimit import TokenRateLimiter
+from .ratelimit import default_spike_threshold
+from .ratelimit import parse_limits
 from .stores import Family
 from .stores import Store
 from .stores import store_from_uri
@@ -53,6 +67,13 @@ EXTENSION_KEY = "jwt_shield"
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # One store-unavailable event per this many seconds per app, not one per request.
 _OUTAGE_EVENT_INTERVAL = 5.0
+# A token seen again from the same address within this many seconds skips the geo step:
+# no store read or write per request in steady state, one event per minute at most.
+_GEO_RECHECK = 60.0
+_GEO_SEEN_MAX = 100_000
+# One rate-limited event per token per this many seconds: a hammered token must not turn
+# into one stored event per refused request.
+_RATE_EVENT_INTERVAL = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,8 +120,12 @@ class _State:
     codec: TokenCodec
     store: Store
     recorder: EventRecorder
+    limiter: TokenRateLimiter | None = None
+    geo: GeoIPDatabase | None = None
     exempt: dict[str, bool] = dataclasses.field(default_factory=dict)
     last_outage_event: float = -math.inf
+    geo_seen: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    rate_events: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class JWTShield:
@@ -116,6 +141,7 @@ class JWTShield:
         self._limiter = limiter
         self._store = store
         self._exempt_views: set[t.Callable[..., t.Any]] = set()
+        self._view_limits: dict[t.Callable[..., t.Any], str | None] = {}
         self._revocation_checkers: list[t.Callable[[Claims], bool]] = []
         if app is not None:
             self.init_app(app)
@@ -149,6 +175,8 @@ class JWTShield:
             codec=TokenCodec(config, keys),
             store=store,
             recorder=EventRecorder(config, store),
+            limiter=self._make_limiter(config),
+            geo=_open_geoip(config),
         )
         app.extensions[EXTENSION_KEY] = state
         if config.enabled:
@@ -157,6 +185,30 @@ class JWTShield:
 
         if "jwt-shield" not in app.cli.commands:
             app.cli.add_command(cli)
+
+    def _make_limiter(self, config: ShieldConfig) -> TokenRateLimiter:
+        """The per-token limiter: built even with no default limit, for ``@shield.limit``."""
+        K = ConfigKey
+        try:
+            adaptive = (
+                AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor)
+                if config.adaptive
+                else None
+            )
+            spike = config.spike_threshold or default_spike_threshold(config.rate_limit)
+            return TokenRateLimiter(
+                config.rate_limit,
+                strategy=config.rate_limit_strategy,
+                storage_uri=None if self._limiter is not None else (config.rate_limit_storage_uri or "memory://"),
+                limiter=self._limiter,
+                spike_threshold=spike,
+                adaptive=adaptive,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
+                f" {K.ADAPTIVE_FLOOR}, or JWTShield(limiter=...)): {exc}"
+            ) from None
 
     def _state(self) -> _State:
         try:
@@ -174,6 +226,27 @@ class JWTShield:
         """Serve this view without a token (login, refresh, health checks)."""
         self._exempt_views.add(view)
         return view
+
+    @t.overload
+    def limit(self, limits: str) -> t.Callable[[F], F]: ...
+    @t.overload
+    def limit(self, *, exempt: t.Literal[True]) -> t.Callable[[F], F]: ...
+    def limit(self, limits: str | None = None, *, exempt: bool = False) -> t.Callable[[F], F]:
+        """Give one view its own per-token limit (``@shield.limit("5/minute")``), counted
+        apart from the default one, or remove per-token limits there (``exempt=True``).
+
+        Spike and adaptive detection still count requests to that view.
+        """
+        if exempt == (limits is not None):
+            raise TypeError("give either a limit string or exempt=True")
+        if limits is not None:
+            parse_limits(limits)  # a typo fails at import time, not at the first request
+
+        def decorator(view: F) -> F:
+            self._view_limits[view] = limits
+            return view
+
+        return decorator
 
     def revocation_checker(self, callback: T_revocation_checker) -> T_revocation_checker:
         """Register ``callback(claims) -> bool``; any ``True`` means the token is revoked.
@@ -204,9 +277,13 @@ class JWTShield:
             token = self._extract(state, req, environ)
             claims, kid = state.codec.verify(token)
             self._check_revocation(state, claims, kid)
+            if state.limiter is not None:
+                self._check_rate(state, claims, endpoint)
+            if state.geo is not None:
+                self._check_geo(state, claims, req.remote_addr)
         except ShieldError as exc:
             exc.realm = state.config.realm
-            if not isinstance(exc, (MissingToken, StoreUnavailable)):
+            if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
                 self._rejected(state, exc, claims)
             raise
         g._jwt_shield = claims
@@ -214,6 +291,7 @@ class JWTShield:
             signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
 
     def _is_exempt(self, state: _State, endpoint: str) -> bool:
+        """First request to ``endpoint``: settle its exemption and its own rate limit."""
         view = current_app.view_functions.get(endpoint)
         exempt = (
             endpoint in state.config.exempt_endpoints
@@ -221,18 +299,26 @@ class JWTShield:
             or endpoint.endswith(".static")
             or view in self._exempt_views
         )
+        if view in self._view_limits and state.limiter is not None:
+            limits = self._view_limits[view]
+            if limits is None:
+                state.limiter.exempt_endpoint(endpoint)
+            else:
+                state.limiter.set_endpoint_limit(endpoint, limits)
         state.exempt[endpoint] = exempt
         return exempt
 
     def _extract(self, state: _State, req: t.Any, environ: dict[str, str]) -> str:
         # RFC 6750 §2.3 allows the query string but warns against it (URLs end up in logs);
         # §2.2's form body is refused too, so a token has one place only: the header.
-        query = environ.get("QUERY_STRING")
-        if query and "access_token" in query and "access_token" in req.args:
+        # Parsed only when present: a percent-encoded name (access%5Ftoken) is the same name.
+        if environ.get("QUERY_STRING") and "access_token" in req.args:
             raise InvalidRequest("Send the access token in the Authorization header, not the URL.",
                                  reason="token-in-query")
-        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded") and (
-            "access_token" in req.form
+        if (
+            environ.get("CONTENT_TYPE")
+            and req.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
+            and "access_token" in req.form
         ):
             raise InvalidRequest("Send the access token in the Authorization header, not the body.",
                                  reason="token-in-body")
@@ -275,6 +361,213 @@ class JWTShield:
         if reason is not None:
             raise RevokedToken(f"The access token was revoked ({_REVOCATION_WORDS[reason]}).",
                                reason=f"revoked-{reason}")
+
+    def _check_rate(self, state: _State, claims: Claims, endpoint: str) -> None:
+        config = state.config
+        limiter = state.limiter
+        assert limiter is not None
+        identity = claims["jti"] if config.rate_limit_key == "jti" else claims["sub"]
+        try:
+            decision = limiter.check(identity, endpoint, subject=claims["sub"])
+        except LimiterStorageError as exc:
+            self._store_failed(state, exc, claims)
+            return
+        if decision.spike is not None:
+            self._detect(state, "traffic-spike", config.spike_action, claims, detail=decision.spike.as_detail(),
+                         description="Too many requests with this token.")  # fmt: skip
+        if decision.anomaly is not None:
+            self._detect(state, "traffic-anomaly", config.adaptive_action, claims, detail=decision.anomaly.as_detail(),
+                         description="Unusual traffic for this account.")  # fmt: skip
+        if not decision.allowed:
+            try:
+                headers = decision.headers()
+            except LimiterStorageError:
+                headers = {}
+            now = time.time()
+            last = state.rate_events.get(identity)
+            if last is None or now - last >= _RATE_EVENT_INTERVAL:
+                _bounded_put(state.rate_events, identity, now, _GEO_SEEN_MAX)
+                limit = decision.limit
+                self._record(state, "rate-limited", claims, action="deny",
+                             detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
+                                     "endpoint": endpoint})  # fmt: skip
+            raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
+
+    def _check_geo(self, state: _State, claims: Claims, ip: str | None) -> None:
+        geo = state.geo
+        assert geo is not None
+        location = geo.lookup(ip)
+        if location is None or ip is None:
+            return  # no known place: never flagged, never denied
+        key = (claims["jti"], ip)
+        now = time.time()
+        seen = state.geo_seen.get(key)
+        if seen is not None and now - seen < _GEO_RECHECK:
+            return
+        config = state.config
+        country = location.country
+        where = location.as_dict()
+        if country is not None and not _country_allowed(config, country):
+            self._detect(state, "country-denied", "deny", claims, country=country, detail={"location": where},
+                         description="Access from this country is not allowed.")  # fmt: skip
+        issued_in = claims.get("ctry")
+        if isinstance(issued_in, str) and country is not None and country != issued_in:
+            self._detect(state, "country-changed", config.country_change_action, claims, country=country,
+                         detail={"issued_in": issued_in, "location": where},
+                         description="This token was issued in another country.")  # fmt: skip
+        if location.has_coordinates:
+            self._check_travel(state, claims["sub"], location, ip, now, claims)
+        _bounded_put(state.geo_seen, key, now, _GEO_SEEN_MAX)
+
+    def _check_travel(
+        self,
+        state: _State,
+        sub: str,
+        location: Location,
+        ip: str,
+        now: float,
+        claims: Claims | None,
+        profile: dict[str, t.Any] | None = None,
+    ) -> dict[str, t.Any] | None:
+        """Compare this use with the subject's last one; return the profile to store, if changed.
+
+        Travel is tracked per subject across all of its sessions; a login is a use too.
+        ``profile`` is given at login (already read); otherwise it is read and written here.
+        """
+        config = state.config
+        standalone = profile is None
+        if profile is None:
+            try:
+                profile = state.store.get_profile(sub) or {}
+            except StoreError as exc:
+                self._store_failed(state, exc, claims)
+                return None
+        last = profile.get("last")
+        if isinstance(last, dict):
+            previous = Location.from_dict(last)
+            previous_at = last.get("at")
+            speed = (
+                travel_speed_kmh(previous, float(previous_at), location, now)
+                if isinstance(previous_at, (int, float))
+                else None
+            )
+            if speed is not None and speed > config.impossible_travel_kmh:
+                distance = distance_km(previous, location)
+                detail = {
+                    "from": {**previous.as_dict(), "at": previous_at, "ip": last.get("ip")},
+                    "to": {**location.as_dict(), "at": now, "ip": mask_ip(ip, config.event_ip)},
+                    "distance_km": round(distance, 1) if distance is not None else None,
+                    "speed_kmh": round(speed, 1) if math.isfinite(speed) else None,
+                    "limit_kmh": config.impossible_travel_kmh,
+                }
+                # Raises for every action above flag; the last place then stays the
+                # legitimate one, so the owner's next request is not flagged in turn.
+                self._detect(state, "impossible-travel", config.impossible_travel_action, claims, subject=sub,
+                             country=location.country, detail=detail,
+                             description="This token was used too far away, too soon.")  # fmt: skip
+            unchanged = (
+                previous.latitude == location.latitude
+                and previous.longitude == location.longitude
+                and isinstance(previous_at, (int, float))
+                and now - previous_at < _GEO_RECHECK
+            )
+            if unchanged:
+                return None
+        profile["last"] = {**location.as_dict(), "at": now, "ip": mask_ip(ip, config.event_ip)}
+        if standalone:
+            try:
+                state.store.put_profile(sub, profile)
+            except StoreError as exc:
+                self._store_failed(state, exc, claims)
+        return profile
+
+    def _detect(
+        self,
+        state: _State,
+        kind: str,
+        action: str,
+        claims: Claims | None,
+        *,
+        detail: dict[str, t.Any],
+        description: str,
+        subject: str | None = None,
+        country: str | None = None,
+    ) -> None:
+        """Record a detector's finding and apply its action from the ladder.
+
+        ``flag`` returns; ``deny`` raises 403; the ``revoke*`` actions revoke first, then
+        raise 401 (revoked). At login (no ``claims``) every action above ``flag`` denies the
+        login, and ``revoke_subject`` also revokes the subject's existing tokens.
+        """
+        config = state.config
+        effective = "flag" if config.monitor_only else action
+        if effective != action:
+            detail = {**detail, "monitor_only": True, "intended_action": action}
+        sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
+        self._record(state, kind, claims, subject=sub, country=country, action=effective, detail=detail)
+        if effective == "flag":
+            return
+        if effective == "deny" or (claims is None and effective != "revoke_subject"):
+            raise AccessDenied(description, reason=kind)
+        now = time.time()
+        until = now + config.longest_ttl + config.leeway + 1
+        try:
+            if effective == "revoke_subject" and sub is not None:
+                state.store.revoke_subject(sub, now, until)
+                self._record(state, "subject-revoked", claims, subject=sub, action=effective, detail={"reason": kind})
+            elif claims is not None and effective == "revoke_family" and claims.get("sid"):
+                state.store.revoke_family(claims["sid"], until)
+                self._record(state, "family-revoked", claims, action=effective, detail={"reason": kind})
+            elif claims is not None:
+                state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.leeway + 1)
+                self._record(state, "token-revoked", claims, action="revoke", detail={"reason": kind})
+        except StoreError as exc:
+            self._store_failed(state, exc, claims)
+        if claims is None:
+            raise AccessDenied(description, reason=kind)
+        raise RevokedToken(f"The access token was revoked: {description[0].lower()}{description[1:]}",
+                           reason=f"revoked-{kind}")
+
+    def _login_geo(self, state: _State, sub: str, ip: str | None) -> tuple[str | None, bool]:
+        """The login-side checks: allowed countries, new country, travel. Returns the
+        country (for the ``ctry`` claim) and whether it is new for the subject."""
+        geo = state.geo
+        location = geo.lookup(ip) if geo is not None else None
+        if location is None or ip is None:
+            return None, False
+        config = state.config
+        country = location.country
+        where = location.as_dict()
+        if country is not None and not _country_allowed(config, country):
+            self._detect(state, "country-denied", "deny", None, subject=sub, country=country,
+                         detail={"location": where, "login": True},
+                         description="Logins from this country are not allowed.")  # fmt: skip
+        try:
+            profile = state.store.get_profile(sub) or {}
+        except StoreError as exc:
+            self._store_failed(state, exc, None)
+            return country, False
+        changed = False
+        new = False
+        if country is not None:
+            history = [c for c in profile.get("countries", []) if isinstance(c, str)]
+            if history and country not in history:
+                new = True
+                self._detect(state, "new-country", config.new_country_action, None, subject=sub, country=country,
+                             detail={"history": history, "location": where, "login": True},
+                             description="Login from a country new for this account.")  # fmt: skip
+            if not history or history[-1] != country:
+                profile["countries"] = ([c for c in history if c != country] + [country])[-config.country_history :]
+                changed = True
+        now = time.time()
+        if location.has_coordinates and self._check_travel(state, sub, location, ip, now, None, profile):
+            changed = True
+        if changed:
+            try:
+                state.store.put_profile(sub, profile)
+            except StoreError as exc:
+                self._store_failed(state, exc, None)
+        return country, new
 
     def _store_failed(self, state: _State, exc: Exception, claims: Claims | None) -> None:
         """Apply ``JWT_SHIELD_FAIL_MODE``: raise 503 (closed) or return (open)."""
@@ -345,6 +638,7 @@ class JWTShield:
         extra = dict(claims or {})
         codec = state.codec
         codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
+        country, new_country = self._login_geo(state, sub, ip)
         sid = secrets.token_urlsafe(16)
         refresh_jti = secrets.token_urlsafe(16)
         try:
@@ -352,7 +646,7 @@ class JWTShield:
             family = Family(
                 sid=sid, sub=sub, created_at=iat, expires_at=iat + config.refresh_token_ttl,
                 last_used_at=iat, current_jti=refresh_jti, current_iat=iat, last_ip=ip,
-                claims=extra,
+                last_country=country, claims=extra,
             )  # fmt: skip
             dropped = state.store.create_family(
                 family,
@@ -371,15 +665,20 @@ class JWTShield:
         for old in dropped:
             self._record(state, "family-revoked", None, subject=sub, sid=old, action="revoke_family",
                          detail={"reason": "max-sessions"})  # fmt: skip
-        pair = self._pair(state, family, iat)
-        self._record(state, "session-started", None, subject=sub, sid=sid, jti=refresh_jti)
+        pair = self._pair(state, family, iat, country, new_country=new_country)
+        self._record(state, "session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country,
+                     detail={"new_country": new_country} if new_country else {})  # fmt: skip
         return pair
 
-    def _pair(self, state: _State, family: Family, access_iat: float) -> TokenPair:
+    def _pair(self, state: _State, family: Family, access_iat: float, country: str | None, *,
+              new_country: bool = False) -> TokenPair:  # fmt: skip
         """A new access token, and the family's current refresh token (re-signed)."""
         config, codec = state.config, state.codec
         refresh_jti, refresh_iat = family.current_jti, family.current_iat
-        access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=family.claims,
+        extra = dict(family.claims)
+        if country is not None:
+            extra["ctry"] = country  # where it was issued: the country-change detector compares
+        access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra,
                                   sid=family.sid, iat=access_iat)  # fmt: skip
         refresh = codec.claims_for(family.sub, ttl=family.expires_at - refresh_iat, sid=family.sid,
                                    iat=refresh_iat, jti=refresh_jti)  # fmt: skip
@@ -388,6 +687,7 @@ class JWTShield:
             refresh_token=codec.encode(refresh, REFRESH_TYPE),
             expires_in=config.access_token_ttl,
             sid=family.sid,
+            new_country=new_country,
         )
 
     def refresh(self, refresh_token: str) -> TokenPair:
@@ -413,12 +713,14 @@ class JWTShield:
             self._rejected(state, exc, claims)
             raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
+        location = state.geo.lookup(ip) if state.geo is not None else None
+        country = location.country if location is not None else None
         try:
             new_iat = self._issue_time(state, sub)
             rotation = state.store.rotate(
                 sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
                 idle_ttl=config.refresh_idle_ttl, grace=config.refresh_reuse_grace, ip=ip,
-                country=None, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
+                country=country, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
             )  # fmt: skip
         except StoreError as exc:
             # Rotation cannot be proven single without the store: refuse in both modes,
@@ -427,7 +729,7 @@ class JWTShield:
             raise StoreUnavailable() from None
         family = rotation.family
         if rotation.outcome in ("rotated", "grace") and family is not None:
-            pair = self._pair(state, family, new_iat)
+            pair = self._pair(state, family, new_iat, country)
             self._record(state, "token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
             return pair
         if rotation.outcome == "reused":
@@ -552,6 +854,33 @@ class JWTShield:
             return response
 
         return bp
+
+
+def _country_allowed(config: ShieldConfig, country: str) -> bool:
+    if config.allowed_countries is not None and country not in config.allowed_countries:
+        return False
+    return not (config.denied_countries is not None and country in config.denied_countries)
+
+
+K_ = t.TypeVar("K_")
+
+
+def _bounded_put(cache: dict[K_, float], key: K_, value: float, limit: int) -> None:
+    if len(cache) >= limit:
+        try:
+            del cache[next(iter(cache))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+            pass
+    cache[key] = value
+
+
+def _open_geoip(config: ShieldConfig) -> GeoIPDatabase | None:
+    if config.geoip_database is None:
+        return None
+    try:
+        return GeoIPDatabase(config.geoip_database)
+    except GeoIPError as exc:
+        raise ConfigurationError(f"{ConfigKey.GEOIP_DATABASE}: {exc}") from None
 
 
 _REVOCATION_WORDS = {

@@ -45,6 +45,7 @@ _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 # How far in the future an ``iat`` may lie beyond the leeway: tokens issued on this host
 # may carry an ``iat`` a hair after "now" when a subject was revoked in the same instant.
 _IAT_TOLERANCE = 1.0
+_MAX_TIME = 2**53  # beyond this, integers lose precision as floats: no real date is there
 
 Claims = Mapping[str, t.Any]
 
@@ -83,8 +84,14 @@ def _json_object(data: bytes) -> dict[str, t.Any]:
 
 
 def _number(claims: Mapping[str, t.Any], name: str) -> float:
-    value = claims.get(name)
-    if type(value) not in (int, float) or not math.isfinite(t.cast(float, value)):
+    value: t.Any = claims.get(name)
+    kind = type(value)  # not isinstance: bool is an int, and True is no time
+    if kind is float:
+        valid = math.isfinite(value)
+    else:
+        # An integer too large for a float would raise in every comparison below.
+        valid = kind is int and -_MAX_TIME < value < _MAX_TIME
+    if not valid:
         raise InvalidToken(f"The token's '{name}' claim is missing or not a number.", reason=f"bad-{name}")
     return t.cast(float, value)
 
