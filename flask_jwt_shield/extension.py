@@ -710,7 +710,8 @@ class JWTShield:
         try:
             self._check_revocation(state, claims, kid)
         except RevokedToken as exc:
-            self._rejected(state, exc, claims)
+            self._record(state, "token-rejected", claims, action="deny",
+                         detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
             raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
         location = state.geo.lookup(ip) if state.geo is not None else None

@@ -111,9 +111,7 @@ def validate_limit_string(value: object, key_name: str) -> str:
         Flask-Limiter syntax, or allows zero requests.
     """
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(
-            f"{key_name} must be a rate limit string such as {_EXAMPLE}, got {value!r}"
-        )
+        raise ValueError(f"{key_name} must be a rate limit string such as {_EXAMPLE}, got {value!r}")
     try:
         parse_limits(value)
     except ValueError:
@@ -154,7 +152,7 @@ def default_spike_threshold(rate_limit: str | None) -> str | None:
 
 def _escape(part: str) -> str:
     # limits joins key parts with "/"; escaping keeps ("a/b", "c") and ("a", "b/c") apart.
-    return part
+    return part.replace("%", "%25").replace("/", "%2F")
 
 
 def _with_namespace(items: tuple[RateLimitItem, ...], namespace: str) -> tuple[RateLimitItem, ...]:
@@ -449,9 +447,7 @@ class _MemoryBaselines:
         self._lock = threading.Lock()
         self._states: OrderedDict[str, _Baseline] = OrderedDict()
 
-    def observe(
-        self, subject: str, now: float, settings: AdaptiveSettings, floor: float
-    ) -> tuple[bool, int, float]:
+    def observe(self, subject: str, now: float, settings: AdaptiveSettings, floor: float) -> tuple[bool, int, float]:
         bucket = math.floor(now / settings.bucket_seconds)
         with self._lock:
             state = self._states.get(subject)
@@ -524,15 +520,11 @@ class TokenRateLimiter:
     ) -> None:
         self._storage = _resolve_storage(storage_uri, storage, limiter, storage_options)
         if strategy not in STRATEGIES:
-            raise ValueError(
-                f"unknown rate limit strategy {strategy!r}: use one of {sorted(STRATEGIES)}"
-            )
+            raise ValueError(f"unknown rate limit strategy {strategy!r}: use one of {sorted(STRATEGIES)}")
         try:
             self._strategy: RateLimiter = STRATEGIES[strategy](self._storage)
         except NotImplementedError:
-            raise ValueError(
-                f"the {type(self._storage).__name__} does not support the {strategy!r} strategy"
-            ) from None
+            raise ValueError(f"the {type(self._storage).__name__} does not support the {strategy!r} strategy") from None
         self.strategy = strategy
         prefix = key_prefix.strip("/")
         if not prefix or prefix == "LIMITER":
@@ -585,9 +577,7 @@ class TokenRateLimiter:
 
     # -- the per-request call --------------------------------------------------------------
 
-    def check(
-        self, identity: str, endpoint: str | None = None, *, subject: str | None = None
-    ) -> RateDecision:
+    def check(self, identity: str, endpoint: str | None = None, *, subject: str | None = None) -> RateDecision:
         """Count one request presenting a token and decide whether it may proceed.
 
         :param identity: the rate limit key: the token's ``jti``, or its ``sub``.
@@ -615,9 +605,7 @@ class TokenRateLimiter:
             for item in items:
                 if not hit(item, *parts):
                     reset_at = self._strategy.get_window_stats(item, *parts).reset_time
-                    return RateDecision(
-                        allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at)
-                    )
+                    return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
         return RateDecision(
@@ -665,13 +653,9 @@ class TokenRateLimiter:
             flagged, count, ewma = bool(reply[0]), int(reply[1]), float(reply[2])
         if not flagged:
             return None
-        return AnomalyReport(
-            subject, count, settings.bucket_seconds, ewma, settings.factor, self._floor
-        )
+        return AnomalyReport(subject, count, settings.bucket_seconds, ewma, settings.factor, self._floor)
 
-    def _tightest(
-        self, targets: tuple[tuple[RateLimitItem, tuple[str, ...]], ...]
-    ) -> tuple[RateLimitItem, int, float]:
+    def _tightest(self, targets: tuple[tuple[RateLimitItem, tuple[str, ...]], ...]) -> tuple[RateLimitItem, int, float]:
         try:
             best: tuple[RateLimitItem, int, float] | None = None
             for item, parts in targets:
