@@ -110,7 +110,8 @@ def test_wrong_curve_refused() -> None:
 def test_public_key_not_matching_private_key_refused() -> None:
     a, b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(ConfigurationError, match="does not belong"):
-        init({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(a), "JWT_SHIELD_PUBLIC_KEY": pem(b, False)})
+        init({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(a),
+              "JWT_SHIELD_PUBLIC_KEY": pem(b, False)})  # fmt: skip
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS384", "ES256", "ES384", "EdDSA", "HS384"])
@@ -158,7 +159,7 @@ def test_app_secret_key_is_the_default() -> None:
 
 
 def test_config_read_once(make_app: AppFactory) -> None:
-    app, shield = make_app({"JWT_SHIELD_ACCESS_TOKEN_TTL": 60})
+    app, _ = make_app({"JWT_SHIELD_ACCESS_TOKEN_TTL": 60})
     app.config["JWT_SHIELD_ACCESS_TOKEN_TTL"] = 5  # changing app.config later has no effect
     assert app.extensions["jwt_shield"].config.access_token_ttl == 60
 

@@ -253,7 +253,7 @@ def test_raising_revocation_checker_follows_fail_mode(make_app: AppFactory, mode
 
 
 def test_exempt_decorator_config_static_and_preflight(make_app: AppFactory) -> None:
-    app, shield = make_app({"JWT_SHIELD_EXEMPT_ENDPOINTS": ["health"]})
+    app, _ = make_app({"JWT_SHIELD_EXEMPT_ENDPOINTS": ["health"]})
 
     @app.get("/health")
     def health() -> t.Any:

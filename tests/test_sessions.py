@@ -259,7 +259,7 @@ def test_concurrent_refresh_yields_one_successor(make_app: AppFactory, store_uri
 
 
 def test_refresh_with_garbage_is_invalid_grant(session_app: tuple[Flask, JWTShield]) -> None:
-    app, shield = session_app
+    app, _ = session_app
     client = app.test_client()
     for body in ({"refresh_token": "garbage"}, {"refresh_token": 42}, {}, {"refresh_token": "a.b.c"}):
         r = client.post("/refresh", json=body)

@@ -170,8 +170,10 @@ def test_profiles(store: Store) -> None:
 
 def test_events_query_and_retention(store: Store) -> None:
     for i in range(12):
-        store.add_event({"id": str(i), "kind": "token-revoked" if i % 2 else "token-rejected", "at": NOW + i,
-                         "subject": "alice" if i < 6 else "bob", "jti": f"j{i}", "sid": None}, retention=10)  # fmt: skip
+        kind = "token-revoked" if i % 2 else "token-rejected"
+        subject = "alice" if i < 6 else "bob"
+        store.add_event({"id": str(i), "kind": kind, "at": NOW + i, "subject": subject, "jti": f"j{i}", "sid": None},
+                        retention=10)  # fmt: skip
     everything = store.events(limit=100)
     assert [e["id"] for e in everything] == [str(i) for i in range(11, 1, -1)]  # newest first, 10 kept
     assert [e["id"] for e in store.events(subject="alice")] == ["5", "4", "3", "2"]

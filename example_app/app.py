@@ -1,0 +1,143 @@
+"""An API protected by Flask-JWT-Shield, on embedded defaults.
+
+Run it with ``make run`` and follow the curl walk-through in README.md. State lives in
+``example_app/instance/`` (the SQLite store and a generated secret); the GeoIP database is
+the bundled demo one, which knows only the documentation address ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import typing as t
+from pathlib import Path
+
+from flask import Blueprint
+from flask import Flask
+from flask import jsonify
+from flask import request
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
+
+from flask_jwt_shield import InvalidGrant
+from flask_jwt_shield import JWTShield
+from flask_jwt_shield import current_claims
+
+HERE = Path(__file__).resolve().parent
+
+# Demo users. A real app checks passwords against its database.
+USERS = {
+    "alice": {"password": generate_password_hash("wonderland"), "role": "admin"},
+    "bob": {"password": generate_password_hash("builder"), "role": "user"},
+}
+
+shield = JWTShield()
+
+
+def _demo_secret(instance: Path) -> str:
+    """A random signing secret kept in the instance folder, so restarts keep sessions."""
+    path = instance / "jwt-secret.txt"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(config: dict[str, t.Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(HERE / "instance"))
+    app.config.update(
+        JWT_SHIELD_SECRET_KEY=os.environ.get("JWT_SHIELD_SECRET_KEY") or _demo_secret(Path(app.instance_path)),
+        JWT_SHIELD_STORE_URI="sqlite:///shield.db",  # in example_app/instance/
+        JWT_SHIELD_GEOIP_DATABASE=str(HERE / "demo-geoip.mmdb"),
+        JWT_SHIELD_ISSUER="http://127.0.0.1:5000",
+        JWT_SHIELD_AUDIENCE="example-api",
+        JWT_SHIELD_REFRESH_REUSE_GRACE=5,
+        JWT_SHIELD_RATE_LIMIT="60/minute",
+        JWT_SHIELD_SPIKE_THRESHOLD="120/minute",
+        JWT_SHIELD_SPIKE_ACTION="revoke",
+        JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
+        JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="revoke_family",
+    )
+    app.config.update(config or {})
+    # Demo only: trust one proxy hop so that `curl -H "X-Forwarded-For: 203.0.113.7"` can
+    # play a client abroad. Behind a real proxy, set x_for to the number of proxies you run.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    shield.init_app(app)
+    app.register_blueprint(shield.jwks_blueprint())
+    app.register_blueprint(_routes(app))
+    return app
+
+
+def _routes(app: Flask) -> Blueprint:
+    bp = Blueprint("example", __name__)
+
+    @bp.get("/")
+    @shield.exempt
+    def index() -> t.Any:
+        return {
+            "try": [
+                "POST /auth/login {username, password}  (alice/wonderland, bob/builder)",
+                "GET /api/me with Authorization: Bearer <access_token>",
+                "POST /auth/refresh {refresh_token}",
+                "POST /auth/logout, POST /auth/logout-all",
+                "GET /api/sessions, GET /api/events",
+            ]
+        }
+
+    @bp.post("/auth/login")
+    @shield.exempt
+    def login() -> t.Any:
+        data = request.get_json(silent=True) or {}
+        user = USERS.get(str(data.get("username")))
+        if user is None or not check_password_hash(user["password"], str(data.get("password"))):
+            return jsonify(error="invalid_grant", error_description="Wrong username or password."), 400
+        pair = shield.issue_tokens(str(data["username"]), claims={"role": user["role"]})
+        body = pair.as_dict()
+        if pair.new_country:
+            body["notice"] = "login from a new country for this account"
+        return body
+
+    @bp.post("/auth/refresh")
+    @shield.exempt
+    def refresh() -> t.Any:
+        data = request.get_json(silent=True) or {}
+        token = data.get("refresh_token")
+        if not isinstance(token, str):
+            raise InvalidGrant("Send {\"refresh_token\": \"...\"}.")
+        return shield.refresh(token).as_dict()
+
+    @bp.post("/auth/logout")
+    def logout() -> t.Any:
+        sid = current_claims.get("sid")
+        if sid:
+            shield.revoke_family(sid)  # this device: its refresh token and access tokens
+        else:
+            shield.revoke_token(current_claims["jti"])
+        return {"logged_out": "this session"}
+
+    @bp.post("/auth/logout-all")
+    def logout_all() -> t.Any:
+        shield.revoke_subject(current_claims["sub"])  # every device, e.g. after a password change
+        return {"logged_out": "everywhere"}
+
+    @bp.get("/api/me")
+    def me() -> t.Any:
+        return {"sub": current_claims["sub"], "role": current_claims.get("role"), "sid": current_claims.get("sid")}
+
+    @bp.get("/api/sessions")
+    def sessions() -> t.Any:
+        return {"sessions": [dataclasses.asdict(s) for s in shield.sessions(current_claims["sub"])]}
+
+    @bp.get("/api/events")
+    def events() -> t.Any:
+        return {"events": [e.to_dict() for e in shield.events(subject=current_claims["sub"], limit=50)]}
+
+    @bp.post("/api/reports")
+    @shield.limit("5/minute")  # an expensive endpoint gets a tighter per-token limit
+    def reports() -> t.Any:
+        return {"report": "ready"}
+
+    return bp
