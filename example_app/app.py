@@ -46,8 +46,8 @@ def _demo_secret(instance: Path) -> str:
     return path.read_text().strip()
 
 
-def create_app(config: dict[str, t.Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_path=str(HERE / "instance"))
+def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | None = None) -> Flask:
+    app = Flask(__name__, instance_path=instance_path or str(HERE / "instance"))
     app.config.update(
         JWT_SHIELD_SECRET_KEY=os.environ.get("JWT_SHIELD_SECRET_KEY") or _demo_secret(Path(app.instance_path)),
         JWT_SHIELD_STORE_URI="sqlite:///shield.db",  # in example_app/instance/
