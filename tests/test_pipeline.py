@@ -386,3 +386,15 @@ def test_access_token_shape(app: Flask, shield: JWTShield, make_app: AppFactory)
     assert payload["exp"] - payload["nbf"] == 900
     assert len(base64.urlsafe_b64decode(payload["jti"] + "==")) >= 16  # ≥ 128 random bits
     assert app.test_client().get("/api/me", headers=bearer(token)).status_code == 200
+
+
+def test_jwks_blueprint_serves_public_keys(make_app: AppFactory) -> None:
+    from flask_jwt_shield.cli import generate_key
+
+    app, shield = make_app({"JWT_SHIELD_KEYS": [generate_key("ES256"), generate_key("RS256")]})
+    app.register_blueprint(shield.jwks_blueprint())
+    r = app.test_client().get("/.well-known/jwks.json")  # exempt: no token needed
+    assert r.status_code == 200
+    assert [k["alg"] for k in r.json["keys"]] == ["ES256", "RS256"]
+    assert all("d" not in k for k in r.json["keys"])
+    assert r.headers["Cache-Control"] == "public, max-age=300"
