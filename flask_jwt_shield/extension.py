@@ -37,17 +37,17 @@ from .errors import StoreUnavailable
 from .events import EventRecorder
 from .events import SecurityEvent
 from .events import mask_ip
-from .geo import GeoIPDatabase
-from .geo import GeoIPError
-from .geo import Location
-from .geo import distance_km
-from .geo import travel_speed_kmh
+from .geo import Finding
+from .geo import GeoGuard
 from .keys import KeyRing
 from .ratelimit import AdaptiveSettings
 from .ratelimit import LimiterStorageError
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .ratelimit import parse_limits
+from .revocation import CheckerFailed
+from .revocation import revocation_reason
+from .revocation import revoked
 from .stores import Family
 from .stores import Store
 from .stores import store_from_uri
@@ -121,7 +121,7 @@ class _State:
     store: Store
     recorder: EventRecorder
     limiter: TokenRateLimiter | None = None
-    geo: GeoIPDatabase | None = None
+    geo: GeoGuard | None = None
     exempt: dict[str, bool] = dataclasses.field(default_factory=dict)
     last_outage_event: float = -math.inf
     geo_seen: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
@@ -176,7 +176,7 @@ class JWTShield:
             store=store,
             recorder=EventRecorder(config, store),
             limiter=self._make_limiter(config),
-            geo=_open_geoip(config),
+            geo=GeoGuard.from_config(config),
         )
         app.extensions[EXTENSION_KEY] = state
         if config.enabled:
@@ -340,27 +340,17 @@ class JWTShield:
 
     def _check_revocation(self, state: _State, claims: Claims, kid: str) -> None:
         try:
-            reason = state.store.check(
-                jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid,
-                iat=claims["iat"], now=time.time(),
-            )  # fmt: skip
-            if reason is None:
-                for checker in self._revocation_checkers:
-                    if checker(claims):
-                        reason = "callback"
-                        break
-        except ShieldError:
-            raise
+            reason = revocation_reason(state.store, self._revocation_checkers, claims, kid, time.time())
         except StoreError as exc:
             self._store_failed(state, exc, claims)
             return
-        except Exception as exc:  # a revocation_checker failed: never a 200 by accident
-            logger.exception("a revocation_checker raised; treating it as an unreachable store")
+        except CheckerFailed as exc:  # never a 200 by accident
+            logger.error("revocation_checker %s raised; treating it as an unreachable store", exc,
+                         exc_info=exc.__cause__)  # fmt: skip
             self._store_failed(state, exc, claims)
             return
         if reason is not None:
-            raise RevokedToken(f"The access token was revoked ({_REVOCATION_WORDS[reason]}).",
-                               reason=f"revoked-{reason}")
+            raise revoked(reason)
 
     def _check_rate(self, state: _State, claims: Claims, endpoint: str) -> None:
         config = state.config
@@ -373,11 +363,11 @@ class JWTShield:
             self._store_failed(state, exc, claims)
             return
         if decision.spike is not None:
-            self._detect(state, "traffic-spike", config.spike_action, claims, detail=decision.spike.as_detail(),
-                         description="Too many requests with this token.")  # fmt: skip
+            self._act(state, Finding("traffic-spike", config.spike_action, "Too many requests with this token.",
+                                     detail=decision.spike.as_detail()), claims)  # fmt: skip
         if decision.anomaly is not None:
-            self._detect(state, "traffic-anomaly", config.adaptive_action, claims, detail=decision.anomaly.as_detail(),
-                         description="Unusual traffic for this account.")  # fmt: skip
+            self._act(state, Finding("traffic-anomaly", config.adaptive_action, "Unusual traffic for this account.",
+                                     detail=decision.anomaly.as_detail()), claims)  # fmt: skip
         if not decision.allowed:
             try:
                 headers = decision.headers()
@@ -394,9 +384,9 @@ class JWTShield:
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
 
     def _check_geo(self, state: _State, claims: Claims, ip: str | None) -> None:
-        geo = state.geo
-        assert geo is not None
-        location = geo.lookup(ip)
+        guard = state.geo
+        assert guard is not None
+        location = guard.locate(ip)
         if location is None or ip is None:
             return  # no known place: never flagged, never denied
         key = (claims["jti"], ip)
@@ -404,95 +394,28 @@ class JWTShield:
         seen = state.geo_seen.get(key)
         if seen is not None and now - seen < _GEO_RECHECK:
             return
-        config = state.config
-        country = location.country
-        where = location.as_dict()
-        if country is not None and not _country_allowed(config, country):
-            self._detect(state, "country-denied", "deny", claims, country=country, detail={"location": where},
-                         description="Access from this country is not allowed.")  # fmt: skip
-        issued_in = claims.get("ctry")
-        if isinstance(issued_in, str) and country is not None and country != issued_in:
-            self._detect(state, "country-changed", config.country_change_action, claims, country=country,
-                         detail={"issued_in": issued_in, "location": where},
-                         description="This token was issued in another country.")  # fmt: skip
+        for finding in guard.on_request(location, claims.get("ctry")):
+            self._act(state, finding, claims)
         if location.has_coordinates:
-            self._check_travel(state, claims["sub"], location, ip, now, claims)
-        _bounded_put(state.geo_seen, key, now, _GEO_SEEN_MAX)
-
-    def _check_travel(
-        self,
-        state: _State,
-        sub: str,
-        location: Location,
-        ip: str,
-        now: float,
-        claims: Claims | None,
-        profile: dict[str, t.Any] | None = None,
-    ) -> dict[str, t.Any] | None:
-        """Compare this use with the subject's last one; return the profile to store, if changed.
-
-        Travel is tracked per subject across all of its sessions; a login is a use too.
-        ``profile`` is given at login (already read); otherwise it is read and written here.
-        """
-        config = state.config
-        standalone = profile is None
-        if profile is None:
+            sub = claims["sub"]
             try:
                 profile = state.store.get_profile(sub) or {}
             except StoreError as exc:
                 self._store_failed(state, exc, claims)
-                return None
-        last = profile.get("last")
-        if isinstance(last, dict):
-            previous = Location.from_dict(last)
-            previous_at = last.get("at")
-            speed = (
-                travel_speed_kmh(previous, float(previous_at), location, now)
-                if isinstance(previous_at, (int, float))
-                else None
-            )
-            if speed is not None and speed > config.impossible_travel_kmh:
-                distance = distance_km(previous, location)
-                detail = {
-                    "from": {**previous.as_dict(), "at": previous_at, "ip": last.get("ip")},
-                    "to": {**location.as_dict(), "at": now, "ip": mask_ip(ip, config.event_ip)},
-                    "distance_km": round(distance, 1) if distance is not None else None,
-                    "speed_kmh": round(speed, 1) if math.isfinite(speed) else None,
-                    "limit_kmh": config.impossible_travel_kmh,
-                }
-                # Raises for every action above flag; the last place then stays the
-                # legitimate one, so the owner's next request is not flagged in turn.
-                self._detect(state, "impossible-travel", config.impossible_travel_action, claims, subject=sub,
-                             country=location.country, detail=detail,
-                             description="This token was used too far away, too soon.")  # fmt: skip
-            unchanged = (
-                previous.latitude == location.latitude
-                and previous.longitude == location.longitude
-                and isinstance(previous_at, (int, float))
-                and now - previous_at < _GEO_RECHECK
-            )
-            if unchanged:
-                return None
-        profile["last"] = {**location.as_dict(), "at": now, "ip": mask_ip(ip, config.event_ip)}
-        if standalone:
-            try:
-                state.store.put_profile(sub, profile)
-            except StoreError as exc:
-                self._store_failed(state, exc, claims)
-        return profile
+                return
+            travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), now, profile)
+            if travel is not None:
+                # Raises for every action above flag, before the new place is stored: the
+                # last place stays the owner's, so the owner's next request is not flagged.
+                self._act(state, travel, claims)
+            if last is not None:
+                try:
+                    state.store.put_profile(sub, {**profile, "last": last})
+                except StoreError as exc:
+                    self._store_failed(state, exc, claims)
+        _bounded_put(state.geo_seen, key, now, _GEO_SEEN_MAX)
 
-    def _detect(
-        self,
-        state: _State,
-        kind: str,
-        action: str,
-        claims: Claims | None,
-        *,
-        detail: dict[str, t.Any],
-        description: str,
-        subject: str | None = None,
-        country: str | None = None,
-    ) -> None:
+    def _act(self, state: _State, finding: Finding, claims: Claims | None, *, subject: str | None = None) -> None:
         """Record a detector's finding and apply its action from the ladder.
 
         ``flag`` returns; ``deny`` raises 403; the ``revoke*`` actions revoke first, then
@@ -500,74 +423,68 @@ class JWTShield:
         login, and ``revoke_subject`` also revokes the subject's existing tokens.
         """
         config = state.config
+        action = finding.action
         effective = "flag" if config.monitor_only else action
+        detail = finding.detail
         if effective != action:
             detail = {**detail, "monitor_only": True, "intended_action": action}
         sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
-        self._record(state, kind, claims, subject=sub, country=country, action=effective, detail=detail)
+        self._record(state, finding.kind, claims, subject=sub, country=finding.country, action=effective,
+                     detail=detail)  # fmt: skip
         if effective == "flag":
             return
         if effective == "deny" or (claims is None and effective != "revoke_subject"):
-            raise AccessDenied(description, reason=kind)
+            raise AccessDenied(finding.description, reason=finding.kind)
         now = time.time()
         until = now + config.longest_ttl + config.leeway + 1
+        why = {"reason": finding.kind}
         try:
             if effective == "revoke_subject" and sub is not None:
                 state.store.revoke_subject(sub, now, until)
-                self._record(state, "subject-revoked", claims, subject=sub, action=effective, detail={"reason": kind})
+                self._record(state, "subject-revoked", claims, subject=sub, action=effective, detail=why)
             elif claims is not None and effective == "revoke_family" and claims.get("sid"):
                 state.store.revoke_family(claims["sid"], until)
-                self._record(state, "family-revoked", claims, action=effective, detail={"reason": kind})
+                self._record(state, "family-revoked", claims, action=effective, detail=why)
             elif claims is not None:
                 state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.leeway + 1)
-                self._record(state, "token-revoked", claims, action="revoke", detail={"reason": kind})
+                self._record(state, "token-revoked", claims, action="revoke", detail=why)
         except StoreError as exc:
             self._store_failed(state, exc, claims)
         if claims is None:
-            raise AccessDenied(description, reason=kind)
+            raise AccessDenied(finding.description, reason=finding.kind)
+        description = finding.description
         raise RevokedToken(f"The access token was revoked: {description[0].lower()}{description[1:]}",
-                           reason=f"revoked-{kind}")
+                           reason=f"revoked-{finding.kind}")
 
     def _login_geo(self, state: _State, sub: str, ip: str | None) -> tuple[str | None, bool]:
-        """The login-side checks: allowed countries, new country, travel. Returns the
-        country (for the ``ctry`` claim) and whether it is new for the subject."""
-        geo = state.geo
-        location = geo.lookup(ip) if geo is not None else None
-        if location is None or ip is None:
+        """The login-side checks: allowed countries, new country, travel (a login is a use).
+
+        Returns the country (for the ``ctry`` claim) and whether it is new for the subject.
+        """
+        guard = state.geo
+        location = guard.locate(ip) if guard is not None else None
+        if guard is None or location is None or ip is None:
             return None, False
-        config = state.config
-        country = location.country
-        where = location.as_dict()
-        if country is not None and not _country_allowed(config, country):
-            self._detect(state, "country-denied", "deny", None, subject=sub, country=country,
-                         detail={"location": where, "login": True},
-                         description="Logins from this country are not allowed.")  # fmt: skip
         try:
             profile = state.store.get_profile(sub) or {}
         except StoreError as exc:
             self._store_failed(state, exc, None)
-            return country, False
-        changed = False
-        new = False
-        if country is not None:
-            history = [c for c in profile.get("countries", []) if isinstance(c, str)]
-            if history and country not in history:
-                new = True
-                self._detect(state, "new-country", config.new_country_action, None, subject=sub, country=country,
-                             detail={"history": history, "location": where, "login": True},
-                             description="Login from a country new for this account.")  # fmt: skip
-            if not history or history[-1] != country:
-                profile["countries"] = ([c for c in history if c != country] + [country])[-config.country_history :]
-                changed = True
-        now = time.time()
-        if location.has_coordinates and self._check_travel(state, sub, location, ip, now, None, profile):
-            changed = True
-        if changed:
+            return location.country, False
+        before = dict(profile)
+        findings = guard.on_login(location, profile)
+        travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), time.time(), profile)
+        if travel is not None:
+            findings.append(travel)
+        for finding in findings:  # any action above flag raises: nothing issued, nothing stored
+            self._act(state, finding, None, subject=sub)
+        if last is not None:
+            profile["last"] = last
+        if profile != before:
             try:
                 state.store.put_profile(sub, profile)
             except StoreError as exc:
                 self._store_failed(state, exc, None)
-        return country, new
+        return location.country, any(f.kind == "new-country" for f in findings)
 
     def _store_failed(self, state: _State, exc: Exception, claims: Claims | None) -> None:
         """Apply ``JWT_SHIELD_FAIL_MODE``: raise 503 (closed) or return (open)."""
@@ -714,7 +631,7 @@ class JWTShield:
                          detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
             raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
-        location = state.geo.lookup(ip) if state.geo is not None else None
+        location = state.geo.locate(ip) if state.geo is not None else None
         country = location.country if location is not None else None
         try:
             new_iat = self._issue_time(state, sub)
@@ -857,12 +774,6 @@ class JWTShield:
         return bp
 
 
-def _country_allowed(config: ShieldConfig, country: str) -> bool:
-    if config.allowed_countries is not None and country not in config.allowed_countries:
-        return False
-    return not (config.denied_countries is not None and country in config.denied_countries)
-
-
 K_ = t.TypeVar("K_")
 
 
@@ -874,22 +785,5 @@ def _bounded_put(cache: dict[K_, float], key: K_, value: float, limit: int) -> N
             pass
     cache[key] = value
 
-
-def _open_geoip(config: ShieldConfig) -> GeoIPDatabase | None:
-    if config.geoip_database is None:
-        return None
-    try:
-        return GeoIPDatabase(config.geoip_database)
-    except GeoIPError as exc:
-        raise ConfigurationError(f"{ConfigKey.GEOIP_DATABASE}: {exc}") from None
-
-
-_REVOCATION_WORDS = {
-    "token": "token",
-    "family": "session",
-    "subject": "all tokens of the subject",
-    "key": "signing key",
-    "callback": "application check",
-}
 
 __all__ = ["ConfigurationError", "JWTShield", "Session", "TokenPair"]
