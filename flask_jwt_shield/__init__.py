@@ -20,8 +20,8 @@ from .errors import StoreError
 from .errors import StoreUnavailable
 from .events import SecurityEvent
 from .extension import JWTShield
-from .extension import Session
-from .extension import TokenPair
+from .refresh import Session
+from .refresh import TokenPair
 
 __all__ = [
     "AccessDenied",

@@ -45,10 +45,14 @@ from .ratelimit import LimiterStorageError
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .ratelimit import parse_limits
+from .refresh import REFUSALS
+from .refresh import Session
+from .refresh import TokenPair
+from .refresh import new_family
+from .refresh import sign_pair
 from .revocation import CheckerFailed
 from .revocation import revocation_reason
 from .revocation import revoked
-from .stores import Family
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import ACCESS_TYPE
@@ -74,40 +78,6 @@ _GEO_SEEN_MAX = 100_000
 # One rate-limited event per token per this many seconds: a hammered token must not turn
 # into one stored event per refused request.
 _RATE_EVENT_INTERVAL = 60.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TokenPair:
-    """What :meth:`JWTShield.issue_tokens` and :meth:`JWTShield.refresh` return."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-    sid: str
-    token_type: str = "Bearer"
-    #: The login came from a country not in the subject's history (``flag`` action).
-    new_country: bool = False
-
-    def as_dict(self) -> dict[str, t.Any]:
-        """The OAuth 2.0 token response (RFC 6749 §5.1)."""
-        return {
-            "access_token": self.access_token,
-            "token_type": self.token_type,
-            "expires_in": self.expires_in,
-            "refresh_token": self.refresh_token,
-        }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Session:
-    """A live refresh family, as :meth:`JWTShield.sessions` lists it."""
-
-    sid: str
-    created_at: float
-    last_used_at: float
-    expires_at: float
-    last_ip: str | None
-    last_country: str | None
 
 
 @dataclasses.dataclass(eq=False)
@@ -558,13 +528,11 @@ class JWTShield:
         country, new_country = self._login_geo(state, sub, ip)
         sid = secrets.token_urlsafe(16)
         refresh_jti = secrets.token_urlsafe(16)
+        dropped: list[str] = []
         try:
             iat = self._issue_time(state, sub)
-            family = Family(
-                sid=sid, sub=sub, created_at=iat, expires_at=iat + config.refresh_token_ttl,
-                last_used_at=iat, current_jti=refresh_jti, current_iat=iat, last_ip=ip,
-                last_country=country, claims=extra,
-            )  # fmt: skip
+            family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
+                                claims=extra)  # fmt: skip
             dropped = state.store.create_family(
                 family,
                 max_sessions=config.max_sessions,
@@ -576,36 +544,15 @@ class JWTShield:
             # "open" mode the login still succeeds and the user logs in again later.
             self._store_failed(state, exc, None)
             iat = time.time()
-            family = Family(sid=sid, sub=sub, created_at=iat, expires_at=iat + config.refresh_token_ttl,
-                            last_used_at=iat, current_jti=refresh_jti, current_iat=iat, claims=extra)  # fmt: skip
-            dropped = []
+            family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
+                                claims=extra)  # fmt: skip
         for old in dropped:
             self._record(state, "family-revoked", None, subject=sub, sid=old, action="revoke_family",
                          detail={"reason": "max-sessions"})  # fmt: skip
-        pair = self._pair(state, family, iat, country, new_country=new_country)
+        pair = sign_pair(state.codec, config, family, access_iat=iat, country=country, new_country=new_country)
         self._record(state, "session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country,
                      detail={"new_country": new_country} if new_country else {})  # fmt: skip
         return pair
-
-    def _pair(self, state: _State, family: Family, access_iat: float, country: str | None, *,
-              new_country: bool = False) -> TokenPair:  # fmt: skip
-        """A new access token, and the family's current refresh token (re-signed)."""
-        config, codec = state.config, state.codec
-        refresh_jti, refresh_iat = family.current_jti, family.current_iat
-        extra = dict(family.claims)
-        if country is not None:
-            extra["ctry"] = country  # where it was issued: the country-change detector compares
-        access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra,
-                                  sid=family.sid, iat=access_iat)  # fmt: skip
-        refresh = codec.claims_for(family.sub, ttl=family.expires_at - refresh_iat, sid=family.sid,
-                                   iat=refresh_iat, jti=refresh_jti)  # fmt: skip
-        return TokenPair(
-            access_token=codec.encode(access, ACCESS_TYPE),
-            refresh_token=codec.encode(refresh, REFRESH_TYPE),
-            expires_in=config.access_token_ttl,
-            sid=family.sid,
-            new_country=new_country,
-        )
 
     def refresh(self, refresh_token: str) -> TokenPair:
         """Spend ``refresh_token`` and return a new pair in the same session.
@@ -647,23 +594,21 @@ class JWTShield:
             raise StoreUnavailable() from None
         family = rotation.family
         if rotation.outcome in ("rotated", "grace") and family is not None:
-            pair = self._pair(state, family, new_iat, country)
+            pair = sign_pair(state.codec, config, family, access_iat=new_iat, country=country)
             self._record(state, "token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
             return pair
         if rotation.outcome == "reused":
-            first = rotation.first_use
+            first, mode = rotation.first_use, config.event_ip
             self._record(state, "refresh-reused", claims, action="revoke_family", detail={
-                "first_use": {"at": first.at, "ip": first.ip} if first else None,
-                "second_use": {"at": time.time(), "ip": ip},
+                "first_use": {"at": first.at, "ip": mask_ip(first.ip, mode)} if first else None,
+                "second_use": {"at": time.time(), "ip": mask_ip(ip, mode)},
             })  # fmt: skip
             self._record(state, "family-revoked", claims, action="revoke_family", detail={"reason": "refresh-reused"})
-            raise InvalidGrant("The refresh token was already used; the session has been revoked.",
-                               reason="refresh-reused")
-        words = {"revoked": "The session was revoked.", "expired": "The session expired.",
-                 "unknown": "The session is unknown."}  # fmt: skip
-        self._record(state, "token-rejected", claims, action="deny",
-                     detail={"reason": f"session-{rotation.outcome}", "status": 400})  # fmt: skip
-        raise InvalidGrant(words.get(rotation.outcome, "The refresh token is invalid."),
+            raise InvalidGrant(REFUSALS["reused"], reason="refresh-reused")
+        self._record(state, "token-rejected", claims, action="deny", detail={
+            "reason": f"session-{rotation.outcome}", "status": 400, "grant": "refresh_token",
+        })  # fmt: skip
+        raise InvalidGrant(REFUSALS.get(rotation.outcome, "The refresh token is invalid."),
                            reason=f"session-{rotation.outcome}")
 
     # -- revoking ------------------------------------------------------------------------
@@ -736,11 +681,7 @@ class JWTShield:
         """The subject's live sessions (refresh families), oldest first."""
         state = self._state()
         families = state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
-        return [
-            Session(sid=f.sid, created_at=f.created_at, last_used_at=f.last_used_at,
-                    expires_at=f.expires_at, last_ip=f.last_ip, last_country=f.last_country)
-            for f in families
-        ]  # fmt: skip
+        return [Session.of(f) for f in families]
 
     def events(
         self,
