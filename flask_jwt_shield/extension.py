@@ -75,9 +75,10 @@ _OUTAGE_EVENT_INTERVAL = 5.0
 # no store read or write per request in steady state, one event per minute at most.
 _GEO_RECHECK = 60.0
 _GEO_SEEN_MAX = 100_000
-# One rate-limited event per token per this many seconds: a hammered token must not turn
-# into one stored event per refused request.
-_RATE_EVENT_INTERVAL = 60.0
+# Repeated refusals of one token (or client address) for one reason are recorded once per
+# this many seconds: a hammering client must not turn into one stored event per request.
+# The limiter and the spike detector still count every attempt.
+_REPEAT_INTERVAL = 60.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -95,7 +96,7 @@ class _State:
     exempt: dict[str, bool] = dataclasses.field(default_factory=dict)
     last_outage_event: float = -math.inf
     geo_seen: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
-    rate_events: dict[str, float] = dataclasses.field(default_factory=dict)
+    recent: dict[tuple[str, ...], float] = dataclasses.field(default_factory=dict)
 
 
 class JWTShield:
@@ -159,6 +160,11 @@ class JWTShield:
     def _make_limiter(self, config: ShieldConfig) -> TokenRateLimiter:
         """The per-token limiter: built even with no default limit, for ``@shield.limit``."""
         K = ConfigKey
+        if self._limiter is not None and config.rate_limit_storage_uri is not None:
+            raise ConfigurationError(
+                f"{K.RATE_LIMIT_STORAGE_URI} is set, but JWTShield(limiter=...) shares that Limiter's"
+                f" storage: remove one of the two."
+            )
         try:
             adaptive = (
                 AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor)
@@ -343,14 +349,12 @@ class JWTShield:
                 headers = decision.headers()
             except LimiterStorageError:
                 headers = {}
-            now = time.time()
-            last = state.rate_events.get(identity)
-            if last is None or now - last >= _RATE_EVENT_INTERVAL:
-                _bounded_put(state.rate_events, identity, now, _GEO_SEEN_MAX)
+            if _first_in_a_while(state, ("rate-limited", identity)):
                 limit = decision.limit
                 self._record(state, "rate-limited", claims, action="deny",
                              detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
                                      "endpoint": endpoint})  # fmt: skip
+            headers.pop("Retry-After", None)  # the exception sends it
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
 
     def _check_geo(self, state: _State, claims: Claims, ip: str | None) -> None:
@@ -399,8 +403,12 @@ class JWTShield:
         if effective != action:
             detail = {**detail, "monitor_only": True, "intended_action": action}
         sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
-        self._record(state, finding.kind, claims, subject=sub, country=finding.country, action=effective,
-                     detail=detail)  # fmt: skip
+        repeated = effective == "deny" and claims is not None and not _first_in_a_while(
+            state, (finding.kind, claims["jti"])
+        )
+        if not repeated:
+            self._record(state, finding.kind, claims, subject=sub, country=finding.country, action=effective,
+                         detail=detail)  # fmt: skip
         if effective == "flag":
             return
         if effective == "deny" or (claims is None and effective != "revoke_subject"):
@@ -442,7 +450,7 @@ class JWTShield:
             return location.country, False
         before = dict(profile)
         findings = guard.on_login(location, profile)
-        travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), time.time(), profile)
+        travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), time.time(), profile, login=True)
         if travel is not None:
             findings.append(travel)
         for finding in findings:  # any action above flag raises: nothing issued, nothing stored
@@ -468,8 +476,10 @@ class JWTShield:
             raise StoreUnavailable()
 
     def _rejected(self, state: _State, exc: ShieldError, claims: Claims | None) -> None:
-        self._record(state, "token-rejected", claims, action="deny",
-                     detail={"reason": exc.reason, "status": exc.code})  # fmt: skip
+        who = claims["jti"] if claims is not None else (request.remote_addr or "")
+        if _first_in_a_while(state, ("token-rejected", who, exc.reason)):
+            self._record(state, "token-rejected", claims, action="deny",
+                         detail={"reason": exc.reason, "status": exc.code})  # fmt: skip
 
     def _record(self, state: _State, kind: str, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
         if claims is not None:
@@ -578,8 +588,16 @@ class JWTShield:
                          detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
             raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
-        location = state.geo.locate(ip) if state.geo is not None else None
-        country = location.country if location is not None else None
+        country = None
+        if state.geo is not None:
+            # A refresh is a use too: allowed countries, the country the refresh token was
+            # issued in, and travel are checked before anything is rotated.
+            try:
+                self._check_geo(state, claims, ip)
+            except RevokedToken as exc:
+                raise InvalidGrant(exc.description, reason=exc.reason) from None
+            location = state.geo.locate(ip)
+            country = location.country if location is not None else None
         try:
             new_iat = self._issue_time(state, sub)
             rotation = state.store.rotate(
@@ -716,6 +734,16 @@ class JWTShield:
 
 
 K_ = t.TypeVar("K_")
+
+
+def _first_in_a_while(state: _State, key: tuple[str, ...]) -> bool:
+    """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds."""
+    now = time.time()
+    last = state.recent.get(key)
+    if last is not None and now - last < _REPEAT_INTERVAL:
+        return False
+    _bounded_put(state.recent, key, now, _GEO_SEEN_MAX)
+    return True
 
 
 def _bounded_put(cache: dict[K_, float], key: K_, value: float, limit: int) -> None:

@@ -574,7 +574,7 @@ class GeoGuard:
         return findings
 
     def travel(
-        self, location: Location, ip: str | None, now: float, profile: dict[str, Any]
+        self, location: Location, ip: str | None, now: float, profile: dict[str, Any], *, login: bool = False
     ) -> tuple[Finding | None, dict[str, Any] | None]:
         """Compare this use with the subject's last one (``profile["last"]``).
 
@@ -593,8 +593,9 @@ class GeoGuard:
                 speed = travel_speed_kmh(previous, float(previous_at), location, now)
                 if speed is not None and speed > self.travel_kmh:
                     distance = distance_km(previous, location)
+                    said = "This login came" if login else "This token was used"
                     finding = Finding("impossible-travel", self.travel_action,
-                                      "This token was used too far away, too soon.", location.country, {
+                                      f"{said} too far away, too soon.", location.country, {
                                           "from": {**previous.as_dict(), "at": previous_at, "ip": last.get("ip")},
                                           "to": {**location.as_dict(), "at": now, "ip": ip},
                                           "distance_km": round(distance, 1) if distance is not None else None,

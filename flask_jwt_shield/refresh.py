@@ -102,8 +102,11 @@ def sign_pair(
     if country is not None:
         extra["ctry"] = country  # where it was issued: the country-change detector compares
     access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra, sid=family.sid, iat=access_iat)
+    # The refresh token carries no application claims (they live in the family), only where
+    # the session was last refreshed, so that a refresh from elsewhere is noticed too.
     refresh = codec.claims_for(family.sub, ttl=family.expires_at - family.current_iat, sid=family.sid,
-                               iat=family.current_iat, jti=family.current_jti)  # fmt: skip
+                               iat=family.current_iat, jti=family.current_jti,
+                               extra={"ctry": country} if country is not None else None)  # fmt: skip
     return TokenPair(
         access_token=codec.encode(access, ACCESS_TYPE),
         refresh_token=codec.encode(refresh, REFRESH_TYPE),

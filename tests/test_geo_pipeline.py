@@ -303,3 +303,34 @@ def test_refresh_abroad_issues_tokens_of_that_country(geo_app: t.Any, clock: Clo
     with app.app_context():
         (session,) = shield.sessions("alice")
     assert session.last_country == "JP"
+
+
+def test_refresh_is_checked_like_a_use(geo_app: t.Any, clock: Clock) -> None:
+    app, shield = geo_app(JWT_SHIELD_COUNTRY_CHANGE_ACTION="revoke_family", JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=10**9)
+    pair = login(app, BERLIN).json
+    clock.advance(3600)
+    # the stolen refresh token, used from abroad: the session is revoked, nothing is issued
+    r = app.test_client().post("/refresh", json={"refresh_token": pair["refresh_token"]},
+                               environ_base={"REMOTE_ADDR": TOKYO})  # fmt: skip
+    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert use(app, pair["access_token"], BERLIN).status_code == 401
+    with app.app_context():
+        assert shield.sessions("alice") == []
+        assert shield.events(kind="country-changed")[0].detail["issued_in"] == "DE"
+
+
+def test_login_travel_is_worded_for_a_login(geo_app: t.Any, clock: Clock) -> None:
+    app, _ = geo_app(JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="deny")
+    login(app, BERLIN)
+    clock.advance(600)
+    r = login(app, TOKYO)
+    assert r.status_code == 403 and r.json["error_description"] == "This login came too far away, too soon."
+
+
+def test_repeated_geo_denials_recorded_once_a_minute(geo_app: t.Any, clock: Clock) -> None:
+    app, shield = geo_app(JWT_SHIELD_DENIED_COUNTRIES=["JP"])
+    with app.app_context():
+        token = shield.create_access_token("alice")
+    assert [use(app, token, TOKYO).status_code for _ in range(10)] == [403] * 10
+    with app.app_context():
+        assert len(shield.events(kind="country-denied")) == 1

@@ -398,3 +398,20 @@ def test_jwks_blueprint_serves_public_keys(make_app: AppFactory) -> None:
     assert [k["alg"] for k in r.json["keys"]] == ["ES256", "RS256"]
     assert all("d" not in k for k in r.json["keys"])
     assert r.headers["Cache-Control"] == "public, max-age=300"
+
+
+def test_repeated_rejections_recorded_once_a_minute(clock: Clock, app: Flask, shield: JWTShield,
+                                                    client: t.Any) -> None:  # fmt: skip
+    with app.app_context():
+        token = shield.create_access_token("alice")
+        shield.revoke_token(token)
+    for _ in range(20):
+        assert client.get("/api/me", headers=bearer(token)).status_code == 401
+    for _ in range(5):
+        client.get("/api/me", headers=bearer("a.b.c"))
+    with app.app_context():
+        assert [e.detail["reason"] for e in shield.events(kind="token-rejected")] == ["malformed", "revoked-token"]
+    clock.advance(61)
+    client.get("/api/me", headers=bearer(token))
+    with app.app_context():
+        assert len(shield.events(kind="token-rejected")) == 3

@@ -262,3 +262,25 @@ def test_limiter_storage_down_follows_fail_mode(make_app: AppFactory, redis_serv
         assert r.headers["Retry-After"]
     with app.app_context():
         assert shield.events(kind="store-unavailable")
+
+
+def test_retry_after_sent_once(make_app: AppFactory, clock: Clock) -> None:
+    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": "1/minute"})
+    (a,) = tokens(app, shield, "alice")
+    client = app.test_client()
+    statuses(client, a, 1)
+    r = client.get("/api/me", headers=bearer(a))
+    assert r.headers.getlist("Retry-After") == ["60"]
+
+
+def test_limiter_and_storage_uri_together_refused(make_app: AppFactory) -> None:
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    from flask_jwt_shield import ConfigurationError
+
+    limiter = Limiter(get_remote_address, storage_uri="memory://")
+    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "memory://"}, limiter=limiter, defer_init=True)
+    limiter.init_app(app)
+    with pytest.raises(ConfigurationError, match="remove one"):
+        shield.init_app(app)
