@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import typing as t
+from datetime import datetime
 
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import Forbidden
@@ -18,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.exceptions import Unauthorized
+from werkzeug.http import http_date
 
 __all__ = [
     "AccessDenied",
@@ -74,6 +76,9 @@ class ShieldError(HTTPException):
     scheme: str | None = None
     #: Set by the pipeline from ``JWT_SHIELD_REALM``.
     realm: str = "api"
+    #: Whole seconds (or an instant) for a ``Retry-After`` header; ``None`` for none. The
+    #: same attribute as werkzeug's 429 and 503 exceptions.
+    retry_after: datetime | int | None = None
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         super().__init__(description)
@@ -117,6 +122,9 @@ class ShieldError(HTTPException):
         challenge = self.challenge()
         if challenge is not None:
             headers.append(("WWW-Authenticate", challenge))
+        if self.retry_after is not None:
+            when = self.retry_after
+            headers.append(("Retry-After", http_date(when) if isinstance(when, datetime) else str(when)))
         return headers
 
 
@@ -199,10 +207,7 @@ class RateLimitExceeded(ShieldError, TooManyRequests):
         environ: t.Any = None,
         scope: dict[str, t.Any] | None = None,
     ) -> list[tuple[str, str]]:
-        headers = super().get_headers(environ, scope)
-        headers.append(("Retry-After", str(self.retry_after)))
-        headers.extend(self.rate_headers.items())
-        return headers
+        return super().get_headers(environ, scope) + list(self.rate_headers.items())
 
 
 class StoreUnavailable(ShieldError, ServiceUnavailable):
@@ -222,12 +227,3 @@ class StoreUnavailable(ShieldError, ServiceUnavailable):
             reason=reason or "store-unavailable",
         )
         self.retry_after = retry_after
-
-    def get_headers(
-        self,
-        environ: t.Any = None,
-        scope: dict[str, t.Any] | None = None,
-    ) -> list[tuple[str, str]]:
-        headers = super().get_headers(environ, scope)
-        headers.append(("Retry-After", str(self.retry_after)))
-        return headers

@@ -32,24 +32,12 @@ from flask_jwt_shield.ratelimit import TokenRateLimiter
 from flask_jwt_shield.ratelimit import default_spike_threshold
 from flask_jwt_shield.ratelimit import scale_limit_string
 from flask_jwt_shield.ratelimit import validate_limit_string
+from tests.conftest import Clock
 from tests.redis_util import RedisServer
 from tests.redis_util import running_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_040.0  # a multiple of 60: buckets and minute windows start here
-
-
-class Clock:
-    """A stand-in for ``time.time`` that moves only when told."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
