@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import re
@@ -151,7 +150,14 @@ class JWTShield:
         )
         app.extensions[EXTENSION_KEY] = state
         if config.enabled:
-            app.before_request(functools.partial(self._guard, state))
+            guard = self._guard
+
+            # A plain function rather than functools.partial: Flask asks on every request
+            # whether a hook is a coroutine, and unwrapping a partial costs more.
+            def jwt_shield_guard() -> None:
+                guard(state)
+
+            app.before_request(jwt_shield_guard)
         from .cli import cli
 
         if "jwt-shield" not in app.cli.commands:
@@ -253,7 +259,7 @@ class JWTShield:
             token = self._extract(state, req, environ)
             claims, kid = state.codec.verify(token)
             self._check_revocation(state, claims, kid)
-            if state.limiter is not None:
+            if state.limiter is not None and state.limiter.active:
                 self._check_rate(state, claims, endpoint)
             if state.geo is not None:
                 self._check_geo(state, claims, req.remote_addr)
@@ -360,14 +366,16 @@ class JWTShield:
     def _check_geo(self, state: _State, claims: Claims, ip: str | None) -> None:
         guard = state.geo
         assert guard is not None
-        location = guard.locate(ip)
-        if location is None or ip is None:
-            return  # no known place: never flagged, never denied
+        if ip is None:
+            return
         key = (claims["jti"], ip)
         now = time.time()
         seen = state.geo_seen.get(key)
         if seen is not None and now - seen < _GEO_RECHECK:
-            return
+            return  # this token from this address passed a minute ago: no lookup, no store
+        location = guard.locate(ip)
+        if location is None:
+            return  # no known place: never flagged, never denied
         for finding in guard.on_request(location, claims.get("ctry")):
             self._act(state, finding, claims)
         if location.has_coordinates:

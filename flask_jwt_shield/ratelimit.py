@@ -481,6 +481,18 @@ def _memory_baselines(storage: Storage) -> _MemoryBaselines:
 _EXEMPT: Final = ()
 
 
+# Per token (and endpoint): the spike items with their storage keys, the limit items, the
+# key parts, the limit items' storage keys, and the (item, parts) pairs for window stats.
+_Plan = tuple[
+    tuple[tuple[RateLimitItem, str], ...],
+    tuple[RateLimitItem, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[tuple[RateLimitItem, tuple[str, ...]], ...],
+]
+_MAX_PLANS: Final = 100_000
+
+
 class TokenRateLimiter:
     """Per-token rate limits with spike detection and an optional adaptive baseline.
 
@@ -526,6 +538,8 @@ class TokenRateLimiter:
         except NotImplementedError:
             raise ValueError(f"the {type(self._storage).__name__} does not support the {strategy!r} strategy") from None
         self.strategy = strategy
+        self._fixed = strategy == "fixed-window"
+        self._plans: dict[tuple[str, str | None], _Plan] = {}
         prefix = key_prefix.strip("/")
         if not prefix or prefix == "LIMITER":
             raise ValueError("key_prefix must be non-empty and differ from Flask-Limiter's 'LIMITER'")
@@ -552,6 +566,18 @@ class TokenRateLimiter:
                     "the adaptive baseline needs memory or Redis rate limit storage,"
                     f" not {type(self._storage).__name__}"
                 )
+        self._update_active()
+
+    @property
+    def active(self) -> bool:
+        """Whether :meth:`check` has anything to count: a limit (default or an endpoint's),
+        a spike threshold or the adaptive baseline. The pipeline skips the step otherwise."""
+        return self._active
+
+    def _update_active(self) -> None:
+        self._active = bool(
+            self._limits or self._spike or self.adaptive is not None or any(self._endpoints.values())
+        )
 
     def _parse(self, value: str, namespace: str | None = None) -> tuple[RateLimitItem, ...]:
         return _by_window(_with_namespace(parse_limits(value), namespace or self._rate_ns))
@@ -570,10 +596,14 @@ class TokenRateLimiter:
         Flask-Limiter route decorator). Safe to call after requests started.
         """
         self._endpoints[endpoint] = self._parse(limits)
+        self._update_active()
+        self._plans.clear()
 
     def exempt_endpoint(self, endpoint: str) -> None:
         """Serve ``endpoint`` without per-token limits (spikes and anomalies still count)."""
         self._endpoints[endpoint] = _EXEMPT
+        self._update_active()
+        self._plans.clear()
 
     # -- the per-request call --------------------------------------------------------------
 
@@ -588,24 +618,30 @@ class TokenRateLimiter:
         """
         if not identity:
             raise ValueError("an empty rate limit identity would merge every token's budget")
-        key = _escape(identity)
+        override = None if endpoint is None else self._endpoints.get(endpoint)
+        plan = self._plans.get((identity, endpoint if override is not None else None))
+        if plan is None:
+            plan = self._plan(identity, endpoint, override)
+        spike_keys, items, parts, rate_keys, targets = plan
+        storage = self._storage
         try:
-            spike = self._count_spike(identity, key) if self._spike else None
+            spike = self._count_spike(identity, spike_keys) if spike_keys else None
             anomaly = self._observe(subject or identity) if self.adaptive is not None else None
-            parts: tuple[str, ...]
-            override = None if endpoint is None else self._endpoints.get(endpoint)
-            if override is None:
-                items, parts = self._limits, (key,)
-            else:
-                # An endpoint's own limits are counted apart from the default ones.
-                items, parts = override, (key, _escape(endpoint or ""))
             if not items:
                 return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
-            hit = self._strategy.hit
-            for item in items:
-                if not hit(item, *parts):
-                    reset_at = self._strategy.get_window_stats(item, *parts).reset_time
-                    return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
+            if self._fixed:
+                # Exactly FixedWindowRateLimiter.hit (incr, then compare), with the keys
+                # built once per token instead of on every request.
+                for item, storage_key in zip(items, rate_keys, strict=True):
+                    if storage.incr(storage_key, item.get_expiry()) > item.amount:
+                        reset_at = storage.get_expiry(storage_key)
+                        return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
+            else:
+                hit = self._strategy.hit
+                for item in items:
+                    if not hit(item, *parts):
+                        reset_at = self._strategy.get_window_stats(item, *parts).reset_time
+                        return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
         return RateDecision(
@@ -613,13 +649,33 @@ class TokenRateLimiter:
             spike=spike,
             anomaly=anomaly,
             limiter=self,
-            targets=tuple((item, parts) for item in items),
+            targets=targets,
         )
 
-    def _count_spike(self, identity: str, key: str) -> SpikeReport | None:
+    def _plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
+        """The items and storage keys of one token (and endpoint), built once and kept."""
+        key = _escape(identity)
+        parts: tuple[str, ...]
+        if override is None:
+            items, parts = self._limits, (key,)
+        else:
+            # An endpoint's own limits are counted apart from the default ones.
+            items, parts = override, (key, _escape(endpoint or ""))
+        plan: _Plan = (
+            tuple((item, item.key_for(key)) for item in self._spike),
+            items,
+            parts,
+            tuple(item.key_for(*parts) for item in items),
+            tuple((item, parts) for item in items),
+        )
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()  # cheaper than an LRU; keys are rebuilt on the next request
+        self._plans[(identity, endpoint if override is not None else None)] = plan
+        return plan
+
+    def _count_spike(self, identity: str, spike_keys: tuple[tuple[RateLimitItem, str], ...]) -> SpikeReport | None:
         report = None
-        for item in self._spike:
-            storage_key = item.key_for(key)
+        for item, storage_key in spike_keys:
             count = self._storage.incr(storage_key, item.get_expiry())
             # incr is atomic in every backend, so exactly one attempt per window -- in any
             # worker process -- sees amount + 1: that attempt reports the crossing.
@@ -683,6 +739,41 @@ class TokenRateLimiter:
             raise LimiterStorageError(exc) from exc
 
 
+class _LeanMemoryStorage(MemoryStorage):
+    """``memory://`` with a cheaper counter: the same fixed-window semantics, less machinery.
+
+    ``limits``' :class:`MemoryStorage` takes a per-key lock, checks its expiry timer thread and
+    reads the key twice on every ``incr``; on the request path that cost more than the rest
+    of the pipeline together (benchmarks/RESULTS.md). Here one lock guards a lookup and an
+    increment, and expired counters are swept once a minute instead of by a timer. Used only
+    for storages the shield builds itself from ``memory://``; moving windows and everything
+    else stay :class:`MemoryStorage`'s.
+    """
+
+    _SWEEP_EVERY = 60.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions)
+        self._counter_lock = threading.Lock()
+        self._swept = time.time()
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        with self._counter_lock:
+            if self.expirations.get(key, 0.0) <= now:
+                self.storage[key] = amount  # a new window opens at its first hit
+                self.expirations[key] = now + expiry
+                value = amount
+            else:
+                value = self.storage[key] = self.storage[key] + amount
+            if now - self._swept > self._SWEEP_EVERY:
+                self._swept = now
+                for stale in [k for k, until in self.expirations.items() if until <= now]:
+                    self.storage.pop(stale, None)
+                    self.expirations.pop(stale, None)
+        return value
+
+
 def _resolve_storage(
     storage_uri: str | None,
     storage: Storage | None,
@@ -714,7 +805,11 @@ def _resolve_storage(
             kwargs.update(_REDIS_DEFAULT_OPTIONS)
         kwargs.update(options or {})
         try:
-            built = storage_from_string(uri, wrap_exceptions=True, **kwargs)
+            built = (
+                _LeanMemoryStorage(uri, wrap_exceptions=True)
+                if scheme == "memory" and not options
+                else storage_from_string(uri, wrap_exceptions=True, **kwargs)
+            )
         except ConfigurationError as exc:
             raise ValueError(f"rate limit storage {uri!r}: {exc}") from None
         if not isinstance(built, Storage):

@@ -284,3 +284,29 @@ def test_limiter_and_storage_uri_together_refused(make_app: AppFactory) -> None:
     limiter.init_app(app)
     with pytest.raises(ConfigurationError, match="remove one"):
         shield.init_app(app)
+
+
+def test_endpoint_limit_without_a_default_limit(make_app: AppFactory, clock: Clock) -> None:
+    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": None})
+
+    @app.post("/reports")
+    @shield.limit("2/minute")
+    def reports() -> t.Any:
+        return {"ok": True}
+
+    (a,) = tokens(app, shield, "alice")
+    client = app.test_client()
+    assert statuses(client, a, 5) == [200] * 5  # no default limit, so no step on /api/me
+    assert statuses(client, a, 3, "/reports", "post") == [200, 200, 429]
+
+
+def test_limiter_is_idle_without_anything_to_count() -> None:
+    from flask_jwt_shield.ratelimit import TokenRateLimiter
+
+    assert not TokenRateLimiter(None).active
+    assert TokenRateLimiter(None, spike_threshold="10/minute").active
+    limiter = TokenRateLimiter(None)
+    limiter.exempt_endpoint("a")
+    assert not limiter.active
+    limiter.set_endpoint_limit("b", "5/minute")
+    assert limiter.active

@@ -1,0 +1,271 @@
+"""The application shapes compared by ``bench.py``.
+
+Every app has the same shape: one route, ``GET /api/me``, that returns ``{"sub": ...}`` — the
+subject of the token (bare Flask returns a constant). They share one HS256 secret and, for the
+asymmetric rows, one key pair per algorithm.
+
+Each factory is importable by gunicorn with its factory syntax, for example::
+
+    gunicorn 'benchmarks.apps:make_shield(algorithm="RS256")'
+
+Every app also carries a token minter in ``app.extensions["bench_mint"]``: a callable
+``mint(n) -> list[str]`` returning ``n`` distinct ``Authorization`` header values valid for that
+app (bare Flask gets PyJWT tokens it ignores). Minting needs no request context; it
+opens an app context itself.
+
+The asymmetric keys are generated once per benchmark run. ``bench.py`` sets
+``JWT_SHIELD_BENCH_KEY_DIR`` so the gunicorn workers it starts read the same PEM files as the
+process that mints the tokens; without that variable, keys are generated in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+from flask import Flask
+from flask import abort
+from flask import g
+from flask import request
+
+#: The HS256 secret of every app (the shield refuses fewer than 32 bytes).
+SECRET = "flask-jwt-shield-benchmark-secret-0123456789abcdef"
+#: The token subject.
+SUBJECT = "bench-user"
+#: Revoked token ids that every blocklist / revocation callback checks against.
+REVOKED_JTIS: frozenset[str] = frozenset(uuid.UUID(int=i).hex for i in range(1, 1001))
+#: Environment variable naming the directory that holds the shared PEM keys.
+KEY_DIR_ENV = "JWT_SHIELD_BENCH_KEY_DIR"
+#: A limit no benchmark reaches: the limiter does all its work and refuses nothing.
+UNREACHABLE_LIMIT = "1000000/minute"
+#: The example app's demo City database (documentation address ranges only).
+DEMO_GEOIP = Path(__file__).resolve().parent.parent / "example_app" / "demo-geoip.mmdb"
+#: A client address the demo database places in Berlin.
+GEO_CLIENT = "192.0.2.10"
+
+Mint = Callable[[int], list[str]]
+
+_keys: dict[str, tuple[str, str]] = {}
+
+
+def _generate_keys(algorithm: str) -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private: Any
+    if algorithm.startswith(("RS", "PS")):
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif algorithm == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"no key generator for {algorithm!r}")
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private_pem, public_pem
+
+
+def asymmetric_keys(algorithm: str) -> tuple[str, str]:
+    """Return ``(private_pem, public_pem)`` for ``algorithm``, the same for the whole run."""
+    family = "RSA" if algorithm.startswith(("RS", "PS")) else algorithm
+    if family in _keys:
+        return _keys[family]
+    key_dir = os.environ.get(KEY_DIR_ENV)
+    if key_dir:
+        private_path = Path(key_dir, f"{family}.private.pem")
+        public_path = Path(key_dir, f"{family}.public.pem")
+        if private_path.exists() and public_path.exists():
+            pair = private_path.read_text(), public_path.read_text()
+        else:
+            pair = _generate_keys(algorithm)
+            private_path.write_text(pair[0])
+            public_path.write_text(pair[1])
+    else:
+        pair = _generate_keys(algorithm)
+    _keys[family] = pair
+    return pair
+
+
+def _bearer(tokens: list[str]) -> list[str]:
+    return [f"Bearer {token}" for token in tokens]
+
+
+def _mint_pyjwt(n: int) -> list[str]:
+    now = int(time.time())
+    return _bearer(
+        [
+            jwt.encode(
+                {"sub": SUBJECT, "iat": now, "exp": now + 900, "jti": uuid.uuid4().hex},
+                SECRET,
+                algorithm="HS256",
+            )
+            for _ in range(n)
+        ]
+    )
+
+
+# --- (a) bare Flask ---------------------------------------------------------------------------
+
+
+def make_bare() -> Flask:
+    """Bare Flask: no token handling at all.
+
+    Its requests still carry a token, so every row parses the same request.
+    """
+    app = Flask("bench_bare")
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": SUBJECT}
+
+    app.extensions["bench_mint"] = _mint_pyjwt
+    return app
+
+
+# --- (b) PyJWT only ---------------------------------------------------------------------------
+
+
+def make_pyjwt() -> Flask:
+    """A ``before_request`` that runs ``jwt.decode`` (HS256) and puts the claims on ``g``."""
+    app = Flask("bench_pyjwt")
+
+    @app.before_request
+    def authenticate() -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            abort(401)
+        try:
+            g.claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+        except jwt.InvalidTokenError:
+            abort(401)
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": g.claims["sub"]}
+
+    app.extensions["bench_mint"] = _mint_pyjwt
+    return app
+
+
+# --- (c) and (d) Flask-JWT-Extended (+ Flask-Limiter) ----------------------------------------
+
+
+def make_jwt_extended(*, limiter: bool = False) -> Flask:
+    """Flask-JWT-Extended with a blocklist; with ``limiter=True`` also Flask-Limiter.
+
+    The limit is per token (the key is the token's ``jti``), in memory storage, and high
+    enough that nothing is refused. ``@jwt_required()`` sits above ``@limiter.limit`` so the
+    token is verified before the limiter's key function reads ``get_jwt()``.
+    """
+    from flask_jwt_extended import JWTManager
+    from flask_jwt_extended import create_access_token
+    from flask_jwt_extended import get_jwt
+    from flask_jwt_extended import get_jwt_identity
+    from flask_jwt_extended import jwt_required
+
+    app = Flask("bench_jwt_extended_limiter" if limiter else "bench_jwt_extended")
+    app.config["JWT_SECRET_KEY"] = SECRET
+    app.config["JWT_ALGORITHM"] = "HS256"
+    manager = JWTManager(app)
+
+    @manager.token_in_blocklist_loader
+    def in_blocklist(jwt_header: dict[str, Any], jwt_payload: dict[str, Any]) -> bool:
+        return jwt_payload["jti"] in REVOKED_JTIS
+
+    def me() -> dict[str, str]:
+        return {"sub": get_jwt_identity()}
+
+    if limiter:
+        from flask_limiter import Limiter
+
+        def token_key() -> str:
+            return str(get_jwt()["jti"])
+
+        rate_limiter = Limiter(token_key, app=app, storage_uri="memory://")
+        me = rate_limiter.limit(UNREACHABLE_LIMIT)(me)
+    app.get("/api/me", endpoint="me")(jwt_required()(me))
+
+    def mint(n: int) -> list[str]:
+        with app.app_context():
+            return _bearer([create_access_token(identity=SUBJECT) for _ in range(n)])
+
+    app.extensions["bench_mint"] = mint
+    return app
+
+
+def make_jwt_extended_limiter() -> Flask:
+    """Flask-JWT-Extended with a blocklist + Flask-Limiter keyed by the token's ``jti``."""
+    return make_jwt_extended(limiter=True)
+
+
+# --- (e), (f) and later rows: Flask-JWT-Shield ------------------------------------------------
+
+
+def make_shield(
+    *,
+    algorithm: str = "HS256",
+    rate_limit: str | None = None,
+    geoip: bool = False,
+    store: str = "memory",
+    config: dict[str, Any] | None = None,
+) -> Flask:
+    """Flask-JWT-Shield, one ``revocation_checker`` that checks a set.
+
+    ``rate_limit`` is ``JWT_SHIELD_RATE_LIMIT`` (``None``: off; with it, the default spike
+    threshold of 10x the limit is on too). ``geoip`` turns on the GeoIP step with the
+    example app's demo City database. ``store`` is ``"memory"`` or ``"sqlite"`` (a file in
+    the run's key directory, shared with the gunicorn workers). ``config`` adds or overrides
+    ``JWT_SHIELD_*`` keys. Raises ``ImportError`` while the package is missing.
+    """
+    from flask_jwt_shield import JWTShield
+    from flask_jwt_shield import current_claims
+
+    app = Flask(f"bench_shield_{algorithm.lower()}")
+    app.config["JWT_SHIELD_ALGORITHM"] = algorithm
+    if store == "sqlite":
+        directory = os.environ.get(KEY_DIR_ENV) or tempfile.mkdtemp(prefix="jwt-shield-bench-")
+        app.config["JWT_SHIELD_STORE_URI"] = "sqlite:///" + str(Path(directory) / "shield.db")
+    else:
+        app.config["JWT_SHIELD_STORE_URI"] = "memory://"
+    app.config["JWT_SHIELD_RATE_LIMIT"] = rate_limit
+    if geoip:
+        app.config["JWT_SHIELD_GEOIP_DATABASE"] = str(DEMO_GEOIP)
+    if algorithm.startswith("HS"):
+        app.config["JWT_SHIELD_SECRET_KEY"] = SECRET
+    else:
+        private_pem, public_pem = asymmetric_keys(algorithm)
+        app.config["JWT_SHIELD_PRIVATE_KEY"] = private_pem
+        app.config["JWT_SHIELD_PUBLIC_KEY"] = public_pem
+    app.config.update(config or {})
+    shield = JWTShield()
+    shield.init_app(app)
+
+    @shield.revocation_checker
+    def is_revoked(claims: Any) -> bool:
+        return claims["jti"] in REVOKED_JTIS
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": current_claims["sub"]}
+
+    def mint(n: int) -> list[str]:
+        with app.app_context():
+            return _bearer([shield.create_access_token(SUBJECT) for _ in range(n)])
+
+    app.extensions["bench_mint"] = mint
+    return app

@@ -1,0 +1,995 @@
+"""Per-request cost of Flask-JWT-Shield next to bare Flask and its peers.
+
+Run from the repository root (see benchmarks/README.md)::
+
+    python benchmarks/bench.py                 # in-process (direct WSGI calls), the default
+    python benchmarks/bench.py --http          # over HTTP: gunicorn + wrk (or a Python client)
+    python benchmarks/bench.py --inprocess --http --write-results   # both; rewrite RESULTS.md
+    python benchmarks/bench.py --quick         # smoke run, well under 30 s
+
+Every row is one entry of ``ROWS``: an app factory from ``benchmarks/apps.py`` (with keyword
+arguments) and whether each request carries the same token or a token never seen before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import http.client
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+apps = importlib.import_module("benchmarks.apps")
+
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+PATH = "/api/me"
+
+
+# --- the rows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One benchmark row: an app from ``apps.py`` and how its requests carry tokens."""
+
+    key: str
+    label: str
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``True``: every request carries a token the app has never seen (a pre-minted pool).
+    fresh: bool = False
+    #: The goal for the ratio to bare Flask, if this row has one.
+    target: float | None = None
+    #: Extra WSGI environ entries for the in-process run (e.g. ``REMOTE_ADDR`` for geo rows).
+    environ: dict[str, str] = field(default_factory=dict)
+    #: Run over HTTP too. Geo rows are in-process only: over loopback every client is
+    #: 127.0.0.1, which has no location, so the geo step would be measured doing nothing.
+    http: bool = True
+
+    def make_app(self) -> Any:
+        return getattr(apps, self.factory)(**self.kwargs)
+
+    @property
+    def gunicorn_spec(self) -> str:
+        args = ", ".join(f"{name}={value!r}" for name, value in self.kwargs.items())
+        return f"benchmarks.apps:{self.factory}({args})"
+
+    @property
+    def needs_shield(self) -> bool:
+        return self.factory == "make_shield"
+
+
+BASELINE = "bare"
+
+ROWS: tuple[Row, ...] = (
+    Row("bare", "bare Flask", "make_bare"),
+    Row("pyjwt", "PyJWT `jwt.decode` in before_request (HS256)", "make_pyjwt"),
+    Row("jwt_extended", "Flask-JWT-Extended + blocklist", "make_jwt_extended"),
+    Row(
+        "jwt_extended_limiter",
+        "Flask-JWT-Extended + blocklist + Flask-Limiter per token",
+        "make_jwt_extended_limiter",
+    ),
+    Row("shield_hs256", "shield HS256, token seen before", "make_shield", target=1.5),
+    Row(
+        "shield_hs256_fresh",
+        "shield HS256, token seen for the first time",
+        "make_shield",
+        fresh=True,
+        target=2.7,
+    ),
+    Row(
+        "shield_rs256",
+        "shield RS256, token seen before",
+        "make_shield",
+        {"algorithm": "RS256"},
+        target=1.5,
+    ),
+    Row(
+        "shield_es256",
+        "shield ES256, token seen before",
+        "make_shield",
+        {"algorithm": "ES256"},
+        target=1.5,
+    ),
+    Row(
+        "shield_limit",
+        "shield HS256 + per-token limit + spike detection, token seen before",
+        "make_shield",
+        {"rate_limit": apps.UNREACHABLE_LIMIT},
+        target=1.5,
+    ),
+    Row(
+        "shield_geo",
+        "shield HS256 + GeoIP step (City database), token seen before",
+        "make_shield",
+        {"geoip": True},
+        target=1.5,
+        environ={"REMOTE_ADDR": apps.GEO_CLIENT},
+        http=False,
+    ),
+    Row(
+        "shield_full",
+        "shield full pipeline: limit + spike + GeoIP, token seen before",
+        "make_shield",
+        {"rate_limit": apps.UNREACHABLE_LIMIT, "geoip": True},
+        target=1.5,
+        environ={"REMOTE_ADDR": apps.GEO_CLIENT},
+        http=False,
+    ),
+    Row(
+        "shield_sqlite",
+        "shield HS256, SQLite store (one revocation read per request), token seen before",
+        "make_shield",
+        {"store": "sqlite"},
+    ),
+)
+
+
+@dataclass
+class Prepared:
+    """A row whose app is built and whose tokens are minted."""
+
+    row: Row
+    app: Any
+    #: Authorization values: one (same token) or a pool (fresh tokens).
+    headers: list[str]
+    check_header: str  # used once before timing, never in a timed request
+    cursor: int = 0
+
+    def take(self, n: int) -> list[str]:
+        if not self.row.fresh:
+            return [self.headers[0]] * n
+        if self.cursor + n > len(self.headers):
+            raise RuntimeError(f"{self.row.key}: token pool exhausted (bug in pool sizing)")
+        batch = self.headers[self.cursor : self.cursor + n]
+        self.cursor += n
+        return batch
+
+
+def prepare(row: Row, pool_size: int) -> Prepared:
+    """Build the row's app and mint its tokens (``pool_size`` of them for a fresh row)."""
+    app = row.make_app()
+    mint = app.extensions["bench_mint"]
+    headers = mint(pool_size + 1 if row.fresh else 2)
+    if row.fresh and len(set(headers)) != len(headers):
+        raise NotOK(f"{row.key}: the minted tokens are not all distinct")
+    return Prepared(row, app, headers[:-1], headers[-1])
+
+
+def select_rows(keys: str | None) -> list[Row]:
+    if not keys:
+        return list(ROWS)
+    wanted = {key.strip() for key in keys.split(",") if key.strip()}
+    unknown = wanted - {row.key for row in ROWS}
+    if unknown:
+        raise SystemExit(f"unknown rows: {', '.join(sorted(unknown))} (see --list)")
+    wanted.add(BASELINE)
+    return [row for row in ROWS if row.key in wanted]
+
+
+def shield_import_error() -> str | None:
+    """``None`` if ``flask_jwt_shield`` imports, else a message saying how to fix it."""
+    try:
+        from flask_jwt_shield import JWTShield  # noqa: F401
+        from flask_jwt_shield import current_claims  # noqa: F401
+    except Exception as exc:
+        return (
+            f"flask_jwt_shield is not importable ({type(exc).__name__}: {exc}); shield rows "
+            "skipped. Install it (`pip install -e .`) or run with PYTHONPATH=<repo root>."
+        )
+    return None
+
+
+def usable_rows(rows: list[Row]) -> tuple[list[Row], list[str]]:
+    """Drop the shield rows when the package cannot be imported; return them and notes."""
+    error = shield_import_error()
+    if error is None:
+        return rows, []
+    print(f"WARNING: {error}", file=sys.stderr)
+    return [row for row in rows if not row.needs_shield], [error]
+
+
+# --- in-process: direct WSGI calls ------------------------------------------------------------
+
+
+def environ_template() -> dict[str, Any]:
+    from werkzeug.test import EnvironBuilder
+
+    builder = EnvironBuilder(path=PATH, method="GET", base_url="http://127.0.0.1:8000/")
+    try:
+        environ = builder.get_environ()
+    finally:
+        builder.close()
+    environ["REMOTE_ADDR"] = "127.0.0.1"
+    return environ
+
+
+class NotOK(RuntimeError):
+    pass
+
+
+def call_once(prepared: Prepared, template: dict[str, Any], header: str) -> tuple[str, bytes]:
+    """One request through ``app.wsgi_app``; returns the status line and the body."""
+    status: list[str] = []
+
+    def start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+        status.append(status_line)
+        return None
+
+    environ = {**template, **prepared.row.environ, "HTTP_AUTHORIZATION": header}
+    body_iter = prepared.app.wsgi_app(environ, start_response)
+    try:
+        body = b"".join(body_iter)
+    finally:
+        close = getattr(body_iter, "close", None)
+        if close is not None:
+            close()
+    return status[0], body
+
+
+def check_ok(prepared: Prepared, template: dict[str, Any]) -> None:
+    """Refuse to time a row that does not answer 200 with the subject."""
+    status, body = call_once(prepared, template, prepared.check_header)
+    if not status.startswith("200"):
+        raise NotOK(f"{prepared.row.key}: expected 200, got {status}: {body[:300]!r}")
+    if json.loads(body).get("sub") != apps.SUBJECT:
+        raise NotOK(f"{prepared.row.key}: unexpected body {body[:300]!r}")
+
+
+def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[str]) -> float:
+    """Seconds per request over one batch; every response must be 200."""
+    wsgi_app = prepared.app.wsgi_app
+    template = {**template, **prepared.row.environ}
+    bad: list[str] = []
+
+    def start_response(status_line: str, response_headers: Any, exc_info: Any = None) -> Any:
+        if status_line[:3] != "200":
+            bad.append(status_line)
+        return None
+
+    gc.collect()
+    start = time.perf_counter()
+    for header in headers:
+        environ = template.copy()
+        environ["HTTP_AUTHORIZATION"] = header
+        body_iter = wsgi_app(environ, start_response)
+        for _chunk in body_iter:
+            pass
+        close = getattr(body_iter, "close", None)
+        if close is not None:
+            close()
+    elapsed = time.perf_counter() - start
+    if bad:
+        raise NotOK(f"{prepared.row.key}: {len(bad)} non-200 responses, e.g. {bad[0]}")
+    return elapsed / len(headers)
+
+
+@dataclass
+class InProcessResult:
+    row: Row
+    samples_us: list[float]  # one per round: mean µs per request in that round's batch
+    ratios: list[float]  # one per round: this row / bare Flask in the same round
+
+
+def run_inprocess(rows: list[Row], rounds: int, batch: int, warmup: int, seed: int) -> list[InProcessResult]:
+    template = environ_template()
+    pool = warmup + rounds * batch
+    prepared: list[Prepared] = []
+    for row in rows:
+        started = time.perf_counter()
+        item = prepare(row, pool)
+        check_ok(item, template)
+        prepared.append(item)
+        if row.fresh:
+            took = time.perf_counter() - started
+            print(f"  minted {pool} tokens for {row.key} in {took:.1f} s", file=sys.stderr)
+
+    for item in prepared:  # warm-up: imports, caches, first-call paths
+        time_batch(item, template, item.take(warmup))
+    # The apps and token pools live until the end: keep them out of the collector's way so
+    # the collection before each batch is cheap and no batch pays for another's garbage.
+    gc.collect()
+    gc.freeze()
+
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {item.row.key: [] for item in prepared}
+    for number in range(rounds):
+        order = prepared[:]
+        rng.shuffle(order)  # no row always runs right after another
+        for item in order:
+            seconds = time_batch(item, template, item.take(batch))
+            samples[item.row.key].append(seconds * 1e6)
+        print(f"  round {number + 1}/{rounds} done", file=sys.stderr)
+
+    base = samples[BASELINE]
+    return [
+        InProcessResult(
+            item.row,
+            samples[item.row.key],
+            [value / bare for value, bare in zip(samples[item.row.key], base, strict=True)],
+        )
+        for item in prepared
+    ]
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def verdict(row: Row, ratio: float) -> str:
+    if row.target is None:
+        return ""
+    return f"≤ {row.target}x {'✅' if ratio <= row.target else '❌'}"
+
+
+def inprocess_table(results: list[InProcessResult]) -> str:
+    lines = [
+        "| row | µs / request (median) | IQR (µs) | + µs over bare | x bare Flask | target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    base = statistics.median(next(r.samples_us for r in results if r.row.key == BASELINE))
+    for result in results:
+        median = statistics.median(result.samples_us)
+        low, high = quartiles(result.samples_us)
+        ratio = statistics.median(result.ratios)
+        lines.append(
+            f"| {result.row.label} | {median:.1f} | {low:.1f}-{high:.1f} | "
+            f"{median - base:+.1f} | {ratio:.2f} | {verdict(result.row, ratio)} |"
+        )
+    return "\n".join(lines)
+
+
+# --- over HTTP: gunicorn + wrk (or a Python client) -------------------------------------------
+
+WRK_FRESH_LUA = r"""
+-- Each wrk thread walks its own stride of the token file: no token is sent twice
+-- unless the pool runs out (then it wraps and the count is printed as WRAPPED).
+local threads = {}
+local count = 0
+function setup(thread)
+  thread:set("tid", count)
+  count = count + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  tokens = {}
+  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  step = tonumber(args[2])
+  i = tid + 1
+  wrapped = 0
+end
+function request()
+  if i > #tokens then
+    i = tid + 1
+    wrapped = wrapped + 1
+  end
+  local r = wrk.format(nil, nil, {["Authorization"] = tokens[i]})
+  i = i + step
+  return r
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("wrapped") end
+  io.write(string.format("WRAPPED %d\n", total))
+end
+"""
+
+
+@dataclass
+class HttpSettings:
+    rounds: int
+    duration: float  # seconds per measured run
+    warmup: float  # seconds of untimed load before it
+    threads: int  # wrk threads
+    connections: int
+    requests: int  # requests per measured run of the Python client
+    loadgen: str  # "wrk" or "python"
+    fresh_pool: int  # tokens per measured run of a fresh row
+    warm_pool: int  # tokens for its warm-up
+
+
+@dataclass
+class HttpRun:
+    rps: float
+    p50_ms: float | None
+    non_2xx: int
+    note: str = ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gunicorn(row: Row, log_dir: Path) -> Iterator[int]:
+    """Start one gunicorn (1 gthread worker, 1 thread) for ``row``; yield its port.
+
+    The server is stopped by its PID (SIGTERM, then SIGKILL after 10 s) and waited for,
+    whatever happens inside the ``with`` block.
+    """
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    gunicorn_bin = Path(sys.executable).with_name("gunicorn")
+    command = [
+        str(gunicorn_bin) if gunicorn_bin.exists() else "gunicorn",
+        "--workers", "1",
+        "--worker-class", "gthread",
+        "--threads", "1",
+        "--keep-alive", "5",
+        "--bind", f"127.0.0.1:{port}",
+        "--log-level", "warning",
+        row.gunicorn_spec,
+    ]  # fmt: skip
+    log_path = log_dir / f"gunicorn-{row.key}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        yield port
+    except Exception as exc:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{exc}\n--- gunicorn log ({log_path}) ---\n{tail}") from exc
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def get_once(port: int, header: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", PATH, headers={"Authorization": header})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def wait_ready(port: int, header: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = get_once(port, header)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not answer on port {port} in {timeout} s") from None
+            time.sleep(0.1)
+            continue
+        if status != 200:
+            raise NotOK(f"expected 200 from gunicorn, got {status}: {body[:300]!r}")
+        return
+
+
+def wrk_version() -> str | None:
+    if shutil.which("wrk") is None:
+        return None
+    result = subprocess.run(["wrk", "--version"], check=False, capture_output=True, text=True)
+    match = re.search(r"wrk (\S+)", result.stdout + result.stderr)
+    return match.group(1) if match else "unknown"
+
+
+def parse_duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(text)
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(
+    port: int,
+    settings: HttpSettings,
+    duration: float,
+    header: str,
+    token_file: Path | None,
+) -> HttpRun:
+    command = [
+        "wrk",
+        f"-t{settings.threads}",
+        f"-c{settings.connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+    ]
+    if token_file is None:
+        command += ["-H", f"Authorization: {header}", f"http://127.0.0.1:{port}{PATH}"]
+    else:
+        script = token_file.with_suffix(".lua")
+        script.write_text(WRK_FRESH_LUA)
+        command += ["-s", str(script), f"http://127.0.0.1:{port}{PATH}"]
+        command += ["--", str(token_file), str(settings.threads)]
+    output = subprocess.run(command, check=False, capture_output=True, text=True, timeout=duration + 60)
+    text = output.stdout + output.stderr
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if output.returncode != 0 or rps is None:
+        raise RuntimeError(f"wrk failed ({output.returncode}):\n{text}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors: (.*)", text)
+    p50 = re.search(r"^\s+50%\s+(\S+)", text, re.MULTILINE)
+    wrapped = re.search(r"WRAPPED (\d+)", text)
+    notes = []
+    if errors:
+        notes.append(f"socket errors: {errors.group(1)}")
+    if wrapped and int(wrapped.group(1)):
+        notes.append("token pool ran out: some tokens were sent twice")
+    return HttpRun(
+        float(rps.group(1)),
+        parse_duration_ms(p50.group(1)) if p50 else None,
+        int(non_2xx.group(1)) if non_2xx else 0,
+        "; ".join(notes),
+    )
+
+
+def run_python_client(port: int, settings: HttpSettings, headers: list[str]) -> HttpRun:
+    """``settings.requests`` GETs over ``settings.connections`` keep-alive connections."""
+    per_connection = settings.requests // settings.connections
+    latencies: list[float] = []
+    non_2xx = [0]
+    lock = threading.Lock()
+    start_gate = threading.Barrier(settings.connections + 1)
+
+    def worker(index: int) -> None:
+        mine = headers[index :: settings.connections] if len(headers) > 1 else headers
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        local: list[float] = []
+        bad = 0
+        start_gate.wait()
+        try:
+            for number in range(per_connection):
+                header = mine[number % len(mine)]
+                began = time.perf_counter()
+                connection.request("GET", PATH, headers={"Authorization": header})
+                response = connection.getresponse()
+                response.read()
+                local.append(time.perf_counter() - began)
+                if response.status != 200:
+                    bad += 1
+        finally:
+            connection.close()
+        with lock:
+            latencies.extend(local)
+            non_2xx[0] += bad
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(settings.connections)]
+    for thread in workers:
+        thread.start()
+    start_gate.wait()
+    began = time.perf_counter()
+    for thread in workers:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    note = ""
+    if len(headers) > 1 and per_connection * settings.connections > len(headers):
+        note = "token pool ran out: some tokens were sent twice"
+    return HttpRun(len(latencies) / elapsed, statistics.median(latencies) * 1e3, non_2xx[0], note)
+
+
+@dataclass
+class HttpResult:
+    row: Row
+    runs: list[HttpRun]
+    ratios: list[float]
+
+
+def run_http(rows: list[Row], settings: HttpSettings, seed: int) -> list[HttpResult]:
+    rows = [row for row in rows if row.http]
+    work_dir = Path(tempfile.mkdtemp(prefix="jwt-shield-bench-"))
+    try:
+        return _run_http(rows, settings, seed, work_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _run_http(rows: list[Row], settings: HttpSettings, seed: int, work_dir: Path) -> list[HttpResult]:
+    prepared: dict[str, Prepared] = {}
+    token_files: dict[str, tuple[Path, Path]] = {}
+    for row in rows:
+        # A new gunicorn has an empty cache, so every round can reuse the same pool.
+        item = prepare(row, settings.warm_pool + settings.fresh_pool)
+        prepared[row.key] = item
+        if row.fresh:
+            warm, measured = (
+                work_dir / f"{row.key}-warm.txt",
+                work_dir / f"{row.key}.txt",
+            )
+            warm.write_text("\n".join(item.headers[: settings.warm_pool]) + "\n")
+            measured.write_text("\n".join(item.headers[settings.warm_pool :]) + "\n")
+            token_files[row.key] = (warm, measured)
+
+    rng = random.Random(seed)
+    runs: dict[str, list[HttpRun]] = {row.key: [] for row in rows}
+    for number in range(settings.rounds):
+        order = rows[:]
+        rng.shuffle(order)
+        for row in order:
+            item = prepared[row.key]
+            with gunicorn(row, work_dir) as port:
+                wait_ready(port, item.check_header)
+                if settings.loadgen == "wrk":
+                    warm_file, measured_file = token_files.get(row.key, (None, None))
+                    run_wrk(port, settings, settings.warmup, item.headers[0], warm_file)
+                    run = run_wrk(
+                        port,
+                        settings,
+                        settings.duration,
+                        item.headers[0],
+                        measured_file,
+                    )
+                else:
+                    half = settings.warm_pool
+                    warm_headers = item.headers[:half] if row.fresh else item.headers[:1]
+                    measured_headers = item.headers[half:] if row.fresh else item.headers[:1]
+                    warm_settings = dataclasses.replace(
+                        settings,
+                        requests=max(settings.connections, settings.requests // 5),
+                    )
+                    run_python_client(port, warm_settings, warm_headers)
+                    run = run_python_client(port, settings, measured_headers)
+            if run.non_2xx:
+                raise NotOK(f"{row.key}: {run.non_2xx} non-2xx responses over HTTP")
+            runs[row.key].append(run)
+            print(
+                f"  round {number + 1}/{settings.rounds} {row.key}: {run.rps:.0f} req/s",
+                file=sys.stderr,
+            )
+
+    base = runs[BASELINE]
+    return [
+        HttpResult(
+            row,
+            runs[row.key],
+            [run.rps / bare.rps for run, bare in zip(runs[row.key], base, strict=True)],
+        )
+        for row in rows
+    ]
+
+
+def http_table(results: list[HttpResult]) -> str:
+    lines = [
+        (
+            "| row | requests/s (median) | p50 latency (ms) | throughput x bare "
+            "| cost x bare (1/throughput) | + µs over bare | notes |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    base_runs = next(r.runs for r in results if r.row.key == BASELINE)
+    for result in results:
+        rps = statistics.median(run.rps for run in result.runs)
+        p50s = [run.p50_ms for run in result.runs if run.p50_ms is not None]
+        p50 = f"{statistics.median(p50s):.2f}" if p50s else "-"
+        ratio = statistics.median(result.ratios)
+        cost = statistics.median(1 / value for value in result.ratios)
+        # One worker with one thread serves one request at a time: 1/throughput is
+        # the server's time per request, so the difference is the added cost.
+        added = statistics.median(
+            1e6 / run.rps - 1e6 / bare.rps for run, bare in zip(result.runs, base_runs, strict=True)
+        )
+        notes = "; ".join(sorted({run.note for run in result.runs if run.note}))
+        lines.append(f"| {result.row.label} | {rps:.0f} | {p50} | {ratio:.2f} | {cost:.2f} | {added:+.0f} | {notes} |")
+    return "\n".join(lines)
+
+
+# --- report -----------------------------------------------------------------------------------
+
+PACKAGES = (
+    "Flask",
+    "Werkzeug",
+    "PyJWT",
+    "cryptography",
+    "Flask-JWT-Extended",
+    "Flask-Limiter",
+    "limits",
+    "gunicorn",
+    "blinker",
+    "Flask-JWT-Shield",
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if name == "Flask-JWT-Shield":
+        try:
+            import flask_jwt_shield
+        except Exception:
+            return "not importable"
+        version = getattr(flask_jwt_shield, "__version__", None)
+        return f"{version or 'unversioned'} (source tree, not installed)"
+    return "not installed"
+
+
+def git_revision() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if result.returncode != 0:
+        return "no commit yet"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    return result.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def environment_section(
+    loadgen: str | None,
+    started: datetime.datetime,
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+) -> str:
+    minutes = (datetime.datetime.now().astimezone() - started).total_seconds() / 60
+    lines = [
+        f"- Date: {started.strftime('%Y-%m-%d %H:%M %Z')} (the run took {minutes:.1f} min)",
+        f"- Machine: `nproc` {len(os.sched_getaffinity(0))}, {cpu_model()}; {platform.platform()}",
+        (
+            "- Load average (1, 5, 15 min) before the run: "
+            + ", ".join(f"{value:.2f}" for value in load_before)
+            + "; after: "
+            + ", ".join(f"{value:.2f}" for value in load_after)
+            + " (before: anything well above 0 is another process competing for the CPUs;"
+            + " after: includes this run's own load)"
+        ),
+        f"- Python {platform.python_version()} ({platform.python_implementation()})",
+        f"- Repository revision: {git_revision()}",
+        "- Packages: " + ", ".join(f"{name} {package_version(name)}" for name in PACKAGES),
+    ]
+    if loadgen == "wrk":
+        lines.append(f"- Load generator: wrk {wrk_version()}")
+    elif loadgen == "python":
+        lines.append("- Load generator: the Python http.client client in bench.py (no wrk)")
+    return "\n".join(lines)
+
+
+# --- sessions: issue_tokens() and refresh() ------------------------------------------------
+
+
+def _time_calls(call: Any, batch: int) -> float:
+    """µs per call, over ``batch`` calls."""
+    started = time.perf_counter()
+    for _ in range(batch):
+        call()
+    return (time.perf_counter() - started) / batch * 1e6
+
+
+def _shield_session_samples(store: str, rounds: int, batch: int) -> dict[str, list[float]]:
+    app = apps.make_shield(store=store)
+    state = app.extensions["jwt_shield"]
+    shield = state.shield
+    counter = iter(range(10**9))
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+
+        def issue() -> None:
+            shield.issue_tokens(f"user-{next(counter)}")  # one session each: no MAX_SESSIONS eviction
+
+        chain = [shield.issue_tokens(apps.SUBJECT)]
+
+        def rotate() -> None:
+            chain[0] = shield.refresh(chain[0].refresh_token)
+
+        samples = {
+            f"shield issue_tokens() ({store} store)": [_time_calls(issue, batch) for _ in range(rounds)],
+            f"shield refresh() with rotation and reuse detection ({store} store)": [
+                _time_calls(rotate, batch) for _ in range(rounds)
+            ],
+        }
+    state.store.close()
+    return samples
+
+
+def run_sessions(rounds: int, batch: int) -> str:
+    """The session calls, timed directly (not over WSGI): what a /login or /refresh adds.
+
+    The peer is Flask-JWT-Extended minting an access and a refresh token, which is all it
+    does on refresh: no rotation, no reuse detection, nothing stored.
+    """
+    from flask_jwt_extended import create_access_token
+    from flask_jwt_extended import create_refresh_token
+
+    samples: dict[str, list[float]] = {}
+    peer = apps.make_jwt_extended()
+    with peer.app_context():
+
+        def mint_pair() -> None:
+            create_access_token(identity=apps.SUBJECT)
+            create_refresh_token(identity=apps.SUBJECT)
+
+        samples["Flask-JWT-Extended: create_access_token + create_refresh_token"] = [
+            _time_calls(mint_pair, batch) for _ in range(rounds)
+        ]
+    for store in ("memory", "sqlite"):
+        samples.update(_shield_session_samples(store, rounds, batch))
+    lines = ["| call | µs / call (median) | IQR (µs) |", "|---|---:|---:|"]
+    for label, values in samples.items():
+        low, high = quartiles(values)
+        lines.append(f"| {label} | {statistics.median(values):.1f} | {low:.1f}-{high:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inprocess", action="store_true", help="direct WSGI calls (default)")
+    parser.add_argument("--http", action="store_true", help="gunicorn over HTTP")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few, short rounds")
+    parser.add_argument("--rows", help="comma-separated row keys (bare is always included)")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    parser.add_argument("--rounds", type=int, help="in-process rounds (default 240; quick 4)")
+    parser.add_argument("--batch", type=int, help="requests per row per round (default 200; quick 300)")
+    parser.add_argument("--http-rounds", type=int, help="HTTP rounds (default 5; quick 1)")
+    parser.add_argument("--duration", type=float, help="seconds per HTTP run (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--connections", type=int, default=4, help="HTTP connections (4)")
+    parser.add_argument(
+        "--loadgen", choices=("auto", "wrk", "python"), default="auto",
+        help="HTTP load generator: wrk if installed (auto), or the Python client",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=1, help="seed of the row order shuffle")
+    parser.add_argument("--write-results", action="store_true", help=f"rewrite {RESULTS_PATH.name}")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for row in ROWS:
+            print(f"{row.key:24} {row.label}   [{row.gunicorn_spec}]")
+        return 0
+
+    do_http = args.http
+    do_inprocess = args.inprocess or not args.http
+    rows, notes = usable_rows(select_rows(args.rows))
+
+    started = datetime.datetime.now().astimezone()
+    load_before = os.getloadavg()
+    # One key pair per algorithm for this run, shared with the gunicorn workers.
+    key_dir = tempfile.mkdtemp(prefix="jwt-shield-bench-keys-")
+    os.environ[apps.KEY_DIR_ENV] = key_dir
+    sections: list[str] = []
+    loadgen: str | None = None
+    try:
+        if do_inprocess:
+            rounds = args.rounds or (4 if args.quick else 240)
+            batch = args.batch or (300 if args.quick else 200)
+            warmup = max(50, batch // 4)
+            print(
+                f"in-process: {len(rows)} rows x {rounds} rounds x {batch}",
+                file=sys.stderr,
+            )
+            in_results = run_inprocess(rows, rounds, batch, warmup, args.seed)
+            table = inprocess_table(in_results)
+            sections.append(
+                "## In-process (direct WSGI calls)\n\n"
+                f"{rounds} rounds x {batch} requests per row, rows shuffled within each round; "
+                "µs is the median over rounds of the mean per request in a round; x bare "
+                "Flask is the median over rounds of the ratio to bare Flask in the same "
+                f"round.\n\n{table}\n"
+            )
+            print(sections[-1])
+            if any(row.needs_shield for row in rows):
+                session_rounds = 5 if args.quick else 30
+                session_batch = 20 if args.quick else 100
+                sections.append(
+                    "## Sessions (direct calls inside a request context)\n\n"
+                    f"{session_rounds} rounds x {session_batch} calls; µs is the median over rounds "
+                    "of the mean per call. refresh() verifies the refresh token, checks "
+                    "revocation, rotates atomically in the store (reuse detection) and signs "
+                    f"a new pair.\n\n{run_sessions(session_rounds, session_batch)}\n"
+                )
+                print(sections[-1])
+
+        if do_http:
+            loadgen = args.loadgen
+            if loadgen == "auto":
+                loadgen = "wrk" if shutil.which("wrk") else "python"
+            duration = args.duration or (1.0 if args.quick else 3.0)
+            settings = HttpSettings(
+                rounds=args.http_rounds or (1 if args.quick else 5),
+                duration=duration,
+                warmup=1.0,
+                threads=args.threads,
+                connections=args.connections,
+                requests=2000 if args.quick else 8000,
+                loadgen=loadgen,
+                fresh_pool=8000 if args.quick else 20000,
+                warm_pool=4000 if args.quick else 5000,
+            )
+            print(
+                f"HTTP: {len(rows)} rows x {settings.rounds} rounds via {loadgen}",
+                file=sys.stderr,
+            )
+            http_results = run_http(rows, settings, args.seed)
+            if loadgen == "wrk":
+                how = (
+                    f"wrk, {settings.threads} threads, {settings.connections} connections, "
+                    f"{settings.duration:g} s per run after a {settings.warmup:g} s warm-up"
+                )
+            else:
+                how = (
+                    f"the Python client, {settings.connections} keep-alive connections, "
+                    f"{settings.requests} requests per run after a warm-up"
+                )
+            sections.append(
+                "## Over HTTP (gunicorn, 1 gthread worker with 1 thread, keep-alive)\n\n"
+                f"{settings.rounds} rounds, rows shuffled within each round, a fresh "
+                f"gunicorn per row and round; {how}. x bare Flask is the median over rounds "
+                "of the throughput ratio in the same round (below 1 = slower); cost is its "
+                f"inverse.\n\n{http_table(http_results)}\n"
+            )
+            print(sections[-1])
+    except NotOK as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(key_dir, ignore_errors=True)
+
+    if args.write_results:
+        command = "python benchmarks/bench.py " + " ".join(argv or sys.argv[1:])
+        note_lines = "".join(f"\n> {note}\n" for note in notes)
+        RESULTS_PATH.write_text(
+            "# Benchmark results\n\n"
+            f"Generated by `{command.strip()}`; see README.md for what each row "
+            "measures.\n\n"
+            f"{environment_section(loadgen, started, load_before, os.getloadavg())}\n{note_lines}\n"
+            + "\n".join(sections)
+        )
+        print(f"wrote {RESULTS_PATH}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
