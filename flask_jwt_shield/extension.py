@@ -374,8 +374,9 @@ class JWTShield:
         if seen is not None and now - seen < _GEO_RECHECK:
             return  # this token from this address passed a minute ago: no lookup, no store
         location = guard.locate(ip)
-        if location is None:
-            return  # no known place: never flagged, never denied
+        if location is None:  # no known place: never flagged, never denied
+            _bounded_put(state.geo_seen, key, now, _GEO_SEEN_MAX)
+            return
         for finding in guard.on_request(location, claims.get("ctry")):
             self._act(state, finding, claims)
         if location.has_coordinates:
