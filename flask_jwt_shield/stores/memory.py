@@ -25,6 +25,7 @@ class MemoryStore:
         self._revoked: dict[tuple[str, str], float] = {}
         self._not_before: dict[str, tuple[float, float]] = {}
         self._families: dict[str, Family] = {}
+        self._sids_of: dict[str, set[str]] = {}  # subject -> its family ids, to avoid full scans
         self._spent: dict[str, tuple[Use, float]] = {}
         self._profiles: dict[str, dict[str, t.Any]] = {}
         self._events: deque[dict[str, t.Any]] = deque()
@@ -73,8 +74,9 @@ class MemoryStore:
     def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
         with self._lock:
             self._families[family.sid] = copy.deepcopy(family)
+            self._sids_of.setdefault(family.sub, set()).add(family.sid)
             live = sorted(
-                (f for f in self._families.values() if f.sub == family.sub and f.live(family.created_at, idle_ttl)),
+                (f for f in self._of(family.sub) if f.live(family.created_at, idle_ttl)),
                 key=lambda f: f.created_at,
             )
             dropped = [f.sid for f in live[: max(0, len(live) - max_sessions)]]
@@ -143,8 +145,11 @@ class MemoryStore:
 
     def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
         with self._lock:
-            live = [copy.deepcopy(f) for f in self._families.values() if f.sub == sub and f.live(now, idle_ttl)]
+            live = [copy.deepcopy(f) for f in self._of(sub) if f.live(now, idle_ttl)]
         return sorted(live, key=lambda f: f.created_at)
+
+    def _of(self, sub: str) -> list[Family]:
+        return [self._families[sid] for sid in self._sids_of.get(sub, ())]
 
     # -- detector state and events -------------------------------------------------------
 
@@ -209,7 +214,12 @@ class MemoryStore:
                 del self._spent[jti]
                 dropped += 1
             for sid in [s for s, f in self._families.items() if f.expires_at <= now]:
-                del self._families[sid]
+                family = self._families.pop(sid)
+                sids = self._sids_of.get(family.sub)
+                if sids is not None:
+                    sids.discard(sid)
+                    if not sids:
+                        del self._sids_of[family.sub]
                 dropped += 1
             return dropped
 
