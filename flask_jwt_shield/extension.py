@@ -136,7 +136,7 @@ class JWTShield:
         if config.store_uri.startswith("memory") and self._store is None and not app.testing:
             logger.warning(
                 "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
-                " only and are lost on restart. Use 'sqlite:///shield.db' or Redis in production."
+                " only and are lost on restart. Use 'sqlite:///shield.db' in production."
             )
         state = _State(
             shield=self,

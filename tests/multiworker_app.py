@@ -1,0 +1,57 @@
+"""A tiny app for tests/test_multiprocess.py, served by gunicorn with several workers.
+
+The SQLite store path comes from ``SHIELD_TEST_DB``; every worker answers with its PID so
+the test can tell which process served a request.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+from flask import Flask
+from flask import request
+
+from flask_jwt_shield import JWTShield
+from flask_jwt_shield import current_claims
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        JWT_SHIELD_SECRET_KEY="multiworker-test-secret-" + "x" * 32,
+        JWT_SHIELD_STORE_URI="sqlite:///" + os.environ["SHIELD_TEST_DB"],
+        JWT_SHIELD_RATE_LIMIT=None,
+    )
+    shield = JWTShield(app)
+
+    @app.after_request
+    def tell_pid(response: t.Any) -> t.Any:  # on refusals too, which have no JSON of ours
+        response.headers["X-Worker-Pid"] = str(os.getpid())
+        return response
+
+    @app.post("/login")
+    @shield.exempt
+    def login() -> t.Any:
+        return shield.issue_tokens(request.args.get("sub", "alice")).as_dict()
+
+    @app.post("/refresh")
+    @shield.exempt
+    def refresh() -> t.Any:
+        return shield.refresh((request.get_json(silent=True) or {}).get("refresh_token")).as_dict()
+
+    @app.post("/logout")
+    def logout() -> t.Any:
+        shield.revoke_family(current_claims["sid"])
+        return {"pid": os.getpid()}
+
+    @app.get("/api/me")
+    def me() -> t.Any:
+        return {"sub": current_claims["sub"], "pid": os.getpid()}
+
+    @app.get("/pid")
+    @shield.exempt
+    def pid() -> t.Any:
+        return {"pid": os.getpid()}
+
+    return app
