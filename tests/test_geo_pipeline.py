@@ -334,3 +334,25 @@ def test_repeated_geo_denials_recorded_once_a_minute(geo_app: t.Any, clock: Cloc
     assert [use(app, token, TOKYO).status_code for _ in range(10)] == [403] * 10
     with app.app_context():
         assert len(shield.events(kind="country-denied")) == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "monitor", "status"),
+    [("flag", False, 200), ("deny", False, 403), ("revoke", False, 401), ("revoke_family", False, 401),
+     ("revoke_subject", False, 401), ("revoke_subject", True, 200)],
+)  # fmt: skip
+def test_impossible_travel_action_ladder(geo_app: t.Any, clock: Clock, action: str, monitor: bool,
+                                         status: int) -> None:  # fmt: skip
+    app, shield = geo_app(JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION=action, JWT_SHIELD_MONITOR_ONLY=monitor)
+    token = login(app, BERLIN).json["access_token"]
+    other = login(app, BERLIN).json["access_token"]  # another session of the same subject
+    clock.advance(600)
+    assert use(app, token, MUNICH).status_code == status
+    # only revoke_subject reaches the other session
+    assert use(app, other, BERLIN).status_code == (401 if action == "revoke_subject" and not monitor else 200)
+    with app.app_context():
+        event = shield.events(kind="impossible-travel")[-1]  # the first (a flagged move back is one too)
+    assert event.detail["to"]["city"] == "Munich"
+    assert event.action == ("flag" if monitor else action)
+    if monitor:
+        assert event.detail["intended_action"] == action
