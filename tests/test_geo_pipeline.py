@@ -356,3 +356,13 @@ def test_impossible_travel_action_ladder(geo_app: t.Any, clock: Clock, action: s
     assert event.action == ("flag" if monitor else action)
     if monitor:
         assert event.detail["intended_action"] == action
+
+
+def test_monitor_only_lets_a_new_country_login_through(geo_app: t.Any, clock: Clock) -> None:
+    app, shield = geo_app(JWT_SHIELD_NEW_COUNTRY_ACTION="deny", JWT_SHIELD_MONITOR_ONLY=True)
+    login(app, BERLIN)
+    clock.advance(86400)
+    assert login(app, TOKYO).status_code == 200
+    with app.app_context():
+        (event,) = shield.events(kind="new-country")
+    assert event.action == "flag" and event.detail["intended_action"] == "deny"
