@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import typing as t
 from collections.abc import Callable
 from collections.abc import Sequence
 
 from .errors import RevokedToken
 from .errors import ShieldError
 from .stores import Store
+from .tokens import Claims
 
-Claims = t.Mapping[str, t.Any]
 Checker = Callable[[Claims], bool]
 
 #: Why a token is revoked, as the error description says it.

@@ -296,11 +296,6 @@ class TokenCodec:
         elif not (aud == audience or (isinstance(aud, list) and audience in aud)):
             raise InvalidToken("The token's audience is not accepted.", reason="bad-aud")
 
-    def forget(self) -> None:
-        """Empty the verified-token cache (after a key change)."""
-        self._verified.clear()
-        self._headers.clear()
-
 
 def frozen(claims: dict[str, t.Any]) -> Claims:
     """A read-only view, so a view function cannot change a cached token's claims."""

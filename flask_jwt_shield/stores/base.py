@@ -34,6 +34,44 @@ class Family:
     def live(self, now: float, idle_ttl: float) -> bool:
         return not self.revoked and now < self.expires_at and now < self.last_used_at + idle_ttl
 
+    def spend(
+        self,
+        jti: str,
+        *,
+        new_jti: str,
+        new_iat: float,
+        now: float,
+        idle_ttl: float,
+        grace: float,
+        ip: str | None,
+        country: str | None,
+    ) -> str:
+        """Decide what presenting refresh token ``jti`` means, and update the family to match.
+
+        Returns a :class:`Rotation` outcome other than ``"unknown"``. Every store calls this
+        inside its own lock or transaction and then persists the family, so the rule is
+        written once: only the current token rotates; within ``grace`` seconds the
+        immediate predecessor gets the current generation again (no second branch);
+        anything else is reuse and revokes the family.
+        """
+        if self.revoked:
+            return "revoked"
+        if not self.live(now, idle_ttl):
+            return "expired"
+        if jti == self.current_jti:
+            self.previous_jti, self.rotated_at = jti, now
+            self.current_jti, self.current_iat = new_jti, new_iat
+            outcome = "rotated"
+        elif grace > 0 and jti == self.previous_jti and self.rotated_at is not None and now - self.rotated_at <= grace:
+            outcome = "grace"
+        else:
+            self.revoked = True
+            return "reused"
+        self.last_used_at, self.last_ip = now, ip
+        if country is not None:
+            self.last_country = country
+        return outcome
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Use:

@@ -102,29 +102,14 @@ class MemoryStore:
             family = self._families.get(sid)
             if family is None:
                 return Rotation("unknown")
-            if family.revoked:
-                return Rotation("revoked", copy.deepcopy(family))
-            if not family.live(now, idle_ttl):
-                return Rotation("expired", copy.deepcopy(family))
-            if jti == family.current_jti:
+            outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
+                                   ip=ip, country=country)  # fmt: skip
+            if outcome == "rotated":
                 self._spent[jti] = (Use(now, ip), family.expires_at)
-                family.previous_jti, family.rotated_at = jti, now
-                family.current_jti, family.current_iat = new_jti, new_iat
-                outcome = "rotated"
-            elif (
-                grace > 0
-                and jti == family.previous_jti
-                and family.rotated_at is not None
-                and now - family.rotated_at <= grace
-            ):
-                outcome = "grace"
-            else:
+            elif outcome == "reused":
                 spent = self._spent.get(jti)
                 self._revoke_family(sid, until)
                 return Rotation("reused", copy.deepcopy(family), spent[0] if spent else None)
-            family.last_used_at, family.last_ip = now, ip
-            if country is not None:
-                family.last_country = country
             return Rotation(outcome, copy.deepcopy(family))
 
     def get_family(self, sid: str) -> Family | None:

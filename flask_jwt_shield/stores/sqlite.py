@@ -205,39 +205,24 @@ class SQLiteStore:
             if row is None:
                 return Rotation("unknown")
             family = _family(row)
-            if family.revoked:
-                return Rotation("revoked", family)
-            if not family.live(now, idle_ttl):
-                return Rotation("expired", family)
-            if jti == family.current_jti:
+            outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
+                                   ip=ip, country=country)  # fmt: skip
+            if outcome == "reused":
+                spent = conn.execute("SELECT at, ip FROM spent WHERE jti = ?", (jti,)).fetchone()
+                self._revoke_family(conn, sid, until)
+                return Rotation("reused", family, Use(spent[0], spent[1]) if spent else None)
+            if outcome == "rotated":
                 conn.execute(
                     "INSERT OR REPLACE INTO spent (jti, sid, at, ip, until) VALUES (?, ?, ?, ?, ?)",
                     (jti, sid, now, ip, family.expires_at),
                 )
-                family.previous_jti, family.rotated_at = jti, now
-                family.current_jti, family.current_iat = new_jti, new_iat
-                outcome = "rotated"
-            elif (
-                grace > 0
-                and jti == family.previous_jti
-                and family.rotated_at is not None
-                and now - family.rotated_at <= grace
-            ):
-                outcome = "grace"
-            else:
-                spent = conn.execute("SELECT at, ip FROM spent WHERE jti = ?", (jti,)).fetchone()
-                self._revoke_family(conn, sid, until)
-                family.revoked = True
-                return Rotation("reused", family, Use(spent[0], spent[1]) if spent else None)
-            family.last_used_at, family.last_ip = now, ip
-            if country is not None:
-                family.last_country = country
-            conn.execute(
-                "UPDATE families SET current_jti = ?, current_iat = ?, previous_jti = ?, rotated_at = ?,"
-                " last_used_at = ?, last_ip = ?, last_country = ? WHERE sid = ?",
-                (family.current_jti, family.current_iat, family.previous_jti, family.rotated_at,
-                 family.last_used_at, family.last_ip, family.last_country, sid),
-            )  # fmt: skip
+            if outcome in ("rotated", "grace"):
+                conn.execute(
+                    "UPDATE families SET current_jti = ?, current_iat = ?, previous_jti = ?, rotated_at = ?,"
+                    " last_used_at = ?, last_ip = ?, last_country = ? WHERE sid = ?",
+                    (family.current_jti, family.current_iat, family.previous_jti, family.rotated_at,
+                     family.last_used_at, family.last_ip, family.last_country, sid),
+                )  # fmt: skip
             return Rotation(outcome, family)
 
     def get_family(self, sid: str) -> Family | None:
