@@ -3,6 +3,12 @@
 Persistent (revocations survive a restart) and shared by the worker processes of one host:
 WAL journal, a busy timeout, one connection per thread and process, and ``BEGIN IMMEDIATE``
 around every read-modify-write so that two workers cannot rotate one refresh token twice.
+
+A warm request reads nothing: ``PRAGMA data_version`` (a counter kept in shared memory that
+moves whenever another connection commits) tells whether anything changed since this
+connection last looked; while nothing did, a token found not revoked before is answered
+from :class:`~flask_jwt_shield.stores.view.NotRevokedCache`. A revocation committed by any
+worker moves the counter, so it takes effect in every worker on its next request.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .base import Family
 from .base import RevocationKind
 from .base import Rotation
 from .base import Use
+from .view import NotRevokedCache
 
 _PURGE_EVERY = 60.0
 
@@ -76,12 +83,17 @@ def _family(row: tuple[t.Any, ...]) -> Family:
 
 
 class SQLiteStore:
-    """State in one SQLite file. ``path`` is a filesystem path."""
+    """State in one SQLite file. ``path`` is a filesystem path.
 
-    def __init__(self, path: str) -> None:
+    :param local_view: answer repeat checks of a token from memory while ``PRAGMA
+        data_version`` says the file is unchanged (``False``: query on every check).
+    """
+
+    def __init__(self, path: str, *, local_view: bool = True) -> None:
         self.path = path
         self._local = threading.local()
         self._last_purge = 0.0
+        self.view = NotRevokedCache() if local_view else None
 
     # -- connections -----------------------------------------------------------------------
 
@@ -101,7 +113,7 @@ class SQLiteStore:
             conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
-        local.conn, local.pid = conn, os.getpid()
+        local.conn, local.pid, local.data_version = conn, os.getpid(), None
         return conn
 
     @contextmanager
@@ -125,6 +137,8 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        if self.view is not None:
+            self.view.invalidate()  # our own commits do not move our data_version
         now = time.time()
         if now - self._last_purge > _PURGE_EVERY:
             self._last_purge = now
@@ -133,7 +147,18 @@ class SQLiteStore:
     # -- revocation --------------------------------------------------------------------
 
     def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        view = self.view
         with self._read() as conn:
+            if view is not None:
+                view.reset_after_fork()
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                local = self._local
+                if version != local.data_version:
+                    local.data_version = version
+                    view.invalidate()  # another connection committed: forget everything
+                elif view.fresh(jti):
+                    return None
+                generation = view.generation
             row = conn.execute(_CHECK, (jti, now, sid or "", now, sub, now, kid, now)).fetchone()
         if row[0]:
             return "token"
@@ -143,6 +168,8 @@ class SQLiteStore:
             return "subject"
         if row[3]:
             return "key"
+        if view is not None:
+            view.remember(jti, generation)
         return None
 
     def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
