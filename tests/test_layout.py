@@ -49,7 +49,7 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
         state[node] = 1
         for dep in sorted(edges.get(node, ())):
             if state.get(dep) == 1:
-                cycle.extend(path[path.index(dep):] + [node, dep] if dep in path else [node, dep])
+                cycle.extend([*path[path.index(dep):], node, dep] if dep in path else [node, dep])
                 return True
             if state.get(dep) is None and visit(dep, [*path, node]):
                 return True
