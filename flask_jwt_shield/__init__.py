@@ -12,6 +12,7 @@ from .errors import ExpiredToken
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
+from .errors import KeysUnavailable
 from .errors import MissingToken
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidToken",
     "JWTShield",
+    "KeysUnavailable",
     "MissingToken",
     "RateLimitExceeded",
     "RevokedToken",
