@@ -13,6 +13,7 @@ from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
+from .errors import KeysUnavailable
 from .errors import MissingToken
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidToken",
     "JWTShield",
+    "KeysUnavailable",
     "MissingToken",
     "RateLimitExceeded",
     "RevokedToken",

@@ -29,6 +29,7 @@ __all__ = [
     "InvalidGrant",
     "InvalidRequest",
     "InvalidToken",
+    "KeysUnavailable",
     "MissingToken",
     "RateLimitExceeded",
     "RevokedToken",
@@ -280,3 +281,24 @@ class StoreUnavailable(ShieldError, ServiceUnavailable):
             reason=reason or "store-unavailable",
         )
         self.retry_after = retry_after
+
+
+class KeysUnavailable(ShieldError, ServiceUnavailable):
+    """Resource-server mode: no usable key of the identity provider is known yet (its JWK
+    Set cannot be fetched, or holds no usable key). Always a 503, whatever
+    ``JWT_SHIELD_FAIL_MODE`` says: a signature check never fails open."""
+
+    error = "temporarily_unavailable"
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        retry_after: int = 5,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(
+            description or "The identity provider's signing keys are unavailable; try again shortly.",
+            reason=reason or "jwks-unavailable",
+        )
+        self.retry_after = max(1, int(retry_after))
