@@ -9,15 +9,18 @@ from .context import get_claims
 from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import ExpiredToken
+from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
+from .errors import KeysUnavailable
 from .errors import MissingToken
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .errors import UseDPoPNonce
 from .events import SecurityEvent
 from .extension import JWTShield
 from .refresh import Session
@@ -28,10 +31,12 @@ __all__ = [
     "ConfigKey",
     "ConfigurationError",
     "ExpiredToken",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidToken",
     "JWTShield",
+    "KeysUnavailable",
     "MissingToken",
     "RateLimitExceeded",
     "RevokedToken",
@@ -41,6 +46,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenPair",
+    "UseDPoPNonce",
     "current_claims",
     "get_claims",
     "signals",

@@ -163,6 +163,14 @@ end
 return 1
 """.replace("SPENT_LAST", str(SPENT_KEPT - 1))
 
+# KEYS: the one-time key. ARGV: until, now, expire ms.
+_REMEMBER_ONCE = """
+local old = redis.call('GET', KEYS[1])
+if old and tonumber(old) > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+return 1
+"""
+
 # KEYS: a batch of state keys. ARGV: tag, now. Deletes what is over by the app's clock.
 _PURGE = """
 local tag, now, dropped = ARGV[1], tonumber(ARGV[2]), 0
@@ -188,6 +196,12 @@ for _, key in ipairs(KEYS) do
   end
 end
 return dropped
+"""
+
+_PURGE_ONCE = """
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return 1 end
+return 0
 """
 
 _FLOAT_FIELDS = ("created_at", "expires_at", "last_used_at", "current_iat", "rotated_at")
@@ -587,12 +601,20 @@ class RedisStore:
                 upper = "(" + page[-1][0]
         return found
 
+    def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
+        # One key per entry, in its own slot (they spread over a cluster), gone by its TTL:
+        # Redis never drops a live entry (noeviction), so no floor is needed to stay exact.
+        name = f"{self.prefix}:once:{len(namespace)}:{namespace}:{key}"
+        return bool(self._run("remember_once", _REMEMBER_ONCE, [name], [_num(until), _num(now), _ms(until)]))
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
         dropped = 0
         batch: list[str] = []
         with self._io() as client:
+            for key in client.scan_iter(match=f"{self.prefix}:once:*", count=1000):
+                dropped += int(self._run("purge_once", _PURGE_ONCE, [key], [_num(now)]))
             for key in client.scan_iter(match=f"{self._tag}:*", count=1000):
                 batch.append(key)
                 if len(batch) >= 200:

@@ -30,6 +30,12 @@ from .base import Use
 from .view import NotRevokedCache
 
 _PURGE_EVERY = 60.0
+#: Default bound of :meth:`SQLiteStore.remember_once` (all namespaces together).
+MAX_REMEMBERED = 1_000_000
+# The size bound is enforced every this many remember_once calls of one process (a count
+# over the table is not free), so the table may overshoot by that much (at most an eighth
+# of the bound) between checks.
+_BOUND_EVERY = 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revoked (
@@ -50,6 +56,12 @@ CREATE INDEX IF NOT EXISTS families_sub ON families (sub, created_at);
 CREATE TABLE IF NOT EXISTS spent (
     jti TEXT PRIMARY KEY, sid TEXT NOT NULL, at REAL NOT NULL, ip TEXT, until REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS remembered (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS remembered_until ON remembered (until);
+CREATE TABLE IF NOT EXISTS remembered_floor (namespace TEXT PRIMARY KEY, floor REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profiles (sub TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
@@ -87,13 +99,17 @@ class SQLiteStore:
 
     :param local_view: answer repeat checks of a token from memory while ``PRAGMA
         data_version`` says the file is unchanged (``False``: query on every check).
+    :param max_remembered: the bound of :meth:`remember_once` (all namespaces together).
     """
 
-    def __init__(self, path: str, *, local_view: bool = True) -> None:
+    def __init__(self, path: str, *, local_view: bool = True, max_remembered: int = MAX_REMEMBERED) -> None:
         self.path = path
         self._local = threading.local()
         self._last_purge = 0.0
         self.view = NotRevokedCache() if local_view else None
+        self._max_remembered = max_remembered
+        self._remembered_calls = 0
+        self._bound_every = max(1, min(_BOUND_EVERY, max_remembered // 8))
 
     # -- connections -----------------------------------------------------------------------
 
@@ -124,8 +140,13 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed whole or not at all."""
+    def _write(self, *, revoking: bool = True) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed whole or not at all.
+
+        ``revoking=False`` for writes that cannot revoke a token (events, profiles, one-time
+        keys, purges): this process's view of "not revoked" stays valid. Other processes
+        cannot tell (``data_version`` counts every commit) and read again once.
+        """
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -137,7 +158,7 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
-        if self.view is not None:
+        if revoking and self.view is not None:
             self.view.invalidate()  # our own commits do not move our data_version
         now = time.time()
         if now - self._last_purge > _PURGE_EVERY:
@@ -289,11 +310,11 @@ class SQLiteStore:
         return t.cast(dict[str, t.Any], json.loads(row[0])) if row else None
 
     def put_profile(self, sub: str, profile: dict[str, t.Any]) -> None:
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             conn.execute("INSERT OR REPLACE INTO profiles (sub, data) VALUES (?, ?)", (sub, json.dumps(profile)))
 
     def add_event(self, event: dict[str, t.Any], *, retention: int) -> None:
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             cursor = conn.execute(
                 "INSERT INTO events (at, kind, subject, jti, sid, data) VALUES (?, ?, ?, ?, ?, ?)",
                 (event["at"], event["kind"], event.get("subject"), event.get("jti"), event.get("sid"),
@@ -329,17 +350,60 @@ class SQLiteStore:
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    # -- one-time keys (the DPoP replay cache) ---------------------------------------------
+
+    def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
+        self._remembered_calls += 1
+        with self._write(revoking=False) as conn:
+            row = conn.execute("SELECT floor FROM remembered_floor WHERE namespace = ?", (namespace,)).fetchone()
+            if row is not None and until <= row[0]:
+                return False  # it may be a key dropped to stay within the bound
+            # Inserted, or an expired entry replaced: one row changed. A live entry: none.
+            changed = conn.execute(
+                "INSERT INTO remembered (namespace, key, until) VALUES (?, ?, ?) ON CONFLICT (namespace, key)"
+                " DO UPDATE SET until = excluded.until WHERE remembered.until <= ?",
+                (namespace, key, until, now),
+            ).rowcount
+            if self._remembered_calls % self._bound_every == 0:
+                self._bound_remembered(conn, now)
+        return changed == 1
+
+    def _bound_remembered(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute("DELETE FROM remembered WHERE until <= ?", (now,))
+        (count,) = conn.execute("SELECT count(*) FROM remembered").fetchone()
+        excess = count - self._max_remembered
+        if excess <= 0:
+            return
+        dropped = conn.execute(
+            "SELECT namespace, max(until) FROM (SELECT namespace, until FROM remembered ORDER BY until LIMIT ?)"
+            " GROUP BY namespace",
+            (excess,),
+        ).fetchall()
+        conn.execute(
+            "DELETE FROM remembered WHERE (namespace, key) IN"
+            " (SELECT namespace, key FROM remembered ORDER BY until LIMIT ?)",
+            (excess,),
+        )
+        for namespace, floor in dropped:
+            conn.execute(
+                "INSERT INTO remembered_floor (namespace, floor) VALUES (?, ?)"
+                " ON CONFLICT (namespace) DO UPDATE SET floor = max(floor, excluded.floor)",
+                (namespace, floor),
+            )
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
         self._last_purge = now  # before the write below, which would otherwise purge again
         dropped = 0
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             for sql in (
                 "DELETE FROM revoked WHERE until <= ?",
                 "DELETE FROM not_before WHERE until <= ?",
                 "DELETE FROM spent WHERE until <= ?",
                 "DELETE FROM families WHERE expires_at <= ?",
+                "DELETE FROM remembered WHERE until <= ?",
+                "DELETE FROM remembered_floor WHERE floor <= ?",
             ):
                 dropped += conn.execute(sql, (now,)).rowcount
         return dropped
