@@ -38,6 +38,7 @@ from .events import SecurityEvent
 from .events import mask_ip
 from .geo import Finding
 from .geo import GeoGuard
+from .jwks import JWKSClient
 from .keys import KeyRing
 from .ratelimit import AdaptiveSettings
 from .ratelimit import LimiterStorageError
@@ -142,7 +143,7 @@ class JWTShield:
             shield=self,
             config=config,
             keys=keys,
-            codec=TokenCodec(config, keys),
+            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
             store=store,
             recorder=EventRecorder(config, store),
             limiter=self._make_limiter(config),
@@ -522,6 +523,7 @@ class JWTShield:
         :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
         state = self._state()
+        _refuse_in_resource_server_mode(state, "create_access_token")
         ttl = state.config.access_token_ttl if expires_in is None else expires_in
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
             raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
@@ -539,6 +541,7 @@ class JWTShield:
         Returns an access token and a refresh token sharing a new family id ``sid``.
         """
         state = self._state()
+        _refuse_in_resource_server_mode(state, "issue_tokens")
         config = state.config
         ip = request.remote_addr if has_request_context() else None
         extra = dict(claims or {})
@@ -580,6 +583,7 @@ class JWTShield:
         :class:`~flask_jwt_shield.InvalidGrant` is raised (400 ``invalid_grant``).
         """
         state = self._state()
+        _refuse_in_resource_server_mode(state, "refresh")
         config = state.config
         ip = request.remote_addr if has_request_context() else None
         if not isinstance(refresh_token, str):
@@ -743,6 +747,15 @@ class JWTShield:
 
 
 K_ = t.TypeVar("K_")
+
+
+def _refuse_in_resource_server_mode(state: _State, method: str) -> None:
+    if state.config.resource_server:
+        raise RuntimeError(
+            f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
+            " the identity provider issues and refreshes the tokens, and owns the sessions"
+            " (refresh-token reuse detection is its job). Send users to the provider to log in."
+        )
 
 
 def _first_in_a_while(state: _State, key: tuple[str, ...]) -> bool:
