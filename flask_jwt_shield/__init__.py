@@ -9,6 +9,7 @@ from .context import get_claims
 from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import ExpiredToken
+from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
@@ -19,6 +20,7 @@ from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .errors import UseDPoPNonce
 from .events import SecurityEvent
 from .extension import JWTShield
 from .refresh import Session
@@ -29,6 +31,7 @@ __all__ = [
     "ConfigKey",
     "ConfigurationError",
     "ExpiredToken",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidToken",
@@ -43,6 +46,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenPair",
+    "UseDPoPNonce",
     "current_claims",
     "get_claims",
     "signals",
