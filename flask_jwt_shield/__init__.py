@@ -9,8 +9,10 @@ from .context import get_claims
 from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import ExpiredToken
+from .errors import InvalidClient
 from .errors import InvalidGrant
 from .errors import InvalidRequest
+from .errors import InvalidScope
 from .errors import InvalidToken
 from .errors import MissingToken
 from .errors import RateLimitExceeded
@@ -18,18 +20,23 @@ from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .errors import UnsupportedGrantType
 from .events import SecurityEvent
 from .extension import JWTShield
+from .oauth import ClientCredentials
 from .refresh import Session
 from .refresh import TokenPair
 
 __all__ = [
     "AccessDenied",
+    "ClientCredentials",
     "ConfigKey",
     "ConfigurationError",
     "ExpiredToken",
+    "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
+    "InvalidScope",
     "InvalidToken",
     "JWTShield",
     "MissingToken",
@@ -41,6 +48,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenPair",
+    "UnsupportedGrantType",
     "current_claims",
     "get_claims",
     "signals",

@@ -25,8 +25,10 @@ __all__ = [
     "AccessDenied",
     "ConfigurationError",
     "ExpiredToken",
+    "InvalidClient",
     "InvalidGrant",
     "InvalidRequest",
+    "InvalidScope",
     "InvalidToken",
     "MissingToken",
     "RateLimitExceeded",
@@ -34,6 +36,7 @@ __all__ = [
     "ShieldError",
     "StoreError",
     "StoreUnavailable",
+    "UnsupportedGrantType",
 ]
 
 # RFC 6750 §3: error_description is limited to %x20-21 / %x23-5B / %x5D-7E, so it can
@@ -163,9 +166,12 @@ class RevokedToken(InvalidToken):
 
 
 class InvalidRequest(ShieldError, BadRequest):
-    """The request itself is malformed (RFC 6750 ``invalid_request``)."""
+    """The request itself is malformed (RFC 6750 ``invalid_request``).
 
-    scheme = "Bearer"
+    At the token endpoint (RFC 6749 §5.2) it carries no challenge: ``scheme`` is ``None``.
+    """
+
+    scheme: str | None = "Bearer"
     error = "invalid_request"
 
 
@@ -173,6 +179,32 @@ class InvalidGrant(ShieldError, BadRequest):
     """A refresh token was reused, revoked, expired or not a refresh token (RFC 6749 §5.2)."""
 
     error = "invalid_grant"
+
+
+class InvalidClient(ShieldError, Unauthorized):
+    """Client authentication failed at the token endpoint (RFC 6749 §5.2 ``invalid_client``).
+
+    401 with a ``Basic`` challenge, the scheme of RFC 6749 §2.3.1.
+    """
+
+    scheme = "Basic"
+    error = "invalid_client"
+
+    def challenge(self) -> str | None:
+        # RFC 7617: a Basic challenge has a realm (and a charset), no error parameters.
+        return f"Basic realm={_quoted(self.realm)}, charset=\"UTF-8\""
+
+
+class UnsupportedGrantType(ShieldError, BadRequest):
+    """The token endpoint was asked for a grant it does not serve (RFC 6749 §5.2)."""
+
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(ShieldError, BadRequest):
+    """The requested scope is malformed or exceeds the session's (RFC 6749 §5.2, §6)."""
+
+    error = "invalid_scope"
 
 
 class AccessDenied(ShieldError, Forbidden):
