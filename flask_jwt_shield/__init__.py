@@ -10,10 +10,12 @@ from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import ExpiredToken
 from .errors import InvalidClient
+from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidScope
 from .errors import InvalidToken
+from .errors import KeysUnavailable
 from .errors import MissingToken
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
@@ -21,6 +23,7 @@ from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
 from .errors import UnsupportedGrantType
+from .errors import UseDPoPNonce
 from .events import SecurityEvent
 from .extension import JWTShield
 from .oauth import ClientCredentials
@@ -34,11 +37,13 @@ __all__ = [
     "ConfigurationError",
     "ExpiredToken",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
     "InvalidToken",
     "JWTShield",
+    "KeysUnavailable",
     "MissingToken",
     "RateLimitExceeded",
     "RevokedToken",
@@ -49,6 +54,7 @@ __all__ = [
     "StoreUnavailable",
     "TokenPair",
     "UnsupportedGrantType",
+    "UseDPoPNonce",
     "current_claims",
     "get_claims",
     "signals",

@@ -26,10 +26,12 @@ __all__ = [
     "ConfigurationError",
     "ExpiredToken",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
     "InvalidToken",
+    "KeysUnavailable",
     "MissingToken",
     "RateLimitExceeded",
     "RevokedToken",
@@ -37,6 +39,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UnsupportedGrantType",
+    "UseDPoPNonce",
 ]
 
 # RFC 6750 §3: error_description is limited to %x20-21 / %x23-5B / %x5D-7E, so it can
@@ -82,6 +85,12 @@ class ShieldError(HTTPException):
     #: Whole seconds (or an instant) for a ``Retry-After`` header; ``None`` for none. The
     #: same attribute as werkzeug's 429 and 503 exceptions.
     retry_after: datetime | int | None = None
+    #: Set by the pipeline when DPoP is on: ``(mode, "ES256 PS256 ...")``. ``optional``
+    #: adds a ``DPoP`` challenge beside the ``Bearer`` one; ``required`` sends only
+    #: ``DPoP`` (RFC 9449 §7.1: "algs" names the proof algorithms accepted).
+    dpop: tuple[str, str] | None = None
+    #: A fresh server nonce for a ``DPoP-Nonce`` header (RFC 9449 §8, §9), or ``None``.
+    dpop_nonce: str | None = None
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         super().__init__(description)
@@ -89,14 +98,29 @@ class ShieldError(HTTPException):
 
     def challenge(self) -> str | None:
         """The ``WWW-Authenticate`` value, or ``None``."""
+        challenges = self.challenges()
+        return challenges[0] if challenges else None
+
+    def challenges(self) -> list[str]:
+        """Every ``WWW-Authenticate`` value, first the one that carries the error."""
         if self.scheme is None:
-            return None
+            return []
+        scheme = self.scheme
+        dpop = self.dpop
+        if dpop is not None and dpop[0] == "required":
+            scheme = "DPoP"  # a Bearer token is never enough here: say so
         params = [f"realm={_quoted(self.realm)}"]
         if self.error is not None:
             params.append(f"error={_quoted(self.error)}")
             if self.description:
                 params.append(f"error_description={_quoted(self.description)}")
-        return f"{self.scheme} " + ", ".join(params)
+        if scheme == "DPoP" and dpop is not None:
+            params.append(f"algs={_quoted(dpop[1])}")
+        challenges = [f"{scheme} " + ", ".join(params)]
+        if scheme != "DPoP" and dpop is not None:
+            # RFC 9449 §7.1: a server accepting both schemes may send one challenge each.
+            challenges.append(f"DPoP realm={_quoted(self.realm)}, algs={_quoted(dpop[1])}")
+        return challenges
 
     def body(self) -> dict[str, str]:
         """The JSON body: ``{"error": ..., "error_description": ...}``."""
@@ -122,9 +146,10 @@ class ShieldError(HTTPException):
             # RFC 6750 §5.3 / RFC 6749 §5.1: never cache an authentication failure.
             ("Cache-Control", "no-store"),
         ]
-        challenge = self.challenge()
-        if challenge is not None:
+        for challenge in self.challenges():
             headers.append(("WWW-Authenticate", challenge))
+        if self.dpop_nonce is not None:
+            headers.append(("DPoP-Nonce", self.dpop_nonce))
         if self.retry_after is not None:
             when = self.retry_after
             headers.append(("Retry-After", http_date(when) if isinstance(when, datetime) else str(when)))
@@ -176,9 +201,38 @@ class InvalidRequest(ShieldError, BadRequest):
 
 
 class InvalidGrant(ShieldError, BadRequest):
-    """A refresh token was reused, revoked, expired or not a refresh token (RFC 6749 §5.2)."""
+    """A refresh token was reused, revoked, expired or not a refresh token (RFC 6749 §5.2).
+
+    At :meth:`~flask_jwt_shield.JWTShield.issue_tokens` and
+    :meth:`~flask_jwt_shield.JWTShield.refresh`, a refused DPoP proof is an
+    ``InvalidGrant`` too, with ``error`` ``invalid_dpop_proof`` or ``use_dpop_nonce``
+    (RFC 9449 §5, §8): a token endpoint answers 400, not 401.
+    """
 
     error = "invalid_grant"
+
+    def __init__(self, description: str | None = None, *, reason: str | None = None,
+                 error: str | None = None) -> None:  # fmt: skip
+        if error is not None:
+            self.error = error
+        super().__init__(description, reason=reason)
+
+
+class InvalidDPoPProof(ShieldError, Unauthorized):
+    """The DPoP proof of a request is missing, malformed or does not match (RFC 9449 §7.1).
+
+    401 with ``WWW-Authenticate: DPoP error="invalid_dpop_proof", algs="..."``.
+    """
+
+    scheme = "DPoP"
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """The proof lacks the server's current nonce: retry with the ``DPoP-Nonce`` sent
+    (RFC 9449 §9)."""
+
+    error = "use_dpop_nonce"
 
 
 class InvalidClient(ShieldError, Unauthorized):
@@ -190,9 +244,9 @@ class InvalidClient(ShieldError, Unauthorized):
     scheme = "Basic"
     error = "invalid_client"
 
-    def challenge(self) -> str | None:
+    def challenges(self) -> list[str]:
         # RFC 7617: a Basic challenge has a realm (and a charset), no error parameters.
-        return f"Basic realm={_quoted(self.realm)}, charset=\"UTF-8\""
+        return [f"Basic realm={_quoted(self.realm)}, charset=\"UTF-8\""]
 
 
 class UnsupportedGrantType(ShieldError, BadRequest):
@@ -259,3 +313,24 @@ class StoreUnavailable(ShieldError, ServiceUnavailable):
             reason=reason or "store-unavailable",
         )
         self.retry_after = retry_after
+
+
+class KeysUnavailable(ShieldError, ServiceUnavailable):
+    """Resource-server mode: no usable key of the identity provider is known yet (its JWK
+    Set cannot be fetched, or holds no usable key). Always a 503, whatever
+    ``JWT_SHIELD_FAIL_MODE`` says: a signature check never fails open."""
+
+    error = "temporarily_unavailable"
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        retry_after: int = 5,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(
+            description or "The identity provider's signing keys are unavailable; try again shortly.",
+            reason=reason or "jwks-unavailable",
+        )
+        self.retry_after = max(1, int(retry_after))

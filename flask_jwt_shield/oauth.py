@@ -37,7 +37,7 @@ from .errors import UnsupportedGrantType
 from .tokens import REFRESH_TYPE
 
 if t.TYPE_CHECKING:
-    from .extension import JWTShield
+    from .pipeline import Pipeline
     from .refresh import TokenPair
 
 logger = logging.getLogger("flask_jwt_shield")
@@ -219,26 +219,36 @@ def _scope_tokens(value: t.Any) -> frozenset[str] | None:
 
 
 class TokenEndpoint:
-    """The token endpoint of one :class:`JWTShield`, for any app it is initialised on."""
+    """The token endpoint of one :class:`~flask_jwt_shield.JWTShield`, for any app it serves.
 
-    def __init__(self, shield: JWTShield, authenticate_client: ClientAuthenticator | None = None) -> None:
-        self.shield = shield
+    :param pipeline: returns the current app's pipeline (its config, codec and store).
+    :param refresh: :meth:`JWTShield.refresh`, which spends the token.
+    """
+
+    def __init__(
+        self,
+        pipeline: t.Callable[[], Pipeline],
+        refresh: t.Callable[[str], TokenPair],
+        authenticate_client: ClientAuthenticator | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.refresh = refresh
         self.authenticate_client = authenticate_client
 
     def __call__(self) -> Response:
-        state = self.shield._state()
-        config = state.config
+        pipeline = self.pipeline()
+        config = pipeline.config
         try:
             token_request = parse_token_request(request, max_body=2 * config.max_token_bytes + 8192)
-            self._authenticate(token_request.client)
-            granted = self._check_session(token_request)
+            self._authenticate(pipeline, token_request.client)
+            granted = self._check_session(pipeline, token_request)
         except ShieldError as exc:
             exc.realm = config.realm
             raise
-        pair = self.shield.refresh(token_request.refresh_token)
+        pair = self.refresh(token_request.refresh_token)
         return token_response(pair, granted)
 
-    def _authenticate(self, client: ClientCredentials) -> None:
+    def _authenticate(self, pipeline: Pipeline, client: ClientCredentials) -> None:
         if self.authenticate_client is None:
             return  # no registered clients: a client_id is only a name (public clients)
         try:
@@ -249,35 +259,49 @@ class TokenEndpoint:
             raise StoreUnavailable("Client authentication is unavailable; try again shortly.",
                                    reason="client-auth-failed") from None  # fmt: skip
         if accepted is not True:
+            # A guessed secret is worth an event, but a guesser must not write one per try.
+            if pipeline._first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
+                                           "invalid-client")):  # fmt: skip
+                pipeline.record("token-rejected", None, action="deny", detail={
+                    "reason": "invalid-client", "status": 401, "grant": "refresh_token",
+                    "client_id": client.client_id, "client_auth": client.method,
+                })  # fmt: skip
             raise InvalidClient("Client authentication failed.", reason="invalid-client")
 
-    def _check_session(self, token_request: TokenRequest) -> str | None:
+    def _check_session(self, pipeline: Pipeline, token_request: TokenRequest) -> str | None:
         """Scope and client checks against the session, before anything is spent.
 
         Returns the session's granted scope string (for the response), or ``None``. A token
         that does not verify is left to :meth:`JWTShield.refresh`, which refuses it and
         records why.
         """
-        state = self.shield._state()
         try:
-            claims, _ = state.codec.verify(token_request.refresh_token, REFRESH_TYPE)
+            claims, _ = pipeline.codec.verify(token_request.refresh_token, REFRESH_TYPE)
         except InvalidToken:
             return None
         try:
-            family = state.store.get_family(claims["sid"])
+            family = pipeline.store.get_family(claims["sid"])
         except StoreError:
             raise StoreUnavailable() from None
         if family is None:
             return None
         session_client = family.claims.get("client_id")
+        refusal: ShieldError | None = None
         # RFC 6749 §6: the refresh token must have been issued to this client.
         if session_client is not None and session_client != token_request.client.client_id:
-            raise InvalidGrant("The refresh token was issued to another client.", reason="client-mismatch")
+            refusal = InvalidGrant("The refresh token was issued to another client.", reason="client-mismatch")
         raw_scope = family.claims.get("scope")
         granted = _scope_tokens(raw_scope)
         # RFC 6749 §6: the requested scope may not exceed the one originally granted.
-        if token_request.scope is not None and not token_request.scope <= (granted or frozenset()):
-            raise InvalidScope("The requested scope exceeds the session's.", reason="scope-exceeded")
+        if refusal is None and token_request.scope is not None and not token_request.scope <= (granted or frozenset()):
+            refusal = InvalidScope("The requested scope exceeds the session's.", reason="scope-exceeded")
+        if refusal is not None:
+            if pipeline._first_in_a_while(("token-rejected", claims["jti"], refusal.reason)):
+                pipeline.record("token-rejected", claims, action="deny", detail={
+                    "reason": refusal.reason, "status": 400, "grant": "refresh_token",
+                    "client_id": token_request.client.client_id,
+                })  # fmt: skip
+            raise refusal
         if granted is None:
             return None
         return raw_scope if isinstance(raw_scope, str) else " ".join(sorted(granted))

@@ -188,6 +188,71 @@ def test_purge_drops_expired_families(store: Store) -> None:
     assert store.get_family("s1") is None
 
 
+# -- one-time keys (the DPoP replay cache) --------------------------------------------------
+
+
+def test_remember_once(store: Store) -> None:
+    assert store.remember_once("dpop-jti", "k1", NOW + 60, now=NOW) is True
+    assert store.remember_once("dpop-jti", "k1", NOW + 60, now=NOW + 30) is False
+    assert store.remember_once("other", "k1", NOW + 60, now=NOW) is True  # namespaces are apart
+    assert store.remember_once("dpop-jti", "k2", NOW + 60, now=NOW) is True
+    # after `until` the key is forgotten, and purge drops it
+    assert store.remember_once("dpop-jti", "k1", NOW + 200, now=NOW + 61) is True
+    assert store.remember_once("dpop-jti", "k1", NOW + 200, now=NOW + 62) is False
+    assert store.purge(NOW + 300) >= 2
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def small_store(request: pytest.FixtureRequest, tmp_path: t.Any) -> Iterator[Store]:
+    s: Store = (MemoryStore(max_remembered=16) if request.param == "memory"
+                else SQLiteStore(str(tmp_path / "shield.db"), max_remembered=16))  # fmt: skip
+    yield s
+    s.close()
+
+
+def test_remember_once_is_bounded_and_never_accepts_a_dropped_key_twice(small_store: Store) -> None:
+    store = small_store
+    # Far more live keys than the bound: the oldest are dropped, and a floor guards them.
+    for i in range(200):
+        assert store.remember_once("dpop-jti", f"k{i}", NOW + 60 + i, now=NOW) is True
+    for i in range(200):
+        assert store.remember_once("dpop-jti", f"k{i}", NOW + 60 + i, now=NOW) is False, i
+    # A new key dated after everything dropped is still welcome.
+    assert store.remember_once("dpop-jti", "fresh", NOW + 1000, now=NOW) is True
+    # The floor of one namespace does not touch another.
+    assert store.remember_once("other", "k0", NOW + 60, now=NOW) is True
+    if isinstance(store, SQLiteStore):
+        with store._read() as conn:
+            (rows,) = conn.execute("SELECT count(*) FROM remembered").fetchone()
+        assert rows <= 16 + 2
+    else:
+        assert len(t.cast(MemoryStore, store)._remembered) <= 16
+    # Once everything has expired, the floor goes too.
+    store.purge(NOW + 2000)
+    assert store.remember_once("dpop-jti", "k0", NOW + 3000, now=NOW + 2000) is True
+
+
+def _remember_in_process(path: str, barrier: t.Any, results: t.Any) -> None:
+    store = SQLiteStore(path)
+    barrier.wait()
+    results.put(store.remember_once("dpop-jti", "same-proof", NOW + 60, now=NOW))
+
+
+def test_sqlite_remember_once_is_atomic_across_processes(tmp_path: t.Any) -> None:
+    path = str(tmp_path / "shield.db")
+    SQLiteStore(path).purge(NOW)  # creates the schema
+    ctx = multiprocessing.get_context("fork")
+    n = 6
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_remember_in_process, args=(path, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert sorted(results.get(timeout=5) for _ in range(n)) == [False] * (n - 1) + [True]
+
+
 # -- SQLite specifics -------------------------------------------------------------------
 
 

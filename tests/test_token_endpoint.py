@@ -392,3 +392,27 @@ def test_json_error_body_is_one_object(client: t.Any) -> None:
     r = client.post(URL, data="[null, null]", content_type="application/json")
     assert json.loads(r.get_data(as_text=True)) == {
         "error": "invalid_request", "error_description": "The request body must be a JSON object."}
+
+
+def test_refusals_before_the_refresh_are_recorded_once_a_minute(
+    client_app: tuple[Flask, JWTShield, list[ClientCredentials]], clock: Clock
+) -> None:
+    app, shield, _ = client_app
+    pair = issue(app, shield, client_id="cli")
+    for _ in range(5):  # a guesser trying secrets
+        r = form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("cli", "guess"))
+        assert r.status_code == 401
+    r = form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("web", "s3cret%3Awith%25colon"))
+    assert r.status_code == 400  # the right secret of another client
+    with app.app_context():
+        rejected = shield.events(kind="token-rejected")
+    reasons = sorted(e.detail["reason"] for e in rejected)
+    assert reasons == ["client-mismatch", "invalid-client"]
+    mismatch = next(e for e in rejected if e.detail["reason"] == "client-mismatch")
+    assert mismatch.sid == pair.sid and mismatch.detail["client_id"] == "web"
+    for event in rejected:
+        assert pair.refresh_token not in json.dumps(event.to_dict())
+    clock.advance(61)
+    form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("cli", "guess"))
+    with app.app_context():
+        assert len(shield.events(kind="token-rejected")) == 3

@@ -162,6 +162,18 @@ class Store(t.Protocol):
     ) -> list[dict[str, t.Any]]:
         """Matching events, newest first."""
 
+    def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
+        """Remember ``key`` in ``namespace`` until ``until``; ``True`` the first time,
+        ``False`` while it is remembered (a replay). Atomic across every process that
+        shares the store. One round trip.
+
+        Bounded in time (an entry is forgotten after ``until``) and in size: a backend
+        that must drop live entries to stay within its bound raises a per-namespace
+        floor, and answers ``False`` for any key whose ``until`` is not after that floor,
+        so a dropped key can never be accepted twice. (The DPoP replay cache: callers
+        pass an ``until`` past which they refuse the key anyway.)
+        """
+
     def purge(self, now: float) -> int:
         """Drop expired entries; return how many."""
 

@@ -15,12 +15,14 @@ from .base import Rotation
 from .base import Use
 
 _PURGE_EVERY = 60.0  # seconds between sweeps of expired entries on writes
+#: Default bound of :meth:`MemoryStore.remember_once` (all namespaces together).
+MAX_REMEMBERED = 100_000
 
 
 class MemoryStore:
     """State in this process only: lost on restart, not shared between workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_remembered: int = MAX_REMEMBERED) -> None:
         self._lock = threading.RLock()
         self._revoked: dict[tuple[str, str], float] = {}
         self._not_before: dict[str, tuple[float, float]] = {}
@@ -31,6 +33,10 @@ class MemoryStore:
         self._events: deque[dict[str, t.Any]] = deque()
         self._ids = itertools.count(1)
         self._last_purge = 0.0
+        # (namespace, key) -> until, in insertion order (which is nearly ``until`` order).
+        self._remembered: dict[tuple[str, str], float] = {}
+        self._floors: dict[str, float] = {}
+        self._max_remembered = max_remembered
 
     # -- revocation (the hot path: plain dict lookups) ---------------------------------
 
@@ -178,6 +184,42 @@ class MemoryStore:
                     break
         return found
 
+    # -- one-time keys (the DPoP replay cache) ---------------------------------------------
+
+    def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
+        entry = (namespace, key)
+        with self._lock:
+            remembered = self._remembered
+            known = remembered.get(entry)
+            if known is not None:
+                if known > now:
+                    return False
+                del remembered[entry]  # expired: re-inserted at the end, in expiry order
+            floor = self._floors.get(namespace)
+            if floor is not None and until <= floor:
+                return False  # it may be a key dropped to stay within the bound
+            if len(remembered) >= self._max_remembered:
+                self._make_room(now)
+            remembered[entry] = until
+            return True
+
+    def _make_room(self, now: float) -> None:
+        remembered = self._remembered
+        # Expired entries cluster at the front (insertion order is nearly expiry order).
+        while remembered:
+            entry, until = next(iter(remembered.items()))
+            if until > now:
+                break
+            del remembered[entry]
+        if len(remembered) < self._max_remembered:
+            return
+        for entry in [e for e, u in remembered.items() if u <= now]:
+            del remembered[entry]
+        while len(remembered) >= self._max_remembered:
+            entry, until = next(iter(remembered.items()))
+            del remembered[entry]
+            self._floors[entry[0]] = max(until, self._floors.get(entry[0], until))
+
     # -- maintenance ----------------------------------------------------------------------
 
     def _maybe_purge(self) -> None:
@@ -198,6 +240,11 @@ class MemoryStore:
             for jti in [j for j, (_, until) in self._spent.items() if until <= now]:
                 del self._spent[jti]
                 dropped += 1
+            for entry in [e for e, until in self._remembered.items() if until <= now]:
+                del self._remembered[entry]
+                dropped += 1
+            for ns in [n for n, floor in self._floors.items() if floor <= now]:
+                del self._floors[ns]  # every key at or below it has expired: nothing to guard
             for sid in [s for s, f in self._families.items() if f.expires_at <= now]:
                 family = self._families.pop(sid)
                 sids = self._sids_of.get(family.sub)

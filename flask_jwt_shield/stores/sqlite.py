@@ -23,6 +23,12 @@ from .base import Rotation
 from .base import Use
 
 _PURGE_EVERY = 60.0
+#: Default bound of :meth:`SQLiteStore.remember_once` (all namespaces together).
+MAX_REMEMBERED = 1_000_000
+# The size bound is enforced every this many remember_once calls of one process (a count
+# over the table is not free), so the table may overshoot by that much (at most an eighth
+# of the bound) between checks.
+_BOUND_EVERY = 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revoked (
@@ -43,6 +49,12 @@ CREATE INDEX IF NOT EXISTS families_sub ON families (sub, created_at);
 CREATE TABLE IF NOT EXISTS spent (
     jti TEXT PRIMARY KEY, sid TEXT NOT NULL, at REAL NOT NULL, ip TEXT, until REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS remembered (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS remembered_until ON remembered (until);
+CREATE TABLE IF NOT EXISTS remembered_floor (namespace TEXT PRIMARY KEY, floor REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS profiles (sub TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
@@ -78,10 +90,13 @@ def _family(row: tuple[t.Any, ...]) -> Family:
 class SQLiteStore:
     """State in one SQLite file. ``path`` is a filesystem path."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, max_remembered: int = MAX_REMEMBERED) -> None:
         self.path = path
         self._local = threading.local()
         self._last_purge = 0.0
+        self._max_remembered = max_remembered
+        self._remembered_calls = 0
+        self._bound_every = max(1, min(_BOUND_EVERY, max_remembered // 8))
 
     # -- connections -----------------------------------------------------------------------
 
@@ -302,6 +317,47 @@ class SQLiteStore:
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    # -- one-time keys (the DPoP replay cache) ---------------------------------------------
+
+    def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
+        self._remembered_calls += 1
+        with self._write() as conn:
+            row = conn.execute("SELECT floor FROM remembered_floor WHERE namespace = ?", (namespace,)).fetchone()
+            if row is not None and until <= row[0]:
+                return False  # it may be a key dropped to stay within the bound
+            # Inserted, or an expired entry replaced: one row changed. A live entry: none.
+            changed = conn.execute(
+                "INSERT INTO remembered (namespace, key, until) VALUES (?, ?, ?) ON CONFLICT (namespace, key)"
+                " DO UPDATE SET until = excluded.until WHERE remembered.until <= ?",
+                (namespace, key, until, now),
+            ).rowcount
+            if self._remembered_calls % self._bound_every == 0:
+                self._bound_remembered(conn, now)
+        return changed == 1
+
+    def _bound_remembered(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute("DELETE FROM remembered WHERE until <= ?", (now,))
+        (count,) = conn.execute("SELECT count(*) FROM remembered").fetchone()
+        excess = count - self._max_remembered
+        if excess <= 0:
+            return
+        dropped = conn.execute(
+            "SELECT namespace, max(until) FROM (SELECT namespace, until FROM remembered ORDER BY until LIMIT ?)"
+            " GROUP BY namespace",
+            (excess,),
+        ).fetchall()
+        conn.execute(
+            "DELETE FROM remembered WHERE (namespace, key) IN"
+            " (SELECT namespace, key FROM remembered ORDER BY until LIMIT ?)",
+            (excess,),
+        )
+        for namespace, floor in dropped:
+            conn.execute(
+                "INSERT INTO remembered_floor (namespace, floor) VALUES (?, ?)"
+                " ON CONFLICT (namespace) DO UPDATE SET floor = max(floor, excluded.floor)",
+                (namespace, floor),
+            )
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
@@ -313,6 +369,8 @@ class SQLiteStore:
                 "DELETE FROM not_before WHERE until <= ?",
                 "DELETE FROM spent WHERE until <= ?",
                 "DELETE FROM families WHERE expires_at <= ?",
+                "DELETE FROM remembered WHERE until <= ?",
+                "DELETE FROM remembered_floor WHERE floor <= ?",
             ):
                 dropped += conn.execute(sql, (now,)).rowcount
         return dropped
