@@ -35,6 +35,7 @@ from .errors import StoreUnavailable
 from .events import SecurityEvent
 from .events import mask_ip
 from .geo import GeoGuard
+from .jwks import JWKSClient
 from .keys import KeyRing
 from .oauth import ClientAuthenticator
 from .oauth import TokenEndpoint
@@ -107,7 +108,7 @@ class JWTShield:
             registry=self._registry,
             config=config,
             keys=keys,
-            codec=TokenCodec(config, keys),
+            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
             store=store,
             limiter=self._make_limiter(config),
             geo=GeoGuard.from_config(config),
@@ -216,6 +217,7 @@ class JWTShield:
         :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
         pipeline = self._pipeline()
+        _refuse_in_resource_server_mode(pipeline, "create_access_token")
         ttl = pipeline.config.access_token_ttl if expires_in is None else expires_in
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
             raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
@@ -233,6 +235,7 @@ class JWTShield:
         Returns an access token and a refresh token sharing a new family id ``sid``.
         """
         pipeline = self._pipeline()
+        _refuse_in_resource_server_mode(pipeline, "issue_tokens")
         config = pipeline.config
         ip = request.remote_addr if has_request_context() else None
         extra = dict(claims or {})
@@ -274,6 +277,7 @@ class JWTShield:
         :class:`~flask_jwt_shield.InvalidGrant` is raised (400 ``invalid_grant``).
         """
         pipeline = self._pipeline()
+        _refuse_in_resource_server_mode(pipeline, "refresh")
         config = pipeline.config
         ip = request.remote_addr if has_request_context() else None
         if not isinstance(refresh_token, str):
@@ -424,6 +428,7 @@ class JWTShield:
         endpoint = TokenEndpoint(self._pipeline, self.refresh, authenticate_client)
 
         def token() -> Response:
+            _refuse_in_resource_server_mode(self._pipeline(), "token_view")
             return endpoint()
 
         return self.exempt(token)
@@ -439,6 +444,15 @@ class JWTShield:
         bp = Blueprint(name, __name__)
         bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
         return bp
+
+
+def _refuse_in_resource_server_mode(pipeline: Pipeline, method: str) -> None:
+    if pipeline.config.resource_server:
+        raise RuntimeError(
+            f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
+            " the identity provider issues and refreshes the tokens, and owns the sessions"
+            " (refresh-token reuse detection is its job). Send users to the provider to log in."
+        )
 
 
 def _issue_time(pipeline: Pipeline, sub: str) -> float:
