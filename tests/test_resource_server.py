@@ -529,3 +529,12 @@ def test_bad_resource_server_config_refused(config: dict[str, t.Any], message: s
 def test_provider_profiles_refused_outside_resource_server_mode(make_app: AppFactory) -> None:
     with pytest.raises(ConfigurationError, match="external identity"):
         make_app({"JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"]})
+
+
+def test_token_endpoint_refused(rs_app: RSApp) -> None:
+    """The identity provider refreshes its tokens; a token endpoint here is a mistake, said loudly."""
+    app, shield = rs_app()
+    view = shield.token_view()
+    refused = pytest.raises(RuntimeError, match=r"shield\.token_view\(\) is not available in resource-server mode")
+    with app.test_request_context("/token", method="POST", data={"grant_type": "refresh_token"}), refused:
+        view()
