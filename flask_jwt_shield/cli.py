@@ -13,19 +13,18 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import events as _events
 from .config import ShieldConfig
 from .errors import ConfigurationError
-
-if t.TYPE_CHECKING:  # pragma: no cover
-    from .extension import _State
+from .pipeline import Pipeline
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _state() -> _State:
+def _pipeline() -> Pipeline:
     try:
-        return t.cast("_State", current_app.extensions["jwt_shield"])
+        return t.cast(Pipeline, current_app.extensions["jwt_shield"])
     except KeyError:
         raise click.ClickException("JWTShield is not initialised on this app (call shield.init_app(app)).") from None
 
@@ -60,16 +59,16 @@ def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | Non
     given = [v for v in (jti, sid, subject, kid) if v]
     if len(given) != 1:
         raise click.UsageError("Give exactly one of --jti, --family, --subject, --kid.")
-    shield = _state().shield
+    pipeline = _pipeline()
     try:
         if jti:
-            shield.revoke_token(jti)
+            pipeline.revoke_token(jti)
         elif sid:
-            shield.revoke_family(sid)
+            pipeline.revoke_family(sid)
         elif subject:
-            shield.revoke_subject(subject)
+            pipeline.revoke_subject(subject)
         elif kid:
-            shield.revoke_key(kid)
+            pipeline.revoke_key(kid)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("revoked")
@@ -87,8 +86,8 @@ def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | Non
 def events(subject: str | None, jti: str | None, sid: str | None, kind: str | None,
            since: str | None, limit: int, as_json: bool) -> None:  # fmt: skip
     """List stored security events, newest first."""
-    found = _state().shield.events(
-        subject=subject, jti=jti, sid=sid, kind=kind,
+    found = _events.query(
+        _pipeline().store, subject=subject, jti=jti, sid=sid, kind=kind,
         since=parse_since(since) if since else None, limit=limit,
     )  # fmt: skip
     if as_json:
@@ -106,10 +105,10 @@ def events(subject: str | None, jti: str | None, sid: str | None, kind: str | No
 @with_appcontext
 def trace(who: str, limit: int) -> None:
     """Timeline of a subject, a token (jti) or a session (sid), oldest first."""
-    shield = _state().shield
+    store = _pipeline().store
     seen: dict[str, t.Any] = {}
-    for found in (shield.events(subject=who, limit=limit), shield.events(jti=who, limit=limit),
-                  shield.events(sid=who, limit=limit)):  # fmt: skip
+    for found in (_events.query(store, subject=who, limit=limit), _events.query(store, jti=who, limit=limit),
+                  _events.query(store, sid=who, limit=limit)):  # fmt: skip
         for e in found:
             seen[e.id] = e
     for e in sorted(seen.values(), key=lambda e: e.at):
@@ -168,7 +167,7 @@ def generate_key(alg: str, kid: str | None = None) -> dict[str, str]:
 @with_appcontext
 def list_keys() -> None:
     """List the key ring: kid, algorithm, and whether the key signs or only verifies."""
-    ring = _state().keys
+    ring = _pipeline().keys
     for i, key in enumerate(ring.keys):
         role = "signs" if i == 0 and key.signing is not None else "verifies"
         click.echo(f"{key.kid}  {key.alg}  {role}")
@@ -191,5 +190,5 @@ def check_config() -> None:
 @with_appcontext
 def purge() -> None:
     """Drop expired revocations, sessions and spent refresh tokens from the store."""
-    dropped = _state().store.purge(time.time())
+    dropped = _pipeline().store.purge(time.time())
     click.echo(f"purged {dropped} expired entries")

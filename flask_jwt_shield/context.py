@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import typing as t
-from collections.abc import Mapping
 
 from flask import g
 from werkzeug.local import LocalProxy
 
-Claims = Mapping[str, t.Any]
+from .tokens import Claims
 
 
 def get_claims(optional: bool = False) -> Claims:
     """The claims of the token that authorised the current request.
 
     Only set after every check of the pipeline passed. On an exempt endpoint there is none:
-    that raises :class:`RuntimeError`, or returns an empty mapping with ``optional=True``.
+    that raises :class:`RuntimeError`, or returns empty claims with ``optional=True``.
+
+    The claims are a :class:`dict` (a read-only one, see :class:`~flask_jwt_shield.tokens.Claims`):
+    return them from a view, ``jsonify`` them, or copy them with ``dict(get_claims())``.
+    Pass ``get_claims()`` on rather than :data:`current_claims`, which is a proxy for reading.
     """
     claims: Claims | None = g.get("_jwt_shield")
     if claims is None:
         if optional:
-            return {}
+            return Claims()
         raise RuntimeError(
             "No verified token on this request: the endpoint is exempt from the shield, or"
             " this is not a request context. Use get_claims(optional=True) on exempt endpoints."

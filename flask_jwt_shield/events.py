@@ -89,3 +89,18 @@ class EventRecorder:
             # The audit line above already holds the event; the store is best effort.
             logger.warning("could not store security event %s (%s): %s", event.id, kind, exc)
         return event
+
+
+def query(
+    store: Store,
+    *,
+    subject: str | None = None,
+    jti: str | None = None,
+    sid: str | None = None,
+    kind: str | None = None,
+    since: float | None = None,
+    limit: int = 100,
+) -> list[SecurityEvent]:
+    """Stored security events matching every given filter, newest first."""
+    rows = store.events(subject=subject, jti=jti, sid=sid, kind=kind, since=since, limit=limit)
+    return [SecurityEvent.from_dict(r) for r in rows]

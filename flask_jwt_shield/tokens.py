@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import math
 import secrets
 import time
-import types
 import typing as t
 from collections.abc import Mapping
 
@@ -47,7 +47,78 @@ _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 _IAT_TOLERANCE = 1.0
 _MAX_TIME = 2**53  # beyond this, integers lose precision as floats: no real date is there
 
-Claims = Mapping[str, t.Any]
+_READ_ONLY = (
+    "The claims of a verified token are read-only: the next request with the same token"
+    " reuses them. Copy them first to change them: dict(get_claims())."
+)
+
+
+class Claims(dict[str, t.Any]):
+    """The claims of a verified token: a :class:`dict` to every reader, read-only to writers.
+
+    A view can return it, pass it to :func:`~flask.jsonify` or :func:`json.dumps`, test
+    ``isinstance(claims, dict)``, copy it with ``dict(claims)`` or ``claims | {...}`` (both
+    give a plain, changeable ``dict``). Changing it in place raises :class:`TypeError`, and
+    so does changing a nested object or array (:class:`ClaimsList`), because the
+    verified-token cache hands the same object to the token's next request.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: t.Any) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    def __delitem__(self, key: str) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    def __ior__(self, other: t.Any) -> t.NoReturn:  # type: ignore[misc]
+        raise TypeError(_READ_ONLY)
+
+    def clear(self) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    def pop(self, *args: t.Any) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    def popitem(self) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    def setdefault(self, *args: t.Any) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    def update(self, *args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    # copy, deepcopy and pickle rebuild a dict item by item; give them plain dicts instead.
+    def __copy__(self) -> dict[str, t.Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, t.Any]) -> dict[str, t.Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[type[dict[str, t.Any]], tuple[dict[str, t.Any]]]:
+        return dict, (dict(self),)
+
+
+class ClaimsList(list[t.Any]):
+    """A JSON array inside verified claims: a :class:`list` to readers, read-only to writers."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+        raise TypeError(_READ_ONLY)
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = remove = clear = sort = reverse = pop = _refuse
+
+    def __copy__(self) -> list[t.Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, t.Any]) -> list[t.Any]:
+        return copy.deepcopy(list(self), memo)
+
+    def __reduce__(self) -> tuple[type[list[t.Any]], tuple[list[t.Any]]]:
+        return list, (list(self),)
 
 
 class _Rejected(Exception):
@@ -298,5 +369,14 @@ class TokenCodec:
 
 
 def frozen(claims: dict[str, t.Any]) -> Claims:
-    """A read-only view, so a view function cannot change a cached token's claims."""
-    return types.MappingProxyType(claims)
+    """``claims`` as :class:`Claims`, nested objects and arrays included, so that no view
+    function can change what the verified-token cache holds for the next request."""
+    return Claims((key, _frozen_value(value)) for key, value in claims.items())
+
+
+def _frozen_value(value: t.Any) -> t.Any:
+    if type(value) is dict:
+        return frozen(value)
+    if type(value) is list:
+        return ClaimsList(_frozen_value(item) for item in value)
+    return value  # str, int, float, bool, None: immutable already

@@ -1,0 +1,430 @@
+"""The request pipeline of one app: the steps in DESIGN.md's order, the action ladder, the
+fail mode.
+
+:meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` builds one
+:class:`Pipeline` per app and keeps it in ``app.extensions["jwt_shield"]``; its :meth:`~Pipeline.run`
+is the app's ``before_request`` hook. Read :meth:`Pipeline.run` top to bottom for what a
+request goes through:
+
+1. exempt? -- ``@shield.exempt``, ``JWT_SHIELD_EXEMPT_ENDPOINTS``, ``static``, CORS preflight;
+2. extract (:mod:`.transport`); 3. verify (:mod:`.tokens`); 4. revocation (:mod:`.revocation`);
+5. sender constraint (not built yet); 6. rate (:mod:`.ratelimit`); 7. geo (:mod:`.geo`);
+8. publish the claims on ``g._jwt_shield``.
+
+Every step raises one of :mod:`.errors`; a detector's finding goes through :meth:`Pipeline.act`
+(the action ladder), a store failure through :meth:`Pipeline.store_failed` (the fail mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import typing as t
+
+from flask import current_app
+from flask import g
+from flask import has_request_context
+from flask import request
+
+from . import signals
+from .config import ShieldConfig
+from .errors import AccessDenied
+from .errors import MissingToken
+from .errors import RateLimitExceeded
+from .errors import RevokedToken
+from .errors import ShieldError
+from .errors import StoreError
+from .errors import StoreUnavailable
+from .events import EventRecorder
+from .events import SecurityEvent
+from .events import mask_ip
+from .geo import Finding
+from .geo import GeoGuard
+from .keys import KeyRing
+from .ratelimit import LimiterStorageError
+from .ratelimit import TokenRateLimiter
+from .revocation import Checker
+from .revocation import CheckerFailed
+from .revocation import revocation_reason
+from .revocation import revoked
+from .stores import Store
+from .tokens import Claims
+from .tokens import TokenCodec
+from .transport import extract_token
+
+logger = logging.getLogger("flask_jwt_shield")
+
+# One store-unavailable event per this many seconds per app, not one per request.
+_OUTAGE_EVENT_INTERVAL = 5.0
+# A token seen again from the same address within this many seconds skips the geo step:
+# no store read or write per request in steady state, one event per minute at most.
+_GEO_RECHECK = 60.0
+_SEEN_MAX = 100_000
+# Repeated refusals of one token (or client address) for one reason are recorded once per
+# this many seconds: a hammering client must not turn into one stored event per request.
+# The limiter and the spike detector still count every attempt.
+_REPEAT_INTERVAL = 60.0
+
+K = t.TypeVar("K")
+R = t.TypeVar("R")
+
+
+@dataclasses.dataclass(eq=False)
+class Registry:
+    """What an app registered through the extension's decorators.
+
+    Owned by the :class:`~flask_jwt_shield.JWTShield` instance (decorators run before and
+    after ``init_app``, for every app it serves) and read by each app's pipeline.
+    """
+
+    exempt_views: set[t.Callable[..., t.Any]] = dataclasses.field(default_factory=set)
+    view_limits: dict[t.Callable[..., t.Any], str | None] = dataclasses.field(default_factory=dict)
+    revocation_checkers: list[Checker] = dataclasses.field(default_factory=list)
+
+
+class Pipeline:
+    """One app's request pipeline and the per-app state it runs on."""
+
+    def __init__(
+        self,
+        *,
+        shield: object,
+        registry: Registry,
+        config: ShieldConfig,
+        keys: KeyRing,
+        codec: TokenCodec,
+        store: Store,
+        limiter: TokenRateLimiter | None,
+        geo: GeoGuard | None,
+    ) -> None:
+        #: the :class:`~flask_jwt_shield.JWTShield` that built this pipeline
+        self.shield = shield
+        self.registry = registry
+        self.config = config
+        self.keys = keys
+        self.codec = codec
+        self.store = store
+        self.recorder = EventRecorder(config, store)
+        self.limiter = limiter
+        self.geo = geo
+        self._exempt: dict[str, bool] = {}
+        self._last_outage_event = -math.inf
+        self._geo_seen: dict[tuple[str, str], float] = {}
+        self._recent: dict[tuple[str, ...], float] = {}
+
+    # -- the before_request hook -------------------------------------------------------------
+
+    def run(self) -> None:
+        """Check the current request; on success publish its claims on ``g._jwt_shield``."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint
+        if endpoint is None:  # no route matched: Flask answers 404/405, nothing to protect
+            return
+        exempt = self._exempt.get(endpoint)
+        if exempt is None:
+            exempt = self._settle_endpoint(endpoint)
+        if exempt:
+            return
+        environ = req.environ
+        if environ["REQUEST_METHOD"] == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
+            return  # CORS preflight carries no credentials by design
+        claims: Claims | None = None
+        try:
+            token = extract_token(req, environ, self.config.max_token_bytes)
+            claims, kid = self.codec.verify(token)
+            self.check_revocation(claims, kid)
+            if self.limiter is not None and self.limiter.active:
+                self._check_rate(claims, endpoint)
+            if self.geo is not None:
+                self.check_geo(claims, req.remote_addr)
+        except ShieldError as exc:
+            exc.realm = self.config.realm
+            if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
+                self._rejected(exc, claims)
+            raise
+        g._jwt_shield = claims
+        if signals.token_verified.receivers:
+            signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
+
+    def _settle_endpoint(self, endpoint: str) -> bool:
+        """First request to ``endpoint``: settle its exemption and its own rate limit."""
+        registry = self.registry
+        view = current_app.view_functions.get(endpoint)
+        exempt = (
+            endpoint in self.config.exempt_endpoints
+            or endpoint == "static"
+            or endpoint.endswith(".static")
+            or view in registry.exempt_views
+        )
+        if view in registry.view_limits and self.limiter is not None:
+            limits = registry.view_limits[view]
+            if limits is None:
+                self.limiter.exempt_endpoint(endpoint)
+            else:
+                self.limiter.set_endpoint_limit(endpoint, limits)
+        self._exempt[endpoint] = exempt
+        return exempt
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def check_revocation(self, claims: Claims, kid: str) -> None:
+        """Step 4: raise 401 (revoked) when the store or a registered checker says so."""
+        try:
+            reason = revocation_reason(self.store, self.registry.revocation_checkers, claims, kid, time.time())
+        except StoreError as exc:
+            self.store_failed(exc, claims)
+            return
+        except CheckerFailed as exc:  # never a 200 by accident
+            logger.error("revocation_checker %s raised; treating it as an unreachable store", exc,
+                         exc_info=exc.__cause__)  # fmt: skip
+            self.store_failed(exc, claims)
+            return
+        if reason is not None:
+            raise revoked(reason)
+
+    def _check_rate(self, claims: Claims, endpoint: str) -> None:
+        """Step 6: the per-token limit (429), spikes and the adaptive baseline."""
+        config = self.config
+        limiter = self.limiter
+        assert limiter is not None
+        identity = claims["jti"] if config.rate_limit_key == "jti" else claims["sub"]
+        try:
+            decision = limiter.check(identity, endpoint, subject=claims["sub"])
+        except LimiterStorageError as exc:
+            self.store_failed(exc, claims)
+            return
+        if decision.spike is not None:
+            self.act(Finding("traffic-spike", config.spike_action, "Too many requests with this token.",
+                             detail=decision.spike.as_detail()), claims)  # fmt: skip
+        if decision.anomaly is not None:
+            self.act(Finding("traffic-anomaly", config.adaptive_action, "Unusual traffic for this account.",
+                             detail=decision.anomaly.as_detail()), claims)  # fmt: skip
+        if not decision.allowed:
+            try:
+                headers = decision.headers()
+            except LimiterStorageError:
+                headers = {}
+            if self._first_in_a_while(("rate-limited", identity)):
+                limit = decision.limit
+                self.record("rate-limited", claims, action="deny",
+                            detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
+                                    "endpoint": endpoint})  # fmt: skip
+            headers.pop("Retry-After", None)  # the exception sends it
+            raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
+
+    def check_geo(self, claims: Claims, ip: str | None) -> None:
+        """Step 7: allowed countries, the country the token was issued in, travel speed."""
+        guard = self.geo
+        assert guard is not None
+        if ip is None:
+            return
+        key = (claims["jti"], ip)
+        now = time.time()
+        seen = self._geo_seen.get(key)
+        if seen is not None and now - seen < _GEO_RECHECK:
+            return  # this token from this address passed a minute ago: no lookup, no store
+        location = guard.locate(ip)
+        if location is None:  # no known place: never flagged, never denied
+            _bounded_put(self._geo_seen, key, now)
+            return
+        for finding in guard.on_request(location, claims.get("ctry")):
+            self.act(finding, claims)
+        if location.has_coordinates:
+            sub = claims["sub"]
+            try:
+                profile = self.store.get_profile(sub) or {}
+            except StoreError as exc:
+                self.store_failed(exc, claims)
+                return
+            travel, last = guard.travel(location, mask_ip(ip, self.config.event_ip), now, profile)
+            if travel is not None:
+                # Raises for every action above flag, before the new place is stored: the
+                # last place stays the owner's, so the owner's next request is not flagged.
+                self.act(travel, claims)
+            if last is not None:
+                try:
+                    self.store.put_profile(sub, {**profile, "last": last})
+                except StoreError as exc:
+                    self.store_failed(exc, claims)
+        _bounded_put(self._geo_seen, key, now)
+
+    def login_geo(self, sub: str, ip: str | None) -> tuple[str | None, bool]:
+        """The login-side checks: allowed countries, new country, travel (a login is a use).
+
+        Returns the country (for the ``ctry`` claim) and whether it is new for the subject.
+        """
+        guard = self.geo
+        location = guard.locate(ip) if guard is not None else None
+        if guard is None or location is None or ip is None:
+            return None, False
+        try:
+            profile = self.store.get_profile(sub) or {}
+        except StoreError as exc:
+            self.store_failed(exc, None)
+            return location.country, False
+        before = dict(profile)
+        findings = guard.on_login(location, profile)
+        travel, last = guard.travel(location, mask_ip(ip, self.config.event_ip), time.time(), profile, login=True)
+        if travel is not None:
+            findings.append(travel)
+        for finding in findings:  # any action above flag raises: nothing issued, nothing stored
+            self.act(finding, None, subject=sub)
+        if last is not None:
+            profile["last"] = last
+        if profile != before:
+            try:
+                self.store.put_profile(sub, profile)
+            except StoreError as exc:
+                self.store_failed(exc, None)
+        return location.country, any(f.kind == "new-country" for f in findings)
+
+    # -- the action ladder -----------------------------------------------------------------
+
+    def act(self, finding: Finding, claims: Claims | None, *, subject: str | None = None) -> None:
+        """Record a detector's finding and apply its action from the ladder.
+
+        ``flag`` returns; ``deny`` raises 403; the ``revoke*`` actions revoke first, then
+        raise 401 (revoked). At login (no ``claims``) every action above ``flag`` denies the
+        login, and ``revoke_subject`` also revokes the subject's existing tokens.
+        """
+        config = self.config
+        action = finding.action
+        effective = "flag" if config.monitor_only else action
+        detail = finding.detail
+        if effective != action:
+            detail = {**detail, "monitor_only": True, "intended_action": action}
+        sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
+        repeated = effective == "deny" and claims is not None and not self._first_in_a_while(
+            (finding.kind, claims["jti"])
+        )
+        if not repeated:
+            self.record(finding.kind, claims, subject=sub, country=finding.country, action=effective,
+                        detail=detail)  # fmt: skip
+        if effective == "flag":
+            return
+        if effective == "deny" or (claims is None and effective != "revoke_subject"):
+            raise AccessDenied(finding.description, reason=finding.kind)
+        now = time.time()
+        until = self.revocation_horizon(now)
+        why = {"reason": finding.kind}
+        try:
+            if effective == "revoke_subject" and sub is not None:
+                self.store.revoke_subject(sub, now, until)
+                self.record("subject-revoked", claims, subject=sub, action=effective, detail=why)
+            elif claims is not None and effective == "revoke_family" and claims.get("sid"):
+                self.store.revoke_family(claims["sid"], until)
+                self.record("family-revoked", claims, action=effective, detail=why)
+            elif claims is not None:
+                self.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.leeway + 1)
+                self.record("token-revoked", claims, action="revoke", detail=why)
+        except StoreError as exc:
+            self.store_failed(exc, claims)
+        if claims is None:
+            raise AccessDenied(finding.description, reason=finding.kind)
+        description = finding.description
+        raise RevokedToken(f"The access token was revoked: {description[0].lower()}{description[1:]}",
+                           reason=f"revoked-{finding.kind}")  # fmt: skip
+
+    def revocation_horizon(self, now: float) -> float:
+        """Until when a revocation made at ``now`` must be kept: past the longest token."""
+        return now + self.config.longest_ttl + self.config.leeway + 1
+
+    # -- operators' revocations (JWTShield.revoke_* and the CLI) -----------------------------
+
+    def revoke_token(self, token_or_jti: str) -> str:
+        """See :meth:`JWTShield.revoke_token <flask_jwt_shield.JWTShield.revoke_token>`."""
+        now = time.time()
+        sub = sid = None
+        jti: str
+        if token_or_jti.count(".") == 2:
+            claims = self.codec.inspect(token_or_jti)
+            jti, sub, sid = claims["jti"], claims["sub"], claims.get("sid")
+            until = float(claims["exp"]) + self.config.leeway + 1
+        else:
+            jti, until = token_or_jti, self.revocation_horizon(now)
+        self.write(lambda: self.store.revoke("jti", jti, until))
+        self.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke")
+        return jti
+
+    def revoke_family(self, sid: str) -> None:
+        """See :meth:`JWTShield.revoke_family <flask_jwt_shield.JWTShield.revoke_family>`."""
+        until = self.revocation_horizon(time.time())
+        family = self.write(lambda: self.store.revoke_family(sid, until))
+        self.record("family-revoked", None, subject=family.sub if family else None, sid=sid, action="revoke_family")
+
+    def revoke_subject(self, sub: str) -> None:
+        """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`."""
+        at = time.time()
+        self.write(lambda: self.store.revoke_subject(sub, at, self.revocation_horizon(at)))
+        self.record("subject-revoked", None, subject=sub, action="revoke_subject")
+
+    def revoke_key(self, kid: str) -> None:
+        """See :meth:`JWTShield.revoke_key <flask_jwt_shield.JWTShield.revoke_key>`."""
+        signing = self.keys.signing_key
+        if signing is not None and signing.kid == kid:
+            raise ValueError(
+                f"Key {kid!r} still signs new tokens; revoking it would reject every new login."
+                " Put a new key first in JWT_SHIELD_KEYS, deploy, then revoke this one."
+            )
+        until = self.revocation_horizon(time.time())
+        self.write(lambda: self.store.revoke("kid", kid, until))
+        self.record("key-revoked", None, kid=kid, action="revoke")
+
+    # -- the fail mode ---------------------------------------------------------------------
+
+    def store_failed(self, exc: Exception, claims: Claims | None) -> None:
+        """Apply ``JWT_SHIELD_FAIL_MODE``: raise 503 (closed) or return (open)."""
+        now = time.time()
+        if now - self._last_outage_event >= _OUTAGE_EVENT_INTERVAL:
+            self._last_outage_event = now
+            self.record("store-unavailable", claims,
+                        action="deny" if self.config.fail_mode == "closed" else "flag",
+                        detail={"error": type(exc).__name__, "fail_mode": self.config.fail_mode})  # fmt: skip
+        if self.config.fail_mode == "closed":
+            raise StoreUnavailable()
+
+    @staticmethod
+    def write(operation: t.Callable[[], R]) -> R:
+        """Run an operator's store write (a revocation): 503 when it fails, in both modes."""
+        try:
+            return operation()
+        except StoreError:
+            # An operator's revocation must never be lost silently, whatever the fail mode.
+            raise StoreUnavailable() from None
+
+    # -- events ----------------------------------------------------------------------------
+
+    def record(self, kind: str, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
+        """Record one security event, naming the token of ``claims`` by its ``jti``."""
+        if claims is not None:
+            fields.setdefault("subject", claims.get("sub"))
+            fields.setdefault("jti", claims.get("jti"))
+            fields.setdefault("sid", claims.get("sid"))
+        if has_request_context():
+            fields.setdefault("ip", request.remote_addr)
+        return self.recorder.record(current_app._get_current_object(), kind, **fields)  # type: ignore[attr-defined]
+
+    def _rejected(self, exc: ShieldError, claims: Claims | None) -> None:
+        who = claims["jti"] if claims is not None else (request.remote_addr or "")
+        if self._first_in_a_while(("token-rejected", who, exc.reason)):
+            self.record("token-rejected", claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
+
+    def _first_in_a_while(self, key: tuple[str, ...]) -> bool:
+        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds."""
+        now = time.time()
+        last = self._recent.get(key)
+        if last is not None and now - last < _REPEAT_INTERVAL:
+            return False
+        _bounded_put(self._recent, key, now)
+        return True
+
+
+def _bounded_put(cache: dict[K, float], key: K, value: float) -> None:
+    if len(cache) >= _SEEN_MAX:
+        try:
+            del cache[next(iter(cache))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+            pass
+    cache[key] = value

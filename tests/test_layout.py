@@ -1,0 +1,72 @@
+"""The package's module structure: imports run one way (DESIGN.md, "Modules")."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "flask_jwt_shield"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Package modules that ``path`` imports, at any depth of the file (lazy imports too)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            target = f"{base}.{node.module}" if node.module else base
+            found.add(target)
+            for alias in node.names:  # "from . import signals" names a module
+                if (PACKAGE.parent / f"{target}.{alias.name}".replace(".", "/")).with_suffix(".py").exists():
+                    found.add(f"{target}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("flask_jwt_shield"))
+    return {m for m in found if m != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in _imports(path) if m in modules} for name, path in modules.items()}
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    graph = _graph()
+    # __init__ re-exports everything, and a package's modules import their package's
+    # __init__ only through "from . import x": leave the package nodes out of the cycle search.
+    packages = {n for n in graph if (PACKAGE.parent / n.replace(".", "/") / "__init__.py").exists()}
+    edges = {n: deps - packages for n, deps in graph.items() if n not in packages}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for dep in sorted(edges.get(node, ())):
+            if state.get(dep) == 1:
+                cycle.extend([*path[path.index(dep):], node, dep] if dep in path else [node, dep])
+                return True
+            if state.get(dep) is None and visit(dep, [*path, node]):
+                return True
+        state[node] = 2
+        return False
+
+    for module in sorted(edges):
+        if state.get(module) is None and visit(module, []):
+            break
+    assert not cycle, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_the_face_does_not_hold_the_pipeline() -> None:
+    graph = _graph()
+    assert "flask_jwt_shield.pipeline" in graph["flask_jwt_shield.extension"]
+    assert "flask_jwt_shield.extension" not in graph["flask_jwt_shield.pipeline"]
+    assert "flask_jwt_shield.extension" not in graph["flask_jwt_shield.cli"]
+    source = (PACKAGE / "extension.py").read_text()
+    for step in ("def run(", "def check_revocation(", "def act(", "def store_failed(", "extract_token("):
+        assert step not in source, f"{step} belongs in pipeline.py"
