@@ -218,6 +218,18 @@ class ShieldConfig:
                 f" ['headers', 'cookies']), not {locations!r}. The query string and the form body"
                 " are never token locations."
             )
+        dpop = r.choice(K.DPOP, "off", frozenset({"off", "optional", "required"}), hint="'optional'")
+        if nonce_ttl is not None and dpop == "off":
+            raise ConfigurationError(
+                f"{K.DPOP_NONCE_TTL} is set while {K.DPOP} is 'off': nonces are part of DPoP. Set"
+                f" {K.DPOP} to 'optional' or 'required', or remove {K.DPOP_NONCE_TTL}."
+            )
+        if dpop == "required" and "cookies" in locations:
+            raise ConfigurationError(
+                f"{K.DPOP} is 'required' but {K.TOKEN_LOCATIONS} includes 'cookies': cookie tokens are"
+                f" bound to a fingerprint, not to a DPoP key, so every one would be refused. Use"
+                f" {K.DPOP} = 'optional' (DPoP for API clients, cookies for browsers) or drop 'cookies'."
+            )
         return cls(
             enabled=r.boolean(K.ENABLED, True),
             algorithm=algorithm,
@@ -256,7 +268,7 @@ class ShieldConfig:
             impossible_travel_action=r.action(K.IMPOSSIBLE_TRAVEL_ACTION, "flag"),
             allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
             denied_countries=r.countries(K.DENIED_COUNTRIES),
-            dpop=r.choice(K.DPOP, "off", frozenset({"off", "optional", "required"}), hint="'optional'"),
+            dpop=dpop,
             dpop_max_age=r.number(K.DPOP_MAX_AGE, 60, minimum=1),
             dpop_algorithms=tuple(dpop_algorithms),
             dpop_nonce_ttl=nonce_ttl,
