@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import typing as t
 
 from cryptography.hazmat.primitives import hashes
@@ -73,7 +74,7 @@ class HandKey:
         self._count += 1
         h: dict[str, t.Any] = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
         h.update(header or {})
-        jti = f"j-{self._count}-" + b64u(hashlib.sha256(repr((claims, drop)).encode()).digest()[:9])
+        jti = f"j-{self._count}-{secrets.token_urlsafe(9)}"
         c: dict[str, t.Any] = {"jti": jti, "htm": self.method, "htu": self.url, "iat": self.now}
         if token is not None:
             c["ath"] = b64u(hashlib.sha256(token.encode()).digest())
