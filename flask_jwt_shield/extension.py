@@ -15,6 +15,7 @@ import typing as t
 
 from flask import Blueprint
 from flask import Flask
+from flask import Response
 from flask import current_app
 from flask import has_request_context
 from flask import jsonify
@@ -36,6 +37,8 @@ from .events import mask_ip
 from .geo import GeoGuard
 from .jwks import JWKSClient
 from .keys import KeyRing
+from .oauth import ClientAuthenticator
+from .oauth import TokenEndpoint
 from .pipeline import Pipeline
 from .pipeline import Registry
 from .ratelimit import AdaptiveSettings
@@ -395,6 +398,51 @@ class JWTShield:
             response.cache_control.max_age = 300
             return response
 
+        return bp
+
+    # -- the OAuth 2.0 token endpoint ----------------------------------------------------
+
+    def token_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:
+        """A ready RFC 6749 §6 token endpoint (refresh grant), exempt from the pipeline.
+
+        Mount it where the app wants; it must answer ``POST``::
+
+            app.add_url_rule("/oauth/token", view_func=shield.token_view(), methods=["POST"])
+
+        It reads ``grant_type=refresh_token&refresh_token=...`` form-encoded (RFC 6749
+        §3.2), or a JSON object with ``refresh_token`` (``grant_type`` optional there), calls
+        :meth:`refresh`, and answers per §5.1 (``Cache-Control: no-store``,
+        ``Pragma: no-cache``) or with the §5.2 error: ``invalid_request``,
+        ``unsupported_grant_type``, ``invalid_client``, ``invalid_grant`` or
+        ``invalid_scope``. A ``DPoP`` header reaches :meth:`refresh` untouched.
+
+        :param authenticate_client: ``fn(credentials: ClientCredentials) -> bool``, called
+            for every request (also one without credentials, with ``method="none"``) to
+            authenticate the client (§2.3); ``False`` is 401 ``invalid_client``. Without it,
+            client credentials are not checked and a ``client_id`` is only a name.
+
+        A session whose claims hold ``client_id`` is refreshed only by that client, and a
+        requested ``scope`` may not exceed the session's ``scope`` claim (§6); both are
+        checked before the refresh token is spent.
+        """
+        endpoint = TokenEndpoint(self._pipeline, self.refresh, authenticate_client)
+
+        def token() -> Response:
+            _refuse_in_resource_server_mode(self._pipeline(), "token_view")
+            return endpoint()
+
+        return self.exempt(token)
+
+    def token_blueprint(
+        self,
+        *,
+        url: str = "/oauth/token",
+        name: str = "jwt_shield_token",
+        authenticate_client: ClientAuthenticator | None = None,
+    ) -> Blueprint:
+        """A blueprint serving :meth:`token_view` at ``url`` (``POST`` only)."""
+        bp = Blueprint(name, __name__)
+        bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
         return bp
 
 

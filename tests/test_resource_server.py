@@ -587,3 +587,12 @@ def test_no_usable_key_is_one_event_per_interval(make_app: AppFactory, rs_key: S
         events = shield.events()
     assert [e.kind for e in events] == ["jwks-unavailable"]
     assert "ConnectionRefused" in events[0].detail["error"] or "refused" in events[0].detail["error"]
+
+
+def test_token_endpoint_refused(rs_app: RSApp) -> None:
+    """The identity provider refreshes its tokens; a token endpoint here is a mistake, said loudly."""
+    app, shield = rs_app()
+    view = shield.token_view()
+    refused = pytest.raises(RuntimeError, match=r"shield\.token_view\(\) is not available in resource-server mode")
+    with app.test_request_context("/token", method="POST", data={"grant_type": "refresh_token"}), refused:
+        view()
