@@ -52,6 +52,9 @@ class ConfigKey:
     REALM = "JWT_SHIELD_REALM"
     STORE_URI = "JWT_SHIELD_STORE_URI"
     FAIL_MODE = "JWT_SHIELD_FAIL_MODE"
+    REDIS_CONNECT_TIMEOUT = "JWT_SHIELD_REDIS_CONNECT_TIMEOUT"
+    REDIS_TIMEOUT = "JWT_SHIELD_REDIS_TIMEOUT"
+    REVOCATION_MAX_DELAY = "JWT_SHIELD_REVOCATION_MAX_DELAY"
     MONITOR_ONLY = "JWT_SHIELD_MONITOR_ONLY"
     RATE_LIMIT = "JWT_SHIELD_RATE_LIMIT"
     RATE_LIMIT_KEY = "JWT_SHIELD_RATE_LIMIT_KEY"
@@ -143,6 +146,9 @@ class ShieldConfig:
     realm: str
     store_uri: str
     fail_mode: str
+    redis_connect_timeout: float
+    redis_timeout: float
+    revocation_max_delay: float
     monitor_only: bool
     rate_limit: str | None
     rate_limit_key: str
@@ -248,6 +254,9 @@ class ShieldConfig:
             realm=r.string(K.REALM, "api"),
             store_uri=r.string(K.STORE_URI, "memory://"),
             fail_mode=r.choice(K.FAIL_MODE, "closed", frozenset({"closed", "open"}), hint="'closed'"),
+            redis_connect_timeout=r.seconds(K.REDIS_CONNECT_TIMEOUT, 0.5, maximum=30),
+            redis_timeout=r.seconds(K.REDIS_TIMEOUT, 0.5, maximum=30),
+            revocation_max_delay=r.number(K.REVOCATION_MAX_DELAY, 1.0, minimum=0),
             monitor_only=r.boolean(K.MONITOR_ONLY, False),
             rate_limit=rate_limit,
             rate_limit_key=r.choice(K.RATE_LIMIT_KEY, "jti", frozenset({"jti", "sub"}), hint="'jti'"),
@@ -470,6 +479,16 @@ class _Reader:
         if value < minimum:
             raise ConfigurationError(f"{key} must be at least {minimum}, not {value!r}.")
         return float(value)
+
+    def seconds(self, key: str, default: float, *, maximum: float) -> float:
+        """A timeout: above zero (a zero timeout would wait forever in redis-py) and short."""
+        value = self.number(key, default, minimum=0)
+        if not 0 < value <= maximum:
+            raise ConfigurationError(
+                f"{key} must be a number of seconds above 0 and at most {maximum} (for example"
+                f" {default}), not {value!r}: it is how long a request may wait on the store."
+            )
+        return value
 
     def string(self, key: str, default: str) -> str:
         value = self._get(key, default)

@@ -97,7 +97,13 @@ class JWTShield:
             )
         config = ShieldConfig.from_mapping(app.config)
         keys = KeyRing.from_config(config)
-        store = self._store or store_from_uri(config.store_uri, instance_path=app.instance_path)
+        store = self._store or store_from_uri(
+            config.store_uri,
+            instance_path=app.instance_path,
+            connect_timeout=config.redis_connect_timeout,
+            timeout=config.redis_timeout,
+            max_delay=config.revocation_max_delay,
+        )
         if config.store_uri.startswith("memory") and self._store is None and not app.testing:
             logger.warning(
                 "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
@@ -110,7 +116,7 @@ class JWTShield:
             keys=keys,
             codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
             store=store,
-            limiter=self._make_limiter(config),
+            limiter=self._make_limiter(config, store),
             geo=GeoGuard.from_config(config),
         )
         app.extensions[EXTENSION_KEY] = pipeline
@@ -126,8 +132,12 @@ class JWTShield:
         if "jwt-shield" not in app.cli.commands:
             app.cli.add_command(cli)
 
-    def _make_limiter(self, config: ShieldConfig) -> TokenRateLimiter:
-        """The per-token limiter: built even with no default limit, for ``@shield.limit``."""
+    def _make_limiter(self, config: ShieldConfig, store: Store) -> TokenRateLimiter:
+        """The per-token limiter: built even with no default limit, for ``@shield.limit``.
+
+        Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the
+        store's own Redis (so every host counts one budget per token), else this process.
+        """
         K = ConfigKey
         if self._limiter is not None and config.rate_limit_storage_uri is not None:
             raise ConfigurationError(
@@ -141,10 +151,18 @@ class JWTShield:
                 else None
             )
             spike = config.spike_threshold or default_spike_threshold(config.rate_limit)
+            uri = None
+            options = None
+            if self._limiter is None:
+                uri = config.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
+                if not uri.startswith("memory"):
+                    options = {"socket_timeout": config.redis_timeout,
+                               "socket_connect_timeout": config.redis_connect_timeout}  # fmt: skip
             return TokenRateLimiter(
                 config.rate_limit,
                 strategy=config.rate_limit_strategy,
-                storage_uri=None if self._limiter is not None else (config.rate_limit_storage_uri or "memory://"),
+                storage_uri=uri,
+                storage_options=options,
                 limiter=self._limiter,
                 spike_threshold=spike,
                 adaptive=adaptive,
