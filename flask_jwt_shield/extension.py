@@ -132,7 +132,8 @@ class JWTShield:
             )
         try:
             adaptive = (
-                AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor)
+                AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor,
+                                 sustain=config.adaptive_sustain)
                 if config.adaptive
                 else None
             )
@@ -143,12 +144,13 @@ class JWTShield:
                 storage_uri=None if self._limiter is not None else (config.rate_limit_storage_uri or "memory://"),
                 limiter=self._limiter,
                 spike_threshold=spike,
+                spike_sustain=config.spike_sustain,
                 adaptive=adaptive,
             )
         except ValueError as exc:
             raise ConfigurationError(
                 f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
-                f" {K.ADAPTIVE_FLOOR}, or JWTShield(limiter=...)): {exc}"
+                f" {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN}, or JWTShield(limiter=...)): {exc}"
             ) from None
 
     def _pipeline(self) -> Pipeline:
