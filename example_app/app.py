@@ -8,6 +8,7 @@ the bundled demo one, which knows only the documentation address ranges.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import typing as t
@@ -17,12 +18,15 @@ from flask import Blueprint
 from flask import Flask
 from flask import jsonify
 from flask import request
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
 
-from flask_jwt_shield import InvalidGrant
+from flask_jwt_shield import ClientCredentials
+from flask_jwt_shield import InvalidRequest
 from flask_jwt_shield import JWTShield
+from flask_jwt_shield import ShieldError
 from flask_jwt_shield import current_claims
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +37,19 @@ USERS = {
     "bob": {"password": generate_password_hash("builder"), "role": "user"},
 }
 
+# Registered confidential clients (a server-side app, a CLI) and their hashed secrets. Public
+# clients (a browser or mobile app) have no secret and need no entry.
+CLIENTS = {"example-cli": generate_password_hash("example-cli-secret")}
+
 shield = JWTShield()
+
+
+def authenticate_client(client: ClientCredentials) -> bool:
+    """The token endpoint's client check (RFC 6749 §2.3)."""
+    registered = CLIENTS.get(client.client_id or "")
+    if registered is None:
+        return client.client_secret is None  # a public client: nothing to prove, no secret to claim
+    return client.client_secret is not None and check_password_hash(registered, client.client_secret)
 
 
 def _demo_secret(instance: Path) -> str:
@@ -68,7 +84,35 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
     shield.init_app(app)
     app.register_blueprint(shield.jwks_blueprint())
     app.register_blueprint(_routes(app))
+    app.register_error_handler(HTTPException, _json_error)
     return app
+
+
+def _json_error(exc: HTTPException) -> t.Any:
+    """Every error as JSON: Flask's own (404, 405, 413 ...) too, not only the shield's."""
+    if isinstance(exc, ShieldError):
+        return exc.get_response()  # already JSON, with its challenge and Retry-After
+    response = exc.get_response()
+    response.data = json.dumps({"error": (exc.name or "error").lower().replace(" ", "_"),
+                                "error_description": exc.description or ""})  # fmt: skip
+    response.content_type = "application/json"
+    return response
+
+
+def _json_object(*fields: str) -> dict[str, str]:
+    """The request's JSON object with these string fields, or a 400 that says what is wrong."""
+    if not request.is_json:
+        raise InvalidRequest("Send a JSON object (Content-Type: application/json).", reason="not-json")
+    try:
+        data = json.loads(request.get_data())
+    except (ValueError, RecursionError):  # JSON errors, bad UTF-8, absurd nesting
+        raise InvalidRequest("The body is not valid JSON.", reason="bad-json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The body must be a JSON object.", reason="not-an-object")
+    missing = [f for f in fields if not isinstance(data.get(f), str) or not data[f]]
+    if missing:
+        raise InvalidRequest(f"Give {', '.join(missing)} as non-empty strings.", reason="bad-fields")
+    return {f: data[f] for f in fields}
 
 
 def _routes(app: Flask) -> Blueprint:
@@ -81,7 +125,7 @@ def _routes(app: Flask) -> Blueprint:
             "try": [
                 "POST /auth/login {username, password}  (alice/wonderland, bob/builder)",
                 "GET /api/me with Authorization: Bearer <access_token>",
-                "POST /auth/refresh {refresh_token}",
+                "POST /auth/refresh grant_type=refresh_token&refresh_token=... (RFC 6749 §6; JSON too)",
                 "POST /auth/logout, POST /auth/logout-all",
                 "GET /api/sessions, GET /api/events",
             ]
@@ -90,24 +134,20 @@ def _routes(app: Flask) -> Blueprint:
     @bp.post("/auth/login")
     @shield.exempt
     def login() -> t.Any:
-        data = request.get_json(silent=True) or {}
-        user = USERS.get(str(data.get("username")))
-        if user is None or not check_password_hash(user["password"], str(data.get("password"))):
+        data = _json_object("username", "password")
+        user = USERS.get(data["username"])
+        if user is None or not check_password_hash(user["password"], data["password"]):
             return jsonify(error="invalid_grant", error_description="Wrong username or password."), 400
-        pair = shield.issue_tokens(str(data["username"]), claims={"role": user["role"]})
+        pair = shield.issue_tokens(data["username"], claims={"role": user["role"]})
         body = pair.as_dict()
         if pair.new_country:
             body["notice"] = "login from a new country for this account"
         return body
 
-    @bp.post("/auth/refresh")
-    @shield.exempt
-    def refresh() -> t.Any:
-        data = request.get_json(silent=True) or {}
-        token = data.get("refresh_token")
-        if not isinstance(token, str):
-            raise InvalidGrant("Send {\"refresh_token\": \"...\"}.")
-        return shield.refresh(token).as_dict()
+    # The OAuth 2.0 token endpoint (RFC 6749 §6): what Authlib, requests-oauthlib, AppAuth
+    # and oidc-client-ts send to refresh, and the {"refresh_token": ...} JSON body too.
+    bp.add_url_rule("/auth/refresh", "refresh", shield.token_view(authenticate_client=authenticate_client),
+                    methods=["POST"])  # fmt: skip
 
     @bp.post("/auth/logout")
     def logout() -> t.Any:

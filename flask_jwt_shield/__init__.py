@@ -9,9 +9,11 @@ from .context import get_claims
 from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import ExpiredToken
+from .errors import InvalidClient
 from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
+from .errors import InvalidScope
 from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import MissingToken
@@ -20,20 +22,25 @@ from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .errors import UnsupportedGrantType
 from .errors import UseDPoPNonce
 from .events import SecurityEvent
 from .extension import JWTShield
+from .oauth import ClientCredentials
 from .refresh import Session
 from .refresh import TokenPair
 
 __all__ = [
     "AccessDenied",
+    "ClientCredentials",
     "ConfigKey",
     "ConfigurationError",
     "ExpiredToken",
+    "InvalidClient",
     "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
+    "InvalidScope",
     "InvalidToken",
     "JWTShield",
     "KeysUnavailable",
@@ -46,6 +53,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenPair",
+    "UnsupportedGrantType",
     "UseDPoPNonce",
     "current_claims",
     "get_claims",

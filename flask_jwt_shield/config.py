@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import typing as t
+import urllib.parse
 from collections.abc import Mapping
 from typing import Final
 
@@ -72,6 +73,12 @@ class ConfigKey:
     ISSUER = "JWT_SHIELD_ISSUER"
     AUDIENCE = "JWT_SHIELD_AUDIENCE"
     ALLOWED_ALGORITHMS = "JWT_SHIELD_ALLOWED_ALGORITHMS"
+    JWKS_URL = "JWT_SHIELD_JWKS_URL"
+    OIDC_DISCOVERY = "JWT_SHIELD_OIDC_DISCOVERY"
+    JWKS_CACHE_TTL = "JWT_SHIELD_JWKS_CACHE_TTL"
+    JWKS_MIN_REFETCH = "JWT_SHIELD_JWKS_MIN_REFETCH"
+    JWKS_TIMEOUT = "JWT_SHIELD_JWKS_TIMEOUT"
+    ACCEPTED_TYPES = "JWT_SHIELD_ACCEPTED_TYPES"
     LEEWAY = "JWT_SHIELD_LEEWAY"
     ACCESS_TOKEN_TTL = "JWT_SHIELD_ACCESS_TOKEN_TTL"
     REFRESH_TOKEN_TTL = "JWT_SHIELD_REFRESH_TOKEN_TTL"
@@ -84,6 +91,9 @@ class ConfigKey:
     REALM = "JWT_SHIELD_REALM"
     STORE_URI = "JWT_SHIELD_STORE_URI"
     FAIL_MODE = "JWT_SHIELD_FAIL_MODE"
+    REDIS_CONNECT_TIMEOUT = "JWT_SHIELD_REDIS_CONNECT_TIMEOUT"
+    REDIS_TIMEOUT = "JWT_SHIELD_REDIS_TIMEOUT"
+    REVOCATION_MAX_DELAY = "JWT_SHIELD_REVOCATION_MAX_DELAY"
     MONITOR_ONLY = "JWT_SHIELD_MONITOR_ONLY"
     RATE_LIMIT = "JWT_SHIELD_RATE_LIMIT"
     RATE_LIMIT_KEY = "JWT_SHIELD_RATE_LIMIT_KEY"
@@ -125,6 +135,17 @@ _SIGNING_ALGORITHMS = frozenset(
     }
 )  # fmt: skip
 
+#: What a resource server may verify: asymmetric algorithms only (an HMAC key in a public
+#: JWK Set would be a secret known to everyone who can read it).
+RESOURCE_SERVER_ALGORITHMS = frozenset(a for a in _SIGNING_ALGORITHMS if not a.startswith("HS"))
+_RESOURCE_SERVER_DEFAULT_ALGORITHMS = ("RS256", "ES256")
+
+#: Token profiles for ``JWT_SHIELD_ACCEPTED_TYPES`` (DESIGN.md "Resource-server mode"):
+#: ``at+jwt`` is RFC 9068 (header ``typ`` ``at+jwt``); ``keycloak`` is header ``typ`` ``JWT``
+#: with the claim ``typ`` exactly ``Bearer``; ``entra`` is header ``typ`` ``JWT`` with the
+#: claims ``ver`` ``"2.0"``, ``azp``, and ``scp`` or ``roles`` (Microsoft Entra ID v2.0).
+PROFILES = frozenset({"at+jwt", "keycloak", "entra"})
+
 KeyMaterial = str | bytes
 
 
@@ -148,6 +169,12 @@ class ShieldConfig:
     issuer: str | None
     audience: str | None
     allowed_algorithms: tuple[str, ...] | None
+    jwks_url: str | None
+    oidc_discovery: bool
+    jwks_cache_ttl: float
+    jwks_min_refetch: float
+    jwks_timeout: float
+    accepted_types: frozenset[str]
     leeway: float
     access_token_ttl: int
     refresh_token_ttl: int
@@ -160,6 +187,9 @@ class ShieldConfig:
     realm: str
     store_uri: str
     fail_mode: str
+    redis_connect_timeout: float
+    redis_timeout: float
+    revocation_max_delay: float
     monitor_only: bool
     rate_limit: str | None
     rate_limit_key: str
@@ -192,7 +222,16 @@ class ShieldConfig:
         K = ConfigKey
         _refuse_unknown_keys(config)
         algorithm = r.choice(K.ALGORITHM, "HS256", _SIGNING_ALGORITHMS, hint="'HS256' or 'ES256'")
-        keys = _key_specs(r, algorithm)
+        jwks_url = r.optional_string(K.JWKS_URL, None)
+        discovery = r.boolean(K.OIDC_DISCOVERY, False)
+        resource_server = jwks_url is not None or discovery
+        issuer = r.optional_string(K.ISSUER, None)
+        audience = r.optional_string(K.AUDIENCE, None)
+        if resource_server:
+            _check_resource_server(r, jwks_url, discovery, issuer, audience)
+            keys: tuple[KeySpec, ...] = ()
+        else:
+            keys = _key_specs(r, algorithm)
         access_ttl = r.integer(K.ACCESS_TOKEN_TTL, 900, minimum=1)
         refresh_ttl = r.integer(K.REFRESH_TOKEN_TTL, 2_592_000, minimum=1)
         idle_ttl = r.integer(K.REFRESH_IDLE_TTL, 1_209_600, minimum=1)
@@ -209,7 +248,16 @@ class ShieldConfig:
                 f" Lower {K.ACCESS_TOKEN_TTL}."
             )
         allowed = r.string_list(K.ALLOWED_ALGORITHMS, None)
-        if allowed is not None:
+        if resource_server:
+            allowed = list(_RESOURCE_SERVER_DEFAULT_ALGORITHMS) if allowed is None else allowed
+            refused = [a for a in allowed if a not in RESOURCE_SERVER_ALGORITHMS]
+            if refused or not allowed:
+                raise ConfigurationError(
+                    f"{K.ALLOWED_ALGORITHMS} is {allowed!r}; in resource-server mode ({K.JWKS_URL}) only"
+                    f" asymmetric algorithms can be verified: {sorted(RESOURCE_SERVER_ALGORITHMS)}."
+                    " HS* is never accepted there (its key would be a secret published to everyone)."
+                )
+        elif allowed is not None:
             unknown = [a for a in allowed if a not in _SIGNING_ALGORITHMS]
             if unknown or not allowed:
                 raise ConfigurationError(
@@ -228,9 +276,15 @@ class ShieldConfig:
             enabled=r.boolean(K.ENABLED, True),
             algorithm=algorithm,
             keys=keys,
-            issuer=r.optional_string(K.ISSUER, None),
-            audience=r.optional_string(K.AUDIENCE, None),
+            issuer=issuer,
+            audience=audience,
             allowed_algorithms=tuple(allowed) if allowed is not None else None,
+            jwks_url=jwks_url,
+            oidc_discovery=discovery,
+            jwks_cache_ttl=r.number(K.JWKS_CACHE_TTL, 300, minimum=1),
+            jwks_min_refetch=r.number(K.JWKS_MIN_REFETCH, 30, minimum=1),
+            jwks_timeout=r.number(K.JWKS_TIMEOUT, 3, minimum=0.1),
+            accepted_types=_accepted_types(r, resource_server),
             leeway=r.number(K.LEEWAY, 0, minimum=0),
             access_token_ttl=access_ttl,
             refresh_token_ttl=refresh_ttl,
@@ -243,6 +297,9 @@ class ShieldConfig:
             realm=r.string(K.REALM, "api"),
             store_uri=r.string(K.STORE_URI, "memory://"),
             fail_mode=r.choice(K.FAIL_MODE, "closed", frozenset({"closed", "open"}), hint="'closed'"),
+            redis_connect_timeout=r.seconds(K.REDIS_CONNECT_TIMEOUT, 0.5, maximum=30),
+            redis_timeout=r.seconds(K.REDIS_TIMEOUT, 0.5, maximum=30),
+            revocation_max_delay=r.number(K.REVOCATION_MAX_DELAY, 1.0, minimum=0),
             monitor_only=r.boolean(K.MONITOR_ONLY, False),
             rate_limit=rate_limit,
             rate_limit_key=r.choice(K.RATE_LIMIT_KEY, "jti", frozenset({"jti", "sub"}), hint="'jti'"),
@@ -272,9 +329,65 @@ class ShieldConfig:
         )
 
     @property
+    def resource_server(self) -> bool:
+        """True when tokens come from an external identity provider (its JWK Set)."""
+        return self.jwks_url is not None or self.oidc_discovery
+
+    @property
     def longest_ttl(self) -> int:
         """Seconds after which no token issued now can still be accepted."""
         return max(self.access_token_ttl, self.refresh_token_ttl)
+
+
+def _check_resource_server(
+    r: _Reader, jwks_url: str | None, discovery: bool, issuer: str | None, audience: str | None
+) -> None:
+    K = ConfigKey
+    mode = f"resource-server mode ({K.JWKS_URL if jwks_url is not None else K.OIDC_DISCOVERY})"
+    if jwks_url is not None and discovery:
+        raise ConfigurationError(
+            f"{K.JWKS_URL} and {K.OIDC_DISCOVERY} are both set: give the JWK Set URL, or let"
+            f" discovery find it from {K.ISSUER}, not both."
+        )
+    for key, example in ((K.ISSUER, "'https://tenant.eu.auth0.com/'"), (K.AUDIENCE, "'https://api.example.com'")):
+        if r.raw(key) is None:
+            raise ConfigurationError(
+                f"{key} is required in {mode}: without it a token the identity provider issued for"
+                f" another tenant or another API would be accepted. Set it, e.g. {key} = {example}."
+            )
+    try:
+        if jwks_url is not None:
+            check_url(jwks_url, K.JWKS_URL)
+        else:
+            assert issuer is not None
+            check_url(issuer, f"{K.ISSUER} (for {K.OIDC_DISCOVERY})")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    for key in (K.SECRET_KEY, K.PRIVATE_KEY, K.PUBLIC_KEY, K.KEYS, K.ALGORITHM):
+        if r.raw(key) is not None:
+            hint = f" List the accepted algorithms in {K.ALLOWED_ALGORITHMS}." if key == K.ALGORITHM else ""
+            raise ConfigurationError(
+                f"{key} is set, but in {mode} the identity provider's published keys verify every"
+                f" token and this app issues none: remove {key}.{hint}"
+            )
+
+
+def _accepted_types(r: _Reader, resource_server: bool) -> frozenset[str]:
+    K = ConfigKey
+    types = r.string_list(K.ACCEPTED_TYPES, ["at+jwt"])
+    assert types is not None
+    unknown = [p for p in types if p not in PROFILES]
+    if unknown or not types:
+        raise ConfigurationError(
+            f"{K.ACCEPTED_TYPES} names {unknown or 'no profile'}; the profiles are {sorted(PROFILES)}"
+            " (see the page 'Protecting an API behind an identity provider')."
+        )
+    if not resource_server and set(types) != {"at+jwt"}:
+        raise ConfigurationError(
+            f"{K.ACCEPTED_TYPES} other than ['at+jwt'] applies to tokens of an external identity"
+            f" provider ({K.JWKS_URL}); the tokens this app issues are always 'at+jwt'."
+        )
+    return frozenset(types)
 
 
 def _key_specs(r: _Reader, algorithm: str) -> tuple[KeySpec, ...]:
@@ -340,6 +453,28 @@ def _key_specs(r: _Reader, algorithm: str) -> tuple[KeySpec, ...]:
     return (KeySpec(kid=None, alg=algorithm, key=private, public_key=public),)
 
 
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_url(url: str, what: str) -> str:
+    """``url`` if it may be fetched (HTTPS, or HTTP to this host); raise ``ValueError``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"{what} {url!r} is not a URL ({exc}).") from None
+    if not host:
+        raise ValueError(f"{what} {url!r} has no host; give a full https:// URL.")
+    if parts.scheme == "https":
+        return url
+    if parts.scheme == "http" and host.lower() in _LOCAL_HOSTS:
+        return url
+    raise ValueError(
+        f"{what} {url!r} must use https:// (keys fetched over plain HTTP can be replaced by"
+        " anyone on the path); http:// is accepted for 127.0.0.1 and localhost only."
+    )
+
+
 def _refuse_unknown_keys(config: Mapping[str, t.Any]) -> None:
     # A misspelt key would otherwise be ignored silently, leaving a protection off.
     known = set(ConfigKey.all())
@@ -389,6 +524,16 @@ class _Reader:
         if value < minimum:
             raise ConfigurationError(f"{key} must be at least {minimum}, not {value!r}.")
         return float(value)
+
+    def seconds(self, key: str, default: float, *, maximum: float) -> float:
+        """A timeout: above zero (a zero timeout would wait forever in redis-py) and short."""
+        value = self.number(key, default, minimum=0)
+        if not 0 < value <= maximum:
+            raise ConfigurationError(
+                f"{key} must be a number of seconds above 0 and at most {maximum} (for example"
+                f" {default}), not {value!r}: it is how long a request may wait on the store."
+            )
+        return value
 
     def string(self, key: str, default: str) -> str:
         value = self._get(key, default)

@@ -25,9 +25,11 @@ __all__ = [
     "AccessDenied",
     "ConfigurationError",
     "ExpiredToken",
+    "InvalidClient",
     "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
+    "InvalidScope",
     "InvalidToken",
     "KeysUnavailable",
     "MissingToken",
@@ -36,6 +38,7 @@ __all__ = [
     "ShieldError",
     "StoreError",
     "StoreUnavailable",
+    "UnsupportedGrantType",
     "UseDPoPNonce",
 ]
 
@@ -188,9 +191,12 @@ class RevokedToken(InvalidToken):
 
 
 class InvalidRequest(ShieldError, BadRequest):
-    """The request itself is malformed (RFC 6750 ``invalid_request``)."""
+    """The request itself is malformed (RFC 6750 ``invalid_request``).
 
-    scheme = "Bearer"
+    At the token endpoint (RFC 6749 §5.2) it carries no challenge: ``scheme`` is ``None``.
+    """
+
+    scheme: str | None = "Bearer"
     error = "invalid_request"
 
 
@@ -227,6 +233,32 @@ class UseDPoPNonce(InvalidDPoPProof):
     (RFC 9449 §9)."""
 
     error = "use_dpop_nonce"
+
+
+class InvalidClient(ShieldError, Unauthorized):
+    """Client authentication failed at the token endpoint (RFC 6749 §5.2 ``invalid_client``).
+
+    401 with a ``Basic`` challenge, the scheme of RFC 6749 §2.3.1.
+    """
+
+    scheme = "Basic"
+    error = "invalid_client"
+
+    def challenges(self) -> list[str]:
+        # RFC 7617: a Basic challenge has a realm (and a charset), no error parameters.
+        return [f"Basic realm={_quoted(self.realm)}, charset=\"UTF-8\""]
+
+
+class UnsupportedGrantType(ShieldError, BadRequest):
+    """The token endpoint was asked for a grant it does not serve (RFC 6749 §5.2)."""
+
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(ShieldError, BadRequest):
+    """The requested scope is malformed or exceeds the session's (RFC 6749 §5.2, §6)."""
+
+    error = "invalid_scope"
 
 
 class AccessDenied(ShieldError, Forbidden):

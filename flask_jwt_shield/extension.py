@@ -15,6 +15,7 @@ import typing as t
 
 from flask import Blueprint
 from flask import Flask
+from flask import Response
 from flask import current_app
 from flask import has_request_context
 from flask import jsonify
@@ -34,7 +35,10 @@ from .errors import StoreUnavailable
 from .events import SecurityEvent
 from .events import mask_ip
 from .geo import GeoGuard
+from .jwks import JWKSClient
 from .keys import KeyRing
+from .oauth import ClientAuthenticator
+from .oauth import TokenEndpoint
 from .pipeline import Pipeline
 from .pipeline import Registry
 from .ratelimit import AdaptiveSettings
@@ -93,7 +97,13 @@ class JWTShield:
             )
         config = ShieldConfig.from_mapping(app.config)
         keys = KeyRing.from_config(config)
-        store = self._store or store_from_uri(config.store_uri, instance_path=app.instance_path)
+        store = self._store or store_from_uri(
+            config.store_uri,
+            instance_path=app.instance_path,
+            connect_timeout=config.redis_connect_timeout,
+            timeout=config.redis_timeout,
+            max_delay=config.revocation_max_delay,
+        )
         if config.store_uri.startswith("memory") and self._store is None and not app.testing:
             logger.warning(
                 "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
@@ -104,9 +114,9 @@ class JWTShield:
             registry=self._registry,
             config=config,
             keys=keys,
-            codec=TokenCodec(config, keys),
+            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
             store=store,
-            limiter=self._make_limiter(config),
+            limiter=self._make_limiter(config, store),
             geo=GeoGuard.from_config(config),
         )
         app.extensions[EXTENSION_KEY] = pipeline
@@ -122,8 +132,12 @@ class JWTShield:
         if "jwt-shield" not in app.cli.commands:
             app.cli.add_command(cli)
 
-    def _make_limiter(self, config: ShieldConfig) -> TokenRateLimiter:
-        """The per-token limiter: built even with no default limit, for ``@shield.limit``."""
+    def _make_limiter(self, config: ShieldConfig, store: Store) -> TokenRateLimiter:
+        """The per-token limiter: built even with no default limit, for ``@shield.limit``.
+
+        Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the
+        store's own Redis (so every host counts one budget per token), else this process.
+        """
         K = ConfigKey
         if self._limiter is not None and config.rate_limit_storage_uri is not None:
             raise ConfigurationError(
@@ -138,10 +152,18 @@ class JWTShield:
                 else None
             )
             spike = config.spike_threshold or default_spike_threshold(config.rate_limit)
+            uri = None
+            options = None
+            if self._limiter is None:
+                uri = config.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
+                if not uri.startswith("memory"):
+                    options = {"socket_timeout": config.redis_timeout,
+                               "socket_connect_timeout": config.redis_connect_timeout}  # fmt: skip
             return TokenRateLimiter(
                 config.rate_limit,
                 strategy=config.rate_limit_strategy,
-                storage_uri=None if self._limiter is not None else (config.rate_limit_storage_uri or "memory://"),
+                storage_uri=uri,
+                storage_options=options,
                 limiter=self._limiter,
                 spike_threshold=spike,
                 spike_sustain=config.spike_sustain,
@@ -215,6 +237,7 @@ class JWTShield:
         :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
         pipeline = self._pipeline()
+        _refuse_in_resource_server_mode(pipeline, "create_access_token")
         ttl = pipeline.config.access_token_ttl if expires_in is None else expires_in
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
             raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
@@ -232,6 +255,7 @@ class JWTShield:
         Returns an access token and a refresh token sharing a new family id ``sid``.
         """
         pipeline = self._pipeline()
+        _refuse_in_resource_server_mode(pipeline, "issue_tokens")
         config = pipeline.config
         ip = request.remote_addr if has_request_context() else None
         extra = dict(claims or {})
@@ -273,6 +297,7 @@ class JWTShield:
         :class:`~flask_jwt_shield.InvalidGrant` is raised (400 ``invalid_grant``).
         """
         pipeline = self._pipeline()
+        _refuse_in_resource_server_mode(pipeline, "refresh")
         config = pipeline.config
         ip = request.remote_addr if has_request_context() else None
         if not isinstance(refresh_token, str):
@@ -394,6 +419,60 @@ class JWTShield:
             return response
 
         return bp
+
+    # -- the OAuth 2.0 token endpoint ----------------------------------------------------
+
+    def token_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:
+        """A ready RFC 6749 §6 token endpoint (refresh grant), exempt from the pipeline.
+
+        Mount it where the app wants; it must answer ``POST``::
+
+            app.add_url_rule("/oauth/token", view_func=shield.token_view(), methods=["POST"])
+
+        It reads ``grant_type=refresh_token&refresh_token=...`` form-encoded (RFC 6749
+        §3.2), or a JSON object with ``refresh_token`` (``grant_type`` optional there), calls
+        :meth:`refresh`, and answers per §5.1 (``Cache-Control: no-store``,
+        ``Pragma: no-cache``) or with the §5.2 error: ``invalid_request``,
+        ``unsupported_grant_type``, ``invalid_client``, ``invalid_grant`` or
+        ``invalid_scope``. A ``DPoP`` header reaches :meth:`refresh` untouched.
+
+        :param authenticate_client: ``fn(credentials: ClientCredentials) -> bool``, called
+            for every request (also one without credentials, with ``method="none"``) to
+            authenticate the client (§2.3); ``False`` is 401 ``invalid_client``. Without it,
+            client credentials are not checked and a ``client_id`` is only a name.
+
+        A session whose claims hold ``client_id`` is refreshed only by that client, and a
+        requested ``scope`` may not exceed the session's ``scope`` claim (§6); both are
+        checked before the refresh token is spent.
+        """
+        endpoint = TokenEndpoint(self._pipeline, self.refresh, authenticate_client)
+
+        def token() -> Response:
+            _refuse_in_resource_server_mode(self._pipeline(), "token_view")
+            return endpoint()
+
+        return self.exempt(token)
+
+    def token_blueprint(
+        self,
+        *,
+        url: str = "/oauth/token",
+        name: str = "jwt_shield_token",
+        authenticate_client: ClientAuthenticator | None = None,
+    ) -> Blueprint:
+        """A blueprint serving :meth:`token_view` at ``url`` (``POST`` only)."""
+        bp = Blueprint(name, __name__)
+        bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
+        return bp
+
+
+def _refuse_in_resource_server_mode(pipeline: Pipeline, method: str) -> None:
+    if pipeline.config.resource_server:
+        raise RuntimeError(
+            f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
+            " the identity provider issues and refreshes the tokens, and owns the sessions"
+            " (refresh-token reuse detection is its job). Send users to the provider to log in."
+        )
 
 
 def _issue_time(pipeline: Pipeline, sub: str) -> float:

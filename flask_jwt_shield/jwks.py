@@ -44,6 +44,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm
 from jwt.algorithms import get_default_algorithms
 
+from .config import RESOURCE_SERVER_ALGORITHMS
+from .config import ShieldConfig
+from .config import check_url
 from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .keys import Key
@@ -52,11 +55,6 @@ logger = logging.getLogger("flask_jwt_shield")
 
 _ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
 
-#: Algorithms a resource server may accept: asymmetric only. An HMAC "public" key would be a
-#: shared secret known to everybody who can read the JWK Set.
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
-)
 _KTY_ALGORITHMS = {
     "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
     "EC": ("ES256", "ES384"),
@@ -72,30 +70,10 @@ _MAX_BYTES = 512 * 1024  # the biggest real JWK Sets are a few KiB
 _MAX_KEYS = 100
 _MAX_TTL = 86_400.0  # a max-age of a year would pin a compromised key
 _FIRST_RETRY = 1.0  # after a failed fetch: 1 s, 2 s, 4 s ... up to MIN_REFETCH
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class JWKSError(Exception):
     """A JWK Set or discovery document could not be fetched or is not one."""
-
-
-def check_url(url: str, what: str) -> str:
-    """``url`` if it may be fetched (HTTPS, or HTTP to this host); raise ``ValueError``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-    except ValueError as exc:
-        raise ValueError(f"{what} {url!r} is not a URL ({exc}).") from None
-    if not host:
-        raise ValueError(f"{what} {url!r} has no host; give a full https:// URL.")
-    if parts.scheme == "https":
-        return url
-    if parts.scheme == "http" and host.lower() in _LOCAL_HOSTS:
-        return url
-    raise ValueError(
-        f"{what} {url!r} must use https:// (keys fetched over plain HTTP can be replaced by"
-        " anyone on the path); http:// is accepted for 127.0.0.1 and localhost only."
-    )
 
 
 class _SafeRedirects(urllib.request.HTTPRedirectHandler):
@@ -256,7 +234,7 @@ class JWKSClient:
             check_url(url, "JWK Set URL")
         if issuer is not None and discovery:
             check_url(issuer, "issuer")
-        outside = set(allowed) - ASYMMETRIC_ALGORITHMS
+        outside = set(allowed) - RESOURCE_SERVER_ALGORITHMS
         if outside or not allowed:
             raise ValueError(f"a resource server verifies asymmetric algorithms only, not {sorted(outside)}")
         self.url = url
@@ -270,6 +248,8 @@ class JWKSClient:
         self.generation = 0
         #: Fetches tried (successful or not), for tests and monitoring.
         self.fetches = 0
+        #: Why the last fetch failed, or ``None`` after a success.
+        self.last_error: str | None = None
         self._set: KeySet | None = None
         self._jwks_url: str | None = url
         self._expires_at = -math.inf  # when the cached set is due for a refresh
@@ -279,6 +259,19 @@ class JWKSClient:
         self._logged: set[Skipped] = set()
         self._lock = threading.Lock()
         self._opener = urllib.request.build_opener(_SafeRedirects())
+
+    @classmethod
+    def from_config(cls, config: ShieldConfig) -> JWKSClient:
+        """The client of resource-server mode (``JWT_SHIELD_JWKS_URL`` or discovery)."""
+        return cls(
+            config.jwks_url,
+            allowed=frozenset(config.allowed_algorithms or ()),
+            issuer=config.issuer,
+            discovery=config.oidc_discovery,
+            cache_ttl=config.jwks_cache_ttl,
+            min_refetch=config.jwks_min_refetch,
+            timeout=config.jwks_timeout,
+        )
 
     # -- what the verifier asks ---------------------------------------------------------
 
@@ -350,6 +343,7 @@ class JWKSClient:
             try:
                 keys, ttl = self._download()
             except JWKSError as exc:
+                self.last_error = str(exc)
                 self._failures += 1
                 backoff = min(self.min_refetch, _FIRST_RETRY * 2 ** (self._failures - 1))
                 self._retry_at = time.time() + max(backoff, 0.0)
@@ -357,6 +351,7 @@ class JWKSClient:
                 logger.warning("JWK Set fetch from %s failed (%s); %s", self._jwks_url or self.issuer, exc, state)
                 return True
             self._failures = 0
+            self.last_error = None
             self._retry_at = -math.inf
             self._log_skipped(keys)
             if self._set is None or self._set.keys != keys.keys:

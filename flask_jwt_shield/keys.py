@@ -66,12 +66,18 @@ class KeyRing:
     def __init__(self, keys: list[Key]) -> None:
         self.keys = keys
         self.by_kid: dict[str, Key] = {k.kid: k for k in keys}
-        #: The key that signs new tokens, or ``None`` in verify-only mode.
-        self.signing_key: Key | None = keys[0] if keys[0].signing is not None else None
+        #: The key that signs new tokens, or ``None`` in verify-only and resource-server mode.
+        self.signing_key: Key | None = keys[0] if keys and keys[0].signing is not None else None
         self.algorithms: frozenset[str] = frozenset(k.alg for k in keys)
 
     @classmethod
     def from_config(cls, config: ShieldConfig) -> KeyRing:
+        if config.resource_server:
+            # No local key: the identity provider's JWK Set (jwks.py) verifies; this ring
+            # only carries the accepted algorithms.
+            ring = cls([])
+            ring.algorithms = frozenset(config.allowed_algorithms or ())
+            return ring
         keys = [_prepare(spec, i, len(config.keys) > 1) for i, spec in enumerate(config.keys)]
         symmetric = {k.symmetric for k in keys}
         if len(symmetric) > 1:

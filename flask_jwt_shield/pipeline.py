@@ -31,6 +31,7 @@ from flask import request
 from . import signals
 from .config import ShieldConfig
 from .errors import AccessDenied
+from .errors import KeysUnavailable
 from .errors import MissingToken
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
@@ -111,6 +112,7 @@ class Pipeline:
         self.geo = geo
         self._exempt: dict[str, bool] = {}
         self._last_outage_event = -math.inf
+        self._last_keys_event = -math.inf
         self._geo_seen: dict[tuple[str, str], float] = {}
         self._recent: dict[tuple[str, ...], float] = {}
 
@@ -139,6 +141,9 @@ class Pipeline:
                 self._check_rate(claims, endpoint)
             if self.geo is not None:
                 self.check_geo(claims, req.remote_addr)
+        except KeysUnavailable:
+            self._keys_unavailable()
+            raise
         except ShieldError as exc:
             exc.realm = self.config.realm
             if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
@@ -233,23 +238,32 @@ class Pipeline:
         if location is None:  # no known place: never flagged, never denied
             _bounded_put(self._geo_seen, key, now)
             return
-        for finding in guard.on_request(location, claims.get("ctry")):
+        issued_in = claims.get("ctry")
+        for finding in guard.on_request(location, issued_in):
             self.act(finding, claims)
-        if location.has_coordinates:
+        # An identity provider's token has no ctry: judged against the subject's history.
+        by_history = issued_in is None and self.config.resource_server and location.country is not None
+        if location.has_coordinates or by_history:
             sub = claims["sub"]
             try:
                 profile = self.store.get_profile(sub) or {}
             except StoreError as exc:
                 self.store_failed(exc, claims)
                 return
+            updated = dict(profile)
+            if by_history:
+                for finding in guard.on_provider_token(location, updated):
+                    self.act(finding, claims)  # raises above flag: the country is not stored
             travel, last = guard.travel(location, mask_ip(ip, self.config.event_ip), now, profile)
             if travel is not None:
                 # Raises for every action above flag, before the new place is stored: the
                 # last place stays the owner's, so the owner's next request is not flagged.
                 self.act(travel, claims)
             if last is not None:
+                updated["last"] = last
+            if updated != profile:
                 try:
-                    self.store.put_profile(sub, {**profile, "last": last})
+                    self.store.put_profile(sub, updated)
                 except StoreError as exc:
                     self.store_failed(exc, claims)
         _bounded_put(self._geo_seen, key, now)
@@ -388,6 +402,16 @@ class Pipeline:
                         detail={"error": type(exc).__name__, "fail_mode": self.config.fail_mode})  # fmt: skip
         if self.config.fail_mode == "closed":
             raise StoreUnavailable()
+
+    def _keys_unavailable(self) -> None:
+        """Resource-server mode without a usable key: 503 whatever the fail mode (the caller
+        re-raises); one event per outage interval."""
+        now = time.time()
+        if now - self._last_keys_event >= _OUTAGE_EVENT_INTERVAL:
+            self._last_keys_event = now
+            remote = self.codec.remote
+            error = (remote.last_error if remote is not None else None) or "no usable key"
+            self.record("jwks-unavailable", None, action="deny", detail={"error": error})
 
     @staticmethod
     def write(operation: t.Callable[[], R]) -> R:

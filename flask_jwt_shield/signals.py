@@ -48,6 +48,9 @@ impossible_travel = _namespace.signal("impossible-travel")
 country_denied = _namespace.signal("country-denied")
 #: The store or the limiter storage could not be reached.
 store_unavailable = _namespace.signal("store-unavailable")
+#: Resource-server mode: no usable key of the identity provider is known, so tokens get 503;
+#: ``detail`` has the ``error``. At most one every 5 seconds.
+jwks_unavailable = _namespace.signal("jwks-unavailable")
 
 #: Event kind → signal.
 BY_KIND = {
@@ -56,6 +59,6 @@ BY_KIND = {
         token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
         session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
         traffic_anomaly, new_country, country_changed, impossible_travel, country_denied,
-        store_unavailable,
+        store_unavailable, jwks_unavailable,
     )
 }  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hashlib
 import json
 import math
 import secrets
@@ -31,6 +32,9 @@ from .errors import InvalidToken
 from .keys import Key
 from .keys import KeyRing
 from .keys import b64url
+
+if t.TYPE_CHECKING:
+    from .jwks import JWKSClient
 
 ACCESS_TYPE = "at+jwt"
 REFRESH_TYPE = "refresh+jwt"
@@ -46,6 +50,36 @@ _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 # may carry an ``iat`` a hair after "now" when a subject was revoked in the same instant.
 _IAT_TOLERANCE = 1.0
 _MAX_TIME = 2**53  # beyond this, integers lose precision as floats: no real date is there
+# Resource-server mode: provider profiles whose header typ is plain "JWT"; a claim rule per
+# profile tells their access tokens from their ID and refresh tokens.
+_JWT_PROFILE = "jwt-profile"
+
+
+def _keycloak_access(claims: Mapping[str, t.Any]) -> bool:
+    return claims.get("typ") == "Bearer"  # ID tokens say "ID", refresh tokens "Refresh"
+
+
+def _entra_access(claims: Mapping[str, t.Any]) -> bool:
+    # v2.0 access tokens name the client (azp) and carry scp or roles; ID tokens have neither
+    # azp nor scp.
+    return (
+        claims.get("ver") == "2.0"
+        and isinstance(claims.get("azp"), str)
+        and (isinstance(claims.get("scp"), str) or isinstance(claims.get("roles"), list))
+    )
+
+
+_PROFILE_RULES: dict[str, t.Callable[[Mapping[str, t.Any]], bool]] = {
+    "keycloak": _keycloak_access,
+    "entra": _entra_access,
+}
+# The orders of the P-256 and P-384 groups (SEC 2 §2.4.2, §2.5.1), for low-s normalisation.
+_EC_ORDERS = {
+    "ES256": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "ES384": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+    ),
+}
 
 _READ_ONLY = (
     "The claims of a verified token are read-only: the next request with the same token"
@@ -174,16 +208,47 @@ def _string(claims: Mapping[str, t.Any], name: str) -> str:
     return value
 
 
-class TokenCodec:
-    """Signs and verifies the tokens of one app."""
+def signature_name(alg: str, signature: bytes) -> str:
+    """The name of a token without ``jti``: SHA-256 of its signature segment, base64url, 22
+    characters (DESIGN.md "Resource-server mode").
 
-    def __init__(self, config: ShieldConfig, keys: KeyRing) -> None:
+    The segment is re-encoded canonically first, and an ECDSA signature brought to its low-s
+    form: otherwise a thief could rename a token (and escape its revocation and its rate
+    limit) by flipping base64 padding bits or replacing ``s`` with ``n - s``, both of which
+    leave the signature valid.
+    """
+    order = _EC_ORDERS.get(alg)
+    if order is not None and len(signature) % 2 == 0:
+        half = len(signature) // 2
+        s_value = int.from_bytes(signature[half:], "big")
+        if s_value > order // 2:
+            signature = signature[:half] + (order - s_value).to_bytes(half, "big")
+    return b64url(hashlib.sha256(b64url(signature).encode("ascii")).digest())[:22]
+
+
+class TokenCodec:
+    """Signs and verifies the tokens of one app.
+
+    :param remote: resource-server mode: the identity provider's JWK Set, which then
+        provides every verification key (``keys`` only carries the accepted algorithms).
+    """
+
+    def __init__(self, config: ShieldConfig, keys: KeyRing, remote: JWKSClient | None = None) -> None:
         self.config = config
         self.keys = keys
+        self.remote = remote
+        self._generation = remote.generation if remote is not None else 0
         self._headers: dict[str, tuple[Key, str]] = {}
         # token -> (claims, exp, nbf); bounded, oldest entry dropped first.
         self._verified: dict[str, tuple[Claims, float, float, str]] = {}
         self._cache_size = config.token_cache_size
+        accepted = config.accepted_types
+        self._types = dict(_TYPE_ALIASES) if "at+jwt" in accepted else {
+            k: v for k, v in _TYPE_ALIASES.items() if v != ACCESS_TYPE
+        }  # fmt: skip
+        self._jwt_rules = tuple(rule for name, rule in _PROFILE_RULES.items() if name in accepted)
+        if self._jwt_rules:
+            self._types["jwt"] = _JWT_PROFILE
 
     # -- issuing ---------------------------------------------------------------------
 
@@ -191,6 +256,11 @@ class TokenCodec:
         """Sign ``payload`` with the signing key, with ``alg``, ``kid`` and ``typ`` headers."""
         key = self.keys.signing_key
         if key is None:
+            if self.remote is not None:
+                raise RuntimeError(
+                    "This app is a resource server (JWT_SHIELD_JWKS_URL): the identity provider"
+                    " issues and refreshes its tokens, so the shield issues none."
+                )
             raise RuntimeError(
                 "This app has only public keys (verify-only mode) and cannot issue tokens."
                 " Configure JWT_SHIELD_PRIVATE_KEY or a 'key' in JWT_SHIELD_KEYS to issue."
@@ -246,6 +316,11 @@ class TokenCodec:
         Raises :class:`InvalidToken` or :class:`ExpiredToken`. Access tokens that verified
         once are served from a bounded cache; their times are checked on every use.
         """
+        remote = self.remote
+        if remote is not None:
+            remote.refresh_if_due()  # one thread fetches when due; nobody waits for it
+            if remote.generation != self._generation:
+                self._forget_keys(remote.generation)
         if typ == ACCESS_TYPE:
             cached = self._verified.get(token)
             if cached is not None:
@@ -266,6 +341,12 @@ class TokenCodec:
                     pass
             cache[token] = (claims, exp, nbf, kid)
         return claims, kid
+
+    def _forget_keys(self, generation: int) -> None:
+        """The provider's keys changed: what was verified with a removed key must not stay."""
+        self._generation = generation
+        self._headers = {}
+        self._verified = {}
 
     def inspect(self, token: str) -> Claims:
         """Verify signature and type (access or refresh) of ``token`` but not its times."""
@@ -294,6 +375,9 @@ class TokenCodec:
         if not header_segment or not payload_segment or not charset_ok:
             raise InvalidToken("The token is malformed.", reason="malformed")
         key, token_type = self._key_for(header_segment)
+        profile = token_type
+        if token_type == _JWT_PROFILE:
+            token_type = ACCESS_TYPE  # if a profile's claim rule says so, checked below
         if typ is not None and token_type != typ:
             raise InvalidToken("The token is not an access token." if typ == ACCESS_TYPE
                                else "The token is not a refresh token.", reason="wrong-type")
@@ -312,6 +396,12 @@ class TokenCodec:
             payload = _json_object(_b64decode(payload_segment))
         except (binascii.Error, ValueError):
             raise InvalidToken("The token is malformed.", reason="malformed") from None
+        if self.remote is not None:
+            if profile == _JWT_PROFILE and not any(rule(payload) for rule in self._jwt_rules):
+                # The provider's ID and refresh tokens have header typ JWT too; the claims tell.
+                raise InvalidToken("The token is not an access token.", reason="wrong-type")
+            if "jti" not in payload:
+                payload["jti"] = signature_name(key.alg, signature)
         self._check_claims(payload, token_type)
         return payload, key.kid
 
@@ -329,13 +419,22 @@ class TokenCodec:
         if "crit" in header:
             raise InvalidToken("The token uses an unsupported critical extension.", reason="crit")
         kid = header.get("kid")
-        key = self.keys.get(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise InvalidToken("The token's key is unknown.", reason="unknown-kid")
+        raw_type = header.get("typ")
+        # Type before key: a token of the wrong kind never makes the provider's set refetch.
+        token_type = self._types.get(raw_type.lower()) if isinstance(raw_type, str) else None
+        if self.remote is not None:
+            if token_type is None:
+                raise InvalidToken("The token is not an access token.", reason="wrong-type")
+            if not isinstance(kid, str) or not kid or len(kid) > 255:
+                raise InvalidToken("The token's key is unknown.", reason="unknown-kid")
+            key = self.remote.key(kid, alg)  # may refetch once, or raise KeysUnavailable (503)
+        else:
+            found = self.keys.get(kid) if isinstance(kid, str) else None
+            if found is None:
+                raise InvalidToken("The token's key is unknown.", reason="unknown-kid")
+            key = found
         if key.alg != alg:
             raise InvalidToken("The token's algorithm does not match its key.", reason="bad-alg")
-        raw_type = header.get("typ")
-        token_type = _TYPE_ALIASES.get(raw_type.lower()) if isinstance(raw_type, str) else None
         if token_type is None:
             raise InvalidToken("The token is not an access token.", reason="wrong-type")
         if len(self._headers) < 256:  # headers vary by kid and typ only; don't let garbage grow it

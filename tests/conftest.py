@@ -15,7 +15,9 @@ from flask import request
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import current_claims
 
+from .redis_util import RedisCluster
 from .redis_util import RedisServer
+from .redis_util import start_cluster
 from .redis_util import start_redis
 
 SECRET = "test-secret-" + "k" * 40
@@ -133,3 +135,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole session; tests keep apart by key prefix."""
+    server = start_redis(tmp_path_factory.mktemp("shared-redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real three-master Redis Cluster for the whole session, stopped by PID afterwards."""
+    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -56,9 +56,10 @@ class SigningKey:
     private: t.Any
 
     def jwk(self, **members: t.Any) -> dict[str, t.Any]:
+        members = {"alg": self.alg, **members}
         if isinstance(self.private, rsa.RSAPrivateKey):
-            return rsa_jwk(self.private, self.kid, alg=self.alg, **members)
-        return ec_jwk(self.private, self.kid, alg=self.alg, **members)
+            return rsa_jwk(self.private, self.kid, **members)
+        return ec_jwk(self.private, self.kid, **members)
 
     def sign(self, payload: dict[str, t.Any], *, typ: str | None = "at+jwt", kid: str | None = None,
              headers: dict[str, t.Any] | None = None) -> str:  # fmt: skip

@@ -1,7 +1,10 @@
 """Start a real, throw-away ``redis-server`` for the tests.
 
 The server listens on 127.0.0.1 on a free port, persists nothing (``--save ""``,
-``--appendonly no``), keeps its files in a temporary directory, and is stopped by its PID.
+``--appendonly no``) unless asked to (``appendonly=True``: AOF with ``appendfsync always``),
+keeps its files in a temporary directory, and is stopped by its PID. :func:`start_cluster`
+builds a real three-master Redis Cluster the same way (``--cluster-enabled yes`` three times,
+then ``redis-cli --cluster create``), all on loopback.
 Without a ``redis-server`` binary the calling test is skipped with a loud reason -- except
 when the environment variable ``CI`` is ``"true"``: CI must run these tests, so there the
 test fails instead.
@@ -29,11 +32,37 @@ STARTUP_TIMEOUT = 10.0
 class RedisServer:
     """One running ``redis-server`` process: its :attr:`url`, :attr:`port` and :attr:`pid`."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, directory: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, directory: Path,
+                 args: list[str] | None = None) -> None:  # fmt: skip
         self.process = process
         self.port = port
         self.directory = directory
+        self.args = args or []
         self.url = f"redis://127.0.0.1:{port}/0"
+
+    def restart(self) -> None:
+        """``SHUTDOWN`` the server (it writes its AOF), then start it again on the same port."""
+        if self.running():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                    sock.sendall(b"SHUTDOWN\r\n")
+                    sock.recv(64)  # the server closes the connection as it exits
+            except OSError:
+                pass
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.stop()
+        self.process = _spawn(self.args, self.directory / f"redis-{self.port}.log")
+        _wait_for_ping(self, self.port)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it accepts connections but never answers -- a hang."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        os.kill(self.pid, signal.SIGCONT)
 
     @property
     def pid(self) -> int:
@@ -47,6 +76,7 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server by its PID (SIGTERM, then SIGKILL) and reap it. Idempotent."""
         if self.running():
+            os.kill(self.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
             os.kill(self.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=5)
@@ -69,10 +99,40 @@ def redis_server_binary() -> str:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port(bus: bool = False) -> int:
+    """A free port; with ``bus``, one whose cluster bus port (+10000) is free too."""
+    for _attempt in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not bus:
+            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = log_path.open("ab")
+    try:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def _wait_for_ping(server: RedisServer, port: int) -> bool:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while server.running() and time.monotonic() < deadline:
+        if _answers_ping(port):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _answers_ping(port: int) -> bool:
@@ -84,43 +144,110 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def start_redis(directory: Path) -> RedisServer:
-    """Start ``redis-server`` with its files in ``directory``; return once it answers PING."""
+def start_redis(directory: Path, *, appendonly: bool = False, cluster: bool = False,
+                extra: list[str] | None = None) -> RedisServer:  # fmt: skip
+    """Start ``redis-server`` with its files in ``directory``; return once it answers PING.
+
+    ``appendonly``: persist every write to the AOF before answering (``appendfsync always``),
+    so a ``SHUTDOWN`` and restart keeps everything. ``cluster``: a cluster-enabled node.
+    """
     binary = redis_server_binary()
+    directory.mkdir(parents=True, exist_ok=True)
     # Another process may take the free port between our probe and the server's bind:
     # then the server exits at once and we try another port.
     for _attempt in range(3):
-        port = _free_port()
-        log = (directory / f"redis-{port}.log").open("wb")
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-                "--daemonize",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        server = RedisServer(process, port, directory)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while server.running() and time.monotonic() < deadline:
-            if _answers_ping(port):
-                return server
-            time.sleep(0.02)
+        port = _free_port(bus=cluster)
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(directory),
+                "--daemonize", "no", "--appendonly", "yes" if appendonly else "no",
+                "--appendfilename", f"appendonly-{port}.aof", "--appenddirname", f"aof-{port}"]  # fmt: skip
+        if appendonly:
+            args += ["--appendfsync", "always"]
+        args += extra or []
+        if cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
+                     "--cluster-node-timeout", "2000"]  # fmt: skip
+        server = RedisServer(_spawn(args, directory / f"redis-{port}.log"), port, directory, args)
+        if _wait_for_ping(server, port):
+            return server
         server.stop()
     output = "\n".join(p.read_text(errors="replace") for p in directory.glob("redis-*.log"))
     pytest.fail(f"redis-server did not answer PING within {STARTUP_TIMEOUT} s:\n{output}")
+
+
+class RedisCluster:
+    """Three running cluster-enabled masters joined into one Redis Cluster."""
+
+    def __init__(self, nodes: list[RedisServer]) -> None:
+        self.nodes = nodes
+        self.url = f"redis+cluster://127.0.0.1:{nodes[0].port}"
+
+    def stop(self) -> None:
+        """Stop every node by its PID."""
+        for node in self.nodes:
+            node.stop()
+
+
+def redis_cli_binary() -> str:
+    """Path of ``redis-cli`` (Debian's redis-tools); skips (fails when ``CI=true``) if missing."""
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        reason = "redis-cli NOT FOUND on PATH (apt-get install redis-tools): the Redis Cluster tests did NOT run."
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " CI=true, so this is a failure, not a skip.", pytrace=False)
+        pytest.skip(reason)
+    return binary
+
+
+def _cluster_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            data = b""
+            while b"cluster_state" not in data or not data.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return b"cluster_state:ok" in data and b"cluster_slots_assigned:16384" in data
+    except OSError:
+        return False
+
+
+def start_cluster(directory: Path) -> RedisCluster:
+    """Start three cluster-enabled masters and join them (``redis-cli --cluster create``)."""
+    cli = redis_cli_binary()
+    nodes: list[RedisServer] = []
+    try:
+        for i in range(3):
+            nodes.append(start_redis(directory / f"node{i}", cluster=True))
+        result = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", "0",
+             "--cluster-yes"],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{result.stdout.decode()}{result.stderr.decode()}")
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(n.port) for n in nodes):  # bounded: every node agrees it is ok
+            if time.monotonic() > deadline:
+                pytest.fail("the Redis Cluster did not reach cluster_state:ok within 30 s")
+            time.sleep(0.05)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisCluster(nodes)
+
+
+@contextmanager
+def running_cluster() -> Iterator[RedisCluster]:
+    """A started three-master cluster in a temporary directory, stopped (by PID) on exit."""
+    with tempfile.TemporaryDirectory(prefix="jwt-shield-cluster-") as tmp:
+        cluster = start_cluster(Path(tmp))
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import typing as t
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from flask_jwt_shield.errors import ConfigurationError
 from flask_jwt_shield.errors import StoreError
 from flask_jwt_shield.stores import Family
 from flask_jwt_shield.stores import MemoryStore
+from flask_jwt_shield.stores import RedisStore
 from flask_jwt_shield.stores import SQLiteStore
 from flask_jwt_shield.stores import Store
 from flask_jwt_shield.stores import store_from_uri
@@ -21,9 +23,23 @@ NOW = 1_800_000_000.0
 FAR = NOW + 10_000
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis),
+            pytest.param("redis-cluster", marks=pytest.mark.redis)]  # fmt: skip
+
+
+def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: t.Any) -> Store:
+    """A fresh store of ``backend``; Redis ones share a session server, apart by key prefix."""
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "sqlite":
+        return SQLiteStore(str(tmp_path / "shield.db"))
+    server = request.getfixturevalue("shared_redis" if backend == "redis" else "redis_cluster")
+    return RedisStore(server.url, prefix=f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: t.Any) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(str(tmp_path / "shield.db"))
+    s = make_store(request.param, request, tmp_path)
     yield s
     s.close()
 

@@ -3,6 +3,12 @@
 Persistent (revocations survive a restart) and shared by the worker processes of one host:
 WAL journal, a busy timeout, one connection per thread and process, and ``BEGIN IMMEDIATE``
 around every read-modify-write so that two workers cannot rotate one refresh token twice.
+
+A warm request reads nothing: ``PRAGMA data_version`` (a counter kept in shared memory that
+moves whenever another connection commits) tells whether anything changed since this
+connection last looked; while nothing did, a token found not revoked before is answered
+from :class:`~flask_jwt_shield.stores.view.NotRevokedCache`. A revocation committed by any
+worker moves the counter, so it takes effect in every worker on its next request.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .base import Family
 from .base import RevocationKind
 from .base import Rotation
 from .base import Use
+from .view import NotRevokedCache
 
 _PURGE_EVERY = 60.0
 #: Default bound of :meth:`SQLiteStore.remember_once` (all namespaces together).
@@ -88,12 +95,18 @@ def _family(row: tuple[t.Any, ...]) -> Family:
 
 
 class SQLiteStore:
-    """State in one SQLite file. ``path`` is a filesystem path."""
+    """State in one SQLite file. ``path`` is a filesystem path.
 
-    def __init__(self, path: str, *, max_remembered: int = MAX_REMEMBERED) -> None:
+    :param local_view: answer repeat checks of a token from memory while ``PRAGMA
+        data_version`` says the file is unchanged (``False``: query on every check).
+    :param max_remembered: the bound of :meth:`remember_once` (all namespaces together).
+    """
+
+    def __init__(self, path: str, *, local_view: bool = True, max_remembered: int = MAX_REMEMBERED) -> None:
         self.path = path
         self._local = threading.local()
         self._last_purge = 0.0
+        self.view = NotRevokedCache() if local_view else None
         self._max_remembered = max_remembered
         self._remembered_calls = 0
         self._bound_every = max(1, min(_BOUND_EVERY, max_remembered // 8))
@@ -116,7 +129,7 @@ class SQLiteStore:
             conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
-        local.conn, local.pid = conn, os.getpid()
+        local.conn, local.pid, local.data_version = conn, os.getpid(), None
         return conn
 
     @contextmanager
@@ -127,8 +140,13 @@ class SQLiteStore:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed whole or not at all."""
+    def _write(self, *, revoking: bool = True) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed whole or not at all.
+
+        ``revoking=False`` for writes that cannot revoke a token (events, profiles, one-time
+        keys, purges): this process's view of "not revoked" stays valid. Other processes
+        cannot tell (``data_version`` counts every commit) and read again once.
+        """
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -140,6 +158,8 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        if revoking and self.view is not None:
+            self.view.invalidate()  # our own commits do not move our data_version
         now = time.time()
         if now - self._last_purge > _PURGE_EVERY:
             self._last_purge = now
@@ -148,7 +168,18 @@ class SQLiteStore:
     # -- revocation --------------------------------------------------------------------
 
     def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        view = self.view
         with self._read() as conn:
+            if view is not None:
+                view.reset_after_fork()
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                local = self._local
+                if version != local.data_version:
+                    local.data_version = version
+                    view.invalidate()  # another connection committed: forget everything
+                elif view.fresh(jti):
+                    return None
+                generation = view.generation
             row = conn.execute(_CHECK, (jti, now, sid or "", now, sub, now, kid, now)).fetchone()
         if row[0]:
             return "token"
@@ -158,6 +189,8 @@ class SQLiteStore:
             return "subject"
         if row[3]:
             return "key"
+        if view is not None:
+            view.remember(jti, generation)
         return None
 
     def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
@@ -277,11 +310,11 @@ class SQLiteStore:
         return t.cast(dict[str, t.Any], json.loads(row[0])) if row else None
 
     def put_profile(self, sub: str, profile: dict[str, t.Any]) -> None:
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             conn.execute("INSERT OR REPLACE INTO profiles (sub, data) VALUES (?, ?)", (sub, json.dumps(profile)))
 
     def add_event(self, event: dict[str, t.Any], *, retention: int) -> None:
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             cursor = conn.execute(
                 "INSERT INTO events (at, kind, subject, jti, sid, data) VALUES (?, ?, ?, ?, ?, ?)",
                 (event["at"], event["kind"], event.get("subject"), event.get("jti"), event.get("sid"),
@@ -321,7 +354,7 @@ class SQLiteStore:
 
     def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
         self._remembered_calls += 1
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             row = conn.execute("SELECT floor FROM remembered_floor WHERE namespace = ?", (namespace,)).fetchone()
             if row is not None and until <= row[0]:
                 return False  # it may be a key dropped to stay within the bound
@@ -363,7 +396,7 @@ class SQLiteStore:
     def purge(self, now: float) -> int:
         self._last_purge = now  # before the write below, which would otherwise purge again
         dropped = 0
-        with self._write() as conn:
+        with self._write(revoking=False) as conn:
             for sql in (
                 "DELETE FROM revoked WHERE until <= ?",
                 "DELETE FROM not_before WHERE until <= ?",

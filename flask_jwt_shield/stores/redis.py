@@ -1,0 +1,762 @@
+"""``redis://``, ``rediss://``, ``unix://`` and ``redis+cluster://``: one state for many hosts.
+
+Layout. Everything a multi-key operation touches -- revocation entries, subject not-before
+instants, refresh families, their spent-token lists and the per-subject family indexes --
+carries one hash tag (``{jws}`` for the default prefix), so it lives in one Redis Cluster
+slot and every script below is a single atomic step on one node, standalone or cluster.
+That state is small and written rarely (a login, a refresh, a revocation); the per-request
+traffic goes to the rate-limit counters, which spread over the cluster, while revocation
+reads are answered by the local view (below). Events (a capped stream) and per-subject
+profiles are single-key and live in their own slots.
+
+Atomic rotation. :meth:`RedisStore.rotate` reads the family, lets
+:meth:`~flask_jwt_shield.stores.base.Family.spend` decide -- the rule is written once, there
+-- and persists the decision with a compare-and-set script on the family's version field.
+A concurrent writer makes the script refuse; the store reads again and decides again, so
+sixteen racing refreshes of one token see exactly one ``"rotated"``.
+
+Expiry. Every revocation entry, family and index carries a Redis TTL a minute past the
+instant it stops mattering (clock skew between app hosts and Redis); :meth:`purge`
+additionally drops what the app's own clock says is over.
+
+Zero round trips. Every write that can revoke a token publishes on an invalidation channel.
+A background thread per process subscribes to it and pings Redis every
+``max_delay / 4`` seconds over the same connection. A "not revoked" answer remembered in
+:class:`~flask_jwt_shield.stores.view.NotRevokedCache` is trusted only until ``max_delay``
+seconds after the last ping that Redis answered was sent: Redis delivers a subscriber's
+messages in order, so that answer proves every revocation committed before the ping was
+sent has already reached the view. A revocation made anywhere therefore takes effect here
+within ``max_delay`` seconds at worst (typically the pub/sub delivery time, well under a
+millisecond on a LAN), including when the subscription is silently cut: then pings go
+unanswered, trust lapses, and checks read Redis again.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import random
+import threading
+import time
+import typing as t
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+from ..errors import ConfigurationError
+from ..errors import StoreError
+from .base import Family
+from .base import RevocationKind
+from .base import Rotation
+from .base import Use
+from .view import NotRevokedCache
+
+#: Redis TTLs run this long past the app's own expiry instant (clock skew between hosts).
+TTL_MARGIN = 60.0
+#: Refresh tokens remembered per family for the "first use" of a reused one.
+SPENT_KEPT = 64
+_ROTATE_ATTEMPTS = 50
+
+_REVOKE = """
+local old = redis.call('GET', KEYS[1])
+if not old or tonumber(ARGV[1]) > tonumber(old) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], '1')
+return 1
+"""
+
+_REVOKE_SUBJECT = """
+local at, untl = ARGV[1], ARGV[2]
+local old = redis.call('GET', KEYS[1])
+if old then
+  local a, u = string.match(old, '^(%S+) (%S+)$')
+  if tonumber(a) > tonumber(at) then at = a end
+  if tonumber(u) > tonumber(untl) then untl = u end
+end
+local ms = math.floor((tonumber(untl) + tonumber(ARGV[3])) * 1000)
+redis.call('SET', KEYS[1], at .. ' ' .. untl, 'PXAT', string.format('%d', ms))
+redis.call('PUBLISH', ARGV[4], '1')
+return 1
+"""
+
+# Shared by the scripts that revoke a family: mark it, revoke its sid, drop it from the index.
+_REVOKE_FAMILY_LUA = """
+local function revoke_family(tag, sid, untl, margin)
+  local fam = tag .. ':f:' .. sid
+  if redis.call('EXISTS', fam) == 1 then
+    redis.call('HSET', fam, 'revoked', '1')
+    redis.call('HINCRBY', fam, 'v', 1)
+    local sub = redis.call('HGET', fam, 'sub')
+    if sub then redis.call('ZREM', tag .. ':fs:' .. sub, sid) end
+  end
+  local rev = tag .. ':r:s:' .. sid
+  local old = redis.call('GET', rev)
+  if not old or tonumber(untl) > tonumber(old) then
+    local ms = math.floor((tonumber(untl) + tonumber(margin)) * 1000)
+    redis.call('SET', rev, untl, 'PXAT', string.format('%d', ms))
+  end
+end
+"""
+
+_REVOKE_ONE_FAMILY = _REVOKE_FAMILY_LUA + """
+revoke_family(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[5], '1')
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: family, subject index. ARGV: tag, sid, created_at, expire ms, max_sessions,
+# idle_ttl, until, margin, channel, then the family's field/value pairs.
+_CREATE_FAMILY = _REVOKE_FAMILY_LUA + """
+local tag, sid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local fields = {}
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], sid)
+local expiry = redis.call('PEXPIRETIME', KEYS[2])
+if expiry < tonumber(ARGV[4]) then redis.call('PEXPIREAT', KEYS[2], ARGV[4]) end
+-- The index holds live families only: anything dead found here is dropped, so it never
+-- grows past max_sessions plus the families that died since the last login.
+local idle, live = tonumber(ARGV[6]), {}
+for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local f = redis.call('HMGET', tag .. ':f:' .. other, 'revoked', 'expires_at', 'last_used_at')
+  if f[1] == '0' and tonumber(f[2]) > now and tonumber(f[3]) + idle > now then
+    live[#live + 1] = other
+  else
+    redis.call('ZREM', KEYS[2], other)
+  end
+end
+local dropped = {}
+for i = 1, #live - tonumber(ARGV[5]) do
+  revoke_family(tag, live[i], ARGV[7], ARGV[8])
+  dropped[#dropped + 1] = live[i]
+end
+if #dropped > 0 then redis.call('PUBLISH', ARGV[9], '1') end
+return dropped
+"""
+
+# Persist what Family.spend decided, if nobody wrote the family since it was read.
+# KEYS: family, spent list. ARGV: tag, sid, version read, outcome, until, margin, channel,
+# expire ms, spent entry, number of fields to delete, those names, then field/value pairs.
+_PERSIST_ROTATION = _REVOKE_FAMILY_LUA + """
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[3] then return 0 end
+local outcome = ARGV[4]
+if outcome == 'reused' then
+  revoke_family(ARGV[1], ARGV[2], ARGV[5], ARGV[6])
+  redis.call('PUBLISH', ARGV[7], '1')
+  return 1
+end
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+local n = tonumber(ARGV[10])
+for i = 11, 10 + n do redis.call('HDEL', KEYS[1], ARGV[i]) end
+local fields = {}
+for i = 11 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+if outcome == 'rotated' then
+  redis.call('LPUSH', KEYS[2], ARGV[9])
+  redis.call('LTRIM', KEYS[2], 0, SPENT_LAST)
+  redis.call('PEXPIREAT', KEYS[2], ARGV[8])
+end
+return 1
+""".replace("SPENT_LAST", str(SPENT_KEPT - 1))
+
+# KEYS: the one-time key. ARGV: until, now, expire ms.
+_REMEMBER_ONCE = """
+local old = redis.call('GET', KEYS[1])
+if old and tonumber(old) > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+return 1
+"""
+
+# KEYS: a batch of state keys. ARGV: tag, now. Deletes what is over by the app's clock.
+_PURGE = """
+local tag, now, dropped = ARGV[1], tonumber(ARGV[2]), 0
+local n = #tag
+for _, key in ipairs(KEYS) do
+  local kind = string.sub(key, n + 2, n + 3)
+  if kind == 'r:' then
+    local v = redis.call('GET', key)
+    if v and tonumber(v) <= now then redis.call('DEL', key); dropped = dropped + 1 end
+  elseif kind == 'nb' then
+    local v = redis.call('GET', key)
+    if v then
+      local a, u = string.match(v, '^(%S+) (%S+)$')
+      if tonumber(u) <= now then redis.call('DEL', key); dropped = dropped + 1 end
+    end
+  elseif kind == 'f:' then
+    local f = redis.call('HMGET', key, 'expires_at', 'sub', 'sid')
+    if f[1] and tonumber(f[1]) <= now then
+      redis.call('DEL', key, tag .. ':sp:' .. f[3])
+      if f[2] then redis.call('ZREM', tag .. ':fs:' .. f[2], f[3]) end
+      dropped = dropped + 1
+    end
+  end
+end
+return dropped
+"""
+
+_PURGE_ONCE = """
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return 1 end
+return 0
+"""
+
+_FLOAT_FIELDS = ("created_at", "expires_at", "last_used_at", "current_iat", "rotated_at")
+_TEXT_FIELDS = ("sid", "sub", "current_jti", "previous_jti", "last_ip", "last_country")
+
+
+def _num(value: float) -> str:
+    return repr(float(value))  # shortest exact form: Lua's tonumber reads back the same double
+
+
+def _ms(instant: float) -> int:
+    return int((instant + TTL_MARGIN) * 1000)
+
+
+def _family_fields(f: Family) -> tuple[dict[str, str], list[str]]:
+    """The hash fields of ``f``, and the names of its fields that are ``None``."""
+    fields: dict[str, str] = {"revoked": "1" if f.revoked else "0", "claims": json.dumps(f.claims)}
+    absent: list[str] = []
+    for name in _FLOAT_FIELDS:
+        value = getattr(f, name)
+        if value is None:
+            absent.append(name)
+        else:
+            fields[name] = _num(value)
+    for name in _TEXT_FIELDS:
+        value = getattr(f, name)
+        if value is None:
+            absent.append(name)
+        else:
+            fields[name] = value
+    return fields, absent
+
+
+def _family_of(h: dict[str, str]) -> Family:
+    def number(name: str) -> float | None:
+        value = h.get(name)
+        return float(value) if value is not None else None
+
+    return Family(
+        sid=h["sid"], sub=h["sub"], created_at=float(h["created_at"]), expires_at=float(h["expires_at"]),
+        last_used_at=float(h["last_used_at"]), current_jti=h["current_jti"], current_iat=float(h["current_iat"]),
+        previous_jti=h.get("previous_jti"), rotated_at=number("rotated_at"), revoked=h.get("revoked") == "1",
+        last_ip=h.get("last_ip"), last_country=h.get("last_country"), claims=json.loads(h.get("claims", "{}")),
+    )  # fmt: skip
+
+
+def _pairs(mapping: dict[str, str]) -> list[str]:
+    return [item for pair in mapping.items() for item in pair]
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    return (redis.exceptions.RedisError, OSError)
+
+
+class RedisStore:
+    """State in Redis (one server, or a Redis Cluster), shared by every process and host.
+
+    :param url: ``redis://[user:pass@]host:port/db``, ``rediss://…`` (TLS),
+        ``unix:///path/to/redis.sock?db=0``, or ``redis+cluster://host:port`` (any node of
+        the cluster; more nodes may follow, comma-separated: ``host1:port,host2:port``).
+    :param connect_timeout: seconds to wait for a connection (``JWT_SHIELD_REDIS_CONNECT_TIMEOUT``).
+    :param timeout: seconds to wait for any reply (``JWT_SHIELD_REDIS_TIMEOUT``): a hung
+        server costs a request this long at most, then the fail mode applies.
+    :param max_delay: the longest a revocation made elsewhere may take to reach this
+        process (``JWT_SHIELD_REVOCATION_MAX_DELAY``); ``0`` turns the local view off, so
+        every check reads Redis.
+    :param prefix: the first part of every key, and the hash tag of the shared state.
+    :param profile_ttl: seconds a subject's detector profile is kept after its last write.
+
+    Nothing connects before the first call, so an unreachable Redis never stops an app
+    from starting; every failure later raises :class:`~flask_jwt_shield.errors.StoreError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 0.5,
+        timeout: float = 0.5,
+        max_delay: float = 1.0,
+        prefix: str = "jws",
+        profile_ttl: float = 400 * 86400,
+    ) -> None:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in {"redis", "rediss", "unix", "redis+cluster"}:
+            raise ConfigurationError(f"{url!r} is not a Redis URL (redis://, rediss://, unix://, redis+cluster://).")
+        if scheme == "redis+cluster" and not parts.netloc:
+            raise ConfigurationError(f"{url!r} names no cluster node; write 'redis+cluster://host:port'.")
+        self.url = url
+        self.cluster = scheme == "redis+cluster"
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.max_delay = max_delay
+        self.prefix = prefix
+        self.profile_ttl = profile_ttl
+        self._tag = "{" + prefix + "}"
+        self._channel = self._tag + ":invalidate"
+        self._events_key = prefix + ":events"
+        self._lock = threading.Lock()
+        self._client_obj: t.Any = None
+        self._scripts: dict[str, t.Any] = {}
+        self._errors = _redis_errors()
+        self.view = NotRevokedCache()
+        self._trusted_until = 0.0
+        self._watcher: _Invalidations | None = None
+        self._closed = False
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """The URI the :mod:`limits` library (Flask-Limiter's storage) reads for this Redis."""
+        if self.url.lower().startswith("unix://"):
+            return "redis+unix://" + self.url[len("unix://"):]
+        return self.url
+
+    # -- connections -------------------------------------------------------------------
+
+    def _client(self) -> t.Any:
+        client = self._client_obj
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client_obj is None:
+                self._client_obj = self._connect()
+            return self._client_obj
+
+    def _connect(self) -> t.Any:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options: dict[str, t.Any] = {
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": self.timeout,
+            "decode_responses": True,
+            # One quick retry on a dropped connection (a restarted server), none on a timeout:
+            # a hung server must cost one timeout, not several.
+            "retry": Retry(NoBackoff(), 1),
+            "retry_on_error": [redis.exceptions.ConnectionError],
+            "retry_on_timeout": False,
+        }
+        if not self.cluster:
+            return redis.Redis.from_url(self.url, **options)
+        from redis.cluster import ClusterNode
+        from redis.cluster import RedisCluster
+
+        parts = urlsplit(self.url)
+        hosts = parts.netloc.rpartition("@")[2]
+        nodes = []
+        for hostport in hosts.split(","):
+            host, _, port = hostport.rpartition(":")
+            nodes.append(ClusterNode(host.strip("[]") or "localhost", int(port or 6379)))
+        auth = parts.netloc.rpartition("@")[0]
+        if auth:
+            user, _, password = auth.partition(":")
+            options.update(username=user or None, password=password or None)
+        options.pop("retry_on_error")
+        options.pop("retry_on_timeout")
+        try:
+            return RedisCluster(startup_nodes=nodes, **options)
+        except self._errors as exc:
+            raise StoreError(f"Redis Cluster {self._where()}: {exc}") from exc
+
+    def _where(self) -> str:
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+    @contextmanager
+    def _io(self) -> Iterator[t.Any]:
+        try:
+            yield self._client()
+        except StoreError:
+            raise
+        except self._errors as exc:
+            raise StoreError(f"Redis store {self._where()}: {type(exc).__name__}: {exc}") from exc
+
+    def _script(self, name: str, source: str) -> t.Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._client().register_script(source)
+        return script
+
+    def _run(self, name: str, source: str, keys: list[str], args: list[t.Any]) -> t.Any:
+        with self._io():
+            return self._script(name, source)(keys=keys, args=args)
+
+    def _wrote(self) -> None:
+        # This process sees its own revocations at once, not after the round trip of the
+        # invalidation message.
+        self.view.invalidate()
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _rev(self, kind: str, value: str) -> str:
+        return f"{self._tag}:r:{kind[0]}:{value}"
+
+    def _nb(self, sub: str) -> str:
+        return f"{self._tag}:nb:{sub}"
+
+    def _fam(self, sid: str) -> str:
+        return f"{self._tag}:f:{sid}"
+
+    def _spent(self, sid: str) -> str:
+        return f"{self._tag}:sp:{sid}"
+
+    def _index(self, sub: str) -> str:
+        return f"{self._tag}:fs:{sub}"
+
+    def _profile(self, sub: str) -> str:
+        return f"{self.prefix}:p:{sub}"
+
+    # -- revocation --------------------------------------------------------------------
+
+    def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        view = self.view
+        if view.fresh(jti) and self._trusted_until > time.monotonic():
+            return None  # a remembered answer, younger than the last invalidation
+        self._watch()
+        generation = view.generation
+        keys = [self._rev("jti", jti), self._nb(sub), self._rev("kid", kid)]
+        if sid is not None:
+            keys.append(self._rev("sid", sid))
+        with self._io() as client:
+            values = client.mget(keys)
+        token, not_before, key = values[0], values[1], values[2]
+        family = values[3] if sid is not None else None
+        if token is not None and float(token) > now:
+            return "token"
+        if family is not None and float(family) > now:
+            return "family"
+        if not_before is not None:
+            at, _, until = not_before.partition(" ")
+            if iat <= float(at) and float(until) > now:
+                return "subject"
+        if key is not None and float(key) > now:
+            return "key"
+        view.remember(jti, generation)
+        return None
+
+    def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
+        self._run("revoke", _REVOKE, [self._rev(kind, value)], [_num(until), _ms(until), self._channel])
+        self._wrote()
+
+    def revoke_subject(self, sub: str, at: float, until: float) -> None:
+        self._run("revoke_subject", _REVOKE_SUBJECT, [self._nb(sub)], [_num(at), _num(until), TTL_MARGIN,
+                                                                        self._channel])  # fmt: skip
+        self._wrote()
+
+    def not_before(self, sub: str, now: float) -> float | None:
+        with self._io() as client:
+            value = client.get(self._nb(sub))
+        if value is None:
+            return None
+        at, _, until = value.partition(" ")
+        return float(at) if float(until) > now else None
+
+    # -- refresh families ----------------------------------------------------------------
+
+    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+        fields, _ = _family_fields(family)
+        fields["v"] = "0"
+        dropped = self._run(
+            "create_family",
+            _CREATE_FAMILY,
+            [self._fam(family.sid), self._index(family.sub)],
+            [self._tag, family.sid, _num(family.created_at), _ms(family.expires_at), max_sessions, _num(idle_ttl),
+             _num(until), TTL_MARGIN, self._channel, *_pairs(fields)],
+        )  # fmt: skip
+        if dropped:
+            self._wrote()
+        return list(dropped)
+
+    def rotate(
+        self,
+        sid: str,
+        jti: str,
+        *,
+        new_jti: str,
+        new_iat: float,
+        now: float,
+        idle_ttl: float,
+        grace: float,
+        ip: str | None,
+        country: str | None,
+        until: float,
+    ) -> Rotation:
+        key = self._fam(sid)
+        for _attempt in range(_ROTATE_ATTEMPTS):
+            with self._io() as client:
+                h = client.hgetall(key)
+            if not h:
+                return Rotation("unknown")
+            family = _family_of(h)
+            outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
+                                   ip=ip, country=country)  # fmt: skip
+            if outcome in ("revoked", "expired"):
+                return Rotation(outcome, family)
+            fields, absent = _family_fields(family)
+            for name in ("sid", "sub", "created_at", "expires_at", "claims", "revoked"):
+                fields.pop(name)  # never changed by a rotation
+            entry = json.dumps([jti, now, ip])
+            written = self._run(
+                "persist_rotation",
+                _PERSIST_ROTATION,
+                [key, self._spent(sid)],
+                [self._tag, sid, h.get("v", ""), outcome, _num(until), TTL_MARGIN, self._channel,
+                 _ms(family.expires_at), entry, len(absent), *absent, *_pairs(fields)],
+            )  # fmt: skip
+            if not written:
+                continue  # another process wrote the family first: read it again, decide again
+            if outcome != "reused":
+                return Rotation(outcome, family)
+            self._wrote()
+            return Rotation("reused", family, self._first_use(sid, jti))
+        raise StoreError(f"Redis store {self._where()}: family {sid!r} kept changing during rotation")
+
+    def _first_use(self, sid: str, jti: str) -> Use | None:
+        with self._io() as client:
+            entries = client.lrange(self._spent(sid), 0, -1)
+        for entry in entries:
+            spent, at, ip = json.loads(entry)
+            if spent == jti:
+                return Use(float(at), ip)
+        return None
+
+    def get_family(self, sid: str) -> Family | None:
+        with self._io() as client:
+            h = client.hgetall(self._fam(sid))
+        return _family_of(h) if h else None
+
+    def revoke_family(self, sid: str, until: float) -> Family | None:
+        flat = self._run("revoke_family", _REVOKE_ONE_FAMILY, [self._fam(sid), self._rev("sid", sid)],
+                         [self._tag, sid, _num(until), TTL_MARGIN, self._channel])  # fmt: skip
+        self._wrote()
+        h = dict(zip(flat[::2], flat[1::2], strict=True))
+        return _family_of(h) if h else None
+
+    def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
+        with self._io() as client:
+            sids = client.zrange(self._index(sub), 0, -1)
+            if not sids:
+                return []
+            pipe = client.pipeline(transaction=False)
+            for sid in sids:
+                pipe.hgetall(self._fam(sid))
+            rows = pipe.execute()
+        live = [f for f in (_family_of(h) for h in rows if h) if f.live(now, idle_ttl)]
+        return sorted(live, key=lambda f: f.created_at)
+
+    # -- detector state and events -------------------------------------------------------
+
+    def get_profile(self, sub: str) -> dict[str, t.Any] | None:
+        with self._io() as client:
+            value = client.get(self._profile(sub))
+        return t.cast(dict[str, t.Any], json.loads(value)) if value is not None else None
+
+    def put_profile(self, sub: str, profile: dict[str, t.Any]) -> None:
+        with self._io() as client:
+            client.set(self._profile(sub), json.dumps(profile), ex=int(self.profile_ttl))
+
+    def add_event(self, event: dict[str, t.Any], *, retention: int) -> None:
+        with self._io() as client:
+            # An exact MAXLEN: the stream never holds more than JWT_SHIELD_EVENT_RETENTION.
+            client.xadd(self._events_key, {"d": json.dumps(event)}, maxlen=retention, approximate=False)
+
+    def events(
+        self,
+        *,
+        subject: str | None = None,
+        jti: str | None = None,
+        sid: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, t.Any]]:
+        found: list[dict[str, t.Any]] = []
+        upper = "+"
+        with self._io() as client:
+            while len(found) < limit:
+                page = client.xrevrange(self._events_key, max=upper, min="-", count=500)
+                if not page:
+                    break
+                for _id, data in page:
+                    event = json.loads(data["d"])
+                    if (
+                        (subject is None or event.get("subject") == subject)
+                        and (jti is None or event.get("jti") == jti)
+                        and (sid is None or event.get("sid") == sid)
+                        and (kind is None or event.get("kind") == kind)
+                        and (since is None or event["at"] >= since)
+                    ):
+                        found.append(event)
+                        if len(found) >= limit:
+                            break
+                upper = "(" + page[-1][0]
+        return found
+
+    def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
+        # One key per entry, in its own slot (they spread over a cluster), gone by its TTL:
+        # Redis never drops a live entry (noeviction), so no floor is needed to stay exact.
+        name = f"{self.prefix}:once:{len(namespace)}:{namespace}:{key}"
+        return bool(self._run("remember_once", _REMEMBER_ONCE, [name], [_num(until), _num(now), _ms(until)]))
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def purge(self, now: float) -> int:
+        dropped = 0
+        batch: list[str] = []
+        with self._io() as client:
+            for key in client.scan_iter(match=f"{self.prefix}:once:*", count=1000):
+                dropped += int(self._run("purge_once", _PURGE_ONCE, [key], [_num(now)]))
+            for key in client.scan_iter(match=f"{self._tag}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 200:
+                    dropped += int(self._run("purge", _PURGE, batch, [self._tag, _num(now)]))
+                    batch = []
+            if batch:
+                dropped += int(self._run("purge", _PURGE, batch, [self._tag, _num(now)]))
+        return dropped
+
+    def close(self) -> None:
+        self._closed = True
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        client, self._client_obj = self._client_obj, None
+        self._scripts = {}
+        self._trusted_until = 0.0
+        self.view.invalidate()
+        if client is not None:
+            try:
+                client.close()
+            except self._errors:
+                pass
+
+    # -- the invalidation subscriber --------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Make sure this process's subscriber runs (started lazily, restarted after a fork)."""
+        if self.max_delay <= 0 or self._closed:
+            return
+        watcher = self._watcher
+        if self.view.reset_after_fork():
+            self._trusted_until = 0.0
+            watcher = self._watcher = None  # the parent's thread did not cross the fork
+        if watcher is not None and watcher.is_alive():
+            return
+        with self._lock:
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = _Invalidations(self)
+                self._watcher.start()
+
+    def _subscriber_connection(self, attempt: int) -> t.Any:
+        """A fresh connection, outside every pool, to one server (a cluster node in turn)."""
+        from redis.connection import Connection
+        from redis.connection import parse_url
+
+        cls: t.Any = Connection
+        if self.cluster:
+            nodes = self._client().get_nodes()
+            node = nodes[attempt % len(nodes)]
+            kwargs: dict[str, t.Any] = {"host": node.host, "port": node.port}
+            auth = urlsplit(self.url).netloc.rpartition("@")[0]
+            if auth:
+                user, _, password = auth.partition(":")
+                kwargs.update(username=user or None, password=password or None)
+        else:
+            kwargs = dict(parse_url(self.url))
+            cls = kwargs.pop("connection_class", Connection)
+        kwargs.update(
+            socket_timeout=max(self.timeout, self.max_delay),
+            socket_connect_timeout=self.connect_timeout,
+            decode_responses=True,
+            protocol=2,  # pub/sub messages as plain replies, not RESP3 push frames
+        )
+        return cls(**kwargs)
+
+    def watching(self) -> bool:
+        """True while remembered answers are trusted (the subscription is confirmed live)."""
+        return self._trusted_until > time.monotonic()
+
+
+class _Invalidations(threading.Thread):
+    """Subscribes to the invalidation channel; keeps the store's trust window current."""
+
+    def __init__(self, store: RedisStore) -> None:
+        super().__init__(name="jwt-shield-redis-invalidations", daemon=True)
+        self.store = store
+        self._stop_event = threading.Event()
+        self._connection: t.Any = None
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        conn = self._connection
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a dead socket may fail any way it likes
+                conn.disconnect()
+        if self is not threading.current_thread():
+            self.join(timeout=2)
+
+    def run(self) -> None:
+        attempt = 0
+        while not self._stop_event.is_set():
+            try:
+                self._session(attempt)
+            except Exception:  # noqa: BLE001, S110 - any failure means: distrust, reconnect
+                pass
+            finally:
+                self._lost()
+            attempt += 1
+            # Reconnect quickly, then back off to once a second while Redis stays away.
+            self._stop_event.wait(min(1.0, 0.02 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+
+    def _lost(self) -> None:
+        store = self.store
+        store._trusted_until = 0.0
+        store.view.invalidate()
+        conn, self._connection = self._connection, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+    def _session(self, attempt: int) -> None:
+        store = self.store
+        interval = max(store.max_delay / 4, 0.005)
+        conn = self._connection = store._subscriber_connection(attempt)
+        conn.connect()
+        conn.send_command("SUBSCRIBE", store._channel)
+        reply = conn.read_response()
+        if not reply or _text(reply[0]) != "subscribe":
+            raise ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+        # Anything published while no subscription was listening is lost: start afresh.
+        store.view.invalidate()
+        pending: collections.deque[float] = collections.deque()
+        last_ping = -1e9
+        while not self._stop_event.is_set():
+            now = time.monotonic()
+            if pending and now - pending[0] > store.max_delay + store.timeout:
+                raise TimeoutError("Redis stopped answering the invalidation connection")
+            if now - last_ping >= interval:
+                conn.send_command("PING")
+                pending.append(now)
+                last_ping = now
+            if not conn.can_read(timeout=interval):
+                continue
+            reply = conn.read_response()
+            kind = _text(reply[0]) if isinstance(reply, list) and reply else _text(reply)
+            if kind == "message":
+                store.view.invalidate()
+            elif kind == "pong" and pending:
+                # Every message published before this ping was sent has been handled above.
+                store._trusted_until = pending.popleft() + store.max_delay
+
+
+def _text(value: t.Any) -> str:
+    return (value.decode() if isinstance(value, bytes) else str(value)).lower()

@@ -1,0 +1,68 @@
+"""A process's local view of "this token is not revoked", for stores shared between processes.
+
+The hot path asks the store about every request. When the store is shared (SQLite by the
+workers of one host, Redis by many hosts), most answers are "not revoked" and stay so until
+somebody revokes something. :class:`NotRevokedCache` remembers those answers per ``jti``,
+each tagged with the *generation* of the view when the store was read. Any sign that the
+shared state changed -- an invalidation message, a changed ``PRAGMA data_version``, this
+process's own write, a lost invalidation connection -- moves the generation on, and every
+remembered answer from an older generation is ignored.
+
+Why a remembered answer can never outlive a revocation it missed: the generation is read
+*before* the store is asked. A revocation committed after that read moves the generation
+on once its signal arrives, whether that happens before or after the answer is stored, and
+the answer carries the older generation. The signal's own delay is each store's documented
+bound.
+
+Only "not revoked" answers are kept: a revocation only ever starts through a write (which
+signals), while an entry that expires only turns "revoked" into "not revoked".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+class NotRevokedCache:
+    """``jti`` -> the generation in which the store said "not revoked". Bounded, thread-safe."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self.generation = 0
+        self._entries: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def fresh(self, jti: str) -> bool:
+        """True if ``jti`` was found not revoked in the current generation."""
+        return self._entries.get(jti) == self.generation and self._pid == os.getpid()
+
+    def remember(self, jti: str, generation: int) -> None:
+        """Record "not revoked" for ``jti`` as read in ``generation`` (read before asking)."""
+        if generation != self.generation or self.max_entries <= 0:
+            return  # already outdated: the store changed while it was being read
+        entries = self._entries
+        if len(entries) >= self.max_entries:
+            with self._lock:
+                if len(entries) >= self.max_entries:
+                    entries.clear()  # cheaper than an LRU on the hot path; refilled on demand
+        entries[jti] = generation
+
+    def invalidate(self) -> None:
+        """Forget every remembered answer (the shared state may have changed)."""
+        with self._lock:
+            self.generation += 1
+            if len(self._entries) > self.max_entries // 2:
+                self._entries = {}
+
+    def reset_after_fork(self) -> bool:
+        """In a forked child, start empty; True if this process is a new one."""
+        pid = os.getpid()
+        if pid == self._pid:
+            return False
+        self._lock = threading.Lock()
+        self._entries = {}
+        self.generation += 1
+        self._pid = pid
+        return True
