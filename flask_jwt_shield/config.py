@@ -13,6 +13,7 @@ import math
 import typing as t
 import urllib.parse
 from collections.abc import Mapping
+from typing import Final
 
 from limits import parse_many
 
@@ -20,6 +21,44 @@ from .errors import ConfigurationError
 
 #: The detectors' answers, weakest first (DESIGN.md "the action ladder").
 ACTIONS: tuple[str, ...] = ("flag", "deny", "revoke", "revoke_family", "revoke_subject")
+
+
+#: Detector buckets are minutes: "sustained" counts distinct minutes, whatever the limits' windows.
+MINUTE: Final = 60
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sustain:
+    """How long a detector's finding must last before its action applies.
+
+    Written as a limit string, ``"3/10 minutes"``: the finding must be seen in ``count``
+    distinct minutes within ``span`` seconds (the span opens at the first such minute).
+    A single minute of unusual traffic -- an app starting up, tabs reloading together --
+    is only flagged; a thief who keeps going is acted upon by the ``count``-th minute.
+    """
+
+    count: int
+    span: int
+
+    @classmethod
+    def parse(cls, value: str) -> Sustain:
+        """``"3/10 minutes"`` → ``Sustain(3, 600)``.
+
+        :raises ValueError: for anything but one limit whose span holds ``count`` minutes.
+        """
+        try:
+            items = parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a limit string such as '3/10 minutes'") from None
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(f"a sustain setting is one limit such as '3/10 minutes', got {value!r}")
+        count, span = items[0].amount, items[0].get_expiry()
+        if span < count * MINUTE:
+            raise ValueError(
+                f"{value!r} asks for {count} distinct minutes within {span} seconds, which can"
+                f" never happen; give a span of at least {count} minutes, e.g. '{count}/10 minutes'"
+            )
+        return cls(count, span)
 
 
 class ConfigKey:
@@ -62,10 +101,12 @@ class ConfigKey:
     RATE_LIMIT_STORAGE_URI = "JWT_SHIELD_RATE_LIMIT_STORAGE_URI"
     SPIKE_THRESHOLD = "JWT_SHIELD_SPIKE_THRESHOLD"
     SPIKE_ACTION = "JWT_SHIELD_SPIKE_ACTION"
+    SPIKE_SUSTAIN = "JWT_SHIELD_SPIKE_SUSTAIN"
     ADAPTIVE = "JWT_SHIELD_ADAPTIVE"
     ADAPTIVE_FACTOR = "JWT_SHIELD_ADAPTIVE_FACTOR"
     ADAPTIVE_FLOOR = "JWT_SHIELD_ADAPTIVE_FLOOR"
     ADAPTIVE_ACTION = "JWT_SHIELD_ADAPTIVE_ACTION"
+    ADAPTIVE_SUSTAIN = "JWT_SHIELD_ADAPTIVE_SUSTAIN"
     GEOIP_DATABASE = "JWT_SHIELD_GEOIP_DATABASE"
     COUNTRY_HISTORY = "JWT_SHIELD_COUNTRY_HISTORY"
     NEW_COUNTRY_ACTION = "JWT_SHIELD_NEW_COUNTRY_ACTION"
@@ -74,6 +115,12 @@ class ConfigKey:
     IMPOSSIBLE_TRAVEL_ACTION = "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION"
     ALLOWED_COUNTRIES = "JWT_SHIELD_ALLOWED_COUNTRIES"
     DENIED_COUNTRIES = "JWT_SHIELD_DENIED_COUNTRIES"
+    DPOP = "JWT_SHIELD_DPOP"
+    DPOP_MAX_AGE = "JWT_SHIELD_DPOP_MAX_AGE"
+    DPOP_ALGORITHMS = "JWT_SHIELD_DPOP_ALGORITHMS"
+    DPOP_NONCE_TTL = "JWT_SHIELD_DPOP_NONCE_TTL"
+    TOKEN_LOCATIONS = "JWT_SHIELD_TOKEN_LOCATIONS"
+    COOKIE_SAMESITE = "JWT_SHIELD_COOKIE_SAMESITE"
     EVENT_RETENTION = "JWT_SHIELD_EVENT_RETENTION"
     EVENT_IP = "JWT_SHIELD_EVENT_IP"
     AUDIT_LOGGER = "JWT_SHIELD_AUDIT_LOGGER"
@@ -94,6 +141,13 @@ _SIGNING_ALGORITHMS = frozenset(
     }
 )  # fmt: skip
 
+#: Every algorithm a DPoP proof may use: asymmetric only (RFC 9449 §4.2: never ``none``,
+#: never a MAC, whose key the server would have to share with the client).
+PROOF_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
+#: ``JWT_SHIELD_DPOP_ALGORITHMS`` by default.
+DEFAULT_PROOF_ALGORITHMS = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
 #: What a resource server may verify: asymmetric algorithms only (an HMAC key in a public
 #: JWK Set would be a secret known to everyone who can read it).
 RESOURCE_SERVER_ALGORITHMS = frozenset(a for a in _SIGNING_ALGORITHMS if not a.startswith("HS"))
@@ -156,10 +210,12 @@ class ShieldConfig:
     rate_limit_storage_uri: str | None
     spike_threshold: str | None
     spike_action: str
+    spike_sustain: str | None
     adaptive: bool
     adaptive_factor: float
     adaptive_floor: str
     adaptive_action: str
+    adaptive_sustain: str | None
     geoip_database: str | None
     country_history: int
     new_country_action: str
@@ -168,6 +224,12 @@ class ShieldConfig:
     impossible_travel_action: str
     allowed_countries: frozenset[str] | None
     denied_countries: frozenset[str] | None
+    dpop: str
+    dpop_max_age: float
+    dpop_algorithms: tuple[str, ...]
+    dpop_nonce_ttl: float | None
+    token_locations: frozenset[str]
+    cookie_samesite: str
     event_retention: int
     event_ip: str
     audit_logger: str
@@ -229,6 +291,35 @@ class ShieldConfig:
             frozenset({"fixed-window", "moving-window", "sliding-window-counter"}),
             hint="'fixed-window'",
         )
+        dpop_algorithms = r.string_list(K.DPOP_ALGORITHMS, list(DEFAULT_PROOF_ALGORITHMS)) or []
+        if not dpop_algorithms or not PROOF_ALGORITHMS.issuperset(dpop_algorithms):
+            raise ConfigurationError(
+                f"{K.DPOP_ALGORITHMS} must list asymmetric algorithms from {sorted(PROOF_ALGORITHMS)}"
+                f" (for example ['ES256', 'EdDSA']); {dpop_algorithms or 'an empty list'} cannot be used."
+                " A DPoP proof is never unsigned or signed with a shared secret."
+            )
+        nonce_ttl = r.raw(K.DPOP_NONCE_TTL)
+        if nonce_ttl is not None:
+            nonce_ttl = r.number(K.DPOP_NONCE_TTL, 0, minimum=1)
+        locations = r.string_list(K.TOKEN_LOCATIONS, ["headers"]) or []
+        if not locations or not {"headers", "cookies"}.issuperset(locations):
+            raise ConfigurationError(
+                f"{K.TOKEN_LOCATIONS} must list 'headers', 'cookies' or both (for example"
+                f" ['headers', 'cookies']), not {locations!r}. The query string and the form body"
+                " are never token locations."
+            )
+        dpop = r.choice(K.DPOP, "off", frozenset({"off", "optional", "required"}), hint="'optional'")
+        if nonce_ttl is not None and dpop == "off":
+            raise ConfigurationError(
+                f"{K.DPOP_NONCE_TTL} is set while {K.DPOP} is 'off': nonces are part of DPoP. Set"
+                f" {K.DPOP} to 'optional' or 'required', or remove {K.DPOP_NONCE_TTL}."
+            )
+        if dpop == "required" and "cookies" in locations:
+            raise ConfigurationError(
+                f"{K.DPOP} is 'required' but {K.TOKEN_LOCATIONS} includes 'cookies': cookie tokens are"
+                f" bound to a fingerprint, not to a DPoP key, so every one would be refused. Use"
+                f" {K.DPOP} = 'optional' (DPoP for API clients, cookies for browsers) or drop 'cookies'."
+            )
         return cls(
             enabled=r.boolean(K.ENABLED, True),
             algorithm=algorithm,
@@ -264,10 +355,12 @@ class ShieldConfig:
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag"),
+            spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),
             adaptive=r.boolean(K.ADAPTIVE, False),
             adaptive_factor=r.number(K.ADAPTIVE_FACTOR, 10.0, minimum=1.0),
             adaptive_floor=t.cast(str, r.limit(K.ADAPTIVE_FLOOR, "60/minute", nullable=False)),
             adaptive_action=r.action(K.ADAPTIVE_ACTION, "flag"),
+            adaptive_sustain=r.sustain(K.ADAPTIVE_SUSTAIN, "3/10 minutes"),
             geoip_database=r.optional_string(K.GEOIP_DATABASE, None),
             country_history=r.integer(K.COUNTRY_HISTORY, 10, minimum=1),
             new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "deny")),
@@ -276,6 +369,12 @@ class ShieldConfig:
             impossible_travel_action=r.action(K.IMPOSSIBLE_TRAVEL_ACTION, "flag"),
             allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
             denied_countries=r.countries(K.DENIED_COUNTRIES),
+            dpop=dpop,
+            dpop_max_age=r.number(K.DPOP_MAX_AGE, 60, minimum=1),
+            dpop_algorithms=tuple(dpop_algorithms),
+            dpop_nonce_ttl=nonce_ttl,
+            token_locations=frozenset(locations),
+            cookie_samesite=r.choice(K.COOKIE_SAMESITE, "Lax", frozenset({"Lax", "Strict"}), hint="'Lax'"),
             event_retention=r.integer(K.EVENT_RETENTION, 10_000, minimum=1),
             event_ip=r.choice(
                 K.EVENT_IP, "full", frozenset({"full", "truncated", "none"}), hint="'truncated'"
@@ -520,6 +619,21 @@ class _Reader:
                 f"{key} is {value!r}, which is not a rate limit string ({exc}); write it like"
                 " '300/minute' or '10/second;300/minute'."
             ) from None
+        return value
+
+    def sustain(self, key: str, default: str) -> str | None:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(
+                f"{key} must be a string such as '3/10 minutes' (that many distinct minutes"
+                f" within the span) or None, not {value!r}."
+            )
+        try:
+            Sustain.parse(value)
+        except ValueError as exc:
+            raise ConfigurationError(f"{key}: {exc}.") from None
         return value
 
     def choice(self, key: str, default: str, choices: frozenset[str], *, hint: str) -> str:

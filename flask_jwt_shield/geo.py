@@ -550,6 +550,27 @@ class GeoGuard:
                                     {"issued_in": issued_in, "location": where}))  # fmt: skip
         return findings
 
+    def on_provider_token(self, location: Location, profile: dict[str, Any]) -> list[Finding]:
+        """Resource-server mode: a token from the identity provider has no ``ctry`` (the
+        shield saw no login), so a country change is judged against the subject's history.
+
+        Records the country in ``profile`` like a login; the caller stores ``profile`` only
+        if no finding stopped the request, so a refused country never enters the history.
+        The first use (empty history) is never flagged.
+        """
+        country = location.country
+        if country is None:
+            return []
+        history = [c for c in profile.get("countries", ()) if isinstance(c, str)]
+        findings: list[Finding] = []
+        if history and country not in history:
+            findings.append(Finding("country-changed", self.change_action,
+                                    "This token was used from a country new for this account.", country,
+                                    {"history": history, "location": location.as_dict()}))  # fmt: skip
+        if not history or history[-1] != country:
+            profile["countries"] = ([c for c in history if c != country] + [country])[-self.history :]
+        return findings
+
     def on_login(self, location: Location, profile: dict[str, Any]) -> list[Finding]:
         """Allowed/denied countries and a new country; records the country in ``profile``.
 

@@ -248,6 +248,8 @@ class JWKSClient:
         self.generation = 0
         #: Fetches tried (successful or not), for tests and monitoring.
         self.fetches = 0
+        #: Why the last fetch failed, or ``None`` after a success.
+        self.last_error: str | None = None
         self._set: KeySet | None = None
         self._jwks_url: str | None = url
         self._expires_at = -math.inf  # when the cached set is due for a refresh
@@ -341,6 +343,7 @@ class JWKSClient:
             try:
                 keys, ttl = self._download()
             except JWKSError as exc:
+                self.last_error = str(exc)
                 self._failures += 1
                 backoff = min(self.min_refetch, _FIRST_RETRY * 2 ** (self._failures - 1))
                 self._retry_at = time.time() + max(backoff, 0.0)
@@ -348,6 +351,7 @@ class JWKSClient:
                 logger.warning("JWK Set fetch from %s failed (%s); %s", self._jwks_url or self.issuer, exc, state)
                 return True
             self._failures = 0
+            self.last_error = None
             self._retry_at = -math.inf
             self._log_skipped(keys)
             if self._set is None or self._set.keys != keys.keys:

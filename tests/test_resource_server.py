@@ -531,6 +531,64 @@ def test_provider_profiles_refused_outside_resource_server_mode(make_app: AppFac
         make_app({"JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"]})
 
 
+# -- GeoIP without ctry, outages as events -------------------------------------------------------
+
+BERLIN, MUNICH, TOKYO = "192.0.2.10", "192.0.2.200", "203.0.113.10"
+
+
+@pytest.fixture
+def country_db(tmp_path: t.Any) -> str:
+    from tests.mmdb_util import write_country_db
+
+    return str(write_country_db(tmp_path / "country.mmdb", {"192.0.2.0/24": "DE", "203.0.113.0/24": "JP"}))
+
+
+def use(app: Flask, token: str, ip: str) -> t.Any:
+    return app.test_client().get("/api/me", headers=bearer(token), environ_base={"REMOTE_ADDR": ip})
+
+
+def test_country_change_judged_against_the_subjects_history(rs_app: RSApp, rs_key: SigningKey, issuer: str,
+                                                            country_db: str, clock: Clock) -> None:  # fmt: skip
+    app, shield = rs_app(GEOIP_DATABASE=country_db, COUNTRY_CHANGE_ACTION="deny", RATE_LIMIT=None)
+    first = auth0_token(rs_key, issuer, jti="first")
+    assert use(app, first, BERLIN).status_code == 200  # the first use: history starts with DE
+    assert use(app, first, MUNICH).status_code == 200
+    second = auth0_token(rs_key, issuer, jti="second")
+    assert use(app, second, BERLIN).status_code == 200
+    response = use(app, second, TOKYO)  # a country this subject was never seen in
+    assert response.status_code == 403 and response.json["error"] == "access_denied"
+    with app.app_context():
+        events = [e for e in shield.events(kind="country-changed")]
+    assert len(events) == 1 and events[0].jti == "second"
+    assert events[0].detail["history"] == ["DE"] and events[0].country == "JP"
+    clock.advance(61)
+    assert use(app, second, TOKYO).status_code == 403  # denied: JP never entered the history
+
+
+def test_country_change_flag_learns_the_new_country(rs_app: RSApp, rs_key: SigningKey, issuer: str,
+                                                    country_db: str, clock: Clock) -> None:  # fmt: skip
+    app, shield = rs_app(GEOIP_DATABASE=country_db, RATE_LIMIT=None)  # action "flag"
+    token = auth0_token(rs_key, issuer, jti="t")
+    assert use(app, token, BERLIN).status_code == 200
+    assert use(app, token, TOKYO).status_code == 200
+    clock.advance(61)
+    assert use(app, token, TOKYO).status_code == 200
+    with app.app_context():
+        assert len(shield.events(kind="country-changed")) == 1
+
+
+def test_no_usable_key_is_one_event_per_interval(make_app: AppFactory, rs_key: SigningKey, issuer: str,
+                                                 clock: Clock) -> None:  # fmt: skip
+    app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": down_url(),
+                            "JWT_SHIELD_ISSUER": issuer, "JWT_SHIELD_AUDIENCE": AUDIENCE})  # fmt: skip
+    for _ in range(20):
+        assert get(app, auth0_token(rs_key, issuer)).status_code == 503
+    with app.app_context():
+        events = shield.events()
+    assert [e.kind for e in events] == ["jwks-unavailable"]
+    assert "ConnectionRefused" in events[0].detail["error"] or "refused" in events[0].detail["error"]
+
+
 def test_token_endpoint_refused(rs_app: RSApp) -> None:
     """The identity provider refreshes its tokens; a token endpoint here is a mistake, said loudly."""
     app, shield = rs_app()
