@@ -751,7 +751,7 @@ class TokenRateLimiter:
 
     def _check_in_one_trip(self, identity: str, subject: str | None, plan: _Plan) -> RateDecision:
         """:meth:`check` on one Redis server: the same counters, hit by one script."""
-        spike_keys, items, _parts, rate_keys, targets = plan
+        spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
         assert self._one_trip is not None and isinstance(storage, RedisStorage)
         keys = [storage.prefixed_key(k) for _, k in spike_keys]
@@ -779,6 +779,10 @@ class TokenRateLimiter:
                 break
             count, ttl = int(reply[offset + 2 * n]), int(reply[offset + 2 * n + 1])
             if count > item.amount:
+                try:  # refused: a sustained spike is counted apart (refusals only, off the hot path)
+                    spike = spike or self._count_refusal(identity, parts[0])
+                except self._errors as exc:
+                    raise LimiterStorageError(exc) from exc
                 return RateDecision(allowed=False, spike=spike, anomaly=anomaly,
                                     stats=(item, 0, now + max(ttl, 0) / 1000))  # fmt: skip
         return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
