@@ -835,6 +835,56 @@ def _shield_session_samples(store: str, rounds: int, batch: int) -> dict[str, li
     return samples
 
 
+def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, list[float]]:
+    """A refresh over WSGI: the token endpoint next to a one-line JSON view calling refresh().
+
+    Both build their WSGI environ the same way per call, so the difference between the two
+    rows is what the endpoint adds: RFC 6749 parsing, the session check before spending,
+    the §5.1 response.
+    """
+    from flask import request
+    from werkzeug.test import EnvironBuilder
+
+    app = apps.make_shield(store=store)
+    pipeline = app.extensions["jwt_shield"]
+    shield = pipeline.shield
+    app.register_blueprint(shield.token_blueprint(url="/oauth/token"))
+
+    @app.post("/refresh-json")
+    @shield.exempt
+    def refresh_json() -> Any:
+        return shield.refresh(request.get_json()["refresh_token"]).as_dict()
+
+    with app.app_context():
+        chain = [shield.issue_tokens(apps.SUBJECT).refresh_token]
+
+    def call(path: str, content_type: str, body: Any) -> None:
+        environ = EnvironBuilder(path, method="POST", content_type=content_type, data=body(chain[0]),
+                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()  # fmt: skip
+        status: list[str] = []
+        data = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+        if not status[0].startswith("200"):
+            raise NotOK(f"{path}: {status[0]} {data[:200]!r}")
+        chain[0] = json.loads(data)["refresh_token"]
+
+    def endpoint() -> None:
+        call("/oauth/token", "application/x-www-form-urlencoded",
+             lambda token: f"grant_type=refresh_token&refresh_token={token}")  # fmt: skip
+
+    def plain() -> None:
+        call("/refresh-json", "application/json", lambda token: json.dumps({"refresh_token": token}))
+
+    samples: dict[str, list[float]] = {
+        f"one-line JSON view calling refresh(), over WSGI ({store} store)": [],
+        f"shield.token_view(), form body, over WSGI ({store} store)": [],
+    }
+    for _ in range(rounds):  # interleaved, so that both rows see the same machine
+        samples[f"one-line JSON view calling refresh(), over WSGI ({store} store)"].append(_time_calls(plain, batch))
+        samples[f"shield.token_view(), form body, over WSGI ({store} store)"].append(_time_calls(endpoint, batch))
+    pipeline.store.close()
+    return samples
+
+
 def run_sessions(rounds: int, batch: int) -> str:
     """The session calls, timed directly (not over WSGI): what a /login or /refresh adds.
 
@@ -857,6 +907,7 @@ def run_sessions(rounds: int, batch: int) -> str:
         ]
     for store in ("memory", "sqlite"):
         samples.update(_shield_session_samples(store, rounds, batch))
+        samples.update(_shield_endpoint_samples(store, rounds, batch))
     lines = ["| call | µs / call (median) | IQR (µs) |", "|---|---:|---:|"]
     for label, values in samples.items():
         low, high = quartiles(values)

@@ -126,18 +126,21 @@ def _body_parameters(req: Request, max_body: int) -> tuple[dict[str, str], bool]
     mimetype = req.mimetype
     if mimetype not in (FORM, JSON):
         raise _invalid_request(f"Send the token request as {FORM} (RFC 6749 §3.2).", "wrong-content-type")
-    if req.content_length is not None and req.content_length > max_body:
+    # The app's own MAX_CONTENT_LENGTH still applies when it is lower.
+    app_limit = req.max_content_length
+    limit = max_body if app_limit is None else min(app_limit, max_body)
+    if req.content_length is not None and req.content_length > limit:
         raise _invalid_request("The request body is too large.", "body-too-large")
     # A chunked body has no Content-Length: werkzeug stops reading at the maximum (and
     # returns what it read), so one byte more than allowed tells that the body was larger.
-    req.max_content_length = max_body + 1
+    req.max_content_length = limit + 1
     try:
         data = req.get_data(cache=True)
     except RequestEntityTooLarge:
-        data = b"-" * (max_body + 1)
+        data = b"-" * (limit + 1)
     except ClientDisconnected:  # fewer bytes than Content-Length said
         raise _invalid_request("The request body is incomplete.", "body-incomplete") from None
-    if len(data) > max_body:
+    if len(data) > limit:
         raise _invalid_request("The request body is too large.", "body-too-large")
     try:
         text = data.decode("utf-8")

@@ -20,6 +20,7 @@ import socket
 import typing as t
 import urllib.request
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 import pytest
 from cryptography import x509
@@ -37,6 +38,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
 
+from flask_jwt_shield import ClientCredentials
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import current_claims
 from tests.conftest import SECRET
@@ -1179,3 +1181,105 @@ def test_raw_token_never_in_response_logs_or_events(
         assert secret not in headers
         assert secret not in logged
         assert secret not in events
+
+
+# -- the token endpoint (RFC 6749 §6, shield.token_view) ------------------------------------
+
+
+@pytest.fixture
+def token_endpoint(make_app: AppFactory) -> tuple[Flask, JWTShield]:
+    app, shield = make_app()
+    clients = {"good-client": "good-secret", "other-client": "other-secret"}
+
+    def authenticate(client: ClientCredentials) -> bool:
+        registered = clients.get(client.client_id or "")
+        return client.client_secret is None if registered is None else client.client_secret == registered
+
+    app.add_url_rule("/token", view_func=shield.token_view(authenticate_client=authenticate), methods=["POST"])
+    return app, shield
+
+
+def _grant(refresh_token: str, **extra: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+
+
+def test_refresh_token_in_url_is_refused_and_not_spent(token_endpoint: tuple[Flask, JWTShield]) -> None:
+    """RFC 6749 §3.2 / RFC 6819 §5.4.3: a secret in the URL ends up in proxy and server logs."""
+    app, shield = token_endpoint
+    with app.app_context():
+        pair = shield.issue_tokens("alice")
+    r = app.test_client().post("/token", query_string={"refresh_token": pair.refresh_token},
+                               data={"grant_type": "refresh_token"})  # fmt: skip
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert app.test_client().post("/token", data=_grant(pair.refresh_token)).status_code == 200
+
+
+def test_parameter_pollution_at_the_token_endpoint(token_endpoint: tuple[Flask, JWTShield]) -> None:
+    """HTTP parameter pollution: two refresh_token values, one stolen, one the attacker's.
+
+    A server that picks the first or the last can be steered; RFC 6749 §3.1 forbids
+    repeated parameters, so both are refused and neither is spent.
+    """
+    app, shield = token_endpoint
+    with app.app_context():
+        victim, attacker = shield.issue_tokens("alice"), shield.issue_tokens("mallory")
+    body = urlencode([("grant_type", "refresh_token"), ("refresh_token", attacker.refresh_token),
+                      ("refresh_token", victim.refresh_token)])  # fmt: skip
+    r = app.test_client().post("/token", data=body, content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    doubled_json = f'{{"refresh_token": "{attacker.refresh_token}", "refresh_token": "{victim.refresh_token}"}}'
+    r = app.test_client().post("/token", data=doubled_json, content_type="application/json")
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    for pair in (victim, attacker):
+        assert app.test_client().post("/token", data=_grant(pair.refresh_token)).status_code == 200
+
+
+def test_stolen_refresh_token_used_by_another_client(token_endpoint: tuple[Flask, JWTShield]) -> None:
+    """RFC 6749 §6 / RFC 6819 §5.2.2.2: a refresh token is bound to the client it was issued to."""
+    app, shield = token_endpoint
+    with app.app_context():
+        pair = shield.issue_tokens("alice", claims={"client_id": "good-client"})
+    client = app.test_client()
+    stolen = client.post("/token", data=_grant(pair.refresh_token, client_id="other-client",
+                                                client_secret="other-secret"))  # fmt: skip
+    assert stolen.status_code == 400 and stolen.json["error"] == "invalid_grant"
+    public = client.post("/token", data=_grant(pair.refresh_token))  # posing as a public client
+    assert public.status_code == 400 and public.json["error"] == "invalid_grant"
+    own = client.post("/token", data=_grant(pair.refresh_token, client_id="good-client", client_secret="good-secret"))
+    assert own.status_code == 200
+
+
+def test_client_secret_guessing(token_endpoint: tuple[Flask, JWTShield], caplog: pytest.LogCaptureFixture) -> None:
+    """Guessed client secrets get 401 invalid_client; the guesses never reach logs or events."""
+    app, shield = token_endpoint
+    caplog.set_level(logging.DEBUG)
+    with app.app_context():
+        pair = shield.issue_tokens("alice", claims={"client_id": "good-client"})
+    for guess in ("guess-1", "guess-2", "good-secre"):
+        r = app.test_client().post("/token", data=_grant(pair.refresh_token, client_id="good-client",
+                                                          client_secret=guess))  # fmt: skip
+        assert r.status_code == 401 and r.json["error"] == "invalid_client"
+        assert r.headers["WWW-Authenticate"].startswith("Basic ")
+    with app.app_context():
+        events = json.dumps([e.to_dict() for e in shield.events(limit=100)])
+    assert "invalid-client" in events
+    for secret in ("guess-1", "guess-2", "good-secre", pair.refresh_token):
+        assert secret not in events and secret not in caplog.text
+    # The session was not touched by the guesses.
+    ok = app.test_client().post("/token", data=_grant(pair.refresh_token, client_id="good-client",
+                                                       client_secret="good-secret"))  # fmt: skip
+    assert ok.status_code == 200
+
+
+def test_refresh_token_replayed_at_the_token_endpoint(token_endpoint: tuple[Flask, JWTShield], clock: Clock) -> None:
+    """RFC 6819 §5.2.2.3 / OAuth 2.0 Security BCP §4.14: rotation with reuse detection."""
+    app, shield = token_endpoint
+    with app.app_context():
+        pair = shield.issue_tokens("alice")
+    client = app.test_client()
+    honest = client.post("/token", data=_grant(pair.refresh_token)).json
+    clock.advance(30)
+    replay = client.post("/token", data=_grant(pair.refresh_token))
+    assert replay.status_code == 400 and replay.json["error"] == "invalid_grant"
+    assert client.post("/token", data=_grant(honest["refresh_token"])).json["error"] == "invalid_grant"
+    assert client.get("/api/me", headers=bearer(honest["access_token"])).status_code == 401

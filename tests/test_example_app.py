@@ -42,7 +42,9 @@ def test_session_walkthrough(client: t.Any, clock: Clock) -> None:
     me = client.get("/api/me", headers={**bearer(pair["access_token"]), **here})
     assert me.status_code == 200 and me.json["role"] == "admin"
     clock.advance(60)
-    second = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}, headers=here).json
+    # The documented request (RFC 6749 §6, form-encoded); the reuse below sends JSON, which works too.
+    second = client.post("/auth/refresh", data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]},
+                         headers=here).json  # fmt: skip
     clock.advance(60)  # past the 5 s grace: the stale refresh token is reuse
     reuse = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}, headers=here)
     assert reuse.status_code == 400 and reuse.json["error"] == "invalid_grant"
@@ -73,3 +75,12 @@ def test_stolen_token_used_from_abroad(client: t.Any, clock: Clock) -> None:
     clock.advance(120)
     r = client.get("/api/me", headers={**bearer(token), "X-Forwarded-For": "203.0.113.7"})
     assert r.status_code == 401 and "revoked" in r.json["error_description"]  # impossible travel: revoke_family
+
+
+def test_a_view_returns_the_claims(client: t.Any) -> None:
+    pair = login(client).json
+    r = client.get("/api/claims", headers=bearer(pair["access_token"]))
+    assert r.status_code == 200
+    claims = r.json
+    assert claims["sub"] == "alice" and claims["role"] == "admin"
+    assert {"sub", "jti", "exp", "iat", "sid"} <= set(claims)

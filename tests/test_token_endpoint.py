@@ -416,3 +416,15 @@ def test_refusals_before_the_refresh_are_recorded_once_a_minute(
     form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("cli", "guess"))
     with app.app_context():
         assert len(shield.events(kind="token-rejected")) == 3
+
+
+def test_app_max_content_length_still_applies(make_app: AppFactory, clock: Clock) -> None:
+    app, shield = make_app({"MAX_CONTENT_LENGTH": 100})
+    app.register_blueprint(shield.token_blueprint())
+    pair = issue(app, shield)
+    r = form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": pair.refresh_token})
+    assert r.status_code == 400 and "too large" in r.json["error_description"]
+    stream = io.BytesIO(b"grant_type=refresh_token&refresh_token=" + pair.refresh_token.encode())
+    r = app.test_client().post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
+                               environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+    assert r.status_code == 400 and "too large" in r.json["error_description"]
