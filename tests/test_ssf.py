@@ -234,7 +234,7 @@ def _cases(key: SigningKey, issuer: str) -> list[tuple[str, t.Any, str]]:
         ("event without subject", make_set(key, issuer, {CAEP + "credential-change": {}}), "invalid_request"),
         ("subject of another issuer",
          make_set(key, issuer, {RISC + "account-disabled": {"subject": user("https://evil.example")}}),
-         "invalid_request"),  # fmt: skip
+         "invalid_request"),
         ("too large", "a" * 70_000 + ".b.c", "invalid_request"),
     ]
 
