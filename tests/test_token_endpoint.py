@@ -428,3 +428,17 @@ def test_app_max_content_length_still_applies(make_app: AppFactory, clock: Clock
     r = app.test_client().post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
                                environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
     assert r.status_code == 400 and "too large" in r.json["error_description"]
+
+
+def test_flask_limiter_on_the_endpoint_as_documented(make_app: AppFactory, clock: Clock) -> None:
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    app, shield = make_app(defer_init=True)
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
+    shield = JWTShield(app, limiter=limiter)
+    view = limiter.limit("3/minute")(shield.token_view())
+    app.add_url_rule("/oauth/token", view_func=shield.exempt(view), methods=["POST"])
+    codes = [form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": "x"}).status_code
+             for _ in range(4)]  # fmt: skip
+    assert codes == [400, 400, 400, 429]
