@@ -13,6 +13,7 @@ import math
 import typing as t
 import urllib.parse
 from collections.abc import Mapping
+from typing import Final
 
 from limits import parse_many
 
@@ -20,6 +21,44 @@ from .errors import ConfigurationError
 
 #: The detectors' answers, weakest first (DESIGN.md "the action ladder").
 ACTIONS: tuple[str, ...] = ("flag", "deny", "revoke", "revoke_family", "revoke_subject")
+
+
+#: Detector buckets are minutes: "sustained" counts distinct minutes, whatever the limits' windows.
+MINUTE: Final = 60
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sustain:
+    """How long a detector's finding must last before its action applies.
+
+    Written as a limit string, ``"3/10 minutes"``: the finding must be seen in ``count``
+    distinct minutes within ``span`` seconds (the span opens at the first such minute).
+    A single minute of unusual traffic -- an app starting up, tabs reloading together --
+    is only flagged; a thief who keeps going is acted upon by the ``count``-th minute.
+    """
+
+    count: int
+    span: int
+
+    @classmethod
+    def parse(cls, value: str) -> Sustain:
+        """``"3/10 minutes"`` → ``Sustain(3, 600)``.
+
+        :raises ValueError: for anything but one limit whose span holds ``count`` minutes.
+        """
+        try:
+            items = parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a limit string such as '3/10 minutes'") from None
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(f"a sustain setting is one limit such as '3/10 minutes', got {value!r}")
+        count, span = items[0].amount, items[0].get_expiry()
+        if span < count * MINUTE:
+            raise ValueError(
+                f"{value!r} asks for {count} distinct minutes within {span} seconds, which can"
+                f" never happen; give a span of at least {count} minutes, e.g. '{count}/10 minutes'"
+            )
+        return cls(count, span)
 
 
 class ConfigKey:
@@ -62,10 +101,12 @@ class ConfigKey:
     RATE_LIMIT_STORAGE_URI = "JWT_SHIELD_RATE_LIMIT_STORAGE_URI"
     SPIKE_THRESHOLD = "JWT_SHIELD_SPIKE_THRESHOLD"
     SPIKE_ACTION = "JWT_SHIELD_SPIKE_ACTION"
+    SPIKE_SUSTAIN = "JWT_SHIELD_SPIKE_SUSTAIN"
     ADAPTIVE = "JWT_SHIELD_ADAPTIVE"
     ADAPTIVE_FACTOR = "JWT_SHIELD_ADAPTIVE_FACTOR"
     ADAPTIVE_FLOOR = "JWT_SHIELD_ADAPTIVE_FLOOR"
     ADAPTIVE_ACTION = "JWT_SHIELD_ADAPTIVE_ACTION"
+    ADAPTIVE_SUSTAIN = "JWT_SHIELD_ADAPTIVE_SUSTAIN"
     GEOIP_DATABASE = "JWT_SHIELD_GEOIP_DATABASE"
     COUNTRY_HISTORY = "JWT_SHIELD_COUNTRY_HISTORY"
     NEW_COUNTRY_ACTION = "JWT_SHIELD_NEW_COUNTRY_ACTION"
@@ -156,10 +197,12 @@ class ShieldConfig:
     rate_limit_storage_uri: str | None
     spike_threshold: str | None
     spike_action: str
+    spike_sustain: str | None
     adaptive: bool
     adaptive_factor: float
     adaptive_floor: str
     adaptive_action: str
+    adaptive_sustain: str | None
     geoip_database: str | None
     country_history: int
     new_country_action: str
@@ -264,10 +307,12 @@ class ShieldConfig:
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag"),
+            spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),
             adaptive=r.boolean(K.ADAPTIVE, False),
             adaptive_factor=r.number(K.ADAPTIVE_FACTOR, 10.0, minimum=1.0),
             adaptive_floor=t.cast(str, r.limit(K.ADAPTIVE_FLOOR, "60/minute", nullable=False)),
             adaptive_action=r.action(K.ADAPTIVE_ACTION, "flag"),
+            adaptive_sustain=r.sustain(K.ADAPTIVE_SUSTAIN, "3/10 minutes"),
             geoip_database=r.optional_string(K.GEOIP_DATABASE, None),
             country_history=r.integer(K.COUNTRY_HISTORY, 10, minimum=1),
             new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "deny")),
@@ -520,6 +565,21 @@ class _Reader:
                 f"{key} is {value!r}, which is not a rate limit string ({exc}); write it like"
                 " '300/minute' or '10/second;300/minute'."
             ) from None
+        return value
+
+    def sustain(self, key: str, default: str) -> str | None:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(
+                f"{key} must be a string such as '3/10 minutes' (that many distinct minutes"
+                f" within the span) or None, not {value!r}."
+            )
+        try:
+            Sustain.parse(value)
+        except ValueError as exc:
+            raise ConfigurationError(f"{key}: {exc}.") from None
         return value
 
     def choice(self, key: str, default: str, choices: frozenset[str], *, hint: str) -> str:

@@ -146,7 +146,8 @@ class JWTShield:
             )
         try:
             adaptive = (
-                AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor)
+                AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor,
+                                 sustain=config.adaptive_sustain)
                 if config.adaptive
                 else None
             )
@@ -165,12 +166,13 @@ class JWTShield:
                 storage_options=options,
                 limiter=self._limiter,
                 spike_threshold=spike,
+                spike_sustain=config.spike_sustain,
                 adaptive=adaptive,
             )
         except ValueError as exc:
             raise ConfigurationError(
                 f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
-                f" {K.ADAPTIVE_FLOOR}, or JWTShield(limiter=...)): {exc}"
+                f" {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN}, or JWTShield(limiter=...)): {exc}"
             ) from None
 
     def _pipeline(self) -> Pipeline:

@@ -203,9 +203,13 @@ class Pipeline:
         if decision.spike is not None:
             self.act(Finding("traffic-spike", config.spike_action, "Too many requests with this token.",
                              detail=decision.spike.as_detail()), claims)  # fmt: skip
-        if decision.anomaly is not None:
-            self.act(Finding("traffic-anomaly", config.adaptive_action, "Unusual traffic for this account.",
-                             detail=decision.anomaly.as_detail()), claims)  # fmt: skip
+        anomaly = decision.anomaly
+        if anomaly is not None:
+            # A short burst (an app starting, tabs reloading) is only flagged; the action
+            # waits until the anomaly lasts (JWT_SHIELD_ADAPTIVE_SUSTAIN).
+            action = config.adaptive_action if anomaly.sustained else "flag"
+            self.act(Finding("traffic-anomaly", action, "Unusual traffic for this account.",
+                             detail=anomaly.as_detail()), claims)  # fmt: skip
         if not decision.allowed:
             try:
                 headers = decision.headers()

@@ -11,9 +11,12 @@ One call per request does everything, in this order:
 1. **spike** -- every attempt presenting the token is counted against the spike threshold,
    rejected attempts included (a thief hammering a limited token is still hammering);
 2. **adaptive** (optional) -- the subject's request rate is compared with its own learned
-   baseline;
+   baseline; an anomaly that lasts (``sustain``) is reported as sustained;
 3. **limit** -- the per-token limits (or the endpoint's own limits) are hit in order of
-   increasing window, stopping at the first one exceeded.
+   increasing window, stopping at the first one exceeded. A token refused in several
+   distinct minutes within a span (``spike_sustain``) is reported as a sustained spike:
+   a thief who keeps pressing just above the limit, pausing and coming back, is hammering
+   too, even though no single window reaches the spike threshold.
 
 Storage failures of any backend surface as :class:`LimiterStorageError` only, so the
 pipeline can apply ``JWT_SHIELD_FAIL_MODE``.
@@ -42,6 +45,9 @@ from limits.storage import Storage
 from limits.storage import storage_from_string
 from limits.strategies import STRATEGIES
 from limits.strategies import RateLimiter
+
+from .config import MINUTE
+from .config import Sustain
 
 if TYPE_CHECKING:
     from flask_limiter import Limiter
@@ -184,9 +190,19 @@ class SpikeReport:
     count: int
     window: int
     elapsed: float
+    #: True for the sustained form: ``count`` distinct minutes with refused attempts
+    #: within ``window`` seconds, ``threshold`` being the ``spike_sustain`` setting.
+    sustained: bool = False
 
     def as_detail(self) -> dict[str, object]:
         """The observed rate as a JSON-ready dict for a ``traffic-spike`` event's detail."""
+        if self.sustained:
+            return {
+                "pattern": "sustained",
+                "sustain": f"{self.threshold.amount}/{self.window} seconds",
+                "refused_minutes": self.count,
+                "window_seconds": self.window,
+            }
         return {
             "threshold": _format_item(self.threshold, self.threshold.amount),
             "count": self.count,
@@ -210,6 +226,10 @@ class AnomalyReport:
     baseline: float
     factor: float
     floor: float
+    #: anomalous buckets of this subject within the sustain span, this one included
+    anomalous_buckets: int = 1
+    #: True once ``anomalous_buckets`` reached the ``sustain`` count: apply the action
+    sustained: bool = True
 
     def as_detail(self) -> dict[str, object]:
         """The observed and normal rate as a JSON-ready dict for a ``traffic-anomaly`` event."""
@@ -219,6 +239,8 @@ class AnomalyReport:
             "baseline": round(self.baseline, 3),
             "factor": self.factor,
             "floor": self.floor,
+            "anomalous_buckets": self.anomalous_buckets,
+            "sustained": self.sustained,
         }
 
 
@@ -342,10 +364,15 @@ class AdaptiveSettings:
       baseline towards zero and turn any burst into an anomaly.
     - A flagged bucket is not learned, so an attacker cannot teach the baseline his rate.
     - A subject idle for ``idle_ttl`` seconds starts learning afresh.
+
+    An anomalous bucket is *sustained* once the subject had ``sustain`` anomalous buckets
+    (a :class:`Sustain` string, ``"3/10 minutes"``) within its span; ``None`` makes every
+    anomalous bucket sustained. Only sustained anomalies get the configured action.
     """
 
     factor: float = 10.0
     floor: str = "60/minute"
+    sustain: str | None = "3/10 minutes"
     bucket_seconds: int = 60
     alpha: float = 0.1
     min_history: int = 3
@@ -365,6 +392,8 @@ class AdaptiveSettings:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha!r}")
         if self.min_history < 0 or self.idle_ttl < self.bucket_seconds or self.max_subjects < 1:
             raise ValueError("min_history >= 0, idle_ttl >= bucket_seconds and max_subjects >= 1")
+        if self.sustain is not None:
+            Sustain.parse(self.sustain)
 
     @property
     def floor_per_bucket(self) -> float:
@@ -510,6 +539,9 @@ class TokenRateLimiter:
     :param spike_threshold: a limit string; ``None`` turns spike detection off. See
         :func:`default_spike_threshold`. Spikes are counted in fixed windows whatever the
         strategy, as the count itself is needed and "once per window" needs a window.
+    :param spike_sustain: a :class:`Sustain` string (``"3/10 minutes"``): a token refused by
+        its limits in that many distinct minutes within the span is reported as a sustained
+        spike; ``None`` turns this off.
     :param adaptive: settings of the adaptive baseline, ``None`` (the default) for off;
         needs memory or Redis storage.
     :param storage_options: keyword arguments for the storage built from ``storage_uri``.
@@ -528,6 +560,7 @@ class TokenRateLimiter:
         storage_options: Mapping[str, float | str | bool] | None = None,
         key_prefix: str = "jwt_shield",
         spike_threshold: str | None = None,
+        spike_sustain: str | None = None,
         adaptive: AdaptiveSettings | None = None,
     ) -> None:
         self._storage = _resolve_storage(storage_uri, storage, limiter, storage_options)
@@ -546,6 +579,7 @@ class TokenRateLimiter:
         self._rate_ns = f"{prefix}/rate"
         self._spike_ns = f"{prefix}/spike"
         self._adaptive_ns = f"{prefix}/adaptive"
+        self._sustain_ns = f"{prefix}/sustain"
         self._limits = self._parse(limits) if limits is not None else _EXEMPT
         self._spike = self._parse(spike_threshold, self._spike_ns) if spike_threshold else ()
         self._endpoints: dict[str, tuple[RateLimitItem, ...]] = {}
@@ -553,6 +587,8 @@ class TokenRateLimiter:
 
         self.adaptive = adaptive
         self._floor = adaptive.floor_per_bucket if adaptive is not None else 0.0
+        self._spike_sustain = self._sustain_item(spike_sustain)
+        self._adaptive_sustain = self._sustain_item(adaptive.sustain if adaptive is not None else None)
         self._memory_baselines: _MemoryBaselines | None = None
         self._lua: Script | None = None
         if adaptive is not None:
@@ -578,6 +614,12 @@ class TokenRateLimiter:
         self._active = bool(
             self._limits or self._spike or self.adaptive is not None or any(self._endpoints.values())
         )
+
+    def _sustain_item(self, value: str | None) -> RateLimitItem | None:
+        if value is None:
+            return None
+        sustain = Sustain.parse(value)
+        return _with_namespace(parse_limits(f"{sustain.count}/{sustain.span} seconds"), self._sustain_ns)[0]
 
     def _parse(self, value: str, namespace: str | None = None) -> tuple[RateLimitItem, ...]:
         return _by_window(_with_namespace(parse_limits(value), namespace or self._rate_ns))
@@ -635,12 +677,14 @@ class TokenRateLimiter:
                 for item, storage_key in zip(items, rate_keys, strict=True):
                     if storage.incr(storage_key, item.get_expiry()) > item.amount:
                         reset_at = storage.get_expiry(storage_key)
+                        spike = spike or self._count_refusal(identity, parts[0])
                         return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
             else:
                 hit = self._strategy.hit
                 for item in items:
                     if not hit(item, *parts):
                         reset_at = self._strategy.get_window_stats(item, *parts).reset_time
+                        spike = spike or self._count_refusal(identity, parts[0])
                         return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
@@ -685,6 +729,35 @@ class TokenRateLimiter:
                 report = SpikeReport(identity, item, count, window, max(0.0, time.time() - opened))
         return report
 
+    def _count_refusal(self, identity: str, key: str) -> SpikeReport | None:
+        """Count a refused attempt's minute; report a sustained spike from the N-th minute on.
+
+        Only refused attempts get here, so the steady state pays nothing. Two counters per
+        token, both plain ``incr`` (atomic in every storage, so workers share them): a
+        marker per minute, whose first increment counts that minute once, and the number of
+        such minutes within the span. Every further refused minute past the count reports
+        again: at most one event per token and minute.
+        """
+        item = self._spike_sustain
+        if item is None:
+            return None
+        minute = math.floor(time.time() / MINUTE)
+        if self._storage.incr(item.key_for("m", key, str(minute)), MINUTE) != 1:
+            return None  # this minute is counted already
+        window = item.get_expiry()
+        minutes = self._storage.incr(item.key_for("refused", key), window)
+        if minutes < item.amount:
+            return None
+        return SpikeReport(identity, item, minutes, window, 0.0, sustained=True)
+
+    def _sustained_anomaly(self, subject: str) -> tuple[int, bool]:
+        """Count one anomalous bucket of ``subject``; (buckets within the span, sustained?)."""
+        item = self._adaptive_sustain
+        if item is None:
+            return 1, True
+        buckets = self._storage.incr(item.key_for("anomaly", _escape(subject)), item.get_expiry())
+        return buckets, buckets >= item.amount
+
     def _observe(self, subject: str) -> AnomalyReport | None:
         settings = self.adaptive
         assert settings is not None
@@ -709,7 +782,9 @@ class TokenRateLimiter:
             flagged, count, ewma = bool(reply[0]), int(reply[1]), float(reply[2])
         if not flagged:
             return None
-        return AnomalyReport(subject, count, settings.bucket_seconds, ewma, settings.factor, self._floor)
+        buckets, sustained = self._sustained_anomaly(subject)
+        return AnomalyReport(subject, count, settings.bucket_seconds, ewma, settings.factor, self._floor,
+                             anomalous_buckets=buckets, sustained=sustained)  # fmt: skip
 
     def _tightest(self, targets: tuple[tuple[RateLimitItem, tuple[str, ...]], ...]) -> tuple[RateLimitItem, int, float]:
         try:
