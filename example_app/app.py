@@ -28,6 +28,7 @@ from flask_jwt_shield import InvalidRequest
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import ShieldError
 from flask_jwt_shield import current_claims
+from flask_jwt_shield import get_claims
 
 HERE = Path(__file__).resolve().parent
 
@@ -125,6 +126,7 @@ def _routes(app: Flask) -> Blueprint:
             "try": [
                 "POST /auth/login {username, password}  (alice/wonderland, bob/builder)",
                 "GET /api/me with Authorization: Bearer <access_token>",
+                "GET /api/claims: every verified claim of your token",
                 "POST /auth/refresh grant_type=refresh_token&refresh_token=... (RFC 6749 §6; JSON too)",
                 "POST /auth/logout, POST /auth/logout-all",
                 "GET /api/sessions, GET /api/events",
@@ -166,6 +168,10 @@ def _routes(app: Flask) -> Blueprint:
     @bp.get("/api/me")
     def me() -> t.Any:
         return {"sub": current_claims["sub"], "role": current_claims.get("role"), "sid": current_claims.get("sid")}
+
+    @bp.get("/api/claims")
+    def claims() -> t.Any:
+        return get_claims()  # a read-only dict: return it, jsonify it, or dict() it to change a copy
 
     @bp.get("/api/sessions")
     def sessions() -> t.Any:

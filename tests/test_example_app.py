@@ -75,3 +75,12 @@ def test_stolen_token_used_from_abroad(client: t.Any, clock: Clock) -> None:
     clock.advance(120)
     r = client.get("/api/me", headers={**bearer(token), "X-Forwarded-For": "203.0.113.7"})
     assert r.status_code == 401 and "revoked" in r.json["error_description"]  # impossible travel: revoke_family
+
+
+def test_a_view_returns_the_claims(client: t.Any) -> None:
+    pair = login(client).json
+    r = client.get("/api/claims", headers=bearer(pair["access_token"]))
+    assert r.status_code == 200
+    claims = r.json
+    assert claims["sub"] == "alice" and claims["role"] == "admin"
+    assert {"sub", "jti", "exp", "iat", "sid"} <= set(claims)
