@@ -115,6 +115,12 @@ class ConfigKey:
     IMPOSSIBLE_TRAVEL_ACTION = "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION"
     ALLOWED_COUNTRIES = "JWT_SHIELD_ALLOWED_COUNTRIES"
     DENIED_COUNTRIES = "JWT_SHIELD_DENIED_COUNTRIES"
+    DPOP = "JWT_SHIELD_DPOP"
+    DPOP_MAX_AGE = "JWT_SHIELD_DPOP_MAX_AGE"
+    DPOP_ALGORITHMS = "JWT_SHIELD_DPOP_ALGORITHMS"
+    DPOP_NONCE_TTL = "JWT_SHIELD_DPOP_NONCE_TTL"
+    TOKEN_LOCATIONS = "JWT_SHIELD_TOKEN_LOCATIONS"
+    COOKIE_SAMESITE = "JWT_SHIELD_COOKIE_SAMESITE"
     EVENT_RETENTION = "JWT_SHIELD_EVENT_RETENTION"
     EVENT_IP = "JWT_SHIELD_EVENT_IP"
     AUDIT_LOGGER = "JWT_SHIELD_AUDIT_LOGGER"
@@ -135,6 +141,13 @@ _SIGNING_ALGORITHMS = frozenset(
     }
 )  # fmt: skip
 
+#: Every algorithm a DPoP proof may use: asymmetric only (RFC 9449 §4.2: never ``none``,
+#: never a MAC, whose key the server would have to share with the client).
+PROOF_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
+#: ``JWT_SHIELD_DPOP_ALGORITHMS`` by default.
+DEFAULT_PROOF_ALGORITHMS = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
 #: What a resource server may verify: asymmetric algorithms only (an HMAC key in a public
 #: JWK Set would be a secret known to everyone who can read it).
 RESOURCE_SERVER_ALGORITHMS = frozenset(a for a in _SIGNING_ALGORITHMS if not a.startswith("HS"))
@@ -211,6 +224,12 @@ class ShieldConfig:
     impossible_travel_action: str
     allowed_countries: frozenset[str] | None
     denied_countries: frozenset[str] | None
+    dpop: str
+    dpop_max_age: float
+    dpop_algorithms: tuple[str, ...]
+    dpop_nonce_ttl: float | None
+    token_locations: frozenset[str]
+    cookie_samesite: str
     event_retention: int
     event_ip: str
     audit_logger: str
@@ -272,6 +291,35 @@ class ShieldConfig:
             frozenset({"fixed-window", "moving-window", "sliding-window-counter"}),
             hint="'fixed-window'",
         )
+        dpop_algorithms = r.string_list(K.DPOP_ALGORITHMS, list(DEFAULT_PROOF_ALGORITHMS)) or []
+        if not dpop_algorithms or not PROOF_ALGORITHMS.issuperset(dpop_algorithms):
+            raise ConfigurationError(
+                f"{K.DPOP_ALGORITHMS} must list asymmetric algorithms from {sorted(PROOF_ALGORITHMS)}"
+                f" (for example ['ES256', 'EdDSA']); {dpop_algorithms or 'an empty list'} cannot be used."
+                " A DPoP proof is never unsigned or signed with a shared secret."
+            )
+        nonce_ttl = r.raw(K.DPOP_NONCE_TTL)
+        if nonce_ttl is not None:
+            nonce_ttl = r.number(K.DPOP_NONCE_TTL, 0, minimum=1)
+        locations = r.string_list(K.TOKEN_LOCATIONS, ["headers"]) or []
+        if not locations or not {"headers", "cookies"}.issuperset(locations):
+            raise ConfigurationError(
+                f"{K.TOKEN_LOCATIONS} must list 'headers', 'cookies' or both (for example"
+                f" ['headers', 'cookies']), not {locations!r}. The query string and the form body"
+                " are never token locations."
+            )
+        dpop = r.choice(K.DPOP, "off", frozenset({"off", "optional", "required"}), hint="'optional'")
+        if nonce_ttl is not None and dpop == "off":
+            raise ConfigurationError(
+                f"{K.DPOP_NONCE_TTL} is set while {K.DPOP} is 'off': nonces are part of DPoP. Set"
+                f" {K.DPOP} to 'optional' or 'required', or remove {K.DPOP_NONCE_TTL}."
+            )
+        if dpop == "required" and "cookies" in locations:
+            raise ConfigurationError(
+                f"{K.DPOP} is 'required' but {K.TOKEN_LOCATIONS} includes 'cookies': cookie tokens are"
+                f" bound to a fingerprint, not to a DPoP key, so every one would be refused. Use"
+                f" {K.DPOP} = 'optional' (DPoP for API clients, cookies for browsers) or drop 'cookies'."
+            )
         return cls(
             enabled=r.boolean(K.ENABLED, True),
             algorithm=algorithm,
@@ -321,6 +369,12 @@ class ShieldConfig:
             impossible_travel_action=r.action(K.IMPOSSIBLE_TRAVEL_ACTION, "flag"),
             allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
             denied_countries=r.countries(K.DENIED_COUNTRIES),
+            dpop=dpop,
+            dpop_max_age=r.number(K.DPOP_MAX_AGE, 60, minimum=1),
+            dpop_algorithms=tuple(dpop_algorithms),
+            dpop_nonce_ttl=nonce_ttl,
+            token_locations=frozenset(locations),
+            cookie_samesite=r.choice(K.COOKIE_SAMESITE, "Lax", frozenset({"Lax", "Strict"}), hint="'Lax'"),
             event_retention=r.integer(K.EVENT_RETENTION, 10_000, minimum=1),
             event_ip=r.choice(
                 K.EVENT_IP, "full", frozenset({"full", "truncated", "none"}), hint="'truncated'"

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm
 from jwt.algorithms import get_default_algorithms
 
+from .config import DEFAULT_PROOF_ALGORITHMS
+from .config import PROOF_ALGORITHMS
 from .errors import InvalidDPoPProof
 from .errors import UseDPoPNonce
 from .stores.base import Store
@@ -55,12 +57,7 @@ __all__ = [
 #: The ``typ`` of a proof (RFC 9449 §4.2).
 PROOF_TYPE = "dpop+jwt"
 _PROOF_TYPES = frozenset({"dpop+jwt", "application/dpop+jwt"})
-#: Every algorithm a proof may use: asymmetric only (RFC 9449 §4.2: never ``none``, never a MAC).
-PROOF_ALGORITHMS = frozenset(
-    {"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-)
-#: ``JWT_SHIELD_DPOP_ALGORITHMS`` by default.
-DEFAULT_ALGORITHMS = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
+DEFAULT_ALGORITHMS = DEFAULT_PROOF_ALGORITHMS
 #: The store namespace of the proof ``jti`` replay cache.
 REPLAY_NAMESPACE = "dpop-jti"
 

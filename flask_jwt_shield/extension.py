@@ -21,13 +21,16 @@ from flask import has_request_context
 from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import events as _events
+from . import transport
 from .cli import cli
 from .config import ConfigKey
 from .config import ShieldConfig
 from .errors import ConfigurationError
 from .errors import InvalidGrant
+from .errors import InvalidRequest
 from .errors import InvalidToken
 from .errors import RevokedToken
 from .errors import StoreError
@@ -41,6 +44,7 @@ from .oauth import ClientAuthenticator
 from .oauth import TokenEndpoint
 from .pipeline import Pipeline
 from .pipeline import Registry
+from .pipeline import send_nonce
 from .ratelimit import AdaptiveSettings
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
@@ -56,10 +60,17 @@ from .tokens import ACCESS_TYPE
 from .tokens import REFRESH_TYPE
 from .tokens import Claims
 from .tokens import TokenCodec
+from .transport import REFRESH_COOKIE
+from .transport import SAFE_METHODS
+from .transport import check_csrf
+from .transport import fingerprint_hash
+from .transport import fingerprint_matches
+from .transport import new_fingerprint
 
 logger = logging.getLogger("flask_jwt_shield")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+ResponseT = t.TypeVar("ResponseT", bound=BaseResponse)
 T_revocation_checker = t.TypeVar("T_revocation_checker", bound=t.Callable[[Claims], bool])
 
 EXTENSION_KEY = "jwt_shield"
@@ -249,10 +260,21 @@ class JWTShield:
         payload = pipeline.codec.claims_for(sub, ttl=ttl, extra=claims, iat=iat)
         return pipeline.codec.encode(payload, ACCESS_TYPE)
 
-    def issue_tokens(self, sub: str, claims: t.Mapping[str, t.Any] | None = None) -> TokenPair:
+    def issue_tokens(
+        self, sub: str, claims: t.Mapping[str, t.Any] | None = None, *, cookies: bool = False
+    ) -> TokenPair:
         """Start a session for ``sub`` (after the app checked the password).
 
         Returns an access token and a refresh token sharing a new family id ``sid``.
+
+        With :data:`JWT_SHIELD_DPOP` on, a valid proof in the request's ``DPoP`` header
+        binds the session to the client's key (``cnf.jkt`` in both tokens, ``token_type``
+        ``"DPoP"``); a bad proof is refused with 400 ``invalid_dpop_proof``, and so is a
+        missing one when DPoP is ``"required"``.
+
+        :param cookies: the pair is for :meth:`set_cookies` (a browser): its tokens are
+            bound to a new fingerprint cookie instead of a DPoP key. Needs ``"cookies"``
+            in :data:`JWT_SHIELD_TOKEN_LOCATIONS`.
         """
         pipeline = self._pipeline()
         _refuse_in_resource_server_mode(pipeline, "issue_tokens")
@@ -261,14 +283,28 @@ class JWTShield:
         extra = dict(claims or {})
         codec = pipeline.codec
         codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
+        binding: dict[str, t.Any] = {}
+        fingerprint = nonce = None
+        if cookies:
+            if "cookies" not in config.token_locations:
+                raise RuntimeError(
+                    f"issue_tokens(..., cookies=True) needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}."
+                )
+            fingerprint = new_fingerprint()
+            binding["fgp"] = fingerprint_hash(fingerprint)
+        else:
+            jkt, nonce = pipeline.token_request_proof(required=config.dpop == "required")
+            if jkt is not None:
+                binding["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
         country, new_country = pipeline.login_geo(sub, ip)
         sid = secrets.token_urlsafe(16)
         refresh_jti = secrets.token_urlsafe(16)
         dropped: list[str] = []
+        session_claims = {**extra, **binding}
         try:
             iat = _issue_time(pipeline, sub)
             family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                                claims=extra)  # fmt: skip
+                                claims=session_claims)  # fmt: skip
             dropped = pipeline.store.create_family(
                 family,
                 max_sessions=config.max_sessions,
@@ -281,25 +317,47 @@ class JWTShield:
             pipeline.store_failed(exc, None)
             iat = time.time()
             family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                                claims=extra)  # fmt: skip
+                                claims=session_claims)  # fmt: skip
         for old in dropped:
             pipeline.record("family-revoked", None, subject=sub, sid=old, action="revoke_family",
                          detail={"reason": "max-sessions"})  # fmt: skip
-        pair = sign_pair(pipeline.codec, config, family, access_iat=iat, country=country, new_country=new_country)
+        pair = sign_pair(pipeline.codec, config, family, access_iat=iat, country=country, new_country=new_country,
+                         fingerprint=fingerprint)  # fmt: skip
+        detail: dict[str, t.Any] = {"new_country": new_country} if new_country else {}
+        if binding:
+            detail["bound"] = "dpop" if "cnf" in binding else "fingerprint"
         pipeline.record("session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country,
-                     detail={"new_country": new_country} if new_country else {})  # fmt: skip
+                        detail=detail)  # fmt: skip
+        if nonce is not None:
+            send_nonce(nonce)
         return pair
 
-    def refresh(self, refresh_token: str) -> TokenPair:
+    def refresh(self, refresh_token: str | None = None) -> TokenPair:
         """Spend ``refresh_token`` and return a new pair in the same session.
 
         A refresh token presented a second time is reuse: the whole family is revoked and
         :class:`~flask_jwt_shield.InvalidGrant` is raised (400 ``invalid_grant``).
+
+        Without ``refresh_token``, and with cookies in :data:`JWT_SHIELD_TOKEN_LOCATIONS`,
+        the refresh cookie is read (and an unsafe request needs the ``X-CSRF-Token``
+        header). A session bound to a DPoP key needs a proof by that key in the ``DPoP``
+        header; one bound to a fingerprint needs the fingerprint cookie.
         """
         pipeline = self._pipeline()
         _refuse_in_resource_server_mode(pipeline, "refresh")
         config = pipeline.config
         ip = request.remote_addr if has_request_context() else None
+        from_cookie = False
+        if refresh_token is None and "cookies" in config.token_locations and has_request_context():
+            refresh_token = request.cookies.get(REFRESH_COOKIE)
+            from_cookie = refresh_token is not None
+            if from_cookie and request.method not in SAFE_METHODS:
+                try:
+                    check_csrf(request, request.environ)
+                except InvalidRequest as exc:
+                    pipeline.record("token-rejected", None, action="deny",
+                                    detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
+                    raise
         if not isinstance(refresh_token, str):
             raise InvalidGrant("A refresh token is required.", reason="missing")
         try:
@@ -314,6 +372,7 @@ class JWTShield:
             pipeline.record("token-rejected", claims, action="deny",
                          detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
             raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
+        nonce = self._check_refresh_binding(pipeline, claims, from_cookie)
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
         country = None
         if pipeline.geo is not None:
@@ -341,6 +400,8 @@ class JWTShield:
         if rotation.outcome in ("rotated", "grace") and family is not None:
             pair = sign_pair(pipeline.codec, config, family, access_iat=new_iat, country=country)
             pipeline.record("token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
+            if nonce is not None:
+                send_nonce(nonce)
             return pair
         if rotation.outcome == "reused":
             first, mode = rotation.first_use, config.event_ip
@@ -355,6 +416,62 @@ class JWTShield:
         })  # fmt: skip
         raise InvalidGrant(REFUSALS.get(rotation.outcome, "The refresh token is invalid."),
                            reason=f"session-{rotation.outcome}")
+
+    @staticmethod
+    def _check_refresh_binding(pipeline: Pipeline, claims: Claims, from_cookie: bool) -> str | None:
+        """Before anything rotates: the session's fingerprint and DPoP key. Returns a DPoP
+        nonce to send back, if any."""
+        fgp = claims.get("fgp")
+        if (fgp is not None or from_cookie) and not (has_request_context() and fingerprint_matches(request, fgp)):
+            pipeline.record("token-rejected", claims, action="deny", detail={
+                "reason": "fingerprint-mismatch", "status": 400, "grant": "refresh_token"})  # fmt: skip
+            raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
+                               reason="fingerprint-mismatch")  # fmt: skip
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, t.Mapping) else None
+        if jkt is not None:
+            return pipeline.token_request_proof(bound=jkt)[1]
+        if pipeline.config.dpop == "required" and fgp is None:
+            # A session from before DPoP was required: it cannot become bound on the way.
+            pipeline.record("dpop-rejected", claims, action="deny",
+                            detail={"reason": "dpop-required", "status": 400, "grant": "refresh_token"})  # fmt: skip
+            raise InvalidGrant("This session is not DPoP-bound; log in again with a DPoP proof.",
+                               reason="dpop-required", error="invalid_dpop_proof")  # fmt: skip
+        return None
+
+    # -- cookies (browsers) ------------------------------------------------------------
+
+    def set_cookies(self, response: ResponseT, pair: TokenPair) -> ResponseT:
+        """Put ``pair`` in cookies on ``response`` and return it (for browsers).
+
+        The access token goes in ``__Host-jws_access`` (HttpOnly, Secure, SameSite per
+        :data:`JWT_SHIELD_COOKIE_SAMESITE`), the refresh token in ``__Host-jws_refresh``
+        (HttpOnly, Secure, SameSite=Strict); after a login also the fingerprint
+        (``__Host-jws_fgp``, HttpOnly) and the CSRF value (``jws_csrf``, readable by the
+        page's script, to be echoed in the ``X-CSRF-Token`` header on unsafe requests).
+        ``pair`` must come from ``issue_tokens(..., cookies=True)`` or from
+        :meth:`refresh` of such a session. Needs an app context.
+        """
+        config = self._pipeline().config
+        if "cookies" not in config.token_locations:
+            raise RuntimeError(f"set_cookies() needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
+        if not pair.cookie_bound:
+            raise ValueError(
+                "This pair is not bound to a fingerprint, so a copy of its tokens would work anywhere:"
+                " issue it with shield.issue_tokens(sub, cookies=True)."
+            )
+        ends = pair.refresh_expires_at
+        refresh_max_age = max(0, math.floor(ends - time.time())) if ends is not None else config.refresh_token_ttl
+        transport.set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
+                              refresh_token=pair.refresh_token, refresh_max_age=refresh_max_age,
+                              fingerprint=pair.fingerprint, samesite=config.cookie_samesite)  # fmt: skip
+        return response
+
+    def unset_cookies(self, response: ResponseT) -> ResponseT:
+        """Expire every cookie :meth:`set_cookies` sets (log-out in the browser) and
+        return ``response``. Revoke the session too: :meth:`revoke_family`."""
+        transport.unset_cookies(response)
+        return response
 
     # -- revoking ------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ request goes through:
 
 1. exempt? -- ``@shield.exempt``, ``JWT_SHIELD_EXEMPT_ENDPOINTS``, ``static``, CORS preflight;
 2. extract (:mod:`.transport`); 3. verify (:mod:`.tokens`); 4. revocation (:mod:`.revocation`);
-5. sender constraint (not built yet); 6. rate (:mod:`.ratelimit`); 7. geo (:mod:`.geo`);
+5. sender constraint (:mod:`.dpop`, fingerprint cookie); 6. rate (:mod:`.ratelimit`); 7. geo (:mod:`.geo`);
 8. publish the claims on ``g._jwt_shield``.
 
 Every step raises one of :mod:`.errors`; a detector's finding goes through :meth:`Pipeline.act`
@@ -23,14 +23,23 @@ import math
 import time
 import typing as t
 
+from cryptography.hazmat.primitives import serialization
+from flask import after_this_request
 from flask import current_app
 from flask import g
 from flask import has_request_context
 from flask import request
 
 from . import signals
+from .config import ConfigKey
 from .config import ShieldConfig
+from .dpop import Nonces
+from .dpop import ProofVerifier
 from .errors import AccessDenied
+from .errors import ConfigurationError
+from .errors import InvalidDPoPProof
+from .errors import InvalidGrant
+from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import MissingToken
 from .errors import RateLimitExceeded
@@ -53,7 +62,9 @@ from .revocation import revoked
 from .stores import Store
 from .tokens import Claims
 from .tokens import TokenCodec
+from .transport import Location
 from .transport import extract_token
+from .transport import fingerprint_matches
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -111,6 +122,14 @@ class Pipeline:
         self.limiter = limiter
         self.geo = geo
         self._exempt: dict[str, bool] = {}
+        #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
+        self.dpop = _proof_verifier(config, keys, store)
+        self._dpop_challenge = (config.dpop, self.dpop.algs) if self.dpop is not None else None
+        self._headers = "headers" in config.token_locations
+        self._cookies = "cookies" in config.token_locations
+        # Step 5 runs for every request when DPoP or cookies are on, else only for a token
+        # that names a key or a fingerprint (issued while they were on): never skipped.
+        self._constrain = self.dpop is not None or self._cookies
         self._last_outage_event = -math.inf
         self._last_keys_event = -math.inf
         self._geo_seen: dict[tuple[str, str], float] = {}
@@ -134,9 +153,12 @@ class Pipeline:
             return  # CORS preflight carries no credentials by design
         claims: Claims | None = None
         try:
-            token = extract_token(req, environ, self.config.max_token_bytes)
+            token, location = extract_token(req, environ, self.config.max_token_bytes, headers=self._headers,
+                                            dpop=self.dpop is not None, cookies=self._cookies)  # fmt: skip
             claims, kid = self.codec.verify(token)
             self.check_revocation(claims, kid)
+            if self._constrain or "cnf" in claims or "fgp" in claims:
+                self.check_sender(claims, token, location, req)
             if self.limiter is not None and self.limiter.active:
                 self._check_rate(claims, endpoint)
             if self.geo is not None:
@@ -146,6 +168,7 @@ class Pipeline:
             raise
         except ShieldError as exc:
             exc.realm = self.config.realm
+            exc.dpop = self._dpop_challenge
             if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
                 self._rejected(exc, claims)
             raise
@@ -188,6 +211,77 @@ class Pipeline:
             return
         if reason is not None:
             raise revoked(reason)
+
+    def check_sender(self, claims: Claims, token: str, location: Location, req: t.Any) -> None:
+        """Step 5: a token bound to a key needs a DPoP proof by that key (RFC 9449 §7.1), a
+        token bound to a fingerprint needs the fingerprint cookie; ``required`` refuses
+        tokens bound to neither."""
+        cnf = claims.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, t.Mapping) else None
+        if jkt is not None:
+            verifier = self.dpop
+            if verifier is None:
+                raise InvalidToken("The access token is DPoP-bound, and DPoP is off here.", reason="dpop-off")
+            if location != "dpop":
+                raise InvalidToken("The access token is DPoP-bound: send it as 'Authorization: DPoP' with a"
+                                   " DPoP proof.", reason="dpop-bound-as-bearer")  # fmt: skip
+            try:
+                proof = verifier.verify(req.environ.get("HTTP_DPOP"), method=req.method, url=req.base_url,
+                                        access_token=token)  # fmt: skip
+            except StoreError as exc:  # the replay cache is out of reach
+                self.store_failed(exc, claims)
+                return
+            if proof.jkt != jkt:
+                raise InvalidDPoPProof("The DPoP proof is signed by another key than the token is bound to.",
+                                       reason="dpop-wrong-key")  # fmt: skip
+            if proof.next_nonce is not None:
+                send_nonce(proof.next_nonce)
+        elif location == "dpop":
+            raise InvalidToken("The access token is not DPoP-bound; send it as a Bearer token.",
+                               reason="dpop-unbound")  # fmt: skip
+        elif self.config.dpop == "required":
+            raise InvalidToken("A DPoP-bound access token is required.", reason="dpop-required")
+        fgp = claims.get("fgp")
+        if fgp is not None:
+            if not fingerprint_matches(req, fgp):
+                raise InvalidToken("The access token's fingerprint cookie is missing or does not match.",
+                                   reason="fingerprint-mismatch")  # fmt: skip
+        elif location == "cookie":
+            # set_cookies() takes only fingerprinted pairs: a cookie token without one was
+            # put there by something else.
+            raise InvalidToken("A token in a cookie must be bound to a fingerprint.", reason="fingerprint-missing")
+
+    def token_request_proof(self, *, bound: str | None = None, required: bool = False) -> tuple[str | None, str | None]:
+        """DPoP at a token endpoint (``issue_tokens``, ``refresh``; RFC 9449 §5).
+
+        Returns the thumbprint of the key the request's proof proves (``None`` without a
+        proof) and a nonce to send back, if any. ``bound``: the session's key, which the
+        proof must be signed with. Raises 400 ``invalid_dpop_proof`` / ``use_dpop_nonce``.
+        """
+        verifier = self.dpop
+        proof_header = request.headers.get("DPoP") if has_request_context() else None
+        if verifier is None:
+            if bound is not None:
+                raise InvalidGrant("The session is DPoP-bound, and DPoP is off here.", reason="dpop-off")
+            return None, None
+        if proof_header is None and bound is None and not required:
+            return None, None
+        try:
+            if not has_request_context():
+                raise InvalidDPoPProof("A DPoP proof is required (the DPoP header).", reason="dpop-missing")
+            proof = verifier.verify(proof_header, method=request.method, url=request.base_url)
+            if bound is not None and proof.jkt != bound:
+                raise InvalidDPoPProof("The DPoP proof is signed by another key than the session is bound to.",
+                                       reason="dpop-wrong-key")  # fmt: skip
+        except InvalidDPoPProof as exc:
+            self.record("dpop-rejected", None, action="deny", detail={"reason": exc.reason, "status": 400})
+            error = InvalidGrant(exc.description, reason=exc.reason, error=exc.error)
+            error.dpop_nonce = exc.dpop_nonce
+            raise error from None
+        except StoreError as exc:
+            self.store_failed(exc, None)
+            raise StoreUnavailable() from None  # an unproven binding is never issued
+        return proof.jkt, proof.next_nonce
 
     def _check_rate(self, claims: Claims, endpoint: str) -> None:
         """Step 6: the per-token limit (429), spikes and the adaptive baseline."""
@@ -436,8 +530,10 @@ class Pipeline:
 
     def _rejected(self, exc: ShieldError, claims: Claims | None) -> None:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
-        if self._first_in_a_while(("token-rejected", who, exc.reason)):
-            self.record("token-rejected", claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
+        kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
+            "token-rejected")  # fmt: skip
+        if self._first_in_a_while((kind, who, exc.reason)):
+            self.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
 
     def _first_in_a_while(self, key: tuple[str, ...]) -> bool:
         """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds."""
@@ -447,6 +543,35 @@ class Pipeline:
             return False
         _bounded_put(self._recent, key, now)
         return True
+
+
+def _proof_verifier(config: ShieldConfig, keys: KeyRing, store: Store) -> ProofVerifier | None:
+    if config.dpop == "off":
+        return None
+    nonces = None
+    if config.dpop_nonce_ttl is not None:
+        signing = keys.signing_key
+        if signing is None:
+            raise ConfigurationError(
+                f"{ConfigKey.DPOP_NONCE_TTL} needs a signing key (its nonces are keyed with it); this"
+                " app only verifies. Remove the setting, or configure the signing key."
+            )
+        material = signing.signing
+        if not isinstance(material, bytes):
+            material = material.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())  # fmt: skip
+        nonces = Nonces(material, config.dpop_nonce_ttl)
+    return ProofVerifier(algorithms=config.dpop_algorithms, max_age=config.dpop_max_age, leeway=config.leeway,
+                         store=store, max_bytes=config.max_token_bytes, nonces=nonces)  # fmt: skip
+
+
+def send_nonce(nonce: str) -> None:
+    """Send ``DPoP-Nonce`` on this request's response (RFC 9449 §8.2: a fresh one, early)."""
+
+    @after_this_request
+    def add_nonce(response: t.Any) -> t.Any:
+        response.headers["DPoP-Nonce"] = nonce
+        return response
 
 
 def _bounded_put(cache: dict[K, float], key: K, value: float) -> None:

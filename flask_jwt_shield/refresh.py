@@ -13,6 +13,7 @@ import typing as t
 from .config import ShieldConfig
 from .stores import Family
 from .tokens import ACCESS_TYPE
+from .tokens import BINDING_CLAIMS
 from .tokens import REFRESH_TYPE
 from .tokens import TokenCodec
 
@@ -28,6 +29,13 @@ class TokenPair:
     token_type: str = "Bearer"
     #: The login came from a country not in the subject's history (``flag`` action).
     new_country: bool = False
+    #: When the session ends (epoch seconds): the refresh cookie's lifetime.
+    refresh_expires_at: float | None = None
+    #: The tokens are bound to a fingerprint cookie (``issue_tokens(..., cookies=True)``).
+    cookie_bound: bool = False
+    #: The fingerprint itself, at login only: :meth:`JWTShield.set_cookies` puts it in the
+    #: ``__Host-jws_fgp`` cookie. Never in :meth:`as_dict`.
+    fingerprint: str | None = dataclasses.field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, t.Any]:
         """The OAuth 2.0 token response (RFC 6749 §5.1)."""
@@ -91,26 +99,37 @@ def sign_pair(
     access_iat: float,
     country: str | None,
     new_country: bool = False,
+    fingerprint: str | None = None,
 ) -> TokenPair:
     """A new access token, and the family's current refresh token.
 
     The refresh token is rebuilt from the family (same ``jti``, ``iat`` and ``exp``), so a
     client answered within the reuse grace period holds the same generation as the one that
-    rotated first: there is never a second live branch.
+    rotated first: there is never a second live branch. The family's binding (``cnf``: a
+    DPoP key, ``fgp``: a fingerprint) goes into both tokens, so a refresh is checked
+    against it before anything rotates.
     """
-    extra = dict(family.claims)
+    extra = {k: v for k, v in family.claims.items() if k not in BINDING_CLAIMS}
+    binding = {k: family.claims[k] for k in BINDING_CLAIMS if k in family.claims}
     if country is not None:
         extra["ctry"] = country  # where it was issued: the country-change detector compares
     access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra, sid=family.sid, iat=access_iat)
+    access.update(binding)
     # The refresh token carries no application claims (they live in the family), only where
     # the session was last refreshed, so that a refresh from elsewhere is noticed too.
     refresh = codec.claims_for(family.sub, ttl=family.expires_at - family.current_iat, sid=family.sid,
                                iat=family.current_iat, jti=family.current_jti,
                                extra={"ctry": country} if country is not None else None)  # fmt: skip
+    refresh.update(binding)
     return TokenPair(
         access_token=codec.encode(access, ACCESS_TYPE),
         refresh_token=codec.encode(refresh, REFRESH_TYPE),
         expires_in=config.access_token_ttl,
         sid=family.sid,
+        # RFC 9449 §5: a token response for a bound token says so.
+        token_type="DPoP" if "cnf" in binding else "Bearer",
         new_country=new_country,
+        refresh_expires_at=family.expires_at,
+        cookie_bound="fgp" in binding,
+        fingerprint=fingerprint,
     )

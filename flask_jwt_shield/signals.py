@@ -46,6 +46,9 @@ country_changed = _namespace.signal("country-changed")
 impossible_travel = _namespace.signal("impossible-travel")
 #: A request or login came from a country outside the allowed (or inside the denied) list.
 country_denied = _namespace.signal("country-denied")
+#: A DPoP proof was refused, on a request or at a token endpoint (``issue_tokens``,
+#: ``refresh``); ``event.detail["reason"]`` says why (``"dpop-replayed"`` ...).
+dpop_rejected = _namespace.signal("dpop-rejected")
 #: The store or the limiter storage could not be reached.
 store_unavailable = _namespace.signal("store-unavailable")
 #: Resource-server mode: no usable key of the identity provider is known, so tokens get 503;
@@ -59,6 +62,6 @@ BY_KIND = {
         token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
         session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
         traffic_anomaly, new_country, country_changed, impossible_travel, country_denied,
-        store_unavailable, jwks_unavailable,
+        dpop_rejected, store_unavailable, jwks_unavailable,
     )
 }  # fmt: skip

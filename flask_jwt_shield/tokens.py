@@ -43,7 +43,10 @@ _TYPE_ALIASES = {"at+jwt": ACCESS_TYPE, "application/at+jwt": ACCESS_TYPE,
                  "refresh+jwt": REFRESH_TYPE, "application/refresh+jwt": REFRESH_TYPE}  # fmt: skip
 
 #: Claims the shield writes itself; an application's extra claims may not replace them.
-RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ"})
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ", "cnf", "fgp"})
+#: Claims that bind a session's tokens to a sender: a DPoP key (``cnf``, RFC 9449 §6.1)
+#: or a browser's fingerprint cookie (``fgp``). Written by the shield only.
+BINDING_CLAIMS = ("cnf", "fgp")
 
 _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 # How far in the future an ``iat`` may lie beyond the leeway: tokens issued on this host

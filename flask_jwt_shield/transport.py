@@ -1,16 +1,30 @@
-"""Where a token comes from: the ``Authorization`` header (RFC 6750 §2.1).
+"""Where a token comes from: the ``Authorization`` header (RFC 6750 §2.1, RFC 9449 §7.1)
+or, for browsers, a cookie guarded by a CSRF header and a fingerprint cookie.
 
 Step 2 of the request pipeline. The query string and the form body are never token
 locations (RFC 6750 §2.3 warns against URLs; §2.2's form body is refused too), so a token
 has one place only, and two credentials in one request are refused rather than resolved.
+
+Cookies (``JWT_SHIELD_TOKEN_LOCATIONS`` with ``"cookies"``) follow the OWASP JWT cheat
+sheet: the access token in an HttpOnly ``__Host-`` cookie (no script reads it, no other
+host or path sets it), a random *fingerprint* in another HttpOnly ``__Host-`` cookie whose
+SHA-256 the tokens carry as ``fgp`` (a token copied out of the browser is useless without
+it), and double-submit CSRF protection on unsafe methods: the ``X-CSRF-Token`` header must
+carry the value of the script-readable ``jws_csrf`` cookie, which is an HMAC of the
+fingerprint, so a cookie planted by a sibling domain cannot forge it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import secrets
 import typing as t
 
 from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response
 
 from .errors import InvalidRequest
 from .errors import InvalidToken
@@ -23,12 +37,108 @@ _HEADER_OVERHEAD = 64
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
+#: The access token's cookie. ``__Host-``: Secure, no Domain, Path ``/`` (RFC 6265bis §4.1.3.2).
+ACCESS_COOKIE = "__Host-jws_access"
+#: The refresh token's cookie (always ``SameSite=Strict``).
+REFRESH_COOKIE = "__Host-jws_refresh"
+#: The fingerprint's cookie; the tokens carry its SHA-256 as ``fgp``.
+FINGERPRINT_COOKIE = "__Host-jws_fgp"
+#: The CSRF value, readable by the page's script, which echoes it in :data:`CSRF_HEADER`.
+CSRF_COOKIE = "jws_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+# RFC 9110 §9.2.1: the methods that change nothing; every other one needs the CSRF header.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
-def extract_token(req: Request, environ: t.Mapping[str, t.Any], max_token_bytes: int) -> str:
-    """The bearer token of ``req``; raises the 400/401 of DESIGN.md's error table.
+#: Where :func:`extract_token` found the token.
+Location = t.Literal["bearer", "dpop", "cookie"]
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def new_fingerprint() -> str:
+    """A random fingerprint (256 bits) for the ``__Host-jws_fgp`` cookie."""
+    return secrets.token_urlsafe(32)
+
+
+def fingerprint_hash(fingerprint: str) -> str:
+    """The ``fgp`` claim of tokens bound to ``fingerprint``: base64url(SHA-256)."""
+    return b64url(hashlib.sha256(fingerprint.encode("utf-8")).digest())
+
+
+def csrf_token_for(fingerprint: str) -> str:
+    """The CSRF value that belongs to ``fingerprint`` (the ``jws_csrf`` cookie)."""
+    return b64url(hmac.new(fingerprint.encode("utf-8"), b"flask-jwt-shield csrf", hashlib.sha256).digest())
+
+
+def _same(a: str, b: str) -> bool:
+    # WSGI header values are latin-1 strings: as bytes they always compare, in constant time.
+    return hmac.compare_digest(a.encode("latin-1", "replace"), b.encode("latin-1", "replace"))
+
+
+def check_csrf(req: Request, environ: t.Mapping[str, t.Any]) -> None:
+    """Refuse an unsafe request whose ``X-CSRF-Token`` is not its fingerprint's CSRF value."""
+    sent = environ.get("HTTP_X_CSRF_TOKEN")
+    fingerprint = req.cookies.get(FINGERPRINT_COOKIE)
+    if not sent or not fingerprint or not _same(sent, csrf_token_for(fingerprint)):
+        raise InvalidRequest(f"Send the {CSRF_HEADER} header (the value of the {CSRF_COOKIE} cookie) with"
+                             " this request.", reason="csrf")  # fmt: skip
+
+
+def fingerprint_matches(req: Request, fgp: object) -> bool:
+    """Whether the request's fingerprint cookie is the one a token's ``fgp`` claim names."""
+    fingerprint = req.cookies.get(FINGERPRINT_COOKIE) if "HTTP_COOKIE" in req.environ else None
+    return isinstance(fgp, str) and fingerprint is not None and _same(fingerprint_hash(fingerprint), fgp)
+
+
+def set_cookies(
+    response: Response,
+    *,
+    access_token: str,
+    access_max_age: int,
+    refresh_token: str,
+    refresh_max_age: int,
+    fingerprint: str | None,
+    samesite: str,
+) -> None:
+    """Put a token pair in cookies; ``fingerprint`` (at login only) also sets the
+    fingerprint and CSRF cookies, which live as long as the session."""
+    response.set_cookie(ACCESS_COOKIE, access_token, max_age=access_max_age, path="/", secure=True,
+                        httponly=True, samesite=samesite)  # fmt: skip
+    # Strict: a refresh only ever comes from the app's own pages.
+    response.set_cookie(REFRESH_COOKIE, refresh_token, max_age=refresh_max_age, path="/", secure=True,
+                        httponly=True, samesite="Strict")  # fmt: skip
+    if fingerprint is not None:
+        response.set_cookie(FINGERPRINT_COOKIE, fingerprint, max_age=refresh_max_age, path="/", secure=True,
+                            httponly=True, samesite=samesite)  # fmt: skip
+        response.set_cookie(CSRF_COOKIE, csrf_token_for(fingerprint), max_age=refresh_max_age, path="/",
+                            secure=True, httponly=False, samesite=samesite)  # fmt: skip
+
+
+def unset_cookies(response: Response) -> None:
+    """Expire every cookie :func:`set_cookies` sets."""
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE, FINGERPRINT_COOKIE):
+        response.delete_cookie(name, path="/", secure=True, httponly=True)
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=True)
+
+
+def extract_token(
+    req: Request,
+    environ: t.Mapping[str, t.Any],
+    max_token_bytes: int,
+    *,
+    headers: bool = True,
+    dpop: bool = False,
+    cookies: bool = False,
+) -> tuple[str, Location]:
+    """The access token of ``req`` and where it was; raises the 400/401 of DESIGN.md's
+    error table.
 
     ``environ`` is ``req.environ``, passed in because the pipeline already holds it; the
-    size limit applies before the header is parsed.
+    size limit applies before the header is parsed. ``headers``, ``dpop`` and ``cookies``
+    say which locations and schemes this app accepts. A cookie token on an unsafe method
+    needs the CSRF header (:func:`check_csrf`).
     """
     # Parsed only when present: a percent-encoded name (access%5Ftoken) is the same name.
     if environ.get("QUERY_STRING") and "access_token" in req.args:
@@ -37,18 +147,43 @@ def extract_token(req: Request, environ: t.Mapping[str, t.Any], max_token_bytes:
     if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES and "access_token" in req.form:
         raise InvalidRequest("Send the access token in the Authorization header, not the body.",
                              reason="token-in-body")  # fmt: skip
-    header = environ.get("HTTP_AUTHORIZATION")
+    cookie = req.cookies.get(ACCESS_COOKIE) if cookies and "HTTP_COOKIE" in environ else None
+    header = environ.get("HTTP_AUTHORIZATION") if headers else None
     if header is None:
-        raise MissingToken()
+        if cookie is None:
+            raise MissingToken()
+        return _from_cookie(req, environ, cookie, max_token_bytes), "cookie"
     if len(header) > max_token_bytes + _HEADER_OVERHEAD:
         raise InvalidToken("The token is too large.", reason="too-large")
     scheme, _, credentials = header.strip(" ").partition(" ")
-    if scheme.lower() != "bearer":
-        if "bearer" in header.lower():  # e.g. "Basic x, Bearer y": two credentials
+    lowered = scheme.lower()
+    location: Location
+    if lowered == "bearer":
+        location = "bearer"
+    elif dpop and lowered == "dpop":  # RFC 9449 §7.1; like Bearer, case-insensitive
+        location = "dpop"
+    else:
+        lowered = header.lower()
+        if "bearer" in lowered or (dpop and "dpop " in lowered):  # e.g. "Basic x, Bearer y"
             raise InvalidRequest("The Authorization header is malformed.", reason="malformed-header")
+        if cookie is not None:  # another scheme (Basic for a proxy) is no token credential
+            return _from_cookie(req, environ, cookie, max_token_bytes), "cookie"
         raise MissingToken()  # another scheme: no bearer credentials (RFC 6750 §3.1)
+    if cookie is not None:
+        raise InvalidRequest("Send the access token in one place: the Authorization header or the cookie,"
+                             " not both.", reason="two-credentials")  # fmt: skip
     token: str = credentials.strip(" ")
     if not _B64TOKEN.fullmatch(token):
         # Spaces, commas (two tokens joined by a proxy), or characters no token has.
         raise InvalidRequest("The Authorization header is malformed.", reason="malformed-header")
+    return token, location
+
+
+def _from_cookie(req: Request, environ: t.Mapping[str, t.Any], token: str, max_token_bytes: int) -> str:
+    if len(token) > max_token_bytes:
+        raise InvalidToken("The token is too large.", reason="too-large")
+    if not _B64TOKEN.fullmatch(token):
+        raise InvalidToken("The token is malformed.", reason="malformed")
+    if environ["REQUEST_METHOD"] not in SAFE_METHODS:
+        check_csrf(req, environ)
     return token

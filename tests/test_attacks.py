@@ -44,6 +44,7 @@ from flask_jwt_shield import current_claims
 from tests.conftest import SECRET
 from tests.conftest import Clock
 from tests.conftest import bearer
+from tests.dpop_util import HandKey
 
 AppFactory = Callable[..., tuple[Flask, JWTShield]]
 
@@ -1181,6 +1182,224 @@ def test_raw_token_never_in_response_logs_or_events(
         assert secret not in headers
         assert secret not in logged
         assert secret not in events
+
+
+# -- sender-constrained tokens: DPoP (RFC 9449) and browser cookies ---------------------------------
+#
+# The thief here holds a copy of the victim's token (and proofs it has seen), but not the
+# victim's private key or its HttpOnly fingerprint cookie. Proofs are made by hand.
+
+API_URL = "http://localhost/api/me"
+
+
+def dpop_refused(response: t.Any, reason: str | None = None, shield: JWTShield | None = None,
+                 app: Flask | None = None) -> None:  # fmt: skip
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "invalid_dpop_proof"
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith(f'DPoP realm="{REALM}", error="invalid_dpop_proof"'), challenge
+    assert 'algs="' in challenge
+    if reason is not None and shield is not None and app is not None:
+        with app.app_context():
+            assert reason in [e.detail.get("reason") for e in shield.events(kind="dpop-rejected")]
+
+
+@pytest.fixture
+def dpop_app(make_app: AppFactory) -> tuple[Flask, JWTShield]:
+    return make_app({"JWT_SHIELD_DPOP": "optional"})
+
+
+@pytest.fixture
+def victim(now: float) -> HandKey:
+    return HandKey(url=API_URL, now=now)
+
+
+@pytest.fixture
+def bound_token(dpop_app: tuple[Flask, JWTShield], victim: HandKey, now: float) -> str:
+    app, _ = dpop_app
+    login_key = HandKey(url="http://localhost/login", now=now, method="POST")
+    login_key.key, login_key.jwk, login_key.jkt = victim.key, victim.jwk, victim.jkt  # the victim's key
+    r = app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)})
+    assert r.status_code == 200 and r.json["token_type"] == "DPoP", r.json
+    token = t.cast(str, r.json["access_token"])
+    assert decode_segment(token, 1)["cnf"] == {"jkt": victim.jkt}
+    return token
+
+
+def dpop_headers(token: str, proof: str) -> dict[str, str]:
+    return {"Authorization": f"DPoP {token}", "DPoP": proof}
+
+
+def test_dpop_bound_token_works_with_the_victims_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str,
+                                                       victim: HandKey) -> None:  # fmt: skip
+    headers = dpop_headers(bound_token, victim.proof(token=bound_token))
+    accepted(dpop_app[0].test_client().get("/api/me", headers=headers))
+
+
+def test_dpop_replayed_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
+                             clock: Clock) -> None:  # fmt: skip
+    app, shield = dpop_app
+    client = app.test_client()
+    proof = victim.proof(token=bound_token)
+    accepted(client.get("/api/me", headers=dpop_headers(bound_token, proof)))
+    dpop_refused(client.get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-replayed", shield, app)
+    clock.advance(59)  # still inside the proof's window: still remembered
+    dpop_refused(client.get("/api/me", headers=dpop_headers(bound_token, proof)))
+    clock.advance(2)  # outside it: refused as stale, whatever the cache holds
+    dpop_refused(client.get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-stale", shield, app)
+
+
+def test_dpop_replayed_proof_on_another_worker(make_app: AppFactory, now: float) -> None:
+    # Two apps on one SQLite file stand for two worker processes: the replay cache is the store.
+    config = {"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_STORE_URI": "sqlite:///shared.db"}
+    worker_a, _ = make_app(config)
+    worker_b, _ = make_app(config)
+    key = HandKey(url=API_URL, now=now)
+    login_key = HandKey(url="http://localhost/login", now=now, method="POST")
+    login_key.key, login_key.jwk = key.key, key.jwk
+    token = worker_a.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}).json["access_token"]
+    proof = key.proof(token=token)
+    accepted(worker_a.test_client().get("/api/me", headers=dpop_headers(token, proof)))
+    dpop_refused(worker_b.test_client().get("/api/me", headers=dpop_headers(token, proof)))
+
+
+@pytest.mark.parametrize(
+    ("method", "htu"),
+    [("POST", API_URL), ("GET", "http://localhost/api/admin"), ("GET", "https://localhost/api/me"),
+     ("GET", "http://evil.example/api/me"), ("GET", "http://localhost:8080/api/me"), ("get", API_URL)],
+)  # fmt: skip
+def test_dpop_proof_for_another_url_or_method(dpop_app: tuple[Flask, JWTShield], bound_token: str,
+                                              victim: HandKey, method: str, htu: str) -> None:  # fmt: skip
+    app, shield = dpop_app
+    proof = victim.proof(token=bound_token, claims={"htm": method, "htu": htu})
+    reason = "dpop-wrong-method" if method != "GET" else "dpop-wrong-url"
+    dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), reason, shield, app)
+
+
+def test_dpop_proof_with_query_and_fragment_is_the_same_url(dpop_app: tuple[Flask, JWTShield], bound_token: str,
+                                                            victim: HandKey) -> None:  # fmt: skip
+    # RFC 9449 §4.3: htu is compared without query and fragment, after normalisation.
+    proof = victim.proof(token=bound_token, claims={"htu": "HTTP://LOCALHOST:80/api/me?page=2#x"})
+    accepted(dpop_app[0].test_client().get("/api/me?page=2", headers=dpop_headers(bound_token, proof)))
+
+
+def test_dpop_proof_whose_jwk_holds_a_private_key(dpop_app: tuple[Flask, JWTShield], bound_token: str,
+                                                  victim: HandKey) -> None:  # fmt: skip
+    app, shield = dpop_app
+    private_jwk = ec_jwk_private(victim)
+    proof = victim.proof(token=bound_token, header={"jwk": private_jwk})
+    dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-private-jwk",
+                 shield, app)  # fmt: skip
+
+
+def ec_jwk_private(key: HandKey) -> dict[str, str]:
+    from tests.dpop_util import ec_jwk
+
+    return ec_jwk(key.key, private=True)
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS512", "none"])
+def test_dpop_hmac_signed_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
+                                alg: str) -> None:  # fmt: skip
+    # With a MAC the "key" would be a secret the attacker picks (or the public key's bytes).
+    app, shield = dpop_app
+    secret = json.dumps(victim.jwk).encode()
+    for jwk in (victim.jwk, {"kty": "oct", "k": b64u(secret)}):
+        proof = victim.proof(token=bound_token, header={"alg": alg, "jwk": jwk},
+                             sign=lambda data: hmac.new(secret, data, hashlib.sha256).digest())  # fmt: skip
+        dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-alg",
+                     shield, app)  # fmt: skip
+
+
+@pytest.mark.parametrize(("offset", "reason"), [(-61, "dpop-stale"), (-86_400, "dpop-stale"), (1, "dpop-future"),
+                                                (86_400, "dpop-future")])  # fmt: skip
+def test_dpop_stale_or_future_iat(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
+                                  now: float, offset: int, reason: str) -> None:  # fmt: skip
+    # A proof made in advance (a stolen key used later) or kept from long ago.
+    app, shield = dpop_app
+    proof = victim.proof(token=bound_token, claims={"iat": now + offset})
+    dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), reason, shield, app)
+
+
+def test_dpop_wrong_ath(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey, now: float) -> None:
+    # A proof seen with one token (say, an older one) does not vouch for another.
+    app, shield = dpop_app
+    login_key = HandKey(url="http://localhost/login", now=now, method="POST")
+    login_key.key, login_key.jwk = victim.key, victim.jwk
+    other = app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}).json["access_token"]
+    for proof in (victim.proof(token=other), victim.proof(token=bound_token, drop=("ath",))):
+        dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-ath",
+                     shield, app)  # fmt: skip
+
+
+def test_dpop_token_bound_to_key_a_with_proof_from_key_b(dpop_app: tuple[Flask, JWTShield], bound_token: str,
+                                                         now: float) -> None:  # fmt: skip
+    # The thief signs a perfect proof with a key of its own.
+    app, shield = dpop_app
+    thief = HandKey(url=API_URL, now=now)
+    response = app.test_client().get("/api/me", headers=dpop_headers(bound_token, thief.proof(token=bound_token)))
+    dpop_refused(response, "dpop-wrong-key", shield, app)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer"])
+def test_dpop_bound_token_sent_as_bearer(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
+                                         scheme: str) -> None:  # fmt: skip
+    # RFC 9449 §7.2: a bound token is never a bearer token, even with a valid proof beside it.
+    app, _ = dpop_app
+    for headers in ({"Authorization": f"{scheme} {bound_token}"},
+                    {"Authorization": f"{scheme} {bound_token}", "DPoP": victim.proof(token=bound_token)}):  # fmt: skip
+        body = rejected(app.test_client().get("/api/me", headers=headers))
+        assert "DPoP" in body["error_description"]
+
+
+def test_dpop_bound_refresh_token_stolen(dpop_app: tuple[Flask, JWTShield], victim: HandKey, now: float) -> None:
+    app, _ = dpop_app
+    client = app.test_client()
+    login_key = HandKey(url="http://localhost/login", now=now, method="POST")
+    login_key.key, login_key.jwk = victim.key, victim.jwk
+    refresh_token = client.post("/login", headers={"DPoP": login_key.proof(token=None)}).json["refresh_token"]
+    thief = HandKey(url="http://localhost/refresh", now=now, method="POST")
+    for headers in ({}, {"DPoP": thief.proof(token=None)}):
+        r = client.post("/refresh", json={"refresh_token": refresh_token}, headers=headers)
+        assert r.status_code == 400 and r.get_json()["error"] == "invalid_dpop_proof"
+    owner = HandKey(url="http://localhost/refresh", now=now, method="POST")
+    owner.key, owner.jwk = victim.key, victim.jwk
+    r = client.post("/refresh", json={"refresh_token": refresh_token}, headers={"DPoP": owner.proof(token=None)})
+    assert r.status_code == 200  # the thief's attempts spent nothing
+
+
+def test_cookie_request_without_csrf_header_on_post() -> None:
+    # A page on another site submits a form to the API: the browser adds the cookies, but
+    # the page can neither read jws_csrf nor set X-CSRF-Token.
+    from tests.test_cookies import make_cookie_app
+
+    app, _ = make_cookie_app()
+    browser = app.test_client()
+    browser.post("https://app.example/login")
+    for headers in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": "guess"}):
+        bad_request(browser.post("https://app.example/api/items", headers=headers))
+    r = browser.post("https://app.example/api/items", data={"x": "1"},
+                     content_type="application/x-www-form-urlencoded")  # fmt: skip
+    bad_request(r)
+    csrf = browser.get_cookie("jws_csrf", domain="app.example").value
+    assert browser.post("https://app.example/api/items", headers={"X-CSRF-Token": csrf}).status_code == 200
+
+
+def test_cookie_fingerprint_mismatch() -> None:
+    # The thief copies the access cookie (and the readable CSRF value) into its own browser,
+    # which has a fingerprint cookie of its own session or none at all.
+    from tests.test_cookies import make_cookie_app
+
+    app, _ = make_cookie_app()
+    victim_browser, thief_browser = app.test_client(), app.test_client()
+    victim_browser.post("https://app.example/login")
+    thief_browser.post("https://app.example/login?sub=mallory")
+    stolen = victim_browser.get_cookie("__Host-jws_access", domain="app.example").value
+    thief_browser.set_cookie("__Host-jws_access", stolen, domain="app.example")
+    rejected(thief_browser.get("https://app.example/api/me"))
+    thief_browser.delete_cookie("__Host-jws_fgp", domain="app.example")
+    rejected(thief_browser.get("https://app.example/api/me"))
+    rejected(app.test_client().get("https://app.example/api/me", headers=bearer(stolen)))
 
 
 # -- the token endpoint (RFC 6749 §6, shield.token_view) ------------------------------------

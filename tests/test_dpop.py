@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from flask_jwt_shield import InvalidDPoPProof
 from flask_jwt_shield import UseDPoPNonce
@@ -32,70 +31,14 @@ from flask_jwt_shield.dpop import token_hash
 from flask_jwt_shield.stores import MemoryStore
 from flask_jwt_shield.stores import SQLiteStore
 
-NOW = 1_800_000_000.0
-URL = "https://api.example/api/me"
-TOKEN = "header.payload.signature"
-
-
-# -- crafting proofs by hand -------------------------------------------------------------------
-
-
-def b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def seg(obj: t.Any) -> str:
-    return b64u(json.dumps(obj, separators=(",", ":")).encode())
-
-
-def ec_jwk(key: ec.EllipticCurvePrivateKey, *, private: bool = False) -> dict[str, str]:
-    numbers = key.private_numbers()
-    size = (key.curve.key_size + 7) // 8
-    jwk = {
-        "kty": "EC",
-        "crv": {256: "P-256", 384: "P-384"}[key.curve.key_size],
-        "x": b64u(numbers.public_numbers.x.to_bytes(size, "big")),
-        "y": b64u(numbers.public_numbers.y.to_bytes(size, "big")),
-    }
-    if private:
-        jwk["d"] = b64u(numbers.private_value.to_bytes(size, "big"))
-    return jwk
-
-
-def es256(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-class HandKey:
-    """An ES256 key and proofs made by hand around it."""
-
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.jwk = ec_jwk(self.key)
-
-    def proof(
-        self,
-        *,
-        header: dict[str, t.Any] | None = None,
-        claims: dict[str, t.Any] | None = None,
-        drop: tuple[str, ...] = (),
-        sign: t.Callable[[bytes], bytes] | None = None,
-        token: str | None = TOKEN,
-    ) -> str:
-        h: dict[str, t.Any] = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk}
-        h.update(header or {})
-        c: dict[str, t.Any] = {"jti": "j-" + b64u(hashlib.sha256(repr((claims, drop)).encode()).digest()[:9]),
-                               "htm": "GET", "htu": URL, "iat": NOW}  # fmt: skip
-        if token is not None:
-            c["ath"] = b64u(hashlib.sha256(token.encode()).digest())
-        c.update(claims or {})
-        for name in drop:
-            h.pop(name, None)
-            c.pop(name, None)
-        signing_input = f"{seg(h)}.{seg(c)}".encode()
-        signature = (sign or (lambda data: es256(self.key, data)))(signing_input)
-        return f"{signing_input.decode()}.{b64u(signature)}"
+from .dpop_util import NOW
+from .dpop_util import TOKEN
+from .dpop_util import URL
+from .dpop_util import HandKey
+from .dpop_util import b64u
+from .dpop_util import ec_jwk
+from .dpop_util import es256
+from .dpop_util import seg
 
 
 @pytest.fixture
@@ -466,3 +409,236 @@ def test_client_helper_follows_nonces(store: MemoryStore) -> None:
     assert key.update_nonce(dict(info.value.get_headers())) is True
     assert key.update_nonce(dict(info.value.get_headers())) is False
     verifier.verify(key.proof("GET", URL, TOKEN), method="GET", url=URL, access_token=TOKEN)
+
+
+# -- in the pipeline: binding at login and refresh, bound requests ------------------------------
+
+API = "http://localhost/api/me"
+LOGIN = "http://localhost/login"
+REFRESH = "http://localhost/refresh"
+
+
+def claims_of(token: str) -> dict[str, t.Any]:
+    part = token.split(".")[1]
+    return t.cast(dict[str, t.Any], json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))))
+
+
+@pytest.fixture
+def dpop_app(make_app: t.Any, clock: t.Any) -> tuple[t.Any, t.Any]:
+    return t.cast(tuple[t.Any, t.Any], make_app({"JWT_SHIELD_DPOP": "optional"}))
+
+
+def login(client: t.Any, key: DPoPKey | None) -> dict[str, t.Any]:
+    headers = {"DPoP": key.proof("POST", LOGIN)} if key is not None else {}
+    response = client.post("/login", headers=headers)
+    assert response.status_code == 200, response.json
+    return t.cast(dict[str, t.Any], response.json)
+
+
+def test_login_with_a_proof_binds_the_tokens(dpop_app: t.Any) -> None:
+    app, _ = dpop_app
+    client = app.test_client()
+    key = DPoPKey.generate()
+    body = login(client, key)
+    assert body["token_type"] == "DPoP"
+    assert claims_of(body["access_token"])["cnf"] == {"jkt": key.thumbprint}
+    assert claims_of(body["refresh_token"])["cnf"] == {"jkt": key.thumbprint}
+    r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
+    assert r.status_code == 200, r.json
+    assert r.json["cnf"] == {"jkt": key.thumbprint}
+    # A new proof for every request; each works once.
+    for _ in range(3):
+        assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
+
+
+def test_login_without_a_proof_is_a_bearer_session_in_optional_mode(dpop_app: t.Any) -> None:
+    app, _ = dpop_app
+    client = app.test_client()
+    body = login(client, None)
+    assert body["token_type"] == "Bearer" and "cnf" not in claims_of(body["access_token"])
+    assert client.get("/api/me", headers={"Authorization": f"Bearer {body['access_token']}"}).status_code == 200
+
+
+def test_login_with_a_bad_proof_is_refused_with_400(dpop_app: t.Any) -> None:
+    app, shield = dpop_app
+    client = app.test_client()
+    key = DPoPKey.generate()
+    r = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/elsewhere")})
+    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    with app.app_context():
+        (event,) = shield.events(kind="dpop-rejected")
+    assert event.detail["reason"] == "dpop-wrong-url"
+    assert not shield_sessions(app, shield)
+
+
+def shield_sessions(app: t.Any, shield: t.Any, sub: str = "alice") -> list[t.Any]:
+    with app.app_context():
+        return t.cast(list[t.Any], shield.sessions(sub))
+
+
+def test_unbound_token_sent_with_the_dpop_scheme_is_refused(dpop_app: t.Any) -> None:
+    app, _ = dpop_app
+    client = app.test_client()
+    body = login(client, None)
+    key = DPoPKey.generate()
+    r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
+    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+
+
+def test_refresh_keeps_the_binding_and_needs_the_same_key(dpop_app: t.Any) -> None:
+    app, _ = dpop_app
+    client = app.test_client()
+    key = DPoPKey.generate()
+    body = login(client, key)
+    # No proof, or a proof by another key: refused before anything rotates.
+    r = client.post("/refresh", json={"refresh_token": body["refresh_token"]})
+    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    other = DPoPKey.generate()
+    r = client.post("/refresh", json={"refresh_token": body["refresh_token"]},
+                    headers={"DPoP": other.proof("POST", REFRESH)})  # fmt: skip
+    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    # The owner's refresh still works: the refusals spent nothing.
+    r = client.post("/refresh", json={"refresh_token": body["refresh_token"]},
+                    headers={"DPoP": key.proof("POST", REFRESH)})  # fmt: skip
+    assert r.status_code == 200, r.json
+    assert r.json["token_type"] == "DPoP"
+    assert claims_of(r.json["access_token"])["cnf"] == {"jkt": key.thumbprint}
+    assert client.get("/api/me", headers=key.headers("GET", API, r.json["access_token"])).status_code == 200
+
+
+def test_required_mode(make_app: t.Any, clock: t.Any) -> None:
+    app, shield = make_app({"JWT_SHIELD_DPOP": "required"})
+    client = app.test_client()
+    r = client.post("/login")
+    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    with app.app_context():
+        unbound = shield.create_access_token("alice")
+    r = client.get("/api/me", headers={"Authorization": f"Bearer {unbound}"})
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith('DPoP realm="api", error="invalid_token"')
+    assert 'algs="ES256 ES384 EdDSA PS256 RS256"' in r.headers["WWW-Authenticate"]
+    r = client.get("/api/me")
+    assert r.headers.getlist("WWW-Authenticate") == ['DPoP realm="api", algs="ES256 ES384 EdDSA PS256 RS256"']
+    key = DPoPKey.generate()
+    body = login(client, key)
+    assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
+
+
+def test_optional_mode_offers_both_challenges(dpop_app: t.Any) -> None:
+    app, _ = dpop_app
+    r = app.test_client().get("/api/me")
+    assert r.headers.getlist("WWW-Authenticate") == [
+        'Bearer realm="api"', 'DPoP realm="api", algs="ES256 ES384 EdDSA PS256 RS256"'
+    ]
+
+
+def test_proof_errors_render_per_rfc9449(dpop_app: t.Any) -> None:
+    app, shield = dpop_app
+    client = app.test_client()
+    key = DPoPKey.generate()
+    body = login(client, key)
+    r = client.get("/api/me", headers={"Authorization": f"DPoP {body['access_token']}"})  # no DPoP header
+    assert r.status_code == 401
+    assert r.json["error"] == "invalid_dpop_proof"
+    assert r.headers["WWW-Authenticate"].startswith('DPoP realm="api", error="invalid_dpop_proof"')
+    assert r.headers["WWW-Authenticate"].endswith('algs="ES256 ES384 EdDSA PS256 RS256"')
+    assert body["access_token"] not in r.get_data(as_text=True)
+    with app.app_context():
+        (event,) = shield.events(kind="dpop-rejected")
+    assert event.detail["reason"] == "dpop-missing"
+    assert event.jti == claims_of(body["access_token"])["jti"]
+
+
+def test_bound_token_is_refused_when_dpop_is_switched_off(make_app: t.Any, clock: t.Any) -> None:
+    app, _ = make_app({"JWT_SHIELD_DPOP": "optional"})
+    key = DPoPKey.generate()
+    body = login(app.test_client(), key)
+    off, _ = make_app({})
+    r = off.test_client().get("/api/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+
+
+def test_nonces_in_the_pipeline(make_app: t.Any, clock: t.Any) -> None:
+    app, _ = make_app({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_NONCE_TTL": 300})
+    client = app.test_client()
+    key = DPoPKey.generate()
+    r = client.post("/login", headers={"DPoP": key.proof("POST", LOGIN)})
+    assert r.status_code == 400 and r.json["error"] == "use_dpop_nonce"
+    assert key.update_nonce(r.headers)
+    body = login(client, key)
+    assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
+    clock.advance(300)  # the nonce is from the previous period now: still good, a new one is offered
+    r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
+    assert r.status_code == 200 and r.headers["DPoP-Nonce"] != key.nonce
+    old = key.nonce
+    assert key.update_nonce(r.headers)
+    clock.advance(300)
+    assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
+    r = client.get("/api/me", headers={"Authorization": f"DPoP {body['access_token']}",
+                                       "DPoP": key.proof("GET", API, body["access_token"], nonce=old)})  # fmt: skip
+    assert r.status_code == 401 and r.json["error"] == "use_dpop_nonce" and r.headers["DPoP-Nonce"]
+
+
+def test_replay_cache_outage_follows_the_fail_mode(make_app: t.Any, clock: t.Any) -> None:
+    from flask_jwt_shield.errors import StoreError
+
+    store = MemoryStore()
+    app, _ = make_app({"JWT_SHIELD_DPOP": "optional"}, store=store)
+    client = app.test_client()
+    key = DPoPKey.generate()
+    body = login(client, key)
+
+    def down(*args: t.Any, **kwargs: t.Any) -> bool:
+        raise StoreError("down")
+
+    store.remember_once = down  # type: ignore[method-assign]
+    r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
+    assert r.status_code == 503
+    r = client.post("/login", headers={"DPoP": key.proof("POST", LOGIN)})
+    assert r.status_code == 503  # a binding is never issued unproven
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"JWT_SHIELD_DPOP": "sometimes"}, "JWT_SHIELD_DPOP"),
+        ({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_ALGORITHMS": ["HS256"]}, "asymmetric"),
+        ({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_ALGORITHMS": ["none"]}, "asymmetric"),
+        ({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_ALGORITHMS": []}, "asymmetric"),
+        ({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_MAX_AGE": 0}, "JWT_SHIELD_DPOP_MAX_AGE"),
+        ({"JWT_SHIELD_DPOP_NONCE_TTL": 300}, "nonces are part of DPoP"),
+        ({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_NONCE_TTL": "5m"}, "JWT_SHIELD_DPOP_NONCE_TTL"),
+        ({"JWT_SHIELD_DPOP": "required", "JWT_SHIELD_TOKEN_LOCATIONS": ["headers", "cookies"]}, "fingerprint"),
+        ({"JWT_SHIELD_TOKEN_LOCATIONS": ["query"]}, "never token locations"),
+        ({"JWT_SHIELD_TOKEN_LOCATIONS": []}, "JWT_SHIELD_TOKEN_LOCATIONS"),
+        ({"JWT_SHIELD_COOKIE_SAMESITE": "None"}, "JWT_SHIELD_COOKIE_SAMESITE"),
+    ],
+)
+def test_bad_dpop_and_cookie_config_refused_at_init_app(make_app: t.Any, config: dict[str, t.Any],
+                                                        message: str) -> None:  # fmt: skip
+    from flask_jwt_shield import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        make_app(config)
+
+
+def test_nonces_need_a_signing_key(make_app: t.Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from flask_jwt_shield import ConfigurationError
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    with pytest.raises(ConfigurationError, match="signing key"):
+        make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PUBLIC_KEY": public, "JWT_SHIELD_DPOP": "optional",
+                  "JWT_SHIELD_DPOP_NONCE_TTL": 300})  # fmt: skip
+
+
+def test_app_claims_may_not_set_the_binding(dpop_app: t.Any) -> None:
+    app, shield = dpop_app
+    with app.test_request_context("/login", method="POST"):
+        for name in ("cnf", "fgp"):
+            with pytest.raises(ValueError, match=name):
+                shield.issue_tokens("alice", claims={name: {"jkt": "attacker"}})
+            with pytest.raises(ValueError, match=name):
+                shield.create_access_token("alice", claims={name: "x"})
