@@ -31,8 +31,9 @@ from .conftest import bearer
 
 # Every route and the method it serves.
 ROUTES = {"/": "GET", "/auth/login": "POST", "/auth/refresh": "POST", "/auth/logout": "POST",
-          "/auth/logout-all": "POST", "/api/me": "GET", "/api/sessions": "GET", "/api/events": "GET",
-          "/api/claims": "GET", "/api/reports": "POST", "/.well-known/jwks.json": "GET"}  # fmt: skip
+          "/auth/logout-all": "POST", "/api/me": "GET", "/api/claims": "GET", "/api/sessions": "GET",
+          "/api/events": "GET",
+          "/api/reports": "POST", "/.well-known/jwks.json": "GET"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
