@@ -129,7 +129,7 @@ class SQLiteStore:
             conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
-        local.conn, local.pid, local.data_version = conn, os.getpid(), None
+        local.conn, local.pid, local.data_version, local.version_cursor = conn, os.getpid(), None, None
         return conn
 
     @contextmanager
@@ -169,17 +169,25 @@ class SQLiteStore:
 
     def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
         view = self.view
-        with self._read() as conn:
-            if view is not None:
+        generation = 0
+        if view is not None:
+            # The warm path: one PRAGMA on this thread's own cursor, then a dict lookup.
+            local = self._local
+            cursor = getattr(local, "version_cursor", None)
+            if cursor is None or local.pid != os.getpid():
                 view.reset_after_fork()
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                local = self._local
-                if version != local.data_version:
-                    local.data_version = version
-                    view.invalidate()  # another connection committed: forget everything
-                elif view.fresh(jti):
-                    return None
-                generation = view.generation
+                cursor = local.version_cursor = self._connection().cursor()
+            try:
+                version = next(cursor.execute("PRAGMA data_version"))[0]
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+            if version != local.data_version:
+                local.data_version = version
+                view.invalidate()  # another connection committed: forget everything
+            elif view.fresh(jti):
+                return None
+            generation = view.generation
+        with self._read() as conn:
             row = conn.execute(_CHECK, (jti, now, sid or "", now, sub, now, kid, now)).fetchone()
         if row[0]:
             return "token"
