@@ -1,7 +1,8 @@
 """A tiny app for tests/test_multiprocess.py, served by gunicorn with several workers.
 
 The SQLite store path comes from ``SHIELD_TEST_DB``; every worker answers with its PID so
-the test can tell which process served a request.
+the test can tell which process served a request. ``SHIELD_TEST_WEBHOOK``, when set, is the
+alert webhook (tests/test_alerts.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def create_app() -> Flask:
         JWT_SHIELD_STORE_URI="sqlite:///" + os.environ["SHIELD_TEST_DB"],
         JWT_SHIELD_RATE_LIMIT=None,
     )
+    if os.environ.get("SHIELD_TEST_WEBHOOK"):
+        app.config.update(JWT_SHIELD_ALERT_WEBHOOK=os.environ["SHIELD_TEST_WEBHOOK"], JWT_SHIELD_ALERT_RETRY_DELAY=0.05)
     shield = JWTShield(app)
 
     @app.after_request

@@ -38,12 +38,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(db: Path, workers: int = 2) -> Iterator[int]:
+def gunicorn(db: Path, workers: int = 2, *, env: dict[str, str] | None = None,
+             preload: bool = False) -> Iterator[int]:  # fmt: skip
     port = free_port()
     process = subprocess.Popen(
         [*gunicorn_command(), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2",
-         "tests.multiworker_app:create_app()"],
-        cwd=ROOT, env={**os.environ, "SHIELD_TEST_DB": str(db)},
+         *(["--preload"] if preload else []), "tests.multiworker_app:create_app()"],
+        cwd=ROOT, env={**os.environ, "SHIELD_TEST_DB": str(db), **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
