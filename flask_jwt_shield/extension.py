@@ -205,7 +205,11 @@ class JWTShield:
     # -- decorators ----------------------------------------------------------------------
 
     def exempt(self, view: F) -> F:
-        """Serve this view without a token (login, refresh, health checks)."""
+        """Serve this view without a token (login, refresh, health checks).
+
+        Holds under other decorators that use :func:`functools.wraps` (the shield follows
+        ``__wrapped__``), whichever order they are applied in.
+        """
         self._registry.exempt_views.add(view)
         return view
 
