@@ -208,6 +208,26 @@ def make_jwt_extended(*, limiter: bool = False) -> Flask:
     return app
 
 
+#: The URL every in-process request goes to (``bench.py``'s environ template): the proofs' ``htu``.
+DPOP_URL = "http://127.0.0.1:8000/api/me"
+
+
+def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str]]]:
+    from flask_jwt_shield.dpop import DPoPKey
+
+    key = DPoPKey.generate("ES256")
+    login = "http://127.0.0.1:8000/login"
+    with app.test_request_context("/login", method="POST", base_url="http://127.0.0.1:8000/",
+                                  headers={"DPoP": key.proof("POST", login)}):  # fmt: skip
+        pair = shield.issue_tokens(SUBJECT)
+    assert pair.token_type == "DPoP"
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        return [(f"DPoP {pair.access_token}", key.proof("GET", DPOP_URL, pair.access_token)) for _ in range(n)]
+
+    return mint
+
+
 def make_jwt_extended_limiter() -> Flask:
     """Flask-JWT-Extended with a blocklist + Flask-Limiter keyed by the token's ``jti``."""
     return make_jwt_extended(limiter=True)
@@ -223,8 +243,16 @@ def make_shield(
     geoip: bool = False,
     store: str = "memory",
     config: dict[str, Any] | None = None,
+    dpop: bool = False,
 ) -> Flask:
     """Flask-JWT-Shield, one ``revocation_checker`` that checks a set.
+
+    ``dpop`` turns DPoP on (``"optional"``) and adds ``app.extensions["bench_mint_dpop"]``:
+    ``mint(n)`` returns ``n`` distinct ``(Authorization, DPoP)`` header pairs, one token
+    bound to an ES256 key (issued through ``issue_tokens`` with a login proof) and a new
+    proof for each request. The proofs' maximum age is an hour, so that a pool minted
+    before the rounds is still fresh at the last one; the work per request does not depend
+    on it.
 
     ``rate_limit`` is ``JWT_SHIELD_RATE_LIMIT`` (``None``: off; with it, the default spike
     threshold of 10x the limit is on too). ``geoip`` turns on the GeoIP step with the
@@ -251,6 +279,9 @@ def make_shield(
         private_pem, public_pem = asymmetric_keys(algorithm)
         app.config["JWT_SHIELD_PRIVATE_KEY"] = private_pem
         app.config["JWT_SHIELD_PUBLIC_KEY"] = public_pem
+    if dpop:
+        app.config["JWT_SHIELD_DPOP"] = "optional"
+        app.config["JWT_SHIELD_DPOP_MAX_AGE"] = 3600
     app.config.update(config or {})
     shield = JWTShield()
     shield.init_app(app)
@@ -268,4 +299,26 @@ def make_shield(
             return _bearer([shield.create_access_token(SUBJECT) for _ in range(n)])
 
     app.extensions["bench_mint"] = mint
+    if dpop:
+        app.extensions["bench_mint_dpop"] = _dpop_minter(app, shield)
     return app
+
+
+#: The URL every in-process request goes to (``bench.py``'s environ template): the proofs' ``htu``.
+DPOP_URL = "http://127.0.0.1:8000/api/me"
+
+
+def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str]]]:
+    from flask_jwt_shield.dpop import DPoPKey
+
+    key = DPoPKey.generate("ES256")
+    login = "http://127.0.0.1:8000/login"
+    with app.test_request_context("/login", method="POST", base_url="http://127.0.0.1:8000/",
+                                  headers={"DPoP": key.proof("POST", login)}):  # fmt: skip
+        pair = shield.issue_tokens(SUBJECT)
+    assert pair.token_type == "DPoP"
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        return [(f"DPoP {pair.access_token}", key.proof("GET", DPOP_URL, pair.access_token)) for _ in range(n)]
+
+    return mint
