@@ -136,6 +136,43 @@ def make_bare() -> Flask:
     return app
 
 
+def make_bare_es256_verify() -> Flask:
+    """Bare Flask plus one ES256 signature check per request, of a proof never seen before:
+    the floor under the DPoP row (its requests carry the same headers, and nothing else is
+    done with them)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from flask_jwt_shield.dpop import DPoPKey
+
+    app = Flask("bench_bare_es256")
+    key = DPoPKey.generate("ES256")
+    public = key._private.public_key()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+
+    @app.before_request
+    def check_signature() -> None:
+        signing_input, _, signature = request.environ["HTTP_DPOP"].rpartition(".")
+        raw = base64.urlsafe_b64decode(signature + "==")
+        public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
+                      signing_input.encode("ascii"), ecdsa)  # fmt: skip
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": SUBJECT}
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        token = _mint_pyjwt(1)[0].split(" ", 1)[1]
+        return [(f"DPoP {token}", key.proof("GET", DPOP_URL, token)) for _ in range(n)]
+
+    app.extensions["bench_mint"] = _mint_pyjwt
+    app.extensions["bench_mint_dpop"] = mint
+    return app
+
+
 # --- (b) PyJWT only ---------------------------------------------------------------------------
 
 

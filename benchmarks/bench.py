@@ -148,6 +148,13 @@ ROWS: tuple[Row, ...] = (
         http=False,
     ),
     Row(
+        "bare_es256_verify",
+        "bare Flask + one ES256 signature check per request (the floor under the DPoP row)",
+        "make_bare_es256_verify",
+        dpop=True,
+        http=False,
+    ),
+    Row(
         "shield_dpop",
         "shield HS256 + DPoP-bound token, new ES256 proof per request",
         "make_shield",
