@@ -220,7 +220,12 @@ class Pipeline:
         token bound to a fingerprint needs the fingerprint cookie; ``required`` refuses
         tokens bound to neither."""
         cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, t.Mapping) else None
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if cnf is not None and not isinstance(jkt, str):
+            # RFC 7800 §3: a token confirmed by something else (an mTLS certificate's
+            # x5t#S256, RFC 8705) is no bearer token either; it cannot be checked here.
+            raise InvalidToken("The access token is bound by a confirmation method this server cannot check.",
+                               reason="unsupported-cnf")  # fmt: skip
         if jkt is not None:
             verifier = self.dpop
             if verifier is None:
