@@ -39,11 +39,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(db: Path | None, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[int]:
+def gunicorn(db: Path | None, workers: int = 2, env: dict[str, str] | None = None, *,
+             preload: bool = False) -> Iterator[int]:  # fmt: skip
     port = free_port()
     process = subprocess.Popen(
         [*gunicorn_command(), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2",
-         "tests.multiworker_app:create_app()"],
+         *(["--preload"] if preload else []), "tests.multiworker_app:create_app()"],
         cwd=ROOT, env={**os.environ, "SHIELD_TEST_DB": str(db), **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
