@@ -42,6 +42,16 @@ SUBJECT = "bench-user"
 REVOKED_JTIS: frozenset[str] = frozenset(uuid.UUID(int=i).hex for i in range(1, 1001))
 #: Environment variable naming the directory that holds the shared PEM keys.
 KEY_DIR_ENV = "JWT_SHIELD_BENCH_KEY_DIR"
+#: Environment variable holding the URL of the run's throw-away redis-server (Redis rows).
+REDIS_URL_ENV = "JWT_SHIELD_BENCH_REDIS_URL"
+
+
+def redis_url() -> str:
+    """The run's redis-server, started by ``bench.py`` for the rows that need one."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        raise RuntimeError(f"{REDIS_URL_ENV} is not set: bench.py starts a redis-server for the Redis rows")
+    return url
 #: A limit no benchmark reaches: the limiter does all its work and refuses nothing.
 UNREACHABLE_LIMIT = "1000000/minute"
 #: The example app's demo City database (documentation address ranges only).
@@ -136,6 +146,43 @@ def make_bare() -> Flask:
     return app
 
 
+def make_bare_es256_verify() -> Flask:
+    """Bare Flask plus one ES256 signature check per request, of a proof never seen before:
+    the floor under the DPoP row (its requests carry the same headers, and nothing else is
+    done with them)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from flask_jwt_shield.dpop import DPoPKey
+
+    app = Flask("bench_bare_es256")
+    key = DPoPKey.generate("ES256")
+    public = key._private.public_key()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+
+    @app.before_request
+    def check_signature() -> None:
+        signing_input, _, signature = request.environ["HTTP_DPOP"].rpartition(".")
+        raw = base64.urlsafe_b64decode(signature + "==")
+        public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
+                      signing_input.encode("ascii"), ecdsa)  # fmt: skip
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": SUBJECT}
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        token = _mint_pyjwt(1)[0].split(" ", 1)[1]
+        return [(f"DPoP {token}", key.proof("GET", DPOP_URL, token)) for _ in range(n)]
+
+    app.extensions["bench_mint"] = _mint_pyjwt
+    app.extensions["bench_mint_dpop"] = mint
+    return app
+
+
 # --- (b) PyJWT only ---------------------------------------------------------------------------
 
 
@@ -184,12 +231,13 @@ def make_pyjwt(*, algorithm: str = "HS256") -> Flask:
 # --- (c) and (d) Flask-JWT-Extended (+ Flask-Limiter) ----------------------------------------
 
 
-def make_jwt_extended(*, limiter: bool = False) -> Flask:
+def make_jwt_extended(*, limiter: bool = False, storage: str = "memory") -> Flask:
     """Flask-JWT-Extended with a blocklist; with ``limiter=True`` also Flask-Limiter.
 
-    The limit is per token (the key is the token's ``jti``), in memory storage, and high
-    enough that nothing is refused. ``@jwt_required()`` sits above ``@limiter.limit`` so the
-    token is verified before the limiter's key function reads ``get_jwt()``.
+    The limit is per token (the key is the token's ``jti``), in memory storage (or the
+    run's Redis with ``storage="redis"``), and high enough that nothing is refused.
+    ``@jwt_required()`` sits above ``@limiter.limit`` so the token is verified before the
+    limiter's key function reads ``get_jwt()``.
     """
     from flask_jwt_extended import JWTManager
     from flask_jwt_extended import create_access_token
@@ -215,7 +263,7 @@ def make_jwt_extended(*, limiter: bool = False) -> Flask:
         def token_key() -> str:
             return str(get_jwt()["jti"])
 
-        rate_limiter = Limiter(token_key, app=app, storage_uri="memory://")
+        rate_limiter = Limiter(token_key, app=app, storage_uri=redis_url() if storage == "redis" else "memory://")
         me = rate_limiter.limit(UNREACHABLE_LIMIT)(me)
     app.get("/api/me", endpoint="me")(jwt_required()(me))
 
@@ -227,9 +275,9 @@ def make_jwt_extended(*, limiter: bool = False) -> Flask:
     return app
 
 
-def make_jwt_extended_limiter() -> Flask:
+def make_jwt_extended_limiter(storage: str = "memory") -> Flask:
     """Flask-JWT-Extended with a blocklist + Flask-Limiter keyed by the token's ``jti``."""
-    return make_jwt_extended(limiter=True)
+    return make_jwt_extended(limiter=True, storage=storage)
 
 
 # --- (e), (f) and later rows: Flask-JWT-Shield ------------------------------------------------
@@ -242,13 +290,22 @@ def make_shield(
     geoip: bool = False,
     store: str = "memory",
     config: dict[str, Any] | None = None,
+    dpop: bool = False,
 ) -> Flask:
     """Flask-JWT-Shield, one ``revocation_checker`` that checks a set.
 
+    ``dpop`` turns DPoP on (``"optional"``) and adds ``app.extensions["bench_mint_dpop"]``:
+    ``mint(n)`` returns ``n`` distinct ``(Authorization, DPoP)`` header pairs, one token
+    bound to an ES256 key (issued through ``issue_tokens`` with a login proof) and a new
+    proof for each request. The proofs' maximum age is an hour, so that a pool minted
+    before the rounds is still fresh at the last one; the work per request does not depend
+    on it.
+
     ``rate_limit`` is ``JWT_SHIELD_RATE_LIMIT`` (``None``: off; with it, the default spike
     threshold of 10x the limit is on too). ``geoip`` turns on the GeoIP step with the
-    example app's demo City database. ``store`` is ``"memory"`` or ``"sqlite"`` (a file in
-    the run's key directory, shared with the gunicorn workers). ``config`` adds or overrides
+    example app's demo City database. ``store`` is ``"memory"``, ``"sqlite"`` (a file in
+    the run's key directory, shared with the gunicorn workers) or ``"redis"`` (the run's
+    redis-server, which then holds the rate limit counters too). ``config`` adds or overrides
     ``JWT_SHIELD_*`` keys. Raises ``ImportError`` while the package is missing.
     """
     from flask_jwt_shield import JWTShield
@@ -259,6 +316,8 @@ def make_shield(
     if store == "sqlite":
         directory = os.environ.get(KEY_DIR_ENV) or tempfile.mkdtemp(prefix="jwt-shield-bench-")
         app.config["JWT_SHIELD_STORE_URI"] = "sqlite:///" + str(Path(directory) / "shield.db")
+    elif store == "redis":
+        app.config["JWT_SHIELD_STORE_URI"] = redis_url()
     else:
         app.config["JWT_SHIELD_STORE_URI"] = "memory://"
     app.config["JWT_SHIELD_RATE_LIMIT"] = rate_limit
@@ -270,6 +329,9 @@ def make_shield(
         private_pem, public_pem = asymmetric_keys(algorithm)
         app.config["JWT_SHIELD_PRIVATE_KEY"] = private_pem
         app.config["JWT_SHIELD_PUBLIC_KEY"] = public_pem
+    if dpop:
+        app.config["JWT_SHIELD_DPOP"] = "optional"
+        app.config["JWT_SHIELD_DPOP_MAX_AGE"] = 3600
     app.config.update(config or {})
     shield = JWTShield()
     shield.init_app(app)
@@ -287,7 +349,29 @@ def make_shield(
             return _bearer([shield.create_access_token(SUBJECT) for _ in range(n)])
 
     app.extensions["bench_mint"] = mint
+    if dpop:
+        app.extensions["bench_mint_dpop"] = _dpop_minter(app, shield)
     return app
+
+
+#: The URL every in-process request goes to (``bench.py``'s environ template): the proofs' ``htu``.
+DPOP_URL = "http://127.0.0.1:8000/api/me"
+
+
+def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str]]]:
+    from flask_jwt_shield.dpop import DPoPKey
+
+    key = DPoPKey.generate("ES256")
+    login = "http://127.0.0.1:8000/login"
+    with app.test_request_context("/login", method="POST", base_url="http://127.0.0.1:8000/",
+                                  headers={"DPoP": key.proof("POST", login)}):  # fmt: skip
+        pair = shield.issue_tokens(SUBJECT)
+    assert pair.token_type == "DPoP"
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        return [(f"DPoP {pair.access_token}", key.proof("GET", DPOP_URL, pair.access_token)) for _ in range(n)]
+
+    return mint
 
 
 # --- resource-server mode: tokens from an identity provider ---------------------------------

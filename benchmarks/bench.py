@@ -73,6 +73,14 @@ class Row:
     #: Run over HTTP too. Geo rows are in-process only: over loopback every client is
     #: 127.0.0.1, which has no location, so the geo step would be measured doing nothing.
     http: bool = True
+    #: Every request carries a DPoP-bound token and a proof never seen before (a pre-minted
+    #: pool of ``(Authorization, DPoP)`` pairs). In-process only: the wrk script sends one
+    #: header per request.
+    dpop: bool = False
+
+    @property
+    def needs_redis(self) -> bool:
+        return "redis" in self.kwargs.values()
 
     def make_app(self) -> Any:
         return getattr(apps, self.factory)(**self.kwargs)
@@ -166,10 +174,47 @@ ROWS: tuple[Row, ...] = (
         fresh=True,
     ),
     Row(
+        "bare_es256_verify",
+        "bare Flask + one ES256 signature check per request (the floor under the DPoP row)",
+        "make_bare_es256_verify",
+        dpop=True,
+        http=False,
+    ),
+    Row(
+        "shield_dpop",
+        "shield HS256 + DPoP-bound token, new ES256 proof per request",
+        "make_shield",
+        {"dpop": True},
+        target=2.5,
+        dpop=True,
+        http=False,
+    ),
+    Row(
         "shield_sqlite",
-        "shield HS256, SQLite store (one revocation read per request), token seen before",
+        "shield HS256, SQLite store (local view, WAL-index header per request), token seen before",
         "make_shield",
         {"store": "sqlite"},
+        target=1.3,
+    ),
+    Row(
+        "jwt_extended_limiter_redis",
+        "Flask-JWT-Extended + blocklist + Flask-Limiter per token, on Redis",
+        "make_jwt_extended_limiter",
+        {"storage": "redis"},
+    ),
+    Row(
+        "shield_redis",
+        "shield HS256, Redis store (local view, no round trip), token seen before",
+        "make_shield",
+        {"store": "redis"},
+        target=1.5,
+    ),
+    Row(
+        "shield_redis_limit",
+        "shield HS256, Redis store + per-token limit + spike on Redis, token seen before",
+        "make_shield",
+        {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT},
+        target=3.0,
     ),
 )
 
@@ -180,13 +225,14 @@ class Prepared:
 
     row: Row
     app: Any
-    #: Authorization values: one (same token) or a pool (fresh tokens).
-    headers: list[str]
-    check_header: str  # used once before timing, never in a timed request
+    #: Authorization values: one (same token) or a pool (fresh tokens); for DPoP rows,
+    #: a pool of (Authorization, DPoP) pairs.
+    headers: list[Any]
+    check_header: Any  # used once before timing, never in a timed request
     cursor: int = 0
 
-    def take(self, n: int) -> list[str]:
-        if not self.row.fresh:
+    def take(self, n: int) -> list[Any]:
+        if not (self.row.fresh or self.row.dpop):
             return [self.headers[0]] * n
         if self.cursor + n > len(self.headers):
             raise RuntimeError(f"{self.row.key}: token pool exhausted (bug in pool sizing)")
@@ -198,8 +244,8 @@ class Prepared:
 def prepare(row: Row, pool_size: int) -> Prepared:
     """Build the row's app and mint its tokens (``pool_size`` of them for a fresh row)."""
     app = row.make_app()
-    mint = app.extensions["bench_mint"]
-    headers = mint(pool_size + 1 if row.fresh else 2)
+    mint = app.extensions["bench_mint_dpop" if row.dpop else "bench_mint"]
+    headers = mint(pool_size + 1 if row.fresh or row.dpop else 2)
     if row.fresh and len(set(headers)) != len(headers):
         raise NotOK(f"{row.key}: the minted tokens are not all distinct")
     return Prepared(row, app, headers[:-1], headers[-1])
@@ -238,6 +284,101 @@ def usable_rows(rows: list[Row]) -> tuple[list[Row], list[str]]:
     return [row for row in rows if not row.needs_shield], [error]
 
 
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str | None]:
+    """A redis-server on a free 127.0.0.1 port, persisting nothing, stopped by its PID.
+
+    Yields its URL, or ``None`` when no ``redis-server`` is installed.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="jwt-shield-bench-redis-")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", directory],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # bounded: until it answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _observe(url: str, prefix: str, n: int, conn: Any) -> None:
+    from flask_jwt_shield.stores import RedisStore
+
+    store = RedisStore(url, prefix=prefix, max_delay=1.0)
+    now = time.time()
+    for i in range(n):
+        jti = f"p{i}"
+        store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now)
+        deadline = time.monotonic() + 5
+        while not store.watching() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now)
+        conn.send(store.view.fresh(jti))
+        deadline = time.monotonic() + 5
+        while store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now) is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.0001)
+        conn.send(time.monotonic())  # CLOCK_MONOTONIC: one clock for every process of a host
+    store.close()
+
+
+def run_propagation(url: str, n: int) -> str:
+    """How late a revocation made in one process takes effect in another that answers from
+    its local view (the Redis store's documented bound is JWT_SHIELD_REVOCATION_MAX_DELAY)."""
+    import multiprocessing
+
+    from flask_jwt_shield.stores import RedisStore
+
+    prefix = f"bench{os.getpid()}"
+    revoker = RedisStore(url, prefix=prefix)
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_observe, args=(url, prefix, n, theirs))
+    child.start()
+    delays = []
+    try:
+        for i in range(n):
+            if not ours.recv():
+                raise NotOK("the observing process was not answering from its local view")
+            started = time.monotonic()
+            revoker.revoke("jti", f"p{i}", until=time.time() + 3600)
+            delays.append((ours.recv() - started) * 1000)
+    finally:
+        child.join(30)
+        revoker.close()
+    ordered = sorted(delays)
+    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+    return (
+        "| revocations | p50 (ms) | p99 (ms) | max (ms) | bound (ms) |\n|---:|---:|---:|---:|---:|\n"
+        f"| {n} | {statistics.median(delays):.2f} | {p99:.2f} | {ordered[-1]:.2f} | 1000 |"
+    )
+
+
 # --- in-process: direct WSGI calls ------------------------------------------------------------
 
 
@@ -257,7 +398,7 @@ class NotOK(RuntimeError):
     pass
 
 
-def call_once(prepared: Prepared, template: dict[str, Any], header: str) -> tuple[str, bytes]:
+def call_once(prepared: Prepared, template: dict[str, Any], header: Any) -> tuple[str, bytes]:
     """One request through ``app.wsgi_app``; returns the status line and the body."""
     status: list[str] = []
 
@@ -265,7 +406,11 @@ def call_once(prepared: Prepared, template: dict[str, Any], header: str) -> tupl
         status.append(status_line)
         return None
 
-    environ = {**template, **prepared.row.environ, "HTTP_AUTHORIZATION": header}
+    environ = {**template, **prepared.row.environ}
+    if prepared.row.dpop:
+        environ["HTTP_AUTHORIZATION"], environ["HTTP_DPOP"] = header
+    else:
+        environ["HTTP_AUTHORIZATION"] = header
     body_iter = prepared.app.wsgi_app(environ, start_response)
     try:
         body = b"".join(body_iter)
@@ -285,7 +430,7 @@ def check_ok(prepared: Prepared, template: dict[str, Any]) -> None:
         raise NotOK(f"{prepared.row.key}: unexpected body {body[:300]!r}")
 
 
-def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[str]) -> float:
+def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[Any]) -> float:
     """Seconds per request over one batch; every response must be 200."""
     wsgi_app = prepared.app.wsgi_app
     template = {**template, **prepared.row.environ}
@@ -297,17 +442,33 @@ def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[str])
         return None
 
     gc.collect()
-    start = time.perf_counter()
-    for header in headers:
-        environ = template.copy()
-        environ["HTTP_AUTHORIZATION"] = header
-        body_iter = wsgi_app(environ, start_response)
-        for _chunk in body_iter:
-            pass
-        close = getattr(body_iter, "close", None)
-        if close is not None:
-            close()
-    elapsed = time.perf_counter() - start
+    if prepared.row.dpop:
+        # The same loop, with the proof header too (a separate loop keeps the other rows'
+        # timing exactly as it was).
+        start = time.perf_counter()
+        for authorization, proof in headers:
+            environ = template.copy()
+            environ["HTTP_AUTHORIZATION"] = authorization
+            environ["HTTP_DPOP"] = proof
+            body_iter = wsgi_app(environ, start_response)
+            for _chunk in body_iter:
+                pass
+            close = getattr(body_iter, "close", None)
+            if close is not None:
+                close()
+        elapsed = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        for header in headers:
+            environ = template.copy()
+            environ["HTTP_AUTHORIZATION"] = header
+            body_iter = wsgi_app(environ, start_response)
+            for _chunk in body_iter:
+                pass
+            close = getattr(body_iter, "close", None)
+            if close is not None:
+                close()
+        elapsed = time.perf_counter() - start
     if bad:
         raise NotOK(f"{prepared.row.key}: {len(bad)} non-200 responses, e.g. {bad[0]}")
     return elapsed / len(headers)
@@ -329,9 +490,10 @@ def run_inprocess(rows: list[Row], rounds: int, batch: int, warmup: int, seed: i
         item = prepare(row, pool)
         check_ok(item, template)
         prepared.append(item)
-        if row.fresh:
+        if row.fresh or row.dpop:
             took = time.perf_counter() - started
-            print(f"  minted {pool} tokens for {row.key} in {took:.1f} s", file=sys.stderr)
+            print(f"  minted {pool} {'proofs' if row.dpop else 'tokens'} for {row.key} in {took:.1f} s",
+                  file=sys.stderr)  # fmt: skip
 
     for item in prepared:  # warm-up: imports, caches, first-call paths
         time_batch(item, template, item.take(warmup))
@@ -999,6 +1161,22 @@ def main(argv: list[str] | None = None) -> int:
     do_http = args.http
     do_inprocess = args.inprocess or not args.http
     rows, notes = usable_rows(select_rows(args.rows))
+    with contextlib.ExitStack() as stack:
+        redis_url = None
+        if any(row.needs_redis for row in rows):
+            redis_url = stack.enter_context(throwaway_redis())
+            if redis_url is None:
+                note = "redis-server is not installed: the Redis rows were skipped."
+                print(f"WARNING: {note}", file=sys.stderr)
+                notes.append(note)
+                rows = [row for row in rows if not row.needs_redis]
+            else:
+                os.environ[apps.REDIS_URL_ENV] = redis_url
+        return _run(args, argv, rows, notes, do_http, do_inprocess, redis_url)
+
+
+def _run(args: Any, argv: list[str] | None, rows: list[Row], notes: list[str], do_http: bool,
+         do_inprocess: bool, redis_url: str | None) -> int:  # fmt: skip
 
     started = datetime.datetime.now().astimezone()
     load_before = os.getloadavg()
@@ -1038,6 +1216,16 @@ def main(argv: list[str] | None = None) -> int:
                     "of the mean per call. refresh() verifies the refresh token, checks "
                     "revocation, rotates atomically in the store (reuse detection) and signs "
                     f"a new pair.\n\n{run_sessions(session_rounds, session_batch)}\n"
+                )
+                print(sections[-1])
+            if redis_url is not None and any(row.needs_shield for row in rows):
+                count = 50 if args.quick else 500
+                sections.append(
+                    "## Revocation propagation (Redis store, two processes)\n\n"
+                    "One process revokes a token; another, answering from its local view, "
+                    "polls until it refuses the token. The bound is "
+                    "JWT_SHIELD_REVOCATION_MAX_DELAY (1 s by default).\n\n"
+                    f"{run_propagation(redis_url, count)}\n"
                 )
                 print(sections[-1])
 

@@ -77,6 +77,9 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         JWT_SHIELD_SPIKE_ACTION="revoke",
         JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
         JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="revoke_family",
+        # Clients that prove a key at login get tokens bound to it (example_app/dpop_client.py);
+        # the others keep bearer tokens.
+        JWT_SHIELD_DPOP="optional",
     )
     app.config.update(config or {})
     # Demo only: trust one proxy hop so that `curl -H "X-Forwarded-For: 203.0.113.7"` can
@@ -130,6 +133,7 @@ def _routes(app: Flask) -> Blueprint:
                 "POST /auth/refresh grant_type=refresh_token&refresh_token=... (RFC 6749 §6; JSON too)",
                 "POST /auth/logout, POST /auth/logout-all",
                 "GET /api/sessions, GET /api/events",
+                "DPoP: python -m example_app.dpop_client (tokens bound to a key; a copied token is refused)",
             ]
         }
 

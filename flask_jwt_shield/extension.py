@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import events as _events
 from . import transport
+from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
 from .config import ShieldConfig
@@ -204,7 +205,11 @@ class JWTShield:
     # -- decorators ----------------------------------------------------------------------
 
     def exempt(self, view: F) -> F:
-        """Serve this view without a token (login, refresh, health checks)."""
+        """Serve this view without a token (login, refresh, health checks).
+
+        Holds under other decorators that use :func:`functools.wraps` (the shield follows
+        ``__wrapped__``), whichever order they are applied in.
+        """
         self._registry.exempt_views.add(view)
         return view
 
@@ -433,7 +438,7 @@ class JWTShield:
             raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
                                reason="fingerprint-mismatch")  # fmt: skip
         cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, t.Mapping) else None
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if jkt is not None:
             return pipeline.token_request_proof(bound=jkt)[1]
         if pipeline.config.dpop == "required" and fgp is None:
@@ -523,6 +528,16 @@ class JWTShield:
         """Stored security events, newest first."""
         return _events.query(self._pipeline().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since,
                              limit=limit)  # fmt: skip
+
+    def alerts(self) -> AlertSink | None:
+        """This app's webhook alert sink in this process, ``None`` without
+        :data:`JWT_SHIELD_ALERT_WEBHOOK`. Needs an app context.
+
+        ``shield.alerts().stats()`` counts what was delivered, given up on (``failed``) and
+        dropped because the queue was full; ``flush(timeout)`` waits (bounded) until the queue
+        is empty. See :doc:`alerts`.
+        """
+        return self._pipeline().recorder.alerts
 
     def jwks(self) -> dict[str, list[dict[str, t.Any]]]:
         """The public keys as a JWK Set (empty for HMAC keys, which are secret)."""
