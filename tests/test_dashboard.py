@@ -393,3 +393,20 @@ def test_no_dashboard_request_gets_a_5xx(
     else:
         r = client.open(path, method=method, data=fields)
     assert r.status_code < 500, r.get_data(as_text=True)[:300]
+
+
+def test_an_app_with_no_key_for_the_forms_is_refused_at_registration(make_app: AppFactory) -> None:
+    """Verify-only mode (a public key only) and no SECRET_KEY: nothing to sign CSRF tokens with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from flask_jwt_shield import ConfigurationError
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    app, shield = make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PUBLIC_KEY": public})
+    with pytest.raises(ConfigurationError, match="set SECRET_KEY"):
+        app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
+    app.secret_key = "s" * 32
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True, name="dash2"), url_prefix="/shield")
+    assert app.test_client().get("/shield/keys").status_code == 200

@@ -50,6 +50,7 @@ PER_PAGE = 50
 MAX_PAGE = 200
 MAX_ID = 512
 TIMELINE = 200
+ALERTS_SHOWN = 8
 SINCE_CHOICES = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400, "all": None}
 _DURATION = re.compile(r"(\d{1,6})([mhd])")
 _UNITS = {"m": 60, "h": 3600, "d": 86_400}
@@ -141,6 +142,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         rows = found[(page - 1) * PER_PAGE : page * PER_PAGE]
         day = _events.query(pipeline.store, subject=subject, kind=kind, since=now - 86_400,
                             limit=pipeline.config.event_retention)  # fmt: skip
+        alerts = [e for e in day if SEVERITY.get(e.kind) == "alert"]
         filters: dict[str, t.Any] = {k: v for k, v in (("kind", kind), ("subject", subject), ("since", since_label))
                                      if v}  # fmt: skip
         return render_template(
@@ -148,7 +150,8 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
             since=since_label, since_choices=list(SINCE_CHOICES), page=page,
             next_url=url_for(".index", **filters, page=page + 1) if len(found) > page * PER_PAGE else None,
             prev_url=url_for(".index", **filters, page=page - 1) if page > 1 else None,
-            chart=_chart.hourly(day, now=now), **_common(),
+            chart=_chart.hourly(day, now=now), alerts=alerts[:ALERTS_SHOWN],
+            alerts_more=max(0, len(alerts) - ALERTS_SHOWN), **_common(),
         )  # fmt: skip
 
     @view("/subject")
