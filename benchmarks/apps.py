@@ -42,6 +42,16 @@ SUBJECT = "bench-user"
 REVOKED_JTIS: frozenset[str] = frozenset(uuid.UUID(int=i).hex for i in range(1, 1001))
 #: Environment variable naming the directory that holds the shared PEM keys.
 KEY_DIR_ENV = "JWT_SHIELD_BENCH_KEY_DIR"
+#: Environment variable holding the URL of the run's throw-away redis-server (Redis rows).
+REDIS_URL_ENV = "JWT_SHIELD_BENCH_REDIS_URL"
+
+
+def redis_url() -> str:
+    """The run's redis-server, started by ``bench.py`` for the rows that need one."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if not url:
+        raise RuntimeError(f"{REDIS_URL_ENV} is not set: bench.py starts a redis-server for the Redis rows")
+    return url
 #: A limit no benchmark reaches: the limiter does all its work and refuses nothing.
 UNREACHABLE_LIMIT = "1000000/minute"
 #: The example app's demo City database (documentation address ranges only).
@@ -165,12 +175,13 @@ def make_pyjwt() -> Flask:
 # --- (c) and (d) Flask-JWT-Extended (+ Flask-Limiter) ----------------------------------------
 
 
-def make_jwt_extended(*, limiter: bool = False) -> Flask:
+def make_jwt_extended(*, limiter: bool = False, storage: str = "memory") -> Flask:
     """Flask-JWT-Extended with a blocklist; with ``limiter=True`` also Flask-Limiter.
 
-    The limit is per token (the key is the token's ``jti``), in memory storage, and high
-    enough that nothing is refused. ``@jwt_required()`` sits above ``@limiter.limit`` so the
-    token is verified before the limiter's key function reads ``get_jwt()``.
+    The limit is per token (the key is the token's ``jti``), in memory storage (or the
+    run's Redis with ``storage="redis"``), and high enough that nothing is refused.
+    ``@jwt_required()`` sits above ``@limiter.limit`` so the token is verified before the
+    limiter's key function reads ``get_jwt()``.
     """
     from flask_jwt_extended import JWTManager
     from flask_jwt_extended import create_access_token
@@ -196,7 +207,7 @@ def make_jwt_extended(*, limiter: bool = False) -> Flask:
         def token_key() -> str:
             return str(get_jwt()["jti"])
 
-        rate_limiter = Limiter(token_key, app=app, storage_uri="memory://")
+        rate_limiter = Limiter(token_key, app=app, storage_uri=redis_url() if storage == "redis" else "memory://")
         me = rate_limiter.limit(UNREACHABLE_LIMIT)(me)
     app.get("/api/me", endpoint="me")(jwt_required()(me))
 
@@ -208,9 +219,9 @@ def make_jwt_extended(*, limiter: bool = False) -> Flask:
     return app
 
 
-def make_jwt_extended_limiter() -> Flask:
+def make_jwt_extended_limiter(storage: str = "memory") -> Flask:
     """Flask-JWT-Extended with a blocklist + Flask-Limiter keyed by the token's ``jti``."""
-    return make_jwt_extended(limiter=True)
+    return make_jwt_extended(limiter=True, storage=storage)
 
 
 # --- (e), (f) and later rows: Flask-JWT-Shield ------------------------------------------------
@@ -228,8 +239,9 @@ def make_shield(
 
     ``rate_limit`` is ``JWT_SHIELD_RATE_LIMIT`` (``None``: off; with it, the default spike
     threshold of 10x the limit is on too). ``geoip`` turns on the GeoIP step with the
-    example app's demo City database. ``store`` is ``"memory"`` or ``"sqlite"`` (a file in
-    the run's key directory, shared with the gunicorn workers). ``config`` adds or overrides
+    example app's demo City database. ``store`` is ``"memory"``, ``"sqlite"`` (a file in
+    the run's key directory, shared with the gunicorn workers) or ``"redis"`` (the run's
+    redis-server, which then holds the rate limit counters too). ``config`` adds or overrides
     ``JWT_SHIELD_*`` keys. Raises ``ImportError`` while the package is missing.
     """
     from flask_jwt_shield import JWTShield
@@ -240,6 +252,8 @@ def make_shield(
     if store == "sqlite":
         directory = os.environ.get(KEY_DIR_ENV) or tempfile.mkdtemp(prefix="jwt-shield-bench-")
         app.config["JWT_SHIELD_STORE_URI"] = "sqlite:///" + str(Path(directory) / "shield.db")
+    elif store == "redis":
+        app.config["JWT_SHIELD_STORE_URI"] = redis_url()
     else:
         app.config["JWT_SHIELD_STORE_URI"] = "memory://"
     app.config["JWT_SHIELD_RATE_LIMIT"] = rate_limit

@@ -72,6 +72,10 @@ class Row:
     #: 127.0.0.1, which has no location, so the geo step would be measured doing nothing.
     http: bool = True
 
+    @property
+    def needs_redis(self) -> bool:
+        return "redis" in self.kwargs.values()
+
     def make_app(self) -> Any:
         return getattr(apps, self.factory)(**self.kwargs)
 
@@ -145,9 +149,30 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "shield_sqlite",
-        "shield HS256, SQLite store (one revocation read per request), token seen before",
+        "shield HS256, SQLite store (local view, WAL-index header per request), token seen before",
         "make_shield",
         {"store": "sqlite"},
+        target=1.3,
+    ),
+    Row(
+        "jwt_extended_limiter_redis",
+        "Flask-JWT-Extended + blocklist + Flask-Limiter per token, on Redis",
+        "make_jwt_extended_limiter",
+        {"storage": "redis"},
+    ),
+    Row(
+        "shield_redis",
+        "shield HS256, Redis store (local view, no round trip), token seen before",
+        "make_shield",
+        {"store": "redis"},
+        target=1.5,
+    ),
+    Row(
+        "shield_redis_limit",
+        "shield HS256, Redis store + per-token limit + spike on Redis, token seen before",
+        "make_shield",
+        {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT},
+        target=3.0,
     ),
 )
 
@@ -214,6 +239,101 @@ def usable_rows(rows: list[Row]) -> tuple[list[Row], list[str]]:
         return rows, []
     print(f"WARNING: {error}", file=sys.stderr)
     return [row for row in rows if not row.needs_shield], [error]
+
+
+@contextlib.contextmanager
+def throwaway_redis() -> Iterator[str | None]:
+    """A redis-server on a free 127.0.0.1 port, persisting nothing, stopped by its PID.
+
+    Yields its URL, or ``None`` when no ``redis-server`` is installed.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="jwt-shield-bench-redis-")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", directory],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # bounded: until it answers PING
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _observe(url: str, prefix: str, n: int, conn: Any) -> None:
+    from flask_jwt_shield.stores import RedisStore
+
+    store = RedisStore(url, prefix=prefix, max_delay=1.0)
+    now = time.time()
+    for i in range(n):
+        jti = f"p{i}"
+        store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now)
+        deadline = time.monotonic() + 5
+        while not store.watching() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now)
+        conn.send(store.view.fresh(jti))
+        deadline = time.monotonic() + 5
+        while store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now) is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.0001)
+        conn.send(time.monotonic())  # CLOCK_MONOTONIC: one clock for every process of a host
+    store.close()
+
+
+def run_propagation(url: str, n: int) -> str:
+    """How late a revocation made in one process takes effect in another that answers from
+    its local view (the Redis store's documented bound is JWT_SHIELD_REVOCATION_MAX_DELAY)."""
+    import multiprocessing
+
+    from flask_jwt_shield.stores import RedisStore
+
+    prefix = f"bench{os.getpid()}"
+    revoker = RedisStore(url, prefix=prefix)
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_observe, args=(url, prefix, n, theirs))
+    child.start()
+    delays = []
+    try:
+        for i in range(n):
+            if not ours.recv():
+                raise NotOK("the observing process was not answering from its local view")
+            started = time.monotonic()
+            revoker.revoke("jti", f"p{i}", until=time.time() + 3600)
+            delays.append((ours.recv() - started) * 1000)
+    finally:
+        child.join(30)
+        revoker.close()
+    ordered = sorted(delays)
+    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+    return (
+        "| revocations | p50 (ms) | p99 (ms) | max (ms) | bound (ms) |\n|---:|---:|---:|---:|---:|\n"
+        f"| {n} | {statistics.median(delays):.2f} | {p99:.2f} | {ordered[-1]:.2f} | 1000 |"
+    )
 
 
 # --- in-process: direct WSGI calls ------------------------------------------------------------
@@ -944,6 +1064,22 @@ def main(argv: list[str] | None = None) -> int:
     do_http = args.http
     do_inprocess = args.inprocess or not args.http
     rows, notes = usable_rows(select_rows(args.rows))
+    with contextlib.ExitStack() as stack:
+        redis_url = None
+        if any(row.needs_redis for row in rows):
+            redis_url = stack.enter_context(throwaway_redis())
+            if redis_url is None:
+                note = "redis-server is not installed: the Redis rows were skipped."
+                print(f"WARNING: {note}", file=sys.stderr)
+                notes.append(note)
+                rows = [row for row in rows if not row.needs_redis]
+            else:
+                os.environ[apps.REDIS_URL_ENV] = redis_url
+        return _run(args, argv, rows, notes, do_http, do_inprocess, redis_url)
+
+
+def _run(args: Any, argv: list[str] | None, rows: list[Row], notes: list[str], do_http: bool,
+         do_inprocess: bool, redis_url: str | None) -> int:  # fmt: skip
 
     started = datetime.datetime.now().astimezone()
     load_before = os.getloadavg()
@@ -980,6 +1116,16 @@ def main(argv: list[str] | None = None) -> int:
                     "of the mean per call. refresh() verifies the refresh token, checks "
                     "revocation, rotates atomically in the store (reuse detection) and signs "
                     f"a new pair.\n\n{run_sessions(session_rounds, session_batch)}\n"
+                )
+                print(sections[-1])
+            if redis_url is not None and any(row.needs_shield for row in rows):
+                count = 50 if args.quick else 500
+                sections.append(
+                    "## Revocation propagation (Redis store, two processes)\n\n"
+                    "One process revokes a token; another, answering from its local view, "
+                    "polls until it refuses the token. The bound is "
+                    "JWT_SHIELD_REVOCATION_MAX_DELAY (1 s by default).\n\n"
+                    f"{run_propagation(redis_url, count)}\n"
                 )
                 print(sections[-1])
 

@@ -18,6 +18,7 @@ from typing import Final
 from limits import parse_many
 
 from .errors import ConfigurationError
+from .signals import BY_KIND
 
 #: The detectors' answers, weakest first (DESIGN.md "the action ladder").
 ACTIONS: tuple[str, ...] = ("flag", "deny", "revoke", "revoke_family", "revoke_subject")
@@ -124,6 +125,13 @@ class ConfigKey:
     EVENT_RETENTION = "JWT_SHIELD_EVENT_RETENTION"
     EVENT_IP = "JWT_SHIELD_EVENT_IP"
     AUDIT_LOGGER = "JWT_SHIELD_AUDIT_LOGGER"
+    ALERT_WEBHOOK = "JWT_SHIELD_ALERT_WEBHOOK"
+    ALERT_EVENTS = "JWT_SHIELD_ALERT_EVENTS"
+    ALERT_SECRET = "JWT_SHIELD_ALERT_SECRET"
+    ALERT_TIMEOUT = "JWT_SHIELD_ALERT_TIMEOUT"
+    ALERT_RETRIES = "JWT_SHIELD_ALERT_RETRIES"
+    ALERT_RETRY_DELAY = "JWT_SHIELD_ALERT_RETRY_DELAY"
+    ALERT_QUEUE_SIZE = "JWT_SHIELD_ALERT_QUEUE_SIZE"
 
     @classmethod
     def all(cls) -> list[str]:
@@ -160,6 +168,31 @@ _RESOURCE_SERVER_DEFAULT_ALGORITHMS = ("RS256", "ES256")
 PROFILES = frozenset({"at+jwt", "keycloak", "entra"})
 
 KeyMaterial = str | bytes
+
+#: ``JWT_SHIELD_ALERT_EVENTS`` by default: the kinds that mean "someone may hold a stolen
+#: token" or "the shield cannot do its job", not the routine ones (logins, refreshes).
+DEFAULT_ALERT_EVENTS: Final = (
+    "refresh-reused",
+    "traffic-spike",
+    "traffic-anomaly",
+    "impossible-travel",
+    "country-denied",
+    "dpop-rejected",
+    "store-unavailable",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AlertSettings:
+    """The webhook alert settings (``JWT_SHIELD_ALERT_*``), present only with a webhook URL."""
+
+    webhook: str
+    events: frozenset[str]
+    secret: bytes | None
+    timeout: float
+    retries: int
+    retry_delay: float
+    queue_size: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,6 +266,7 @@ class ShieldConfig:
     event_retention: int
     event_ip: str
     audit_logger: str
+    alerts: AlertSettings | None
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, t.Any]) -> ShieldConfig:
@@ -380,6 +414,7 @@ class ShieldConfig:
                 K.EVENT_IP, "full", frozenset({"full", "truncated", "none"}), hint="'truncated'"
             ),
             audit_logger=r.string(K.AUDIT_LOGGER, "flask_jwt_shield.audit"),
+            alerts=_alert_settings(r),
         )
 
     @property
@@ -424,6 +459,55 @@ def _check_resource_server(
                 f"{key} is set, but in {mode} the identity provider's published keys verify every"
                 f" token and this app issues none: remove {key}.{hint}"
             )
+
+
+def _alert_settings(r: _Reader) -> AlertSettings | None:
+    K = ConfigKey
+    url = r.optional_string(K.ALERT_WEBHOOK, None)
+    events = r.string_list(K.ALERT_EVENTS, list(DEFAULT_ALERT_EVENTS))
+    secret = r.raw(K.ALERT_SECRET)
+    timeout = r.seconds(K.ALERT_TIMEOUT, 5.0, maximum=60, waits_on="the alert receiver")
+    retries = r.integer(K.ALERT_RETRIES, 4, minimum=0)
+    delay = r.number(K.ALERT_RETRY_DELAY, 1.0, minimum=0)
+    queue_size = r.integer(K.ALERT_QUEUE_SIZE, 1000, minimum=1)
+    if url is None:
+        for key in (K.ALERT_EVENTS, K.ALERT_SECRET, K.ALERT_TIMEOUT, K.ALERT_RETRIES, K.ALERT_RETRY_DELAY,
+                    K.ALERT_QUEUE_SIZE):  # fmt: skip
+            if r.raw(key) is not None:
+                raise ConfigurationError(
+                    f"{key} is set but {K.ALERT_WEBHOOK} is not, so no alert would ever be sent. Set"
+                    f" {K.ALERT_WEBHOOK} to the receiver's URL (https://...), or remove {key}."
+                )
+        return None
+    try:
+        check_url(url, K.ALERT_WEBHOOK, why="an alert sent over plain HTTP can be read and forged on the path")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    assert events is not None
+    unknown = sorted(set(events) - set(BY_KIND))
+    if unknown or not events:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, list(BY_KIND), n=1)]
+        hint = f" Did you mean {close}?" if close else ""
+        raise ConfigurationError(
+            f"{K.ALERT_EVENTS} names {unknown or 'no kind'}; list event kinds from {sorted(BY_KIND)}"
+            f" (default {list(DEFAULT_ALERT_EVENTS)}). To send no alerts, unset {K.ALERT_WEBHOOK}.{hint}"
+        )
+    if secret is not None:
+        if not isinstance(secret, (str, bytes)):
+            raise ConfigurationError(f"{K.ALERT_SECRET} must be str or bytes, not {type(secret).__name__}.")
+        secret = secret.encode() if isinstance(secret, str) else secret
+        if len(secret) < 32:
+            raise ConfigurationError(
+                f"{K.ALERT_SECRET} has {len(secret)} bytes; a signing secret needs at least 32 random"
+                " bytes (e.g. secrets.token_urlsafe(32)), shared with the receiver only."
+            )
+    if delay > 300:
+        raise ConfigurationError(
+            f"{K.ALERT_RETRY_DELAY} is {delay!r}; it is the first retry's delay in seconds (doubled for"
+            " each further retry, capped at 5 minutes). Use a value from 0 to 300, e.g. 1."
+        )
+    return AlertSettings(webhook=url, events=frozenset(events), secret=secret, timeout=timeout, retries=retries,
+                         retry_delay=delay, queue_size=queue_size)  # fmt: skip
 
 
 def _accepted_types(r: _Reader, resource_server: bool) -> frozenset[str]:
@@ -510,8 +594,14 @@ def _key_specs(r: _Reader, algorithm: str) -> tuple[KeySpec, ...]:
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def check_url(url: str, what: str) -> str:
-    """``url`` if it may be fetched (HTTPS, or HTTP to this host); raise ``ValueError``."""
+_KEYS_OVER_HTTP = "keys fetched over plain HTTP can be replaced by anyone on the path"
+
+
+def check_url(url: str, what: str, *, why: str = _KEYS_OVER_HTTP) -> str:
+    """``url`` if it may be fetched (HTTPS, or HTTP to this host); raise ``ValueError``.
+
+    ``why`` ends the message: what plain HTTP would put at risk.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname
@@ -524,8 +614,8 @@ def check_url(url: str, what: str) -> str:
     if parts.scheme == "http" and host.lower() in _LOCAL_HOSTS:
         return url
     raise ValueError(
-        f"{what} {url!r} must use https:// (keys fetched over plain HTTP can be replaced by"
-        " anyone on the path); http:// is accepted for 127.0.0.1 and localhost only."
+        f"{what} {url!r} must use https:// ({why}); http:// is accepted for 127.0.0.1 and"
+        " localhost only."
     )
 
 
@@ -579,13 +669,14 @@ class _Reader:
             raise ConfigurationError(f"{key} must be at least {minimum}, not {value!r}.")
         return float(value)
 
-    def seconds(self, key: str, default: float, *, maximum: float) -> float:
+    def seconds(self, key: str, default: float, *, maximum: float, waits_on: str = "") -> float:
         """A timeout: above zero (a zero timeout would wait forever in redis-py) and short."""
         value = self.number(key, default, minimum=0)
         if not 0 < value <= maximum:
+            what = f"how long the shield waits on {waits_on or 'the store'}"
             raise ConfigurationError(
                 f"{key} must be a number of seconds above 0 and at most {maximum} (for example"
-                f" {default}), not {value!r}: it is how long a request may wait on the store."
+                f" {default}), not {value!r}: it is {what}."
             )
         return value
 

@@ -1,9 +1,10 @@
-"""Security events: what the shield decided, recorded three ways.
+"""Security events: what the shield decided, recorded three ways (and alerted on).
 
 Each event is sent as a blinker signal (see :mod:`flask_jwt_shield.signals`), written as one
 JSON line to the audit logger, and appended to the store so that operators can query it
-(``shield.events()``, ``flask jwt-shield events``). Tokens are named by ``jti``, never
-included.
+(``shield.events()``, ``flask jwt-shield events``). With ``JWT_SHIELD_ALERT_WEBHOOK`` the
+kinds in ``JWT_SHIELD_ALERT_EVENTS`` also go to the webhook sink (:mod:`.alerts`), which
+sends them off the request path. Tokens are named by ``jti``, never included.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 
 from flask import Flask
 
+from .alerts import AlertSink
 from .config import ShieldConfig
 from .errors import StoreError
 from .signals import BY_KIND
@@ -75,6 +77,8 @@ class EventRecorder:
         self.retention = config.event_retention
         self.ip_mode = config.event_ip
         self.audit = logging.getLogger(config.audit_logger)
+        #: The webhook sink, ``None`` without ``JWT_SHIELD_ALERT_WEBHOOK``.
+        self.alerts = AlertSink(config.alerts) if config.alerts is not None else None
 
     def record(self, app: Flask, kind: str, **fields: t.Any) -> SecurityEvent:
         """Build, signal, log and store one event. Never raises for a store failure."""
@@ -83,6 +87,8 @@ class EventRecorder:
         data = event.to_dict()
         self.audit.info(json.dumps(data, sort_keys=True, default=str))
         BY_KIND[kind].send(app, event=event)
+        if self.alerts is not None:
+            self.alerts.submit(app.name, data)  # only queues: the POST happens in its thread
         try:
             self.store.add_event(data, retention=self.retention)
         except StoreError as exc:

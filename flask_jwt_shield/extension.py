@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import events as _events
 from . import transport
+from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
 from .config import ShieldConfig
@@ -54,6 +55,11 @@ from .refresh import Session
 from .refresh import TokenPair
 from .refresh import new_family
 from .refresh import sign_pair
+from .ssf import Authorizer
+from .ssf import ReceiverSettings
+from .ssf import SecurityEventReceiver
+from .ssf import SubjectResolver
+from .ssf import make_blueprint
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import ACCESS_TYPE
@@ -199,7 +205,11 @@ class JWTShield:
     # -- decorators ----------------------------------------------------------------------
 
     def exempt(self, view: F) -> F:
-        """Serve this view without a token (login, refresh, health checks)."""
+        """Serve this view without a token (login, refresh, health checks).
+
+        Holds under other decorators that use :func:`functools.wraps` (the shield follows
+        ``__wrapped__``), whichever order they are applied in.
+        """
         self._registry.exempt_views.add(view)
         return view
 
@@ -519,6 +529,16 @@ class JWTShield:
         return _events.query(self._pipeline().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since,
                              limit=limit)  # fmt: skip
 
+    def alerts(self) -> AlertSink | None:
+        """This app's webhook alert sink in this process, ``None`` without
+        :data:`JWT_SHIELD_ALERT_WEBHOOK`. Needs an app context.
+
+        ``shield.alerts().stats()`` counts what was delivered, given up on (``failed``) and
+        dropped because the queue was full; ``flush(timeout)`` waits (bounded) until the queue
+        is empty. See :doc:`alerts`.
+        """
+        return self._pipeline().recorder.alerts
+
     def jwks(self) -> dict[str, list[dict[str, t.Any]]]:
         """The public keys as a JWK Set (empty for HMAC keys, which are secret)."""
         return self._pipeline().keys.jwks()
@@ -536,6 +556,46 @@ class JWTShield:
             return response
 
         return bp
+
+    def security_events_blueprint(
+        self,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        jwks_url: str | None = None,
+        algorithms: t.Sequence[str] = ("RS256", "ES256"),
+        resolve_subject: SubjectResolver | None = None,
+        authorize: Authorizer | None = None,
+        max_age: float = 7 * 86400,
+        url: str = "/security-events",
+        name: str = "jwt_shield_security_events",
+    ) -> Blueprint:
+        """A blueprint that receives the identity provider's Security Event Tokens (RFC 8417)
+        pushed per RFC 8935 at ``url`` (exempt from the token pipeline).
+
+        CAEP ``session-revoked`` revokes that session (its ``sid``); CAEP ``credential-change``
+        and RISC ``sessions-revoked``, ``account-disabled`` and ``account-purged`` revoke every
+        token of the subject. See :doc:`resource-server`.
+
+        :param issuer: the SET Issuer, default :data:`JWT_SHIELD_ISSUER`.
+        :param audience: the SET Audience (this recipient), default :data:`JWT_SHIELD_AUDIENCE`.
+        :param jwks_url: the SET Issuer's JWK Set; default: resource-server mode's.
+        :param algorithms: the signing algorithms accepted with ``jwks_url``.
+        :param resolve_subject: ``fn(subject) -> sub | None`` for subject identifiers other
+            than an ``iss_sub`` of the tokens' issuer (``email``, ``opaque`` ...).
+        :param authorize: ``fn() -> bool``, run in the request to authenticate the
+            transmitter (an ``Authorization`` header, say); ``False`` answers 401.
+        :param max_age: seconds a SET's ``jti`` is remembered; older SETs are refused.
+        """
+        client = None
+        if jwks_url is not None:
+            try:
+                client = JWKSClient(jwks_url, allowed=frozenset(algorithms))
+            except ValueError as exc:
+                raise ConfigurationError(f"security_events_blueprint(jwks_url=...): {exc}") from None
+        settings = ReceiverSettings(issuer=issuer, audience=audience, max_age=float(max_age),
+                                    resolve_subject=resolve_subject, authorize=authorize)  # fmt: skip
+        return make_blueprint(name, url, SecurityEventReceiver(settings, client), self._pipeline, self.exempt)
 
     def dashboard_blueprint(
         self,

@@ -179,15 +179,18 @@ class Pipeline:
     def _settle_endpoint(self, endpoint: str) -> bool:
         """First request to ``endpoint``: settle its exemption and its own rate limit."""
         registry = self.registry
-        view = current_app.view_functions.get(endpoint)
+        # The view and what it wraps: @shield.exempt / @shield.limit under another decorator
+        # (limiter.limit(...)(view), a login_required) still count, as functools.wraps says.
+        views = _wrapped_chain(current_app.view_functions.get(endpoint))
         exempt = (
             endpoint in self.config.exempt_endpoints
             or endpoint == "static"
             or endpoint.endswith(".static")
-            or view in registry.exempt_views
+            or any(v in registry.exempt_views for v in views)
         )
-        if view in registry.view_limits and self.limiter is not None:
-            limits = registry.view_limits[view]
+        limited = next((v for v in views if v in registry.view_limits), None)
+        if limited is not None and self.limiter is not None:
+            limits = registry.view_limits[limited]
             if limits is None:
                 self.limiter.exempt_endpoint(endpoint)
             else:
@@ -572,6 +575,15 @@ def send_nonce(nonce: str) -> None:
     def add_nonce(response: t.Any) -> t.Any:
         response.headers["DPoP-Nonce"] = nonce
         return response
+
+
+def _wrapped_chain(view: t.Callable[..., t.Any] | None) -> list[t.Callable[..., t.Any]]:
+    """``view``, then each function it wraps (``__wrapped__``), outermost first."""
+    chain: list[t.Callable[..., t.Any]] = []
+    while view is not None and len(chain) < 32 and view not in chain:  # a cycle, or absurd depth
+        chain.append(view)
+        view = getattr(view, "__wrapped__", None)
+    return chain
 
 
 def _bounded_put(cache: dict[K, float], key: K, value: float) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import typing as t
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -469,6 +470,50 @@ return {flagged, c, tostring(e), n}
 """
 
 
+# The fixed-window hits of one request (FixedWindowRateLimiter.hit: incr, expire a new
+# key, compare) for several keys at once. KEYS: spike keys, then limit keys (shortest window
+# first). ARGV: the number of spike keys, then expiry and amount per key. Returns count and
+# PTTL per key hit; limit keys stop at the first one exceeded, as in the sequential path.
+_HIT_ALL_LUA = """
+local spikes = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local amount = tonumber(ARGV[2 * i + 1])
+  local count = redis.call('INCRBY', KEYS[i], 1)
+  if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i]) end
+  out[#out + 1] = count
+  if (i <= spikes and count == amount + 1) or (i > spikes and count > amount) then
+    out[#out + 1] = redis.call('PTTL', KEYS[i])
+  else
+    out[#out + 1] = -1
+  end
+  if i > spikes and count > amount then return out end
+end
+return out
+"""
+
+
+def _one_trip_caller(storage: RedisStorage) -> t.Callable[[list[str], list[int]], list[int]]:
+    """``call(keys, args)`` runs :data:`_HIT_ALL_LUA` by its hash (EVALSHA), loading it once
+    when the server does not know it. Calling the client directly rather than through
+    redis-py's ``Script`` object saves a third of the round trip's cost on the hot path."""
+    import hashlib
+
+    from redis.exceptions import NoScriptError
+
+    source = _HIT_ALL_LUA.encode()
+    sha = hashlib.sha1(source).hexdigest()  # noqa: S324 - the script's name in Redis, not a secret
+
+    def call(keys: list[str], args: list[int]) -> list[int]:
+        client: t.Any = storage.get_connection()
+        try:
+            return t.cast(list[int], client.evalsha(sha, len(keys), *keys, *args))
+        except NoScriptError:  # a new or flushed server: EVAL runs it and caches it there
+            return t.cast(list[int], client.eval(source, len(keys), *keys, *args))
+
+    return call
+
+
 class _MemoryBaselines:
     """Baselines of one process: a bounded LRU dict guarded by a lock."""
 
@@ -584,6 +629,12 @@ class TokenRateLimiter:
         self._spike = self._parse(spike_threshold, self._spike_ns) if spike_threshold else ()
         self._endpoints: dict[str, tuple[RateLimitItem, ...]] = {}
         self._errors = _storage_exceptions(self._storage)
+        # One Redis server and fixed windows: the spike counters and the limits of a request
+        # are hit in one script, one round trip (on a cluster their keys sit in different
+        # slots, so each is its own call there).
+        self._one_trip: t.Callable[[list[str], list[int]], list[int]] | None = None
+        if self._fixed and type(self._storage) is RedisStorage:
+            self._one_trip = _one_trip_caller(self._storage)
 
         self.adaptive = adaptive
         self._floor = adaptive.floor_per_bucket if adaptive is not None else 0.0
@@ -666,6 +717,8 @@ class TokenRateLimiter:
             plan = self._plan(identity, endpoint, override)
         spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
+        if self._one_trip is not None:
+            return self._check_in_one_trip(identity, subject, plan)
         try:
             spike = self._count_spike(identity, spike_keys) if spike_keys else None
             anomaly = self._observe(subject or identity) if self.adaptive is not None else None
@@ -695,6 +748,44 @@ class TokenRateLimiter:
             limiter=self,
             targets=targets,
         )
+
+    def _check_in_one_trip(self, identity: str, subject: str | None, plan: _Plan) -> RateDecision:
+        """:meth:`check` on one Redis server: the same counters, hit by one script."""
+        spike_keys, items, parts, rate_keys, targets = plan
+        storage = self._storage
+        assert self._one_trip is not None and isinstance(storage, RedisStorage)
+        keys = [storage.prefixed_key(k) for _, k in spike_keys]
+        keys += [storage.prefixed_key(k) for k in rate_keys]
+        args: list[int] = [len(spike_keys)]
+        for item in (*(i for i, _ in spike_keys), *items):
+            args += (item.get_expiry(), item.amount)
+        try:
+            anomaly = self._observe(subject or identity) if self.adaptive is not None else None
+            reply = self._one_trip(keys, args) if keys else []
+        except self._errors as exc:
+            raise LimiterStorageError(exc) from exc
+        now = time.time()
+        spike = None
+        for n, (item, _key) in enumerate(spike_keys):
+            count, ttl = int(reply[2 * n]), int(reply[2 * n + 1])
+            if count == item.amount + 1 and spike is None:  # the one attempt crossing it
+                window = item.get_expiry()
+                spike = SpikeReport(identity, item, count, window, max(0.0, window - max(ttl, 0) / 1000))
+        if not items:
+            return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
+        offset = 2 * len(spike_keys)
+        for n, item in enumerate(items):
+            if offset + 2 * n >= len(reply):
+                break
+            count, ttl = int(reply[offset + 2 * n]), int(reply[offset + 2 * n + 1])
+            if count > item.amount:
+                try:  # refused: a sustained spike is counted apart (refusals only, off the hot path)
+                    spike = spike or self._count_refusal(identity, parts[0])
+                except self._errors as exc:
+                    raise LimiterStorageError(exc) from exc
+                return RateDecision(allowed=False, spike=spike, anomaly=anomaly,
+                                    stats=(item, 0, now + max(ttl, 0) / 1000))  # fmt: skip
+        return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
 
     def _plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
         """The items and storage keys of one token (and endpoint), built once and kept."""

@@ -1,7 +1,9 @@
 """A tiny app for tests/test_multiprocess.py, served by gunicorn with several workers.
 
-The SQLite store path comes from ``SHIELD_TEST_DB``; every worker answers with its PID so
-the test can tell which process served a request.
+The store is the SQLite file ``SHIELD_TEST_DB``, or the URI ``SHIELD_TEST_STORE_URI`` (a
+Redis); ``SHIELD_TEST_RATE_LIMIT`` sets the per-token limit (none by default);
+``SHIELD_TEST_WEBHOOK``, when set, is the alert webhook (tests/test_alerts.py). Every worker
+answers with its PID so the test can tell which process served a request.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ def create_app() -> Flask:
     app = Flask(__name__)
     app.config.update(
         JWT_SHIELD_SECRET_KEY="multiworker-test-secret-" + "x" * 32,
-        JWT_SHIELD_STORE_URI="sqlite:///" + os.environ["SHIELD_TEST_DB"],
-        JWT_SHIELD_RATE_LIMIT=None,
+        JWT_SHIELD_STORE_URI=os.environ.get("SHIELD_TEST_STORE_URI") or "sqlite:///" + os.environ["SHIELD_TEST_DB"],
+        JWT_SHIELD_RATE_LIMIT=os.environ.get("SHIELD_TEST_RATE_LIMIT") or None,
     )
+    if os.environ.get("SHIELD_TEST_WEBHOOK"):
+        app.config.update(JWT_SHIELD_ALERT_WEBHOOK=os.environ["SHIELD_TEST_WEBHOOK"], JWT_SHIELD_ALERT_RETRY_DELAY=0.05)
     shield = JWTShield(app)
 
     @app.after_request

@@ -1,4 +1,5 @@
-"""The SQLite store shared by real gunicorn worker processes, and across a restart."""
+"""One store shared by real gunicorn worker processes: SQLite on one host (also across a
+restart), and Redis shared by several separate app servers, as on several hosts."""
 
 from __future__ import annotations
 
@@ -38,12 +39,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(db: Path, workers: int = 2) -> Iterator[int]:
+def gunicorn(db: Path | None, workers: int = 2, env: dict[str, str] | None = None, *,
+             preload: bool = False) -> Iterator[int]:  # fmt: skip
     port = free_port()
     process = subprocess.Popen(
         [*gunicorn_command(), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2",
-         "tests.multiworker_app:create_app()"],
-        cwd=ROOT, env={**os.environ, "SHIELD_TEST_DB": str(db)},
+         *(["--preload"] if preload else []), "tests.multiworker_app:create_app()"],
+        cwd=ROOT, env={**os.environ, "SHIELD_TEST_DB": str(db), **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -96,7 +98,7 @@ def test_revocation_reaches_every_worker_and_survives_a_restart(tmp_path: Path) 
         status, pair = call(port, "POST", "/login")
         assert status == 200
         pids: set[int] = set()
-        for _ in range(20):  # until both workers have served (and cached) the token; bounded
+        for _ in range(200):  # until both workers have served (and cached) the token; bounded
             results = burst(port, pair["access_token"])
             assert {status for status, _ in results} == {200}
             pids |= {body["worker"] for _, body in results}
@@ -105,7 +107,7 @@ def test_revocation_reaches_every_worker_and_survives_a_restart(tmp_path: Path) 
         assert len(pids) == 2, "both workers should have answered"
         assert call(port, "POST", "/logout", pair["access_token"])[0] == 200
         refused_by: set[int] = set()
-        for _ in range(20):  # every worker, not just the one that revoked, refuses the token now
+        for _ in range(200):  # every worker, not just the one that revoked, refuses the token now
             for status, body in burst(port, pair["access_token"]):
                 assert status == 401 and body["error"] == "invalid_token"
                 refused_by.add(body["worker"])
@@ -130,10 +132,69 @@ def test_refresh_reuse_detected_across_workers(tmp_path: Path) -> None:
         assert all(body["error"] == "invalid_grant" for status, body in results if status != 200)
         successor = next(body for status, body in results if status == 200)
         refused_by: set[int] = set()
-        for _ in range(20):  # the reuse revoked it, for every worker (bounded)
+        for _ in range(200):  # the reuse revoked it, for every worker (bounded)
             for status, body in burst(port, successor["access_token"]):
                 assert status == 401
                 refused_by.add(body["worker"])
             if len(refused_by) >= 2:
                 break
         assert len(refused_by) >= 2
+
+
+# -- Redis: separate app servers (as on separate hosts) sharing one Redis -------------------
+
+
+@contextmanager
+def two_app_servers(redis_url: str, rate_limit: str | None = None) -> Iterator[tuple[int, int]]:
+    """gunicorn with two workers, and a second, separate gunicorn, on one Redis."""
+    env = {"SHIELD_TEST_STORE_URI": redis_url, "SHIELD_TEST_RATE_LIMIT": rate_limit or ""}
+    with gunicorn(None, workers=2, env=env) as first, gunicorn(None, workers=1, env=env) as second:
+        yield first, second
+
+
+@pytest.mark.redis
+def test_redis_revocation_crosses_app_servers_within_the_bound(redis_url: str) -> None:
+    with two_app_servers(redis_url) as (a, b):
+        pair = call(a, "POST", "/login")[1]
+        token = pair["access_token"]
+        for port in (a, b):  # both servers have seen (and remembered) the token
+            for status, _ in burst(port, token):
+                assert status == 200
+        started = time.monotonic()
+        assert call(a, "POST", "/logout", token)[0] == 200
+        deadline = started + 5
+        while call(b, "GET", "/api/me", token)[0] == 200:  # bounded polling
+            assert time.monotonic() < deadline, "the other server never refused the revoked token"
+        delay = time.monotonic() - started
+        # JWT_SHIELD_REVOCATION_MAX_DELAY (1 s), plus the HTTP round trips of this test
+        assert delay < 1.5, delay
+        for port in (a, b):
+            for status, body in burst(port, token):
+                assert status == 401 and body["error"] == "invalid_token"
+        assert call(b, "POST", "/refresh", body={"refresh_token": pair["refresh_token"]})[0] == 400
+
+
+@pytest.mark.redis
+def test_redis_refresh_race_across_app_servers_has_one_successor(redis_url: str) -> None:
+    with two_app_servers(redis_url) as (a, b):
+        pair = call(a, "POST", "/login")[1]
+        body = {"refresh_token": pair["refresh_token"]}
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda i: call(a if i % 2 else b, "POST", "/refresh", body=body), range(16)))
+        assert [status for status, _ in results].count(200) == 1
+        assert all(r["error"] == "invalid_grant" for status, r in results if status != 200)
+        assert len({r["worker"] for _, r in results}) >= 2  # the race really crossed processes
+        successor = next(r for status, r in results if status == 200)
+        # the reuse revoked the whole session, the successor included, on both servers
+        deadline = time.monotonic() + 5
+        while any(call(port, "GET", "/api/me", successor["access_token"])[0] != 401 for port in (a, b)):
+            assert time.monotonic() < deadline
+
+
+@pytest.mark.redis
+def test_redis_per_token_limit_is_one_budget_across_app_servers(redis_url: str) -> None:
+    # JWT_SHIELD_RATE_LIMIT_STORAGE_URI is unset: the counters live in the store's Redis.
+    with two_app_servers(redis_url, rate_limit="10/hour") as (a, b):
+        token = call(a, "POST", "/login")[1]["access_token"]
+        statuses = [call(a if i % 2 else b, "GET", "/api/me", token)[0] for i in range(16)]
+        assert statuses == [200] * 10 + [429] * 6

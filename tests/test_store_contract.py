@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import typing as t
 import uuid
 from collections.abc import Iterator
@@ -310,6 +311,43 @@ def test_sqlite_rotation_is_atomic_across_processes(tmp_path: t.Any) -> None:
     # with grace 0 every other attempt is reuse (or meets the family already revoked by it)
     assert set(outcomes) - {"rotated"} <= {"reused", "revoked"}
     assert "reused" in outcomes
+
+
+def _revoke_in_child(path: str) -> None:
+    SQLiteStore(path).revoke("jti", "warm", until=FAR)
+
+
+@pytest.mark.parametrize("local_view", [True, False])
+def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_path: t.Any,
+                                                                           local_view: bool) -> None:  # fmt: skip
+    path = str(tmp_path / "shield.db")
+    store = SQLiteStore(path, local_view=local_view)
+    writer = SQLiteStore(path)  # another connection of this process
+    for _ in range(3):  # the first checks set the view up
+        assert check(store, jti="warm") is None
+    if local_view:
+        conn = store._local.conn
+        store._local.conn = None
+        try:
+            # warm: answered without this thread's connection, i.e. without reading the file
+            blocked = sqlite3.connect(":memory:")
+            blocked.close()
+            store._local.conn, store._local.pid = blocked, os.getpid()
+            assert check(store, jti="warm") is None
+        finally:
+            store._local.conn = conn
+    # a revocation by another process applies on the very next check
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_revoke_in_child, args=(path,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert check(store, jti="warm") == "token"
+    # and one by another connection of this process
+    writer.revoke("kid", "k", until=FAR)
+    assert check(store, jti="other") == "key"
+    writer.close()
+    store.close()
 
 
 def test_sqlite_unreachable_raises_store_error(tmp_path: t.Any) -> None:

@@ -20,6 +20,7 @@ from flask_jwt_shield import ClientCredentials
 from flask_jwt_shield import InvalidGrant
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import TokenPair
+from flask_jwt_shield.dpop import DPoPKey
 
 from .conftest import AppFactory
 from .conftest import Clock
@@ -428,3 +429,62 @@ def test_app_max_content_length_still_applies(make_app: AppFactory, clock: Clock
     r = app.test_client().post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
                                environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
     assert r.status_code == 400 and "too large" in r.json["error_description"]
+
+
+def test_flask_limiter_on_the_endpoint_as_documented(make_app: AppFactory, clock: Clock) -> None:
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    app, shield = make_app(defer_init=True)
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
+    shield = JWTShield(app, limiter=limiter)
+    view = limiter.limit("3/minute")(shield.token_view())
+    app.add_url_rule("/oauth/token", view_func=view, methods=["POST"])
+    codes = [form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": "x"}).status_code
+             for _ in range(4)]  # fmt: skip
+    assert codes == [400, 400, 400, 429]
+
+
+# -- DPoP (RFC 9449 §5): the proof in the DPoP header reaches refresh() ------------------
+
+
+TOKEN_URL = "http://localhost" + URL
+
+
+def test_dpop_bound_session_refreshes_at_the_endpoint(make_app: AppFactory, clock: Clock) -> None:
+    app, shield = make_app({"JWT_SHIELD_DPOP": "optional"})
+    app.register_blueprint(shield.token_blueprint())
+    client = app.test_client()
+    key = DPoPKey.generate()
+    login = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login")}).json
+    assert login["token_type"] == "DPoP"
+    body = {"grant_type": "refresh_token", "refresh_token": login["refresh_token"]}
+    # Without a proof, or with another key's: refused, nothing spent.
+    assert form(client, body).json["error"] == "invalid_dpop_proof"
+    other = DPoPKey.generate()
+    assert form(client, body, headers={"DPoP": other.proof("POST", TOKEN_URL)}).json["error"] == "invalid_dpop_proof"
+    r = form(client, body, headers={"DPoP": key.proof("POST", TOKEN_URL)})
+    assert r.status_code == 200, r.json
+    assert r.json["token_type"] == "DPoP" and r.headers["Pragma"] == "no-cache"
+    me = client.get("/api/me", headers=key.headers("GET", "http://localhost/api/me", r.json["access_token"]))
+    assert me.status_code == 200
+
+
+def test_dpop_nonce_at_the_endpoint(make_app: AppFactory, clock: Clock) -> None:
+    """RFC 9449 §8: the token endpoint asks for a nonce (400 use_dpop_nonce); the retry with it refreshes."""
+    app, shield = make_app({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_NONCE_TTL": 300})
+    app.register_blueprint(shield.token_blueprint())
+    client = app.test_client()
+    key = DPoPKey.generate()
+    asked = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login")})
+    assert asked.status_code == 400 and asked.json["error"] == "use_dpop_nonce"
+    nonce = asked.headers["DPoP-Nonce"]
+    login = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login", nonce=nonce)})
+    assert login.status_code == 200, login.json
+    body = {"grant_type": "refresh_token", "refresh_token": login.json["refresh_token"]}
+    without = form(client, body, headers={"DPoP": key.proof("POST", TOKEN_URL)})
+    assert without.status_code == 400 and without.json["error"] == "use_dpop_nonce"
+    assert "DPoP-Nonce" in without.headers
+    r = form(client, body, headers={"DPoP": key.proof("POST", TOKEN_URL, nonce=without.headers["DPoP-Nonce"])})
+    assert r.status_code == 200, r.json
+    assert r.json["token_type"] == "DPoP" and r.headers["Cache-Control"] == "no-store"

@@ -1,0 +1,366 @@
+"""The identity provider's own revocation signals: Security Event Tokens (RFC 8417) pushed
+per RFC 8935, in the OpenID Shared Signals vocabulary (CAEP and RISC).
+
+:meth:`JWTShield.security_events_blueprint <flask_jwt_shield.JWTShield.security_events_blueprint>`
+serves one endpoint that the provider POSTs each SET to (``Content-Type:
+application/secevent+jwt``). A SET is accepted only when
+
+* its header ``typ`` is ``secevent+jwt`` (RFC 8417 §2.3) and its ``alg`` one the
+  configuration allows; its signature verifies with the provider's JWK Set (the same client,
+  cache and hygiene as resource-server mode, :mod:`.jwks`);
+* ``iss`` and ``aud`` are the expected ones, ``iat`` is not in the future nor older than the
+  replay window, ``jti`` was never seen before (remembered in the store, shared by every
+  process), and ``events`` is an object.
+
+Then each event it carries is mapped to the shield's own revocations:
+
+==========================================  ====================================
+event type                                  the shield
+==========================================  ====================================
+CAEP ``session-revoked``                    revokes that session (``sid``), or
+                                            every token of the user when the
+                                            subject names no session
+CAEP ``credential-change``                  revokes every token of the subject
+RISC ``sessions-revoked``                   revokes every token of the subject
+RISC ``account-disabled``                   revokes every token of the subject
+RISC ``account-purged``                     revokes every token of the subject
+verification, anything else                 nothing (202): RFC 8417 §2.2 says
+                                            unknown events are ignored
+==========================================  ====================================
+
+each recorded as a ``family-revoked`` / ``subject-revoked`` event whose ``detail`` names the
+SET. Answers follow RFC 8935 §2.3/§2.4: 202 on success, 400 with ``{"err", "description"}``
+(``invalid_request``, ``invalid_key``, ``invalid_issuer``, ``invalid_audience``) for a bad SET,
+401 ``authentication_failed`` / 403 ``access_denied`` when the application's ``authorize``
+callback refuses the transmitter, 503 while the keys or the store are unreachable; never a 500.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import functools
+import json
+import logging
+import math
+import time
+import typing as t
+
+from flask import Blueprint
+from flask import Response
+from flask import request
+
+from .errors import ConfigurationError
+from .errors import InvalidToken
+from .errors import KeysUnavailable
+from .errors import StoreError
+from .errors import StoreUnavailable
+from .jwks import JWKSClient
+from .tokens import _B64URL
+from .tokens import _b64decode
+from .tokens import _json_object
+
+if t.TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+logger = logging.getLogger("flask_jwt_shield")
+
+SET_TYPE = "secevent+jwt"
+_SET_TYPES = frozenset({"secevent+jwt", "application/secevent+jwt"})
+_MAX_BYTES = 64 * 1024
+_REPLAY_NAMESPACE = "ssf-jti"
+
+CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
+RISC = "https://schemas.openid.net/secevent/risc/event-type/"
+SESSION_REVOKED = CAEP + "session-revoked"
+#: Event type -> what the shield does: ``"session"`` (that session, else the subject) or
+#: ``"subject"`` (every token of the subject).
+ACTIONS: dict[str, str] = {
+    SESSION_REVOKED: "session",
+    CAEP + "credential-change": "subject",
+    RISC + "sessions-revoked": "subject",
+    RISC + "account-disabled": "subject",
+    RISC + "account-purged": "subject",
+}
+
+#: ``resolve_subject(subject) -> sub or None``: maps a subject identifier (RFC 9493: ``email``,
+#: ``phone_number``, ``opaque`` ...) that is not ``iss_sub`` of the tokens' issuer to the
+#: ``sub`` of the application's tokens.
+SubjectResolver = t.Callable[[dict[str, t.Any]], str | None]
+#: ``authorize() -> bool``: runs in the request; ``False`` refuses the transmitter (401).
+Authorizer = t.Callable[[], bool]
+
+
+class SETError(Exception):
+    """A SET refused with an RFC 8935 error code."""
+
+    def __init__(self, err: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.err = err
+        self.description = description
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReceiverSettings:
+    """What one security-events endpoint expects; ``None`` means the app's setting
+    (``JWT_SHIELD_ISSUER``, ``JWT_SHIELD_AUDIENCE``)."""
+
+    issuer: str | None = None
+    audience: str | None = None
+    max_age: float = 7 * 86400.0
+    resolve_subject: SubjectResolver | None = None
+    authorize: Authorizer | None = None
+
+
+def _error(err: str, description: str, status: int = 400) -> Response:
+    # RFC 8935 §2.4: {"err": ..., "description": ...}; never cached.
+    body = json.dumps({"err": err, "description": description})
+    response = Response(body, status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class SecurityEventReceiver:
+    """Verifies SETs and applies their events to one app's pipeline."""
+
+    def __init__(self, settings: ReceiverSettings, jwks: JWKSClient | None) -> None:
+        self.settings = settings
+        self._jwks = jwks  # None: the resource-server mode's client of the app
+
+    def handle(self, pipeline: Pipeline) -> Response:
+        """The endpoint: check the transmitter and the SET, act, answer per RFC 8935."""
+        try:
+            self.check(pipeline)
+        except ValueError as exc:
+            logger.error("security events cannot be verified: %s", exc)
+            return _error("temporarily_unavailable", "This recipient cannot verify SETs yet.", 503)
+        try:
+            authorize = self.settings.authorize
+            if authorize is not None and not authorize():
+                raise SETError("authentication_failed", "The SET Transmitter could not be authenticated.", 401)
+            claims = self.verify(pipeline, self._body())
+            self.apply(pipeline, claims)
+        except SETError as exc:
+            logger.warning("security event refused: %s (%s)", exc.err, exc.description)
+            # Like refused tokens: once a minute per client address and reason, so junk
+            # POSTed in a loop is not one stored event per request.
+            if exc.status != 401 and pipeline._first_in_a_while(("set-rejected", request.remote_addr or "", exc.err)):
+                pipeline.record("token-rejected", None, action="deny",
+                                detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True})  # fmt: skip
+            return _error(exc.err, exc.description, exc.status)
+        except KeysUnavailable as exc:
+            response = _error("temporarily_unavailable", "The SET Issuer's keys are unavailable; retry later.", 503)
+            response.headers["Retry-After"] = str(exc.retry_after or 5)
+            return response
+        except StoreUnavailable:
+            response = _error("temporarily_unavailable", "The security store is unavailable; retry later.", 503)
+            response.headers["Retry-After"] = "5"
+            return response
+        return Response(status=202)
+
+    def _body(self) -> str:
+        # RFC 8935 §2.2: the body is the SET itself, as application/secevent+jwt.
+        if request.mimetype != "application/secevent+jwt":
+            raise SETError("invalid_request", "The Content-Type must be application/secevent+jwt.")
+        length = request.content_length
+        if length is not None and length > _MAX_BYTES:
+            raise SETError("invalid_request", "The SET is too large.")
+        data = request.stream.read(_MAX_BYTES + 1)
+        if len(data) > _MAX_BYTES:
+            raise SETError("invalid_request", "The SET is too large.")
+        try:
+            return data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise SETError("invalid_request", "The request body is not a SET.") from None
+
+    def client(self, pipeline: Pipeline) -> JWKSClient:
+        jwks = self._jwks or pipeline.codec.remote
+        if jwks is None:  # refused when the blueprint is registered; kept for type checkers
+            raise SETError("invalid_key", "No JWK Set is configured for SETs.")
+        return jwks
+
+    def check(self, pipeline: Pipeline) -> None:
+        """Raise :class:`ValueError` when this app cannot verify SETs (at registration)."""
+        if self._jwks is None and pipeline.codec.remote is None:
+            raise ValueError(
+                "security_events_blueprint() needs the SET Issuer's JWK Set: give jwks_url=..., or"
+                " use resource-server mode (JWT_SHIELD_JWKS_URL), whose provider keys are used."
+            )
+        if self.expected_issuer(pipeline) is None or self.expected_audience(pipeline) is None:
+            raise ValueError(
+                "security_events_blueprint() needs the SET Issuer and Audience: give issuer=... and"
+                " audience=..., or set JWT_SHIELD_ISSUER and JWT_SHIELD_AUDIENCE."
+            )
+
+    def expected_issuer(self, pipeline: Pipeline) -> str | None:
+        return self.settings.issuer or pipeline.config.issuer
+
+    def expected_audience(self, pipeline: Pipeline) -> str | None:
+        return self.settings.audience or pipeline.config.audience
+
+    def verify(self, pipeline: Pipeline, token: str) -> dict[str, t.Any]:
+        """The claims of a valid, never-seen SET; :class:`SETError` otherwise."""
+        settings = self.settings
+        parts = token.split(".")
+        if len(parts) != 3 or not all(parts) or not _B64URL.issuperset(token.replace(".", "").encode("ascii")):
+            raise SETError("invalid_request", "The request body is not a signed SET (compact JWS).")
+        header_segment, payload_segment, signature_segment = parts
+        try:
+            header = _json_object(_b64decode(header_segment))
+            signature = _b64decode(signature_segment)
+        except (InvalidToken, binascii.Error, ValueError):
+            raise SETError("invalid_request", "The SET is malformed.") from None
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _SET_TYPES:
+            # RFC 8417 §2.3: explicit typing, so an access or ID token is never taken for a SET.
+            raise SETError("invalid_request", "The SET's typ header must be secevent+jwt.")
+        if "crit" in header:
+            raise SETError("invalid_request", "The SET uses an unsupported critical extension.")
+        alg, kid = header.get("alg"), header.get("kid")
+        jwks = self.client(pipeline)
+        if not isinstance(alg, str) or alg not in jwks.allowed:
+            raise SETError("invalid_key", "The SET's algorithm is not accepted.")
+        if not isinstance(kid, str) or not kid or len(kid) > 255:
+            raise SETError("invalid_key", "The SET names no known key (kid).")
+        try:
+            key = jwks.key(kid, alg)  # KeysUnavailable (503) propagates
+        except InvalidToken:
+            raise SETError("invalid_key", "The SET's signing key is unknown or does not fit its algorithm.") from None
+        signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+        try:
+            valid = key.algorithm.verify(signing_input, key.verifying, signature)
+        except Exception:  # noqa: BLE001 - a malformed signature may raise instead of returning False
+            valid = False
+        if not valid:
+            raise SETError("invalid_key", "The SET's signature is invalid.")
+        try:
+            claims = _json_object(_b64decode(payload_segment))
+        except (InvalidToken, binascii.Error, ValueError):
+            raise SETError("invalid_request", "The SET's claims are malformed.") from None
+        if claims.get("iss") != self.expected_issuer(pipeline):
+            raise SETError("invalid_issuer", "The SET Issuer is not accepted by this recipient.")
+        aud, audience = claims.get("aud"), self.expected_audience(pipeline)
+        if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+            raise SETError("invalid_audience", "The SET Audience does not name this recipient.")
+        jti, events = claims.get("jti"), claims.get("events")
+        raw_iat: t.Any = claims.get("iat")
+        if not isinstance(jti, str) or not jti or len(jti) > 255:
+            raise SETError("invalid_request", "The SET has no jti.")
+        if type(raw_iat) not in (int, float) or not math.isfinite(raw_iat):
+            raise SETError("invalid_request", "The SET has no iat.")
+        iat = float(raw_iat)
+        now = time.time()
+        leeway = pipeline.config.leeway + 60  # the provider's clock, not ours
+        if iat > now + leeway:
+            raise SETError("invalid_request", "The SET was issued in the future.")
+        if iat < now - settings.max_age:
+            raise SETError("invalid_request", "The SET is older than this recipient's replay window.")
+        exp = claims.get("exp")
+        if exp is not None and (type(exp) not in (int, float) or not exp > now - pipeline.config.leeway):
+            raise SETError("invalid_request", "The SET expired.")
+        if not isinstance(events, dict) or not events or not all(isinstance(v, dict) for v in events.values()):
+            raise SETError("invalid_request", "The SET's events claim must be an object of objects.")
+        # Last, so that only a SET that is valid in every other way is remembered.
+        try:
+            first = pipeline.store.remember_once(
+                _REPLAY_NAMESPACE, f"{claims['iss']}\x00{jti}", iat + settings.max_age + leeway, now=now
+            )
+        except StoreError:
+            raise StoreUnavailable() from None
+        if not first:
+            raise SETError("invalid_request", "This SET was received before (jti replay).")
+        return claims
+
+    def apply(self, pipeline: Pipeline, claims: dict[str, t.Any]) -> None:
+        """Apply each event of a verified SET; unknown event types are ignored."""
+        for event_type, payload in claims["events"].items():
+            action = ACTIONS.get(event_type)
+            if action is None:
+                logger.info("security event %s (SET %s) needs no action", event_type, claims["jti"])
+                continue
+            subject = payload.get("subject", claims.get("sub_id"))
+            if not isinstance(subject, dict):
+                raise SETError("invalid_request", f"The {event_type} event has no subject.")
+            detail = {"reason": "security-event", "event": event_type, "set_jti": claims["jti"],
+                      "set_iss": claims["iss"]}  # fmt: skip
+            sid = _session_id(subject) if action == "session" else None
+            if sid is not None:
+                until = pipeline.revocation_horizon(time.time())
+                family = pipeline.write(functools.partial(pipeline.store.revoke_family, sid, until))
+                sub = family.sub if family is not None else self._subject(pipeline, subject, required=False)
+                pipeline.record("family-revoked", None, subject=sub, sid=sid, action="revoke_family", detail=detail)
+                continue
+            sub = self._subject(pipeline, subject, required=True)
+            assert sub is not None
+            at = time.time()
+            until = pipeline.revocation_horizon(at)
+            pipeline.write(functools.partial(pipeline.store.revoke_subject, sub, at, until))
+            pipeline.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=detail)
+
+    def _subject(self, pipeline: Pipeline, subject: dict[str, t.Any], *, required: bool) -> str | None:
+        """The ``sub`` of the application's tokens for an RFC 9493 subject identifier."""
+        nested = subject.get("user")
+        user: dict[str, t.Any] = nested if isinstance(nested, dict) else subject
+        fmt = user.get("format", user.get("subject_type"))  # subject_type: RISC's older drafts
+        if fmt in ("iss_sub", "iss-sub") and isinstance(user.get("sub"), str) and user["sub"]:
+            # Only a subject of the issuer of the app's tokens is that sub in our tokens.
+            if user.get("iss") == pipeline.config.issuer:
+                return t.cast(str, user["sub"])
+        resolve = self.settings.resolve_subject
+        if resolve is not None:
+            try:
+                resolved = resolve(dict(user))
+            except Exception:
+                logger.exception("resolve_subject raised for a security event")
+                raise StoreUnavailable() from None  # the transmitter retries; never a 500
+            if isinstance(resolved, str) and resolved:
+                return resolved
+        if required:
+            raise SETError(
+                "invalid_request",
+                "The event's subject names no user of this recipient (an iss_sub of the tokens' issuer,"
+                " or one that resolve_subject maps).",
+            )
+        return None
+
+
+def _session_id(subject: dict[str, t.Any]) -> str | None:
+    """The session a CAEP ``session-revoked`` subject names, if any (RFC 9493 / CAEP §3.1)."""
+    session = subject.get("session")
+    if isinstance(session, dict):
+        subject = session
+    elif "user" in subject:
+        return None  # a user without a session: every session of the user
+    if subject.get("format", subject.get("subject_type")) == "opaque":
+        sid = subject.get("id")
+        if isinstance(sid, str) and 0 < len(sid) <= 255:
+            return sid
+    return None
+
+
+def make_blueprint(
+    name: str,
+    url: str,
+    receiver: SecurityEventReceiver,
+    pipeline_of: t.Callable[[], Pipeline],
+    exempt: t.Callable[[t.Callable[..., Response]], t.Callable[..., Response]],
+) -> Blueprint:
+    """The blueprint with the one POST endpoint (exempt from the token pipeline)."""
+    bp = Blueprint(name, __name__)
+
+    def security_events() -> Response:
+        return receiver.handle(pipeline_of())
+
+    bp.add_url_rule(url, "security_events", exempt(security_events), methods=["POST"])
+
+    def check(state: t.Any) -> None:
+        pipeline = state.app.extensions.get("jwt_shield")
+        if pipeline is not None:  # else checked by the first SET (init_app may come later)
+            try:
+                receiver.check(pipeline)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+
+    bp.record_once(check)
+    return bp
