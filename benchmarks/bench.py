@@ -148,6 +148,13 @@ ROWS: tuple[Row, ...] = (
         http=False,
     ),
     Row(
+        "shield_dashboard",
+        "shield HS256 with the admin dashboard registered, token seen before",
+        "make_shield",
+        {"dashboard": True},
+        target=1.5,
+    ),
+    Row(
         "shield_sqlite",
         "shield HS256, SQLite store (local view, WAL-index header per request), token seen before",
         "make_shield",
