@@ -146,6 +146,43 @@ def make_bare() -> Flask:
     return app
 
 
+def make_bare_es256_verify() -> Flask:
+    """Bare Flask plus one ES256 signature check per request, of a proof never seen before:
+    the floor under the DPoP row (its requests carry the same headers, and nothing else is
+    done with them)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from flask_jwt_shield.dpop import DPoPKey
+
+    app = Flask("bench_bare_es256")
+    key = DPoPKey.generate("ES256")
+    public = key._private.public_key()
+    ecdsa = ec.ECDSA(hashes.SHA256())
+
+    @app.before_request
+    def check_signature() -> None:
+        signing_input, _, signature = request.environ["HTTP_DPOP"].rpartition(".")
+        raw = base64.urlsafe_b64decode(signature + "==")
+        public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
+                      signing_input.encode("ascii"), ecdsa)  # fmt: skip
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": SUBJECT}
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        token = _mint_pyjwt(1)[0].split(" ", 1)[1]
+        return [(f"DPoP {token}", key.proof("GET", DPOP_URL, token)) for _ in range(n)]
+
+    app.extensions["bench_mint"] = _mint_pyjwt
+    app.extensions["bench_mint_dpop"] = mint
+    return app
+
+
 # --- (b) PyJWT only ---------------------------------------------------------------------------
 
 
@@ -235,8 +272,16 @@ def make_shield(
     store: str = "memory",
     config: dict[str, Any] | None = None,
     dashboard: bool = False,
+    dpop: bool = False,
 ) -> Flask:
     """Flask-JWT-Shield, one ``revocation_checker`` that checks a set.
+
+    ``dpop`` turns DPoP on (``"optional"``) and adds ``app.extensions["bench_mint_dpop"]``:
+    ``mint(n)`` returns ``n`` distinct ``(Authorization, DPoP)`` header pairs, one token
+    bound to an ES256 key (issued through ``issue_tokens`` with a login proof) and a new
+    proof for each request. The proofs' maximum age is an hour, so that a pool minted
+    before the rounds is still fresh at the last one; the work per request does not depend
+    on it.
 
     ``rate_limit`` is ``JWT_SHIELD_RATE_LIMIT`` (``None``: off; with it, the default spike
     threshold of 10x the limit is on too). ``geoip`` turns on the GeoIP step with the
@@ -268,6 +313,9 @@ def make_shield(
         private_pem, public_pem = asymmetric_keys(algorithm)
         app.config["JWT_SHIELD_PRIVATE_KEY"] = private_pem
         app.config["JWT_SHIELD_PUBLIC_KEY"] = public_pem
+    if dpop:
+        app.config["JWT_SHIELD_DPOP"] = "optional"
+        app.config["JWT_SHIELD_DPOP_MAX_AGE"] = 3600
     app.config.update(config or {})
     shield = JWTShield()
     shield.init_app(app)
@@ -288,4 +336,26 @@ def make_shield(
             return _bearer([shield.create_access_token(SUBJECT) for _ in range(n)])
 
     app.extensions["bench_mint"] = mint
+    if dpop:
+        app.extensions["bench_mint_dpop"] = _dpop_minter(app, shield)
     return app
+
+
+#: The URL every in-process request goes to (``bench.py``'s environ template): the proofs' ``htu``.
+DPOP_URL = "http://127.0.0.1:8000/api/me"
+
+
+def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str]]]:
+    from flask_jwt_shield.dpop import DPoPKey
+
+    key = DPoPKey.generate("ES256")
+    login = "http://127.0.0.1:8000/login"
+    with app.test_request_context("/login", method="POST", base_url="http://127.0.0.1:8000/",
+                                  headers={"DPoP": key.proof("POST", login)}):  # fmt: skip
+        pair = shield.issue_tokens(SUBJECT)
+    assert pair.token_type == "DPoP"
+
+    def mint(n: int) -> list[tuple[str, str]]:
+        return [(f"DPoP {pair.access_token}", key.proof("GET", DPOP_URL, pair.access_token)) for _ in range(n)]
+
+    return mint

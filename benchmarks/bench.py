@@ -71,6 +71,10 @@ class Row:
     #: Run over HTTP too. Geo rows are in-process only: over loopback every client is
     #: 127.0.0.1, which has no location, so the geo step would be measured doing nothing.
     http: bool = True
+    #: Every request carries a DPoP-bound token and a proof never seen before (a pre-minted
+    #: pool of ``(Authorization, DPoP)`` pairs). In-process only: the wrk script sends one
+    #: header per request.
+    dpop: bool = False
 
     @property
     def needs_redis(self) -> bool:
@@ -155,6 +159,22 @@ ROWS: tuple[Row, ...] = (
         target=1.5,
     ),
     Row(
+        "bare_es256_verify",
+        "bare Flask + one ES256 signature check per request (the floor under the DPoP row)",
+        "make_bare_es256_verify",
+        dpop=True,
+        http=False,
+    ),
+    Row(
+        "shield_dpop",
+        "shield HS256 + DPoP-bound token, new ES256 proof per request",
+        "make_shield",
+        {"dpop": True},
+        target=2.5,
+        dpop=True,
+        http=False,
+    ),
+    Row(
         "shield_sqlite",
         "shield HS256, SQLite store (local view, WAL-index header per request), token seen before",
         "make_shield",
@@ -190,13 +210,14 @@ class Prepared:
 
     row: Row
     app: Any
-    #: Authorization values: one (same token) or a pool (fresh tokens).
-    headers: list[str]
-    check_header: str  # used once before timing, never in a timed request
+    #: Authorization values: one (same token) or a pool (fresh tokens); for DPoP rows,
+    #: a pool of (Authorization, DPoP) pairs.
+    headers: list[Any]
+    check_header: Any  # used once before timing, never in a timed request
     cursor: int = 0
 
-    def take(self, n: int) -> list[str]:
-        if not self.row.fresh:
+    def take(self, n: int) -> list[Any]:
+        if not (self.row.fresh or self.row.dpop):
             return [self.headers[0]] * n
         if self.cursor + n > len(self.headers):
             raise RuntimeError(f"{self.row.key}: token pool exhausted (bug in pool sizing)")
@@ -208,8 +229,8 @@ class Prepared:
 def prepare(row: Row, pool_size: int) -> Prepared:
     """Build the row's app and mint its tokens (``pool_size`` of them for a fresh row)."""
     app = row.make_app()
-    mint = app.extensions["bench_mint"]
-    headers = mint(pool_size + 1 if row.fresh else 2)
+    mint = app.extensions["bench_mint_dpop" if row.dpop else "bench_mint"]
+    headers = mint(pool_size + 1 if row.fresh or row.dpop else 2)
     if row.fresh and len(set(headers)) != len(headers):
         raise NotOK(f"{row.key}: the minted tokens are not all distinct")
     return Prepared(row, app, headers[:-1], headers[-1])
@@ -362,7 +383,7 @@ class NotOK(RuntimeError):
     pass
 
 
-def call_once(prepared: Prepared, template: dict[str, Any], header: str) -> tuple[str, bytes]:
+def call_once(prepared: Prepared, template: dict[str, Any], header: Any) -> tuple[str, bytes]:
     """One request through ``app.wsgi_app``; returns the status line and the body."""
     status: list[str] = []
 
@@ -370,7 +391,11 @@ def call_once(prepared: Prepared, template: dict[str, Any], header: str) -> tupl
         status.append(status_line)
         return None
 
-    environ = {**template, **prepared.row.environ, "HTTP_AUTHORIZATION": header}
+    environ = {**template, **prepared.row.environ}
+    if prepared.row.dpop:
+        environ["HTTP_AUTHORIZATION"], environ["HTTP_DPOP"] = header
+    else:
+        environ["HTTP_AUTHORIZATION"] = header
     body_iter = prepared.app.wsgi_app(environ, start_response)
     try:
         body = b"".join(body_iter)
@@ -390,7 +415,7 @@ def check_ok(prepared: Prepared, template: dict[str, Any]) -> None:
         raise NotOK(f"{prepared.row.key}: unexpected body {body[:300]!r}")
 
 
-def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[str]) -> float:
+def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[Any]) -> float:
     """Seconds per request over one batch; every response must be 200."""
     wsgi_app = prepared.app.wsgi_app
     template = {**template, **prepared.row.environ}
@@ -402,17 +427,33 @@ def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[str])
         return None
 
     gc.collect()
-    start = time.perf_counter()
-    for header in headers:
-        environ = template.copy()
-        environ["HTTP_AUTHORIZATION"] = header
-        body_iter = wsgi_app(environ, start_response)
-        for _chunk in body_iter:
-            pass
-        close = getattr(body_iter, "close", None)
-        if close is not None:
-            close()
-    elapsed = time.perf_counter() - start
+    if prepared.row.dpop:
+        # The same loop, with the proof header too (a separate loop keeps the other rows'
+        # timing exactly as it was).
+        start = time.perf_counter()
+        for authorization, proof in headers:
+            environ = template.copy()
+            environ["HTTP_AUTHORIZATION"] = authorization
+            environ["HTTP_DPOP"] = proof
+            body_iter = wsgi_app(environ, start_response)
+            for _chunk in body_iter:
+                pass
+            close = getattr(body_iter, "close", None)
+            if close is not None:
+                close()
+        elapsed = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        for header in headers:
+            environ = template.copy()
+            environ["HTTP_AUTHORIZATION"] = header
+            body_iter = wsgi_app(environ, start_response)
+            for _chunk in body_iter:
+                pass
+            close = getattr(body_iter, "close", None)
+            if close is not None:
+                close()
+        elapsed = time.perf_counter() - start
     if bad:
         raise NotOK(f"{prepared.row.key}: {len(bad)} non-200 responses, e.g. {bad[0]}")
     return elapsed / len(headers)
@@ -434,9 +475,10 @@ def run_inprocess(rows: list[Row], rounds: int, batch: int, warmup: int, seed: i
         item = prepare(row, pool)
         check_ok(item, template)
         prepared.append(item)
-        if row.fresh:
+        if row.fresh or row.dpop:
             took = time.perf_counter() - started
-            print(f"  minted {pool} tokens for {row.key} in {took:.1f} s", file=sys.stderr)
+            print(f"  minted {pool} {'proofs' if row.dpop else 'tokens'} for {row.key} in {took:.1f} s",
+                  file=sys.stderr)  # fmt: skip
 
     for item in prepared:  # warm-up: imports, caches, first-call paths
         time_batch(item, template, item.take(warmup))

@@ -95,7 +95,8 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         JWT_SHIELD_SPIKE_ACTION="revoke",
         JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
         JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="revoke_family",
-        # A client that sends a DPoP proof at login gets tokens bound to its key (RFC 9449).
+        # Clients that prove a key at login get tokens bound to it (example_app/dpop_client.py);
+        # the others keep bearer tokens.
         JWT_SHIELD_DPOP="optional",
     )
     app.config.update(config or {})

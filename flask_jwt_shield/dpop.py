@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 import struct
 import time
@@ -29,10 +30,13 @@ from urllib.parse import quote
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import Algorithm
 from jwt.algorithms import get_default_algorithms
 
@@ -72,6 +76,8 @@ _RSA_MIN_BITS = 2048
 _MAX_JTI = 256
 _MAX_HTU = 4096
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# A compact JWS, checked in one pass (the segments are then decoded without a second look).
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 3986 §2.2, §2.3: characters a path keeps unencoded after normalisation.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -152,9 +158,8 @@ def _remove_dot_segments(path: str) -> str:
     return "/" + "/".join(out)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Proof:
-    """A DPoP proof that passed every check."""
+class Proof(t.NamedTuple):
+    """A DPoP proof that passed every check. (A named tuple: one is made per request.)"""
 
     #: The thumbprint of the key that signed it (RFC 7638): what a bound token's
     #: ``cnf.jkt`` must equal.
@@ -175,6 +180,24 @@ class _ProofKey:
     algorithm: Algorithm
     key: t.Any
     jkt: str
+    #: For EC keys, what the signature check needs, made once per key rather than per
+    #: proof: ``(ECDSA(hash), coordinate size)``.
+    ecdsa: tuple[ec.ECDSA, int] | None = None
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        ecdsa = self.ecdsa
+        if ecdsa is None:
+            return bool(self.algorithm.verify(signing_input, self.key, signature))
+        # RFC 7518 §3.4: R || S, each of the curve's size; DER for OpenSSL.
+        size = ecdsa[1]
+        if len(signature) != 2 * size:
+            return False
+        der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+        try:
+            self.key.verify(der, signing_input, ecdsa[0])
+        except InvalidSignature:
+            return False
+        return True
 
 
 class Nonces:
@@ -251,7 +274,8 @@ def _refuse(description: str, reason: str) -> t.NoReturn:
 
 def _json_object(segment: str) -> dict[str, t.Any]:
     try:
-        value = _decoder.decode(_b64decode(segment).decode("utf-8"))
+        # The segment's alphabet was checked with the whole proof (_COMPACT).
+        value = _decoder.decode(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, binascii.Error, _Rejected, RecursionError):
         _refuse("The DPoP proof is malformed.", "dpop-malformed")
     if not isinstance(value, dict):
@@ -304,6 +328,7 @@ class ProofVerifier:
         self.nonces = nonces
         self._keys: dict[str, _ProofKey] = {}
         self._urls: dict[str, str | None] = {}
+        self._request_urls: dict[str, str | None] = {}
 
     def verify(
         self,
@@ -328,22 +353,21 @@ class ProofVerifier:
             _refuse("A DPoP proof is required (the DPoP header).", "dpop-missing")
         if len(proof) > self.max_bytes:
             _refuse("The DPoP proof is too large.", "dpop-too-large")
-        parts = proof.split(".")
-        if len(parts) != 3 or not all(parts):
+        if not _COMPACT.fullmatch(proof):
             # A comma is two DPoP headers joined into one: RFC 9449 §4.3 allows one.
             _refuse("The DPoP header must hold exactly one proof.", "dpop-malformed")
-        header_segment, payload_segment, signature_segment = parts
+        header_segment, payload_segment, signature_segment = proof.split(".")
         key = self._keys.get(header_segment)
         if key is None:
             key = self._proof_key(header_segment)
             _bounded_put(self._keys, header_segment, key)
         try:
-            signature = _b64decode(signature_segment)
+            signature = base64.urlsafe_b64decode(signature_segment + "=" * (-len(signature_segment) % 4))
         except (ValueError, binascii.Error):
             _refuse("The DPoP proof is malformed.", "dpop-malformed")
         signing_input = proof[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
         try:
-            valid = key.algorithm.verify(signing_input, key.key, signature)
+            valid = key.verify(signing_input, signature)
         except Exception:  # noqa: BLE001 - a malformed signature may raise instead of returning False
             valid = False
         if not valid:
@@ -391,6 +415,27 @@ class ProofVerifier:
         return Proof(jkt=key.jkt, jti=jti, htm=htm, htu=htu, iat=float(iat),
                      nonce=nonce if isinstance(nonce, str) else None, next_nonce=next_nonce)  # fmt: skip
 
+    def request_url(self, environ: Mapping[str, t.Any]) -> str | None:
+        """The normalised URL of a WSGI request, as :meth:`verify` compares ``htu`` with it
+        (``None`` if it has none). Built from the environ and cached: werkzeug's
+        ``request.base_url`` costs as much as the rest of the proof check without the
+        signature. Honours what :class:`~werkzeug.middleware.proxy_fix.ProxyFix` set."""
+        host = environ.get("HTTP_HOST")
+        if not host:
+            host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+        raw = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}" \
+              f"{environ.get('PATH_INFO', '')}"  # fmt: skip
+        cached = self._request_urls.get(raw, "")
+        if cached != "":
+            return cached
+        scheme, _, rest = raw.partition("://")
+        netloc, slash, path = rest.partition("/")
+        # WSGI strings are latin-1 views of the raw bytes: quote those bytes, as the client did.
+        quoted = quote((slash + path).encode("latin-1", "replace"), safe=_PATH_SAFE)
+        normal = self._normalized(f"{scheme}://{netloc}{quoted}")
+        _bounded_put(self._request_urls, raw, normal)
+        return normal
+
     def _normalized(self, url: str) -> str | None:
         cached = self._urls.get(url, "")
         if cached != "":
@@ -436,7 +481,12 @@ class ProofVerifier:
             _refuse(f"The DPoP proof's RSA key must have at least {_RSA_MIN_BITS} bits.", "dpop-weak-key")
         if hasattr(key, "private_bytes"):  # belt and braces: the member check above already refused
             _refuse("The DPoP proof's 'jwk' holds a private key; send the public key only.", "dpop-private-jwk")
-        return _ProofKey(alg=alg, algorithm=algorithm, key=key, jkt=jkt)
+        ecdsa = None
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            digest: hashes.HashAlgorithm = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384(),
+                                            "ES512": hashes.SHA512()}[alg]  # fmt: skip
+            ecdsa = (ec.ECDSA(digest), (key.curve.key_size + 7) // 8)
+        return _ProofKey(alg=alg, algorithm=algorithm, key=key, jkt=jkt, ecdsa=ecdsa)
 
 
 # -- the client side ---------------------------------------------------------------------------

@@ -438,7 +438,7 @@ class JWTShield:
             raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
                                reason="fingerprint-mismatch")  # fmt: skip
         cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, t.Mapping) else None
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if jkt is not None:
             return pipeline.token_request_proof(bound=jkt)[1]
         if pipeline.config.dpop == "required" and fgp is None:

@@ -220,7 +220,12 @@ class Pipeline:
         token bound to a fingerprint needs the fingerprint cookie; ``required`` refuses
         tokens bound to neither."""
         cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, t.Mapping) else None
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if cnf is not None and not isinstance(jkt, str):
+            # RFC 7800 §3: a token confirmed by something else (an mTLS certificate's
+            # x5t#S256, RFC 8705) is no bearer token either; it cannot be checked here.
+            raise InvalidToken("The access token is bound by a confirmation method this server cannot check.",
+                               reason="unsupported-cnf")  # fmt: skip
         if jkt is not None:
             verifier = self.dpop
             if verifier is None:
@@ -229,8 +234,9 @@ class Pipeline:
                 raise InvalidToken("The access token is DPoP-bound: send it as 'Authorization: DPoP' with a"
                                    " DPoP proof.", reason="dpop-bound-as-bearer")  # fmt: skip
             try:
-                proof = verifier.verify(req.environ.get("HTTP_DPOP"), method=req.method, url=req.base_url,
-                                        access_token=token)  # fmt: skip
+                environ = req.environ
+                proof = verifier.verify(environ.get("HTTP_DPOP"), method=environ["REQUEST_METHOD"],
+                                        url=verifier.request_url(environ) or "", access_token=token)  # fmt: skip
             except StoreError as exc:  # the replay cache is out of reach
                 self.store_failed(exc, claims)
                 return
@@ -272,7 +278,8 @@ class Pipeline:
         try:
             if not has_request_context():
                 raise InvalidDPoPProof("A DPoP proof is required (the DPoP header).", reason="dpop-missing")
-            proof = verifier.verify(proof_header, method=request.method, url=request.base_url)
+            url = verifier.request_url(request.environ) or ""
+            proof = verifier.verify(proof_header, method=request.method, url=url)
             if bound is not None and proof.jkt != bound:
                 raise InvalidDPoPProof("The DPoP proof is signed by another key than the session is bound to.",
                                        reason="dpop-wrong-key")  # fmt: skip

@@ -1502,3 +1502,16 @@ def test_refresh_token_replayed_at_the_token_endpoint(token_endpoint: tuple[Flas
     assert replay.status_code == 400 and replay.json["error"] == "invalid_grant"
     assert client.post("/token", data=_grant(honest["refresh_token"])).json["error"] == "invalid_grant"
     assert client.get("/api/me", headers=bearer(honest["access_token"])).status_code == 401
+
+
+@pytest.mark.parametrize("cnf", [{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}, {"jkt": 5}, {}, "jkt"],
+                         ids=["mtls-bound", "jkt-not-a-string", "empty", "not-an-object"])  # fmt: skip
+def test_token_bound_by_a_confirmation_this_server_cannot_check(make_app: AppFactory, now: float,
+                                                                cnf: t.Any) -> None:  # fmt: skip
+    # RFC 7800: an mTLS-bound token (RFC 8705) stolen and replayed as Bearer must not pass
+    # just because the server understands only DPoP.
+    app, _ = make_app({"JWT_SHIELD_DPOP": "optional"})
+    client = app.test_client()
+    kid = decode_segment(client.post("/login").json["access_token"], 0)["kid"]
+    token = forge(at_header(kid), claims(now, cnf=cnf))
+    rejected(client.get("/api/me", headers=bearer(token)))

@@ -78,7 +78,7 @@ def test_a_hand_made_proof_verifies(verifier: ProofVerifier, hand: HandKey) -> N
     assert (proof.htm, proof.htu, proof.iat) == ("GET", URL, NOW)
 
 
-@pytest.mark.parametrize("alg", ["ES256", "ES384", "EdDSA", "PS256", "RS256"])
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "EdDSA", "PS256", "RS256"])
 def test_client_helper_proofs_verify(store: MemoryStore, alg: str) -> None:
     key = DPoPKey.generate(alg)
     verifier = ProofVerifier(store=store, algorithms=[alg])
@@ -642,3 +642,24 @@ def test_app_claims_may_not_set_the_binding(dpop_app: t.Any) -> None:
                 shield.issue_tokens("alice", claims={name: {"jkt": "attacker"}})
             with pytest.raises(ValueError, match=name):
                 shield.create_access_token("alice", claims={name: "x"})
+
+
+@pytest.mark.parametrize(
+    ("path", "base", "htu"),
+    [
+        ("/api/me", "http://localhost/", "http://localhost/api/me"),
+        ("/api/caf%C3%A9", "http://localhost/", "http://localhost/api/café"),
+        ("/api/a%2541", "http://localhost/", "http://localhost/api/a%2541"),
+        ("/api/me", "https://api.example:443/", "https://API.example/api/me"),
+        ("/api/me", "http://localhost:8080/prefix/", "http://localhost:8080/prefix/api/me"),
+    ],
+)
+def test_request_url_matches_what_the_client_signed(store: MemoryStore, path: str, base: str, htu: str) -> None:
+    from werkzeug.test import EnvironBuilder
+
+    verifier = ProofVerifier(store=store)
+    builder = EnvironBuilder(path=path, base_url=base)
+    environ = builder.get_environ()
+    builder.close()
+    assert verifier.request_url(environ) == normalize_htu(htu)
+    assert verifier.request_url(environ) == normalize_htu(htu)  # cached: the same answer

@@ -166,3 +166,79 @@ def test_admin_login_needs_its_csrf_token(client: t.Any) -> None:
     r = client.post("/admin/login", data={"username": "alice", "password": "wonderland", "csrf_token": "x"})
     assert r.status_code == 400 and "expired" in r.get_data(as_text=True)
     assert client.get("/shield/").status_code == 403
+
+
+# -- the DPoP client, against the example app on a real HTTP server -------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> t.Iterator[str]:
+    """The example app on a werkzeug server on 127.0.0.1 (a free port), stopped afterwards."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_dpop_client_session(served: str) -> None:
+    from example_app.dpop_client import DPoPClient
+
+    client = DPoPClient(served, headers={"X-Forwarded-For": "192.0.2.10"})
+    login = client.login("alice", "wonderland")
+    assert login.status == 200 and login.body["token_type"] == "DPoP"
+    me = client.get("/api/me")
+    assert me.status == 200 and me.body["sub"] == "alice"
+    assert client.refresh().status == 200
+    claims = client.get("/api/claims").body
+    assert claims["cnf"] == {"jkt": client.key.thumbprint}
+
+
+def test_dpop_stolen_token_fails_even_from_the_same_country(served: str) -> None:
+    # The thief sits on the victim's network (same address, same country): no GeoIP
+    # detector has anything to notice. The token is still useless without the key.
+    from example_app.dpop_client import DPoPClient
+    from example_app.dpop_client import call
+    from example_app.dpop_client import thief_attempts
+
+    same_place = {"X-Forwarded-For": "192.0.2.10"}
+    victim = DPoPClient(served, headers=same_place)
+    assert victim.login("alice", "wonderland").status == 200
+    assert victim.access_token is not None
+    me_url = served + "/api/me"
+    captured = victim.key.proof("GET", me_url, victim.access_token)
+    owner = call("GET", me_url, headers={**same_place, "Authorization": f"DPoP {victim.access_token}",
+                                         "DPoP": captured})  # fmt: skip
+    assert owner.status == 200
+    attempts = thief_attempts(served, victim.access_token, captured, headers=same_place)
+    assert {name: answer.status for name, answer in attempts.items()} == {
+        "as Bearer": 401, "with the thief's own key": 401, "with a captured proof": 401,
+    }
+    assert attempts["with the thief's own key"].body["error"] == "invalid_dpop_proof"
+    assert attempts["with a captured proof"].body["error"] == "invalid_dpop_proof"
+    assert victim.get("/api/me").status == 200  # the owner is untouched
+    # The stolen refresh token is useless too: refused before anything rotates.
+    thief = DPoPClient(served, headers=same_place)
+    thief.refresh_token = victim.refresh_token
+    refused = thief.refresh()
+    assert refused.status == 400 and refused.body["error"] == "invalid_dpop_proof"
+    assert victim.refresh().status == 200
+
+
+def test_dpop_client_script(served: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from example_app.dpop_client import main
+
+    assert main(["dpop_client", served]) == 0
+    out = capsys.readouterr().out
+    assert "login: 200 token_type=DPoP" in out
+    assert "thief, as Bearer: 401 invalid_token" in out
+    assert "thief, with the thief's own key: 401 invalid_dpop_proof" in out
+    assert "thief, with a captured proof: 401 invalid_dpop_proof" in out

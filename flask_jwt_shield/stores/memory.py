@@ -33,8 +33,10 @@ class MemoryStore:
         self._events: deque[dict[str, t.Any]] = deque()
         self._ids = itertools.count(1)
         self._last_purge = 0.0
-        # (namespace, key) -> until, in insertion order (which is nearly ``until`` order).
-        self._remembered: dict[tuple[str, str], float] = {}
+        # "namespace\0key" -> until, in insertion order (which is nearly ``until`` order).
+        # String keys, not tuples: strings are not tracked by the garbage collector, so a
+        # cache of a hundred thousand entries adds nothing to its sweeps.
+        self._remembered: dict[str, float] = {}
         self._floors: dict[str, float] = {}
         self._max_remembered = max_remembered
 
@@ -187,7 +189,7 @@ class MemoryStore:
     # -- one-time keys (the DPoP replay cache) ---------------------------------------------
 
     def remember_once(self, namespace: str, key: str, until: float, *, now: float) -> bool:
-        entry = (namespace, key)
+        entry = f"{namespace}\x00{key}"
         with self._lock:
             remembered = self._remembered
             known = remembered.get(entry)
@@ -218,7 +220,8 @@ class MemoryStore:
         while len(remembered) >= self._max_remembered:
             entry, until = next(iter(remembered.items()))
             del remembered[entry]
-            self._floors[entry[0]] = max(until, self._floors.get(entry[0], until))
+            namespace = entry.partition("\x00")[0]
+            self._floors[namespace] = max(until, self._floors.get(namespace, until))
 
     # -- maintenance ----------------------------------------------------------------------
 
