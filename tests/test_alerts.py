@@ -36,6 +36,7 @@ from .test_multiprocess import gunicorn
 from .webhook_util import Receiver
 from .webhook_util import closed_port_url
 from .webhook_util import receiver
+from .webhook_util import tls_pair
 
 SECRET = "alert-signing-secret-" + "s" * 24
 # Every kind the scenario below produces, so that each of its steps sends alerts.
@@ -213,6 +214,28 @@ def test_basic_auth_from_the_url(make_app: AppFactory, sinks: list[AlertSink]) -
         scenario(app)
         assert sink.flush(10)
         assert rec.received[0].headers["Authorization"] == "Basic b3BzOnBAc3M="  # ops:p@ss
+
+
+def test_https_receiver_verified_against_the_trusted_cas(
+    make_app: AppFactory, sinks: list[AlertSink], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context, ca_file = tls_pair(tmp_path)
+    with receiver(tls=context) as rec:
+        assert rec.url.startswith("https://localhost:")
+        untrusted, untrusted_shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_RETRIES=0))
+        sinks.append(refused := sink_of(untrusted, untrusted_shield))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the system's trust store, as OpenSSL reads it
+        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_SECRET=SECRET))
+        sinks.append(sink := sink_of(app, shield))
+        scenario(untrusted)
+        scenario(app)
+        assert refused.flush(10) and sink.flush(10)
+        assert (refused.stats().failed, refused.stats().delivered) == (1, 0)  # unknown CA: not sent
+        assert sink.stats().delivered == 1
+        (got,) = rec.received
+        assert got.json["event"]["kind"] == "refresh-reused"
+        assert verify_signature(SECRET.encode(), got.headers["X-JWT-Shield-Timestamp"], got.body,
+                                got.headers["X-JWT-Shield-Signature"])  # fmt: skip
 
 
 # -- receivers that misbehave: the requests never notice ----------------------------------
