@@ -348,6 +348,18 @@ def test_queue_overflow_counts_and_logs_drops(make_app: AppFactory, sinks: list[
             assert len(shield.events(kind="family-revoked", limit=50)) == 20
 
 
+def test_full_queue_leaves_answers_unchanged(make_app: AppFactory, sinks: list[AlertSink],
+                                             without_webhook: t.Any) -> None:  # fmt: skip
+    with receiver("hung") as rec:
+        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
+                                            JWT_SHIELD_ALERT_QUEUE_SIZE=1, JWT_SHIELD_ALERT_TIMEOUT=30))  # fmt: skip
+        sinks.append(sink := sink_of(app, shield))
+        answers, _ = scenario(app)
+        assert answers == without_webhook
+        stats = sink.stats()
+        assert stats.queued + stats.dropped == 6 and stats.dropped >= 4
+
+
 def test_closed_sink_takes_nothing(make_app: AppFactory) -> None:
     with receiver() as rec:
         app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_EVENTS=["family-revoked"]))
