@@ -1,22 +1,35 @@
-"""``flask jwt-shield``: revoke, inspect events, manage keys, check the configuration."""
+"""``flask jwt-shield``: revoke, inspect events and sessions, look up addresses, manage keys,
+check the configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import ipaddress
 import json
 import re
 import secrets
 import time
 import typing as t
+import urllib.parse
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
 from . import events as _events
+from .alerts import AlertSink
+from .alerts import mask_url
+from .config import ConfigKey
 from .config import ShieldConfig
 from .errors import ConfigurationError
+from .errors import StoreError
+from .geo import GeoIPDatabase
+from .geo import GeoIPError
+from .geo import is_routable
 from .pipeline import Pipeline
+from .refresh import Session
+from .stores.memory import MemoryStore
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -173,17 +186,279 @@ def list_keys() -> None:
         click.echo(f"{key.kid}  {key.alg}  {role}")
 
 
-@cli.command("check-config")
+@cli.command()
+@click.argument("subject")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @with_appcontext
-def check_config() -> None:
-    """Validate the JWT_SHIELD_* settings without starting the app."""
-    from .keys import KeyRing
-
+def sessions(subject: str, as_json: bool) -> None:
+    """List the live sessions (refresh families) of SUBJECT, oldest first."""
+    pipeline = _pipeline()
     try:
-        KeyRing.from_config(ShieldConfig.from_mapping(current_app.config))
+        families = pipeline.store.families(subject, now=time.time(), idle_ttl=pipeline.config.refresh_idle_ttl)
+    except StoreError as exc:
+        raise click.ClickException(f"The store cannot be reached: {exc}") from None
+    found = [Session.of(f) for f in families]
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2, sort_keys=True))
+        return
+    if not found:
+        click.echo(f"no live sessions for {subject!r}")
+        return
+    rows = [("sid", "created", "last used", "last IP", "last country")]
+    rows += [(s.sid, _when(s.created_at), _when(s.last_used_at), s.last_ip or "-", s.last_country or "-")
+             for s in found]  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _when(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds")
+
+
+@cli.command()
+@click.argument("ip")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def geo(ip: str, as_json: bool) -> None:
+    """Where the configured GeoIP database places the address IP."""
+    try:
+        address = str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        raise click.BadParameter(f"{ip!r} is not an IPv4 or IPv6 address.", param_hint="'IP'") from None
+    path = _settings().geoip_database
+    if path is None:
+        raise click.ClickException(
+            f"No GeoIP database: set {ConfigKey.GEOIP_DATABASE} to a MaxMind-format .mmdb file"
+            " (GeoLite2-City for coordinates and impossible travel, or GeoLite2-Country)."
+        )
+    try:
+        database = GeoIPDatabase(path, check_interval=3600, cache_size=0)
+    except GeoIPError as exc:
+        raise click.ClickException(f"{ConfigKey.GEOIP_DATABASE}: {exc}") from None
+    try:
+        location = database.lookup(address)
+        built = database.built_at
+        info: dict[str, t.Any] = {
+            "ip": address,
+            **(location.as_dict() if location is not None else dict.fromkeys(
+                ("country", "city", "latitude", "longitude", "accuracy_km"))),
+            "database": {"path": path, "type": database.database_type,
+                         "built_at": _when(built) if built is not None else None},
+        }  # fmt: skip
+    finally:
+        database.close()
+    if location is None:
+        info["unknown"] = (
+            "not a globally routable address (private, loopback, CGNAT ...): never placed, flagged or denied"
+            if not is_routable(address)
+            else "the database has no record for it: never flagged or denied"
+        )
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    click.echo(f"ip           {address}")
+    if location is None:
+        click.echo(f"location     unknown: {info['unknown']}")
+    else:
+        click.echo(f"country      {location.country or '-'}")
+        click.echo(f"city         {location.city or '-'}")
+        coordinates = f"{location.latitude}, {location.longitude}" if location.has_coordinates else "-"
+        click.echo(f"coordinates  {coordinates}")
+        accuracy = f"{location.accuracy_km:g} km" if location.accuracy_km is not None else "-"
+        click.echo(f"accuracy     {accuracy}")
+    db = info["database"]
+    click.echo(f"database     {db['type'] or '?'}, built {db['built_at']} ({path})")
+
+
+def _settings() -> ShieldConfig:
+    pipeline = current_app.extensions.get("jwt_shield")
+    if pipeline is not None:
+        return t.cast(Pipeline, pipeline).config
+    try:
+        return ShieldConfig.from_mapping(current_app.config)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo("configuration OK")
+
+
+#: A GeoIP database older than this is reported by ``check-config``.
+GEOIP_MAX_AGE_DAYS = 30
+
+
+@cli.command("check-config")
+@click.option("--strict", is_flag=True, help="Exit with status 1 when there is any warning.")
+@click.option("--offline", is_flag=True, help="Do not send the alert webhook a ping.")
+@with_appcontext
+def check_config(strict: bool, offline: bool) -> None:
+    """Validate the JWT_SHIELD_* settings, print them (secrets masked) and warn about risky ones."""
+    from .keys import KeyRing
+
+    app = current_app
+    try:
+        config = ShieldConfig.from_mapping(app.config)
+        ring = KeyRing.from_config(config)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("Effective settings:")
+    for key, value, default in effective_settings(config, ring, app.config):
+        click.echo(f"  {key} = {value}{'  (default)' if default else ''}")
+    found = config_warnings(app, config, ring, ping=not offline)
+    if found:
+        click.echo("")
+    for warning in found:
+        click.echo(f"warning: {warning}")
+    if found and strict:
+        raise click.ClickException(f"{len(found)} warning(s), and --strict was given.")
+    click.echo("configuration OK" + (f" ({len(found)} warning{'s' if len(found) > 1 else ''})" if found else ""))
+
+
+def _mask_uri(uri: str) -> str:
+    """``uri`` with a password in it replaced by ``***``."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, t.Any]) -> list[tuple[str, str, bool]]:
+    """Every ``JWT_SHIELD_*`` key: its effective value as text (secrets masked), and whether
+    it is the default."""
+    from .ratelimit import default_spike_threshold
+
+    K = ConfigKey
+    alerts = config.alerts
+    keys = ", ".join(
+        f"{k.kid} ({k.alg}, {'signs' if i == 0 and k.signing is not None else 'verifies'})"
+        for i, k in enumerate(ring.keys)
+    )  # fmt: skip
+    special: dict[str, str] = {
+        K.KEYS: f"[{keys}]" if keys else "[] (the identity provider's JWK Set)",
+        K.SECRET_KEY: "<set, masked>" if given.get(K.SECRET_KEY) is not None else (
+            "<the app's SECRET_KEY, masked>" if config.algorithm.startswith("HS") and not config.resource_server
+            and given.get(K.KEYS) is None else "None"),
+        K.PRIVATE_KEY: "<set, masked>" if given.get(K.PRIVATE_KEY) is not None else "None",
+        K.PUBLIC_KEY: "<set>" if given.get(K.PUBLIC_KEY) is not None else "None",
+        K.STORE_URI: repr(_mask_uri(config.store_uri)),
+        K.RATE_LIMIT_STORAGE_URI: repr(_mask_uri(config.rate_limit_storage_uri))
+        if config.rate_limit_storage_uri else "None (the store's Redis, else memory://)",
+        K.SPIKE_THRESHOLD: repr(config.spike_threshold) if config.spike_threshold else
+        f"None ({default_spike_threshold(config.rate_limit)!r}: ten times the rate limit)",
+        K.ALERT_WEBHOOK: repr(mask_url(alerts.webhook)) if alerts else "None",
+        K.ALERT_SECRET: "<set, masked>" if alerts and alerts.secret else "None",
+    }  # fmt: skip
+    if alerts is not None:
+        special.update({K.ALERT_EVENTS: repr(sorted(alerts.events)), K.ALERT_TIMEOUT: repr(alerts.timeout),
+                        K.ALERT_RETRIES: repr(alerts.retries), K.ALERT_RETRY_DELAY: repr(alerts.retry_delay),
+                        K.ALERT_QUEUE_SIZE: repr(alerts.queue_size)})  # fmt: skip
+    rows = []
+    for key in K.all():
+        if key in special:
+            text = special[key]
+        else:
+            value = getattr(config, key.removeprefix("JWT_SHIELD_").lower(), None)
+            if isinstance(value, frozenset):
+                value = sorted(value)
+            text = repr(list(value)) if isinstance(value, tuple) else repr(value)
+        rows.append((key, text, key not in given))
+    return rows
+
+
+def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool = True) -> list[str]:
+    """What ``check-config`` warns about, each as one sentence saying how to fix it."""
+    K = ConfigKey
+    pipeline: Pipeline | None = app.extensions.get("jwt_shield")
+    found: list[str] = []
+    store_is_memory = isinstance(pipeline.store, MemoryStore) if pipeline is not None else (
+        config.store_uri.startswith("memory"))  # fmt: skip
+    if store_is_memory and not app.testing:
+        found.append(
+            f"{K.STORE_URI} is memory://: revocations, sessions and events live in one process and are lost on"
+            " restart, and with several workers a token revoked in one is still accepted by the others. Use"
+            " 'sqlite:///shield.db' on one host or 'redis://...' across hosts."
+        )
+    found.extend(_hmac_warnings(app, config, ring))
+    if config.monitor_only:
+        found.append(
+            f"{K.MONITOR_ONLY} is on: every detector only flags (no deny, no revoke) while the events say what"
+            " would have happened. Set it to False once the events look right."
+        )
+    found.extend(_geoip_warnings(config))
+    if config.rate_limit is not None:
+        local = pipeline.limiter.local if pipeline is not None and pipeline.limiter is not None else (
+            (config.rate_limit_storage_uri or ("" if config.store_uri.startswith(("redis", "unix")) else "memory"))
+            .startswith("memory"))  # fmt: skip
+        if local:
+            found.append(
+                f"{K.RATE_LIMIT} ({config.rate_limit!r}) counts in each process on its own (memory:// limiter"
+                " storage): with N workers a token gets N times the limit and spikes are seen per process. Set"
+                f" {K.RATE_LIMIT_STORAGE_URI} to 'redis://...', or use a Redis store, whose server the limits"
+                " then share."
+            )
+    if config.alerts is not None and ping:
+        error = AlertSink(config.alerts).ping(app.name)
+        if error is not None:
+            found.append(
+                f"the alert webhook {mask_url(config.alerts.webhook)} does not answer a ping ({error}): alerts"
+                f" would be retried and then dropped. Check {K.ALERT_WEBHOOK} and the receiver (it should answer"
+                ' {"type": "ping"} with any 2xx).'
+            )
+    return found
+
+
+def _hmac_warnings(app: t.Any, config: ShieldConfig, ring: t.Any) -> list[str]:
+    """HS keys where other services verify the tokens: each of them could mint tokens too.
+
+    Checked: tokens addressed to an audience other than their issuer (JWT_SHIELD_AUDIENCE
+    set and different from JWT_SHIELD_ISSUER), and a JWK Set route served by the app (a
+    ``/.well-known/jwks.json`` rule: someone is expected to verify with published keys).
+    """
+    K = ConfigKey
+    if config.resource_server or not any(k.alg.startswith("HS") for k in ring.keys):
+        return []
+    found = []
+    fix = (" Use asymmetric keys (flask jwt-shield keys generate --alg ES256) and publish the public ones with"
+           " shield.jwks_blueprint().")  # fmt: skip
+    if config.audience is not None and config.audience != config.issuer:
+        found.append(
+            f"HS keys sign tokens addressed to {config.audience!r} ({K.AUDIENCE}), not to their issuer"
+            f" ({config.issuer!r}): every service that verifies them holds the secret and can mint tokens for"
+            f" any user.{fix}"
+        )
+    if any(rule.rule.endswith("/.well-known/jwks.json") for rule in app.url_map.iter_rules()):
+        found.append(
+            "the app serves a JWK Set (/.well-known/jwks.json) for other services, but its HS keys are secret"
+            f" and never published, so those services would need the secret itself.{fix}"
+        )
+    return found
+
+
+def _geoip_warnings(config: ShieldConfig) -> list[str]:
+    K = ConfigKey
+    path = config.geoip_database
+    if path is None:
+        return [
+            f"no GeoIP database ({K.GEOIP_DATABASE}): new-country, country-change and impossible-travel"
+            " detection and the country lists are off. Point it at a GeoLite2-City .mmdb kept fresh by"
+            " geoipupdate."
+        ]
+    try:
+        database = GeoIPDatabase(path, check_interval=3600, cache_size=0)
+    except GeoIPError as exc:
+        return [f"{K.GEOIP_DATABASE}: {exc}"]
+    try:
+        built = database.built_at
+    finally:
+        database.close()
+    if built is not None:
+        age = (time.time() - built) / 86400
+        if age > GEOIP_MAX_AGE_DAYS:
+            return [
+                f"the GeoIP database {path!r} was built {_when(built)}, {age:.0f} days ago: addresses that moved"
+                " since are placed where they used to be. Update it (geoipupdate, twice a week)."
+            ]
+    return []
 
 
 @cli.command()

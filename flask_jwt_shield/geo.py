@@ -41,6 +41,7 @@ __all__ = [
     "GeoIPError",
     "Location",
     "distance_km",
+    "is_routable",
     "travel_speed_kmh",
 ]
 
@@ -201,6 +202,18 @@ class GeoIPDatabase:
         return str(reader.metadata().database_type)
 
     @property
+    def built_at(self) -> float | None:
+        """When the loaded file was built (its ``build_epoch`` metadata), epoch seconds.
+
+        ``None`` when closed. GeoLite2 files are rebuilt twice a week; an old one places
+        addresses that moved since by where they used to be.
+        """
+        reader = self._reader
+        if reader is None:
+            return None
+        return float(reader.metadata().build_epoch)
+
+    @property
     def has_coordinates(self) -> bool:
         """True for City-type databases, whose records carry latitude and longitude.
 
@@ -348,6 +361,12 @@ def travel_speed_kmh(a: Location, at_a: float, b: Location, at_b: float) -> floa
     if seconds <= 0:
         return math.inf
     return effective / (seconds / 3600.0)
+
+
+def is_routable(ip: str) -> bool:
+    """Whether a database could place ``ip``: a globally routable address (the documentation
+    ranges count as routable, see :meth:`GeoIPDatabase.lookup`)."""
+    return _routable_address(ip) is not None
 
 
 def _routable_address(ip: str | None) -> _Address | None:

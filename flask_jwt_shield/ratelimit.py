@@ -656,6 +656,12 @@ class TokenRateLimiter:
         self._update_active()
 
     @property
+    def local(self) -> bool:
+        """True when the counters live in this process only (``memory://`` storage), so that
+        each worker of a multi-process server counts its own budget per token."""
+        return isinstance(self._storage, MemoryStorage)
+
+    @property
     def active(self) -> bool:
         """Whether :meth:`check` has anything to count: a limit (default or an endpoint's),
         a spike threshold or the adaptive baseline. The pipeline skips the step otherwise."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import typing as t
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,9 +13,13 @@ from flask import Flask
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield.cli import parse_since
 
+from .conftest import SECRET
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .mmdb_util import write_city_db
+from .webhook_util import closed_port_url
+from .webhook_util import receiver
 
 
 def run(app: Flask, *args: str) -> t.Any:
@@ -77,7 +83,7 @@ def test_keys_generate_prints_a_ring_entry(alg: str, make_app: AppFactory) -> No
 
 def test_check_config_and_purge(make_app: AppFactory, clock: Clock) -> None:
     app, shield = make_app()
-    assert run(app, "check-config").output.strip() == "configuration OK"
+    assert run(app, "check-config").output.strip().endswith("configuration OK (2 warnings)")
     with app.app_context():
         shield.revoke_token("some-jti")
     clock.advance(10**7)
@@ -85,3 +91,276 @@ def test_check_config_and_purge(make_app: AppFactory, clock: Clock) -> None:
     app.config["JWT_SHIELD_ALGORITHM"] = "none"
     result = run(app, "check-config")
     assert result.exit_code != 0 and "'none'" in result.output
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+PLACES = {
+    "192.0.2.0/25": {"country": "DE", "city": "Berlin", "lat": 52.52, "lon": 13.405, "accuracy": 20},
+    "203.0.113.0/24": {"country": "JP", "city": "Tokyo", "lat": 35.6762, "lon": 139.6503, "accuracy": 50},
+    "198.51.100.0/24": {"country": "BR"},  # a Country-level record: no city, no coordinates
+}
+BERLIN, TOKYO = "192.0.2.10", "203.0.113.10"
+
+
+@pytest.fixture
+def city_db(tmp_path: Path, clock: Clock) -> str:
+    return str(write_city_db(tmp_path / "city.mmdb", PLACES))  # built "now" by the test clock
+
+
+def test_sessions_lists_sid_times_and_last_place(make_app: AppFactory, city_db: str, clock: Clock) -> None:
+    app, shield = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db})
+    client = app.test_client()
+    first = client.post("/login?sub=alice", environ_base={"REMOTE_ADDR": BERLIN}).json
+    clock.advance(3600 * 24)
+    second = client.post("/login?sub=alice", environ_base={"REMOTE_ADDR": TOKYO}).json
+    clock.advance(60)
+    client.post("/refresh", json={"refresh_token": second["refresh_token"]}, environ_base={"REMOTE_ADDR": TOKYO})
+    with app.app_context():
+        sids = [s.sid for s in shield.sessions("alice")]
+    lines = run(app, "sessions", "alice").output.splitlines()
+    assert lines[0].split() == ["sid", "created", "last", "used", "last", "IP", "last", "country"]
+    rows = [line.split() for line in lines[1:]]
+    assert [r[0] for r in rows] == sids and len(sids) == 2  # oldest first
+    assert rows[0][1:] == ["2027-01-15T08:00:00+00:00", "2027-01-15T08:00:00+00:00", BERLIN, "DE"]
+    assert rows[1][1:] == ["2027-01-16T08:00:00+00:00", "2027-01-16T08:01:00+00:00", TOKYO, "JP"]
+    data = json.loads(run(app, "sessions", "alice", "--json").output)
+    assert [d["sid"] for d in data] == sids
+    assert set(data[0]) == {"sid", "created_at", "last_used_at", "expires_at", "last_ip", "last_country"}
+    assert first["refresh_token"] not in run(app, "sessions", "alice").output
+    assert run(app, "sessions", "nobody").output.strip() == "no live sessions for 'nobody'"
+    assert json.loads(run(app, "sessions", "nobody", "--json").output) == []
+
+
+def test_sessions_with_the_store_unreachable(make_app: AppFactory) -> None:
+    port = closed_port_url().split(":")[2].split("/")[0]
+    app, _ = make_app({"JWT_SHIELD_STORE_URI": f"redis://127.0.0.1:{port}/0", "JWT_SHIELD_RATE_LIMIT": None})
+    result = run(app, "sessions", "alice")
+    assert result.exit_code == 1 and "The store cannot be reached" in result.output
+    assert "Traceback" not in result.output
+
+
+# -- geo --------------------------------------------------------------------------------------
+
+
+def test_geo_prints_the_place_and_the_database(make_app: AppFactory, city_db: str) -> None:
+    app, _ = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db})
+    result = run(app, "geo", BERLIN)
+    assert result.exit_code == 0
+    lines = dict(line.split(None, 1) for line in result.output.splitlines())
+    assert lines == {
+        "ip": BERLIN, "country": "DE", "city": "Berlin", "coordinates": "52.52, 13.405", "accuracy": "20 km",
+        "database": f"GeoLite2-City, built 2027-01-15T08:00:00+00:00 ({city_db})",
+    }  # fmt: skip
+    data = json.loads(run(app, "geo", TOKYO, "--json").output)
+    assert data == {
+        "ip": TOKYO, "country": "JP", "city": "Tokyo", "latitude": 35.6762, "longitude": 139.6503,
+        "accuracy_km": 50.0,
+        "database": {"path": city_db, "type": "GeoLite2-City", "built_at": "2027-01-15T08:00:00+00:00"},
+    }  # fmt: skip
+    country_only = run(app, "geo", "198.51.100.7").output
+    assert "country      BR" in country_only and "coordinates  -" in country_only
+    assert "IPv4-mapped" not in run(app, "geo", f"::ffff:{BERLIN}").output  # looked up as the IPv4 address
+    assert "country      DE" in run(app, "geo", f"::ffff:{BERLIN}").output
+
+
+@pytest.mark.parametrize(
+    ("ip", "why"),
+    [("10.0.0.7", "not a globally routable address"), ("127.0.0.1", "not a globally routable address"),
+     ("8.8.8.8", "the database has no record for it")],
+)  # fmt: skip
+def test_geo_unknown_places(ip: str, why: str, make_app: AppFactory, city_db: str) -> None:
+    app, _ = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db})
+    result = run(app, "geo", ip)
+    assert result.exit_code == 0 and f"location     unknown: {why}" in result.output
+    assert json.loads(run(app, "geo", ip, "--json").output)["country"] is None
+
+
+def test_geo_errors(make_app: AppFactory, city_db: str, tmp_path: Path) -> None:
+    app, _ = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db})
+    for bad in ("not-an-ip", "999.1.2.3", "192.0.2.10/24", ""):
+        result = run(app, "geo", bad)
+        assert result.exit_code == 2 and "is not an IPv4 or IPv6 address" in result.output, bad
+        assert "Traceback" not in result.output
+    os.remove(city_db)  # the file went away after the app started
+    result = run(app, "geo", BERLIN)
+    assert result.exit_code == 1 and "JWT_SHIELD_GEOIP_DATABASE" in result.output and city_db in result.output
+    no_geo, _ = make_app()
+    result = run(no_geo, "geo", BERLIN)
+    assert result.exit_code == 1 and "No GeoIP database: set JWT_SHIELD_GEOIP_DATABASE" in result.output
+
+
+# -- check-config -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean(tmp_path: Path, city_db: str) -> dict[str, t.Any]:
+    """A configuration check-config has nothing to say about."""
+    return {"JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}", "JWT_SHIELD_RATE_LIMIT": None,
+            "JWT_SHIELD_GEOIP_DATABASE": city_db}  # fmt: skip
+
+
+def production(make_app: AppFactory, config: dict[str, t.Any]) -> Flask:
+    app, _ = make_app(config)
+    app.testing = False
+    return app
+
+
+def test_check_config_clean_prints_every_setting_masked(make_app: AppFactory, clean: dict[str, t.Any]) -> None:
+    from flask_jwt_shield import ConfigKey
+
+    with receiver() as rec:
+        alert_secret = "alert-secret-" + "a" * 30
+        app = production(make_app, {**clean, "JWT_SHIELD_ALERT_WEBHOOK": rec.url + "/T0/hidden-path",
+                                    "JWT_SHIELD_ALERT_SECRET": alert_secret})  # fmt: skip
+        result = run(app, "check-config", "--strict")
+        assert result.exit_code == 0, result.output
+        (ping,) = rec.received
+        assert ping.json["type"] == "ping" and ping.json["event"] is None
+        assert ping.headers["X-JWT-Shield-Signature"].startswith("sha256=")
+    out = result.output
+    assert out.splitlines()[0] == "Effective settings:" and out.splitlines()[-1] == "configuration OK"
+    settings = {line.split(" = ")[0].strip() for line in out.splitlines() if " = " in line}
+    assert settings == set(ConfigKey.all())  # every key, each once
+    assert SECRET not in out and alert_secret not in out and "hidden-path" not in out
+    assert "JWT_SHIELD_SECRET_KEY = <set, masked>" in out
+    assert "JWT_SHIELD_ALERT_SECRET = <set, masked>" in out
+    assert "JWT_SHIELD_ALERT_WEBHOOK = 'http://127.0.0.1:" in out
+    assert "JWT_SHIELD_ACCESS_TOKEN_TTL = 900  (default)" in out
+    assert "JWT_SHIELD_RATE_LIMIT = None\n" in out  # set, so not marked as the default
+    assert "warning" not in out
+
+
+def test_check_config_masks_passwords_in_uris(make_app: AppFactory) -> None:
+    app, _ = make_app({"JWT_SHIELD_STORE_URI": "redis://:hunter2@127.0.0.1:1/0",
+                       "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "redis://ops:hunter3@127.0.0.1:1/1"})  # fmt: skip
+    out = run(app, "check-config").output
+    assert "hunter" not in out
+    assert "'redis://:***@127.0.0.1:1/0'" in out and "'redis://ops:***@127.0.0.1:1/1'" in out
+
+
+WARNINGS: list[tuple[str, dict[str, t.Any], str]] = [
+    ("memory-store", {"JWT_SHIELD_STORE_URI": "memory://"}, "JWT_SHIELD_STORE_URI is memory://"),
+    ("hs-audience", {"JWT_SHIELD_AUDIENCE": "https://billing.example", "JWT_SHIELD_ISSUER": "https://auth.example"},
+     "HS keys sign tokens addressed to 'https://billing.example'"),
+    ("hs-audience-no-issuer", {"JWT_SHIELD_AUDIENCE": "https://billing.example"}, "not to their issuer (None)"),
+    ("monitor", {"JWT_SHIELD_MONITOR_ONLY": True}, "JWT_SHIELD_MONITOR_ONLY is on"),
+    ("no-geoip", {"JWT_SHIELD_GEOIP_DATABASE": None}, "no GeoIP database (JWT_SHIELD_GEOIP_DATABASE)"),
+    ("memory-limits", {"JWT_SHIELD_RATE_LIMIT": "100/minute"}, "JWT_SHIELD_RATE_LIMIT ('100/minute') counts in each"),
+    ("memory-limits-explicit", {"JWT_SHIELD_RATE_LIMIT": "100/minute", "JWT_SHIELD_RATE_LIMIT_STORAGE_URI":
+                                "memory://"}, "(memory:// limiter storage)"),
+    ("webhook-refused", {"JWT_SHIELD_ALERT_WEBHOOK": "<closed>"}, "does not answer a ping (ConnectionRefusedError"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "expected"), [w[1:] for w in WARNINGS], ids=[w[0] for w in WARNINGS])
+def test_check_config_warns_and_fails_only_with_strict(
+    extra: dict[str, t.Any], expected: str, make_app: AppFactory, clean: dict[str, t.Any]
+) -> None:
+    config = {**clean, **extra}
+    if config.get("JWT_SHIELD_ALERT_WEBHOOK") == "<closed>":
+        config["JWT_SHIELD_ALERT_WEBHOOK"] = closed_port_url()
+    app = production(make_app, config)
+    result = run(app, "check-config")
+    assert result.exit_code == 0
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and expected in warnings[0], result.output
+    assert result.output.splitlines()[-1] == "configuration OK (1 warning)"
+    strict = run(app, "check-config", "--strict")
+    assert strict.exit_code == 1 and "1 warning(s), and --strict was given." in strict.output
+    assert expected in strict.output and "Traceback" not in strict.output
+
+
+def test_check_config_hs_with_a_published_jwks(make_app: AppFactory, clean: dict[str, t.Any]) -> None:
+    app, shield = make_app(clean, defer_init=True)
+    shield.init_app(app)
+    app.register_blueprint(shield.jwks_blueprint())
+    app.testing = False
+    out = run(app, "check-config").output
+    assert "warning: the app serves a JWK Set (/.well-known/jwks.json)" in out
+
+
+def test_check_config_asymmetric_keys_and_an_audience_are_fine(make_app: AppFactory, clean: dict[str, t.Any]) -> None:
+    from flask_jwt_shield.cli import generate_key
+
+    config = {**clean, "JWT_SHIELD_KEYS": [generate_key("ES256")], "JWT_SHIELD_AUDIENCE": "https://billing.example"}
+    app, shield = make_app(config, defer_init=True)
+    shield.init_app(app)
+    app.register_blueprint(shield.jwks_blueprint())
+    app.testing = False
+    result = run(app, "check-config", "--strict")
+    assert result.exit_code == 0 and "warning" not in result.output
+    assert "(ES256, signs)" in result.output and "BEGIN PRIVATE KEY" not in result.output
+
+
+def test_check_config_memory_store_is_fine_under_testing(make_app: AppFactory, clean: dict[str, t.Any]) -> None:
+    app, _ = make_app({**clean, "JWT_SHIELD_STORE_URI": "memory://"})  # app.testing stays True
+    assert run(app, "check-config", "--strict").exit_code == 0
+
+
+def test_check_config_old_and_missing_geoip_database(make_app: AppFactory, clean: dict[str, t.Any],
+                                                     city_db: str, clock: Clock) -> None:  # fmt: skip
+    app = production(make_app, clean)
+    clock.advance(29 * 86400)
+    assert "warning" not in run(app, "check-config").output
+    clock.advance(2 * 86400)
+    out = run(app, "check-config").output
+    assert f"warning: the GeoIP database {city_db!r} was built 2027-01-15T08:00:00+00:00, 31 days ago" in out
+    os.remove(city_db)
+    result = run(app, "check-config", "--strict")
+    assert result.exit_code == 1 and "warning: JWT_SHIELD_GEOIP_DATABASE: " in result.output
+    assert city_db in result.output
+
+
+def test_check_config_offline_sends_no_ping(make_app: AppFactory, clean: dict[str, t.Any]) -> None:
+    app = production(make_app, {**clean, "JWT_SHIELD_ALERT_WEBHOOK": closed_port_url()})
+    result = run(app, "check-config", "--strict", "--offline")
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_check_config_several_warnings(make_app: AppFactory) -> None:
+    app, _ = make_app({"JWT_SHIELD_MONITOR_ONLY": True})
+    app.testing = False
+    result = run(app, "check-config")
+    assert result.output.splitlines()[-1] == "configuration OK (4 warnings)"
+
+
+def test_check_config_without_init_app() -> None:
+    from flask_jwt_shield.cli import cli
+
+    app = Flask("bare")
+    app.config["JWT_SHIELD_SECRET_KEY"] = SECRET
+    app.cli.add_command(cli)  # as the flask.commands entry point does
+    result = run(app, "check-config")
+    assert result.exit_code == 0 and "configuration OK" in result.output
+    app.config["JWT_SHIELD_ALERT_WEBHOOK"] = "http://alerts.example.com/"
+    result = run(app, "check-config")
+    assert result.exit_code == 1 and "must use https://" in result.output and "Traceback" not in result.output
+    assert run(app, "sessions", "alice").exit_code == 1
+    assert "not initialised" in run(app, "sessions", "alice").output
+
+
+# -- bad options: click's errors, never a traceback --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["geo"], "Missing argument 'IP'"),
+        (["sessions"], "Missing argument 'SUBJECT'"),
+        (["trace"], "Missing argument 'WHO'"),
+        (["check-config", "--bogus"], "No such option '--bogus'"),
+        (["check-config", "--strict=yes"], "Option '--strict' does not take a value"),
+        (["sessions", "alice", "--limit", "3"], "No such option '--limit'"),
+        (["events", "--limit", "many"], "'many' is not a valid integer"),
+        (["events", "--since", "last tuesday"], "neither a duration"),
+        (["keys", "generate", "--alg", "none"], "'none' is not one of"),
+        (["geo", "1.2.3.4", "5.6.7.8"], "Got unexpected extra argument"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ],
+)
+def test_bad_options_are_click_errors(args: list[str], message: str, app: Flask) -> None:
+    result = run(app, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Error:" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
