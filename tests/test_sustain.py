@@ -6,12 +6,9 @@ real redis-server (the counters are plain ``incr``, shared by every worker).
 
 from __future__ import annotations
 
-import time
 import typing as t
-from collections.abc import Iterator
 
 import pytest
-import redis
 
 from flask_jwt_shield import ConfigurationError
 from flask_jwt_shield.config import Sustain
@@ -19,35 +16,12 @@ from flask_jwt_shield.ratelimit import AdaptiveSettings
 from flask_jwt_shield.ratelimit import TokenRateLimiter
 from tests.conftest import AppFactory
 from tests.conftest import Clock
-from tests.redis_util import RedisServer
-from tests.redis_util import running_redis
-
-T0 = 1_700_000_040.0  # a multiple of 60
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock(T0)
-    monkeypatch.setattr(time, "time", fake)
-    return fake
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture(params=["memory", "redis"])
-def storage_uri(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "memory":
-        yield "memory://"
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    client = redis.Redis.from_url(server.url)
-    client.flushall()
-    yield server.url
-    client.close()
+def storage_uri(request: pytest.FixtureRequest) -> str:
+    """memory://, or a real redis-server of the test's own (conftest's redis_url)."""
+    return "memory://" if request.param == "memory" else str(request.getfixturevalue("redis_url"))
 
 
 @pytest.mark.parametrize(
