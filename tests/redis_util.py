@@ -208,21 +208,23 @@ def _cluster_ok(port: int) -> bool:
                 if not chunk:
                     break
                 data += chunk
-            return b"cluster_state:ok" in data and b"cluster_slots_assigned:16384" in data
+            return (b"cluster_state:ok" in data and b"cluster_slots_assigned:16384" in data
+                    and b"cluster_slots_ok:16384" in data)  # fmt: skip
     except OSError:
         return False
 
 
-def start_cluster(directory: Path) -> RedisCluster:
-    """Start three cluster-enabled masters and join them (``redis-cli --cluster create``)."""
+def start_cluster(directory: Path, *, replicas: int = 0) -> RedisCluster:
+    """Start three cluster-enabled masters (and ``replicas`` replicas of each) and join them
+    (``redis-cli --cluster create``)."""
     cli = redis_cli_binary()
     nodes: list[RedisServer] = []
     try:
-        for i in range(3):
+        for i in range(3 * (1 + replicas)):
             nodes.append(start_redis(directory / f"node{i}", cluster=True))
         result = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas", "0",
-             "--cluster-yes"],
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas",
+             str(replicas), "--cluster-yes"],
             capture_output=True, timeout=60, check=False,
         )  # fmt: skip
         if result.returncode != 0:

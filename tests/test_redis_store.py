@@ -9,6 +9,7 @@ import json
 import logging
 import multiprocessing
 import statistics
+import threading
 import time
 import typing as t
 import uuid
@@ -27,6 +28,7 @@ from .conftest import AppFactory
 from .conftest import bearer
 from .redis_util import RedisCluster
 from .redis_util import RedisServer
+from .redis_util import start_cluster
 from .redis_util import start_redis
 
 pytestmark = pytest.mark.redis
@@ -441,3 +443,97 @@ def test_resharding_the_state_slot_costs_no_answer(redis_cluster: RedisCluster) 
     assert store.check(jti="fine", sid="s1", sub="alice", kid="k", iat=NOW, now=NOW) == "family"
     assert int(dst.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)) > 0
     store.close()
+
+
+# -- rate limits on the store's Redis ----------------------------------------------------------
+
+
+def test_rate_limits_use_the_stores_redis_by_default(make_app: AppFactory, server_url: str) -> None:
+    """JWT_SHIELD_RATE_LIMIT_STORAGE_URI unset: two apps (as two hosts) on one Redis store
+    share one per-token budget, on one server and on a cluster alike."""
+    config = {"JWT_SHIELD_STORE_URI": server_url, "JWT_SHIELD_RATE_LIMIT": "3/hour"}
+    first, shield = make_app(config)
+    second, _ = make_app(config)
+    assert first.extensions["jwt_shield"].limiter.storage.__class__.__name__ in {"RedisStorage",
+                                                                                 "RedisClusterStorage"}  # fmt: skip
+    with first.app_context():
+        token = shield.create_access_token("alice")
+    clients = [first.test_client(), second.test_client()]
+    statuses = [clients[i % 2].get("/api/me", headers=bearer(token)).status_code for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_adaptive_counters_on_the_cluster(redis_cluster: RedisCluster, make_app: AppFactory) -> None:
+    app, shield = make_app({"JWT_SHIELD_STORE_URI": redis_cluster.url, "JWT_SHIELD_ADAPTIVE": True,
+                            "JWT_SHIELD_RATE_LIMIT": None})  # fmt: skip
+    with app.app_context():
+        token = shield.create_access_token("alice")
+    client = app.test_client()
+    assert all(client.get("/api/me", headers=bearer(token)).status_code == 200 for _ in range(5))
+
+
+def test_explicit_rate_limit_storage_wins(make_app: AppFactory, redis_url: str) -> None:
+    app, _ = make_app({"JWT_SHIELD_STORE_URI": redis_url, "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "memory://"})
+    assert "Memory" in app.extensions["jwt_shield"].limiter.storage.__class__.__name__
+
+
+def test_cluster_failover_costs_no_answer(tmp_path: Path) -> None:
+    """A replica takes over the master holding the shield's state (CLUSTER FAILOVER) while
+    a store keeps working: no call fails, nothing is lost."""
+    cluster = start_cluster(tmp_path / "cluster", replicas=1)
+    try:
+        store = RedisStore(cluster.url, prefix=unique(), max_delay=0)
+        store.revoke("jti", "stolen", until=FAR)
+        store.create_family(family(), max_sessions=5, idle_ttl=500, until=FAR)
+        slot = raw(cluster.url).keyslot("{" + store.prefix + "}")
+        clients = {n.port: redis.Redis(port=n.port, decode_responses=True) for n in cluster.nodes}
+        ids = {c.execute_command("CLUSTER", "MYID"): port for port, c in clients.items()}
+        owner_port = raw(cluster.url).nodes_manager.get_node_from_slot(slot).port
+        owner_client = clients[owner_port]
+
+        def replica_in_sync() -> bool:
+            role = owner_client.execute_command("ROLE")
+            return role[0] == "master" and any(str(r[2]) == str(role[1]) for r in role[2])
+
+        assert wait_until(replica_in_sync, 20), "the master's replica never caught up"
+        lines = owner_client.execute_command("CLUSTER", "NODES").splitlines()
+        owner_id = next(
+            line.split()[0] for line in lines
+            if "master" in line.split()[2] and any(
+                (lambda lo, _, hi: int(lo) <= slot <= int(hi or lo))(*part.partition("-"))
+                for part in line.split()[8:] if not part.startswith("[")
+            )
+        )  # fmt: skip
+        replica_id = next(line.split()[0] for line in lines if line.split()[3] == owner_id)
+        replica = clients[ids[replica_id]]
+        errors: list[BaseException] = []
+        answers: list[str | None] = []
+        stop = threading.Event()
+
+        def keep_asking() -> None:
+            n = 0
+            while not stop.is_set():  # bounded by the failover below
+                n += 1
+                try:
+                    answers.append(store.check(jti="stolen", sid="s1", sub="alice", kid="k", iat=NOW, now=NOW))
+                    store.revoke("jti", f"more-{n}", until=FAR)
+                except StoreError as exc:
+                    errors.append(exc)
+
+        worker = threading.Thread(target=keep_asking)
+        worker.start()
+        try:
+            replica.execute_command("CLUSTER", "FAILOVER")
+            assert wait_until(lambda: replica.execute_command("ROLE")[0] == "master", 20)
+            time.sleep(0.5)  # let the worker run against the new topology for a moment
+        finally:
+            stop.set()
+            worker.join(30)
+        assert errors == [] and answers and set(answers) == {"token"}
+        assert store.get_family("s1") is not None
+        r = store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None,
+                         country=None, until=FAR)  # fmt: skip
+        assert r.outcome == "rotated"
+        store.close()
+    finally:
+        cluster.stop()

@@ -58,6 +58,8 @@ TTL_MARGIN = 60.0
 #: Refresh tokens remembered per family for the "first use" of a reused one.
 SPENT_KEPT = 64
 _ROTATE_ATTEMPTS = 50
+#: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
+CLUSTER_ATTEMPTS = 4
 
 _REVOKE = """
 local old = redis.call('GET', KEYS[1])
@@ -332,6 +334,7 @@ class RedisStore:
 
     def _connect(self) -> t.Any:
         import redis
+        from redis.backoff import ExponentialBackoff
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -362,6 +365,10 @@ class RedisStore:
             options.update(username=user or None, password=password or None)
         options.pop("retry_on_error")
         options.pop("retry_on_timeout")
+        # A failover pauses the old master's clients until its replica has taken over (about
+        # a second): the cluster client re-reads the topology and tries again, at most
+        # CLUSTER_ATTEMPTS times, so a request waits that many timeouts at worst.
+        options["retry"] = Retry(ExponentialBackoff(cap=0.25, base=0.05), CLUSTER_ATTEMPTS - 1)
         try:
             return RedisCluster(startup_nodes=nodes, **options)
         except self._errors as exc:
