@@ -186,9 +186,28 @@ def make_bare_es256_verify() -> Flask:
 # --- (b) PyJWT only ---------------------------------------------------------------------------
 
 
-def make_pyjwt() -> Flask:
-    """A ``before_request`` that runs ``jwt.decode`` (HS256) and puts the claims on ``g``."""
-    app = Flask("bench_pyjwt")
+def make_pyjwt(*, algorithm: str = "HS256") -> Flask:
+    """A ``before_request`` that runs ``jwt.decode`` and puts the claims on ``g``.
+
+    ``algorithm="RS256"``: the tokens are the identity provider's of the resource-server rows,
+    verified with its public key (loaded once), ``iss`` and ``aud`` checked.
+    """
+    app = Flask(f"bench_pyjwt_{algorithm.lower()}")
+    if algorithm == "RS256":
+        public_key = jwt.PyJWK(idp_public_jwk()).key
+        options = {"require": ["iss", "aud", "sub", "exp", "iat"]}
+
+        def decode(token: str) -> dict[str, Any]:
+            return jwt.decode(token, public_key, algorithms=["RS256"], issuer=IDP_ISSUER,
+                              audience=IDP_AUDIENCE, options=options)  # fmt: skip
+
+        mint: Mint = _mint_idp
+    else:
+
+        def decode(token: str) -> dict[str, Any]:
+            return jwt.decode(token, SECRET, algorithms=["HS256"])
+
+        mint = _mint_pyjwt
 
     @app.before_request
     def authenticate() -> None:
@@ -197,7 +216,7 @@ def make_pyjwt() -> Flask:
         if scheme.lower() != "bearer" or not token:
             abort(401)
         try:
-            g.claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+            g.claims = decode(token)
         except jwt.InvalidTokenError:
             abort(401)
 
@@ -205,7 +224,7 @@ def make_pyjwt() -> Flask:
     def me() -> dict[str, str]:
         return {"sub": g.claims["sub"]}
 
-    app.extensions["bench_mint"] = _mint_pyjwt
+    app.extensions["bench_mint"] = mint
     return app
 
 
@@ -353,3 +372,115 @@ def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str
         return [(f"DPoP {pair.access_token}", key.proof("GET", DPOP_URL, pair.access_token)) for _ in range(n)]
 
     return mint
+
+
+# --- resource-server mode: tokens from an identity provider ---------------------------------
+
+#: The identity provider of the resource-server rows: its issuer, the API's audience, its kid.
+IDP_ISSUER = "https://idp.bench.example/"
+IDP_AUDIENCE = "https://api.bench.example"
+IDP_KID = "bench-idp-rsa"
+#: Environment variable holding the JWK Set URL, so that gunicorn workers use the server
+#: that the benchmark process started.
+JWKS_URL_ENV = "JWT_SHIELD_BENCH_JWKS_URL"
+_jwks_server: list[Any] = []
+_idp_key: list[Any] = []
+
+
+def idp_public_jwk() -> dict[str, Any]:
+    """The provider's public RSA key as a JWK (the benchmark run's RSA key pair)."""
+    from jwt.algorithms import RSAAlgorithm
+
+    public = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(asymmetric_keys("RS256")[1])
+    jwk = dict(RSAAlgorithm.to_jwk(public, as_dict=True))
+    jwk.update(kid=IDP_KID, alg="RS256", use="sig")
+    return jwk
+
+
+def idp_jwks_url() -> str:
+    """The URL of the provider's JWK Set: a server in a thread of this process on 127.0.0.1,
+    started on first use, or the one named by ``JWT_SHIELD_BENCH_JWKS_URL``."""
+    url = os.environ.get(JWKS_URL_ENV)
+    if url:
+        return url
+    import http.server
+    import json
+    import threading
+
+    body = json.dumps({"keys": [idp_public_jwk()]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "public, max-age=3600")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _jwks_server.append(server)
+    url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    os.environ[JWKS_URL_ENV] = url
+    return url
+
+
+def _idp_private_key() -> Any:
+    # Loaded once: parsing (and checking) an RSA PEM costs far more than signing with it.
+    if not _idp_key:
+        from cryptography.hazmat.primitives import serialization
+
+        _idp_key.append(serialization.load_pem_private_key(asymmetric_keys("RS256")[0].encode(), None))
+    return _idp_key[0]
+
+
+def _mint_idp(n: int) -> list[str]:
+    """``n`` access tokens as the provider signs them (RFC 9068 profile, RS256)."""
+    private_key = _idp_private_key()
+    now = int(time.time())
+    return _bearer(
+        [
+            jwt.encode(
+                {"iss": IDP_ISSUER, "sub": SUBJECT, "aud": IDP_AUDIENCE, "iat": now, "exp": now + 900,
+                 "jti": uuid.uuid4().hex, "scope": "read"},
+                private_key,
+                algorithm="RS256",
+                headers={"kid": IDP_KID, "typ": "at+jwt"},
+            )
+            for _ in range(n)
+        ]
+    )  # fmt: skip
+
+
+def make_shield_rs() -> Flask:
+    """Flask-JWT-Shield in resource-server mode: RS256 tokens from the provider, verified
+    with its JWK Set served on 127.0.0.1 (fetched once, then cached); otherwise the same
+    app as ``make_shield`` (memory store, one ``revocation_checker``, no limit)."""
+    from flask_jwt_shield import JWTShield
+    from flask_jwt_shield import current_claims
+
+    app = Flask("bench_shield_rs")
+    app.config.update(
+        JWT_SHIELD_JWKS_URL=idp_jwks_url(),
+        JWT_SHIELD_ISSUER=IDP_ISSUER,
+        JWT_SHIELD_AUDIENCE=IDP_AUDIENCE,
+        JWT_SHIELD_STORE_URI="memory://",
+        JWT_SHIELD_RATE_LIMIT=None,
+    )
+    shield = JWTShield(app)
+
+    @shield.revocation_checker
+    def is_revoked(claims: Any) -> bool:
+        return claims["jti"] in REVOKED_JTIS
+
+    @app.get("/api/me")
+    def me() -> dict[str, str]:
+        return {"sub": current_claims["sub"]}
+
+    app.extensions["bench_mint"] = _mint_idp
+    return app

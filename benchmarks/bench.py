@@ -68,6 +68,8 @@ class Row:
     target: float | None = None
     #: Extra WSGI environ entries for the in-process run (e.g. ``REMOTE_ADDR`` for geo rows).
     environ: dict[str, str] = field(default_factory=dict)
+    #: ``(other row, at most)``: a goal for this row's ratio to another row's (same round).
+    vs: tuple[str, float] | None = None
     #: Run over HTTP too. Geo rows are in-process only: over loopback every client is
     #: 127.0.0.1, which has no location, so the geo step would be measured doing nothing.
     http: bool = True
@@ -90,7 +92,7 @@ class Row:
 
     @property
     def needs_shield(self) -> bool:
-        return self.factory == "make_shield"
+        return self.factory.startswith("make_shield")
 
 
 BASELINE = "bare"
@@ -150,6 +152,26 @@ ROWS: tuple[Row, ...] = (
         target=1.5,
         environ={"REMOTE_ADDR": apps.GEO_CLIENT},
         http=False,
+    ),
+    Row(
+        "shield_rs_cached",
+        "shield resource-server mode (IdP JWK Set), RS256 token seen before",
+        "make_shield_rs",
+        target=1.5,
+        vs=("shield_rs256", 1.10),
+    ),
+    Row(
+        "pyjwt_rs256_fresh",
+        "PyJWT `jwt.decode` in before_request (RS256, IdP token seen for the first time)",
+        "make_pyjwt",
+        {"algorithm": "RS256"},
+        fresh=True,
+    ),
+    Row(
+        "shield_rs_fresh",
+        "shield resource-server mode, RS256 token from the IdP seen for the first time",
+        "make_shield_rs",
+        fresh=True,
     ),
     Row(
         "bare_es256_verify",
@@ -527,6 +549,39 @@ def inprocess_table(results: list[InProcessResult]) -> str:
         lines.append(
             f"| {result.row.label} | {median:.1f} | {low:.1f}-{high:.1f} | "
             f"{median - base:+.1f} | {ratio:.2f} | {verdict(result.row, ratio)} |"
+        )
+    return "\n".join(lines)
+
+
+def goals_text(results: list[InProcessResult]) -> str:
+    """Goals between rows (not against bare Flask), each the median over the rounds.
+
+    * a row's ``vs`` goal: its µs / the other row's µs in the same round;
+    * resource-server mode, first-seen token: the shield's µs at most PyJWT's own RS256
+      decode plus the pipeline (what the shield adds over bare Flask for a cached token).
+    """
+    by_key = {r.row.key: r for r in results}
+    lines: list[str] = []
+    for result in results:
+        goal = result.row.vs
+        if goal is None or goal[0] not in by_key:
+            continue
+        other, limit = goal
+        ratio = statistics.median(
+            a / b for a, b in zip(result.samples_us, by_key[other].samples_us, strict=True)
+        )
+        mark = "✅" if ratio <= limit else "❌"
+        lines.append(f"- {result.row.label} / {by_key[other].row.label}: {ratio:.3f} (goal ≤ {limit:.2f}) {mark}")
+    wanted = ("shield_rs_fresh", "pyjwt_rs256_fresh", "shield_rs_cached", BASELINE)
+    if all(key in by_key for key in wanted):
+        fresh, pyjwt, cached, bare = (by_key[key].samples_us for key in wanted)
+        budget = [p + (c - b) for p, c, b in zip(pyjwt, cached, bare, strict=True)]
+        spent = statistics.median(fresh)
+        allowed = statistics.median(budget)
+        mark = "✅" if statistics.median(f / a for f, a in zip(fresh, budget, strict=True)) <= 1.0 else "❌"
+        lines.append(
+            f"- resource-server mode, first-seen RS256 token: {spent:.1f} µs vs PyJWT's decode + the"
+            f" pipeline {allowed:.1f} µs (goal ≤) {mark}"
         )
     return "\n".join(lines)
 
@@ -1141,6 +1196,9 @@ def _run(args: Any, argv: list[str] | None, rows: list[Row], notes: list[str], d
             )
             in_results = run_inprocess(rows, rounds, batch, warmup, args.seed)
             table = inprocess_table(in_results)
+            goals = goals_text(in_results)
+            if goals:
+                table += "\n\nGoals between rows:\n\n" + goals
             sections.append(
                 "## In-process (direct WSGI calls)\n\n"
                 f"{rounds} rounds x {batch} requests per row, rows shuffled within each round; "

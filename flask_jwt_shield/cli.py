@@ -179,8 +179,23 @@ def generate_key(alg: str, kid: str | None = None) -> dict[str, str]:
 @keys.command("list")
 @with_appcontext
 def list_keys() -> None:
-    """List the key ring: kid, algorithm, and whether the key signs or only verifies."""
-    ring = _pipeline().keys
+    """List the key ring: kid, algorithm, and whether the key signs or only verifies.
+
+    In resource-server mode: the identity provider's keys, fetched now from its JWK Set.
+    """
+    pipeline = _pipeline()
+    remote = pipeline.codec.remote
+    if remote is not None:
+        remote.refresh_if_due()
+        key_set = remote.key_set
+        if key_set is None:
+            raise click.ClickException(f"the JWK Set could not be fetched: {remote.last_error}")
+        for kid, alg in sorted(key_set.keys):
+            click.echo(f"{kid}  {alg}  provider")
+        for skipped in key_set.skipped:
+            click.echo(f"{skipped.kid}  -  skipped: {skipped.reason}")
+        return
+    ring = pipeline.keys
     for i, key in enumerate(ring.keys):
         role = "signs" if i == 0 and key.signing is not None else "verifies"
         click.echo(f"{key.kid}  {key.alg}  {role}")

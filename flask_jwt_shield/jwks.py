@@ -122,6 +122,8 @@ class KeySet:
     keys: dict[tuple[str, str], Key]
     kids: frozenset[str]
     skipped: tuple[Skipped, ...] = ()
+    #: What the usable entries say, to tell a changed set from the same one fetched again.
+    fingerprint: frozenset[str] = frozenset()
 
 
 def parse_jwks(document: t.Any, allowed: frozenset[str]) -> KeySet:
@@ -140,6 +142,7 @@ def parse_jwks(document: t.Any, allowed: frozenset[str]) -> KeySet:
             counts[entry["kid"]] = counts.get(entry["kid"], 0) + 1
     keys: dict[tuple[str, str], Key] = {}
     skipped: list[Skipped] = []
+    used: set[str] = set()
     for entry in entries:
         kid = entry.get("kid") if isinstance(entry, dict) else None
         kid = kid if isinstance(kid, str) else None
@@ -149,9 +152,10 @@ def parse_jwks(document: t.Any, allowed: frozenset[str]) -> KeySet:
                 raise JWKSError("duplicate kid (every entry with this kid is skipped)")
             for key in _prepare(entry, kid, allowed):
                 keys[(key.kid, key.alg)] = key
+            used.add(json.dumps(entry, sort_keys=True, default=str))
         except JWKSError as exc:
             skipped.append(Skipped(kid, str(exc)))
-    return KeySet(keys, frozenset(kid for kid, _ in keys), tuple(skipped))
+    return KeySet(keys, frozenset(kid for kid, _ in keys), tuple(skipped), frozenset(used))
 
 
 def _prepare(entry: t.Any, kid: str | None, allowed: frozenset[str]) -> list[Key]:
@@ -255,6 +259,9 @@ class JWKSClient:
         self._expires_at = -math.inf  # when the cached set is due for a refresh
         self._last_attempt = -math.inf
         self._retry_at = -math.inf  # after a failure: no new attempt before this
+        #: No scheduled refresh before this instant (the later of the two above): the hot
+        #: path compares one float instead of calling :meth:`refresh_if_due`.
+        self.next_check = -math.inf
         self._failures = 0
         self._logged: set[Skipped] = set()
         self._lock = threading.Lock()
@@ -347,6 +354,7 @@ class JWKSClient:
                 self._failures += 1
                 backoff = min(self.min_refetch, _FIRST_RETRY * 2 ** (self._failures - 1))
                 self._retry_at = time.time() + max(backoff, 0.0)
+                self.next_check = max(self._expires_at, self._retry_at)
                 state = "keeping the cached keys" if self._set is not None else "no keys yet: requests get 503"
                 logger.warning("JWK Set fetch from %s failed (%s); %s", self._jwks_url or self.issuer, exc, state)
                 return True
@@ -354,10 +362,11 @@ class JWKSClient:
             self.last_error = None
             self._retry_at = -math.inf
             self._log_skipped(keys)
-            if self._set is None or self._set.keys != keys.keys:
+            if self._set is None or self._set.fingerprint != keys.fingerprint:
                 self.generation += 1
             self._set = keys
             self._expires_at = time.time() + ttl
+            self.next_check = self._expires_at
             return True
         finally:
             self._lock.release()

@@ -321,7 +321,8 @@ class TokenCodec:
         """
         remote = self.remote
         if remote is not None:
-            remote.refresh_if_due()  # one thread fetches when due; nobody waits for it
+            if time.time() >= remote.next_check:
+                remote.refresh_if_due()  # one thread fetches when due; no other waits for it
             if remote.generation != self._generation:
                 self._forget_keys(remote.generation)
         if typ == ACCESS_TYPE:

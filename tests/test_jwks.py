@@ -145,6 +145,18 @@ def test_rotation_new_kid_appears_and_old_kid_disappears_without_restart(
     assert jwks.generation == generation + 2
 
 
+def test_the_same_set_fetched_again_keeps_the_generation(clock: Clock, idp: IdPServer, k1: SigningKey) -> None:
+    idp.publish(k1)
+    jwks = client(idp.jwks_url, cache_ttl=300)
+    jwks.key("k1", "RS256")
+    generation = jwks.generation
+    for _ in range(3):
+        clock.advance(301)
+        jwks.key("k1", "RS256")
+    assert idp.jwks_hits == 4
+    assert jwks.generation == generation  # verified-token caches survive a routine refresh
+
+
 def test_unknown_kid_right_after_a_fetch_waits_for_min_refetch(
     clock: Clock, idp: IdPServer, k1: SigningKey, k2: SigningKey
 ) -> None:

@@ -492,7 +492,9 @@ def test_cli_revoke_and_check_config(rs_app: RSApp, rs_key: SigningKey, issuer: 
     assert get(app, token).status_code == 401
     result = runner.invoke(args=["jwt-shield", "check-config"])
     assert result.exit_code == 0 and "configuration OK" in result.output
-    assert runner.invoke(args=["jwt-shield", "keys", "list"]).exit_code == 0
+    listed = runner.invoke(args=["jwt-shield", "keys", "list"])
+    assert listed.exit_code == 0
+    assert "idp-2026-01  RS256  provider" in listed.output and "idp-ec  ES256  provider" in listed.output
     assert app.test_client().get("/api/me").status_code == 401
 
 
