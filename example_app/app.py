@@ -67,7 +67,9 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
     app = Flask(__name__, instance_path=instance_path or str(HERE / "instance"))
     app.config.update(
         JWT_SHIELD_SECRET_KEY=os.environ.get("JWT_SHIELD_SECRET_KEY") or _demo_secret(Path(app.instance_path)),
-        JWT_SHIELD_STORE_URI="sqlite:///shield.db",  # in example_app/instance/
+        # SQLite in example_app/instance/; JWT_SHIELD_STORE_URI=redis://127.0.0.1:6379/0 (or
+        # redis+cluster://host:port) shares one state between several app servers.
+        JWT_SHIELD_STORE_URI=os.environ.get("JWT_SHIELD_STORE_URI") or "sqlite:///shield.db",
         JWT_SHIELD_GEOIP_DATABASE=str(HERE / "demo-geoip.mmdb"),
         JWT_SHIELD_ISSUER="http://127.0.0.1:5000",
         JWT_SHIELD_AUDIENCE="example-api",

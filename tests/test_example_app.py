@@ -31,6 +31,21 @@ def test_secret_and_store_live_in_the_instance_folder(client: t.Any, tmp_path: P
     assert (tmp_path / "instance" / "shield.db").exists()
 
 
+@pytest.mark.redis
+def test_two_example_servers_share_one_redis(tmp_path: Path, clock: Clock, redis_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("JWT_SHIELD_STORE_URI", redis_url)
+    monkeypatch.setenv("JWT_SHIELD_SECRET_KEY", "example-two-servers-" + "s" * 40)
+    one = create_app({"TESTING": True}, instance_path=str(tmp_path / "one")).test_client()
+    two = create_app({"TESTING": True}, instance_path=str(tmp_path / "two")).test_client()
+    here = {"X-Forwarded-For": "192.0.2.10"}
+    pair = login(one).json
+    assert two.get("/api/me", headers={**bearer(pair["access_token"]), **here}).status_code == 200
+    assert one.post("/auth/logout", headers={**bearer(pair["access_token"]), **here}).status_code == 200
+    assert two.get("/api/me", headers={**bearer(pair["access_token"]), **here}).status_code == 401
+    assert not (tmp_path / "one" / "shield.db").exists()
+
+
 def test_wrong_password(client: t.Any) -> None:
     r = login(client, password="nope")
     assert r.status_code == 400 and r.json["error"] == "invalid_grant"
