@@ -1132,6 +1132,114 @@ def run_sessions(rounds: int, batch: int) -> str:
     return "\n".join(lines)
 
 
+# --- alerts: a request that records an alerted event --------------------------------------
+
+
+@contextlib.contextmanager
+def slow_receiver(delay: float) -> Iterator[str]:
+    """An alert receiver on 127.0.0.1 that answers every POST after ``delay`` seconds."""
+    from http.server import BaseHTTPRequestHandler
+    from http.server import ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            stop.wait(delay)
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def run_alerts(rounds: int, batch: int, delay: float = 1.0) -> str:
+    """What recording an alerted event costs a request, with the receiver slow or away.
+
+    One exempt view records a ``traffic-spike`` event per request (signal, audit line,
+    memory store) and answers 200, over WSGI. Rows: no webhook; a webhook whose receiver
+    answers each POST after ``delay`` seconds (the queue takes the alert); the same with a
+    full queue (the alert is dropped and counted). The request never waits on the receiver.
+    """
+    from werkzeug.test import EnvironBuilder
+
+    def make(config: dict[str, Any]) -> Any:
+        app = apps.make_shield(config=config)
+        pipeline = app.extensions["jwt_shield"]
+
+        @app.get("/alerting")
+        @pipeline.shield.exempt
+        def alerting() -> Any:
+            pipeline.record("traffic-spike", None, subject=apps.SUBJECT, action="flag", detail={"count": 3001})
+            return {"ok": True}
+
+        return app
+
+    template = EnvironBuilder("/alerting", environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+
+    def caller(app: Any) -> Any:
+        def call() -> None:
+            status: list[str] = []
+            environ = dict(template)
+            b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+            if not status[0].startswith("200"):
+                raise NotOK(f"/alerting: {status[0]}")
+
+        return call
+
+    labels = {
+        "plain": "request recording an event, no webhook",
+        "queued": f"same, webhook receiver answering after {delay:g} s (alert queued)",
+        "dropped": f"same, webhook receiver answering after {delay:g} s, queue full (alert dropped, counted)",
+    }
+    with slow_receiver(delay) as url:
+        hook = {"JWT_SHIELD_ALERT_WEBHOOK": url, "JWT_SHIELD_ALERT_RETRIES": 0}
+        made = {
+            "plain": make({}),
+            "queued": make({**hook, "JWT_SHIELD_ALERT_QUEUE_SIZE": 10**7}),
+            "dropped": make({**hook, "JWT_SHIELD_ALERT_QUEUE_SIZE": 1}),
+        }
+        calls = {key: caller(app) for key, app in made.items()}
+        for call in calls.values():
+            for _ in range(max(10, batch // 4)):  # warm-up; fills the one-slot queue
+                call()
+        samples: dict[str, list[float]] = {key: [] for key in calls}
+        for _ in range(rounds):  # interleaved, so that every row sees the same machine
+            for key, call in calls.items():
+                samples[key].append(_time_calls(call, batch))
+        sinks = {}
+        for key, app in made.items():
+            with app.app_context():
+                sinks[key] = app.extensions["jwt_shield"].shield.alerts()
+        dropped = sinks["dropped"].stats().dropped if sinks["dropped"] is not None else 0
+        for sink in sinks.values():
+            if sink is not None:
+                sink.close(timeout=delay + 1)
+    lines = ["| request | µs / request (median) | IQR (µs) | x no webhook |", "|---|---:|---:|---:|"]
+    plain = samples["plain"]
+    for key, values in samples.items():
+        low, high = quartiles(values)
+        ratio = statistics.median(v / p for v, p in zip(values, plain, strict=True))
+        lines.append(f"| {labels[key]} | {statistics.median(values):.1f} | {low:.1f}-{high:.1f} | {ratio:.2f} |")
+    lines.append("")
+    lines.append(f"Alerts dropped (and counted) in the full-queue row: {dropped}.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inprocess", action="store_true", help="direct WSGI calls (default)")
@@ -1216,6 +1324,16 @@ def _run(args: Any, argv: list[str] | None, rows: list[Row], notes: list[str], d
                     "of the mean per call. refresh() verifies the refresh token, checks "
                     "revocation, rotates atomically in the store (reuse detection) and signs "
                     f"a new pair.\n\n{run_sessions(session_rounds, session_batch)}\n"
+                )
+                print(sections[-1])
+                alert_rounds = 5 if args.quick else 30
+                alert_batch = 100 if args.quick else 200
+                sections.append(
+                    "## Alerts (a request that records an alerted event, over WSGI)\n\n"
+                    f"{alert_rounds} rounds x {alert_batch} requests, rows interleaved; the receiver "
+                    "answers each alert after 1 s, so the worker thread is always busy and the "
+                    "queue only grows (or, with one slot, is full).\n\n"
+                    f"{run_alerts(alert_rounds, alert_batch)}\n"
                 )
                 print(sections[-1])
             if redis_url is not None and any(row.needs_shield for row in rows):

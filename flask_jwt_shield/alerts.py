@@ -262,7 +262,8 @@ class AlertSink:
                     app_name, event = job
                     self._deliver(app_name, event)
             except Exception:  # the worker must outlive any bug in one delivery
-                logger.exception("alert worker: unexpected error (the worker keeps running)")
+                self._failed += 1
+                logger.exception("alert worker: unexpected error, alert given up (the worker keeps running)")
             finally:
                 jobs.task_done()
         # Closed: what is left is discarded, not sent (close() could not always queue _STOP).

@@ -11,6 +11,8 @@ import hmac
 import json
 import logging
 import re
+import subprocess
+import sys
 import time
 import typing as t
 from pathlib import Path
@@ -28,6 +30,7 @@ from flask_jwt_shield.config import DEFAULT_ALERT_EVENTS
 
 from .conftest import AppFactory
 from .conftest import bearer
+from .test_multiprocess import ROOT
 from .test_multiprocess import call
 from .test_multiprocess import gunicorn
 from .webhook_util import Receiver
@@ -365,6 +368,27 @@ def test_alerts_from_every_gunicorn_worker(tmp_path: Path) -> None:
         assert {r.json["source"]["pid"] for r in got} == workers and len(workers) == 2
         assert {r.json["event"]["kind"] for r in got} == {"refresh-reused"}
         assert all(json.loads(r.body)["app"] == "tests.multiworker_app" for r in got)
+
+
+def test_alert_queued_just_before_a_normal_exit_is_sent(tmp_path: Path) -> None:
+    script = tmp_path / "exits.py"
+    script.write_text(
+        "import sys\n"
+        "from flask import Flask\n"
+        "from flask_jwt_shield import JWTShield\n"
+        "app = Flask('exits')\n"
+        "app.config.update(JWT_SHIELD_SECRET_KEY='k' * 40, JWT_SHIELD_ALERT_WEBHOOK=sys.argv[1])\n"
+        "shield = JWTShield(app)\n"
+        "with app.app_context():\n"
+        "    app.extensions['jwt_shield'].record('refresh-reused', None, subject='alice')\n"
+        # no flush, no close: the process simply ends
+    )
+    with receiver() as rec:
+        done = subprocess.run([sys.executable, str(script), rec.url], cwd=ROOT, capture_output=True, timeout=30,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()
+        (got,) = rec.wait_for(1)
+        assert got.json["event"]["kind"] == "refresh-reused" and got.json["app"] == "exits"
 
 
 def test_receiver_behaviour_helper() -> None:
