@@ -290,6 +290,7 @@ def make_shield(
     geoip: bool = False,
     store: str = "memory",
     config: dict[str, Any] | None = None,
+    dashboard: bool = False,
     dpop: bool = False,
 ) -> Flask:
     """Flask-JWT-Shield, one ``revocation_checker`` that checks a set.
@@ -306,7 +307,9 @@ def make_shield(
     example app's demo City database. ``store`` is ``"memory"``, ``"sqlite"`` (a file in
     the run's key directory, shared with the gunicorn workers) or ``"redis"`` (the run's
     redis-server, which then holds the rate limit counters too). ``config`` adds or overrides
-    ``JWT_SHIELD_*`` keys. Raises ``ImportError`` while the package is missing.
+    ``JWT_SHIELD_*`` keys. ``dashboard`` registers the admin dashboard at ``/shield`` (to
+    show it costs a protected request nothing). Raises ``ImportError`` while the package is
+    missing.
     """
     from flask_jwt_shield import JWTShield
     from flask_jwt_shield import current_claims
@@ -343,6 +346,9 @@ def make_shield(
     @app.get("/api/me")
     def me() -> dict[str, str]:
         return {"sub": current_claims["sub"]}
+
+    if dashboard:  # no SECRET_KEY: the CSRF key comes from the signing key, and no Flask session runs
+        app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False), url_prefix="/shield")
 
     def mint(n: int) -> list[str]:
         with app.app_context():

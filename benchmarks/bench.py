@@ -154,6 +154,14 @@ ROWS: tuple[Row, ...] = (
         http=False,
     ),
     Row(
+        "shield_dashboard",
+        "shield HS256 with the admin dashboard registered, token seen before",
+        "make_shield",
+        {"dashboard": True},
+        target=1.5,
+        vs=("shield_hs256", 1.10),  # registering the dashboard adds nothing to a protected request
+    ),
+    Row(
         "shield_rs_cached",
         "shield resource-server mode (IdP JWK Set), RS256 token seen before",
         "make_shield_rs",

@@ -1,8 +1,11 @@
-"""An API protected by Flask-JWT-Shield, on embedded defaults.
+"""A small app protected by Flask-JWT-Shield, on embedded defaults.
 
-Run it with ``make run`` and follow the curl walk-through in README.md. State lives in
-``example_app/instance/`` (the SQLite store and a generated secret); the GeoIP database is
-the bundled demo one, which knows only the documentation address ranges.
+Run it with ``make run``: its start page (``/``) says how to log in and what to try, the
+shield's dashboard is at ``/shield/`` behind an admin login, and ``python -m
+example_app.attack_demo`` plays the stolen-token stories against it. State lives in
+``example_app/instance/``: the users (hashed passwords) and their notes in ``users.db``, the
+shield's SQLite store ``shield.db``, and generated secrets. The GeoIP database is the
+bundled demo one, which knows only the documentation address ranges.
 """
 
 from __future__ import annotations
@@ -11,13 +14,20 @@ import dataclasses
 import json
 import os
 import secrets
+import sqlite3
 import typing as t
+from contextlib import closing
 from pathlib import Path
 
 from flask import Blueprint
 from flask import Flask
+from flask import current_app
 from flask import jsonify
+from flask import redirect
+from flask import render_template
 from flask import request
+from flask import session
+from flask import url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash
@@ -32,11 +42,14 @@ from flask_jwt_shield import get_claims
 
 HERE = Path(__file__).resolve().parent
 
-# Demo users. A real app checks passwords against its database.
-USERS = {
-    "alice": {"password": generate_password_hash("wonderland"), "role": "admin"},
-    "bob": {"password": generate_password_hash("builder"), "role": "user"},
-}
+# The demo users, written into the users database on the first start. Hashed once here, so
+# that building many apps (the tests do) does not pay for the slow hash each time.
+SEED_USERS = [
+    ("alice", generate_password_hash("wonderland"), "admin"),
+    ("bob", generate_password_hash("builder"), "user"),
+]
+MIN_PASSWORD = 8
+MAX_NOTE = 500
 
 # Registered confidential clients (a server-side app, a CLI) and their hashed secrets. Public
 # clients (a browser or mobile app) have no secret and need no entry.
@@ -53,9 +66,9 @@ def authenticate_client(client: ClientCredentials) -> bool:
     return client.client_secret is not None and check_password_hash(registered, client.client_secret)
 
 
-def _demo_secret(instance: Path) -> str:
-    """A random signing secret kept in the instance folder, so restarts keep sessions."""
-    path = instance / "jwt-secret.txt"
+def _demo_secret(instance: Path, name: str = "jwt-secret.txt") -> str:
+    """A random secret kept in the instance folder, so restarts keep sessions."""
+    path = instance / name
     if not path.exists():
         instance.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))
@@ -65,8 +78,13 @@ def _demo_secret(instance: Path) -> str:
 
 def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path or str(HERE / "instance"))
+    instance = Path(app.instance_path)
     app.config.update(
-        JWT_SHIELD_SECRET_KEY=os.environ.get("JWT_SHIELD_SECRET_KEY") or _demo_secret(Path(app.instance_path)),
+        # Flask's session cookie (the dashboard's admin login) and the dashboard's CSRF tokens.
+        SECRET_KEY=os.environ.get("SECRET_KEY") or _demo_secret(instance, "flask-secret.txt"),
+        SESSION_COOKIE_SAMESITE="Lax",
+        USERS_DATABASE=str(instance / "users.db"),
+        JWT_SHIELD_SECRET_KEY=os.environ.get("JWT_SHIELD_SECRET_KEY") or _demo_secret(instance),
         # SQLite in example_app/instance/; JWT_SHIELD_STORE_URI=redis://127.0.0.1:6379/0 (or
         # redis+cluster://host:port) shares one state between several app servers.
         JWT_SHIELD_STORE_URI=os.environ.get("JWT_SHIELD_STORE_URI") or "sqlite:///shield.db",
@@ -84,14 +102,58 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         JWT_SHIELD_DPOP="optional",
     )
     app.config.update(config or {})
+    _init_users(app.config["USERS_DATABASE"])
     # Demo only: trust one proxy hop so that `curl -H "X-Forwarded-For: 203.0.113.7"` can
     # play a client abroad. Behind a real proxy, set x_for to the number of proxies you run.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     shield.init_app(app)
     app.register_blueprint(shield.jwks_blueprint())
     app.register_blueprint(_routes(app))
+    app.register_blueprint(_admin())
+    # The shield's dashboard, for admins logged in at /admin/login (a Flask session cookie).
+    app.register_blueprint(shield.dashboard_blueprint(authorize=is_admin, login_url="/admin/login"),
+                           url_prefix="/shield")  # fmt: skip
     app.register_error_handler(HTTPException, _json_error)
     return app
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+def _init_users(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, password TEXT NOT NULL,"
+                   " role TEXT NOT NULL)")  # fmt: skip
+        db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
+                   " text TEXT NOT NULL, at REAL NOT NULL)")  # fmt: skip
+        db.executemany("INSERT OR IGNORE INTO users VALUES (?, ?, ?)", SEED_USERS)
+
+
+def _db() -> sqlite3.Connection:
+    db = sqlite3.connect(current_app.config["USERS_DATABASE"], timeout=10)
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def find_user(username: str) -> sqlite3.Row | None:
+    with closing(_db()) as db:
+        return t.cast(sqlite3.Row | None, db.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone())
+
+
+def check_login(username: str, password: str) -> sqlite3.Row | None:
+    """The user, if the password is right."""
+    user = find_user(username)
+    if user is None or not check_password_hash(user["password"], password):
+        return None
+    return user
+
+
+def is_admin() -> bool:
+    """The dashboard's ``authorize``: an admin logged in at /admin/login, still an admin."""
+    name = session.get("admin")
+    user = find_user(name) if isinstance(name, str) else None
+    return user is not None and user["role"] == "admin"
 
 
 def _json_error(exc: HTTPException) -> t.Any:
@@ -127,26 +189,16 @@ def _routes(app: Flask) -> Blueprint:
     @bp.get("/")
     @shield.exempt
     def index() -> t.Any:
-        return {
-            "try": [
-                "POST /auth/login {username, password}  (alice/wonderland, bob/builder)",
-                "GET /api/me with Authorization: Bearer <access_token>",
-                "GET /api/claims: every verified claim of your token",
-                "POST /auth/refresh grant_type=refresh_token&refresh_token=... (RFC 6749 §6; JSON too)",
-                "POST /auth/logout, POST /auth/logout-all",
-                "GET /api/sessions, GET /api/events",
-                "DPoP: python -m example_app.dpop_client (tokens bound to a key; a copied token is refused)",
-            ]
-        }
+        return render_template("index.html", admin=session.get("admin"))
 
     @bp.post("/auth/login")
     @shield.exempt
     def login() -> t.Any:
         data = _json_object("username", "password")
-        user = USERS.get(data["username"])
-        if user is None or not check_password_hash(user["password"], data["password"]):
+        user = check_login(data["username"], data["password"])
+        if user is None:
             return jsonify(error="invalid_grant", error_description="Wrong username or password."), 400
-        pair = shield.issue_tokens(data["username"], claims={"role": user["role"]})
+        pair = shield.issue_tokens(user["username"], claims={"role": user["role"]})
         body = pair.as_dict()
         if pair.new_country:
             body["notice"] = "login from a new country for this account"
@@ -171,6 +223,23 @@ def _routes(app: Flask) -> Blueprint:
         shield.revoke_subject(current_claims["sub"])  # every device, e.g. after a password change
         return {"logged_out": "everywhere"}
 
+    @bp.post("/auth/change-password")
+    def change_password() -> t.Any:
+        data = _json_object("current_password", "new_password")
+        sub = current_claims["sub"]
+        user = check_login(sub, data["current_password"])
+        if user is None:
+            return jsonify(error="invalid_grant", error_description="The current password is wrong."), 400
+        if len(data["new_password"]) < MIN_PASSWORD:
+            raise InvalidRequest(f"The new password needs at least {MIN_PASSWORD} characters.", reason="weak")
+        with closing(_db()) as db, db:
+            db.execute("UPDATE users SET password = ? WHERE username = ?",
+                       (generate_password_hash(data["new_password"]), sub))  # fmt: skip
+        # A changed password ends every session, the thief's too; this device gets a new one.
+        shield.revoke_subject(sub)
+        pair = shield.issue_tokens(sub, claims={"role": user["role"]})
+        return {"password_changed": True, "logged_out": "everywhere else", **pair.as_dict()}
+
     @bp.get("/api/me")
     def me() -> t.Any:
         return {"sub": current_claims["sub"], "role": current_claims.get("role"), "sid": current_claims.get("sid")}
@@ -187,9 +256,68 @@ def _routes(app: Flask) -> Blueprint:
     def events() -> t.Any:
         return {"events": [e.to_dict() for e in shield.events(subject=current_claims["sub"], limit=50)]}
 
+    @bp.get("/api/notes")
+    def notes() -> t.Any:
+        with closing(_db()) as db:
+            rows = db.execute("SELECT id, text, at FROM notes WHERE username = ? ORDER BY id DESC LIMIT 100",
+                              (current_claims["sub"],)).fetchall()  # fmt: skip
+        return {"notes": [dict(r) for r in rows]}
+
+    @bp.post("/api/notes")
+    def add_note() -> t.Any:
+        text = _json_object("text")["text"]
+        if len(text) > MAX_NOTE:
+            raise InvalidRequest(f"A note holds at most {MAX_NOTE} characters.", reason="too-long")
+        with closing(_db()) as db, db:
+            cur = db.execute("INSERT INTO notes (username, text, at) VALUES (?, ?, strftime('%s', 'now'))",
+                             (current_claims["sub"], text))  # fmt: skip
+        return {"id": cur.lastrowid, "text": text}, 201
+
     @bp.post("/api/reports")
     @shield.limit("5/minute")  # an expensive endpoint gets a tighter per-token limit
     def reports() -> t.Any:
         return {"report": "ready"}
+
+    return bp
+
+
+def _admin() -> Blueprint:
+    """The admin login in front of the dashboard: an HTML form and a Flask session cookie."""
+    bp = Blueprint("admin", __name__)
+
+    def form(error: str | None = None, status: int = 200) -> t.Any:
+        token = session.setdefault("login_csrf", secrets.token_urlsafe(24))
+        return render_template("admin_login.html", error=error, csrf_token=token, admin=session.get("admin")), status
+
+    @bp.get("/admin/login")
+    @shield.exempt
+    def login_form() -> t.Any:
+        return form()
+
+    @bp.post("/admin/login")
+    @shield.exempt
+    def login() -> t.Any:
+        expected = session.get("login_csrf")
+        given = request.form.get("csrf_token", "")
+        if not isinstance(expected, str) or not secrets.compare_digest(expected, given):
+            return form("The form expired; please try again.", 400)
+        username, password = request.form.get("username", ""), request.form.get("password", "")
+        user = check_login(username, password) if username and password else None
+        if user is None:
+            return form("Wrong username or password.", 400)
+        if user["role"] != "admin":
+            return form(f"{username} is not an administrator.", 403)
+        session.clear()  # a new session id after login
+        session["admin"] = user["username"]
+        return redirect(url_for("jwt_shield_dashboard.index"), code=303)
+
+    @bp.post("/admin/logout")
+    @shield.exempt
+    def logout() -> t.Any:
+        expected = session.get("login_csrf")
+        if not isinstance(expected, str) or not secrets.compare_digest(expected, request.form.get("csrf_token", "")):
+            return form("The form expired; please try again.", 400)
+        session.clear()
+        return redirect(url_for("example.index"), code=303)
 
     return bp

@@ -597,6 +597,32 @@ class JWTShield:
                                     resolve_subject=resolve_subject, authorize=authorize)  # fmt: skip
         return make_blueprint(name, url, SecurityEventReceiver(settings, client), self._pipeline, self.exempt)
 
+    def dashboard_blueprint(
+        self,
+        *,
+        authorize: t.Callable[[], bool],
+        name: str = "jwt_shield_dashboard",
+        login_url: str | None = None,
+    ) -> Blueprint:
+        """The admin dashboard: recent events, a subject's sessions and timeline, the keys,
+        with buttons that revoke a session, a token, a subject or a key.
+
+        Register it under a prefix of your choice::
+
+            app.register_blueprint(shield.dashboard_blueprint(authorize=is_admin), url_prefix="/shield")
+
+        :param authorize: called in every dashboard request; anything but ``True`` is 403.
+            The pages are exempt from the token pipeline: the app decides how admins log in
+            (a session cookie, an SSO proxy ...).
+        :param login_url: linked from the 403 page, where an admin logs in.
+
+        Every form posts a ``csrf_token`` tied to a cookie and signed with a key derived
+        from the app's ``SECRET_KEY`` (or, without one, from the shield's signing key).
+        """
+        from .dashboard import build
+
+        return build(exempt=self.exempt, authorize=authorize, name=name, login_url=login_url)
+
     # -- the OAuth 2.0 token endpoint ----------------------------------------------------
 
     def token_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:

@@ -405,10 +405,23 @@ class JWKSClient:
             url, headers={"Accept": "application/json", "User-Agent": "Flask-JWT-Shield"}
         )
         try:
+            # The socket timeout bounds each wait; the deadline bounds the whole body, so a
+            # server trickling one byte at a time cannot hold the fetching thread for long.
+            deadline = time.monotonic() + 2 * self.timeout
             with self._opener.open(request, timeout=self.timeout) as response:
                 if response.status != 200:
                     raise JWKSError(f"HTTP {response.status}")
-                body = response.read(_MAX_BYTES + 1)
+                chunks: list[bytes] = []
+                size = 0
+                while size <= _MAX_BYTES:
+                    chunk = response.read1(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if time.monotonic() > deadline:
+                        raise JWKSError(f"the response took longer than {2 * self.timeout:g} s")
+                body = b"".join(chunks)
                 cache_control = response.headers.get("Cache-Control")
         except JWKSError:
             raise

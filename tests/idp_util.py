@@ -84,6 +84,7 @@ class IdPServer:
         self.issuer_override: str | None = None
         self.discovery_jwks_uri: str | None = None
         self.raw_body: bytes | None = None
+        self.trickle: float | None = None  # seconds between the body's bytes (a slowloris)
         self._lock = threading.Lock()
         server = self
 
@@ -116,7 +117,14 @@ class IdPServer:
                     self.send_header("Cache-Control", server.cache_control)
                 self.end_headers()
                 try:
-                    self.wfile.write(body)
+                    if server.trickle is None:
+                        self.wfile.write(body)
+                    else:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            if server.hold is None:
+                                threading.Event().wait(server.trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout or size-limit test)
 

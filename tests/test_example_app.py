@@ -101,6 +101,88 @@ def test_a_view_returns_the_claims(client: t.Any) -> None:
     assert {"sub", "jti", "exp", "iat", "sid"} <= set(claims)
 
 
+def test_users_live_in_sqlite_with_hashed_passwords(client: t.Any, tmp_path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "instance" / "users.db") as db:
+        rows = dict(db.execute("SELECT username, password FROM users").fetchall())
+    assert set(rows) == {"alice", "bob"}
+    assert all(h.startswith(("scrypt:", "pbkdf2:")) and "wonderland" not in h for h in rows.values())
+
+
+def test_change_password_logs_out_everywhere_else(client: t.Any, clock: Clock) -> None:
+    here = {"X-Forwarded-For": "192.0.2.10"}
+    phone, laptop = login(client).json, login(client).json
+    r = client.post("/auth/change-password", json={"current_password": "wonderland", "new_password": "looking-glass"},
+                    headers={**bearer(laptop["access_token"]), **here})  # fmt: skip
+    assert r.status_code == 200 and r.json["password_changed"] is True
+    for old in (phone, laptop):
+        assert client.get("/api/me", headers={**bearer(old["access_token"]), **here}).status_code == 401
+        refreshed = client.post("/auth/refresh", json={"refresh_token": old["refresh_token"]}, headers=here)
+        assert refreshed.status_code == 400
+    assert client.get("/api/me", headers={**bearer(r.json["access_token"]), **here}).status_code == 200
+    assert login(client).status_code == 400  # the old password is gone
+    assert login(client, password="looking-glass").status_code == 200
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"current_password": "nope", "new_password": "looking-glass"}, 400),
+    ({"current_password": "wonderland", "new_password": "short"}, 400),
+    ({"current_password": "wonderland"}, 400),
+])  # fmt: skip
+def test_change_password_refusals(client: t.Any, body: dict[str, str], status: int) -> None:
+    token = login(client).json["access_token"]
+    r = client.post("/auth/change-password", json=body, headers=bearer(token))
+    assert r.status_code == status and r.mimetype == "application/json"
+    assert client.get("/api/me", headers=bearer(token)).status_code == 200  # nothing was revoked
+
+
+def test_notes(client: t.Any) -> None:
+    alice = login(client).json["access_token"]
+    bob = client.post("/auth/login", json={"username": "bob", "password": "builder"}).json["access_token"]
+    assert client.post("/api/notes", json={"text": "buy milk"}, headers=bearer(alice)).status_code == 201
+    assert [n["text"] for n in client.get("/api/notes", headers=bearer(alice)).json["notes"]] == ["buy milk"]
+    assert client.get("/api/notes", headers=bearer(bob)).json["notes"] == []
+    assert client.post("/api/notes", json={"text": "x" * 501}, headers=bearer(alice)).status_code == 400
+    assert client.get("/api/notes").status_code == 401
+
+
+def test_start_page_says_how_to_log_in(client: t.Any) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    html = r.get_data(as_text=True)
+    for needle in ("alice", "wonderland", "/auth/login", "/admin/login", "X-Forwarded-For", "example_app.attack_demo"):
+        assert needle in html
+
+
+def _admin_login(client: t.Any, username: str, password: str) -> t.Any:
+    import re
+
+    page = client.get("/admin/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    return client.post("/admin/login", data={"csrf_token": token.group(1), "username": username,
+                                             "password": password})  # fmt: skip
+
+
+def test_dashboard_is_behind_the_admin_login(client: t.Any) -> None:
+    r = client.get("/shield/")
+    assert r.status_code == 403 and 'href="/admin/login"' in r.get_data(as_text=True)
+    assert _admin_login(client, "bob", "builder").status_code == 403  # not an admin
+    assert client.get("/shield/").status_code == 403
+    assert _admin_login(client, "alice", "nope").status_code == 400
+    r = _admin_login(client, "alice", "wonderland")
+    assert r.status_code == 303 and r.headers["Location"] == "/shield/"
+    assert client.get("/shield/").status_code == 200
+
+
+def test_admin_login_needs_its_csrf_token(client: t.Any) -> None:
+    client.get("/admin/login")
+    r = client.post("/admin/login", data={"username": "alice", "password": "wonderland", "csrf_token": "x"})
+    assert r.status_code == 400 and "expired" in r.get_data(as_text=True)
+    assert client.get("/shield/").status_code == 403
+
+
 # -- the DPoP client, against the example app on a real HTTP server -------------------------------
 
 

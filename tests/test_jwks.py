@@ -328,6 +328,16 @@ def test_timeouts_are_short_and_configurable(clock: Clock, idp: IdPServer, k1: S
     assert "timed out" in caplog.text
 
 
+def test_a_trickling_server_cannot_hold_the_fetch_for_long(clock: Clock, idp: IdPServer, k1: SigningKey,
+                                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    idp.publish(k1)
+    idp.trickle = 0.05  # each byte within the socket timeout; the whole body would take minutes
+    jwks = client(idp.jwks_url, timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"), pytest.raises(KeysUnavailable):
+        jwks.key("k1", "RS256")
+    assert "took longer than 0.4 s" in caplog.text
+
+
 # -- transport rules ----------------------------------------------------------------------------
 
 

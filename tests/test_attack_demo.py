@@ -1,0 +1,58 @@
+"""``python -m example_app.attack_demo`` against the example app served over HTTP from its own
+process: every story runs and the shield stops the thief in each (real time, so the refresh
+reuse story waits out the example's 5 s grace)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from example_app.app import create_app
+from example_app.app import shield
+
+from .example_server import ROOT
+from .example_server import serve
+
+DEMO_TIMEOUT = 180
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "example_app.attack_demo", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)  # fmt: skip
+
+
+def test_the_demo_plays_every_story_and_the_shield_stops_each(tmp_path: Path) -> None:
+    instance = tmp_path / "instance"
+    with serve(instance) as server:
+        done = run_demo("--url", server.url)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    for title in ("A stolen access token, replayed from another country", "Impossible travel",
+                  "Hammering the API", "A stolen refresh token: reuse detection", "Use after 'log out everywhere'",
+                  "A DPoP-bound token replayed without its key"):  # fmt: skip
+        assert title in out
+    assert out.count("=> STOPPED") == 6 and "NOT STOPPED" not in out
+    assert "The shield stopped the thief in 6 of 6 stories." in out
+    # What it printed is what the shield stored.
+    for line in ("impossible-travel  from BR -> revoke_family", "new-country        from JP -> flag",
+                 "traffic-spike      -> revoke", "refresh-reused     -> revoke_family",
+                 "subject-revoked    -> revoke_subject", "dpop-rejected      -> deny  (dpop-wrong-key)"):  # fmt: skip
+        assert line in out, line
+    app = create_app({"TESTING": True}, instance_path=str(instance))
+    with app.app_context():
+        kinds = {e.kind for e in shield.events(limit=1000)}
+    assert {"impossible-travel", "new-country", "traffic-spike", "rate-limited", "refresh-reused",
+            "subject-revoked", "dpop-rejected"} <= kinds  # fmt: skip
+    assert "eyJ" not in out  # no token is ever printed
+
+
+def test_the_demo_says_when_the_app_is_not_running() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = run_demo("--url", f"http://127.0.0.1:{port}")
+    assert done.returncode == 2 and "Start it with `make run`" in done.stdout

@@ -1,0 +1,156 @@
+"""The dashboard in a real browser: headless Chromium against the example app served over HTTP.
+
+The story of the 3 a.m. call: Alice logged in from Berlin yesterday; tonight someone logs in
+as her from Tokyo (a new country). The admin logs in to the example app, sees the event on
+the dashboard, opens Alice's page and revokes that session -- two clicks -- and the thief's
+access token gets 401 while Alice's own session lives on.
+
+Screenshots of each step go to the test's temporary folder (or ``$JWT_SHIELD_SCREENSHOTS``);
+docs/_static/dashboard.png is one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import typing as t
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jwt
+import pytest
+
+from example_app.app import create_app
+
+from .browser_util import chromium
+from .browser_util import screenshot
+from .example_server import serve
+
+BERLIN, MUNICH, TOKYO = "192.0.2.10", "192.0.2.140", "203.0.113.7"
+HTTP_TIMEOUT = 10
+
+
+def call(url: str, *, method: str = "GET", body: dict[str, t.Any] | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, t.Any]]:  # fmt: skip
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read() or b"{}")
+
+
+def yesterday(instance: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What happened before tonight, through the app itself at earlier times: Alice in
+    Berlin 20 hours ago, Bob around Munich all day. Returns Alice's session id."""
+    app = create_app({"TESTING": True}, instance_path=str(instance))
+    client = app.test_client()
+    real = time.time()
+
+    def at(hours_ago: float) -> None:
+        monkeypatch.setattr(time, "time", lambda: real - hours_ago * 3600)
+
+    at(20)
+    alice = client.post("/auth/login", json={"username": "alice", "password": "wonderland"},
+                        headers={"X-Forwarded-For": BERLIN}).json  # fmt: skip
+    for hours_ago in (18, 13, 9, 6, 3, 1.5):
+        at(hours_ago)
+        bob = client.post("/auth/login", json={"username": "bob", "password": "builder"},
+                          headers={"X-Forwarded-For": MUNICH}).json  # fmt: skip
+        at(hours_ago - 0.2)
+        client.post("/auth/refresh", data={"grant_type": "refresh_token", "refresh_token": bob["refresh_token"]},
+                    headers={"X-Forwarded-For": MUNICH})  # fmt: skip
+        client.get("/api/me", headers={"Authorization": "Bearer not-a-token", "X-Forwarded-For": MUNICH})
+    monkeypatch.setattr(time, "time", lambda: real)
+    return t.cast(str, jwt.decode(alice["access_token"], options={"verify_signature": False})["sid"])
+
+
+def test_admin_finds_the_thiefs_session_and_kills_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shots = Path(os.environ.get("JWT_SHIELD_SCREENSHOTS") or tmp_path / "screenshots")
+    instance = tmp_path / "instance"
+    alice_sid = yesterday(instance, monkeypatch)
+    from selenium.webdriver.common.by import By
+
+    with serve(instance) as server, chromium() as browser:
+        # Tonight: the thief logs in as Alice from Tokyo, and uses the token.
+        status, thief = call(server.url + "/auth/login", method="POST",
+                             body={"username": "alice", "password": "wonderland"},
+                             headers={"X-Forwarded-For": TOKYO})  # fmt: skip
+        assert status == 200 and thief.get("notice") == "login from a new country for this account"
+        thief_sid = jwt.decode(thief["access_token"], options={"verify_signature": False})["sid"]
+        as_thief = {"Authorization": f"Bearer {thief['access_token']}", "X-Forwarded-For": TOKYO}
+        assert call(server.url + "/api/me", headers=as_thief)[0] == 200
+
+        # The admin opens the app, follows the start page to the admin login, logs in.
+        browser.get(server.url + "/")
+        screenshot(browser, shots, "start-page")
+        browser.find_element(By.LINK_TEXT, "Log in as alice").click()
+        browser.find_element(By.ID, "username").send_keys("alice")
+        browser.find_element(By.ID, "password").send_keys("wonderland")
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        assert browser.current_url == server.url + "/shield/"
+        assert browser.title == "Events · Shield"
+
+        # The new-country event is on the dashboard, at the top.
+        row = browser.find_element(By.XPATH, "//table[contains(@class,'events')]//tr[.//span[text()='new-country']]")
+        assert "JP" in row.text and "new: JP; before: DE" in row.text
+        assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect")  # the chart has bars
+        screenshot(browser, shots, "dashboard")
+
+        # Click 1: the user in that row. Her page marks the session from the new country.
+        row.find_element(By.LINK_TEXT, "alice").click()
+        assert browser.title == "alice · Shield"
+        flagged = browser.find_element(By.CSS_SELECTOR, "table.sessions tr.flagged")
+        assert flagged.get_attribute("id") == f"session-{thief_sid}" and "new country" in flagged.text
+        assert browser.find_element(By.ID, f"session-{alice_sid}")  # her own session, from Berlin
+        screenshot(browser, shots, "subject")
+
+        # Click 2: revoke it.
+        flagged.find_element(By.XPATH, ".//button[text()='Revoke session']").click()
+        notice = browser.find_element(By.CSS_SELECTOR, "p.notice")
+        assert "revoked" in notice.text
+        assert not browser.find_elements(By.ID, f"session-{thief_sid}")
+        assert browser.find_elements(By.ID, f"session-{alice_sid}")
+        screenshot(browser, shots, "revoked")
+
+        # The thief's access token is refused from now on; the refresh token too.
+        status, body = call(server.url + "/api/me", headers=as_thief)
+        assert status == 401 and "revoked" in body["error_description"]
+        status, body = call(server.url + "/auth/refresh", method="POST", body={"refresh_token": thief["refresh_token"]},
+                            headers={"X-Forwarded-For": TOKYO})  # fmt: skip
+        assert status == 400 and body["error"] == "invalid_grant"
+
+        # The keys page in the same browser session.
+        browser.find_element(By.LINK_TEXT, "Keys").click()
+        assert "signs" in browser.find_element(By.TAG_NAME, "table").text
+        screenshot(browser, shots, "keys")
+
+
+def test_a_forged_revoke_form_from_another_site_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admin who is logged in visits an attacker's page that posts a revoke form to the
+    dashboard: the browser sends no cookie cross-site (SameSite) and the form has no valid
+    token, so nothing is revoked."""
+    instance = tmp_path / "instance"
+    alice_sid = yesterday(instance, monkeypatch)
+    from selenium.webdriver.common.by import By
+
+    with serve(instance) as server, chromium() as browser:
+        browser.get(server.url + "/admin/login")
+        browser.find_element(By.ID, "username").send_keys("alice")
+        browser.find_element(By.ID, "password").send_keys("wonderland")
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        assert browser.find_element(By.ID, "find-sub")
+        evil = tmp_path / "evil.html"
+        evil.write_text(f'<form id="f" method="post" action="{server.url}/shield/revoke/subject">'
+                        f'<input name="sub" value="alice"><input name="csrf_token" value="guess"></form>'
+                        f'<button id="go" form="f">win a prize</button>')  # fmt: skip
+        browser.get(evil.as_uri())
+        browser.find_element(By.ID, "go").click()
+        assert "403" in browser.title or "400" in browser.title
+        browser.get(server.url + "/shield/subject?sub=alice")
+        assert browser.find_elements(By.ID, f"session-{alice_sid}")  # still alive
