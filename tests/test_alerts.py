@@ -36,6 +36,7 @@ from .test_multiprocess import gunicorn
 from .webhook_util import Receiver
 from .webhook_util import closed_port_url
 from .webhook_util import receiver
+from .webhook_util import tls_pair
 
 SECRET = "alert-signing-secret-" + "s" * 24
 # Every kind the scenario below produces, so that each of its steps sends alerts.
@@ -215,6 +216,28 @@ def test_basic_auth_from_the_url(make_app: AppFactory, sinks: list[AlertSink]) -
         assert rec.received[0].headers["Authorization"] == "Basic b3BzOnBAc3M="  # ops:p@ss
 
 
+def test_https_receiver_verified_against_the_trusted_cas(
+    make_app: AppFactory, sinks: list[AlertSink], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context, ca_file = tls_pair(tmp_path)
+    with receiver(tls=context) as rec:
+        assert rec.url.startswith("https://localhost:")
+        untrusted, untrusted_shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_RETRIES=0))
+        sinks.append(refused := sink_of(untrusted, untrusted_shield))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the system's trust store, as OpenSSL reads it
+        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_SECRET=SECRET))
+        sinks.append(sink := sink_of(app, shield))
+        scenario(untrusted)
+        scenario(app)
+        assert refused.flush(10) and sink.flush(10)
+        assert (refused.stats().failed, refused.stats().delivered) == (1, 0)  # unknown CA: not sent
+        assert sink.stats().delivered == 1
+        (got,) = rec.received
+        assert got.json["event"]["kind"] == "refresh-reused"
+        assert verify_signature(SECRET.encode(), got.headers["X-JWT-Shield-Timestamp"], got.body,
+                                got.headers["X-JWT-Shield-Signature"])  # fmt: skip
+
+
 # -- receivers that misbehave: the requests never notice ----------------------------------
 
 
@@ -323,6 +346,18 @@ def test_queue_overflow_counts_and_logs_drops(make_app: AppFactory, sinks: list[
         assert caplog.text.count("alert queue full") == 1  # not one line per drop
         with app.app_context():  # the events themselves were all recorded
             assert len(shield.events(kind="family-revoked", limit=50)) == 20
+
+
+def test_full_queue_leaves_answers_unchanged(make_app: AppFactory, sinks: list[AlertSink],
+                                             without_webhook: t.Any) -> None:  # fmt: skip
+    with receiver("hung") as rec:
+        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
+                                            JWT_SHIELD_ALERT_QUEUE_SIZE=1, JWT_SHIELD_ALERT_TIMEOUT=30))  # fmt: skip
+        sinks.append(sink := sink_of(app, shield))
+        answers, _ = scenario(app)
+        assert answers == without_webhook
+        stats = sink.stats()
+        assert stats.queued + stats.dropped == 6 and stats.dropped >= 4
 
 
 def test_closed_sink_takes_nothing(make_app: AppFactory) -> None:
