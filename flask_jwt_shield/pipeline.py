@@ -319,7 +319,7 @@ class Pipeline:
                 headers = decision.headers()
             except LimiterStorageError:
                 headers = {}
-            if self._first_in_a_while(("rate-limited", identity)):
+            if self.first_in_a_while(("rate-limited", identity)):
                 limit = decision.limit
                 self.record("rate-limited", claims, action="deny",
                             detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
@@ -418,7 +418,7 @@ class Pipeline:
         if effective != action:
             detail = {**detail, "monitor_only": True, "intended_action": action}
         sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
-        repeated = effective == "deny" and claims is not None and not self._first_in_a_while(
+        repeated = effective == "deny" and claims is not None and not self.first_in_a_while(
             (finding.kind, claims["jti"])
         )
         if not repeated:
@@ -543,11 +543,15 @@ class Pipeline:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
         kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
             "token-rejected")  # fmt: skip
-        if self._first_in_a_while((kind, who, exc.reason)):
+        if self.first_in_a_while((kind, who, exc.reason)):
             self.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
 
-    def _first_in_a_while(self, key: tuple[str, ...]) -> bool:
-        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds."""
+    def first_in_a_while(self, key: tuple[str, ...]) -> bool:
+        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds.
+
+        How every refusal that repeats (a hammering client, a replayed SET) is recorded
+        once a minute per process instead of once per request.
+        """
         now = time.time()
         last = self._recent.get(key)
         if last is not None and now - last < _REPEAT_INTERVAL:
