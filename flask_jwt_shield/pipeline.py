@@ -325,7 +325,7 @@ class Pipeline:
                 headers = decision.headers()
             except LimiterStorageError:
                 headers = {}
-            if self._first_in_a_while(("rate-limited", identity)):
+            if self.first_in_a_while(("rate-limited", identity)):
                 limit = decision.limit
                 self.record("rate-limited", claims, action="deny",
                             detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
@@ -424,7 +424,7 @@ class Pipeline:
         if effective != action:
             detail = {**detail, "monitor_only": True, "intended_action": action}
         sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
-        repeated = effective == "deny" and claims is not None and not self._first_in_a_while(
+        repeated = effective == "deny" and claims is not None and not self.first_in_a_while(
             (finding.kind, claims["jti"])
         )
         if not repeated:
@@ -461,7 +461,7 @@ class Pipeline:
 
     # -- operators' revocations (JWTShield.revoke_* and the CLI) -----------------------------
 
-    def revoke_token(self, token_or_jti: str) -> str:
+    def revoke_token(self, token_or_jti: str, *, by: str | None = None) -> str:
         """See :meth:`JWTShield.revoke_token <flask_jwt_shield.JWTShield.revoke_token>`."""
         now = time.time()
         sub = sid = None
@@ -473,22 +473,23 @@ class Pipeline:
         else:
             jti, until = token_or_jti, self.revocation_horizon(now)
         self.write(lambda: self.store.revoke("jti", jti, until))
-        self.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke")
+        self.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke", detail=_by(by))
         return jti
 
-    def revoke_family(self, sid: str) -> None:
+    def revoke_family(self, sid: str, *, by: str | None = None) -> None:
         """See :meth:`JWTShield.revoke_family <flask_jwt_shield.JWTShield.revoke_family>`."""
         until = self.revocation_horizon(time.time())
         family = self.write(lambda: self.store.revoke_family(sid, until))
-        self.record("family-revoked", None, subject=family.sub if family else None, sid=sid, action="revoke_family")
+        self.record("family-revoked", None, subject=family.sub if family else None, sid=sid, action="revoke_family",
+                    detail=_by(by))  # fmt: skip
 
-    def revoke_subject(self, sub: str) -> None:
+    def revoke_subject(self, sub: str, *, by: str | None = None) -> None:
         """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`."""
         at = time.time()
         self.write(lambda: self.store.revoke_subject(sub, at, self.revocation_horizon(at)))
-        self.record("subject-revoked", None, subject=sub, action="revoke_subject")
+        self.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=_by(by))
 
-    def revoke_key(self, kid: str) -> None:
+    def revoke_key(self, kid: str, *, by: str | None = None) -> None:
         """See :meth:`JWTShield.revoke_key <flask_jwt_shield.JWTShield.revoke_key>`."""
         signing = self.keys.signing_key
         if signing is not None and signing.kid == kid:
@@ -498,7 +499,7 @@ class Pipeline:
             )
         until = self.revocation_horizon(time.time())
         self.write(lambda: self.store.revoke("kid", kid, until))
-        self.record("key-revoked", None, kid=kid, action="revoke")
+        self.record("key-revoked", None, kid=kid, action="revoke", detail=_by(by))
 
     # -- the fail mode ---------------------------------------------------------------------
 
@@ -548,17 +549,26 @@ class Pipeline:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
         kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
             "token-rejected")  # fmt: skip
-        if self._first_in_a_while((kind, who, exc.reason)):
+        if self.first_in_a_while((kind, who, exc.reason)):
             self.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
 
-    def _first_in_a_while(self, key: tuple[str, ...]) -> bool:
-        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds."""
+    def first_in_a_while(self, key: tuple[str, ...]) -> bool:
+        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds.
+
+        How every refusal that repeats (a hammering client, a replayed SET) is recorded
+        once a minute per process instead of once per request.
+        """
         now = time.time()
         last = self._recent.get(key)
         if last is not None and now - last < _REPEAT_INTERVAL:
             return False
         _bounded_put(self._recent, key, now)
         return True
+
+
+def _by(who: str | None) -> dict[str, str]:
+    """An operator's revocation names where it came from (``"dashboard"``), when known."""
+    return {"by": who} if who else {}
 
 
 def _proof_verifier(config: ShieldConfig, keys: KeyRing, store: Store) -> ProofVerifier | None:

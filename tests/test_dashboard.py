@@ -151,7 +151,8 @@ def test_revoke_a_session_in_two_clicks(dash: tuple[Flask, JWTShield]) -> None:
     assert client.get("/api/me", headers=bearer(laptop["access_token"])).status_code == 200
     with app.app_context():
         assert [s.sid for s in shield.sessions("alice")] == [sid_of(app, laptop["access_token"])]
-        assert shield.events(kind="family-revoked")[0].sid == thief_sid
+        revoked = shield.events(kind="family-revoked")[0]
+        assert revoked.sid == thief_sid and revoked.detail == {"by": "dashboard"}  # the timeline says who
 
 
 def test_revoke_a_token(dash: tuple[Flask, JWTShield]) -> None:
@@ -367,7 +368,8 @@ def test_the_page_loads_nothing_from_elsewhere(dash: tuple[Flask, JWTShield]) ->
     assert "<svg" in html and "<script" not in html
     for url in re.findall(r'(?:src|href)="([^"]+)"', html):
         assert url.startswith(("/", "#")), url
-    assert client.get("/shield/static/dashboard.css").status_code == 200
+    with client.get("/shield/static/dashboard.css") as css:
+        assert css.status_code == 200 and css.mimetype == "text/css"
 
 
 # -- never a 500 ---------------------------------------------------------------------------
@@ -410,3 +412,58 @@ def test_an_app_with_no_key_for_the_forms_is_refused_at_registration(make_app: A
     app.secret_key = "s" * 32
     app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True, name="dash2"), url_prefix="/shield")
     assert app.test_client().get("/shield/keys").status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                                     pytest.param("redis-cluster", marks=pytest.mark.redis)])  # fmt: skip
+def test_find_and_revoke_on_every_store(make_app: AppFactory, admin: Admin, backend: str,
+                                        request: pytest.FixtureRequest, tmp_path: Path) -> None:  # fmt: skip
+    from .test_store_contract import make_store
+
+    store = make_store(backend, request, tmp_path)
+    try:
+        app, shield = make_app(store=store)
+        app.register_blueprint(shield.dashboard_blueprint(authorize=admin), url_prefix="/shield")
+        client = app.test_client()
+        keep, thief = login(client), login(client)
+        sid = sid_of(app, thief["access_token"])
+        assert f"#session-{sid}" in client.get("/shield/?kind=session-started").get_data(as_text=True)
+        page = client.get("/shield/subject?sub=alice")
+        assert page.get_data(as_text=True).count("Revoke session") == 2
+        r = client.post("/shield/revoke/session", data={"sid": sid, "csrf_token": csrf_of(page)})
+        assert r.status_code == 303
+        assert client.get("/api/me", headers=bearer(thief["access_token"])).status_code == 401
+        assert client.get("/api/me", headers=bearer(keep["access_token"])).status_code == 200
+        assert "family-revoked" in client.get("/shield/subject?sub=alice").get_data(as_text=True)
+    finally:
+        store.close()
+
+
+def test_resource_server_mode_lists_and_revokes_the_providers_keys(make_app: AppFactory, clock: Clock) -> None:
+    from .idp_util import IdPServer
+    from .idp_util import SigningKey
+    from .idp_util import idp_claims
+    from .idp_util import rsa_key
+
+    idp = IdPServer()
+    try:
+        rs, other = SigningKey("idp-rs", "RS256", rsa_key("idp-1")), SigningKey("idp-old", "RS256", rsa_key("idp-2"))
+        idp.publish(rs, other)
+        issuer, audience = idp.url + "/", "https://api.example.com"
+        app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+                                "JWT_SHIELD_ISSUER": issuer, "JWT_SHIELD_AUDIENCE": audience})  # fmt: skip
+        app.secret_key = "dashboard-secret-" + "s" * 32  # no signing key here: SECRET_KEY keys the forms
+        app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
+        client = app.test_client()
+        old_token = other.sign(idp_claims(issuer, audience, sub="auth0|alice"), typ="at+jwt")
+        assert client.get("/api/me", headers=bearer(old_token)).status_code == 200  # the JWK Set is fetched
+        page = client.get("/shield/keys")
+        html = page.get_data(as_text=True)
+        assert "Resource-server mode" in html and "idp-rs" in html and "idp-old" in html
+        r = client.post("/shield/revoke/key", data={"kid": "idp-old", "csrf_token": csrf_of(page)})
+        assert r.status_code == 303
+        assert client.get("/api/me", headers=bearer(old_token)).status_code == 401
+        new_token = rs.sign(idp_claims(issuer, audience, sub="auth0|alice"), typ="at+jwt")
+        assert client.get("/api/me", headers=bearer(new_token)).status_code == 200
+    finally:
+        idp.stop()

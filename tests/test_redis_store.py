@@ -537,3 +537,17 @@ def test_cluster_failover_costs_no_answer(tmp_path: Path) -> None:
         store.close()
     finally:
         cluster.stop()
+
+
+def test_a_dropped_store_ends_its_subscriber(server_url: str) -> None:
+    import gc
+
+    store = RedisStore(server_url, prefix=unique())
+    store.check(jti="j", sid=None, sub="a", kid="k", iat=NOW, now=NOW)
+    assert wait_until(store.watching, 5)
+    watcher = store._watcher
+    assert watcher is not None and watcher.is_alive()
+    del store
+    gc.collect()
+    watcher.join(5)
+    assert not watcher.is_alive()

@@ -198,7 +198,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         family = pipeline.store.get_family(sid)
         if family is None:
             raise NotFound(f"There is no session {sid!r}.")
-        pipeline.revoke_family(sid)
+        pipeline.revoke_family(sid, by="dashboard")
         return _done("session", sid, url_for(".subject", sub=family.sub), anchor=f"session-{sid}")
 
     @view("/revoke/token", methods=("POST",))
@@ -208,7 +208,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         seen = _events.query(pipeline.store, jti=jti, limit=1)
         if not seen:
             raise NotFound(f"No event names a token {jti!r}; the dashboard revokes tokens it has seen.")
-        pipeline.revoke_token(jti)
+        pipeline.revoke_token(jti, by="dashboard")
         who = seen[0].subject
         return _done("token", jti, url_for(".subject", sub=who) if who else url_for(".index"))
 
@@ -223,7 +223,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         )
         if not known:
             raise NotFound(f"The shield knows nothing about the subject {sub!r}.")
-        pipeline.revoke_subject(sub)
+        pipeline.revoke_subject(sub, by="dashboard")
         return _done("subject", sub, url_for(".subject", sub=sub))
 
     @view("/revoke/key", methods=("POST",))
@@ -237,7 +237,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         if not known:
             raise NotFound(f"There is no key {kid!r} in the key ring.")
         try:
-            pipeline.revoke_key(kid)
+            pipeline.revoke_key(kid, by="dashboard")
         except ValueError as exc:  # the signing key
             raise Conflict(str(exc)) from None
         return _done("key", kid, url_for(".keys"))
@@ -450,6 +450,8 @@ def _summary(event: SecurityEvent) -> str:
         parts.append("from a new country")
     if d.get("bound"):
         parts.append(f"bound to a {d['bound']}")
+    if d.get("by"):
+        parts.append(f"by the {d['by']}")
     if d.get("monitor_only"):
         parts.append(f"monitor only (would {d.get('intended_action')})")
     return ", ".join(parts)

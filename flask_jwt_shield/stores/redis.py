@@ -40,6 +40,7 @@ import random
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -693,14 +694,30 @@ class RedisStore:
         return self._trusted_until > time.monotonic()
 
 
+class _StoreGone(Exception):
+    """The store was garbage-collected: its subscriber has nothing left to do."""
+
+
 class _Invalidations(threading.Thread):
-    """Subscribes to the invalidation channel; keeps the store's trust window current."""
+    """Subscribes to the invalidation channel; keeps the store's trust window current.
+
+    Holds the store weakly: a store dropped without :meth:`RedisStore.close` (an app that
+    went away) ends its thread instead of keeping it reconnecting forever.
+    """
 
     def __init__(self, store: RedisStore) -> None:
         super().__init__(name="jwt-shield-redis-invalidations", daemon=True)
-        self.store = store
+        self._store = weakref.ref(store)
         self._stop_event = threading.Event()
         self._connection: t.Any = None
+        self._random = random.Random()  # noqa: S311 - jitter; never the global generator of the app
+
+    @property
+    def store(self) -> RedisStore:
+        store = self._store()
+        if store is None:
+            raise _StoreGone
+        return store
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -716,18 +733,21 @@ class _Invalidations(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self._session(attempt)
+            except _StoreGone:
+                return
             except Exception:  # noqa: BLE001, S110 - any failure means: distrust, reconnect
                 pass
             finally:
                 self._lost()
             attempt += 1
             # Reconnect quickly, then back off to once a second while Redis stays away.
-            self._stop_event.wait(min(1.0, 0.02 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            self._stop_event.wait(min(1.0, 0.02 * 2 ** min(attempt, 6)) * self._random.uniform(0.5, 1.0))
 
     def _lost(self) -> None:
-        store = self.store
-        store._trusted_until = 0.0
-        store.view.invalidate()
+        store = self._store()
+        if store is not None:
+            store._trusted_until = 0.0
+            store.view.invalidate()
         conn, self._connection = self._connection, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -735,22 +755,25 @@ class _Invalidations(threading.Thread):
 
     def _session(self, attempt: int) -> None:
         store = self.store
-        interval = max(store.max_delay / 4, 0.005)
+        max_delay, timeout, channel = store.max_delay, store.timeout, store._channel
+        interval = max(max_delay / 4, 0.005)
         conn = self._connection = store._subscriber_connection(attempt)
         conn.connect()
-        conn.send_command("SUBSCRIBE", store._channel)
+        conn.send_command("SUBSCRIBE", channel)
         reply = conn.read_response()
         if not reply or _text(reply[0]) != "subscribe":
             raise ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
         # Anything published while no subscription was listening is lost: start afresh.
         store.view.invalidate()
+        del store  # held weakly from here on
         pending: collections.deque[float] = collections.deque()
         last_ping = -1e9
         while not self._stop_event.is_set():
             now = time.monotonic()
-            if pending and now - pending[0] > store.max_delay + store.timeout:
+            if pending and now - pending[0] > max_delay + timeout:
                 raise TimeoutError("Redis stopped answering the invalidation connection")
             if now - last_ping >= interval:
+                self.store  # noqa: B018 - raises _StoreGone once the store is collected
                 conn.send_command("PING")
                 pending.append(now)
                 last_ping = now
@@ -759,10 +782,10 @@ class _Invalidations(threading.Thread):
             reply = conn.read_response()
             kind = _text(reply[0]) if isinstance(reply, list) and reply else _text(reply)
             if kind == "message":
-                store.view.invalidate()
+                self.store.view.invalidate()
             elif kind == "pong" and pending:
                 # Every message published before this ping was sent has been handled above.
-                store._trusted_until = pending.popleft() + store.max_delay
+                self.store._trusted_until = pending.popleft() + max_delay
 
 
 def _text(value: t.Any) -> str:
