@@ -289,7 +289,7 @@ class Pipeline:
         except InvalidDPoPProof as exc:
             # Like a request's refusals: once a minute per client address and reason.
             who = claims["jti"] if claims is not None else (request.remote_addr if has_request_context() else "")
-            if self._first_in_a_while(("dpop-rejected", who or "", exc.reason)):
+            if self.first_in_a_while(("dpop-rejected", who or "", exc.reason)):
                 self.record("dpop-rejected", claims, action="deny", detail={"reason": exc.reason, "status": 400})
             error = InvalidGrant(exc.description, reason=exc.reason, error=exc.error)
             error.dpop_nonce = exc.dpop_nonce
