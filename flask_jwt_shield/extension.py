@@ -440,7 +440,7 @@ class JWTShield:
         cnf = claims.get("cnf")
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if jkt is not None:
-            return pipeline.token_request_proof(bound=jkt)[1]
+            return pipeline.token_request_proof(bound=jkt, claims=claims)[1]
         if pipeline.config.dpop == "required" and fgp is None:
             # A session from before DPoP was required: it cannot become bound on the way.
             pipeline.record("dpop-rejected", claims, action="deny",

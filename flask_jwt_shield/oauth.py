@@ -263,7 +263,7 @@ class TokenEndpoint:
                                    reason="client-auth-failed") from None  # fmt: skip
         if accepted is not True:
             # A guessed secret is worth an event, but a guesser must not write one per try.
-            if pipeline._first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
+            if pipeline.first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
                                            "invalid-client")):  # fmt: skip
                 pipeline.record("token-rejected", None, action="deny", detail={
                     "reason": "invalid-client", "status": 401, "grant": "refresh_token",
@@ -299,7 +299,7 @@ class TokenEndpoint:
         if refusal is None and token_request.scope is not None and not token_request.scope <= (granted or frozenset()):
             refusal = InvalidScope("The requested scope exceeds the session's.", reason="scope-exceeded")
         if refusal is not None:
-            if pipeline._first_in_a_while(("token-rejected", claims["jti"], refusal.reason)):
+            if pipeline.first_in_a_while(("token-rejected", claims["jti"], refusal.reason)):
                 pipeline.record("token-rejected", claims, action="deny", detail={
                     "reason": refusal.reason, "status": 400, "grant": "refresh_token",
                     "client_id": token_request.client.client_id,

@@ -260,12 +260,15 @@ class Pipeline:
             # put there by something else.
             raise InvalidToken("A token in a cookie must be bound to a fingerprint.", reason="fingerprint-missing")
 
-    def token_request_proof(self, *, bound: str | None = None, required: bool = False) -> tuple[str | None, str | None]:
+    def token_request_proof(
+        self, *, bound: str | None = None, required: bool = False, claims: Claims | None = None
+    ) -> tuple[str | None, str | None]:
         """DPoP at a token endpoint (``issue_tokens``, ``refresh``; RFC 9449 §5).
 
         Returns the thumbprint of the key the request's proof proves (``None`` without a
         proof) and a nonce to send back, if any. ``bound``: the session's key, which the
-        proof must be signed with. Raises 400 ``invalid_dpop_proof`` / ``use_dpop_nonce``.
+        proof must be signed with; ``claims``: the refresh token's, for the event. Raises 400
+        ``invalid_dpop_proof`` / ``use_dpop_nonce``.
         """
         verifier = self.dpop
         proof_header = request.headers.get("DPoP") if has_request_context() else None
@@ -284,7 +287,10 @@ class Pipeline:
                 raise InvalidDPoPProof("The DPoP proof is signed by another key than the session is bound to.",
                                        reason="dpop-wrong-key")  # fmt: skip
         except InvalidDPoPProof as exc:
-            self.record("dpop-rejected", None, action="deny", detail={"reason": exc.reason, "status": 400})
+            # Like a request's refusals: once a minute per client address and reason.
+            who = claims["jti"] if claims is not None else (request.remote_addr if has_request_context() else "")
+            if self.first_in_a_while(("dpop-rejected", who or "", exc.reason)):
+                self.record("dpop-rejected", claims, action="deny", detail={"reason": exc.reason, "status": 400})
             error = InvalidGrant(exc.description, reason=exc.reason, error=exc.error)
             error.dpop_nonce = exc.dpop_nonce
             raise error from None
@@ -319,7 +325,7 @@ class Pipeline:
                 headers = decision.headers()
             except LimiterStorageError:
                 headers = {}
-            if self._first_in_a_while(("rate-limited", identity)):
+            if self.first_in_a_while(("rate-limited", identity)):
                 limit = decision.limit
                 self.record("rate-limited", claims, action="deny",
                             detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
@@ -418,7 +424,7 @@ class Pipeline:
         if effective != action:
             detail = {**detail, "monitor_only": True, "intended_action": action}
         sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
-        repeated = effective == "deny" and claims is not None and not self._first_in_a_while(
+        repeated = effective == "deny" and claims is not None and not self.first_in_a_while(
             (finding.kind, claims["jti"])
         )
         if not repeated:
@@ -543,11 +549,15 @@ class Pipeline:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
         kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
             "token-rejected")  # fmt: skip
-        if self._first_in_a_while((kind, who, exc.reason)):
+        if self.first_in_a_while((kind, who, exc.reason)):
             self.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
 
-    def _first_in_a_while(self, key: tuple[str, ...]) -> bool:
-        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds."""
+    def first_in_a_while(self, key: tuple[str, ...]) -> bool:
+        """True (and remembered) unless ``key`` was seen in the last ``_REPEAT_INTERVAL`` seconds.
+
+        How every refusal that repeats (a hammering client, a replayed SET) is recorded
+        once a minute per process instead of once per request.
+        """
         now = time.time()
         last = self._recent.get(key)
         if last is not None and now - last < _REPEAT_INTERVAL:

@@ -145,7 +145,7 @@ class SecurityEventReceiver:
             logger.warning("security event refused: %s (%s)", exc.err, exc.description)
             # Like refused tokens: once a minute per client address and reason, so junk
             # POSTed in a loop is not one stored event per request.
-            if exc.status != 401 and pipeline._first_in_a_while(("set-rejected", request.remote_addr or "", exc.err)):
+            if exc.status != 401 and pipeline.first_in_a_while(("set-rejected", request.remote_addr or "", exc.err)):
                 pipeline.record("token-rejected", None, action="deny",
                                 detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True})  # fmt: skip
             return _error(exc.err, exc.description, exc.status)

@@ -87,3 +87,12 @@ def screenshot(driver: t.Any, directory: Path, name: str) -> Path:
     path = directory / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def wait_for_title(driver: t.Any, *titles: str) -> str:
+    """Wait (bounded) until the page that a click loads is there: its title starts with one
+    of ``titles``. A click returns before the new page has loaded."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, TIMEOUT).until(lambda d: d.title.startswith(titles))
+    return t.cast(str, driver.title)

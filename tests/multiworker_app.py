@@ -2,7 +2,8 @@
 
 The store is the SQLite file ``SHIELD_TEST_DB``, or the URI ``SHIELD_TEST_STORE_URI`` (a
 Redis); ``SHIELD_TEST_RATE_LIMIT`` sets the per-token limit (none by default);
-``SHIELD_TEST_WEBHOOK``, when set, is the alert webhook (tests/test_alerts.py). Every worker
+``SHIELD_TEST_WEBHOOK``, when set, is the alert webhook (tests/test_alerts.py);
+``SHIELD_TEST_DPOP`` is ``JWT_SHIELD_DPOP`` (tests/test_dpop_multiprocess.py). Every worker
 answers with its PID so the test can tell which process served a request.
 """
 
@@ -24,6 +25,7 @@ def create_app() -> Flask:
         JWT_SHIELD_SECRET_KEY="multiworker-test-secret-" + "x" * 32,
         JWT_SHIELD_STORE_URI=os.environ.get("SHIELD_TEST_STORE_URI") or "sqlite:///" + os.environ["SHIELD_TEST_DB"],
         JWT_SHIELD_RATE_LIMIT=os.environ.get("SHIELD_TEST_RATE_LIMIT") or None,
+        JWT_SHIELD_DPOP=os.environ.get("SHIELD_TEST_DPOP") or "off",
     )
     if os.environ.get("SHIELD_TEST_WEBHOOK"):
         app.config.update(JWT_SHIELD_ALERT_WEBHOOK=os.environ["SHIELD_TEST_WEBHOOK"], JWT_SHIELD_ALERT_RETRY_DELAY=0.05)

@@ -1515,3 +1515,89 @@ def test_token_bound_by_a_confirmation_this_server_cannot_check(make_app: AppFac
     kid = decode_segment(client.post("/login").json["access_token"], 0)["kid"]
     token = forge(at_header(kid), claims(now, cnf=cnf))
     rejected(client.get("/api/me", headers=bearer(token)))
+
+
+# -- the admin dashboard (shield.dashboard_blueprint) ---------------------------------------
+
+
+@pytest.fixture
+def dashboard(make_app: AppFactory) -> tuple[Flask, JWTShield]:
+    """An app whose admins log in with Flask's session cookie; the dashboard at /shield."""
+    from flask import session
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app, shield = make_app()
+    app.secret_key = "dashboard-attack-tests-" + "k" * 32
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+
+    @app.post("/admin-login")
+    @shield.exempt
+    def admin_login() -> t.Any:
+        session["admin"] = True
+        return {"ok": True}
+
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: session.get("admin") is True),
+                           url_prefix="/shield")  # fmt: skip
+    return app, shield
+
+
+def _sid(token: str) -> str:
+    return t.cast(str, decode_segment(token, 1)["sid"])
+
+
+def test_dashboard_cross_site_request_forgery(dashboard: tuple[Flask, JWTShield]) -> None:
+    # The admin is logged in; a page elsewhere posts "revoke every token of alice" to the
+    # dashboard. It cannot read the admin's CSRF cookie or a page's token, so it guesses,
+    # or sends a valid token of its own (from its own visit, with its own cookie).
+    app, _ = dashboard
+    admin = app.test_client()
+    victim = admin.post("/login?sub=alice").json
+    admin.post("/admin-login")
+    attacker = app.test_client()
+    attacker.post("/admin-login")  # even an attacker with a dashboard login of their own
+    page = attacker.get("/shield/subject?sub=alice").get_data(as_text=True)
+    own_token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    for token in (None, "", "guess", own_token):
+        data = {"sub": "alice"} if token is None else {"sub": "alice", "csrf_token": token}
+        r = admin.post("/shield/revoke/subject", data=data)
+        assert r.status_code == 400, token
+    assert admin.get("/api/me", headers=bearer(victim["access_token"])).status_code == 200
+
+
+def test_dashboard_clickjacking(dashboard: tuple[Flask, JWTShield]) -> None:
+    # A page elsewhere frames the dashboard under a fake button to steal the admin's click.
+    app, _ = dashboard
+    client = app.test_client()
+    client.post("/admin-login")
+    for path in ("/shield/", "/shield/keys"):
+        r = client.get(path)
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_dashboard_stored_xss_through_the_client_address(dashboard: tuple[Flask, JWTShield]) -> None:
+    # Behind ProxyFix, X-Forwarded-For is whatever the client says; a rejected request is
+    # recorded with it, and the dashboard shows it to the admin.
+    app, _ = dashboard
+    payload = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    client = app.test_client()
+    client.get("/api/me", headers={"Authorization": "Bearer x.y.z", "X-Forwarded-For": payload})
+    client.post("/admin-login")
+    html = client.get("/shield/").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html and "<img" not in html  # shown as text, never as markup
+    assert "script-src" not in client.get("/shield/").headers["Content-Security-Policy"]  # default-src 'none'
+
+
+def test_dashboard_revoke_redirects_only_to_its_own_pages(dashboard: tuple[Flask, JWTShield]) -> None:
+    # An open redirect after the revoke form would send the admin anywhere.
+    app, _ = dashboard
+    client = app.test_client()
+    pair = client.post("/login").json
+    client.post("/admin-login")
+    page = client.get("/shield/subject?sub=alice").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    evil = "https://evil.example/"
+    r = client.post(f"/shield/revoke/session?next={evil}",
+                    data={"sid": _sid(pair["access_token"]), "csrf_token": token, "next": evil})  # fmt: skip
+    assert r.status_code == 303 and r.headers["Location"].startswith("/shield/subject?sub=alice")

@@ -663,3 +663,26 @@ def test_request_url_matches_what_the_client_signed(store: MemoryStore, path: st
     builder.close()
     assert verifier.request_url(environ) == normalize_htu(htu)
     assert verifier.request_url(environ) == normalize_htu(htu)  # cached: the same answer
+
+
+def test_refused_refresh_proofs_are_recorded_once_a_minute(dpop_app: t.Any, clock: t.Any) -> None:
+    app, shield = dpop_app
+    client = app.test_client()
+    key = DPoPKey.generate()
+    body = login(client, key)
+    refresh_jti = claims_of(body["refresh_token"])["jti"]
+    for _ in range(5):
+        r = client.post("/refresh", json={"refresh_token": body["refresh_token"]})
+        assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    with app.app_context():
+        events = shield.events(kind="dpop-rejected")
+    assert [(e.jti, e.detail["reason"]) for e in events] == [(refresh_jti, "dpop-missing")]
+
+
+def test_dpop_required_without_a_request_context(make_app: t.Any, clock: t.Any) -> None:
+    from flask_jwt_shield import InvalidGrant
+
+    app, shield = make_app({"JWT_SHIELD_DPOP": "required"})
+    with app.app_context(), pytest.raises(InvalidGrant) as info:
+        shield.issue_tokens("alice")
+    assert info.value.error == "invalid_dpop_proof"
