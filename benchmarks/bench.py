@@ -199,7 +199,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "shield_sqlite",
-        "shield HS256, SQLite store (local view, WAL-index header per request), token seen before",
+        "shield HS256, SQLite store (local view, PRAGMA data_version per request), token seen before",
         "make_shield",
         {"store": "sqlite"},
         target=1.3,

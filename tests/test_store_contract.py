@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import typing as t
 import uuid
 from collections.abc import Iterator
@@ -313,6 +315,43 @@ def test_sqlite_rotation_is_atomic_across_processes(tmp_path: t.Any) -> None:
     assert "reused" in outcomes
 
 
+def _try_write(path: str) -> str:
+    code = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+        "try:\n    c.execute('BEGIN IMMEDIATE'); print('wrote')\n"
+        "except sqlite3.OperationalError as e:\n    print('locked')\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def test_sqlite_store_never_drops_another_connections_write_lock(tmp_path: t.Any) -> None:
+    """fcntl(2): closing any descriptor of a file drops every lock the process holds on it.
+
+    A store that opened and closed the database's files itself (say, to map the -shm
+    WAL index) while another connection of the process was mid-transaction let a second
+    process write at the same time: two rotations of one refresh token. Every store
+    operation here runs while this process holds the write lock; no other process may
+    get it meanwhile.
+    """
+    path = str(tmp_path / "shield.db")
+    SQLiteStore(path).create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    holder = sqlite3.connect(path, timeout=10, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE families SET last_ip = 'holder' WHERE sid = 's1'")
+    assert _try_write(path) == "locked"
+    store = SQLiteStore(path)
+    for _ in range(3):  # the first checks set up the connection and the local view
+        assert check(store, jti="warm") is None
+        assert _try_write(path) == "locked"
+    store.get_family("s1")
+    store.close()
+    assert _try_write(path) == "locked"
+    holder.execute("ROLLBACK")
+    assert _try_write(path) == "wrote"
+    holder.close()
+
+
 def _revoke_in_child(path: str) -> None:
     SQLiteStore(path).revoke("jti", "warm", until=FAR)
 
@@ -329,7 +368,8 @@ def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_p
         conn = store._local.conn
         store._local.conn = None
         try:
-            # warm: answered without this thread's connection, i.e. without reading the file
+            # warm: answered by PRAGMA data_version alone, no query of the tables (the
+            # thread's connection is swapped for a closed one)
             blocked = sqlite3.connect(":memory:")
             blocked.close()
             store._local.conn, store._local.pid = blocked, os.getpid()

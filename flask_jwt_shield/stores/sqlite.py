@@ -4,19 +4,21 @@ Persistent (revocations survive a restart) and shared by the worker processes of
 WAL journal, a busy timeout, one connection per thread and process, and ``BEGIN IMMEDIATE``
 around every read-modify-write so that two workers cannot rotate one refresh token twice.
 
-A warm request reads nothing: the WAL-index header (:class:`_WalIndex`, shared memory that
-every commit rewrites) tells whether anything was committed since this process last looked;
-while nothing was, a token found not revoked before is answered from
-:class:`~flask_jwt_shield.stores.view.NotRevokedCache`. A revocation committed by any worker
-changes the header, so it takes effect in every worker on its next request. Where the
-header cannot be mapped, ``PRAGMA data_version`` gives the same signal through the API.
+A warm request reads no table: ``PRAGMA data_version`` on this thread's connection tells
+whether any other connection committed since this one last looked; while none did, a token
+found not revoked before is answered from :class:`~flask_jwt_shield.stores.view.NotRevokedCache`.
+A revocation committed by any worker changes every other connection's ``data_version``, so
+it takes effect in every worker on its next request.
+
+The store never maps or opens the database's ``-shm`` file itself: closing *any* descriptor
+of a file drops every POSIX lock the process holds on it (fcntl(2)), SQLite's WAL write
+lock among them, which would let a second process write during one of ours (two rotations
+of one refresh token). tests/test_store_contract.py pins that.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import mmap
 import os
 import sqlite3
 import threading
@@ -97,58 +99,6 @@ def _family(row: tuple[t.Any, ...]) -> Family:
     )  # fmt: skip
 
 
-class _WalIndex:
-    """The WAL-index header of the database, mapped read-only from its ``-shm`` file.
-
-    SQLite rewrites this header (change counter, last frame, checksums, salts) on every
-    commit, and readers only see a commit through it, so while its bytes stand still
-    nothing was committed by any process (sqlite.org/walformat.html, "the WAL-index
-    header"). Reading it is a memory comparison: no system call, no lock. The mapping stays
-    valid because this process keeps its own connection open: SQLite removes or rebuilds
-    the ``-shm`` file only when no connection is left. A torn read (a writer mid-update)
-    just looks like a change, which costs one store read.
-    """
-
-    SIZE = 48  # the first copy of the header
-
-    def __init__(self, mapping: mmap.mmap, keeper: sqlite3.Connection) -> None:
-        self.mapping = mapping
-        self.keeper = keeper
-        self.pid = os.getpid()
-        self.seen = b""
-
-    @classmethod
-    def open(cls, path: str) -> _WalIndex | None:
-        """Map ``path``'s WAL index, or ``None`` (not in WAL mode, no ``-shm`` file ...)."""
-        try:
-            keeper = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            mode = keeper.execute("PRAGMA journal_mode").fetchone()[0]
-            keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL index
-            if mode != "wal":
-                keeper.close()
-                return None
-            fd = os.open(path + "-shm", os.O_RDONLY)
-            try:
-                if os.fstat(fd).st_size < cls.SIZE:
-                    keeper.close()
-                    return None
-                mapping = mmap.mmap(fd, cls.SIZE, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-        except (sqlite3.Error, OSError, ValueError):
-            return None
-        return cls(mapping, keeper)
-
-    def header(self) -> bytes:
-        return self.mapping[: self.SIZE]
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.mapping.close()
-        with contextlib.suppress(Exception):
-            self.keeper.close()
-
-
 class SQLiteStore:
     """State in one SQLite file. ``path`` is a filesystem path.
 
@@ -162,7 +112,6 @@ class SQLiteStore:
         self._local = threading.local()
         self._last_purge = 0.0
         self.view = NotRevokedCache() if local_view else None
-        self._wal: _WalIndex | None = None
         self._max_remembered = max_remembered
         self._remembered_calls = 0
         self._bound_every = max(1, min(_BOUND_EVERY, max_remembered // 8))
@@ -227,20 +176,9 @@ class SQLiteStore:
         view = self.view
         generation = 0
         if view is not None:
-            wal = self._wal
-            if wal is not None and wal.pid == os.getpid():
-                # The warm path reads no file: the WAL-index header is shared memory.
-                header = wal.header()
-                if header == wal.seen and view.fresh(jti):
-                    return None
-                if header != wal.seen:
-                    wal.seen = header
-                    view.invalidate()  # a commit somewhere: forget everything
-                generation = view.generation
-            else:
-                generation = self._changed_since_last_look(view, jti)
-                if generation < 0:
-                    return None
+            generation = self._changed_since_last_look(view, jti)
+            if generation < 0:
+                return None
         with self._read() as conn:
             row = conn.execute(_CHECK, (jti, now, sid or "", now, sub, now, kid, now)).fetchone()
         if row[0]:
@@ -258,16 +196,12 @@ class SQLiteStore:
     def _changed_since_last_look(self, view: NotRevokedCache, jti: str) -> int:
         """``PRAGMA data_version`` on this thread's connection: the view's generation to
         remember a fresh answer in, or ``-1`` when the remembered answer for ``jti`` still
-        holds. Also sets up the shared-memory signal of :class:`_WalIndex` for this process
-        (used from the next check on; this one is answered the portable way)."""
+        holds."""
         local = self._local
         cursor = getattr(local, "version_cursor", None)
         if cursor is None or local.pid != os.getpid():
             view.reset_after_fork()
             cursor = local.version_cursor = self._connection().cursor()
-            if self._wal is None or self._wal.pid != os.getpid():
-                self._wal = _WalIndex.open(self.path)
-                view.invalidate()
         try:
             version = next(cursor.execute("PRAGMA data_version"))[0]
         except sqlite3.Error as exc:
@@ -495,9 +429,6 @@ class SQLiteStore:
         return dropped
 
     def close(self) -> None:
-        wal, self._wal = self._wal, None
-        if wal is not None:
-            wal.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
