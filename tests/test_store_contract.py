@@ -260,7 +260,7 @@ def _remember_in_process(path: str, barrier: t.Any, results: t.Any) -> None:
 def test_sqlite_remember_once_is_atomic_across_processes(tmp_path: t.Any) -> None:
     path = str(tmp_path / "shield.db")
     SQLiteStore(path).purge(NOW)  # creates the schema
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     n = 6
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_remember_in_process, args=(path, barrier, results)) for _ in range(n)]
@@ -273,6 +273,10 @@ def test_sqlite_remember_once_is_atomic_across_processes(tmp_path: t.Any) -> Non
 
 
 # -- SQLite specifics -------------------------------------------------------------------
+#
+# The cross-process tests spawn fresh interpreters: a child forked from pytest's process
+# inherits its threads' locks (alert workers, Redis listeners, limiter timers) and once hung
+# on one. Forking is tested on purpose where it matters (connections reopened after fork).
 
 
 def test_sqlite_survives_restart(tmp_path: t.Any) -> None:
@@ -299,7 +303,7 @@ def _rotate_in_process(path: str, barrier: t.Any, results: t.Any, n: int) -> Non
 def test_sqlite_rotation_is_atomic_across_processes(tmp_path: t.Any) -> None:
     path = str(tmp_path / "shield.db")
     SQLiteStore(path).create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     n = 6
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_rotate_in_process, args=(path, barrier, results, i)) for i in range(n)]
@@ -377,7 +381,7 @@ def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_p
         finally:
             store._local.conn = conn
     # a revocation by another process applies on the very next check
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(target=_revoke_in_child, args=(path,))
     child.start()
     child.join(30)
