@@ -182,7 +182,7 @@ def test_sixteen_processes_race_one_refresh_token(server_url: str) -> None:
     prefix = unique()
     parent = RedisStore(server_url, prefix=prefix)
     parent.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited locks
     n = 16
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_rotate_in_child, args=(server_url, prefix, barrier, results, i)) for i in range(n)]
@@ -378,7 +378,7 @@ def measure_propagation(url: str, n: int) -> list[float]:
     """Revoke ``n`` tokens here and time when another process stops accepting each one."""
     prefix = unique()
     revoker = RedisStore(url, prefix=prefix)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited locks
     ours, theirs = ctx.Pipe()
     child = ctx.Process(target=_observe_revocations, args=(url, prefix, n, theirs))
     child.start()
