@@ -15,6 +15,7 @@ from flask import request
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import current_claims
 
+from .idp_util import IdPServer
 from .redis_util import RedisCluster
 from .redis_util import RedisServer
 from .redis_util import start_cluster
@@ -155,3 +156,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def idp() -> Iterator[IdPServer]:
+    """A test identity provider serving its JWK Set on 127.0.0.1, stopped afterwards."""
+    server = IdPServer()
+    try:
+        yield server
+    finally:
+        server.stop()

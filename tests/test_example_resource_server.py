@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 import typing as t
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ from tests.idp_util import idp_claims
 from tests.idp_util import rsa_key
 
 AUDIENCE = "https://api.example.com"
-
-
-@pytest.fixture
-def idp() -> Iterator[IdPServer]:
-    server = IdPServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

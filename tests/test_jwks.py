@@ -10,7 +10,6 @@ import logging
 import secrets
 import threading
 import typing as t
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,15 +27,6 @@ from tests.idp_util import rsa_jwk
 from tests.idp_util import rsa_key
 
 ALLOWED = frozenset({"RS256", "ES256"})
-
-
-@pytest.fixture
-def idp() -> Iterator[IdPServer]:
-    server = IdPServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

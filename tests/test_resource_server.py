@@ -13,7 +13,6 @@ import hmac
 import json
 import time
 import typing as t
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -36,15 +35,6 @@ from tests.idp_util import rsa_key
 AUDIENCE = "https://api.example.com"
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _EC_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def idp() -> Iterator[IdPServer]:
-    server = IdPServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

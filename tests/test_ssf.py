@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 import typing as t
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask
@@ -38,15 +37,6 @@ AUDIENCE = "https://api.example.com"
 SET_MEDIA = "application/secevent+jwt"
 SID = "6d1f6a3e-0b5e-4c7a-9b3c-1f2e3d4c5b6a"
 SUB = "f:3b8c5d1e:alice"
-
-
-@pytest.fixture
-def idp() -> Iterator[IdPServer]:
-    server = IdPServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
