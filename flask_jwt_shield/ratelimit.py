@@ -736,14 +736,16 @@ class TokenRateLimiter:
                 for item, storage_key in zip(items, rate_keys, strict=True):
                     if storage.incr(storage_key, item.get_expiry()) > item.amount:
                         reset_at = storage.get_expiry(storage_key)
-                        spike = spike or self._count_refusal(identity, parts[0])
+                        sustained = self._count_refusal(identity, parts[0])  # counted even when a burst reports
+                        spike = spike or sustained
                         return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
             else:
                 hit = self._strategy.hit
                 for item in items:
                     if not hit(item, *parts):
                         reset_at = self._strategy.get_window_stats(item, *parts).reset_time
-                        spike = spike or self._count_refusal(identity, parts[0])
+                        sustained = self._count_refusal(identity, parts[0])  # counted even when a burst reports
+                        spike = spike or sustained
                         return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
@@ -786,7 +788,8 @@ class TokenRateLimiter:
             count, ttl = int(reply[offset + 2 * n]), int(reply[offset + 2 * n + 1])
             if count > item.amount:
                 try:  # refused: a sustained spike is counted apart (refusals only, off the hot path)
-                    spike = spike or self._count_refusal(identity, parts[0])
+                    sustained = self._count_refusal(identity, parts[0])  # counted even when a burst reports
+                    spike = spike or sustained
                 except self._errors as exc:
                     raise LimiterStorageError(exc) from exc
                 return RateDecision(allowed=False, spike=spike, anomaly=anomaly,

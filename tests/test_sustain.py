@@ -147,3 +147,17 @@ def test_pipeline_flags_until_the_anomaly_is_sustained(make_app: AppFactory, clo
         anomaly_actions = [e.action for e in reversed(shield.events(kind="traffic-anomaly"))]
         assert anomaly_actions == ["flag", "flag", "revoke"]
         assert shield.events(kind="token-revoked")[0].detail == {"reason": "traffic-anomaly"}
+
+
+def test_a_refused_minute_counts_even_when_a_burst_reports_it(clock: Clock) -> None:
+    """The first refusal of a minute may also cross the burst threshold: that report wins,
+    and the minute is still counted for the sustained form."""
+    engine = TokenRateLimiter("5/minute", storage_uri="memory://", spike_threshold="5/minute",
+                              spike_sustain="3/10 minutes")  # fmt: skip
+    for _ in range(3):
+        reports = refuse(engine, "jti-1", 6)  # the sixth attempt is refused *and* the burst
+        assert [r.sustained for r in reports] == [False]
+        clock.advance(60)
+    engine.set_endpoint_limit("reports", "2/minute")
+    found = [d.spike for d in (engine.check("jti-1", "reports") for _ in range(3)) if d.spike is not None]
+    assert [(r.sustained, r.count) for r in found] == [(True, 4)]
