@@ -17,12 +17,9 @@ from typing import Final
 
 from limits import parse_many
 
+from .actions import ACTIONS
 from .errors import ConfigurationError
 from .signals import BY_KIND
-
-#: The detectors' answers, weakest first (DESIGN.md "the action ladder").
-ACTIONS: tuple[str, ...] = ("flag", "deny", "revoke", "revoke_family", "revoke_subject")
-
 
 #: Detector buckets are minutes: "sustained" counts distinct minutes, whatever the limits' windows.
 MINUTE: Final = 60

@@ -22,13 +22,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 from typing import Final
 from typing import TypeAlias
 
 import maxminddb
 
+from .actions import Finding
 from .config import ConfigKey
 from .config import ShieldConfig
 from .errors import ConfigurationError
@@ -504,17 +504,6 @@ def _open_error(path: str, exc: OSError) -> GeoIPError:
 # sees one write per minute per active subject at most, yet the "last seen" time stays fresh
 # enough that real travel is not diluted over hours of staying put.
 LOCATION_REFRESH: Final = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A detector's verdict: the event ``kind``, the configured ``action`` and what to say."""
-
-    kind: str
-    action: str
-    description: str
-    country: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class GeoGuard:

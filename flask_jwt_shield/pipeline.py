@@ -31,6 +31,7 @@ from flask import has_request_context
 from flask import request
 
 from . import signals
+from .actions import Finding
 from .config import ConfigKey
 from .config import ShieldConfig
 from .dpop import Nonces
@@ -50,7 +51,6 @@ from .errors import StoreUnavailable
 from .events import EventRecorder
 from .events import SecurityEvent
 from .events import mask_ip
-from .geo import Finding
 from .geo import GeoGuard
 from .keys import KeyRing
 from .ratelimit import LimiterStorageError
