@@ -22,6 +22,7 @@ from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .errors import NotIssuedHere
 from .errors import UnsupportedGrantType
 from .errors import UseDPoPNonce
 from .events import SecurityEvent
@@ -53,6 +54,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenPair",
+    "NotIssuedHere",
     "UnsupportedGrantType",
     "UseDPoPNonce",
     "current_claims",

@@ -28,6 +28,7 @@ from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
+from .errors import NotIssuedHere
 from .errors import RevokedToken
 from .errors import StoreError
 from .errors import StoreUnavailable
@@ -397,10 +398,11 @@ def sessions(state: ShieldState, sub: str) -> list[Session]:
 
 def refuse_in_resource_server_mode(state: ShieldState, method: str) -> None:
     if state.config.resource_server:
-        raise RuntimeError(
+        raise NotIssuedHere(
             f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
             " the identity provider issues and refreshes the tokens, and owns the sessions"
-            " (refresh-token reuse detection is its job). Send users to the provider to log in."
+            " (refresh-token reuse detection is its job). Send users to the provider to log in.",
+            reason="resource-server-mode",
         )
 
 
