@@ -17,12 +17,12 @@ from .errors import InvalidScope
 from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import MissingToken
+from .errors import NotIssuedHere
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
-from .errors import NotIssuedHere
 from .errors import UnsupportedGrantType
 from .errors import UseDPoPNonce
 from .events import SecurityEvent
