@@ -43,7 +43,8 @@ def test_rfc7638_example_thumbprint() -> None:
 
 
 @pytest.mark.parametrize(
-    "jwk", [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "RSA", "e": "AQAB"}, {"kty": "EC", "crv": "P-256", "x": "", "y": "y"}]
+    "jwk",
+    [{"kty": "oct", "k": "c2VjcmV0"}, {"kty": "RSA", "e": "AQAB"}, {"kty": "EC", "crv": "P-256", "x": "", "y": "y"}],
 )
 def test_thumbprint_refuses_unknown_types_and_missing_members(jwk: dict[str, str]) -> None:
     assert reason(lambda: jose.jwk_thumbprint(jwk)) == "thumbprint"
