@@ -1654,3 +1654,25 @@ def test_jwks_server_with_a_malformed_status_line_is_a_503_not_a_500(make_app: A
         server.stop()
     assert response.status_code == 503 and response.json["error"] == "temporarily_unavailable"
     assert "WWW-Authenticate" not in response.headers
+
+
+# -- DPoP htu and the Host header --------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(Flask, "create_url_adapter") or "TRUSTED_HOSTS" not in Flask.default_config,
+                    reason="TRUSTED_HOSTS is Flask 3.1+")  # fmt: skip
+def test_dpop_proof_for_another_host_with_a_forged_host_header(make_app: AppFactory, now: float) -> None:
+    # htu is compared with the URL the request claims, Host header included: a proof made for
+    # another origin is accepted by an app that answers any Host. The docs (sender-constrained,
+    # production) say to fix the host: Flask's TRUSTED_HOSTS (or a proxy that does), which
+    # refuses the forged Host before the view runs. This pins that advice.
+    app, _ = make_app({"JWT_SHIELD_DPOP": "optional", "TRUSTED_HOSTS": ["localhost"]})
+    key = HandKey(url=API_URL, now=now)
+    login_key = HandKey(url="http://localhost/login", now=now, method="POST")
+    login_key.key, login_key.jwk = key.key, key.jwk
+    token = app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}).json["access_token"]
+    client = app.test_client()
+    elsewhere = key.proof(token=token, claims={"htu": "http://other.example/api/me"})
+    forged = client.get("/api/me", headers={**dpop_headers(token, elsewhere), "Host": "other.example"})
+    assert forged.status_code == 400  # the view never ran
+    accepted(client.get("/api/me", headers=dpop_headers(token, key.proof(token=token))))
