@@ -349,7 +349,7 @@ def test_a_server_dribbling_its_status_line_and_headers_is_cut_off_at_the_deadli
         server.stop()
     assert took < 1.0 + 1.5  # the 1 s deadline, and a margin for a busy machine
     assert "took longer than 1 s" in caplog.text
-    assert jwks.fetches == 1
+    assert jwks.fetches == 1 and server.connections == 1
 
 
 @pytest.mark.parametrize(
