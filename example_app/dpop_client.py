@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing as t
 import urllib.error
@@ -109,6 +110,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return _play(args.url, args.username, args.password)
+    except BrokenPipeError:  # our output was piped into a reader that stopped (`| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:  # refused, unreachable, timed out
         reason = getattr(exc, "reason", None) or exc
         print(f"error: cannot reach the example app at {args.url} ({reason}). Start it with `make run`.",
