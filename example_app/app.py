@@ -326,9 +326,7 @@ def _routes(app: Flask) -> Blueprint:
 
 
 def _forget_places(username: str) -> None:
-    # The store directly, until the library has a call for it: the GeoIP detectors keep a
-    # user's recent countries and last place in the store's profile of that subject.
-    current_app.extensions["jwt_shield"].store.put_profile(username, {})
+    shield.forget_places(username)
 
 
 def _admin() -> Blueprint:

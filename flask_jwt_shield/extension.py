@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import events as _events
+from . import geocheck
 from . import revocation
 from . import sessions as _sessions
 from . import transport
@@ -275,6 +276,12 @@ class JWTShield:
         ``JWT_SHIELD_KEYS`` and deploy, then revoke the old one.
         """
         revocation.revoke_key(current_state(), kid)
+
+    def forget_places(self, sub: str) -> None:
+        """Clear what the GeoIP detectors remember of ``sub`` -- the recent countries and
+        the last place seen -- after a false alarm (a login from a VPN, a trip): the next
+        login is judged like a first one. Sessions and revocations are untouched."""
+        geocheck.forget_places(current_state(), sub)
 
     # -- reading -----------------------------------------------------------------------
 
