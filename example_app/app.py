@@ -212,6 +212,11 @@ def _json_object(*fields: str) -> dict[str, str]:
     missing = [f for f in fields if not isinstance(data.get(f), str) or not data[f]]
     if missing:
         raise InvalidRequest(f"Give {', '.join(missing)} as non-empty strings.", reason="bad-fields")
+    for f in fields:
+        try:
+            data[f].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") is JSON, but not text
+            raise InvalidRequest(f"{f} is not valid Unicode text.", reason="bad-text") from None
     return {f: data[f] for f in fields}
 
 

@@ -374,3 +374,21 @@ def test_the_tour_does_what_it_says_on_a_fresh_instance(client: t.Any) -> None:
     assert client.get("/api/me", headers={**token, **forwarded(me_cmd)}).status_code == 401
     # Tokyo did not become alice's last place: she logs in again from Berlin.
     assert login(client).status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    '{"username": "\\ud800", "password": "wonderland"}',
+    '{"username": "alice", "password": "\\udfff"}',
+])  # fmt: skip
+def test_a_lone_surrogate_gets_400_not_500(client: t.Any, body: str) -> None:
+    """Newcomer's list, bug 4: JSON may escape a lone surrogate; it is no text to store."""
+    r = client.post("/auth/login", data=body, content_type="application/json")
+    assert r.status_code == 400
+    assert r.json["error"] == "invalid_request"
+
+
+def test_a_note_with_a_lone_surrogate_gets_400(client: t.Any) -> None:
+    token = login(client).json["access_token"]
+    r = client.post("/api/notes", data='{"text": "hi \\ud800"}', content_type="application/json",
+                    headers={**bearer(token), "X-Forwarded-For": "192.0.2.10"})  # fmt: skip
+    assert r.status_code == 400
