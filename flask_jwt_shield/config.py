@@ -15,11 +15,10 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Final
 
-from limits import parse_many
-
 from .actions import ACTIONS
 from .errors import ConfigurationError
 from .ratelimit.syntax import Sustain
+from .ratelimit.syntax import parse_limits
 from .signals import BY_KIND
 
 
@@ -665,10 +664,10 @@ class _Reader:
                 f"{' or None' if nullable else ''}, not {value!r}."
             )
         try:
-            parse_many(value)
+            parse_limits(value)
         except ValueError as exc:
             raise ConfigurationError(
-                f"{key} is {value!r}, which is not a rate limit string ({exc}); write it like"
+                f"{key} is {value!r}, which is not a usable rate limit string ({exc}); write it like"
                 " '300/minute' or '10/second;300/minute'."
             ) from None
         return value
