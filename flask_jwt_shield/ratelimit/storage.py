@@ -1,7 +1,8 @@
 """Where the limiter counts: choosing a :mod:`limits` storage, and its errors.
 
 A storage comes from a URI, a storage object or an app's Flask-Limiter ``Limiter``. Every
-failure of any backend is raised as :class:`LimiterStorageError`, so the pipeline can apply
+failure of any backend is raised as :class:`LimiterStorageError`, a
+:class:`~flask_jwt_shield.errors.StoreError`, so the pipeline can apply
 ``JWT_SHIELD_FAIL_MODE``.
 """
 
@@ -20,6 +21,8 @@ from limits.storage import MemoryStorage
 from limits.storage import Storage
 from limits.storage import storage_from_string
 
+from ..errors import StoreError
+
 if TYPE_CHECKING:
     from flask_limiter import Limiter
 
@@ -35,12 +38,12 @@ _REDIS_DEFAULT_OPTIONS: Final[Mapping[str, float]] = {
 }
 
 
-class LimiterStorageError(Exception):
+class LimiterStorageError(StoreError):
     """The rate limit storage could not be read or written (down, refused, timed out).
 
     Every storage failure of :class:`~flask_jwt_shield.ratelimit.TokenRateLimiter` is raised
     as this one type, whatever the backend; the original exception is ``__cause__`` and
-    :attr:`original`.
+    :attr:`original`. A :class:`~flask_jwt_shield.errors.StoreError`, as every store failure.
     """
 
     def __init__(self, original: BaseException) -> None:
