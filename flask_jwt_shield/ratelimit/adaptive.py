@@ -174,6 +174,7 @@ class MemoryBaselines:
         self._states: OrderedDict[str, Baseline] = OrderedDict()
 
     def observe(self, subject: str, now: float, settings: AdaptiveSettings, floor: float) -> tuple[bool, int, float]:
+        """Count one request of ``subject`` at ``now``: (flagged, count in the bucket, baseline)."""
         bucket = math.floor(now / settings.bucket_seconds)
         with self._lock:
             state = self._states.get(subject)
@@ -212,6 +213,7 @@ class RedisBaselines:
         self._script: Script = storage.get_connection().register_script(ADAPTIVE_LUA.encode())
 
     def observe(self, subject: str, now: float, settings: AdaptiveSettings, floor: float) -> tuple[bool, int, float]:
+        """:meth:`MemoryBaselines.observe` in one script call: the same rule, the same answer."""
         name = self._storage.prefixed_key(f"{self._namespace}/{key_part(subject)}")
         reply = self._script(
             keys=[name],
