@@ -455,6 +455,11 @@ class RedisStore:
         self._run("revoke", _REVOKE, [self._rev(kind, value)], [_num(until), _ms(until), self._channel])
         self._wrote()
 
+    def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
+        with self._io() as client:
+            until = client.get(self._rev(kind, value))
+        return until is not None and float(until) > now
+
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         self._run("revoke_subject", _REVOKE_SUBJECT, [self._nb(sub)], [_num(at), _num(until), TTL_MARGIN,
                                                                         self._channel])  # fmt: skip
