@@ -487,7 +487,7 @@ def test_log_out_everywhere_asks_first(dash: tuple[Flask, JWTShield]) -> None:
     r = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(page)})
     html = r.get_data(as_text=True)
     assert r.status_code == 200 and r.mimetype == "text/html"
-    assert "Log out alice everywhere?" in html and "1 live session ends" in html
+    assert "Log out alice everywhere?" in html and "the 1 live session ends" in html
     assert f'name="confirm" value="{CONFIRM}"' in html and 'name="csrf_token" value="' in html
     assert 'href="/shield/subject?sub=alice">Cancel</a>' in html
     assert client.get("/api/me", headers=bearer(pair["access_token"])).status_code == 200  # nothing yet
