@@ -1037,8 +1037,8 @@ def _time_calls(call: Any, batch: int) -> float:
 
 def _shield_session_samples(store: str, rounds: int, batch: int) -> dict[str, list[float]]:
     app = apps.make_shield(store=store)
+    shield = app.extensions["bench_shield"]
     state = app.extensions["jwt_shield"]
-    shield = state.shield
     counter = iter(range(10**9))
     with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"}):
 
@@ -1071,8 +1071,8 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     from werkzeug.test import EnvironBuilder
 
     app = apps.make_shield(store=store)
-    pipeline = app.extensions["jwt_shield"]
-    shield = pipeline.shield
+    state = app.extensions["jwt_shield"]
+    shield = app.extensions["bench_shield"]
     app.register_blueprint(shield.token_blueprint(url="/oauth/token"))
 
     @app.post("/refresh-json")
@@ -1106,7 +1106,7 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     for _ in range(rounds):  # interleaved, so that both rows see the same machine
         samples[f"one-line JSON view calling refresh(), over WSGI ({store} store)"].append(_time_calls(plain, batch))
         samples[f"shield.token_view(), form body, over WSGI ({store} store)"].append(_time_calls(endpoint, batch))
-    pipeline.store.close()
+    state.store.close()
     return samples
 
 
@@ -1187,12 +1187,12 @@ def run_alerts(rounds: int, batch: int, delay: float = 1.0) -> str:
 
     def make(config: dict[str, Any]) -> Any:
         app = apps.make_shield(config=config)
-        pipeline = app.extensions["jwt_shield"]
+        state = app.extensions["jwt_shield"]
 
         @app.get("/alerting")
-        @pipeline.shield.exempt
+        @app.extensions["bench_shield"].exempt
         def alerting() -> Any:
-            pipeline.record("traffic-spike", None, subject=apps.SUBJECT, action="flag", detail={"count": 3001})
+            state.record("traffic-spike", None, subject=apps.SUBJECT, action="flag", detail={"count": 3001})
             return {"ok": True}
 
         return app
@@ -1232,7 +1232,7 @@ def run_alerts(rounds: int, batch: int, delay: float = 1.0) -> str:
         sinks = {}
         for key, app in made.items():
             with app.app_context():
-                sinks[key] = app.extensions["jwt_shield"].shield.alerts()
+                sinks[key] = app.extensions["bench_shield"].alerts()
         dropped = sinks["dropped"].stats().dropped if sinks["dropped"] is not None else 0
         for sink in sinks.values():
             if sink is not None:

@@ -17,6 +17,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import events as _events
+from . import revocation
 from .alerts import AlertSink
 from .config import ConfigKey
 from .config import ShieldConfig
@@ -27,19 +28,20 @@ from .geo import GeoIPDatabase
 from .geo import GeoIPError
 from .geo import is_routable
 from .masking import mask_url
-from .pipeline import Pipeline
-from .refresh import Session
+from .sessions import Session
+from .state import ShieldState
+from .state import current_state
 from .stores.memory import MemoryStore
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _pipeline() -> Pipeline:
+def _state() -> ShieldState:
     try:
-        return t.cast(Pipeline, current_app.extensions["jwt_shield"])
-    except KeyError:
-        raise click.ClickException("JWTShield is not initialised on this app (call shield.init_app(app)).") from None
+        return current_state()
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def parse_since(value: str) -> float:
@@ -61,10 +63,10 @@ def cli() -> None:
     """Flask-JWT-Shield: revocation, security events and keys."""
 
 
-def _writable(pipeline: Pipeline, what: str) -> None:
+def _writable(state: ShieldState, what: str) -> None:
     """Refuse a write the running server would never see: a ``memory://`` store lives
     inside the server's own process, and this command runs in a process of its own."""
-    if isinstance(pipeline.store, MemoryStore):
+    if isinstance(state.store, MemoryStore):
         raise click.ClickException(
             f"Nothing {what}: {ConfigKey.STORE_URI} is memory://, and a memory store lives inside the running"
             " server process, so this command (a process of its own) cannot reach it. Use a shared store,"
@@ -72,11 +74,11 @@ def _writable(pipeline: Pipeline, what: str) -> None:
         )
 
 
-def _known_key(pipeline: Pipeline, kid: str) -> None:
+def _known_key(state: ShieldState, kid: str) -> None:
     """Refuse a key the shield does not know: revoking it would change nothing."""
-    if kid in pipeline.keys.by_kid:
+    if kid in state.keys.by_kid:
         return
-    remote = pipeline.codec.remote
+    remote = state.codec.remote
     if remote is not None:
         remote.refresh_if_due()
         if remote.key_set is not None and kid in remote.key_set.kids:
@@ -85,7 +87,7 @@ def _known_key(pipeline: Pipeline, kid: str) -> None:
         where = "in the identity provider's JWK Set" if remote.key_set is not None else (
             f"(the JWK Set could not be fetched: {remote.last_error})")  # fmt: skip
     else:
-        known = [k.kid for k in pipeline.keys.keys]
+        known = [k.kid for k in state.keys.keys]
         where = "in the key ring"
     raise click.ClickException(
         f"Nothing revoked: there is no key {kid!r} {where}." + (f" Known keys: {', '.join(known)}." if known else "")
@@ -109,18 +111,18 @@ def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | Non
     given = [v for v in (jti, sid, subject, kid) if v]
     if len(given) != 1:
         raise click.UsageError("Give exactly one of --jti, --session, --subject, --kid.")
-    pipeline = _pipeline()
-    _writable(pipeline, "revoked")
+    state = _state()
+    _writable(state, "revoked")
     try:
         if jti:
-            pipeline.revoke_token(jti)
+            revocation.revoke_token(state, jti)
         elif sid:
-            pipeline.revoke_family(sid)
+            revocation.revoke_family(state, sid)
         elif subject:
-            pipeline.revoke_subject(subject)
+            revocation.revoke_subject(state, subject)
         elif kid:
-            _known_key(pipeline, kid)
-            pipeline.revoke_key(kid)
+            _known_key(state, kid)
+            revocation.revoke_key(state, kid)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except (StoreError, StoreUnavailable):
@@ -138,10 +140,10 @@ def _line(e: _events.SecurityEvent, fields: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
-def _nothing_found(pipeline: Pipeline, what: str) -> str:
+def _nothing_found(state: ShieldState, what: str) -> str:
     """Say that nothing matched -- and, with a memory store, why that may be."""
     text = f"no events {what}"
-    if isinstance(pipeline.store, MemoryStore):
+    if isinstance(state.store, MemoryStore):
         text += (" (the store is memory://: this command sees only its own process, never the events of a"
                  " running server; use a SQLite or Redis store)")  # fmt: skip
     return text
@@ -164,16 +166,16 @@ def _filters(**given: str | None) -> str:
 def events(subject: str | None, jti: str | None, sid: str | None, kind: str | None,
            since: str | None, limit: int, as_json: bool) -> None:  # fmt: skip
     """List stored security events, newest first."""
-    pipeline = _pipeline()
+    state = _state()
     found = _events.query(
-        pipeline.store, subject=subject, jti=jti, sid=sid, kind=kind,
+        state.store, subject=subject, jti=jti, sid=sid, kind=kind,
         since=parse_since(since) if since else None, limit=limit,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in found], indent=2, sort_keys=True))
         return
     if not found:
-        click.echo(_nothing_found(pipeline, _filters(subject=subject, jti=jti, session=sid, kind=kind, since=since)))
+        click.echo(_nothing_found(state, _filters(subject=subject, jti=jti, session=sid, kind=kind, since=since)))
         return
     for e in found:
         click.echo(_line(e, ("subject", "jti", "sid", "ip", "country", "action")))
@@ -185,15 +187,15 @@ def events(subject: str | None, jti: str | None, sid: str | None, kind: str | No
 @with_appcontext
 def trace(who: str, limit: int) -> None:
     """Timeline of a subject, a token (jti) or a session (sid), oldest first."""
-    pipeline = _pipeline()
-    store = pipeline.store
+    state = _state()
+    store = state.store
     seen: dict[str, t.Any] = {}
     for found in (_events.query(store, subject=who, limit=limit), _events.query(store, jti=who, limit=limit),
                   _events.query(store, sid=who, limit=limit)):  # fmt: skip
         for e in found:
             seen[e.id] = e
     if not seen:
-        click.echo(_nothing_found(pipeline, f"for {who!r} (no subject, token or session by that name)"))
+        click.echo(_nothing_found(state, f"for {who!r} (no subject, token or session by that name)"))
         return
     for e in sorted(seen.values(), key=lambda e: e.at):
         click.echo(_line(e, ("jti", "sid", "ip", "country", "action")))
@@ -252,8 +254,8 @@ def list_keys() -> None:
 
     In resource-server mode: the identity provider's keys, fetched now from its JWK Set.
     """
-    pipeline = _pipeline()
-    remote = pipeline.codec.remote
+    state = _state()
+    remote = state.codec.remote
     if remote is not None:
         remote.refresh_if_due()
         key_set = remote.key_set
@@ -264,7 +266,7 @@ def list_keys() -> None:
         for skipped in key_set.skipped:
             click.echo(f"{skipped.kid}  -  skipped: {skipped.reason}")
         return
-    ring = pipeline.keys
+    ring = state.keys
     for i, key in enumerate(ring.keys):
         role = "signs" if i == 0 and key.signing is not None else "verifies"
         click.echo(f"{key.kid}  {key.alg}  {role}")
@@ -276,9 +278,9 @@ def list_keys() -> None:
 @with_appcontext
 def sessions(subject: str, as_json: bool) -> None:
     """List the live sessions of SUBJECT (by sid), oldest first."""
-    pipeline = _pipeline()
+    state = _state()
     try:
-        families = pipeline.store.families(subject, now=time.time(), idle_ttl=pipeline.config.refresh_idle_ttl)
+        families = state.store.families(subject, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
     except StoreError as exc:
         raise click.ClickException(f"The store cannot be reached: {exc}") from None
     found = [Session.of(f) for f in families]
@@ -356,9 +358,9 @@ def geo(ip: str, as_json: bool) -> None:
 
 
 def _settings() -> ShieldConfig:
-    pipeline = current_app.extensions.get("jwt_shield")
-    if pipeline is not None:
-        return t.cast(Pipeline, pipeline).config
+    state = current_app.extensions.get("jwt_shield")
+    if state is not None:
+        return t.cast(ShieldState, state).config
     try:
         return ShieldConfig.from_mapping(current_app.config)
     except ConfigurationError as exc:
@@ -443,9 +445,9 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
 def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool = True) -> list[str]:
     """What ``check-config`` warns about, each as one sentence saying how to fix it."""
     K = ConfigKey
-    pipeline: Pipeline | None = app.extensions.get("jwt_shield")
+    state: ShieldState | None = app.extensions.get("jwt_shield")
     found: list[str] = []
-    store_is_memory = isinstance(pipeline.store, MemoryStore) if pipeline is not None else (
+    store_is_memory = isinstance(state.store, MemoryStore) if state is not None else (
         config.store_uri.startswith("memory"))  # fmt: skip
     if store_is_memory and not app.testing:
         found.append(
@@ -461,7 +463,7 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
         )
     found.extend(_geoip_warnings(config))
     if config.rate_limit is not None:
-        local = pipeline.limiter.local if pipeline is not None and pipeline.limiter is not None else (
+        local = state.limiter.local if state is not None and state.limiter is not None else (
             (config.rate_limit_storage_uri or ("" if config.store_uri.startswith(("redis", "unix")) else "memory"))
             .startswith("memory"))  # fmt: skip
         if local:
@@ -540,7 +542,7 @@ def _geoip_warnings(config: ShieldConfig) -> list[str]:
 @with_appcontext
 def purge() -> None:
     """Drop expired revocations, sessions and spent refresh tokens from the store."""
-    pipeline = _pipeline()
-    _writable(pipeline, "purged")
-    dropped = pipeline.store.purge(time.time())
+    state = _state()
+    _writable(state, "purged")
+    dropped = state.store.purge(time.time())
     click.echo(f"purged {dropped} expired entries")
