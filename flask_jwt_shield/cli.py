@@ -140,13 +140,14 @@ def _line(e: _events.SecurityEvent, fields: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
+#: Why an empty answer from a memory store may mean nothing.
+_MEMORY_NOTE = (" (the store is memory://: this command sees only its own process, never the state of a running"
+                " server; use a SQLite or Redis store)")  # fmt: skip
+
+
 def _nothing_found(state: ShieldState, what: str) -> str:
     """Say that nothing matched -- and, with a memory store, why that may be."""
-    text = f"no events {what}"
-    if isinstance(state.store, MemoryStore):
-        text += (" (the store is memory://: this command sees only its own process, never the events of a"
-                 " running server; use a SQLite or Redis store)")  # fmt: skip
-    return text
+    return f"no events {what}" + (_MEMORY_NOTE if isinstance(state.store, MemoryStore) else "")
 
 
 def _filters(**given: str | None) -> str:

@@ -631,3 +631,13 @@ def test_event_summaries_name_units_and_keys(event: SecurityEvent, text: str) ->
     from flask_jwt_shield.dashboard import _summary
 
     assert _summary(event) == text
+
+
+def test_next_keeps_the_apps_mount_point(make_app: AppFactory) -> None:
+    """An app mounted under a path (SCRIPT_NAME) gets ``next`` with that path in front."""
+    app, shield = make_app()
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url="/app/admin/login"),
+                           url_prefix="/shield")  # fmt: skip
+    r = app.test_client().get("/shield/keys", base_url="http://localhost/app")
+    assert r.status_code == 403
+    assert 'href="/app/admin/login?next=%2Fapp%2Fshield%2Fkeys"' in r.get_data(as_text=True)

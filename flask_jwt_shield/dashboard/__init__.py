@@ -398,7 +398,7 @@ def _here() -> str:
     """The page that was asked for, as a local path (``next``) -- a GET's own URL, else the
     dashboard's start page."""
     if request.method == "GET":
-        path = request.full_path.rstrip("?")
+        path = request.script_root + request.full_path.rstrip("?")
         if is_local_path(path):
             return path
     return url_for(".index")
