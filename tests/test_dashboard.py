@@ -641,3 +641,21 @@ def test_next_keeps_the_apps_mount_point(make_app: AppFactory) -> None:
     r = app.test_client().get("/shield/keys", base_url="http://localhost/app")
     assert r.status_code == 403
     assert 'href="/app/admin/login?next=%2Fapp%2Fshield%2Fkeys"' in r.get_data(as_text=True)
+
+
+def test_next_never_echoes_a_token(make_app: AppFactory) -> None:
+    """The query string is whatever the client sent: ``next`` keeps only the dashboard's own
+    parameters, and none shaped like a token (found by tests/test_example_fuzz.py)."""
+    app, shield = make_app()
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url="/login-page"),
+                           url_prefix="/shield")  # fmt: skip
+    with app.app_context():
+        token = shield.issue_tokens("alice").refresh_token
+    client = app.test_client()
+    r = client.get("/shield/", query_string={"refresh_token": token, "kind": "new-country", "x": "1"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 403 and token not in html and token.split(".")[1] not in html
+    assert 'href="/login-page?next=%2Fshield%2F%3Fkind%3Dnew-country"' in html
+    r = client.get("/shield/subject", query_string={"sub": token})
+    assert token.split(".")[1] not in r.get_data(as_text=True)
+    assert 'href="/login-page?next=%2Fshield%2Fsubject"' in r.get_data(as_text=True)

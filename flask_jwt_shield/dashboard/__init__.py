@@ -83,6 +83,11 @@ CONFIRM = "log-out-everywhere"
 #: The longest ``next`` path the 403 page hands to the app's login page.
 MAX_NEXT = 2048
 
+# The query parameters of the dashboard's pages, the only ones ``next`` carries over.
+_PAGE_ARGS = frozenset({"kind", "subject", "since", "page", "sub"})
+# A compact JWS or JWE (its header is a JSON object, so base64url "eyJ..."): never echoed.
+_TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.")
+
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none';"
         " base-uri 'none'")  # fmt: skip
 
@@ -396,12 +401,18 @@ def is_local_path(value: str | None) -> bool:
 
 def _here() -> str:
     """The page that was asked for, as a local path (``next``) -- a GET's own URL, else the
-    dashboard's start page."""
-    if request.method == "GET":
-        path = request.script_root + request.full_path.rstrip("?")
-        if is_local_path(path):
-            return path
-    return url_for(".index")
+    dashboard's start page.
+
+    Only the dashboard's own query parameters are carried over, and none that looks like a
+    token: the query string is whatever the client sent (``?refresh_token=...``), and a
+    token must never be echoed into a page.
+    """
+    if request.method != "GET":
+        return url_for(".index")
+    kept = [(k, v) for k, v in request.args.items(multi=True)
+            if k in _PAGE_ARGS and len(v) <= MAX_ID and not _TOKEN_SHAPE.search(v)]  # fmt: skip
+    path = request.script_root + request.path + (f"?{urllib.parse.urlencode(kept)}" if kept else "")
+    return path if is_local_path(path) else url_for(".index")
 
 
 def _with_next(login_url: str, next_path: str) -> str:
