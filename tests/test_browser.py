@@ -259,3 +259,8 @@ def test_pages_fit_a_phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
                 assert 0 <= box["left"] and box["right"] <= width, (name, element.text, box)
             screenshot(browser, shots, f"{name}-phone", width=PHONE)
             browser.set_window_size(PHONE, 800)
+        browser.get(server.url + "/shield/subject?sub=alice")
+        browser.find_element(By.XPATH, "//button[text()='Log out everywhere']").click()
+        wait_for_title(browser, "Log out alice everywhere?")
+        width = browser.execute_script("return window.innerWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # the confirmation too
