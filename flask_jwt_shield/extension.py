@@ -27,6 +27,7 @@ from . import transport
 from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
+from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
 from .jwks import JWKSClient
@@ -51,6 +52,7 @@ from .tokens import Claims
 logger = logging.getLogger("flask_jwt_shield")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+B = t.TypeVar("B", bound=Blueprint)
 ResponseT = t.TypeVar("ResponseT", bound=BaseResponse)
 T_revocation_checker = t.TypeVar("T_revocation_checker", bound=t.Callable[[Claims], bool])
 
@@ -87,6 +89,7 @@ class JWTShield:
             )
         state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
         app.extensions[EXTENSION_KEY] = state
+        serialise_current_claims(app)
         if state.config.enabled:
             run = Pipeline(state).run
 
@@ -101,13 +104,33 @@ class JWTShield:
 
     # -- decorators ----------------------------------------------------------------------
 
-    def exempt(self, view: F) -> F:
-        """Serve this view without a token (login, refresh, health checks).
+    @t.overload
+    def exempt(self, view: F) -> F: ...
+    @t.overload
+    def exempt(self, view: B) -> B: ...
+    def exempt(self, view: F | B) -> F | B:
+        """Serve this view -- or every view of this blueprint -- without a token (login,
+        refresh, health checks).
 
         Holds under other decorators that use :func:`functools.wraps` (the shield follows
-        ``__wrapped__``), whichever order they are applied in.
+        ``__wrapped__``), whichever order they are applied in. A blueprint counts wherever
+        it is registered, under any name, nested too.
         """
-        self._registry.exempt_views.add(view)
+        if isinstance(view, Blueprint):
+            self._registry.exempt_blueprints.add(view)
+        else:
+            self._registry.exempt_views.add(view)
+        return view
+
+    def optional(self, view: F) -> F:
+        """Serve this view with or without a token (Flask-JWT-Extended's
+        ``@jwt_required(optional=True)``).
+
+        Without a token the view runs with no claims (``get_claims(optional=True)`` is
+        empty); a token that is present is checked like anywhere else, so a bad, expired or
+        revoked one is still refused.
+        """
+        self._registry.optional_views.add(view)
         return view
 
     @t.overload
@@ -136,8 +159,15 @@ class JWTShield:
 
         Called after the built-in checks, for every request. A callback that raises is
         treated as an unreachable store (``JWT_SHIELD_FAIL_MODE``), never as "not revoked".
+        Registering the same function again (an app factory that defines and registers its
+        checker on every call) replaces the earlier one.
         """
-        self._registry.revocation_checkers.append(callback)
+        checkers = self._registry.revocation_checkers
+        # An app factory that registers its checker on every call defines the same function
+        # again each time: the new one replaces the old instead of piling up.
+        code = getattr(callback, "__code__", None)
+        checkers[:] = [c for c in checkers if code is None or getattr(c, "__code__", None) is not code]
+        checkers.append(callback)
         return callback
 
     # -- issuing -------------------------------------------------------------------------

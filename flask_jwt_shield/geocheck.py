@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 
+from .cache import bounded_put
 from .errors import StoreError
 from .events import mask_ip
 from .revocation import act
+from .state import SEEN_MAX
 from .state import ShieldState
-from .state import bounded_put
 from .tokens import Claims
 
 # A token seen again from the same address within this many seconds skips the geo step:
@@ -34,7 +35,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
         return  # this token from this address passed a minute ago: no lookup, no store
     location = guard.locate(ip)
     if location is None:  # no known place: never flagged, never denied
-        bounded_put(state.geo_seen, key, now)
+        bounded_put(state.geo_seen, key, now, SEEN_MAX)
         return
     issued_in = claims.get("ctry")
     for finding in guard.on_request(location, issued_in):
@@ -64,7 +65,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
                 state.store.put_profile(sub, updated)
             except StoreError as exc:
                 state.store_failed(exc, claims)
-    bounded_put(state.geo_seen, key, now)
+    bounded_put(state.geo_seen, key, now, SEEN_MAX)
 
 def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, bool]:
     """The login-side checks: allowed countries, new country, travel (a login is a use).
