@@ -74,9 +74,9 @@ class EventRecorder:
 
     def __init__(self, config: ShieldConfig, store: Store) -> None:
         self.store = store
-        self.retention = config.event_retention
-        self.ip_mode = config.event_ip
-        self.audit = logging.getLogger(config.audit_logger)
+        self.retention = config.events.event_retention
+        self.ip_mode = config.events.event_ip
+        self.audit = logging.getLogger(config.events.audit_logger)
         #: The webhook sink, ``None`` without ``JWT_SHIELD_ALERT_WEBHOOK``.
         self.alerts = AlertSink(config.alerts) if config.alerts is not None else None
 

@@ -96,7 +96,7 @@ class JWTShield:
         state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
         app.extensions[EXTENSION_KEY] = state
         serialise_current_claims(app)
-        if state.config.enabled:
+        if state.config.request.enabled:
             run = Pipeline(state).run
 
             # A plain function rather than the bound method or a partial: Flask asks on
@@ -237,7 +237,7 @@ class JWTShield:
         :meth:`refresh` of such a session. Needs an app context.
         """
         config = current_state().config
-        if "cookies" not in config.token_locations:
+        if "cookies" not in config.request.token_locations:
             raise RuntimeError(f"set_cookies() needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
         if not pair.cookie_bound:
             raise ValueError(
@@ -245,10 +245,12 @@ class JWTShield:
                 " issue it with shield.issue_tokens(sub, cookies=True)."
             )
         ends = pair.refresh_expires_at
-        refresh_max_age = max(0, math.floor(ends - time.time())) if ends is not None else config.refresh_token_ttl
+        refresh_max_age = (
+            max(0, math.floor(ends - time.time())) if ends is not None else config.sessions.refresh_token_ttl
+        )
         transport.set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
                               refresh_token=pair.refresh_token, refresh_max_age=refresh_max_age,
-                              fingerprint=pair.fingerprint, samesite=config.cookie_samesite)  # fmt: skip
+                              fingerprint=pair.fingerprint, samesite=config.request.cookie_samesite)  # fmt: skip
         return response
 
     def unset_cookies(self, response: ResponseT) -> ResponseT:
