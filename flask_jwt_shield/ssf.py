@@ -9,17 +9,21 @@ application/secevent+jwt``). A SET is accepted only when
   configuration allows; its signature verifies with the provider's JWK Set (the same client,
   cache and hygiene as resource-server mode, :mod:`.jwks`);
 * ``iss`` and ``aud`` are the expected ones, ``iat`` is not in the future nor older than the
-  replay window, ``jti`` was never seen before (remembered in the store, shared by every
-  process), and ``events`` is an object.
+  replay window, ``jti`` was never applied before (remembered in the store, shared by every
+  process, once its events are applied: a delivery that fails is answered 503 and the
+  transmitter's retry applies it), and ``events`` is an object.
 
 Then each event it carries is mapped to the shield's own revocations:
 
 ==========================================  ====================================
 event type                                  the shield
 ==========================================  ====================================
-CAEP ``session-revoked``                    revokes that session (``sid``), or
-                                            every token of the user when the
-                                            subject names no session
+CAEP ``session-revoked``                    revokes that session when the store
+                                            knows it; else per ``session_fallback``:
+                                            every token of the user (``"subject"``)
+                                            or the tokens carrying that ``sid``
+                                            (``"none"``); every token of the user
+                                            when the subject names no session
 CAEP ``credential-change``                  revokes every token of the subject
 RISC ``sessions-revoked``                   revokes every token of the subject
 RISC ``account-disabled``                   revokes every token of the subject
@@ -29,10 +33,15 @@ verification, anything else                 nothing (202): RFC 8417 §2.2 says
 ==========================================  ====================================
 
 each recorded as a ``family-revoked`` / ``subject-revoked`` event whose ``detail`` names the
-SET. Answers follow RFC 8935 §2.3/§2.4: 202 on success, 400 with ``{"err", "description"}``
+SET and says what was done. A transmitter names only its own users: an ``iss_sub`` is the
+``sub`` of the app's tokens when its ``iss`` is both the SET's and the tokens' issuer; any
+other identifier goes through ``resolve_subject``.
+
+Answers follow RFC 8935 §2.3/§2.4: 202 on success, 400 with ``{"err", "description"}``
 (``invalid_request``, ``invalid_key``, ``invalid_issuer``, ``invalid_audience``) for a bad SET,
 401 ``authentication_failed`` / 403 ``access_denied`` when the application's ``authorize``
-callback refuses the transmitter, 503 while the keys or the store are unreachable; never a 500.
+callback refuses the transmitter, 503 while the keys or the store are unreachable or another
+delivery of the same SET is being applied; never a 500.
 """
 
 from __future__ import annotations
