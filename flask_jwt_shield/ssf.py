@@ -51,6 +51,7 @@ import functools
 import json
 import logging
 import math
+import secrets
 import time
 import typing as t
 
@@ -160,9 +161,10 @@ class SecurityEventReceiver:
             if authorize is not None and not authorize():
                 raise SETError("authentication_failed", "The SET Transmitter could not be authenticated.", 401)
             claims = self.verify(state, self._body())
-            self.claim(state, claims)
+            remembered = self.claim(state, claims)
             self.apply(state, claims)
-            self.applied(state, claims)
+            if not remembered:
+                self.applied(state, claims)
         except SETError as exc:
             logger.warning("security event refused: %s (%s)", exc.err, exc.description)
             # Like refused tokens: once a minute per client address and reason, so junk
@@ -288,41 +290,53 @@ class SecurityEventReceiver:
 
     # -- exactly once: refused when seen, remembered only once applied ----------------------
 
-    def claim(self, state: ShieldState, claims: dict[str, t.Any]) -> None:
+    def claim(self, state: ShieldState, claims: dict[str, t.Any]) -> bool:
         """Refuse a SET applied before (400) or being applied right now by another delivery
         (503, retry later); else hold it for :data:`LEASE` seconds while this one applies it.
+        ``True`` when the ``jti`` is remembered already (see below).
 
         The store offers test-and-set only (``remember_once``), and no "forget", so the
         ``jti`` is remembered as applied only after the events are (:meth:`applied`): a
         delivery that fails on the way leaves it unremembered and the transmitter's retry
         applies it. The test is ``remember_once`` with ``until=now``: an entry that expires
-        at once, so it answers "remembered?" and keeps nothing (an entry dropped to keep
-        the store within its bound also answers "seen", never "new"). The lease serializes
+        at once, so it answers "remembered?" and keeps nothing. The lease serializes
         deliveries of one SET across processes, so two at once do not both apply it.
+
+        A store over its size bound may have dropped remembered SETs and then answers
+        "seen" for any key it is not sure of (its floor), the test included: told apart by
+        a key never used, such a SET is remembered before it is applied, as a replay must
+        never be applied twice (a failure then loses it, as it would have been refused).
         """
         key, now = _replay_key(claims), time.time()
+        store = state.store
         try:
-            unseen = state.store.remember_once(_REPLAY_NAMESPACE, key, now, now=now)
-            leased = unseen and state.store.remember_once(_LEASE_NAMESPACE, key, now + LEASE, now=now)
+            if not store.remember_once(_REPLAY_NAMESPACE, key, now, now=now):
+                if store.remember_once(_REPLAY_NAMESPACE, f"\x00unused\x00{secrets.token_hex(16)}", now, now=now):
+                    raise SETError("invalid_request", "This SET was received before (jti replay).")
+                if not store.remember_once(_REPLAY_NAMESPACE, key, self._until(state, claims), now=now):
+                    raise SETError("invalid_request", "This SET was received before (jti replay).")
+                return True
+            if not store.remember_once(_LEASE_NAMESPACE, key, now + LEASE, now=now):
+                raise SETError("temporarily_unavailable", "This SET is being applied; retry later.", 503)
         except StoreError:
             raise StoreUnavailable() from None
-        if not unseen:
-            raise SETError("invalid_request", "This SET was received before (jti replay).")
-        if not leased:
-            raise SETError("temporarily_unavailable", "This SET is being applied; retry later.", 503)
+        return False
 
     def applied(self, state: ShieldState, claims: dict[str, t.Any]) -> None:
         """Remember the SET's ``jti`` as applied, until past the replay window."""
-        now = time.time()
-        until = float(claims["iat"]) + self.settings.max_age + state.config.leeway + 60
         try:
-            if not state.store.remember_once(_REPLAY_NAMESPACE, _replay_key(claims), until, now=now):
+            if not state.store.remember_once(
+                _REPLAY_NAMESPACE, _replay_key(claims), self._until(state, claims), now=time.time()
+            ):
                 # Only when applying took longer than the lease and another delivery ran.
                 logger.warning("SET %s was applied by two deliveries at once", claims["jti"])
         except StoreError:
-            # Applied but not remembered: a replay would apply it again (idempotent but for a
-            # later login); the transmitter's retry of this 503 is refused only once it is.
+            # Applied but not remembered: the transmitter's retry of this 503 applies it
+            # again (the same revocation), then it is remembered.
             raise StoreUnavailable() from None
+
+    def _until(self, state: ShieldState, claims: dict[str, t.Any]) -> float:
+        return float(claims["iat"]) + self.settings.max_age + state.config.leeway + 60
 
     def apply(self, state: ShieldState, claims: dict[str, t.Any]) -> None:
         """Apply each event of a verified SET; unknown event types are ignored."""

@@ -541,3 +541,33 @@ def test_attack_third_party_transmitter_cannot_name_a_local_user(make_app: AppFa
 def _claims(token: str) -> dict[str, t.Any]:
     payload = token.split(".")[1]
     return t.cast(dict[str, t.Any], json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_a_store_over_its_bound_still_accepts_new_sets_and_refuses_dropped_ones(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, issuer: str, clock: Clock
+) -> None:
+    """The memory store drops the oldest remembered keys at its bound and raises a floor:
+    a dropped SET is refused (never applied twice), a new one is still applied."""
+    from flask_jwt_shield.stores import MemoryStore
+
+    idp.publish(key)
+    store = MemoryStore(max_remembered=8)
+    app, shield = make_app({
+        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
+        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+    }, store=store)  # fmt: skip
+    app.register_blueprint(shield.security_events_blueprint())
+    first = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
+    assert push(app, first).status_code == 202
+    for n in range(20):  # DPoP proofs, say: the SET's jti is dropped to stay within the bound
+        store.remember_once("dpop", f"proof-{n}", time.time() + 300, now=time.time())
+    clock.advance(5)
+    assert push(app, first).status_code == 400  # dropped, so maybe seen: refused
+    later = access_token(key, issuer)
+    clock.advance(5)
+    second = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
+    assert push(app, second).status_code == 202
+    assert me(app, later) == 401
+    assert push(app, second).status_code == 400
+    with app.app_context():
+        assert len(shield.events(kind="subject-revoked")) == 2
