@@ -52,6 +52,9 @@ from .state import current_state
 from .stores import Store
 from .tokens import Claims
 
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
 logger = logging.getLogger("flask_jwt_shield")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -69,7 +72,9 @@ class JWTShield:
     :param store: a store instance to use instead of ``JWT_SHIELD_STORE_URI``.
     """
 
-    def __init__(self, app: Flask | None = None, *, limiter: t.Any = None, store: Store | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, limiter: Limiter | None = None, store: Store | None = None
+    ) -> None:
         self._limiter = limiter
         self._store = store
         self._registry = Registry()
