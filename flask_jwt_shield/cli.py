@@ -17,6 +17,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import events as _events
+from . import geocheck
 from . import revocation
 from .alerts import AlertSink
 from .config import ConfigKey
@@ -537,6 +538,21 @@ def _geoip_warnings(config: ShieldConfig) -> list[str]:
                 " since are placed where they used to be. Update it (geoipupdate, twice a week)."
             ]
     return []
+
+
+@cli.command("forget-places")
+@click.argument("subject")
+@with_appcontext
+def forget_places(subject: str) -> None:
+    """Clear what the GeoIP detectors remember of SUBJECT (recent countries, last place),
+    after a false alarm: the next login is judged like a first one."""
+    state = _state()
+    _writable(state, "forgotten")
+    try:
+        geocheck.forget_places(state, subject, by="cli")
+    except (StoreError, StoreUnavailable):
+        raise click.ClickException("Nothing forgotten: the store cannot be reached; try again.") from None
+    click.echo(f"forgot the places of {subject}")
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from flask import Flask
 
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield.cli import parse_since
+from flask_jwt_shield.state import current_state
 
 from .conftest import SECRET
 from .conftest import AppFactory
@@ -479,3 +480,14 @@ def test_bad_options_are_click_errors(args: list[str], message: str, app: Flask)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Error:" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_forget_places(shared: tuple[Flask, JWTShield]) -> None:
+    """Newcomer's list, bug 3: operators clear a subject's geo history from the CLI too."""
+    app, _ = shared
+    with app.app_context():
+        current_state().store.put_profile("alice", {"countries": ["JP"]})
+    result = run(app, "forget-places", "alice")
+    assert result.exit_code == 0 and result.output.strip() == "forgot the places of alice"
+    with app.app_context():
+        assert current_state().store.get_profile("alice") == {}

@@ -23,6 +23,7 @@ from flask_jwt_shield.dashboard import is_local_path
 from flask_jwt_shield.dashboard.chart import hourly
 from flask_jwt_shield.dashboard.csrf import COOKIE
 from flask_jwt_shield.events import SecurityEvent
+from flask_jwt_shield.state import current_state
 
 from .conftest import AppFactory
 from .conftest import Clock
@@ -659,3 +660,21 @@ def test_next_never_echoes_a_token(make_app: AppFactory) -> None:
     r = client.get("/shield/subject", query_string={"sub": token})
     assert token.split(".")[1] not in r.get_data(as_text=True)
     assert 'href="/login-page?next=%2Fshield%2Fsubject"' in r.get_data(as_text=True)
+
+
+def test_forget_places_from_the_subject_page(dash: tuple[Flask, JWTShield]) -> None:
+    """Newcomer's list, bug 3: after a false alarm an operator clears the geo history."""
+    app, _ = dash
+    client = app.test_client()
+    login(client)
+    with app.app_context():
+        current_state().store.put_profile("alice", {"countries": ["JP"], "last": {"country": "JP", "at": 1.0}})
+    page = client.get("/shield/subject?sub=alice")
+    assert "Forget places" in page.get_data(as_text=True)
+    r = client.post("/shield/forget-places", data={"sub": "alice", "csrf_token": csrf_of(page)})
+    assert r.status_code == 303
+    with app.app_context():
+        assert current_state().store.get_profile("alice") == {}
+    assert "Forget places" not in client.get("/shield/subject?sub=alice").get_data(as_text=True)
+    forged = client.post("/shield/forget-places", data={"sub": "alice", "csrf_token": "guess"})
+    assert forged.status_code in (400, 403)

@@ -34,6 +34,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.exceptions import ServiceUnavailable
 
 from .. import events as _events
+from .. import geocheck
 from .. import revocation
 from ..errors import StoreError
 from ..events import KINDS
@@ -76,6 +77,7 @@ DONE = {
     "token": "Token {id} revoked.",
     "subject": "Every token of {id} issued until now is revoked (log out everywhere). New logins work.",
     "key": "Key {id} revoked: every token it signed is refused.",
+    "places": "The places of {id} are forgotten: the next login is judged like a first one.",
 }
 
 #: The value of the ``confirm`` field that the "Log out everywhere" confirmation posts.
@@ -247,6 +249,13 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
                                    confirm=CONFIRM, **_common())  # fmt: skip
         revocation.revoke_subject(state, sub, by="dashboard")
         return _done("subject", sub, url_for(".subject", sub=sub))
+
+    @view("/forget-places", methods=("POST",))
+    def forget_places() -> ResponseReturnValue:
+        state = _state()
+        sub = _form_id("sub")
+        geocheck.forget_places(state, sub, by="dashboard")
+        return _done("places", sub, url_for(".subject", sub=sub))
 
     @view("/revoke/key", methods=("POST",))
     def revoke_key() -> ResponseReturnValue:
