@@ -223,10 +223,10 @@ class SecurityEventReceiver:
             )
 
     def expected_issuer(self, state: ShieldState) -> str | None:
-        return self.settings.issuer or state.config.keys.keys.issuer
+        return self.settings.issuer or state.config.keys.issuer
 
     def expected_audience(self, state: ShieldState) -> str | None:
-        return self.settings.audience or state.config.keys.keys.audience
+        return self.settings.audience or state.config.keys.audience
 
     def verify(self, state: ShieldState, token: str) -> dict[str, t.Any]:
         """The claims of a valid, never-seen SET; :class:`SETError` otherwise."""
@@ -276,13 +276,13 @@ class SecurityEventReceiver:
             raise SETError("invalid_request", "The SET has no iat.")
         iat = float(raw_iat)
         now = time.time()
-        leeway = state.config.keys.keys.leeway + 60  # the provider's clock, not ours
+        leeway = state.config.keys.leeway + 60  # the provider's clock, not ours
         if iat > now + leeway:
             raise SETError("invalid_request", "The SET was issued in the future.")
         if iat < now - settings.max_age:
             raise SETError("invalid_request", "The SET is older than this recipient's replay window.")
         exp = claims.get("exp")
-        if exp is not None and (type(exp) not in (int, float) or not exp > now - state.config.keys.keys.leeway):
+        if exp is not None and (type(exp) not in (int, float) or not exp > now - state.config.keys.leeway):
             raise SETError("invalid_request", "The SET expired.")
         if not isinstance(events, dict) or not events or not all(isinstance(v, dict) for v in events.values()):
             raise SETError("invalid_request", "The SET's events claim must be an object of objects.")
@@ -407,7 +407,7 @@ class SecurityEventReceiver:
         user: dict[str, t.Any] = nested if isinstance(nested, dict) else subject
         fmt = user.get("format", user.get("subject_type"))  # subject_type: RISC's older drafts
         if fmt in ("iss_sub", "iss-sub") and isinstance(user.get("sub"), str) and user["sub"]:
-            if user.get("iss") == claims["iss"] == state.config.keys.keys.issuer:
+            if user.get("iss") == claims["iss"] == state.config.keys.issuer:
                 return t.cast(str, user["sub"])
         resolve = self.settings.resolve_subject
         if resolve is not None:
