@@ -12,6 +12,9 @@ import typing as t
 
 RevocationKind = t.Literal["jti", "sid", "kid"]
 
+#: What presenting a refresh token meant (see :class:`Rotation`).
+RotationOutcome = t.Literal["rotated", "grace", "reused", "revoked", "expired", "unknown"]
+
 
 @dataclasses.dataclass(slots=True)
 class Family:
@@ -45,7 +48,7 @@ class Family:
         grace: float,
         ip: str | None,
         country: str | None,
-    ) -> str:
+    ) -> RotationOutcome:
         """Decide what presenting refresh token ``jti`` means, and update the family to match.
 
         Returns a :class:`Rotation` outcome other than ``"unknown"``. Every store calls this
@@ -58,6 +61,7 @@ class Family:
             return "revoked"
         if not self.live(now, idle_ttl):
             return "expired"
+        outcome: RotationOutcome
         if jti == self.current_jti:
             self.previous_jti, self.rotated_at = jti, now
             self.current_jti, self.current_iat = new_jti, new_iat
@@ -91,7 +95,7 @@ class Rotation:
     ``"expired"`` or ``"unknown"``.
     """
 
-    outcome: str
+    outcome: RotationOutcome
     family: Family | None = None
     first_use: Use | None = None
 
