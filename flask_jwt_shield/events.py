@@ -22,7 +22,8 @@ from flask import Flask
 from .alerts import AlertSink
 from .config import ShieldConfig
 from .errors import StoreError
-from .signals import BY_KIND, EventKind
+from .signals import BY_KIND
+from .signals import EventKind
 from .stores import Store
 
 logger = logging.getLogger("flask_jwt_shield")

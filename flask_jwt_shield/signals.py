@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typing as t
 
-from blinker import NamedSignal, Namespace
+from blinker import NamedSignal
+from blinker import Namespace
 
 _namespace = Namespace()
 
