@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+from .signals import EventKind
+
 #: The detectors' answers, weakest first (DESIGN.md "the action ladder").
 Action = t.Literal["flag", "deny", "revoke", "revoke_family", "revoke_subject"]
 
@@ -20,7 +22,7 @@ ACTIONS: tuple[Action, ...] = t.get_args(Action)
 class Finding:
     """A detector's verdict: the event ``kind``, the configured ``action`` and what to say."""
 
-    kind: str
+    kind: EventKind
     action: str
     description: str
     country: str | None = None

@@ -59,6 +59,7 @@ from .revocation import Checker
 from .revocation import CheckerFailed
 from .revocation import revocation_reason
 from .revocation import revoked
+from .signals import EventKind
 from .stores import Store
 from .tokens import Claims
 from .tokens import TokenCodec
@@ -535,7 +536,7 @@ class Pipeline:
 
     # -- events ----------------------------------------------------------------------------
 
-    def record(self, kind: str, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
+    def record(self, kind: EventKind, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
         """Record one security event, naming the token of ``claims`` by its ``jti``."""
         if claims is not None:
             fields.setdefault("subject", claims.get("sub"))
@@ -547,7 +548,7 @@ class Pipeline:
 
     def _rejected(self, exc: ShieldError, claims: Claims | None) -> None:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
-        kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
+        kind: EventKind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
             "token-rejected")  # fmt: skip
         if self.first_in_a_while((kind, who, exc.reason)):
             self.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
