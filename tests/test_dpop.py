@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import InvalidDPoPProof
 from flask_jwt_shield import UseDPoPNonce
@@ -428,7 +429,7 @@ def dpop_app(make_app: t.Any, clock: t.Any) -> tuple[t.Any, t.Any]:
     return t.cast(tuple[t.Any, t.Any], make_app({"JWT_SHIELD_DPOP": "optional"}))
 
 
-def login(client: t.Any, key: DPoPKey | None) -> dict[str, t.Any]:
+def login(client: FlaskClient, key: DPoPKey | None) -> dict[str, t.Any]:
     headers = {"DPoP": key.proof("POST", LOGIN)} if key is not None else {}
     response = client.post("/login", headers=headers)
     assert response.status_code == 200, response.json

@@ -177,7 +177,8 @@ def test_resolve_subject_maps_other_identifiers(make_app: AppFactory, idp: IdPSe
         "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
     })  # fmt: skip
     directory = {"alice@example.com": SUB}
-    app.register_blueprint(shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email"))))
+    blueprint = shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email", "")))
+    app.register_blueprint(blueprint)
     token = access_token(key, issuer)
     by_email = {"subject": {"format": "email", "email": "alice@example.com"}}
     assert push(app, make_set(key, issuer, {CAEP + "credential-change": by_email})).status_code == 202
