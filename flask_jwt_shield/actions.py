@@ -23,7 +23,7 @@ class Finding:
     """A detector's verdict: the event ``kind``, the configured ``action`` and what to say."""
 
     kind: EventKind
-    action: str
+    action: Action
     description: str
     country: str | None = None
     detail: dict[str, t.Any] = dataclasses.field(default_factory=dict)

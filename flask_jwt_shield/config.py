@@ -18,6 +18,7 @@ from typing import Final
 from limits import parse_many
 
 from .actions import ACTIONS
+from .actions import Action
 from .errors import ConfigurationError
 from .signals import BY_KIND
 
@@ -239,19 +240,19 @@ class ShieldConfig:
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
     spike_threshold: str | None
-    spike_action: str
+    spike_action: Action
     spike_sustain: str | None
     adaptive: bool
     adaptive_factor: float
     adaptive_floor: str
-    adaptive_action: str
+    adaptive_action: Action
     adaptive_sustain: str | None
     geoip_database: str | None
     country_history: int
-    new_country_action: str
-    country_change_action: str
+    new_country_action: Action
+    country_change_action: Action
     impossible_travel_kmh: float
-    impossible_travel_action: str
+    impossible_travel_action: Action
     allowed_countries: frozenset[str] | None
     denied_countries: frozenset[str] | None
     dpop: str
@@ -734,11 +735,11 @@ class _Reader:
             )
         return t.cast(str, value)
 
-    def action(self, key: str, default: str, ladder: tuple[str, ...] = ACTIONS) -> str:
+    def action(self, key: str, default: Action, ladder: tuple[Action, ...] = ACTIONS) -> Action:
         value = self._get(key, default)
         if value not in ladder:
             raise ConfigurationError(f"{key} is {value!r}; it must be one of {list(ladder)}.")
-        return t.cast(str, value)
+        return t.cast(Action, value)
 
     def string_list(self, key: str, default: list[str] | None) -> list[str] | None:
         value = self._get(key, default)
