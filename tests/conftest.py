@@ -6,6 +6,7 @@ import time
 import typing as t
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -50,7 +51,7 @@ AppFactory = Callable[..., tuple[Flask, JWTShield]]
 
 
 @pytest.fixture
-def make_app(tmp_path: t.Any) -> AppFactory:
+def make_app(tmp_path: Path) -> AppFactory:
     """Build an app with the shield from a config dict; routes every test can use:
 
     ``GET /api/me`` (protected, returns the claims), ``POST /login`` (exempt, issues a

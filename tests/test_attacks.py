@@ -38,6 +38,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
+from werkzeug.test import TestResponse
 
 from flask_jwt_shield import ClientCredentials
 from flask_jwt_shield import JWTShield
@@ -143,7 +144,7 @@ def raw_payload(now: float, name: str, literal: str) -> str:
 # -- checking answers ------------------------------------------------------------------------
 
 
-def expect(response: t.Any, status: int, error: str | None) -> dict[str, t.Any]:
+def expect(response: TestResponse, status: int, error: str | None) -> dict[str, t.Any]:
     """Status, JSON body ``error`` and ``WWW-Authenticate`` per DESIGN.md's table.
 
     ``error=None`` is the "no token" row: a bare challenge with no error code.
@@ -163,15 +164,15 @@ def expect(response: t.Any, status: int, error: str | None) -> dict[str, t.Any]:
     return body
 
 
-def rejected(response: t.Any) -> dict[str, t.Any]:
+def rejected(response: TestResponse) -> dict[str, t.Any]:
     return expect(response, 401, "invalid_token")
 
 
-def bad_request(response: t.Any) -> dict[str, t.Any]:
+def bad_request(response: TestResponse) -> dict[str, t.Any]:
     return expect(response, 400, "invalid_request")
 
 
-def accepted(response: t.Any, sub: str = "alice") -> dict[str, t.Any]:
+def accepted(response: TestResponse, sub: str = "alice") -> dict[str, t.Any]:
     assert response.status_code == 200, response.get_data(as_text=True)
     body = t.cast(dict[str, t.Any], response.get_json())
     assert body["sub"] == sub
@@ -1052,7 +1053,7 @@ def _sendable(value: str) -> bool:
     return "\n" not in value and "\r" not in value
 
 
-def _fuzz_answer(response: t.Any) -> None:
+def _fuzz_answer(response: TestResponse) -> None:
     assert response.status_code in (400, 401), (response.status_code, response.get_data(as_text=True))
     assert response.is_json
     body = response.get_json()
@@ -1199,7 +1200,7 @@ def test_raw_token_never_in_response_logs_or_events(
 API_URL = "http://localhost/api/me"
 
 
-def dpop_refused(response: t.Any, reason: str | None = None, shield: JWTShield | None = None,
+def dpop_refused(response: TestResponse, reason: str | None = None, shield: JWTShield | None = None,
                  app: Flask | None = None) -> None:  # fmt: skip
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.get_json()["error"] == "invalid_dpop_proof"
