@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from flask_jwt_shield import JWTShield
+    from flask_jwt_shield.state import ShieldState
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -1043,8 +1044,8 @@ def _time_calls(call: Any, batch: int) -> float:
 
 def _shield_session_samples(store: str, rounds: int, batch: int) -> dict[str, list[float]]:
     app = apps.make_shield(store=store)
+    shield = app.extensions["bench_shield"]
     state = app.extensions["jwt_shield"]
-    shield = state.shield
     counter = iter(range(10**9))
     with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"}):
 
@@ -1077,8 +1078,8 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     from werkzeug.test import EnvironBuilder
 
     app: Flask = apps.make_shield(store=store)
-    pipeline = app.extensions["jwt_shield"]
-    shield: JWTShield = pipeline.shield
+    state = app.extensions["jwt_shield"]
+    shield: JWTShield = app.extensions["bench_shield"]
     app.register_blueprint(shield.token_blueprint(url="/oauth/token"))
 
     @app.post("/refresh-json")
@@ -1116,7 +1117,7 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     for _ in range(rounds):  # interleaved, so that both rows see the same machine
         samples[f"one-line JSON view calling refresh(), over WSGI ({store} store)"].append(_time_calls(plain, batch))
         samples[f"shield.token_view(), form body, over WSGI ({store} store)"].append(_time_calls(endpoint, batch))
-    pipeline.store.close()
+    state.store.close()
     return samples
 
 
@@ -1197,13 +1198,13 @@ def run_alerts(rounds: int, batch: int, delay: float = 1.0) -> str:
 
     def make(config: dict[str, Any]) -> Any:
         app: Flask = apps.make_shield(config=config)
-        pipeline = app.extensions["jwt_shield"]
-        shield: JWTShield = pipeline.shield
+        state: ShieldState = app.extensions["jwt_shield"]
+        shield: JWTShield = app.extensions["bench_shield"]
 
         @app.get("/alerting")
         @shield.exempt
         def alerting() -> Any:
-            pipeline.record("traffic-spike", None, subject=apps.SUBJECT, action="flag", detail={"count": 3001})
+            state.record("traffic-spike", None, subject=apps.SUBJECT, action="flag", detail={"count": 3001})
             return {"ok": True}
 
         return app
@@ -1243,7 +1244,7 @@ def run_alerts(rounds: int, batch: int, delay: float = 1.0) -> str:
         sinks = {}
         for key, app in made.items():
             with app.app_context():
-                sinks[key] = app.extensions["jwt_shield"].shield.alerts()
+                sinks[key] = app.extensions["bench_shield"].alerts()
         dropped = sinks["dropped"].stats().dropped if sinks["dropped"] is not None else 0
         for sink in sinks.values():
             if sink is not None:

@@ -27,8 +27,8 @@ from .errors import UseDPoPNonce
 from .events import SecurityEvent
 from .extension import JWTShield
 from .oauth import ClientCredentials
-from .refresh import Session
-from .refresh import TokenPair
+from .sessions import Session
+from .sessions import TokenPair
 
 __all__ = [
     "AccessDenied",

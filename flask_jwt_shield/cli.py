@@ -18,6 +18,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import events as _events
+from . import revocation
 from .alerts import AlertSink
 from .alerts import mask_url
 from .config import ConfigKey
@@ -27,19 +28,20 @@ from .errors import StoreError
 from .geo import GeoIPDatabase
 from .geo import GeoIPError
 from .geo import is_routable
-from .pipeline import Pipeline
-from .refresh import Session
+from .sessions import Session
+from .state import ShieldState
+from .state import current_state
 from .stores.memory import MemoryStore
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _pipeline() -> Pipeline:
+def _state() -> ShieldState:
     try:
-        return t.cast(Pipeline, current_app.extensions["jwt_shield"])
-    except KeyError:
-        raise click.ClickException("JWTShield is not initialised on this app (call shield.init_app(app)).") from None
+        return current_state()
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def parse_since(value: str) -> float:
@@ -72,16 +74,16 @@ def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | Non
     given = [v for v in (jti, sid, subject, kid) if v]
     if len(given) != 1:
         raise click.UsageError("Give exactly one of --jti, --family, --subject, --kid.")
-    pipeline = _pipeline()
+    state = _state()
     try:
         if jti:
-            pipeline.revoke_token(jti)
+            revocation.revoke_token(state, jti)
         elif sid:
-            pipeline.revoke_family(sid)
+            revocation.revoke_family(state, sid)
         elif subject:
-            pipeline.revoke_subject(subject)
+            revocation.revoke_subject(state, subject)
         elif kid:
-            pipeline.revoke_key(kid)
+            revocation.revoke_key(state, kid)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("revoked")
@@ -100,7 +102,7 @@ def events(subject: str | None, jti: str | None, sid: str | None, kind: str | No
            since: str | None, limit: int, as_json: bool) -> None:  # fmt: skip
     """List stored security events, newest first."""
     found = _events.query(
-        _pipeline().store, subject=subject, jti=jti, sid=sid, kind=kind,
+        _state().store, subject=subject, jti=jti, sid=sid, kind=kind,
         since=parse_since(since) if since else None, limit=limit,
     )  # fmt: skip
     if as_json:
@@ -118,7 +120,7 @@ def events(subject: str | None, jti: str | None, sid: str | None, kind: str | No
 @with_appcontext
 def trace(who: str, limit: int) -> None:
     """Timeline of a subject, a token (jti) or a session (sid), oldest first."""
-    store = _pipeline().store
+    store = _state().store
     seen: dict[str, t.Any] = {}
     for found in (_events.query(store, subject=who, limit=limit), _events.query(store, jti=who, limit=limit),
                   _events.query(store, sid=who, limit=limit)):  # fmt: skip
@@ -183,8 +185,8 @@ def list_keys() -> None:
 
     In resource-server mode: the identity provider's keys, fetched now from its JWK Set.
     """
-    pipeline = _pipeline()
-    remote = pipeline.codec.remote
+    state = _state()
+    remote = state.codec.remote
     if remote is not None:
         remote.refresh_if_due()
         key_set = remote.key_set
@@ -195,7 +197,7 @@ def list_keys() -> None:
         for skipped in key_set.skipped:
             click.echo(f"{skipped.kid}  -  skipped: {skipped.reason}")
         return
-    ring = pipeline.keys
+    ring = state.keys
     for i, key in enumerate(ring.keys):
         role = "signs" if i == 0 and key.signing is not None else "verifies"
         click.echo(f"{key.kid}  {key.alg}  {role}")
@@ -207,9 +209,9 @@ def list_keys() -> None:
 @with_appcontext
 def sessions(subject: str, as_json: bool) -> None:
     """List the live sessions (refresh families) of SUBJECT, oldest first."""
-    pipeline = _pipeline()
+    state = _state()
     try:
-        families = pipeline.store.families(subject, now=time.time(), idle_ttl=pipeline.config.refresh_idle_ttl)
+        families = state.store.families(subject, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
     except StoreError as exc:
         raise click.ClickException(f"The store cannot be reached: {exc}") from None
     found = [Session.of(f) for f in families]
@@ -287,9 +289,9 @@ def geo(ip: str, as_json: bool) -> None:
 
 
 def _settings() -> ShieldConfig:
-    pipeline = current_app.extensions.get("jwt_shield")
-    if pipeline is not None:
-        return t.cast(Pipeline, pipeline).config
+    state = current_app.extensions.get("jwt_shield")
+    if state is not None:
+        return t.cast(ShieldState, state).config
     try:
         return ShieldConfig.from_mapping(current_app.config)
     except ConfigurationError as exc:
@@ -383,9 +385,9 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
 def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool = True) -> list[str]:
     """What ``check-config`` warns about, each as one sentence saying how to fix it."""
     K = ConfigKey
-    pipeline: Pipeline | None = app.extensions.get("jwt_shield")
+    state: ShieldState | None = app.extensions.get("jwt_shield")
     found: list[str] = []
-    store_is_memory = isinstance(pipeline.store, MemoryStore) if pipeline is not None else (
+    store_is_memory = isinstance(state.store, MemoryStore) if state is not None else (
         config.store_uri.startswith("memory"))  # fmt: skip
     if store_is_memory and not app.testing:
         found.append(
@@ -401,7 +403,7 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
         )
     found.extend(_geoip_warnings(config))
     if config.rate_limit is not None:
-        local = pipeline.limiter.local if pipeline is not None and pipeline.limiter is not None else (
+        local = state.limiter.local if state is not None and state.limiter is not None else (
             (config.rate_limit_storage_uri or ("" if config.store_uri.startswith(("redis", "unix")) else "memory"))
             .startswith("memory"))  # fmt: skip
         if local:
@@ -480,5 +482,5 @@ def _geoip_warnings(config: ShieldConfig) -> list[str]:
 @with_appcontext
 def purge() -> None:
     """Drop expired revocations, sessions and spent refresh tokens from the store."""
-    dropped = _pipeline().store.purge(time.time())
+    dropped = _state().store.purge(time.time())
     click.echo(f"purged {dropped} expired entries")

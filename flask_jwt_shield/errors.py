@@ -96,11 +96,6 @@ class ShieldError(HTTPException):
         super().__init__(description)
         self.reason = reason or self.error or "error"
 
-    def challenge(self) -> str | None:
-        """The ``WWW-Authenticate`` value, or ``None``."""
-        challenges = self.challenges()
-        return challenges[0] if challenges else None
-
     def challenges(self) -> list[str]:
         """Every ``WWW-Authenticate`` value, first the one that carries the error."""
         if self.scheme is None:

@@ -1,85 +1,58 @@
 """The :class:`JWTShield` extension: the face users read.
 
-``init_app``, the decorator registries, issuing and refreshing, revoking and the queries.
-The request pipeline itself -- the steps in DESIGN.md's order, the action ladder and the
-fail mode -- is :mod:`flask_jwt_shield.pipeline`, built here once per app.
+``init_app``, the decorators, and thin methods that validate their arguments and delegate:
+issuing and refreshing to :mod:`.sessions`, revoking to :mod:`.revocation`. ``init_app``
+builds the app's :class:`~flask_jwt_shield.state.ShieldState` and its request pipeline
+(:mod:`.pipeline`), which only this module builds.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import secrets
 import time
 import typing as t
 
 from flask import Blueprint
 from flask import Flask
 from flask import Response
-from flask import current_app
-from flask import has_request_context
 from flask import jsonify
-from flask import request
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import events as _events
+from . import revocation
+from . import sessions as _sessions
 from . import transport
 from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
-from .config import ShieldConfig
 from .errors import ConfigurationError
-from .errors import InvalidGrant
-from .errors import InvalidRequest
-from .errors import InvalidToken
-from .errors import RevokedToken
-from .errors import StoreError
-from .errors import StoreUnavailable
 from .events import SecurityEvent
-from .events import mask_ip
-from .geo import GeoGuard
 from .jwks import JWKSClient
-from .keys import KeyRing
 from .oauth import ClientAuthenticator
 from .oauth import TokenEndpoint
 from .pipeline import Pipeline
-from .pipeline import Registry
-from .pipeline import send_nonce
-from .ratelimit import AdaptiveSettings
-from .ratelimit import TokenRateLimiter
-from .ratelimit import default_spike_threshold
 from .ratelimit import parse_limits
-from .refresh import REFUSALS
-from .refresh import Session
-from .refresh import TokenPair
-from .refresh import new_family
-from .refresh import sign_pair
+from .sessions import Session
+from .sessions import TokenPair
 from .ssf import Authorizer
 from .ssf import ReceiverSettings
 from .ssf import SecurityEventReceiver
 from .ssf import SubjectResolver
 from .ssf import make_blueprint
+from .state import EXTENSION_KEY
+from .state import Registry
+from .state import ShieldState
+from .state import current_state
 from .stores import Store
-from .stores import store_from_uri
-from .tokens import ACCESS_TYPE
-from .tokens import REFRESH_TYPE
 from .tokens import Claims
-from .tokens import TokenCodec
-from .transport import REFRESH_COOKIE
-from .transport import SAFE_METHODS
-from .transport import check_csrf
-from .transport import fingerprint_hash
-from .transport import fingerprint_matches
-from .transport import new_fingerprint
 
 logger = logging.getLogger("flask_jwt_shield")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 ResponseT = t.TypeVar("ResponseT", bound=BaseResponse)
 T_revocation_checker = t.TypeVar("T_revocation_checker", bound=t.Callable[[Claims], bool])
-
-EXTENSION_KEY = "jwt_shield"
 
 
 class JWTShield:
@@ -112,33 +85,10 @@ class JWTShield:
                 "A 'JWTShield' instance has already been registered on this Flask app."
                 " Import and use that instance instead."
             )
-        config = ShieldConfig.from_mapping(app.config)
-        keys = KeyRing.from_config(config)
-        store = self._store or store_from_uri(
-            config.store_uri,
-            instance_path=app.instance_path,
-            connect_timeout=config.redis_connect_timeout,
-            timeout=config.redis_timeout,
-            max_delay=config.revocation_max_delay,
-        )
-        if config.store_uri.startswith("memory") and self._store is None and not app.testing:
-            logger.warning(
-                "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
-                " only and are lost on restart. Use 'sqlite:///shield.db' in production."
-            )
-        pipeline = Pipeline(
-            shield=self,
-            registry=self._registry,
-            config=config,
-            keys=keys,
-            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
-            store=store,
-            limiter=self._make_limiter(config, store),
-            geo=GeoGuard.from_config(config),
-        )
-        app.extensions[EXTENSION_KEY] = pipeline
-        if config.enabled:
-            run = pipeline.run
+        state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
+        app.extensions[EXTENSION_KEY] = state
+        if state.config.enabled:
+            run = Pipeline(state).run
 
             # A plain function rather than the bound method or a partial: Flask asks on
             # every request whether a hook is a coroutine, and unwrapping those costs more.
@@ -148,59 +98,6 @@ class JWTShield:
             app.before_request(jwt_shield_guard)
         if "jwt-shield" not in app.cli.commands:
             app.cli.add_command(cli)
-
-    def _make_limiter(self, config: ShieldConfig, store: Store) -> TokenRateLimiter:
-        """The per-token limiter: built even with no default limit, for ``@shield.limit``.
-
-        Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the
-        store's own Redis (so every host counts one budget per token), else this process.
-        """
-        K = ConfigKey
-        if self._limiter is not None and config.rate_limit_storage_uri is not None:
-            raise ConfigurationError(
-                f"{K.RATE_LIMIT_STORAGE_URI} is set, but JWTShield(limiter=...) shares that Limiter's"
-                f" storage: remove one of the two."
-            )
-        try:
-            adaptive = (
-                AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor,
-                                 sustain=config.adaptive_sustain)
-                if config.adaptive
-                else None
-            )
-            spike = config.spike_threshold or default_spike_threshold(config.rate_limit)
-            uri = None
-            options = None
-            if self._limiter is None:
-                uri = config.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
-                if not uri.startswith("memory"):
-                    options = {"socket_timeout": config.redis_timeout,
-                               "socket_connect_timeout": config.redis_connect_timeout}  # fmt: skip
-            return TokenRateLimiter(
-                config.rate_limit,
-                strategy=config.rate_limit_strategy,
-                storage_uri=uri,
-                storage_options=options,
-                limiter=self._limiter,
-                spike_threshold=spike,
-                spike_sustain=config.spike_sustain,
-                adaptive=adaptive,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
-                f" {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN}, or JWTShield(limiter=...)): {exc}"
-            ) from None
-
-    def _pipeline(self) -> Pipeline:
-        try:
-            pipeline: Pipeline = current_app.extensions[EXTENSION_KEY]
-        except KeyError:
-            raise RuntimeError(
-                "JWTShield is not initialised on this app. Did you forget to call"
-                " 'shield.init_app(app)'?"
-            ) from None
-        return pipeline
 
     # -- decorators ----------------------------------------------------------------------
 
@@ -257,18 +154,7 @@ class JWTShield:
             written by the shield and may not be given.
         :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
-        pipeline = self._pipeline()
-        _refuse_in_resource_server_mode(pipeline, "create_access_token")
-        ttl = pipeline.config.access_token_ttl if expires_in is None else expires_in
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
-            raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
-        try:
-            iat = _issue_time(pipeline, sub)
-        except StoreError as exc:
-            pipeline.store_failed(exc, None)
-            iat = time.time()
-        payload = pipeline.codec.claims_for(sub, ttl=ttl, extra=claims, iat=iat)
-        return pipeline.codec.encode(payload, ACCESS_TYPE)
+        return _sessions.create_access_token(current_state(), sub, claims, expires_in)
 
     def issue_tokens(
         self, sub: str, claims: t.Mapping[str, t.Any] | None = None, *, cookies: bool = False
@@ -286,61 +172,7 @@ class JWTShield:
             bound to a new fingerprint cookie instead of a DPoP key. Needs ``"cookies"``
             in :data:`JWT_SHIELD_TOKEN_LOCATIONS`.
         """
-        pipeline = self._pipeline()
-        _refuse_in_resource_server_mode(pipeline, "issue_tokens")
-        config = pipeline.config
-        ip = request.remote_addr if has_request_context() else None
-        extra = dict(claims or {})
-        codec = pipeline.codec
-        codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
-        binding: dict[str, t.Any] = {}
-        fingerprint = nonce = None
-        if cookies:
-            if "cookies" not in config.token_locations:
-                raise RuntimeError(
-                    f"issue_tokens(..., cookies=True) needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}."
-                )
-            fingerprint = new_fingerprint()
-            binding["fgp"] = fingerprint_hash(fingerprint)
-        else:
-            jkt, nonce = pipeline.token_request_proof(required=config.dpop == "required")
-            if jkt is not None:
-                binding["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
-        country, new_country = pipeline.login_geo(sub, ip)
-        sid = secrets.token_urlsafe(16)
-        refresh_jti = secrets.token_urlsafe(16)
-        dropped: list[str] = []
-        session_claims = {**extra, **binding}
-        try:
-            iat = _issue_time(pipeline, sub)
-            family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                                claims=session_claims)  # fmt: skip
-            dropped = pipeline.store.create_family(
-                family,
-                max_sessions=config.max_sessions,
-                idle_ttl=config.refresh_idle_ttl,
-                until=family.expires_at + config.access_token_ttl,
-            )
-        except StoreError as exc:
-            # Without the store no session can be recorded, so none can be refreshed: in
-            # "open" mode the login still succeeds and the user logs in again later.
-            pipeline.store_failed(exc, None)
-            iat = time.time()
-            family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                                claims=session_claims)  # fmt: skip
-        for old in dropped:
-            pipeline.record("family-revoked", None, subject=sub, sid=old, action="revoke_family",
-                         detail={"reason": "max-sessions"})  # fmt: skip
-        pair = sign_pair(pipeline.codec, config, family, access_iat=iat, country=country, new_country=new_country,
-                         fingerprint=fingerprint)  # fmt: skip
-        detail: dict[str, t.Any] = {"new_country": new_country} if new_country else {}
-        if binding:
-            detail["bound"] = "dpop" if "cnf" in binding else "fingerprint"
-        pipeline.record("session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country,
-                        detail=detail)  # fmt: skip
-        if nonce is not None:
-            send_nonce(nonce)
-        return pair
+        return _sessions.issue_tokens(current_state(), sub, claims, cookies=cookies)
 
     def refresh(self, refresh_token: str | None = None) -> TokenPair:
         """Spend ``refresh_token`` and return a new pair in the same session.
@@ -353,101 +185,7 @@ class JWTShield:
         header). A session bound to a DPoP key needs a proof by that key in the ``DPoP``
         header; one bound to a fingerprint needs the fingerprint cookie.
         """
-        pipeline = self._pipeline()
-        _refuse_in_resource_server_mode(pipeline, "refresh")
-        config = pipeline.config
-        ip = request.remote_addr if has_request_context() else None
-        from_cookie = False
-        if refresh_token is None and "cookies" in config.token_locations and has_request_context():
-            refresh_token = request.cookies.get(REFRESH_COOKIE)
-            from_cookie = refresh_token is not None
-            if from_cookie and request.method not in SAFE_METHODS:
-                try:
-                    check_csrf(request, request.environ)
-                except InvalidRequest as exc:
-                    pipeline.record("token-rejected", None, action="deny",
-                                    detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
-                    raise
-        if not isinstance(refresh_token, str):
-            raise InvalidGrant("A refresh token is required.", reason="missing")
-        try:
-            claims, kid = pipeline.codec.verify(refresh_token, REFRESH_TYPE)
-        except InvalidToken as exc:
-            pipeline.record("token-rejected", None, action="deny",
-                         detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
-            raise InvalidGrant(exc.description, reason=exc.reason) from None
-        try:
-            pipeline.check_revocation(claims, kid)
-        except RevokedToken as exc:
-            pipeline.record("token-rejected", claims, action="deny",
-                         detail={"reason": exc.reason, "status": 400, "grant": "refresh_token"})  # fmt: skip
-            raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
-        nonce = self._check_refresh_binding(pipeline, claims, from_cookie)
-        sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
-        country = None
-        if pipeline.geo is not None:
-            # A refresh is a use too: allowed countries, the country the refresh token was
-            # issued in, and travel are checked before anything is rotated.
-            try:
-                pipeline.check_geo(claims, ip)
-            except RevokedToken as exc:
-                raise InvalidGrant(exc.description, reason=exc.reason) from None
-            location = pipeline.geo.locate(ip)
-            country = location.country if location is not None else None
-        try:
-            new_iat = _issue_time(pipeline, sub)
-            rotation = pipeline.store.rotate(
-                sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
-                idle_ttl=config.refresh_idle_ttl, grace=config.refresh_reuse_grace, ip=ip,
-                country=country, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
-            )  # fmt: skip
-        except StoreError as exc:
-            # Rotation cannot be proven single without the store: refuse in both modes,
-            # or a stolen refresh token would mint sessions for the whole outage.
-            pipeline.store_failed(exc, claims)
-            raise StoreUnavailable() from None
-        family = rotation.family
-        if rotation.outcome in ("rotated", "grace") and family is not None:
-            pair = sign_pair(pipeline.codec, config, family, access_iat=new_iat, country=country)
-            pipeline.record("token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
-            if nonce is not None:
-                send_nonce(nonce)
-            return pair
-        if rotation.outcome == "reused":
-            first, mode = rotation.first_use, config.event_ip
-            pipeline.record("refresh-reused", claims, action="revoke_family", detail={
-                "first_use": {"at": first.at, "ip": mask_ip(first.ip, mode)} if first else None,
-                "second_use": {"at": time.time(), "ip": mask_ip(ip, mode)},
-            })  # fmt: skip
-            pipeline.record("family-revoked", claims, action="revoke_family", detail={"reason": "refresh-reused"})
-            raise InvalidGrant(REFUSALS["reused"], reason="refresh-reused")
-        pipeline.record("token-rejected", claims, action="deny", detail={
-            "reason": f"session-{rotation.outcome}", "status": 400, "grant": "refresh_token",
-        })  # fmt: skip
-        raise InvalidGrant(REFUSALS.get(rotation.outcome, "The refresh token is invalid."),
-                           reason=f"session-{rotation.outcome}")
-
-    @staticmethod
-    def _check_refresh_binding(pipeline: Pipeline, claims: Claims, from_cookie: bool) -> str | None:
-        """Before anything rotates: the session's fingerprint and DPoP key. Returns a DPoP
-        nonce to send back, if any."""
-        fgp = claims.get("fgp")
-        if (fgp is not None or from_cookie) and not (has_request_context() and fingerprint_matches(request, fgp)):
-            pipeline.record("token-rejected", claims, action="deny", detail={
-                "reason": "fingerprint-mismatch", "status": 400, "grant": "refresh_token"})  # fmt: skip
-            raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
-                               reason="fingerprint-mismatch")  # fmt: skip
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-        if jkt is not None:
-            return pipeline.token_request_proof(bound=jkt, claims=claims)[1]
-        if pipeline.config.dpop == "required" and fgp is None:
-            # A session from before DPoP was required: it cannot become bound on the way.
-            pipeline.record("dpop-rejected", claims, action="deny",
-                            detail={"reason": "dpop-required", "status": 400, "grant": "refresh_token"})  # fmt: skip
-            raise InvalidGrant("This session is not DPoP-bound; log in again with a DPoP proof.",
-                               reason="dpop-required", error="invalid_dpop_proof")  # fmt: skip
-        return None
+        return _sessions.refresh(current_state(), refresh_token)
 
     # -- cookies (browsers) ------------------------------------------------------------
 
@@ -462,7 +200,7 @@ class JWTShield:
         ``pair`` must come from ``issue_tokens(..., cookies=True)`` or from
         :meth:`refresh` of such a session. Needs an app context.
         """
-        config = self._pipeline().config
+        config = current_state().config
         if "cookies" not in config.token_locations:
             raise RuntimeError(f"set_cookies() needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
         if not pair.cookie_bound:
@@ -487,18 +225,18 @@ class JWTShield:
 
     def revoke_token(self, token_or_jti: str) -> str:
         """Revoke one token, given as the token itself or its ``jti``. Returns the ``jti``."""
-        return self._pipeline().revoke_token(token_or_jti)
+        return revocation.revoke_token(current_state(), token_or_jti)
 
     def revoke_family(self, sid: str) -> None:
         """Revoke one session: its refresh token and every access token carrying its ``sid``."""
-        self._pipeline().revoke_family(sid)
+        revocation.revoke_family(current_state(), sid)
 
     def revoke_subject(self, sub: str) -> None:
         """Reject every token issued to ``sub`` before now ("log out everywhere").
 
         Tokens issued afterwards work, also within the same clock tick.
         """
-        self._pipeline().revoke_subject(sub)
+        revocation.revoke_subject(current_state(), sub)
 
     def revoke_key(self, kid: str) -> None:
         """Reject every token signed with key ``kid`` (a compromised key).
@@ -506,15 +244,13 @@ class JWTShield:
         The signing key cannot be revoked while it signs: put a new key first in
         ``JWT_SHIELD_KEYS`` and deploy, then revoke the old one.
         """
-        self._pipeline().revoke_key(kid)
+        revocation.revoke_key(current_state(), kid)
 
     # -- reading -----------------------------------------------------------------------
 
     def sessions(self, sub: str) -> list[Session]:
         """The subject's live sessions (refresh families), oldest first."""
-        pipeline = self._pipeline()
-        families = pipeline.store.families(sub, now=time.time(), idle_ttl=pipeline.config.refresh_idle_ttl)
-        return [Session.of(f) for f in families]
+        return _sessions.sessions(current_state(), sub)
 
     def events(
         self,
@@ -526,7 +262,7 @@ class JWTShield:
         limit: int = 100,
     ) -> list[SecurityEvent]:
         """Stored security events, newest first."""
-        return _events.query(self._pipeline().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since,
+        return _events.query(current_state().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since,
                              limit=limit)  # fmt: skip
 
     def alerts(self) -> AlertSink | None:
@@ -537,11 +273,11 @@ class JWTShield:
         dropped because the queue was full; ``flush(timeout)`` waits (bounded) until the queue
         is empty. See :doc:`alerts`.
         """
-        return self._pipeline().recorder.alerts
+        return current_state().alerts
 
     def jwks(self) -> dict[str, list[dict[str, t.Any]]]:
         """The public keys as a JWK Set (empty for HMAC keys, which are secret)."""
-        return self._pipeline().keys.jwks()
+        return current_state().keys.jwks()
 
     def jwks_blueprint(self, name: str = "jwt_shield_jwks") -> Blueprint:
         """A blueprint serving the JWK Set at ``/.well-known/jwks.json`` (exempt)."""
@@ -595,7 +331,7 @@ class JWTShield:
                 raise ConfigurationError(f"security_events_blueprint(jwks_url=...): {exc}") from None
         settings = ReceiverSettings(issuer=issuer, audience=audience, max_age=float(max_age),
                                     resolve_subject=resolve_subject, authorize=authorize)  # fmt: skip
-        return make_blueprint(name, url, SecurityEventReceiver(settings, client), self._pipeline, self.exempt)
+        return make_blueprint(name, url, SecurityEventReceiver(settings, client), self.exempt)
 
     def dashboard_blueprint(
         self,
@@ -648,10 +384,10 @@ class JWTShield:
         requested ``scope`` may not exceed the session's ``scope`` claim (§6); both are
         checked before the refresh token is spent.
         """
-        endpoint = TokenEndpoint(self._pipeline, self.refresh, authenticate_client)
+        endpoint = TokenEndpoint(self.refresh, authenticate_client)
 
         def token() -> Response:
-            _refuse_in_resource_server_mode(self._pipeline(), "token_view")
+            _sessions.refuse_in_resource_server_mode(current_state(), "token_view")
             return endpoint()
 
         return self.exempt(token)
@@ -667,24 +403,6 @@ class JWTShield:
         bp = Blueprint(name, __name__)
         bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
         return bp
-
-
-def _refuse_in_resource_server_mode(pipeline: Pipeline, method: str) -> None:
-    if pipeline.config.resource_server:
-        raise RuntimeError(
-            f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
-            " the identity provider issues and refreshes the tokens, and owns the sessions"
-            " (refresh-token reuse detection is its job). Send users to the provider to log in."
-        )
-
-
-def _issue_time(pipeline: Pipeline, sub: str) -> float:
-    """Now, but strictly after any ``revoke_subject`` of ``sub`` (even within one clock tick)."""
-    now = time.time()
-    not_before = pipeline.store.not_before(sub, now)
-    if not_before is not None and now <= not_before:
-        now = math.nextafter(not_before, math.inf)
-    return now
 
 
 __all__ = ["ConfigurationError", "JWTShield", "Session", "TokenPair"]

@@ -34,11 +34,12 @@ from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
 from .errors import UnsupportedGrantType
+from .state import ShieldState
+from .state import current_state
 from .tokens import REFRESH_TYPE
 
 if t.TYPE_CHECKING:
-    from .pipeline import Pipeline
-    from .refresh import TokenPair
+    from .sessions import TokenPair
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -224,34 +225,31 @@ def _scope_tokens(value: t.Any) -> frozenset[str] | None:
 class TokenEndpoint:
     """The token endpoint of one :class:`~flask_jwt_shield.JWTShield`, for any app it serves.
 
-    :param pipeline: returns the current app's pipeline (its config, codec and store).
     :param refresh: :meth:`JWTShield.refresh`, which spends the token.
     """
 
     def __init__(
         self,
-        pipeline: t.Callable[[], Pipeline],
         refresh: t.Callable[[str], TokenPair],
         authenticate_client: ClientAuthenticator | None = None,
     ) -> None:
-        self.pipeline = pipeline
         self.refresh = refresh
         self.authenticate_client = authenticate_client
 
     def __call__(self) -> Response:
-        pipeline = self.pipeline()
-        config = pipeline.config
+        state = current_state()
+        config = state.config
         try:
             token_request = parse_token_request(request, max_body=2 * config.max_token_bytes + 8192)
-            self._authenticate(pipeline, token_request.client)
-            granted = self._check_session(pipeline, token_request)
+            self._authenticate(state, token_request.client)
+            granted = self._check_session(state, token_request)
         except ShieldError as exc:
             exc.realm = config.realm
             raise
         pair = self.refresh(token_request.refresh_token)
         return token_response(pair, granted)
 
-    def _authenticate(self, pipeline: Pipeline, client: ClientCredentials) -> None:
+    def _authenticate(self, state: ShieldState, client: ClientCredentials) -> None:
         if self.authenticate_client is None:
             return  # no registered clients: a client_id is only a name (public clients)
         try:
@@ -263,15 +261,15 @@ class TokenEndpoint:
                                    reason="client-auth-failed") from None  # fmt: skip
         if accepted is not True:
             # A guessed secret is worth an event, but a guesser must not write one per try.
-            if pipeline.first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
+            if state.first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
                                            "invalid-client")):  # fmt: skip
-                pipeline.record("token-rejected", None, action="deny", detail={
+                state.record("token-rejected", None, action="deny", detail={
                     "reason": "invalid-client", "status": 401, "grant": "refresh_token",
                     "client_id": client.client_id, "client_auth": client.method,
                 })  # fmt: skip
             raise InvalidClient("Client authentication failed.", reason="invalid-client")
 
-    def _check_session(self, pipeline: Pipeline, token_request: TokenRequest) -> str | None:
+    def _check_session(self, state: ShieldState, token_request: TokenRequest) -> str | None:
         """Scope and client checks against the session, before anything is spent.
 
         Returns the session's granted scope string (for the response), or ``None``. A token
@@ -279,11 +277,11 @@ class TokenEndpoint:
         records why.
         """
         try:
-            claims, _ = pipeline.codec.verify(token_request.refresh_token, REFRESH_TYPE)
+            claims, _ = state.codec.verify(token_request.refresh_token, REFRESH_TYPE)
         except InvalidToken:
             return None
         try:
-            family = pipeline.store.get_family(claims["sid"])
+            family = state.store.get_family(claims["sid"])
         except StoreError:
             raise StoreUnavailable() from None
         if family is None:
@@ -299,8 +297,8 @@ class TokenEndpoint:
         if refusal is None and token_request.scope is not None and not token_request.scope <= (granted or frozenset()):
             refusal = InvalidScope("The requested scope exceeds the session's.", reason="scope-exceeded")
         if refusal is not None:
-            if pipeline.first_in_a_while(("token-rejected", claims["jti"], refusal.reason)):
-                pipeline.record("token-rejected", claims, action="deny", detail={
+            if state.first_in_a_while(("token-rejected", claims["jti"], refusal.reason)):
+                state.record("token-rejected", claims, action="deny", detail={
                     "reason": refusal.reason, "status": 400, "grant": "refresh_token",
                     "client_id": token_request.client.client_id,
                 })  # fmt: skip

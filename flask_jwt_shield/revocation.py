@@ -1,16 +1,28 @@
-"""The revocation step: one store lookup, then every ``@shield.revocation_checker``."""
+"""Revocation, both directions.
+
+The request-time check (:func:`check`: one store lookup, then every
+``@shield.revocation_checker``), the operators' revocations (:func:`revoke_token`,
+:func:`revoke_family`, :func:`revoke_subject`, :func:`revoke_key`: the face, the CLI, the
+dashboard and the security-event receiver all call these), and the upper rungs of the action
+ladder (:func:`act`), where a detector's finding ends in a revocation.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Sequence
+import logging
+import time
+import typing as t
 
+from .actions import Finding
+from .errors import AccessDenied
 from .errors import RevokedToken
 from .errors import ShieldError
-from .stores import Store
+from .errors import StoreError
+from .state import ShieldState
+from .stores import Family
 from .tokens import Claims
 
-Checker = Callable[[Claims], bool]
+logger = logging.getLogger("flask_jwt_shield")
 
 #: Why a token is revoked, as the error description says it.
 REASONS = {
@@ -23,21 +35,44 @@ REASONS = {
 
 
 class CheckerFailed(Exception):
-    """A ``revocation_checker`` raised: the pipeline treats it as an unreachable store."""
+    """A ``revocation_checker`` raised: treated like an unreachable store."""
 
 
-def revocation_reason(store: Store, checkers: Sequence[Checker], claims: Claims, kid: str, now: float) -> str | None:
+# -- the request-time check -------------------------------------------------------------------
+
+
+def check(state: ShieldState, claims: Claims, kid: str) -> None:
+    """Step 4: raise 401 (revoked) when the store or a registered checker says so.
+
+    A store that cannot answer, or a checker that raises, goes through the fail mode: never
+    a 200 by accident.
+    """
+    try:
+        reason = revocation_reason(state, claims, kid, time.time())
+    except StoreError as exc:
+        state.store_failed(exc, claims)
+        return
+    except CheckerFailed as exc:
+        logger.error("revocation_checker %s raised; treating it as an unreachable store", exc,
+                     exc_info=exc.__cause__)  # fmt: skip
+        state.store_failed(exc, claims)
+        return
+    if reason is not None:
+        raise revoked(reason)
+
+
+def revocation_reason(state: ShieldState, claims: Claims, kid: str, now: float) -> str | None:
     """Why the token is revoked (a key of :data:`REASONS`), or ``None``.
 
     The store answers for the token's ``jti``, its family ``sid``, its subject's not-before
     instant and its key in one round trip; callbacks run only when the store says no.
     Raises :class:`~flask_jwt_shield.errors.StoreError` or :class:`CheckerFailed`.
     """
-    reason = store.check(jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid,
-                         iat=claims["iat"], now=now)  # fmt: skip
+    reason = state.store.check(jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid,
+                               iat=claims["iat"], now=now)  # fmt: skip
     if reason is not None:
         return reason
-    for checker in checkers:
+    for checker in state.registry.revocation_checkers:
         try:
             if checker(claims):
                 return "callback"
@@ -51,3 +86,121 @@ def revocation_reason(store: Store, checkers: Sequence[Checker], claims: Claims,
 def revoked(reason: str) -> RevokedToken:
     """The 401 for a token revoked for ``reason``."""
     return RevokedToken(f"The access token was revoked ({REASONS[reason]}).", reason=f"revoked-{reason}")
+
+
+# -- the operators' revocations ----------------------------------------------------------------
+
+
+def revoke_token(state: ShieldState, token_or_jti: str, *, by: str | None = None) -> str:
+    """See :meth:`JWTShield.revoke_token <flask_jwt_shield.JWTShield.revoke_token>`."""
+    now = time.time()
+    sub = sid = None
+    jti: str
+    if token_or_jti.count(".") == 2:
+        claims = state.codec.inspect(token_or_jti)
+        jti, sub, sid = claims["jti"], claims["sub"], claims.get("sid")
+        until = float(claims["exp"]) + state.config.leeway + 1
+    else:
+        jti, until = token_or_jti, state.revocation_horizon(now)
+    state.write(lambda: state.store.revoke("jti", jti, until))
+    state.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke", detail=_detail(by))
+    return jti
+
+
+def revoke_family(
+    state: ShieldState,
+    sid: str,
+    *,
+    by: str | None = None,
+    detail: dict[str, t.Any] | None = None,
+    subject: t.Callable[[], str | None] | None = None,
+) -> Family | None:
+    """See :meth:`JWTShield.revoke_family <flask_jwt_shield.JWTShield.revoke_family>`.
+
+    Returns the family as it was, ``None`` when the store never knew it; then ``subject()``,
+    when given, names the subject for the event.
+    """
+    until = state.revocation_horizon(time.time())
+    family = state.write(lambda: state.store.revoke_family(sid, until))
+    sub = family.sub if family is not None else (subject() if subject is not None else None)
+    state.record("family-revoked", None, subject=sub, sid=sid, action="revoke_family", detail=_detail(by, detail))
+    return family
+
+
+def revoke_subject(
+    state: ShieldState, sub: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None
+) -> None:
+    """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`."""
+    at = time.time()
+    state.write(lambda: state.store.revoke_subject(sub, at, state.revocation_horizon(at)))
+    state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=_detail(by, detail))
+
+
+def revoke_key(state: ShieldState, kid: str, *, by: str | None = None) -> None:
+    """See :meth:`JWTShield.revoke_key <flask_jwt_shield.JWTShield.revoke_key>`."""
+    signing = state.keys.signing_key
+    if signing is not None and signing.kid == kid:
+        raise ValueError(
+            f"Key {kid!r} still signs new tokens; revoking it would reject every new login."
+            " Put a new key first in JWT_SHIELD_KEYS, deploy, then revoke this one."
+        )
+    until = state.revocation_horizon(time.time())
+    state.write(lambda: state.store.revoke("kid", kid, until))
+    state.record("key-revoked", None, kid=kid, action="revoke", detail=_detail(by))
+
+
+def _detail(by: str | None, detail: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
+    """An operator's revocation names where it came from (``"dashboard"``), when known."""
+    merged = dict(detail or {})
+    if by:
+        merged["by"] = by
+    return merged
+
+
+# -- the action ladder -------------------------------------------------------------------------
+
+
+def act(state: ShieldState, finding: Finding, claims: Claims | None, *, subject: str | None = None) -> None:
+    """Record a detector's finding and apply its action from the ladder.
+
+    ``flag`` returns; ``deny`` raises 403; the ``revoke*`` actions revoke first, then
+    raise 401 (revoked). At login (no ``claims``) every action above ``flag`` denies the
+    login, and ``revoke_subject`` also revokes the subject's existing tokens.
+    """
+    config = state.config
+    action = finding.action
+    effective = "flag" if config.monitor_only else action
+    detail = finding.detail
+    if effective != action:
+        detail = {**detail, "monitor_only": True, "intended_action": action}
+    sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
+    repeated = effective == "deny" and claims is not None and not state.first_in_a_while(
+        (finding.kind, claims["jti"])
+    )
+    if not repeated:
+        state.record(finding.kind, claims, subject=sub, country=finding.country, action=effective,
+                     detail=detail)  # fmt: skip
+    if effective == "flag":
+        return
+    if effective == "deny" or (claims is None and effective != "revoke_subject"):
+        raise AccessDenied(finding.description, reason=finding.kind)
+    now = time.time()
+    until = state.revocation_horizon(now)
+    why = {"reason": finding.kind}
+    try:
+        if effective == "revoke_subject" and sub is not None:
+            state.store.revoke_subject(sub, now, until)
+            state.record("subject-revoked", claims, subject=sub, action=effective, detail=why)
+        elif claims is not None and effective == "revoke_family" and claims.get("sid"):
+            state.store.revoke_family(claims["sid"], until)
+            state.record("family-revoked", claims, action=effective, detail=why)
+        elif claims is not None:
+            state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.leeway + 1)
+            state.record("token-revoked", claims, action="revoke", detail=why)
+    except StoreError as exc:
+        state.store_failed(exc, claims)
+    if claims is None:
+        raise AccessDenied(finding.description, reason=finding.kind)
+    description = finding.description
+    raise RevokedToken(f"The access token was revoked: {description[0].lower()}{description[1:]}",
+                       reason=f"revoked-{finding.kind}")  # fmt: skip

@@ -50,18 +50,19 @@ from flask import Blueprint
 from flask import Response
 from flask import request
 
+from . import revocation
 from .errors import ConfigurationError
 from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import StoreError
 from .errors import StoreUnavailable
 from .jwks import JWKSClient
+from .state import EXTENSION_KEY
+from .state import ShieldState
+from .state import current_state
 from .tokens import _B64URL
 from .tokens import _b64decode
 from .tokens import _json_object
-
-if t.TYPE_CHECKING:
-    from .pipeline import Pipeline
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -122,16 +123,16 @@ def _error(err: str, description: str, status: int = 400) -> Response:
 
 
 class SecurityEventReceiver:
-    """Verifies SETs and applies their events to one app's pipeline."""
+    """Verifies SETs and applies their events to one app's state."""
 
     def __init__(self, settings: ReceiverSettings, jwks: JWKSClient | None) -> None:
         self.settings = settings
         self._jwks = jwks  # None: the resource-server mode's client of the app
 
-    def handle(self, pipeline: Pipeline) -> Response:
+    def handle(self, state: ShieldState) -> Response:
         """The endpoint: check the transmitter and the SET, act, answer per RFC 8935."""
         try:
-            self.check(pipeline)
+            self.check(state)
         except ValueError as exc:
             logger.error("security events cannot be verified: %s", exc)
             return _error("temporarily_unavailable", "This recipient cannot verify SETs yet.", 503)
@@ -139,14 +140,14 @@ class SecurityEventReceiver:
             authorize = self.settings.authorize
             if authorize is not None and not authorize():
                 raise SETError("authentication_failed", "The SET Transmitter could not be authenticated.", 401)
-            claims = self.verify(pipeline, self._body())
-            self.apply(pipeline, claims)
+            claims = self.verify(state, self._body())
+            self.apply(state, claims)
         except SETError as exc:
             logger.warning("security event refused: %s (%s)", exc.err, exc.description)
             # Like refused tokens: once a minute per client address and reason, so junk
             # POSTed in a loop is not one stored event per request.
-            if exc.status != 401 and pipeline.first_in_a_while(("set-rejected", request.remote_addr or "", exc.err)):
-                pipeline.record("token-rejected", None, action="deny",
+            if exc.status != 401 and state.first_in_a_while(("set-rejected", request.remote_addr or "", exc.err)):
+                state.record("token-rejected", None, action="deny",
                                 detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True})  # fmt: skip
             return _error(exc.err, exc.description, exc.status)
         except KeysUnavailable as exc:
@@ -174,32 +175,32 @@ class SecurityEventReceiver:
         except UnicodeDecodeError:
             raise SETError("invalid_request", "The request body is not a SET.") from None
 
-    def client(self, pipeline: Pipeline) -> JWKSClient:
-        jwks = self._jwks or pipeline.codec.remote
+    def client(self, state: ShieldState) -> JWKSClient:
+        jwks = self._jwks or state.codec.remote
         if jwks is None:  # refused when the blueprint is registered; kept for type checkers
             raise SETError("invalid_key", "No JWK Set is configured for SETs.")
         return jwks
 
-    def check(self, pipeline: Pipeline) -> None:
+    def check(self, state: ShieldState) -> None:
         """Raise :class:`ValueError` when this app cannot verify SETs (at registration)."""
-        if self._jwks is None and pipeline.codec.remote is None:
+        if self._jwks is None and state.codec.remote is None:
             raise ValueError(
                 "security_events_blueprint() needs the SET Issuer's JWK Set: give jwks_url=..., or"
                 " use resource-server mode (JWT_SHIELD_JWKS_URL), whose provider keys are used."
             )
-        if self.expected_issuer(pipeline) is None or self.expected_audience(pipeline) is None:
+        if self.expected_issuer(state) is None or self.expected_audience(state) is None:
             raise ValueError(
                 "security_events_blueprint() needs the SET Issuer and Audience: give issuer=... and"
                 " audience=..., or set JWT_SHIELD_ISSUER and JWT_SHIELD_AUDIENCE."
             )
 
-    def expected_issuer(self, pipeline: Pipeline) -> str | None:
-        return self.settings.issuer or pipeline.config.issuer
+    def expected_issuer(self, state: ShieldState) -> str | None:
+        return self.settings.issuer or state.config.issuer
 
-    def expected_audience(self, pipeline: Pipeline) -> str | None:
-        return self.settings.audience or pipeline.config.audience
+    def expected_audience(self, state: ShieldState) -> str | None:
+        return self.settings.audience or state.config.audience
 
-    def verify(self, pipeline: Pipeline, token: str) -> dict[str, t.Any]:
+    def verify(self, state: ShieldState, token: str) -> dict[str, t.Any]:
         """The claims of a valid, never-seen SET; :class:`SETError` otherwise."""
         settings = self.settings
         parts = token.split(".")
@@ -218,7 +219,7 @@ class SecurityEventReceiver:
         if "crit" in header:
             raise SETError("invalid_request", "The SET uses an unsupported critical extension.")
         alg, kid = header.get("alg"), header.get("kid")
-        jwks = self.client(pipeline)
+        jwks = self.client(state)
         if not isinstance(alg, str) or alg not in jwks.allowed:
             raise SETError("invalid_key", "The SET's algorithm is not accepted.")
         if not isinstance(kid, str) or not kid or len(kid) > 255:
@@ -238,9 +239,9 @@ class SecurityEventReceiver:
             claims = _json_object(_b64decode(payload_segment))
         except (InvalidToken, binascii.Error, ValueError):
             raise SETError("invalid_request", "The SET's claims are malformed.") from None
-        if claims.get("iss") != self.expected_issuer(pipeline):
+        if claims.get("iss") != self.expected_issuer(state):
             raise SETError("invalid_issuer", "The SET Issuer is not accepted by this recipient.")
-        aud, audience = claims.get("aud"), self.expected_audience(pipeline)
+        aud, audience = claims.get("aud"), self.expected_audience(state)
         if not (aud == audience or (isinstance(aud, list) and audience in aud)):
             raise SETError("invalid_audience", "The SET Audience does not name this recipient.")
         jti, events = claims.get("jti"), claims.get("events")
@@ -251,19 +252,19 @@ class SecurityEventReceiver:
             raise SETError("invalid_request", "The SET has no iat.")
         iat = float(raw_iat)
         now = time.time()
-        leeway = pipeline.config.leeway + 60  # the provider's clock, not ours
+        leeway = state.config.leeway + 60  # the provider's clock, not ours
         if iat > now + leeway:
             raise SETError("invalid_request", "The SET was issued in the future.")
         if iat < now - settings.max_age:
             raise SETError("invalid_request", "The SET is older than this recipient's replay window.")
         exp = claims.get("exp")
-        if exp is not None and (type(exp) not in (int, float) or not exp > now - pipeline.config.leeway):
+        if exp is not None and (type(exp) not in (int, float) or not exp > now - state.config.leeway):
             raise SETError("invalid_request", "The SET expired.")
         if not isinstance(events, dict) or not events or not all(isinstance(v, dict) for v in events.values()):
             raise SETError("invalid_request", "The SET's events claim must be an object of objects.")
         # Last, so that only a SET that is valid in every other way is remembered.
         try:
-            first = pipeline.store.remember_once(
+            first = state.store.remember_once(
                 _REPLAY_NAMESPACE, f"{claims['iss']}\x00{jti}", iat + settings.max_age + leeway, now=now
             )
         except StoreError:
@@ -272,7 +273,7 @@ class SecurityEventReceiver:
             raise SETError("invalid_request", "This SET was received before (jti replay).")
         return claims
 
-    def apply(self, pipeline: Pipeline, claims: dict[str, t.Any]) -> None:
+    def apply(self, state: ShieldState, claims: dict[str, t.Any]) -> None:
         """Apply each event of a verified SET; unknown event types are ignored."""
         for event_type, payload in claims["events"].items():
             action = ACTIONS.get(event_type)
@@ -286,26 +287,21 @@ class SecurityEventReceiver:
                       "set_iss": claims["iss"]}  # fmt: skip
             sid = _session_id(subject) if action == "session" else None
             if sid is not None:
-                until = pipeline.revocation_horizon(time.time())
-                family = pipeline.write(functools.partial(pipeline.store.revoke_family, sid, until))
-                sub = family.sub if family is not None else self._subject(pipeline, subject, required=False)
-                pipeline.record("family-revoked", None, subject=sub, sid=sid, action="revoke_family", detail=detail)
+                resolve = functools.partial(self._subject, state, subject, required=False)
+                revocation.revoke_family(state, sid, detail=detail, subject=resolve)
                 continue
-            sub = self._subject(pipeline, subject, required=True)
+            sub = self._subject(state, subject, required=True)
             assert sub is not None
-            at = time.time()
-            until = pipeline.revocation_horizon(at)
-            pipeline.write(functools.partial(pipeline.store.revoke_subject, sub, at, until))
-            pipeline.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=detail)
+            revocation.revoke_subject(state, sub, detail=detail)
 
-    def _subject(self, pipeline: Pipeline, subject: dict[str, t.Any], *, required: bool) -> str | None:
+    def _subject(self, state: ShieldState, subject: dict[str, t.Any], *, required: bool) -> str | None:
         """The ``sub`` of the application's tokens for an RFC 9493 subject identifier."""
         nested = subject.get("user")
         user: dict[str, t.Any] = nested if isinstance(nested, dict) else subject
         fmt = user.get("format", user.get("subject_type"))  # subject_type: RISC's older drafts
         if fmt in ("iss_sub", "iss-sub") and isinstance(user.get("sub"), str) and user["sub"]:
             # Only a subject of the issuer of the app's tokens is that sub in our tokens.
-            if user.get("iss") == pipeline.config.issuer:
+            if user.get("iss") == state.config.issuer:
                 return t.cast(str, user["sub"])
         resolve = self.settings.resolve_subject
         if resolve is not None:
@@ -343,22 +339,21 @@ def make_blueprint(
     name: str,
     url: str,
     receiver: SecurityEventReceiver,
-    pipeline_of: t.Callable[[], Pipeline],
     exempt: t.Callable[[t.Callable[..., Response]], t.Callable[..., Response]],
 ) -> Blueprint:
     """The blueprint with the one POST endpoint (exempt from the token pipeline)."""
     bp = Blueprint(name, __name__)
 
     def security_events() -> Response:
-        return receiver.handle(pipeline_of())
+        return receiver.handle(current_state())
 
     bp.add_url_rule(url, "security_events", exempt(security_events), methods=["POST"])
 
-    def check(state: t.Any) -> None:
-        pipeline = state.app.extensions.get("jwt_shield")
-        if pipeline is not None:  # else checked by the first SET (init_app may come later)
+    def check(setup: t.Any) -> None:
+        state = setup.app.extensions.get(EXTENSION_KEY)
+        if state is not None:  # else checked by the first SET (init_app may come later)
             try:
-                receiver.check(pipeline)
+                receiver.check(state)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
 

@@ -23,6 +23,7 @@ import re
 import secrets
 import typing as t
 
+from flask import after_this_request
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
@@ -187,3 +188,12 @@ def _from_cookie(req: Request, environ: t.Mapping[str, t.Any], token: str, max_t
     if environ["REQUEST_METHOD"] not in SAFE_METHODS:
         check_csrf(req, environ)
     return token
+
+
+def send_nonce(nonce: str) -> None:
+    """Send ``DPoP-Nonce`` on this request's response (RFC 9449 §8.2: a fresh one, early)."""
+
+    @after_this_request
+    def add_nonce(response: t.Any) -> t.Any:
+        response.headers["DPoP-Nonce"] = nonce
+        return response

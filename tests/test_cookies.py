@@ -196,8 +196,8 @@ def test_logout_expires_every_cookie(browser: FlaskClient) -> None:
     assert browser.get(f"{BASE}/api/me").status_code == 401
 
 
-def test_set_cookies_refuses_a_pair_without_fingerprint(app: Flask) -> None:
-    shield: JWTShield = app.extensions["jwt_shield"].shield
+def test_set_cookies_refuses_a_pair_without_fingerprint(clock: t.Any) -> None:
+    app, shield = make_cookie_app()
     with app.test_request_context("/login-api", method="POST"):
         pair = shield.issue_tokens("alice")
         with pytest.raises(ValueError, match="cookies=True"):

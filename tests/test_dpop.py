@@ -162,7 +162,7 @@ def test_htu_that_is_no_http_url_is_refused(verifier: ProofVerifier, hand: HandK
 def test_missing_proof(verifier: ProofVerifier) -> None:
     error = refused(verifier, None, "dpop-missing")
     assert error.error == "invalid_dpop_proof"
-    assert error.challenge() == 'DPoP realm="api", error="invalid_dpop_proof", ' \
+    assert error.challenges()[0] == 'DPoP realm="api", error="invalid_dpop_proof", ' \
         'error_description="A DPoP proof is required (the DPoP header)."'
 
 

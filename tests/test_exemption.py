@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import typing as t
 
-from flask_jwt_shield import JWTShield
+import pytest
+from flask import Flask
+
+from flask_jwt_shield.state import current_state
 
 from .conftest import AppFactory
 from .conftest import bearer
@@ -70,6 +73,11 @@ def test_a_wrapped_cycle_does_not_hang(make_app: AppFactory) -> None:
     assert app.test_client().get("/odd").status_code == 401
 
 
-def test_shield_instance_is_reachable(make_app: AppFactory) -> None:
-    app, _ = make_app()
-    assert isinstance(app.extensions["jwt_shield"].shield, JWTShield)
+def test_the_app_state_is_reachable(make_app: AppFactory) -> None:
+    app, _ = make_app({"JWT_SHIELD_ACCESS_TOKEN_TTL": 61})
+    with app.app_context():
+        assert current_state() is app.extensions["jwt_shield"]
+        assert current_state().config.access_token_ttl == 61
+    bare = Flask("bare")
+    with bare.app_context(), pytest.raises(RuntimeError, match="Did you forget to call"):
+        current_state()

@@ -148,9 +148,9 @@ def test_revocation_kinds(app: Flask, shield: JWTShield, client: FlaskClient, me
 
 def test_key_rotation_and_revoke_key(make_app: AppFactory) -> None:
     old_key, new_key = {"kid": "old", "key": "o" * 40}, {"kid": "new", "key": "n" * 40}
-    before, _ = make_app({"JWT_SHIELD_KEYS": [old_key]})
+    before, before_shield = make_app({"JWT_SHIELD_KEYS": [old_key]})
     with before.app_context():
-        old_token = before.extensions["jwt_shield"].shield.create_access_token("alice")
+        old_token = before_shield.create_access_token("alice")
     app, shield = make_app({"JWT_SHIELD_KEYS": [new_key, old_key]})  # rotation: the new key signs
     client = app.test_client()
     with app.app_context():

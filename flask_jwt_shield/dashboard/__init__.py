@@ -3,7 +3,7 @@
 Built by :meth:`JWTShield.dashboard_blueprint <flask_jwt_shield.JWTShield.dashboard_blueprint>`.
 Pages: recent events with an events-per-hour chart (``/``), one subject (``/subject``: its
 sessions, country history and timeline, with revoke buttons), the keys (``/keys``). Every
-view is exempt from the token pipeline -- the app's ``authorize()`` decides who may look --
+view is exempt from the token state -- the app's ``authorize()`` decides who may look --
 so the dashboard costs nothing on protected requests. Every form is a POST carrying a
 ``csrf_token`` (:mod:`.csrf`). No script, no external asset; a strict
 Content-Security-Policy on every page.
@@ -34,10 +34,12 @@ from werkzeug.exceptions import NotFound
 from werkzeug.exceptions import ServiceUnavailable
 
 from .. import events as _events
+from .. import revocation
 from ..errors import StoreError
 from ..events import KINDS
 from ..events import SecurityEvent
-from ..pipeline import Pipeline
+from ..state import ShieldState
+from ..state import current_state as _state
 from ..stores import Family
 from . import chart as _chart
 from . import csrf
@@ -131,17 +133,17 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 
     @view("/")
     def index() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         kind = _arg_choice("kind", KINDS)
         subject = _arg_id("subject")
         since_label, since = _arg_since()
         page = _arg_page()
         now = time.time()
-        found = _events.query(pipeline.store, subject=subject, kind=kind, since=since,
+        found = _events.query(state.store, subject=subject, kind=kind, since=since,
                               limit=page * PER_PAGE + 1)  # fmt: skip
         rows = found[(page - 1) * PER_PAGE : page * PER_PAGE]
-        day = _events.query(pipeline.store, subject=subject, kind=kind, since=now - 86_400,
-                            limit=pipeline.config.event_retention)  # fmt: skip
+        day = _events.query(state.store, subject=subject, kind=kind, since=now - 86_400,
+                            limit=state.config.event_retention)  # fmt: skip
         alerts = [e for e in day if SEVERITY.get(e.kind) == "alert"]
         filters: dict[str, t.Any] = {k: v for k, v in (("kind", kind), ("subject", subject), ("since", since_label))
                                      if v}  # fmt: skip
@@ -156,14 +158,14 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 
     @view("/subject")
     def subject() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         sub = _arg_id("sub")
         if sub is None:
             raise BadRequest("Say which subject: /subject?sub=<user id>.")
         now = time.time()
-        families = pipeline.store.families(sub, now=now, idle_ttl=pipeline.config.refresh_idle_ttl)
-        profile = pipeline.store.get_profile(sub) or {}
-        timeline = _events.query(pipeline.store, subject=sub, limit=TIMELINE)
+        families = state.store.families(sub, now=now, idle_ttl=state.config.refresh_idle_ttl)
+        profile = state.store.get_profile(sub) or {}
+        timeline = _events.query(state.store, subject=sub, limit=TIMELINE)
         if not families and not profile and not timeline:
             raise NotFound(f"The shield knows nothing about the subject {sub!r}: no session, no event.")
         started = {e.sid: e for e in timeline if e.kind == "session-started" and e.sid}
@@ -176,68 +178,68 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 
     @view("/keys")
     def keys() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         now = time.time()
         ring = []
-        for i, key in enumerate(pipeline.keys.keys):
+        for i, key in enumerate(state.keys.keys):
             signs = i == 0 and key.signing is not None
             ring.append({"kid": key.kid, "alg": key.alg, "signs": signs,
-                         "revoked": _key_revoked(pipeline, key.kid, now)})  # fmt: skip
-        remote = pipeline.codec.remote
+                         "revoked": _key_revoked(state, key.kid, now)})  # fmt: skip
+        remote = state.codec.remote
         remote_kids = sorted(remote.key_set.kids) if remote is not None and remote.key_set is not None else []
-        remote_rows = [{"kid": kid, "revoked": _key_revoked(pipeline, kid, now)} for kid in remote_kids]
+        remote_rows = [{"kid": kid, "revoked": _key_revoked(state, kid, now)} for kid in remote_kids]
         return render_template("jwt_shield_dashboard/keys.html", ring=ring, remote=remote_rows,
-                               resource_server=pipeline.config.resource_server, **_common())  # fmt: skip
+                               resource_server=state.config.resource_server, **_common())  # fmt: skip
 
     # -- actions -----------------------------------------------------------------------
 
     @view("/revoke/session", methods=("POST",))
     def revoke_session() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         sid = _form_id("sid")
-        family = pipeline.store.get_family(sid)
+        family = state.store.get_family(sid)
         if family is None:
             raise NotFound(f"There is no session {sid!r}.")
-        pipeline.revoke_family(sid, by="dashboard")
+        revocation.revoke_family(state, sid, by="dashboard")
         return _done("session", sid, url_for(".subject", sub=family.sub), anchor=f"session-{sid}")
 
     @view("/revoke/token", methods=("POST",))
     def revoke_token() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         jti = _form_id("jti")
-        seen = _events.query(pipeline.store, jti=jti, limit=1)
+        seen = _events.query(state.store, jti=jti, limit=1)
         if not seen:
             raise NotFound(f"No event names a token {jti!r}; the dashboard revokes tokens it has seen.")
-        pipeline.revoke_token(jti, by="dashboard")
+        revocation.revoke_token(state, jti, by="dashboard")
         who = seen[0].subject
         return _done("token", jti, url_for(".subject", sub=who) if who else url_for(".index"))
 
     @view("/revoke/subject", methods=("POST",))
     def revoke_subject() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         sub = _form_id("sub")
         known = (
-            pipeline.store.families(sub, now=time.time(), idle_ttl=pipeline.config.refresh_idle_ttl)
-            or pipeline.store.get_profile(sub)
-            or _events.query(pipeline.store, subject=sub, limit=1)
+            state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+            or state.store.get_profile(sub)
+            or _events.query(state.store, subject=sub, limit=1)
         )
         if not known:
             raise NotFound(f"The shield knows nothing about the subject {sub!r}.")
-        pipeline.revoke_subject(sub, by="dashboard")
+        revocation.revoke_subject(state, sub, by="dashboard")
         return _done("subject", sub, url_for(".subject", sub=sub))
 
     @view("/revoke/key", methods=("POST",))
     def revoke_key() -> ResponseReturnValue:
-        pipeline = _pipeline()
+        state = _state()
         kid = _form_id("kid")
-        remote = pipeline.codec.remote
-        known = kid in pipeline.keys.by_kid or (
+        remote = state.codec.remote
+        known = kid in state.keys.by_kid or (
             remote is not None and remote.key_set is not None and kid in remote.key_set.kids
         )
         if not known:
             raise NotFound(f"There is no key {kid!r} in the key ring.")
         try:
-            pipeline.revoke_key(kid, by="dashboard")
+            revocation.revoke_key(state, kid, by="dashboard")
         except ValueError as exc:  # the signing key
             raise Conflict(str(exc)) from None
         return _done("key", kid, url_for(".keys"))
@@ -257,27 +259,18 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _pipeline() -> Pipeline:
-    try:
-        return t.cast(Pipeline, current_app.extensions["jwt_shield"])
-    except KeyError:
-        raise RuntimeError(
-            "JWTShield is not initialised on this app. Did you forget to call 'shield.init_app(app)'?"
-        ) from None
-
-
 def _csrf_key(*, required: bool = True) -> t.Any:
-    key = csrf.key_for(current_app, _pipeline())
+    key = csrf.key_for(current_app, _state())
     if key is None and required:
         raise ServiceUnavailable("The dashboard needs the app's SECRET_KEY to protect its forms; set it.")
     return key
 
 
-def _check_csrf_key(state: t.Any) -> None:
+def _check_csrf_key(setup: t.Any) -> None:
     """At registration: an app with no key for the CSRF tokens is told how to fix it."""
-    app: Flask = state.app
-    pipeline = app.extensions.get("jwt_shield")
-    if not app.secret_key and isinstance(pipeline, Pipeline) and pipeline.keys.signing_key is None:
+    app: Flask = setup.app
+    state = app.extensions.get("jwt_shield")
+    if not app.secret_key and isinstance(state, ShieldState) and state.keys.signing_key is None:
         from ..errors import ConfigurationError
 
         raise ConfigurationError(
@@ -359,11 +352,11 @@ def _done_message() -> str | None:
     return DONE[what].format(id=_short(ident) if what in ("session", "token") else ident)
 
 
-def _key_revoked(pipeline: Pipeline, kid: str, now: float) -> bool | None:
+def _key_revoked(state: ShieldState, kid: str, now: float) -> bool | None:
     # The store answers "is this token revoked" in one call; a probe token with this kid
     # and no other revocable part tells whether the key is. None when the store is away.
     try:
-        reason = pipeline.store.check(jti="\x00dashboard-probe", sid=None, sub="\x00dashboard-probe", kid=kid,
+        reason = state.store.check(jti="\x00dashboard-probe", sid=None, sub="\x00dashboard-probe", kid=kid,
                                       iat=now, now=now)  # fmt: skip
     except StoreError:
         return None

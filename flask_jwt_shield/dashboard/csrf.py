@@ -22,7 +22,7 @@ from flask import g
 from flask import request
 
 from ..keys import b64url
-from ..pipeline import Pipeline
+from ..state import ShieldState
 
 COOKIE = "jws_dash_csrf"
 FIELD = "csrf_token"
@@ -30,7 +30,7 @@ _LABEL = b"flask-jwt-shield dashboard csrf v1\x00"
 _EXTENSION_KEY = "jwt_shield_dashboard_csrf_key"
 
 
-def key_for(app: Flask, pipeline: Pipeline) -> bytes | None:
+def key_for(app: Flask, state: ShieldState) -> bytes | None:
     """The app's CSRF key, derived once and kept in ``app.extensions``; ``None`` when the
     app has neither ``SECRET_KEY`` nor a signing key (resource-server mode without one)."""
     cached = app.extensions.get(_EXTENSION_KEY)
@@ -40,8 +40,8 @@ def key_for(app: Flask, pipeline: Pipeline) -> bytes | None:
     secret = app.secret_key
     if secret:
         material = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
-    elif pipeline.keys.signing_key is not None:
-        signing = pipeline.keys.signing_key.signing
+    elif state.keys.signing_key is not None:
+        signing = state.keys.signing_key.signing
         material = signing if isinstance(signing, bytes) else signing.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )  # fmt: skip

@@ -19,28 +19,18 @@ Expiry. Every revocation entry, family and index carries a Redis TTL a minute pa
 instant it stops mattering (clock skew between app hosts and Redis); :meth:`purge`
 additionally drops what the app's own clock says is over.
 
-Zero round trips. Every write that can revoke a token publishes on an invalidation channel.
-A background thread per process subscribes to it and pings Redis every
-``max_delay / 4`` seconds over the same connection. A "not revoked" answer remembered in
-:class:`~flask_jwt_shield.stores.view.NotRevokedCache` is trusted only until ``max_delay``
-seconds after the last ping that Redis answered was sent: Redis delivers a subscriber's
-messages in order, so that answer proves every revocation committed before the ping was
-sent has already reached the view. A revocation made anywhere therefore takes effect here
-within ``max_delay`` seconds at worst (typically the pub/sub delivery time, well under a
-millisecond on a LAN), including when the subscription is silently cut: then pings go
-unanswered, trust lapses, and checks read Redis again.
+Zero round trips. Every write that can revoke a token publishes on an invalidation channel;
+a "not revoked" answer remembered in :class:`~flask_jwt_shield.stores.view.NotRevokedCache`
+is trusted only while this process's subscriber (:mod:`.invalidation`) holds a live lease,
+so a revocation made anywhere takes effect here within ``max_delay`` seconds at worst.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
-import random
 import threading
 import time
 import typing as t
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -52,160 +42,16 @@ from .base import Family
 from .base import RevocationKind
 from .base import Rotation
 from .base import Use
+from .invalidation import InvalidationSubscriber
+from .redis_scripts import ScriptName
+from .redis_scripts import Scripts
 from .view import NotRevokedCache
 
 #: Redis TTLs run this long past the app's own expiry instant (clock skew between hosts).
 TTL_MARGIN = 60.0
-#: Refresh tokens remembered per family for the "first use" of a reused one.
-SPENT_KEPT = 64
 _ROTATE_ATTEMPTS = 50
 #: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
 CLUSTER_ATTEMPTS = 4
-
-_REVOKE = """
-local old = redis.call('GET', KEYS[1])
-if not old or tonumber(ARGV[1]) > tonumber(old) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-end
-redis.call('PUBLISH', ARGV[3], '1')
-return 1
-"""
-
-_REVOKE_SUBJECT = """
-local at, untl = ARGV[1], ARGV[2]
-local old = redis.call('GET', KEYS[1])
-if old then
-  local a, u = string.match(old, '^(%S+) (%S+)$')
-  if tonumber(a) > tonumber(at) then at = a end
-  if tonumber(u) > tonumber(untl) then untl = u end
-end
-local ms = math.floor((tonumber(untl) + tonumber(ARGV[3])) * 1000)
-redis.call('SET', KEYS[1], at .. ' ' .. untl, 'PXAT', string.format('%d', ms))
-redis.call('PUBLISH', ARGV[4], '1')
-return 1
-"""
-
-# Shared by the scripts that revoke a family: mark it, revoke its sid, drop it from the index.
-_REVOKE_FAMILY_LUA = """
-local function revoke_family(tag, sid, untl, margin)
-  local fam = tag .. ':f:' .. sid
-  if redis.call('EXISTS', fam) == 1 then
-    redis.call('HSET', fam, 'revoked', '1')
-    redis.call('HINCRBY', fam, 'v', 1)
-    local sub = redis.call('HGET', fam, 'sub')
-    if sub then redis.call('ZREM', tag .. ':fs:' .. sub, sid) end
-  end
-  local rev = tag .. ':r:s:' .. sid
-  local old = redis.call('GET', rev)
-  if not old or tonumber(untl) > tonumber(old) then
-    local ms = math.floor((tonumber(untl) + tonumber(margin)) * 1000)
-    redis.call('SET', rev, untl, 'PXAT', string.format('%d', ms))
-  end
-end
-"""
-
-_REVOKE_ONE_FAMILY = _REVOKE_FAMILY_LUA + """
-revoke_family(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], '1')
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS: family, subject index. ARGV: tag, sid, created_at, expire ms, max_sessions,
-# idle_ttl, until, margin, channel, then the family's field/value pairs.
-_CREATE_FAMILY = _REVOKE_FAMILY_LUA + """
-local tag, sid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], sid)
-local expiry = redis.call('PEXPIRETIME', KEYS[2])
-if expiry < tonumber(ARGV[4]) then redis.call('PEXPIREAT', KEYS[2], ARGV[4]) end
--- The index holds live families only: anything dead found here is dropped, so it never
--- grows past max_sessions plus the families that died since the last login.
-local idle, live = tonumber(ARGV[6]), {}
-for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local f = redis.call('HMGET', tag .. ':f:' .. other, 'revoked', 'expires_at', 'last_used_at')
-  if f[1] == '0' and tonumber(f[2]) > now and tonumber(f[3]) + idle > now then
-    live[#live + 1] = other
-  else
-    redis.call('ZREM', KEYS[2], other)
-  end
-end
-local dropped = {}
-for i = 1, #live - tonumber(ARGV[5]) do
-  revoke_family(tag, live[i], ARGV[7], ARGV[8])
-  dropped[#dropped + 1] = live[i]
-end
-if #dropped > 0 then redis.call('PUBLISH', ARGV[9], '1') end
-return dropped
-"""
-
-# Persist what Family.spend decided, if nobody wrote the family since it was read.
-# KEYS: family, spent list. ARGV: tag, sid, version read, outcome, until, margin, channel,
-# expire ms, spent entry, number of fields to delete, those names, then field/value pairs.
-_PERSIST_ROTATION = _REVOKE_FAMILY_LUA + """
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[3] then return 0 end
-local outcome = ARGV[4]
-if outcome == 'reused' then
-  revoke_family(ARGV[1], ARGV[2], ARGV[5], ARGV[6])
-  redis.call('PUBLISH', ARGV[7], '1')
-  return 1
-end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-local n = tonumber(ARGV[10])
-for i = 11, 10 + n do redis.call('HDEL', KEYS[1], ARGV[i]) end
-local fields = {}
-for i = 11 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
-if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
-if outcome == 'rotated' then
-  redis.call('LPUSH', KEYS[2], ARGV[9])
-  redis.call('LTRIM', KEYS[2], 0, SPENT_LAST)
-  redis.call('PEXPIREAT', KEYS[2], ARGV[8])
-end
-return 1
-""".replace("SPENT_LAST", str(SPENT_KEPT - 1))
-
-# KEYS: the one-time key. ARGV: until, now, expire ms.
-_REMEMBER_ONCE = """
-local old = redis.call('GET', KEYS[1])
-if old and tonumber(old) > tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
-return 1
-"""
-
-# KEYS: a batch of state keys. ARGV: tag, now. Deletes what is over by the app's clock.
-_PURGE = """
-local tag, now, dropped = ARGV[1], tonumber(ARGV[2]), 0
-local n = #tag
-for _, key in ipairs(KEYS) do
-  local kind = string.sub(key, n + 2, n + 3)
-  if kind == 'r:' then
-    local v = redis.call('GET', key)
-    if v and tonumber(v) <= now then redis.call('DEL', key); dropped = dropped + 1 end
-  elseif kind == 'nb' then
-    local v = redis.call('GET', key)
-    if v then
-      local a, u = string.match(v, '^(%S+) (%S+)$')
-      if tonumber(u) <= now then redis.call('DEL', key); dropped = dropped + 1 end
-    end
-  elseif kind == 'f:' then
-    local f = redis.call('HMGET', key, 'expires_at', 'sub', 'sid')
-    if f[1] and tonumber(f[1]) <= now then
-      redis.call('DEL', key, tag .. ':sp:' .. f[3])
-      if f[2] then redis.call('ZREM', tag .. ':fs:' .. f[2], f[3]) end
-      dropped = dropped + 1
-    end
-  end
-end
-return dropped
-"""
-
-_PURGE_ONCE = """
-local v = redis.call('GET', KEYS[1])
-if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return 1 end
-return 0
-"""
 
 _FLOAT_FIELDS = ("created_at", "expires_at", "last_used_at", "current_iat", "rotated_at")
 _TEXT_FIELDS = ("sid", "sub", "current_jti", "previous_jti", "last_ip", "last_country")
@@ -304,15 +150,16 @@ class RedisStore:
         self.prefix = prefix
         self.profile_ttl = profile_ttl
         self._tag = "{" + prefix + "}"
-        self._channel = self._tag + ":invalidate"
+        #: The pub/sub channel every write that can revoke a token publishes on.
+        self.invalidation_channel = self._tag + ":invalidate"
         self._events_key = prefix + ":events"
         self._lock = threading.Lock()
         self._client_obj: t.Any = None
-        self._scripts: dict[str, t.Any] = {}
+        self._scripts = Scripts()
         self._errors = _redis_errors()
         self.view = NotRevokedCache()
         self._trusted_until = 0.0
-        self._watcher: _Invalidations | None = None
+        self._watcher: InvalidationSubscriber | None = None
         self._closed = False
 
     @property
@@ -388,15 +235,9 @@ class RedisStore:
         except self._errors as exc:
             raise StoreError(f"Redis store {self._where()}: {type(exc).__name__}: {exc}") from exc
 
-    def _script(self, name: str, source: str) -> t.Any:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self._client().register_script(source)
-        return script
-
-    def _run(self, name: str, source: str, keys: list[str], args: list[t.Any]) -> t.Any:
-        with self._io():
-            return self._script(name, source)(keys=keys, args=args)
+    def _run(self, name: ScriptName, keys: list[str], args: list[t.Any]) -> t.Any:
+        with self._io() as client:
+            return self._scripts.run(client, name, keys, args)
 
     def _wrote(self) -> None:
         # This process sees its own revocations at once, not after the round trip of the
@@ -452,12 +293,12 @@ class RedisStore:
         return None
 
     def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
-        self._run("revoke", _REVOKE, [self._rev(kind, value)], [_num(until), _ms(until), self._channel])
+        self._run("revoke", [self._rev(kind, value)], [_num(until), _ms(until), self.invalidation_channel])
         self._wrote()
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
-        self._run("revoke_subject", _REVOKE_SUBJECT, [self._nb(sub)], [_num(at), _num(until), TTL_MARGIN,
-                                                                        self._channel])  # fmt: skip
+        self._run("revoke_subject", [self._nb(sub)], [_num(at), _num(until), TTL_MARGIN,
+                                                                        self.invalidation_channel])  # fmt: skip
         self._wrote()
 
     def not_before(self, sub: str, now: float) -> float | None:
@@ -475,10 +316,9 @@ class RedisStore:
         fields["v"] = "0"
         dropped = self._run(
             "create_family",
-            _CREATE_FAMILY,
             [self._fam(family.sid), self._index(family.sub)],
             [self._tag, family.sid, _num(family.created_at), _ms(family.expires_at), max_sessions, _num(idle_ttl),
-             _num(until), TTL_MARGIN, self._channel, *_pairs(fields)],
+             _num(until), TTL_MARGIN, self.invalidation_channel, *_pairs(fields)],
         )  # fmt: skip
         if dropped:
             self._wrote()
@@ -515,9 +355,8 @@ class RedisStore:
             entry = json.dumps([jti, now, ip])
             written = self._run(
                 "persist_rotation",
-                _PERSIST_ROTATION,
                 [key, self._spent(sid)],
-                [self._tag, sid, h.get("v", ""), outcome, _num(until), TTL_MARGIN, self._channel,
+                [self._tag, sid, h.get("v", ""), outcome, _num(until), TTL_MARGIN, self.invalidation_channel,
                  _ms(family.expires_at), entry, len(absent), *absent, *_pairs(fields)],
             )  # fmt: skip
             if not written:
@@ -543,8 +382,8 @@ class RedisStore:
         return _family_of(h) if h else None
 
     def revoke_family(self, sid: str, until: float) -> Family | None:
-        flat = self._run("revoke_family", _REVOKE_ONE_FAMILY, [self._fam(sid), self._rev("sid", sid)],
-                         [self._tag, sid, _num(until), TTL_MARGIN, self._channel])  # fmt: skip
+        flat = self._run("revoke_family", [self._fam(sid), self._rev("sid", sid)],
+                         [self._tag, sid, _num(until), TTL_MARGIN, self.invalidation_channel])  # fmt: skip
         self._wrote()
         h = dict(zip(flat[::2], flat[1::2], strict=True))
         return _family_of(h) if h else None
@@ -613,7 +452,7 @@ class RedisStore:
         # One key per entry, in its own slot (they spread over a cluster), gone by its TTL:
         # Redis never drops a live entry (noeviction), so no floor is needed to stay exact.
         name = f"{self.prefix}:once:{len(namespace)}:{namespace}:{key}"
-        return bool(self._run("remember_once", _REMEMBER_ONCE, [name], [_num(until), _num(now), _ms(until)]))
+        return bool(self._run("remember_once", [name], [_num(until), _num(now), _ms(until)]))
 
     # -- maintenance ----------------------------------------------------------------------
 
@@ -622,14 +461,14 @@ class RedisStore:
         batch: list[str] = []
         with self._io() as client:
             for key in client.scan_iter(match=f"{self.prefix}:once:*", count=1000):
-                dropped += int(self._run("purge_once", _PURGE_ONCE, [key], [_num(now)]))
+                dropped += int(self._run("purge_once", [key], [_num(now)]))
             for key in client.scan_iter(match=f"{self._tag}:*", count=1000):
                 batch.append(key)
                 if len(batch) >= 200:
-                    dropped += int(self._run("purge", _PURGE, batch, [self._tag, _num(now)]))
+                    dropped += int(self._run("purge", batch, [self._tag, _num(now)]))
                     batch = []
             if batch:
-                dropped += int(self._run("purge", _PURGE, batch, [self._tag, _num(now)]))
+                dropped += int(self._run("purge", batch, [self._tag, _num(now)]))
         return dropped
 
     def close(self) -> None:
@@ -638,7 +477,7 @@ class RedisStore:
         if watcher is not None:
             watcher.stop()
         client, self._client_obj = self._client_obj, None
-        self._scripts = {}
+        self._scripts = Scripts()
         self._trusted_until = 0.0
         self.view.invalidate()
         if client is not None:
@@ -661,11 +500,13 @@ class RedisStore:
             return
         with self._lock:
             if self._watcher is None or not self._watcher.is_alive():
-                self._watcher = _Invalidations(self)
+                self._watcher = InvalidationSubscriber(self)
                 self._watcher.start()
 
-    def _subscriber_connection(self, attempt: int) -> t.Any:
-        """A fresh connection, outside every pool, to one server (a cluster node in turn)."""
+    def subscriber_connection(self, attempt: int) -> t.Any:
+        """A fresh connection, outside every pool, to one server (a cluster node in turn).
+
+        For the invalidation subscriber (:class:`~.invalidation.SubscribedStore`)."""
         from redis.connection import Connection
         from redis.connection import parse_url
 
@@ -689,104 +530,14 @@ class RedisStore:
         )
         return cls(**kwargs)
 
+    def forget_answers(self) -> None:
+        """Forget every remembered "not revoked" answer (an invalidation message came)."""
+        self.view.invalidate()
+
+    def trust_until(self, instant: float) -> None:
+        """Trust remembered answers until ``instant`` (:func:`time.monotonic`); ``0.0``: stop."""
+        self._trusted_until = instant
+
     def watching(self) -> bool:
         """True while remembered answers are trusted (the subscription is confirmed live)."""
         return self._trusted_until > time.monotonic()
-
-
-class _StoreGone(Exception):
-    """The store was garbage-collected: its subscriber has nothing left to do."""
-
-
-class _Invalidations(threading.Thread):
-    """Subscribes to the invalidation channel; keeps the store's trust window current.
-
-    Holds the store weakly: a store dropped without :meth:`RedisStore.close` (an app that
-    went away) ends its thread instead of keeping it reconnecting forever.
-    """
-
-    def __init__(self, store: RedisStore) -> None:
-        super().__init__(name="jwt-shield-redis-invalidations", daemon=True)
-        self._store = weakref.ref(store)
-        self._stop_event = threading.Event()
-        self._connection: t.Any = None
-        self._random = random.Random()  # noqa: S311 - jitter; never the global generator of the app
-
-    @property
-    def store(self) -> RedisStore:
-        store = self._store()
-        if store is None:
-            raise _StoreGone
-        return store
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        conn = self._connection
-        if conn is not None:
-            with contextlib.suppress(Exception):  # closing a dead socket may fail any way it likes
-                conn.disconnect()
-        if self is not threading.current_thread():
-            self.join(timeout=2)
-
-    def run(self) -> None:
-        attempt = 0
-        while not self._stop_event.is_set():
-            try:
-                self._session(attempt)
-            except _StoreGone:
-                return
-            except Exception:  # noqa: BLE001, S110 - any failure means: distrust, reconnect
-                pass
-            finally:
-                self._lost()
-            attempt += 1
-            # Reconnect quickly, then back off to once a second while Redis stays away.
-            self._stop_event.wait(min(1.0, 0.02 * 2 ** min(attempt, 6)) * self._random.uniform(0.5, 1.0))
-
-    def _lost(self) -> None:
-        store = self._store()
-        if store is not None:
-            store._trusted_until = 0.0
-            store.view.invalidate()
-        conn, self._connection = self._connection, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
-
-    def _session(self, attempt: int) -> None:
-        store = self.store
-        max_delay, timeout, channel = store.max_delay, store.timeout, store._channel
-        interval = max(max_delay / 4, 0.005)
-        conn = self._connection = store._subscriber_connection(attempt)
-        conn.connect()
-        conn.send_command("SUBSCRIBE", channel)
-        reply = conn.read_response()
-        if not reply or _text(reply[0]) != "subscribe":
-            raise ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
-        # Anything published while no subscription was listening is lost: start afresh.
-        store.view.invalidate()
-        del store  # held weakly from here on
-        pending: collections.deque[float] = collections.deque()
-        last_ping = -1e9
-        while not self._stop_event.is_set():
-            now = time.monotonic()
-            if pending and now - pending[0] > max_delay + timeout:
-                raise TimeoutError("Redis stopped answering the invalidation connection")
-            if now - last_ping >= interval:
-                self.store  # noqa: B018 - raises _StoreGone once the store is collected
-                conn.send_command("PING")
-                pending.append(now)
-                last_ping = now
-            if not conn.can_read(timeout=interval):
-                continue
-            reply = conn.read_response()
-            kind = _text(reply[0]) if isinstance(reply, list) and reply else _text(reply)
-            if kind == "message":
-                self.store.view.invalidate()
-            elif kind == "pong" and pending:
-                # Every message published before this ping was sent has been handled above.
-                self.store._trusted_until = pending.popleft() + max_delay
-
-
-def _text(value: t.Any) -> str:
-    return (value.decode() if isinstance(value, bytes) else str(value)).lower()

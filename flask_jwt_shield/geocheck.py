@@ -1,0 +1,97 @@
+"""The geo checks of a use (a request, a refresh) and of a login.
+
+The detectors (:mod:`.geo`) only compare; this module gives them the subject's places from
+the store, writes the new place back, and sends each finding up the action ladder
+(:func:`.revocation.act`). The request pipeline (step 7) and the sessions (a refresh is a
+use, a login is a use too) call it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .errors import StoreError
+from .events import mask_ip
+from .revocation import act
+from .state import ShieldState
+from .state import bounded_put
+from .tokens import Claims
+
+# A token seen again from the same address within this many seconds skips the geo step:
+# no store read or write per request in steady state, one event per minute at most.
+RECHECK = 60.0
+
+
+def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
+    """Allowed countries, the country the token was issued in, travel speed."""
+    guard = state.geo
+    if guard is None or ip is None:
+        return
+    key = (claims["jti"], ip)
+    now = time.time()
+    seen = state.geo_seen.get(key)
+    if seen is not None and now - seen < RECHECK:
+        return  # this token from this address passed a minute ago: no lookup, no store
+    location = guard.locate(ip)
+    if location is None:  # no known place: never flagged, never denied
+        bounded_put(state.geo_seen, key, now)
+        return
+    issued_in = claims.get("ctry")
+    for finding in guard.on_request(location, issued_in):
+        act(state, finding, claims)
+    # An identity provider's token has no ctry: judged against the subject's history.
+    by_history = issued_in is None and state.config.resource_server and location.country is not None
+    if location.has_coordinates or by_history:
+        sub = claims["sub"]
+        try:
+            profile = state.store.get_profile(sub) or {}
+        except StoreError as exc:
+            state.store_failed(exc, claims)
+            return
+        updated = dict(profile)
+        if by_history:
+            for finding in guard.on_provider_token(location, updated):
+                act(state, finding, claims)  # raises above flag: the country is not stored
+        travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), now, profile)
+        if travel is not None:
+            # Raises for every action above flag, before the new place is stored: the
+            # last place stays the owner's, so the owner's next request is not flagged.
+            act(state, travel, claims)
+        if last is not None:
+            updated["last"] = last
+        if updated != profile:
+            try:
+                state.store.put_profile(sub, updated)
+            except StoreError as exc:
+                state.store_failed(exc, claims)
+    bounded_put(state.geo_seen, key, now)
+
+def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, bool]:
+    """The login-side checks: allowed countries, new country, travel (a login is a use).
+
+    Returns the country (for the ``ctry`` claim) and whether it is new for the subject.
+    """
+    guard = state.geo
+    location = guard.locate(ip) if guard is not None else None
+    if guard is None or location is None or ip is None:
+        return None, False
+    try:
+        profile = state.store.get_profile(sub) or {}
+    except StoreError as exc:
+        state.store_failed(exc, None)
+        return location.country, False
+    before = dict(profile)
+    findings = guard.on_login(location, profile)
+    travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), time.time(), profile, login=True)
+    if travel is not None:
+        findings.append(travel)
+    for finding in findings:  # any action above flag raises: nothing issued, nothing stored
+        act(state, finding, None, subject=sub)
+    if last is not None:
+        profile["last"] = last
+    if profile != before:
+        try:
+            state.store.put_profile(sub, profile)
+        except StoreError as exc:
+            state.store_failed(exc, None)
+    return location.country, any(f.kind == "new-country" for f in findings)

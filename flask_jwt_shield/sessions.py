@@ -1,0 +1,411 @@
+"""Sessions: issuing and refreshing.
+
+A session (a refresh family, id ``sid``) starts at a login (:func:`issue_tokens`) and
+accepts one refresh token at a time (:func:`refresh`). Rotation and reuse detection happen
+atomically in the store (:meth:`Store.rotate`); this module checks what must hold before
+anything rotates -- the token, its revocation, the session's binding (a DPoP key or a
+fingerprint cookie), where the client is -- builds families and pairs, and says what each
+rotation outcome means to the client. The face (:class:`~flask_jwt_shield.JWTShield`)
+validates its arguments and delegates here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import secrets
+import time
+import typing as t
+
+from flask import has_request_context
+from flask import request
+
+from . import geocheck
+from . import revocation
+from .config import ConfigKey
+from .config import ShieldConfig
+from .errors import InvalidDPoPProof
+from .errors import InvalidGrant
+from .errors import InvalidRequest
+from .errors import InvalidToken
+from .errors import RevokedToken
+from .errors import StoreError
+from .errors import StoreUnavailable
+from .events import mask_ip
+from .signals import EventKind
+from .state import ShieldState
+from .stores import Family
+from .tokens import ACCESS_TYPE
+from .tokens import BINDING_CLAIMS
+from .tokens import REFRESH_TYPE
+from .tokens import Claims
+from .tokens import TokenCodec
+from .transport import REFRESH_COOKIE
+from .transport import SAFE_METHODS
+from .transport import check_csrf
+from .transport import fingerprint_hash
+from .transport import fingerprint_matches
+from .transport import new_fingerprint
+from .transport import send_nonce
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenPair:
+    """What :meth:`JWTShield.issue_tokens` and :meth:`JWTShield.refresh` return."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    sid: str
+    token_type: str = "Bearer"
+    #: The login came from a country not in the subject's history (``flag`` action).
+    new_country: bool = False
+    #: When the session ends (epoch seconds): the refresh cookie's lifetime.
+    refresh_expires_at: float | None = None
+    #: The tokens are bound to a fingerprint cookie (``issue_tokens(..., cookies=True)``).
+    cookie_bound: bool = False
+    #: The fingerprint itself, at login only: :meth:`JWTShield.set_cookies` puts it in the
+    #: ``__Host-jws_fgp`` cookie. Never in :meth:`as_dict`.
+    fingerprint: str | None = dataclasses.field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, t.Any]:
+        """The OAuth 2.0 token response (RFC 6749 §5.1)."""
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    """A live refresh family, as :meth:`JWTShield.sessions` lists it."""
+
+    sid: str
+    created_at: float
+    last_used_at: float
+    expires_at: float
+    last_ip: str | None
+    last_country: str | None
+
+    @classmethod
+    def of(cls, family: Family) -> Session:
+        return cls(sid=family.sid, created_at=family.created_at, last_used_at=family.last_used_at,
+                   expires_at=family.expires_at, last_ip=family.last_ip, last_country=family.last_country)  # fmt: skip
+
+
+#: What the client is told for each rotation outcome that is not a success.
+REFUSALS = {
+    "reused": "The refresh token was already used; the session has been revoked.",
+    "revoked": "The session was revoked.",
+    "expired": "The session expired.",
+    "unknown": "The session is unknown.",
+}
+
+
+def new_family(
+    config: ShieldConfig,
+    *,
+    sid: str,
+    sub: str,
+    refresh_jti: str,
+    now: float,
+    ip: str | None,
+    country: str | None,
+    claims: dict[str, t.Any],
+) -> Family:
+    """A family born now: its absolute lifetime starts here and rotation never extends it."""
+    return Family(
+        sid=sid, sub=sub, created_at=now, expires_at=now + config.refresh_token_ttl, last_used_at=now,
+        current_jti=refresh_jti, current_iat=now, last_ip=ip, last_country=country, claims=claims,
+    )  # fmt: skip
+
+
+def sign_pair(
+    codec: TokenCodec,
+    config: ShieldConfig,
+    family: Family,
+    *,
+    access_iat: float,
+    country: str | None,
+    new_country: bool = False,
+    fingerprint: str | None = None,
+) -> TokenPair:
+    """A new access token, and the family's current refresh token.
+
+    The refresh token is rebuilt from the family (same ``jti``, ``iat`` and ``exp``), so a
+    client answered within the reuse grace period holds the same generation as the one that
+    rotated first: there is never a second live branch. The family's binding (``cnf``: a
+    DPoP key, ``fgp``: a fingerprint) goes into both tokens, so a refresh is checked
+    against it before anything rotates.
+    """
+    extra = {k: v for k, v in family.claims.items() if k not in BINDING_CLAIMS}
+    binding = {k: family.claims[k] for k in BINDING_CLAIMS if k in family.claims}
+    if country is not None:
+        extra["ctry"] = country  # where it was issued: the country-change detector compares
+    access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra, sid=family.sid, iat=access_iat)
+    access.update(binding)
+    # The refresh token carries no application claims (they live in the family), only where
+    # the session was last refreshed, so that a refresh from elsewhere is noticed too.
+    refresh = codec.claims_for(family.sub, ttl=family.expires_at - family.current_iat, sid=family.sid,
+                               iat=family.current_iat, jti=family.current_jti,
+                               extra={"ctry": country} if country is not None else None)  # fmt: skip
+    refresh.update(binding)
+    return TokenPair(
+        access_token=codec.encode(access, ACCESS_TYPE),
+        refresh_token=codec.encode(refresh, REFRESH_TYPE),
+        expires_in=config.access_token_ttl,
+        sid=family.sid,
+        # RFC 9449 §5: a token response for a bound token says so.
+        token_type="DPoP" if "cnf" in binding else "Bearer",
+        new_country=new_country,
+        refresh_expires_at=family.expires_at,
+        cookie_bound="fgp" in binding,
+        fingerprint=fingerprint,
+    )
+
+
+# -- issuing ------------------------------------------------------------------------------------
+
+
+def create_access_token(
+    state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | None, expires_in: int | None
+) -> str:
+    """See :meth:`JWTShield.create_access_token <flask_jwt_shield.JWTShield.create_access_token>`."""
+    refuse_in_resource_server_mode(state, "create_access_token")
+    ttl = state.config.access_token_ttl if expires_in is None else expires_in
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+        raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
+    try:
+        iat = issue_time(state, sub)
+    except StoreError as exc:
+        state.store_failed(exc, None)
+        iat = time.time()
+    payload = state.codec.claims_for(sub, ttl=ttl, extra=claims, iat=iat)
+    return state.codec.encode(payload, ACCESS_TYPE)
+
+
+def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | None, *, cookies: bool) -> TokenPair:
+    """See :meth:`JWTShield.issue_tokens <flask_jwt_shield.JWTShield.issue_tokens>`."""
+    refuse_in_resource_server_mode(state, "issue_tokens")
+    config = state.config
+    ip = request.remote_addr if has_request_context() else None
+    extra = dict(claims or {})
+    codec = state.codec
+    codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
+    binding: dict[str, t.Any] = {}
+    fingerprint = nonce = None
+    if cookies:
+        if "cookies" not in config.token_locations:
+            raise RuntimeError(f"issue_tokens(..., cookies=True) needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
+        fingerprint = new_fingerprint()
+        binding["fgp"] = fingerprint_hash(fingerprint)
+    else:
+        jkt, nonce = token_request_proof(state, required=config.dpop == "required")
+        if jkt is not None:
+            binding["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
+    country, new_country = geocheck.on_login(state, sub, ip)
+    sid = secrets.token_urlsafe(16)
+    refresh_jti = secrets.token_urlsafe(16)
+    dropped: list[str] = []
+    session_claims = {**extra, **binding}
+    try:
+        iat = issue_time(state, sub)
+        family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
+                            claims=session_claims)  # fmt: skip
+        dropped = state.store.create_family(
+            family,
+            max_sessions=config.max_sessions,
+            idle_ttl=config.refresh_idle_ttl,
+            until=family.expires_at + config.access_token_ttl,
+        )
+    except StoreError as exc:
+        # Without the store no session can be recorded, so none can be refreshed: in
+        # "open" mode the login still succeeds and the user logs in again later.
+        state.store_failed(exc, None)
+        iat = time.time()
+        family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
+                            claims=session_claims)  # fmt: skip
+    for old in dropped:
+        state.record("family-revoked", None, subject=sub, sid=old, action="revoke_family",
+                     detail={"reason": "max-sessions"})  # fmt: skip
+    pair = sign_pair(codec, config, family, access_iat=iat, country=country, new_country=new_country,
+                     fingerprint=fingerprint)  # fmt: skip
+    detail: dict[str, t.Any] = {"new_country": new_country} if new_country else {}
+    if binding:
+        detail["bound"] = "dpop" if "cnf" in binding else "fingerprint"
+    state.record("session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country,
+                 detail=detail)  # fmt: skip
+    if nonce is not None:
+        send_nonce(nonce)
+    return pair
+
+
+# -- refreshing ---------------------------------------------------------------------------------
+
+
+def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
+    """See :meth:`JWTShield.refresh <flask_jwt_shield.JWTShield.refresh>`."""
+    refuse_in_resource_server_mode(state, "refresh")
+    config = state.config
+    ip = request.remote_addr if has_request_context() else None
+    from_cookie = False
+    if refresh_token is None and "cookies" in config.token_locations and has_request_context():
+        refresh_token = request.cookies.get(REFRESH_COOKIE)
+        from_cookie = refresh_token is not None
+        if from_cookie and request.method not in SAFE_METHODS:
+            try:
+                check_csrf(request, request.environ)
+            except InvalidRequest as exc:
+                _refused(state, None, exc.reason)
+                raise
+    if not isinstance(refresh_token, str):
+        raise InvalidGrant("A refresh token is required.", reason="missing")
+    try:
+        claims, kid = state.codec.verify(refresh_token, REFRESH_TYPE)
+    except InvalidToken as exc:
+        _refused(state, None, exc.reason)
+        raise InvalidGrant(exc.description, reason=exc.reason) from None
+    try:
+        revocation.check(state, claims, kid)
+    except RevokedToken as exc:
+        _refused(state, claims, exc.reason)
+        raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
+    nonce = _check_binding(state, claims, from_cookie)
+    sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
+    country = None
+    if state.geo is not None:
+        # A refresh is a use too: allowed countries, the country the refresh token was
+        # issued in, and travel are checked before anything is rotated.
+        try:
+            geocheck.on_use(state, claims, ip)
+        except RevokedToken as exc:
+            raise InvalidGrant(exc.description, reason=exc.reason) from None
+        location = state.geo.locate(ip)
+        country = location.country if location is not None else None
+    try:
+        new_iat = issue_time(state, sub)
+        rotation = state.store.rotate(
+            sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
+            idle_ttl=config.refresh_idle_ttl, grace=config.refresh_reuse_grace, ip=ip,
+            country=country, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
+        )  # fmt: skip
+    except StoreError as exc:
+        # Rotation cannot be proven single without the store: refuse in both modes,
+        # or a stolen refresh token would mint sessions for the whole outage.
+        state.store_failed(exc, claims)
+        raise StoreUnavailable() from None
+    family = rotation.family
+    if rotation.outcome in ("rotated", "grace") and family is not None:
+        pair = sign_pair(state.codec, config, family, access_iat=new_iat, country=country)
+        state.record("token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
+        if nonce is not None:
+            send_nonce(nonce)
+        return pair
+    if rotation.outcome == "reused":
+        first, mode = rotation.first_use, config.event_ip
+        state.record("refresh-reused", claims, action="revoke_family", detail={
+            "first_use": {"at": first.at, "ip": mask_ip(first.ip, mode)} if first else None,
+            "second_use": {"at": time.time(), "ip": mask_ip(ip, mode)},
+        })  # fmt: skip
+        state.record("family-revoked", claims, action="revoke_family", detail={"reason": "refresh-reused"})
+        raise InvalidGrant(REFUSALS["reused"], reason="refresh-reused")
+    _refused(state, claims, f"session-{rotation.outcome}")
+    raise InvalidGrant(REFUSALS.get(rotation.outcome, "The refresh token is invalid."),
+                       reason=f"session-{rotation.outcome}")  # fmt: skip
+
+
+def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool) -> str | None:
+    """Before anything rotates: the session's fingerprint and DPoP key. Returns a DPoP
+    nonce to send back, if any."""
+    fgp = claims.get("fgp")
+    if (fgp is not None or from_cookie) and not (has_request_context() and fingerprint_matches(request, fgp)):
+        _refused(state, claims, "fingerprint-mismatch")
+        raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
+                           reason="fingerprint-mismatch")  # fmt: skip
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is not None:
+        return token_request_proof(state, bound=jkt, claims=claims)[1]
+    if state.config.dpop == "required" and fgp is None:
+        # A session from before DPoP was required: it cannot become bound on the way.
+        _refused(state, claims, "dpop-required", kind="dpop-rejected")
+        raise InvalidGrant("This session is not DPoP-bound; log in again with a DPoP proof.",
+                           reason="dpop-required", error="invalid_dpop_proof")  # fmt: skip
+    return None
+
+
+def _refused(state: ShieldState, claims: Claims | None, reason: str, *, kind: EventKind = "token-rejected") -> None:
+    """The event of a refresh refused before anything rotated (400 at the token endpoint)."""
+    state.record(kind, claims, action="deny", detail={"reason": reason, "status": 400, "grant": "refresh_token"})
+
+
+def token_request_proof(
+    state: ShieldState, *, bound: str | None = None, required: bool = False, claims: Claims | None = None
+) -> tuple[str | None, str | None]:
+    """DPoP at a token endpoint (``issue_tokens``, ``refresh``; RFC 9449 §5).
+
+    Returns the thumbprint of the key the request's proof proves (``None`` without a
+    proof) and a nonce to send back, if any. ``bound``: the session's key, which the
+    proof must be signed with; ``claims``: the refresh token's, for the event. Raises 400
+    ``invalid_dpop_proof`` / ``use_dpop_nonce``.
+    """
+    verifier = state.dpop
+    proof_header = request.headers.get("DPoP") if has_request_context() else None
+    if verifier is None:
+        if bound is not None:
+            raise InvalidGrant("The session is DPoP-bound, and DPoP is off here.", reason="dpop-off")
+        return None, None
+    if proof_header is None and bound is None and not required:
+        return None, None
+    try:
+        if not has_request_context():
+            raise InvalidDPoPProof("A DPoP proof is required (the DPoP header).", reason="dpop-missing")
+        url = verifier.request_url(request.environ) or ""
+        proof = verifier.verify(proof_header, method=request.method, url=url)
+        if bound is not None and proof.jkt != bound:
+            raise InvalidDPoPProof("The DPoP proof is signed by another key than the session is bound to.",
+                                   reason="dpop-wrong-key")  # fmt: skip
+    except InvalidDPoPProof as exc:
+        # Like a request's refusals: once a minute per client address and reason.
+        who = claims["jti"] if claims is not None else (request.remote_addr if has_request_context() else "")
+        if state.first_in_a_while(("dpop-rejected", who or "", exc.reason)):
+            state.record("dpop-rejected", claims, action="deny", detail={"reason": exc.reason, "status": 400})
+        error = InvalidGrant(exc.description, reason=exc.reason, error=exc.error)
+        error.dpop_nonce = exc.dpop_nonce
+        raise error from None
+    except StoreError as exc:
+        state.store_failed(exc, None)
+        raise StoreUnavailable() from None  # an unproven binding is never issued
+    return proof.jkt, proof.next_nonce
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def sessions(state: ShieldState, sub: str) -> list[Session]:
+    """See :meth:`JWTShield.sessions <flask_jwt_shield.JWTShield.sessions>`."""
+    families = state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+    return [Session.of(f) for f in families]
+
+
+# -- shared rules ------------------------------------------------------------------------------
+
+
+def refuse_in_resource_server_mode(state: ShieldState, method: str) -> None:
+    if state.config.resource_server:
+        raise RuntimeError(
+            f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
+            " the identity provider issues and refreshes the tokens, and owns the sessions"
+            " (refresh-token reuse detection is its job). Send users to the provider to log in."
+        )
+
+
+def issue_time(state: ShieldState, sub: str) -> float:
+    """Now, but strictly after any ``revoke_subject`` of ``sub`` (even within one clock tick)."""
+    now = time.time()
+    not_before = state.store.not_before(sub, now)
+    if not_before is not None and now <= not_before:
+        now = math.nextafter(not_before, math.inf)
+    return now

@@ -1,0 +1,283 @@
+"""What :meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` builds for one app.
+
+One :class:`ShieldState` per app lives in ``app.extensions["jwt_shield"]``: the config, the
+key ring and token codec, the store, the limiter, the GeoIP detectors, the event log, the
+DPoP verifier and the registry of what the app registered through the extension's
+decorators. Everything that needs them outside the request pipeline -- issuing and
+refreshing, the operators' revocations, the CLI, the dashboard, the endpoints -- reaches
+them through :func:`current_state`, never through the pipeline or the face.
+
+The state also carries the few rules every caller shares: how an event is recorded (and
+throttled when it repeats), and the fail mode when the store cannot be reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+import typing as t
+
+from cryptography.hazmat.primitives import serialization
+from flask import Flask
+from flask import current_app
+from flask import has_request_context
+from flask import request
+
+from .alerts import AlertSink
+from .config import ConfigKey
+from .config import ShieldConfig
+from .dpop import Nonces
+from .dpop import ProofVerifier
+from .errors import ConfigurationError
+from .errors import StoreError
+from .errors import StoreUnavailable
+from .events import EventRecorder
+from .events import SecurityEvent
+from .geo import GeoGuard
+from .jwks import JWKSClient
+from .keys import KeyRing
+from .ratelimit import AdaptiveSettings
+from .ratelimit import TokenRateLimiter
+from .ratelimit import default_spike_threshold
+from .signals import EventKind
+from .stores import Store
+from .stores import store_from_uri
+from .tokens import Claims
+from .tokens import TokenCodec
+
+logger = logging.getLogger("flask_jwt_shield")
+
+#: Where :meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` keeps the state.
+EXTENSION_KEY = "jwt_shield"
+
+# One store-unavailable event per this many seconds per app, not one per request.
+OUTAGE_EVENT_INTERVAL = 5.0
+# Repeated refusals of one token (or client address) for one reason are recorded once per
+# this many seconds: a hammering client must not turn into one stored event per request.
+# The limiter and the spike detector still count every attempt.
+REPEAT_INTERVAL = 60.0
+
+K = t.TypeVar("K")
+R = t.TypeVar("R")
+_SEEN_MAX = 100_000
+#: ``callback(claims) -> bool``: a registered ``@shield.revocation_checker``.
+Checker = t.Callable[[Claims], bool]
+
+
+@dataclasses.dataclass(eq=False)
+class Registry:
+    """What an app registered through the extension's decorators.
+
+    Owned by the :class:`~flask_jwt_shield.JWTShield` instance (decorators run before and
+    after ``init_app``, for every app it serves) and read by each app's state.
+    """
+
+    exempt_views: set[t.Callable[..., t.Any]] = dataclasses.field(default_factory=set)
+    view_limits: dict[t.Callable[..., t.Any], str | None] = dataclasses.field(default_factory=dict)
+    revocation_checkers: list[Checker] = dataclasses.field(default_factory=list)
+
+
+class ShieldState:
+    """The per-app objects of one app, and the rules every caller shares."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        config: ShieldConfig,
+        keys: KeyRing,
+        codec: TokenCodec,
+        store: Store,
+        limiter: TokenRateLimiter | None,
+        geo: GeoGuard | None,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self.keys = keys
+        self.codec = codec
+        self.store = store
+        self.recorder = EventRecorder(config, store)
+        self.limiter = limiter
+        self.geo = geo
+        #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
+        self.dpop = _proof_verifier(config, keys, store)
+        self._last_outage_event = -math.inf
+        self._recent: dict[tuple[str, ...], float] = {}
+        #: (jti, address) -> when that token last passed the geo step from that address.
+        self.geo_seen: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def build(
+        cls, app: Flask, registry: Registry, *, limiter: t.Any = None, store: Store | None = None
+    ) -> ShieldState:
+        """Read and validate the app's ``JWT_SHIELD_*`` configuration and build its objects.
+
+        Raises :class:`~flask_jwt_shield.ConfigurationError` for a bad setting. Nothing
+        connects here: stores and limiter storages connect on first use.
+        """
+        config = ShieldConfig.from_mapping(app.config)
+        keys = KeyRing.from_config(config)
+        if store is None:
+            if config.store_uri.startswith("memory") and not app.testing:
+                logger.warning(
+                    "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
+                    " only and are lost on restart. Use 'sqlite:///shield.db' in production."
+                )
+            store = store_from_uri(
+                config.store_uri,
+                instance_path=app.instance_path,
+                connect_timeout=config.redis_connect_timeout,
+                timeout=config.redis_timeout,
+                max_delay=config.revocation_max_delay,
+            )
+        return cls(
+            registry=registry,
+            config=config,
+            keys=keys,
+            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
+            store=store,
+            limiter=_make_limiter(config, store, limiter),
+            geo=GeoGuard.from_config(config),
+        )
+
+    @property
+    def alerts(self) -> AlertSink | None:
+        """The webhook sink, ``None`` without ``JWT_SHIELD_ALERT_WEBHOOK``."""
+        return self.recorder.alerts
+
+    # -- events ----------------------------------------------------------------------------
+
+    def record(self, kind: EventKind, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
+        """Record one security event, naming the token of ``claims`` by its ``jti``."""
+        if claims is not None:
+            fields.setdefault("subject", claims.get("sub"))
+            fields.setdefault("jti", claims.get("jti"))
+            fields.setdefault("sid", claims.get("sid"))
+        if has_request_context():
+            fields.setdefault("ip", request.remote_addr)
+        return self.recorder.record(current_app._get_current_object(), kind, **fields)  # type: ignore[attr-defined]
+
+    def first_in_a_while(self, key: tuple[str, ...]) -> bool:
+        """True (and remembered) unless ``key`` was seen in the last ``REPEAT_INTERVAL`` seconds.
+
+        How every refusal that repeats (a hammering client, a replayed SET) is recorded
+        once a minute per process instead of once per request.
+        """
+        now = time.time()
+        last = self._recent.get(key)
+        if last is not None and now - last < REPEAT_INTERVAL:
+            return False
+        bounded_put(self._recent, key, now)
+        return True
+
+    # -- the fail mode ---------------------------------------------------------------------
+
+    def store_failed(self, exc: Exception, claims: Claims | None) -> None:
+        """Apply ``JWT_SHIELD_FAIL_MODE``: raise 503 (closed) or return (open)."""
+        now = time.time()
+        if now - self._last_outage_event >= OUTAGE_EVENT_INTERVAL:
+            self._last_outage_event = now
+            self.record("store-unavailable", claims,
+                        action="deny" if self.config.fail_mode == "closed" else "flag",
+                        detail={"error": type(exc).__name__, "fail_mode": self.config.fail_mode})  # fmt: skip
+        if self.config.fail_mode == "closed":
+            raise StoreUnavailable()
+
+    @staticmethod
+    def write(operation: t.Callable[[], R]) -> R:
+        """Run an operator's store write (a revocation): 503 when it fails, in both modes."""
+        try:
+            return operation()
+        except StoreError:
+            # An operator's revocation must never be lost silently, whatever the fail mode.
+            raise StoreUnavailable() from None
+
+    def revocation_horizon(self, now: float) -> float:
+        """Until when a revocation made at ``now`` must be kept: past the longest token."""
+        return now + self.config.longest_ttl + self.config.leeway + 1
+
+
+def bounded_put(cache: dict[K, float], key: K, value: float) -> None:
+    if len(cache) >= _SEEN_MAX:
+        try:
+            del cache[next(iter(cache))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+            pass
+    cache[key] = value
+
+
+def current_state() -> ShieldState:
+    """The current app's :class:`ShieldState`; a clear error when the shield is not set up."""
+    try:
+        state: ShieldState = current_app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "JWTShield is not initialised on this app. Did you forget to call 'shield.init_app(app)'?"
+        ) from None
+    return state
+
+
+def _make_limiter(config: ShieldConfig, store: Store, app_limiter: t.Any) -> TokenRateLimiter:
+    """The per-token limiter: built even with no default limit, for ``@shield.limit``.
+
+    Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the
+    store's own Redis (so every host counts one budget per token), else this process.
+    """
+    K = ConfigKey
+    if app_limiter is not None and config.rate_limit_storage_uri is not None:
+        raise ConfigurationError(
+            f"{K.RATE_LIMIT_STORAGE_URI} is set, but JWTShield(limiter=...) shares that Limiter's"
+            f" storage: remove one of the two."
+        )
+    try:
+        adaptive = (
+            AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor,
+                             sustain=config.adaptive_sustain)
+            if config.adaptive
+            else None
+        )  # fmt: skip
+        spike = config.spike_threshold or default_spike_threshold(config.rate_limit)
+        uri = None
+        options = None
+        if app_limiter is None:
+            uri = config.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
+            if not uri.startswith("memory"):
+                options = {"socket_timeout": config.redis_timeout,
+                           "socket_connect_timeout": config.redis_connect_timeout}  # fmt: skip
+        return TokenRateLimiter(
+            config.rate_limit,
+            strategy=config.rate_limit_strategy,
+            storage_uri=uri,
+            storage_options=options,
+            limiter=app_limiter,
+            spike_threshold=spike,
+            spike_sustain=config.spike_sustain,
+            adaptive=adaptive,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
+            f" {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN}, or JWTShield(limiter=...)): {exc}"
+        ) from None
+
+
+def _proof_verifier(config: ShieldConfig, keys: KeyRing, store: Store) -> ProofVerifier | None:
+    if config.dpop == "off":
+        return None
+    nonces = None
+    if config.dpop_nonce_ttl is not None:
+        signing = keys.signing_key
+        if signing is None:
+            raise ConfigurationError(
+                f"{ConfigKey.DPOP_NONCE_TTL} needs a signing key (its nonces are keyed with it); this"
+                " app only verifies. Remove the setting, or configure the signing key."
+            )
+        material = signing.signing
+        if not isinstance(material, bytes):
+            material = material.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())  # fmt: skip
+        nonces = Nonces(material, config.dpop_nonce_ttl)
+    return ProofVerifier(algorithms=config.dpop_algorithms, max_age=config.dpop_max_age, leeway=config.leeway,
+                         store=store, max_bytes=config.max_token_bytes, nonces=nonces)  # fmt: skip
