@@ -17,6 +17,7 @@ from .errors import InvalidScope
 from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import MissingToken
+from .errors import NotIssuedHere
 from .errors import RateLimitExceeded
 from .errors import RevokedToken
 from .errors import ShieldError
@@ -53,6 +54,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "TokenPair",
+    "NotIssuedHere",
     "UnsupportedGrantType",
     "UseDPoPNonce",
     "current_claims",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typing as t
 
+from flask import Flask
 from flask import g
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.local import LocalProxy
 
 from .tokens import Claims
@@ -32,4 +34,26 @@ def get_claims(optional: bool = False) -> Claims:
 
 
 #: A proxy to :func:`get_claims` for the current request: ``current_claims["sub"]``.
+#: ``jsonify(current_claims)`` and ``return current_claims`` work in an app with the shield
+#: (see :func:`serialise_current_claims`); pass ``get_claims()`` on to anything else.
 current_claims: Claims = t.cast(Claims, LocalProxy(get_claims))
+
+
+def serialise_current_claims(app: Flask) -> None:
+    """Let ``app``'s JSON provider serialise :data:`current_claims` (a proxy, not a dict) as
+    the claims themselves, as Flask-JWT-Extended users expect of ``jsonify(get_jwt())``.
+
+    Only Flask's default provider is taught; a custom provider is left as the app made it.
+    """
+    provider = app.json
+    if not isinstance(provider, DefaultJSONProvider) or getattr(provider.default, "_jwt_shield", False):
+        return
+    fallback = provider.default
+
+    def default(value: t.Any) -> t.Any:
+        if value is current_claims:
+            return get_claims()
+        return fallback(value)
+
+    default._jwt_shield = True  # type: ignore[attr-defined]
+    provider.default = default

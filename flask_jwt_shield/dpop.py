@@ -12,14 +12,11 @@ the client side (:class:`DPoPKey`: make a key, make proofs), for tests and Pytho
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
 import hmac
 import json
 import math
-import re
 import secrets
 import struct
 import time
@@ -30,7 +27,6 @@ from urllib.parse import quote
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,12 +34,26 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import Algorithm
-from jwt.algorithms import get_default_algorithms
 
-from .config import DEFAULT_PROOF_ALGORITHMS
-from .config import PROOF_ALGORITHMS
+from .cache import bounded_put
 from .errors import InvalidDPoPProof
 from .errors import UseDPoPNonce
+from .jose import ALGORITHMS
+from .jose import DEFAULT_PROOF_ALGORITHMS
+from .jose import EC_CURVES
+from .jose import EDDSA_CURVES
+from .jose import KEY_TYPES
+from .jose import PRIVATE_MEMBERS
+from .jose import PROOF_ALGORITHMS
+from .jose import RSA_MIN_BITS
+from .jose import THUMBPRINT_MEMBERS
+from .jose import JOSEError
+from .jose import b64decode
+from .jose import b64url
+from .jose import jwk_thumbprint
+from .jose import segment_object
+from .jose import signature_valid
+from .jose import split_compact
 from .stores.base import Store
 
 __all__ = [
@@ -65,57 +75,17 @@ DEFAULT_ALGORITHMS = DEFAULT_PROOF_ALGORITHMS
 #: The store namespace of the proof ``jti`` replay cache.
 REPLAY_NAMESPACE = "dpop-jti"
 
-_ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
-# RFC 7638 §3.2: the members that make up a thumbprint, per key type.
-_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
-# RFC 7518 §6.2.2, §6.3.2, RFC 8037 §2, RFC 7517 §4 ("k" is a symmetric key): whoever sees a
-# proof sees its jwk, so a jwk with any of these would publish a private key.
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
-_RSA_MIN_BITS = 2048
 _MAX_JTI = 256
 _MAX_HTU = 4096
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-# A compact JWS, checked in one pass (the segments are then decoded without a second look).
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 3986 §2.2, §2.3: characters a path keeps unencoded after normalisation.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _CACHE_SIZE = 4096
 
 
-def b64url(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(segment: str) -> bytes:
-    if not _B64URL.issuperset(segment):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
 def token_hash(token: str) -> str:
     """The ``ath`` of a proof for ``token``: base64url(SHA-256(token)) (RFC 9449 §4.2)."""
     return b64url(hashlib.sha256(token.encode("ascii")).digest())
-
-
-def jwk_thumbprint(jwk: Mapping[str, t.Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a public JWK: the ``cnf.jkt`` of a bound token.
-
-    Raises :class:`ValueError` for a key type other than EC, OKP or RSA or a missing member.
-    """
-    members = _THUMBPRINT_MEMBERS.get(t.cast(str, jwk.get("kty")))
-    if members is None:
-        raise ValueError(f"unsupported key type {jwk.get('kty')!r}")
-    required = {}
-    for name in members:
-        value = jwk.get(name)
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"the jwk's {name!r} member is missing")
-        required[name] = value
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
 def normalize_htu(url: str) -> str:
@@ -185,17 +155,19 @@ class _ProofKey:
     ecdsa: tuple[ec.ECDSA, int] | None = None
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is valid; never raises."""
         ecdsa = self.ecdsa
         if ecdsa is None:
-            return bool(self.algorithm.verify(signing_input, self.key, signature))
-        # RFC 7518 §3.4: R || S, each of the curve's size; DER for OpenSSL.
+            return signature_valid(self.algorithm, self.key, signing_input, signature)
+        # RFC 7518 §3.4: R || S, each of the curve's size; DER for OpenSSL. Done here rather
+        # than by PyJWT because a proof is checked on every request (benchmarked: DPoP rows).
         size = ecdsa[1]
         if len(signature) != 2 * size:
             return False
         der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
         try:
             self.key.verify(der, signing_input, ecdsa[0])
-        except InvalidSignature:
+        except Exception:  # noqa: BLE001 - InvalidSignature, or (as in signature_valid) a malformed one
             return False
         return True
 
@@ -234,8 +206,8 @@ class Nonces:
         if not isinstance(nonce, str) or len(nonce) != 32:
             return None
         try:
-            raw = _b64decode(nonce)
-        except (ValueError, binascii.Error):
+            raw = b64decode(nonce)
+        except JOSEError:
             return None
         if len(raw) != 24:
             return None
@@ -250,46 +222,15 @@ class Nonces:
         return which if hmac.compare_digest(self._make(step), nonce) else None
 
 
-class _Rejected(Exception):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _Rejected("duplicate member")  # RFC 8725 §3.8: ambiguous, so refused
-    return result
-
-
-def _no_constants(name: str) -> t.NoReturn:
-    raise _Rejected(f"{name} is not JSON")
-
-
-_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-
-
 def _refuse(description: str, reason: str) -> t.NoReturn:
     raise InvalidDPoPProof(description, reason=reason)
 
 
 def _json_object(segment: str) -> dict[str, t.Any]:
     try:
-        # The segment's alphabet was checked with the whole proof (_COMPACT).
-        value = _decoder.decode(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, binascii.Error, _Rejected, RecursionError):
+        return segment_object(segment)
+    except JOSEError:
         _refuse("The DPoP proof is malformed.", "dpop-malformed")
-    if not isinstance(value, dict):
-        _refuse("The DPoP proof is malformed.", "dpop-malformed")
-    return value
-
-
-def _bounded_put(cache: dict[str, t.Any], key: str, value: t.Any) -> None:
-    if len(cache) >= _CACHE_SIZE:
-        try:
-            del cache[next(iter(cache))]
-        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
-            pass
-    cache[key] = value
 
 
 class ProofVerifier:
@@ -353,24 +294,21 @@ class ProofVerifier:
             _refuse("A DPoP proof is required (the DPoP header).", "dpop-missing")
         if len(proof) > self.max_bytes:
             _refuse("The DPoP proof is too large.", "dpop-too-large")
-        if not _COMPACT.fullmatch(proof):
+        try:
+            header_segment, payload_segment, signature_segment = split_compact(proof)
+        except JOSEError:
             # A comma is two DPoP headers joined into one: RFC 9449 §4.3 allows one.
             _refuse("The DPoP header must hold exactly one proof.", "dpop-malformed")
-        header_segment, payload_segment, signature_segment = proof.split(".")
         key = self._keys.get(header_segment)
         if key is None:
             key = self._proof_key(header_segment)
-            _bounded_put(self._keys, header_segment, key)
+            bounded_put(self._keys, header_segment, key, _CACHE_SIZE)
         try:
-            signature = base64.urlsafe_b64decode(signature_segment + "=" * (-len(signature_segment) % 4))
-        except (ValueError, binascii.Error):
+            signature = b64decode(signature_segment)
+        except JOSEError:
             _refuse("The DPoP proof is malformed.", "dpop-malformed")
         signing_input = proof[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
-        try:
-            valid = key.verify(signing_input, signature)
-        except Exception:  # noqa: BLE001 - a malformed signature may raise instead of returning False
-            valid = False
-        if not valid:
+        if not key.verify(signing_input, signature):
             _refuse("The DPoP proof's signature is invalid.", "dpop-bad-signature")
         claims = _json_object(payload_segment)
 
@@ -433,7 +371,7 @@ class ProofVerifier:
         # WSGI strings are latin-1 views of the raw bytes: quote those bytes, as the client did.
         quoted = quote((slash + path).encode("latin-1", "replace"), safe=_PATH_SAFE)
         normal = self._normalized(f"{scheme}://{netloc}{quoted}")
-        _bounded_put(self._request_urls, raw, normal)
+        bounded_put(self._request_urls, raw, normal, _CACHE_SIZE)
         return normal
 
     def _normalized(self, url: str) -> str | None:
@@ -444,7 +382,7 @@ class ProofVerifier:
             normal: str | None = normalize_htu(url) if len(url) <= _MAX_HTU else None
         except (ValueError, UnicodeError):
             normal = None
-        _bounded_put(self._urls, url, normal)
+        bounded_put(self._urls, url, normal, _CACHE_SIZE)
         return normal
 
     def _proof_key(self, header_segment: str) -> _ProofKey:
@@ -461,24 +399,24 @@ class ProofVerifier:
         jwk = header.get("jwk")
         if not isinstance(jwk, dict):
             _refuse("The DPoP proof's header has no 'jwk'.", "dpop-bad-jwk")
-        if _PRIVATE_MEMBERS.intersection(jwk):
+        if any(member in jwk for member in PRIVATE_MEMBERS):
             _refuse("The DPoP proof's 'jwk' holds a private key; send the public key only.", "dpop-private-jwk")
         kty = jwk.get("kty")
         if (
-            (alg.startswith(("RS", "PS")) and kty != "RSA")
-            or (alg.startswith("ES") and (kty != "EC" or jwk.get("crv") != _CURVES[alg]))
-            or (alg == "EdDSA" and (kty != "OKP" or jwk.get("crv") not in ("Ed25519", "Ed448")))
+            kty != KEY_TYPES[alg]
+            or (kty == "EC" and jwk.get("crv") != EC_CURVES[alg])
+            or (kty == "OKP" and jwk.get("crv") not in EDDSA_CURVES)
             or ("alg" in jwk and jwk["alg"] != alg)
         ):
             _refuse("The DPoP proof's 'jwk' does not fit its algorithm.", "dpop-bad-jwk")
-        algorithm = _ALGORITHMS[alg]
+        algorithm = ALGORITHMS[alg]
         try:
             jkt = jwk_thumbprint(jwk)
             key = algorithm.from_jwk(jwk)
         except Exception:  # noqa: BLE001 - PyJWT and cryptography raise several types on bad keys
             _refuse("The DPoP proof's 'jwk' is not a valid public key.", "dpop-bad-jwk")
-        if isinstance(key, rsa.RSAPublicKey) and key.key_size < _RSA_MIN_BITS:
-            _refuse(f"The DPoP proof's RSA key must have at least {_RSA_MIN_BITS} bits.", "dpop-weak-key")
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < RSA_MIN_BITS:
+            _refuse(f"The DPoP proof's RSA key must have at least {RSA_MIN_BITS} bits.", "dpop-weak-key")
         if hasattr(key, "private_bytes"):  # belt and braces: the member check above already refused
             _refuse("The DPoP proof's 'jwk' holds a private key; send the public key only.", "dpop-private-jwk")
         ecdsa = None
@@ -511,11 +449,11 @@ class DPoPKey:
         if alg not in PROOF_ALGORITHMS:
             raise ValueError(f"alg must be one of {sorted(PROOF_ALGORITHMS)}, not {alg!r}")
         self.alg = alg
-        self._algorithm = _ALGORITHMS[alg]
+        self._algorithm = ALGORITHMS[alg]
         self._private = private_key
         jwk = dict(self._algorithm.to_jwk(private_key.public_key(), as_dict=True))
         #: The public key as a JWK (what each proof's header carries).
-        self.public_jwk: dict[str, t.Any] = {m: jwk[m] for m in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+        self.public_jwk: dict[str, t.Any] = {m: jwk[m] for m in THUMBPRINT_MEMBERS[jwk["kty"]]}
         #: RFC 7638 thumbprint: the ``cnf.jkt`` of the tokens bound to this key.
         self.thumbprint = jwk_thumbprint(self.public_jwk)
         header = {"typ": PROOF_TYPE, "alg": alg, "jwk": self.public_jwk}
@@ -527,7 +465,7 @@ class DPoPKey:
     def generate(cls, alg: str = "ES256") -> DPoPKey:
         """A new random key for ``alg`` (``ES256``, ``ES384``, ``ES512``, ``EdDSA``
         (Ed25519), ``RS*`` or ``PS*`` (RSA 2048))."""
-        if alg.startswith("ES") and alg in _CURVES:
+        if alg.startswith("ES") and alg in EC_CURVES:
             curve = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}[alg]
             return cls(ec.generate_private_key(curve), alg)
         if alg == "EdDSA":

@@ -33,6 +33,7 @@ __all__ = [
     "InvalidToken",
     "KeysUnavailable",
     "MissingToken",
+    "NotIssuedHere",
     "RateLimitExceeded",
     "RevokedToken",
     "ShieldError",
@@ -248,6 +249,13 @@ class UnsupportedGrantType(ShieldError, BadRequest):
     """The token endpoint was asked for a grant it does not serve (RFC 6749 §5.2)."""
 
     error = "unsupported_grant_type"
+
+
+class NotIssuedHere(UnsupportedGrantType, RuntimeError):
+    """Issuing or refreshing was asked of an app in resource-server mode, where the identity
+    provider issues the tokens: a programming mistake, but a route that still calls it
+    answers 400 ``unsupported_grant_type`` rather than 500. Also a :class:`RuntimeError`,
+    so code outside a request sees what it always saw."""
 
 
 class InvalidScope(ShieldError, BadRequest):

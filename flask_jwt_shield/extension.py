@@ -27,6 +27,7 @@ from . import transport
 from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
+from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
 from .jwks import JWKSClient
@@ -87,6 +88,7 @@ class JWTShield:
             )
         state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
         app.extensions[EXTENSION_KEY] = state
+        serialise_current_claims(app)
         if state.config.enabled:
             run = Pipeline(state).run
 

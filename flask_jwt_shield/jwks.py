@@ -41,31 +41,29 @@ from http.client import HTTPMessage
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import Algorithm
-from jwt.algorithms import get_default_algorithms
 
-from .config import RESOURCE_SERVER_ALGORITHMS
 from .config import ShieldConfig
-from .config import check_url
+from .config import check_url as check_url  # re-exported: tests import it from here
 from .errors import InvalidToken
 from .errors import KeysUnavailable
+from .jose import ALGORITHMS
+from .jose import EC_CURVES
+from .jose import EDDSA_CURVES
+from .jose import KEY_TYPES
+from .jose import PRIVATE_MEMBERS
+from .jose import RESOURCE_SERVER_ALGORITHMS
+from .jose import RSA_MIN_BITS
+from .jose import JOSEError
+from .jose import json_document
 from .keys import Key
 
 logger = logging.getLogger("flask_jwt_shield")
 
-_ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
-
+# What a key of each type may serve here: RS*/PS* (RSA), ES256/ES384 (EC), EdDSA (OKP).
 _KTY_ALGORITHMS = {
-    "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
-    "EC": ("ES256", "ES384"),
-    "OKP": ("EdDSA",),
+    kty: tuple(alg for alg, of in KEY_TYPES.items() if of == kty and alg in RESOURCE_SERVER_ALGORITHMS)
+    for kty in ("RSA", "EC", "OKP")
 }
-_EC_CURVES = {"ES256": "P-256", "ES384": "P-384"}
-_OKP_CURVES = frozenset({"Ed25519", "Ed448"})
-# RFC 7518 §6.3.2 / §6.2.2 / RFC 8037 §2: private members of RSA, EC and OKP keys; "k" is
-# the secret of an oct key.
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-_RSA_MIN_BITS = 2048
 _MAX_BYTES = 512 * 1024  # the biggest real JWK Sets are a few KiB
 _MAX_KEYS = 100
 _MAX_TTL = 86_400.0  # a max-age of a year would pin a compromised key
@@ -166,7 +164,7 @@ def _prepare(entry: t.Any, kid: str | None, allowed: frozenset[str]) -> list[Key
     kty = entry.get("kty")
     if kty == "oct":
         raise JWKSError("symmetric (oct) key in a public JWK Set")
-    private = [m for m in _PRIVATE_MEMBERS if m in entry]
+    private = [m for m in PRIVATE_MEMBERS if m in entry]
     if private:
         raise JWKSError(f"private key material ({', '.join(private)}) in a public JWK Set")
     use = entry.get("use")
@@ -188,15 +186,15 @@ def _prepare(entry: t.Any, kid: str | None, allowed: frozenset[str]) -> list[Key
         # RFC 7517 §4.4: alg is optional; the key then serves what the config allows for its type.
         algs = [a for a in _KTY_ALGORITHMS[kty] if a in allowed]
         if kty == "EC":
-            algs = [a for a in algs if _EC_CURVES[a] == entry.get("crv")]
+            algs = [a for a in algs if EC_CURVES[a] == entry.get("crv")]
         if not algs:
             raise JWKSError(f"no allowed algorithm for a {kty} key (crv {entry.get('crv')!r})")
     prepared: list[Key] = []
     for name in algs:
-        algorithm = _ALGORITHMS[name]
-        if kty == "EC" and entry.get("crv") != _EC_CURVES[name]:
+        algorithm = ALGORITHMS[name]
+        if kty == "EC" and entry.get("crv") != EC_CURVES[name]:
             raise JWKSError(f"curve {entry.get('crv')!r} does not fit {name}")
-        if kty == "OKP" and entry.get("crv") not in _OKP_CURVES:
+        if kty == "OKP" and entry.get("crv") not in EDDSA_CURVES:
             raise JWKSError(f"curve {entry.get('crv')!r} is not an EdDSA curve")
         try:
             public = algorithm.from_jwk(entry)
@@ -204,8 +202,8 @@ def _prepare(entry: t.Any, kid: str | None, allowed: frozenset[str]) -> list[Key
             raise JWKSError(f"unparseable {kty} key ({type(exc).__name__})") from None
         if isinstance(public, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) or hasattr(public, "public_key"):
             raise JWKSError("private key material in a public JWK Set")
-        if isinstance(public, rsa.RSAPublicKey) and public.key_size < _RSA_MIN_BITS:
-            raise JWKSError(f"RSA key of {public.key_size} bits; at least {_RSA_MIN_BITS} are required")
+        if isinstance(public, rsa.RSAPublicKey) and public.key_size < RSA_MIN_BITS:
+            raise JWKSError(f"RSA key of {public.key_size} bits; at least {RSA_MIN_BITS} are required")
         prepared.append(Key(kid, name, algorithm, None, public, symmetric=False))
     return prepared
 
@@ -432,8 +430,8 @@ class JWKSClient:
         if len(body) > _MAX_BYTES:
             raise JWKSError(f"the response is larger than {_MAX_BYTES} bytes")
         try:
-            return json.loads(body, parse_constant=_no_constant), cache_control
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            return json_document(body), cache_control
+        except JOSEError:
             raise JWKSError("the response is not JSON") from None
 
     def _log_skipped(self, keys: KeySet) -> None:
@@ -442,8 +440,4 @@ class JWKSClient:
             if entry not in self._logged and len(self._logged) < 1000:
                 self._logged.add(entry)
                 logger.warning("JWK Set entry skipped: kid %r: %s", entry.kid, entry.reason)
-
-
-def _no_constant(name: str) -> t.NoReturn:
-    raise ValueError(f"{name} is not JSON")
 

@@ -8,10 +8,8 @@ anyone out). Cryptography is PyJWT's: each key is prepared once by its
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
-import json
 import typing as t
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,27 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import ed448
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import Algorithm
-from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
 from .config import ConfigKey
 from .config import KeySpec
 from .config import ShieldConfig
 from .errors import ConfigurationError
-
-_ALGORITHMS: dict[str, Algorithm] = get_default_algorithms()
-
-# RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
-_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-_RSA_MIN_BITS = 2048
-
-# RFC 7638 §3.2: the members that make up a thumbprint, per key type.
-_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
-
-
-def b64url(data: bytes) -> str:
-    """Base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+from .jose import ALGORITHMS
+from .jose import HMAC_MIN_BYTES
+from .jose import RSA_MIN_BITS
+from .jose import b64url as b64url  # re-exported: dashboard.csrf and tests import it from here
+from .jose import jwk_thumbprint
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -78,7 +66,7 @@ class KeyRing:
             ring = cls([])
             ring.algorithms = frozenset(config.allowed_algorithms or ())
             return ring
-        keys = [_prepare(spec, i, len(config.keys) > 1) for i, spec in enumerate(config.keys)]
+        keys = [prepare(spec, i, len(config.keys) > 1) for i, spec in enumerate(config.keys)]
         symmetric = {k.symmetric for k in keys}
         if len(symmetric) > 1:
             # One ring verifying both kinds invites key confusion (an HMAC secret that is
@@ -111,16 +99,17 @@ class KeyRing:
         return {"keys": [k.public_jwk() for k in self.keys if not k.symmetric]}
 
 
-def _prepare(spec: KeySpec, index: int, in_ring: bool) -> Key:
+def prepare(spec: KeySpec, index: int, in_ring: bool) -> Key:
+    """One configured key, loaded and checked (:class:`ConfigurationError` names ``where``)."""
     where = f"{ConfigKey.KEYS}[{index}]" if in_ring else (
         ConfigKey.SECRET_KEY if spec.alg.startswith("HS") else ConfigKey.PRIVATE_KEY
     )
-    algorithm = _ALGORITHMS[spec.alg]
+    algorithm = ALGORITHMS[spec.alg]
     if spec.alg.startswith("HS"):
         secret = spec.key if spec.key is not None else spec.public_key
         assert secret is not None
         raw = secret.encode("utf-8") if isinstance(secret, str) else secret
-        minimum = _HMAC_MIN_BYTES[spec.alg]
+        minimum = HMAC_MIN_BYTES[spec.alg]
         if len(raw) < minimum:
             raise ConfigurationError(
                 f"{where}: the {spec.alg} secret is {len(raw)} bytes; at least {minimum} random"
@@ -157,6 +146,9 @@ def _prepare(spec: KeySpec, index: int, in_ring: bool) -> Key:
     return Key(kid, spec.alg, algorithm, signing, verifying, symmetric=False)
 
 
+_prepare = prepare  # cli.py still imports the old private name; drop once it imports prepare
+
+
 def _load(algorithm: Algorithm, pem: str | bytes, where: str, alg: str) -> t.Any:
     try:
         return algorithm.prepare_key(pem)
@@ -172,9 +164,9 @@ def _load(algorithm: Algorithm, pem: str | bytes, where: str, alg: str) -> t.Any
 
 def _check_strength(key: t.Any, alg: str, where: str) -> None:
     if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < _RSA_MIN_BITS:
+        if key.key_size < RSA_MIN_BITS:
             raise ConfigurationError(
-                f"{where}: RSA keys need at least {_RSA_MIN_BITS} bits; this one has {key.key_size}."
+                f"{where}: RSA keys need at least {RSA_MIN_BITS} bits; this one has {key.key_size}."
             )
     elif alg.startswith(("RS", "PS")):
         raise ConfigurationError(f"{where}: {alg} needs an RSA key.")
@@ -186,7 +178,4 @@ def _check_strength(key: t.Any, alg: str, where: str) -> None:
 
 def _thumbprint(algorithm: Algorithm, key: t.Any) -> str:
     """RFC 7638 JWK thumbprint (SHA-256), stable across restarts."""
-    jwk = algorithm.to_jwk(key, as_dict=True)
-    members = {m: jwk[m] for m in _THUMBPRINT_MEMBERS[jwk["kty"]]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    return b64url(hashlib.sha256(canonical).digest())
+    return jwk_thumbprint(algorithm.to_jwk(key, as_dict=True))

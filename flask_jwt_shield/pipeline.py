@@ -17,10 +17,13 @@ Every step raises one of :mod:`.errors`; a detector's finding goes up the action
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import typing as t
 
+from flask import Blueprint
+from flask import Flask
 from flask import current_app
 from flask import g
 from flask import request
@@ -82,8 +85,14 @@ class Pipeline:
         if exempt:
             return
         environ = req.environ
-        if environ["REQUEST_METHOD"] == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ:
-            return  # CORS preflight carries no credentials by design
+        if (
+            environ["REQUEST_METHOD"] == "OPTIONS"
+            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+            and req.url_rule.provide_automatic_options
+        ):
+            # A CORS preflight carries no credentials by design; Flask answers it without
+            # running the view. A route that declares OPTIONS itself runs its view: checked.
+            return
         state = self.state
         claims: Claims | None = None
         try:
@@ -115,11 +124,11 @@ class Pipeline:
         registry = self.state.registry
         # The view and what it wraps: @shield.exempt / @shield.limit under another decorator
         # (limiter.limit(...)(view), a login_required) still count, as functools.wraps says.
-        views = _wrapped_chain(current_app.view_functions.get(endpoint))
+        view = current_app.view_functions.get(endpoint)
+        views = _wrapped_chain(view)
         exempt = (
             endpoint in self.config.exempt_endpoints
-            or endpoint == "static"
-            or endpoint.endswith(".static")
+            or _serves_static_files(view)
             or any(v in registry.exempt_views for v in views)
         )
         limited = next((v for v in views if v in registry.view_limits), None)
@@ -231,6 +240,24 @@ class Pipeline:
             "token-rejected")  # fmt: skip
         if self.state.first_in_a_while((kind, who, exc.reason)):
             self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
+
+
+def _serves_static_files(view: t.Callable[..., t.Any] | None) -> bool:
+    """Whether ``view`` is one of the static-file views Flask itself registers (by the view,
+    not by its endpoint's name: any view may be called ``static``)."""
+    if view is None:
+        return False
+    if getattr(view, "__func__", None) is Blueprint.send_static_file:
+        return True
+    code = getattr(view, "__code__", None)
+    return code is not None and code is _flask_static_view()
+
+
+@functools.cache
+def _flask_static_view() -> object:
+    """The code of the view Flask registers for an app's static folder (a lambda in
+    ``Flask.__init__``), found by asking Flask rather than by its name."""
+    return getattr(Flask("flask_jwt_shield_probe").view_functions.get("static"), "__code__", None)
 
 
 def _wrapped_chain(view: t.Callable[..., t.Any] | None) -> list[t.Callable[..., t.Any]]:

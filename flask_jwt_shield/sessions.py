@@ -28,6 +28,7 @@ from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
+from .errors import NotIssuedHere
 from .errors import RevokedToken
 from .errors import StoreError
 from .errors import StoreUnavailable
@@ -114,11 +115,13 @@ def new_family(
     ip: str | None,
     country: str | None,
     claims: dict[str, t.Any],
+    kid: str | None = None,
 ) -> Family:
-    """A family born now: its absolute lifetime starts here and rotation never extends it."""
+    """A family born now: its absolute lifetime starts here and rotation never extends it.
+    ``kid``: the key that signs its refresh token."""
     return Family(
         sid=sid, sub=sub, created_at=now, expires_at=now + config.refresh_token_ttl, last_used_at=now,
-        current_jti=refresh_jti, current_iat=now, last_ip=ip, last_country=country, claims=claims,
+        current_jti=refresh_jti, current_iat=now, last_ip=ip, last_country=country, claims=claims, kid=kid,
     )  # fmt: skip
 
 
@@ -213,7 +216,7 @@ def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | N
     try:
         iat = issue_time(state, sub)
         family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                            claims=session_claims)  # fmt: skip
+                            claims=session_claims, kid=_signing_kid(state))  # fmt: skip
         dropped = state.store.create_family(
             family,
             max_sessions=config.max_sessions,
@@ -290,6 +293,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
             sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
             idle_ttl=config.refresh_idle_ttl, grace=config.refresh_reuse_grace, ip=ip,
             country=country, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
+            kid=kid, new_kid=_signing_kid(state),
         )  # fmt: skip
     except StoreError as exc:
         # Rotation cannot be proven single without the store: refuse in both modes,
@@ -395,11 +399,17 @@ def sessions(state: ShieldState, sub: str) -> list[Session]:
 
 def refuse_in_resource_server_mode(state: ShieldState, method: str) -> None:
     if state.config.resource_server:
-        raise RuntimeError(
+        raise NotIssuedHere(
             f"shield.{method}() is not available in resource-server mode ({ConfigKey.JWKS_URL}):"
             " the identity provider issues and refreshes the tokens, and owns the sessions"
-            " (refresh-token reuse detection is its job). Send users to the provider to log in."
+            " (refresh-token reuse detection is its job). Send users to the provider to log in.",
+            reason="resource-server-mode",
         )
+
+
+def _signing_kid(state: ShieldState) -> str | None:
+    signing = state.keys.signing_key
+    return signing.kid if signing is not None else None
 
 
 def issue_time(state: ShieldState, sub: str) -> float:

@@ -37,7 +37,6 @@ callback refuses the transmitter, 503 while the keys or the store are unreachabl
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import functools
 import json
@@ -56,13 +55,15 @@ from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .jose import JOSEError
+from .jose import b64decode
+from .jose import segment_object
+from .jose import signature_valid
+from .jose import split_compact
 from .jwks import JWKSClient
 from .state import EXTENSION_KEY
 from .state import ShieldState
 from .state import current_state
-from .tokens import _B64URL
-from .tokens import _b64decode
-from .tokens import _json_object
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -203,14 +204,14 @@ class SecurityEventReceiver:
     def verify(self, state: ShieldState, token: str) -> dict[str, t.Any]:
         """The claims of a valid, never-seen SET; :class:`SETError` otherwise."""
         settings = self.settings
-        parts = token.split(".")
-        if len(parts) != 3 or not all(parts) or not _B64URL.issuperset(token.replace(".", "").encode("ascii")):
-            raise SETError("invalid_request", "The request body is not a signed SET (compact JWS).")
-        header_segment, payload_segment, signature_segment = parts
         try:
-            header = _json_object(_b64decode(header_segment))
-            signature = _b64decode(signature_segment)
-        except (InvalidToken, binascii.Error, ValueError):
+            header_segment, payload_segment, signature_segment = split_compact(token)
+        except JOSEError:
+            raise SETError("invalid_request", "The request body is not a signed SET (compact JWS).") from None
+        try:
+            header = segment_object(header_segment)
+            signature = b64decode(signature_segment)
+        except JOSEError:
             raise SETError("invalid_request", "The SET is malformed.") from None
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in _SET_TYPES:
@@ -229,15 +230,11 @@ class SecurityEventReceiver:
         except InvalidToken:
             raise SETError("invalid_key", "The SET's signing key is unknown or does not fit its algorithm.") from None
         signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
-        try:
-            valid = key.algorithm.verify(signing_input, key.verifying, signature)
-        except Exception:  # noqa: BLE001 - a malformed signature may raise instead of returning False
-            valid = False
-        if not valid:
+        if not signature_valid(key.algorithm, key.verifying, signing_input, signature):
             raise SETError("invalid_key", "The SET's signature is invalid.")
         try:
-            claims = _json_object(_b64decode(payload_segment))
-        except (InvalidToken, binascii.Error, ValueError):
+            claims = segment_object(payload_segment)
+        except JOSEError:
             raise SETError("invalid_request", "The SET's claims are malformed.") from None
         if claims.get("iss") != self.expected_issuer(state):
             raise SETError("invalid_issuer", "The SET Issuer is not accepted by this recipient.")

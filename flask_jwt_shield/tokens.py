@@ -1,7 +1,8 @@
 """Issuing and verifying tokens, and the cache of tokens already verified.
 
 The signature work is PyJWT's (each key prepared once by its ``Algorithm``); the compact
-serialization is parsed here, strictly, so that the hot path does no more than it must:
+serialization is parsed strictly (by :mod:`.jose`), so that the hot path does no more than
+it must:
 
 * the algorithm comes from the key ring, never from the token: the header's ``alg`` must
   match the algorithm of the key its ``kid`` names (RFC 8725 §3.1, §3.2);
@@ -15,8 +16,6 @@ serialization is parsed here, strictly, so that the hot path does no more than i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import hashlib
 import json
@@ -26,12 +25,18 @@ import time
 import typing as t
 from collections.abc import Mapping
 
+from .cache import bounded_put
 from .config import ShieldConfig
 from .errors import ExpiredToken
 from .errors import InvalidToken
+from .jose import JOSEError
+from .jose import b64decode
+from .jose import b64url
+from .jose import segment_object
+from .jose import signature_valid
+from .jose import split_compact
 from .keys import Key
 from .keys import KeyRing
-from .keys import b64url
 
 if t.TYPE_CHECKING:
     from .jwks import JWKSClient
@@ -48,7 +53,6 @@ RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "s
 #: or a browser's fingerprint cookie (``fgp``). Written by the shield only.
 BINDING_CLAIMS = ("cnf", "fgp")
 
-_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 # How far in the future an ``iat`` may lie beyond the leeway: tokens issued on this host
 # may carry an ``iat`` a hair after "now" when a subject was revoked in the same instant.
 _IAT_TOLERANCE = 1.0
@@ -156,39 +160,6 @@ class ClaimsList(list[t.Any]):
 
     def __reduce__(self) -> tuple[type[list[t.Any]], tuple[list[t.Any]]]:
         return list, (list(self),)
-
-
-class _Rejected(Exception):
-    """Internal: a JSON document that must not be accepted."""
-
-
-def _no_duplicates(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        # RFC 7515 §5.2 / RFC 8725 §3.8: ambiguous documents are rejected, not resolved.
-        raise _Rejected("duplicate member")
-    return result
-
-
-def _no_constants(name: str) -> t.NoReturn:
-    raise _Rejected(f"{name} is not JSON")
-
-
-_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _json_object(data: bytes) -> dict[str, t.Any]:
-    try:
-        value = _decoder.decode(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, _Rejected, RecursionError):
-        raise InvalidToken("The token is malformed.", reason="malformed-json") from None
-    if not isinstance(value, dict):
-        raise InvalidToken("The token is malformed.", reason="malformed-json")
-    return value
 
 
 def _number(claims: Mapping[str, t.Any], name: str) -> float:
@@ -337,13 +308,7 @@ class TokenCodec:
         nbf = payload.get("nbf", -math.inf)
         self._check_time(exp, nbf, None)
         if typ == ACCESS_TYPE and self._cache_size:
-            cache = self._verified
-            if len(cache) >= self._cache_size:
-                try:
-                    del cache[next(iter(cache))]
-                except (KeyError, RuntimeError, StopIteration):  # another thread got there first
-                    pass
-            cache[token] = (claims, exp, nbf, kid)
+            bounded_put(self._verified, token, (claims, exp, nbf, kid), self._cache_size)
         return claims, kid
 
     def _forget_keys(self, generation: int) -> None:
@@ -369,15 +334,12 @@ class TokenCodec:
     def _verify_uncached(self, token: str, typ: str | None) -> tuple[dict[str, t.Any], str]:
         if len(token) > self.config.max_token_bytes:
             raise InvalidToken("The token is too large.", reason="too-large")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise InvalidToken("The token is malformed.", reason="malformed")
-        header_segment, payload_segment, signature_segment = parts
-        if not signature_segment:
-            raise InvalidToken("The token is not signed.", reason="unsigned")
-        charset_ok = _B64URL.issuperset(token.replace(".", "").encode("ascii", "replace"))
-        if not header_segment or not payload_segment or not charset_ok:
-            raise InvalidToken("The token is malformed.", reason="malformed")
+        try:
+            header_segment, payload_segment, signature_segment = split_compact(token)
+        except JOSEError as exc:
+            if exc.reason == "unsigned":
+                raise InvalidToken("The token is not signed.", reason="unsigned") from None
+            raise InvalidToken("The token is malformed.", reason="malformed") from None
         key, token_type = self._key_for(header_segment)
         profile = token_type
         if token_type == _JWT_PROFILE:
@@ -386,20 +348,16 @@ class TokenCodec:
             raise InvalidToken("The token is not an access token." if typ == ACCESS_TYPE
                                else "The token is not a refresh token.", reason="wrong-type")
         try:
-            signature = _b64decode(signature_segment)
-        except (binascii.Error, ValueError):
+            signature = b64decode(signature_segment)
+        except JOSEError:
             raise InvalidToken("The token is malformed.", reason="malformed") from None
         signing_input = token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
-        try:
-            valid = key.algorithm.verify(signing_input, key.verifying, signature)
-        except Exception:  # noqa: BLE001 - a malformed signature may raise instead of returning False
-            valid = False
-        if not valid:
+        if not signature_valid(key.algorithm, key.verifying, signing_input, signature):
             raise InvalidToken("The token's signature is invalid.", reason="bad-signature")
         try:
-            payload = _json_object(_b64decode(payload_segment))
-        except (binascii.Error, ValueError):
-            raise InvalidToken("The token is malformed.", reason="malformed") from None
+            payload = segment_object(payload_segment)
+        except JOSEError as exc:  # "malformed" (base64url) or "malformed-json"
+            raise InvalidToken("The token is malformed.", reason=exc.reason) from None
         if self.remote is not None:
             if profile == _JWT_PROFILE and not any(rule(payload) for rule in self._jwt_rules):
                 # The provider's ID and refresh tokens have header typ JWT too; the claims tell.
@@ -414,9 +372,9 @@ class TokenCodec:
         if cached is not None:
             return cached
         try:
-            header = _json_object(_b64decode(header_segment))
-        except (binascii.Error, ValueError):
-            raise InvalidToken("The token is malformed.", reason="malformed") from None
+            header = segment_object(header_segment)
+        except JOSEError as exc:  # "malformed" (base64url) or "malformed-json"
+            raise InvalidToken("The token is malformed.", reason=exc.reason) from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.keys.algorithms:
             raise InvalidToken("The token's algorithm is not accepted.", reason="bad-alg")

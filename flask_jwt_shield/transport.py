@@ -16,7 +16,6 @@ fingerprint, so a cookie planted by a sibling domain cannot forge it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -30,6 +29,7 @@ from werkzeug.wrappers import Response
 from .errors import InvalidRequest
 from .errors import InvalidToken
 from .errors import MissingToken
+from .jose import b64url
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -52,10 +52,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 #: Where :func:`extract_token` found the token.
 Location = t.Literal["bearer", "dpop", "cookie"]
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def new_fingerprint() -> str:

@@ -1614,3 +1614,46 @@ def test_dashboard_revoke_redirects_only_to_its_own_pages(dashboard: tuple[Flask
     r = client.post(f"/shield/revoke/session?next={evil}",
                     data={"sid": _sid(pair["access_token"]), "csrf_token": token, "next": evil})  # fmt: skip
     assert r.status_code == 303 and r.headers["Location"].startswith("/shield/subject?sub=alice")
+
+
+# -- exemptions that let a protected view run without a token (adversarial review, finding 6) --
+
+
+def test_a_blueprint_view_named_static_is_not_exempt(make_app: AppFactory) -> None:
+    """A view the app named ``static`` is protected like any other: only the static-file
+    views Flask itself registers are exempt, recognised by the view, not by the name."""
+    from flask import Blueprint
+
+    app, shield = make_app(defer_init=True)
+    reports = Blueprint("reports", __name__)
+
+    @reports.get("/reports/static")
+    def static() -> t.Any:
+        return {"claims": dict(current_claims)}
+
+    assets = Blueprint("assets", __name__, static_folder=".", static_url_path="/assets")
+    app.register_blueprint(reports)
+    app.register_blueprint(assets)
+    shield.init_app(app)
+    client = app.test_client()
+    assert client.get("/reports/static").status_code == 401
+    assert client.get("/assets/no-such-file.css").status_code == 404  # Flask's own static view: exempt
+    assert client.get("/static/no-such-file.css").status_code == 404
+
+
+def test_cors_preflight_to_a_route_that_answers_options_itself(make_app: AppFactory) -> None:
+    """A preflight skips the pipeline only where Flask answers OPTIONS without running the view."""
+    app, shield = make_app(defer_init=True)
+    ran = []
+
+    @app.route("/api/options-aware", methods=["GET", "OPTIONS"])
+    def options_aware() -> t.Any:
+        ran.append(True)
+        return {"sub": current_claims["sub"]}
+
+    shield.init_app(app)
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    r = app.test_client().options("/api/options-aware", headers=preflight)
+    assert r.status_code == 401
+    assert ran == []
+    assert app.test_client().options("/api/me", headers=preflight).status_code == 200  # Flask's answer: fine

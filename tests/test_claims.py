@@ -171,3 +171,20 @@ def test_optional_claims_on_an_exempt_endpoint_are_an_empty_dict(app: Flask) -> 
         claims = get_claims(optional=True)
         assert claims == {} and isinstance(claims, dict)
         assert json.dumps(claims) == "{}"
+
+
+def test_jsonify_current_claims_like_get_claims(make_app: AppFactory) -> None:
+    """Newcomer's list, item 12: ``jsonify(current_claims)`` works (the FJE habit,
+    ``jsonify(get_jwt())``). Returning the proxy itself stays ``return get_claims()``."""
+    app, shield = make_app(defer_init=True)
+
+    @app.get("/api/jsonified")
+    def jsonified() -> t.Any:
+        return jsonify(current_claims)
+
+    shield.init_app(app)
+    with app.app_context():
+        token = shield.create_access_token("alice", claims={"role": "admin"})
+    r = app.test_client().get("/api/jsonified", headers=bearer(token))
+    assert r.status_code == 200
+    assert r.json is not None and r.json["sub"] == "alice" and r.json["role"] == "admin"

@@ -589,3 +589,25 @@ def test_token_endpoint_refused(rs_app: RSApp) -> None:
     refused = pytest.raises(RuntimeError, match=r"shield\.token_view\(\) is not available in resource-server mode")
     with app.test_request_context("/token", method="POST", data={"grant_type": "refresh_token"}), refused:
         view()
+
+
+@pytest.mark.parametrize("path", ["/login", "/refresh", "/oauth/token"])
+def test_issuing_routes_left_in_an_app_answer_400_not_500(rs_app: RSApp, path: str) -> None:
+    """Newcomer's list, bug 6: a login or refresh route left in a resource-server app."""
+    app, shield = rs_app()
+
+    @app.post("/login", endpoint="left_login")
+    @shield.exempt
+    def left_login() -> t.Any:
+        return shield.issue_tokens("alice").as_dict()
+
+    @app.post("/refresh", endpoint="left_refresh")
+    @shield.exempt
+    def left_refresh() -> t.Any:
+        return shield.refresh("x.y.z").as_dict()
+
+    app.add_url_rule("/oauth/token", "left_token", view_func=shield.token_view(), methods=["POST"])
+    r = app.test_client().post(path, data={"grant_type": "refresh_token", "refresh_token": "x.y.z"})
+    assert r.status_code == 400
+    assert r.json is not None and r.json["error"] == "unsupported_grant_type"
+    assert "identity provider" in r.json["error_description"]

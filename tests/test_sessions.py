@@ -284,3 +284,19 @@ def test_refresh_store_down_is_503_in_both_modes(make_app: AppFactory) -> None:
         pair = issue(app, shield)
         r = app.test_client().post("/refresh", json={"refresh_token": pair.refresh_token})
         assert r.status_code == 503, mode
+
+
+def test_log_out_everywhere_leaves_no_live_session(make_app: AppFactory, store_uri: str) -> None:
+    """Newcomer's list, bug 1: ``sessions(sub)`` is what can still refresh, nothing else."""
+    app, shield = make_app({"JWT_SHIELD_STORE_URI": store_uri})
+    client = app.test_client()
+    pairs = [json_of(client.post("/login?sub=alice")) for _ in range(3)]
+    with app.app_context():
+        assert len(shield.sessions("alice")) == 3
+        shield.revoke_subject("alice")
+        assert shield.sessions("alice") == []
+    assert all(client.post("/refresh", json={"refresh_token": p["refresh_token"]}).status_code == 400 for p in pairs)
+    fresh = json_of(client.post("/login?sub=alice"))  # logging straight back in works
+    with app.app_context():
+        assert [s.sid for s in shield.sessions("alice")] != []
+    assert client.get("/api/me", headers=bearer(fresh["access_token"])).status_code == 200

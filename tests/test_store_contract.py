@@ -431,3 +431,48 @@ def test_store_from_uri(uri: str, kind: type, tmp_path: Path) -> None:
 def test_store_from_uri_refuses(uri: str) -> None:
     with pytest.raises(ConfigurationError, match="JWT_SHIELD_STORE_URI"):
         store_from_uri(uri)
+
+
+# -- "log out everywhere" and key revocation end sessions (adversarial review, finding 1) ------
+
+
+def _rotate(store: Store, jti: str = "r1", new: str = "r2", *, now: float = NOW + 1, kid: str | None = None) -> str:
+    return store.rotate("s1", jti, new_jti=new, new_iat=now, now=now, idle_ttl=500, grace=0, ip=None, country=None,
+                        until=FAR, kid=kid, new_kid="k2").outcome  # fmt: skip
+
+
+def test_revoke_subject_ends_every_family_of_the_subject(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    store.create_family(family("other", sub="bob"), max_sessions=10, idle_ttl=500, until=FAR)
+    store.revoke_subject("alice", NOW + 5, FAR)
+    assert store.families("alice", now=NOW + 6, idle_ttl=500) == []
+    assert check(store, jti="a", sid="s1", iat=NOW + 10, now=NOW + 6) == "family"  # the session's later tokens too
+    assert _rotate(store, now=NOW + 6) == "revoked"
+    assert [f.sid for f in store.families("bob", now=NOW + 6, idle_ttl=500)] == ["other"]
+    store.create_family(family("s2", created=NOW + 7), max_sessions=10, idle_ttl=500, until=FAR)  # logs back in
+    assert [f.sid for f in store.families("alice", now=NOW + 8, idle_ttl=500)] == ["s2"]
+
+
+def test_a_login_racing_revoke_subject_is_born_ended(store: Store) -> None:
+    store.revoke_subject("alice", NOW + 5, FAR)
+    store.create_family(family(created=NOW + 4), max_sessions=10, idle_ttl=500, until=FAR)
+    assert store.families("alice", now=NOW + 6, idle_ttl=500) == []
+    assert _rotate(store, now=NOW + 6) == "revoked"
+
+
+def test_rotation_with_a_revoked_key_ends_the_family(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    store.revoke("kid", "k1", FAR)
+    assert _rotate(store, kid="k1") == "revoked"
+    got = store.get_family("s1")
+    assert got is not None and got.revoked
+    assert check(store, jti="a", sid="s1", kid="k2", now=NOW + 2) == "family"
+
+
+def test_sessions_whose_key_is_revoked_are_not_live(store: Store) -> None:
+    store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
+    assert _rotate(store, kid="k1") == "rotated"
+    got = store.get_family("s1")
+    assert got is not None and got.kid == "k2"  # the key that signs the new refresh token
+    store.revoke("kid", "k2", FAR)
+    assert store.families("alice", now=NOW + 2, idle_ttl=500) == []

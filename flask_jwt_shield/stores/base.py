@@ -11,9 +11,8 @@ import dataclasses
 import typing as t
 
 RevocationKind = t.Literal["jti", "sid", "kid"]
-
 #: What presenting a refresh token meant (see :class:`Rotation`).
-RotationOutcome = t.Literal["rotated", "grace", "reused", "revoked", "expired", "unknown"]
+Outcome = t.Literal["rotated", "grace", "reused", "revoked", "expired", "unknown"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,9 +32,18 @@ class Family:
     last_ip: str | None = None
     last_country: str | None = None
     claims: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+    #: The key that signed the current refresh token (``None`` for families stored before
+    #: it was recorded): a session whose key is revoked can no longer refresh.
+    kid: str | None = None
 
     def live(self, now: float, idle_ttl: float) -> bool:
         return not self.revoked and now < self.expires_at and now < self.last_used_at + idle_ttl
+
+    def ended_by(self, not_before: float | None, key_revoked: bool) -> bool:
+        """Whether a revocation of the subject (at ``not_before``) or of the key that signed
+        the current refresh token ends this family: it began before the subject was logged
+        out everywhere, or its token's key is revoked."""
+        return key_revoked or (not_before is not None and self.created_at <= not_before)
 
     def spend(
         self,
@@ -48,24 +56,34 @@ class Family:
         grace: float,
         ip: str | None,
         country: str | None,
-    ) -> RotationOutcome:
+        not_before: float | None = None,
+        key_revoked: bool = False,
+        new_kid: str | None = None,
+    ) -> Outcome:
         """Decide what presenting refresh token ``jti`` means, and update the family to match.
 
         Returns a :class:`Rotation` outcome other than ``"unknown"``. Every store calls this
         inside its own lock or transaction and then persists the family, so the rule is
-        written once: only the current token rotates; within ``grace`` seconds the
-        immediate predecessor gets the current generation again (no second branch);
-        anything else is reuse and revokes the family.
+        written once: a family ended by a revocation of its subject (``not_before``, read in
+        the same transaction) or of its key (``key_revoked``) is revoked, so that no
+        rotation commits after such a revocation; only the current token rotates; within
+        ``grace`` seconds the immediate predecessor gets the current generation again (no
+        second branch); anything else is reuse and revokes the family. ``new_kid`` is the
+        key that will sign the new refresh token.
         """
         if self.revoked:
             return "revoked"
+        if self.ended_by(not_before, key_revoked):
+            self.revoked = True
+            return "revoked"
         if not self.live(now, idle_ttl):
             return "expired"
-        outcome: RotationOutcome
         if jti == self.current_jti:
             self.previous_jti, self.rotated_at = jti, now
             self.current_jti, self.current_iat = new_jti, new_iat
-            outcome = "rotated"
+            if new_kid is not None:
+                self.kid = new_kid
+            outcome: Outcome = "rotated"
         elif grace > 0 and jti == self.previous_jti and self.rotated_at is not None and now - self.rotated_at <= grace:
             outcome = "grace"
         else:
@@ -95,7 +113,7 @@ class Rotation:
     ``"expired"`` or ``"unknown"``.
     """
 
-    outcome: RotationOutcome
+    outcome: Outcome
     family: Family | None = None
     first_use: Use | None = None
 
@@ -111,14 +129,18 @@ class Store(t.Protocol):
         """Revoke a ``jti``, ``sid`` or ``kid`` until ``until`` (then forget it)."""
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
-        """Reject every token of ``sub`` with ``iat <= at``, until ``until``."""
+        """Reject every token of ``sub`` with ``iat <= at``, until ``until``, and end every
+        family of ``sub`` created at or before ``at``, in one atomic step."""
 
     def not_before(self, sub: str, now: float) -> float | None:
         """The instant set by :meth:`revoke_subject` for ``sub``, if any."""
 
     def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
         """Store a new family; revoke the subject's oldest live families beyond
-        ``max_sessions`` (their ``sid`` revoked until ``until``) and return their ids."""
+        ``max_sessions`` (their ``sid`` revoked until ``until``) and return their ids.
+
+        A family created at or before the subject's not-before instant (a login racing a
+        :meth:`revoke_subject`) is stored revoked."""
 
     def rotate(
         self,
@@ -133,8 +155,14 @@ class Store(t.Protocol):
         ip: str | None,
         country: str | None,
         until: float,
+        kid: str | None = None,
+        new_kid: str | None = None,
     ) -> Rotation:
-        """Spend refresh token ``jti`` of family ``sid`` atomically (see :class:`Rotation`)."""
+        """Spend refresh token ``jti`` (signed by key ``kid``) of family ``sid`` atomically
+        (see :class:`Rotation`), the new one to be signed by ``new_kid``.
+
+        Exclusive with :meth:`revoke_subject` and with revoking ``kid``: a rotation that
+        commits after either is refused (``"revoked"``) and the family ends."""
 
     def get_family(self, sid: str) -> Family | None:
         """The family ``sid``, live or not."""
@@ -143,7 +171,9 @@ class Store(t.Protocol):
         """Mark family ``sid`` revoked and revoke its ``sid`` until ``until``."""
 
     def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
-        """The subject's live families, oldest first."""
+        """The subject's live families, oldest first: those that can still refresh (not
+        revoked, within their lifetimes, not ended by the subject's not-before instant nor
+        by a revoked key)."""
 
     def get_profile(self, sub: str) -> dict[str, t.Any] | None:
         """Per-subject detector state (country history, last location)."""

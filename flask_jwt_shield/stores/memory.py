@@ -72,6 +72,9 @@ class MemoryStore:
             old = self._not_before.get(sub)
             if old is None or old[0] < at:
                 self._not_before[sub] = (at, max(until, old[1] if old else 0.0))
+            for family in self._of(sub):
+                if not family.revoked and family.ended_by(at, False):
+                    self._revoke_family(family.sid, until)
 
     def not_before(self, sub: str, now: float) -> float | None:
         nb = self._not_before.get(sub)
@@ -81,8 +84,11 @@ class MemoryStore:
 
     def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
         with self._lock:
-            self._families[family.sid] = copy.deepcopy(family)
+            stored = copy.deepcopy(family)
+            self._families[family.sid] = stored
             self._sids_of.setdefault(family.sub, set()).add(family.sid)
+            if stored.ended_by(self._not_before_at(family.sub, family.created_at), False):
+                self._revoke_family(family.sid, until)  # a login racing "log out everywhere"
             live = sorted(
                 (f for f in self._of(family.sub) if f.live(family.created_at, idle_ttl)),
                 key=lambda f: f.created_at,
@@ -105,13 +111,19 @@ class MemoryStore:
         ip: str | None,
         country: str | None,
         until: float,
+        kid: str | None = None,
+        new_kid: str | None = None,
     ) -> Rotation:
         with self._lock:
             family = self._families.get(sid)
             if family is None:
                 return Rotation("unknown")
+            was_revoked = family.revoked
             outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
-                                   ip=ip, country=country)  # fmt: skip
+                                   ip=ip, country=country, not_before=self._not_before_at(family.sub, now),
+                                   key_revoked=self._key_revoked(kid, now), new_kid=new_kid)  # fmt: skip
+            if outcome == "revoked" and not was_revoked:
+                self._revoke_family(sid, until)
             if outcome == "rotated":
                 self._spent[jti] = (Use(now, ip), family.expires_at)
             elif outcome == "reused":
@@ -138,8 +150,21 @@ class MemoryStore:
 
     def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
         with self._lock:
-            live = [copy.deepcopy(f) for f in self._of(sub) if f.live(now, idle_ttl)]
+            not_before = self._not_before_at(sub, now)
+            live = [
+                copy.deepcopy(f)
+                for f in self._of(sub)
+                if f.live(now, idle_ttl) and not f.ended_by(not_before, self._key_revoked(f.kid, now))
+            ]
         return sorted(live, key=lambda f: f.created_at)
+
+    def _not_before_at(self, sub: str, now: float) -> float | None:
+        nb = self._not_before.get(sub)
+        return nb[0] if nb is not None and nb[1] > now else None
+
+    def _key_revoked(self, kid: str | None, now: float) -> bool:
+        until = self._revoked.get(("kid", kid)) if kid is not None else None
+        return until is not None and until > now
 
     def _of(self, sub: str) -> list[Family]:
         return [self._families[sid] for sid in self._sids_of.get(sub, ())]

@@ -54,7 +54,7 @@ _ROTATE_ATTEMPTS = 50
 CLUSTER_ATTEMPTS = 4
 
 _FLOAT_FIELDS = ("created_at", "expires_at", "last_used_at", "current_iat", "rotated_at")
-_TEXT_FIELDS = ("sid", "sub", "current_jti", "previous_jti", "last_ip", "last_country")
+_TEXT_FIELDS = ("sid", "sub", "current_jti", "previous_jti", "last_ip", "last_country", "kid")
 
 
 def _num(value: float) -> str:
@@ -94,6 +94,7 @@ def _family_of(h: dict[str, str]) -> Family:
         last_used_at=float(h["last_used_at"]), current_jti=h["current_jti"], current_iat=float(h["current_iat"]),
         previous_jti=h.get("previous_jti"), rotated_at=number("rotated_at"), revoked=h.get("revoked") == "1",
         last_ip=h.get("last_ip"), last_country=h.get("last_country"), claims=json.loads(h.get("claims", "{}")),
+        kid=h.get("kid"),
     )  # fmt: skip
 
 
@@ -258,6 +259,10 @@ class RedisStore:
     def _spent(self, sid: str) -> str:
         return f"{self._tag}:sp:{sid}"
 
+    def _kid_key(self, kid: str | None) -> str:
+        """The revocation key of ``kid``; for ``None`` a key that never exists (same slot)."""
+        return self._rev("kid", kid) if kid is not None else f"{self._tag}:r:k-none"
+
     def _index(self, sub: str) -> str:
         return f"{self._tag}:fs:{sub}"
 
@@ -297,8 +302,8 @@ class RedisStore:
         self._wrote()
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
-        self._run("revoke_subject", [self._nb(sub)], [_num(at), _num(until), TTL_MARGIN,
-                                                                        self.invalidation_channel])  # fmt: skip
+        self._run("revoke_subject", [self._nb(sub), self._index(sub)],
+                  [_num(at), _num(until), TTL_MARGIN, self.invalidation_channel, self._tag])  # fmt: skip
         self._wrote()
 
     def not_before(self, sub: str, now: float) -> float | None:
@@ -316,7 +321,7 @@ class RedisStore:
         fields["v"] = "0"
         dropped = self._run(
             "create_family",
-            [self._fam(family.sid), self._index(family.sub)],
+            [self._fam(family.sid), self._index(family.sub), self._nb(family.sub), self._kid_key(None)],
             [self._tag, family.sid, _num(family.created_at), _ms(family.expires_at), max_sessions, _num(idle_ttl),
              _num(until), TTL_MARGIN, self.invalidation_channel, *_pairs(fields)],
         )  # fmt: skip
@@ -337,6 +342,8 @@ class RedisStore:
         ip: str | None,
         country: str | None,
         until: float,
+        kid: str | None = None,
+        new_kid: str | None = None,
     ) -> Rotation:
         key = self._fam(sid)
         for _attempt in range(_ROTATE_ATTEMPTS):
@@ -345,8 +352,10 @@ class RedisStore:
             if not h:
                 return Rotation("unknown")
             family = _family_of(h)
+            # The subject's not-before instant and the key's revocation are read again, and
+            # acted upon, inside the script that persists the decision.
             outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
-                                   ip=ip, country=country)  # fmt: skip
+                                   ip=ip, country=country, new_kid=new_kid)  # fmt: skip
             if outcome in ("revoked", "expired"):
                 return Rotation(outcome, family)
             fields, absent = _family_fields(family)
@@ -355,12 +364,16 @@ class RedisStore:
             entry = json.dumps([jti, now, ip])
             written = self._run(
                 "persist_rotation",
-                [key, self._spent(sid)],
+                [key, self._spent(sid), self._nb(family.sub), self._kid_key(kid)],
                 [self._tag, sid, h.get("v", ""), outcome, _num(until), TTL_MARGIN, self.invalidation_channel,
-                 _ms(family.expires_at), entry, len(absent), *absent, *_pairs(fields)],
+                 _ms(family.expires_at), entry, len(absent), *absent, *_pairs(fields), _num(now)],
             )  # fmt: skip
             if not written:
                 continue  # another process wrote the family first: read it again, decide again
+            if written == 2:  # its subject or key was revoked first: the family ended
+                self._wrote()
+                family.revoked = True
+                return Rotation("revoked", family)
             if outcome != "reused":
                 return Rotation(outcome, family)
             self._wrote()
@@ -396,8 +409,17 @@ class RedisStore:
             pipe = client.pipeline(transaction=False)
             for sid in sids:
                 pipe.hgetall(self._fam(sid))
-            rows = pipe.execute()
-        live = [f for f in (_family_of(h) for h in rows if h) if f.live(now, idle_ttl)]
+            pipe.get(self._nb(sub))
+            *rows, nb = pipe.execute()
+            live = [f for f in (_family_of(h) for h in rows if h) if f.live(now, idle_ttl)]
+            kids = sorted({f.kid for f in live if f.kid is not None})
+            revoked_kids = {k for k, v in zip(kids, client.mget([self._rev("kid", k) for k in kids]) if kids else [],
+                                               strict=True) if v is not None and float(v) > now}  # fmt: skip
+        not_before = None
+        if nb is not None:
+            at, _, nb_until = nb.partition(" ")
+            not_before = float(at) if float(nb_until) > now else None
+        live = [f for f in live if not f.ended_by(not_before, f.kid in revoked_kids)]
         return sorted(live, key=lambda f: f.created_at)
 
     # -- detector state and events -------------------------------------------------------

@@ -23,20 +23,6 @@ redis.call('PUBLISH', ARGV[3], '1')
 return 1
 """
 
-REVOKE_SUBJECT = """
-local at, untl = ARGV[1], ARGV[2]
-local old = redis.call('GET', KEYS[1])
-if old then
-  local a, u = string.match(old, '^(%S+) (%S+)$')
-  if tonumber(a) > tonumber(at) then at = a end
-  if tonumber(u) > tonumber(untl) then untl = u end
-end
-local ms = math.floor((tonumber(untl) + tonumber(ARGV[3])) * 1000)
-redis.call('SET', KEYS[1], at .. ' ' .. untl, 'PXAT', string.format('%d', ms))
-redis.call('PUBLISH', ARGV[4], '1')
-return 1
-"""
-
 # Shared by the scripts that revoke a family: mark it, revoke its sid, drop it from the index.
 _REVOKE_FAMILY_LUA = """
 local function revoke_family(tag, sid, untl, margin)
@@ -56,15 +42,51 @@ local function revoke_family(tag, sid, untl, margin)
 end
 """
 
+# KEYS: not-before key, subject index. ARGV: at, until, margin, channel, tag.
+# Sets the subject's not-before instant and, in the same step, ends every family of the
+# subject created at or before it (Family.ended_by): no rotation commits after this.
+REVOKE_SUBJECT = _REVOKE_FAMILY_LUA + """
+local at, untl = ARGV[1], ARGV[2]
+local old = redis.call('GET', KEYS[1])
+if old then
+  local a, u = string.match(old, '^(%S+) (%S+)$')
+  if tonumber(a) > tonumber(at) then at = a end
+  if tonumber(u) > tonumber(untl) then untl = u end
+end
+local ms = math.floor((tonumber(untl) + tonumber(ARGV[3])) * 1000)
+redis.call('SET', KEYS[1], at .. ' ' .. untl, 'PXAT', string.format('%d', ms))
+for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', at)) do
+  revoke_family(ARGV[5], sid, untl, ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], '1')
+return 1
+"""
+
+# Whether a family (its created_at) is ended by its subject's not-before key (KEYS[i]) or a
+# revoked key of its refresh token (KEYS[j]) at ``now`` (Family.ended_by, in Lua).
+_ENDED_LUA = """
+local function ended(created_at, nb_key, kid_key, now)
+  local nb = redis.call('GET', nb_key)
+  if nb then
+    local a, u = string.match(nb, '^(%S+) (%S+)$')
+    if tonumber(u) > now and tonumber(created_at) <= tonumber(a) then return true end
+  end
+  local k = redis.call('GET', kid_key)
+  return k ~= false and tonumber(k) > now
+end
+"""
+
 REVOKE_ONE_FAMILY = _REVOKE_FAMILY_LUA + """
 revoke_family(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 redis.call('PUBLISH', ARGV[5], '1')
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: family, subject index. ARGV: tag, sid, created_at, expire ms, max_sessions,
-# idle_ttl, until, margin, channel, then the family's field/value pairs.
-CREATE_FAMILY = _REVOKE_FAMILY_LUA + """
+# KEYS: family, subject index, not-before key, revoked-key key. ARGV: tag, sid, created_at,
+# expire ms, max_sessions, idle_ttl, until, margin, channel, then the family's field/value
+# pairs. A family born before its subject's not-before instant (a login racing "log out
+# everywhere") is stored revoked.
+CREATE_FAMILY = _REVOKE_FAMILY_LUA + _ENDED_LUA + """
 local tag, sid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local fields = {}
 for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -89,15 +111,26 @@ for i = 1, #live - tonumber(ARGV[5]) do
   revoke_family(tag, live[i], ARGV[7], ARGV[8])
   dropped[#dropped + 1] = live[i]
 end
-if #dropped > 0 then redis.call('PUBLISH', ARGV[9], '1') end
+local born_ended = ended(ARGV[3], KEYS[3], KEYS[4], now)
+if born_ended then revoke_family(tag, sid, ARGV[7], ARGV[8]) end
+if #dropped > 0 or born_ended then redis.call('PUBLISH', ARGV[9], '1') end
 return dropped
 """
 
-# Persist what Family.spend decided, if nobody wrote the family since it was read.
-# KEYS: family, spent list. ARGV: tag, sid, version read, outcome, until, margin, channel,
-# expire ms, spent entry, number of fields to delete, those names, then field/value pairs.
-PERSIST_ROTATION = _REVOKE_FAMILY_LUA + """
+# Persist what Family.spend decided, if nobody wrote the family since it was read, and if
+# no revocation of its subject or of the presented token's key came first (then the family
+# ends: answer 2, "revoked").
+# KEYS: family, spent list, not-before key, revoked-key key. ARGV: tag, sid, version read,
+# outcome, until, margin, channel, expire ms, spent entry, number of fields to delete,
+# those names, then field/value pairs; the last ARGV is now.
+PERSIST_ROTATION = _REVOKE_FAMILY_LUA + _ENDED_LUA + """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[3] then return 0 end
+local now = tonumber(table.remove(ARGV))
+if ended(redis.call('HGET', KEYS[1], 'created_at'), KEYS[3], KEYS[4], now) then
+  revoke_family(ARGV[1], ARGV[2], ARGV[5], ARGV[6])
+  redis.call('PUBLISH', ARGV[7], '1')
+  return 2
+end
 local outcome = ARGV[4]
 if outcome == 'reused' then
   revoke_family(ARGV[1], ARGV[2], ARGV[5], ARGV[6])

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS families (
     expires_at REAL NOT NULL, last_used_at REAL NOT NULL,
     current_jti TEXT NOT NULL, current_iat REAL NOT NULL,
     previous_jti TEXT, rotated_at REAL, revoked INTEGER NOT NULL DEFAULT 0,
-    last_ip TEXT, last_country TEXT, claims TEXT NOT NULL
+    last_ip TEXT, last_country TEXT, claims TEXT NOT NULL, kid TEXT
 );
 CREATE INDEX IF NOT EXISTS families_sub ON families (sub, created_at);
 CREATE TABLE IF NOT EXISTS spent (
@@ -87,7 +87,13 @@ SELECT
 
 _FAMILY_COLUMNS = (
     "sid, sub, created_at, expires_at, last_used_at, current_jti, current_iat,"
-    " previous_jti, rotated_at, revoked, last_ip, last_country, claims"
+    " previous_jti, rotated_at, revoked, last_ip, last_country, claims, kid"
+)
+# A family ended by its subject's not-before instant or by the revocation of its key
+# (Family.ended_by, in SQL): parameters (now, now).
+_ENDED = (
+    " (created_at <= coalesce((SELECT at FROM not_before WHERE not_before.sub = families.sub AND until > ?), -1)"
+    " OR EXISTS (SELECT 1 FROM revoked WHERE kind = 'kid' AND value = families.kid AND until > ?))"
 )
 
 
@@ -95,8 +101,19 @@ def _family(row: tuple[t.Any, ...]) -> Family:
     return Family(
         sid=row[0], sub=row[1], created_at=row[2], expires_at=row[3], last_used_at=row[4],
         current_jti=row[5], current_iat=row[6], previous_jti=row[7], rotated_at=row[8],
-        revoked=bool(row[9]), last_ip=row[10], last_country=row[11], claims=json.loads(row[12]),
+        revoked=bool(row[9]), last_ip=row[10], last_country=row[11], claims=json.loads(row[12]), kid=row[13],
     )  # fmt: skip
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an earlier version up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(families)")}
+    if "kid" not in columns:
+        try:
+            conn.execute("ALTER TABLE families ADD COLUMN kid TEXT")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
 
 class SQLiteStore:
@@ -132,6 +149,7 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=10000")
             conn.executescript(_SCHEMA)
+            _migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
         local.conn, local.pid, local.data_version, local.version_cursor = conn, os.getpid(), None, None
@@ -228,6 +246,13 @@ class SQLiteStore:
                 " SET at = max(at, excluded.at), until = max(until, excluded.until)",
                 (sub, at, until),
             )
+            # In the same transaction: every session the subject had ends with it, so no
+            # rotation can commit after this one (Family.ended_by).
+            ended = conn.execute(
+                "SELECT sid FROM families WHERE sub = ? AND revoked = 0 AND created_at <= ?", (sub, at)
+            ).fetchall()
+            for (sid,) in ended:
+                self._revoke_family(conn, sid, until)
 
     def not_before(self, sub: str, now: float) -> float | None:
         with self._read() as conn:
@@ -240,10 +265,16 @@ class SQLiteStore:
         f = family
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (f.sid, f.sub, f.created_at, f.expires_at, f.last_used_at, f.current_jti, f.current_iat,
-                 f.previous_jti, f.rotated_at, int(f.revoked), f.last_ip, f.last_country, json.dumps(f.claims)),
+                 f.previous_jti, f.rotated_at, int(f.revoked), f.last_ip, f.last_country, json.dumps(f.claims),
+                 f.kid),
             )  # fmt: skip
+            not_before = conn.execute(
+                "SELECT at FROM not_before WHERE sub = ? AND until > ?", (f.sub, f.created_at)
+            ).fetchone()
+            if f.ended_by(not_before[0] if not_before else None, False):
+                self._revoke_family(conn, f.sid, until)  # a login racing "log out everywhere"
             rows = conn.execute(
                 "SELECT sid FROM families WHERE sub = ? AND revoked = 0 AND expires_at > ?"
                 " AND last_used_at + ? > ? ORDER BY created_at, rowid",
@@ -267,14 +298,25 @@ class SQLiteStore:
         ip: str | None,
         country: str | None,
         until: float,
+        kid: str | None = None,
+        new_kid: str | None = None,
     ) -> Rotation:
         with self._write() as conn:
             row = conn.execute(f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sid = ?", (sid,)).fetchone()
             if row is None:
                 return Rotation("unknown")
             family = _family(row)
+            was_revoked = family.revoked
+            not_before, key_revoked = conn.execute(
+                "SELECT (SELECT at FROM not_before WHERE sub = ? AND until > ?),"
+                " (SELECT 1 FROM revoked WHERE kind = 'kid' AND value = ? AND until > ?)",
+                (family.sub, now, kid, now),
+            ).fetchone()
             outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
-                                   ip=ip, country=country)  # fmt: skip
+                                   ip=ip, country=country, not_before=not_before, key_revoked=bool(key_revoked),
+                                   new_kid=new_kid)  # fmt: skip
+            if outcome == "revoked" and not was_revoked:
+                self._revoke_family(conn, sid, until)
             if outcome == "reused":
                 spent = conn.execute("SELECT at, ip FROM spent WHERE jti = ?", (jti,)).fetchone()
                 self._revoke_family(conn, sid, until)
@@ -287,9 +329,9 @@ class SQLiteStore:
             if outcome in ("rotated", "grace"):
                 conn.execute(
                     "UPDATE families SET current_jti = ?, current_iat = ?, previous_jti = ?, rotated_at = ?,"
-                    " last_used_at = ?, last_ip = ?, last_country = ? WHERE sid = ?",
+                    " last_used_at = ?, last_ip = ?, last_country = ?, kid = ? WHERE sid = ?",
                     (family.current_jti, family.current_iat, family.previous_jti, family.rotated_at,
-                     family.last_used_at, family.last_ip, family.last_country, sid),
+                     family.last_used_at, family.last_ip, family.last_country, family.kid, sid),
                 )  # fmt: skip
             return Rotation(outcome, family)
 
@@ -317,8 +359,8 @@ class SQLiteStore:
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sub = ? AND revoked = 0"
-                " AND expires_at > ? AND last_used_at + ? > ? ORDER BY created_at, rowid",
-                (sub, now, idle_ttl, now),
+                f" AND expires_at > ? AND last_used_at + ? > ? AND NOT {_ENDED} ORDER BY created_at, rowid",
+                (sub, now, idle_ttl, now, now, now),
             ).fetchall()
         return [_family(r) for r in rows]
 
