@@ -58,8 +58,13 @@ MAX_RETRY_DELAY = 300.0
 _DROP_LOG_INTERVAL = 60.0
 # What is read of a receiver's answer: the status matters, the body is discarded.
 _MAX_RESPONSE_BYTES = 65536
-# A compact JWS or JWE: its protected header is a JSON object, so its base64url starts "eyJ".
-_TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*")
+#: The longest string an alert carries: a longer one (a User-Agent, a ``detail`` that a client
+#: can fill) is cut to this many characters, after redaction, and marked with how much was cut.
+MAX_STRING_LENGTH = 4096
+# A run of base64url characters and dots: where a compact JWS or JWE can be. Matching runs is
+# linear (each character is looked at once); the token inside a run is found by splitting it.
+_RUN = re.compile(r"[A-Za-z0-9_.-]+")
+_REDACTED = "[redacted token]"
 _STOP = object()
 
 
@@ -110,14 +115,41 @@ def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str,
 
 
 def redact(value: t.Any) -> t.Any:
-    """``value`` with every token-shaped substring of every string replaced."""
+    """``value`` with every token-shaped substring of every string replaced.
+
+    Token-shaped: ``eyJ`` (the base64url of a JSON header's ``{"``), then base64url, a dot,
+    a non-empty base64url segment, a dot, and the rest of the run of base64url characters and
+    dots. Each string is then cut to :data:`MAX_STRING_LENGTH` characters. The work is linear
+    in the length of the strings, whatever they hold.
+    """
     if isinstance(value, str):
-        return _TOKEN_SHAPE.sub("[redacted token]", value) if "eyJ" in value else value
+        if "eyJ" in value:
+            value = _RUN.sub(_redact_run, value)
+        if len(value) > MAX_STRING_LENGTH:
+            # Cut after redacting: a token cut in two would no longer look like one.
+            value = f"{value[:MAX_STRING_LENGTH]}[{len(value) - MAX_STRING_LENGTH} characters cut]"
+        return value
     if isinstance(value, Mapping):
         return {redact(k): redact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
+
+
+def _redact_run(match: re.Match[str]) -> str:
+    # A regex for the token shape (eyJ[b64]*\.[b64]+\.[b64.]*) backtracks from every "eyJ" to
+    # the end of its run: quadratic, about a second of CPU for 60 KB of "eyJeyJ...". Splitting
+    # the run at its dots finds the same leftmost match in one pass: the token starts at the
+    # first "eyJ" of a segment that is followed by a non-empty segment and one more dot.
+    run = match.group()
+    if "eyJ" not in run:
+        return run
+    segments = run.split(".")
+    for i, segment in enumerate(segments):
+        start = segment.find("eyJ")
+        if start >= 0 and i + 2 < len(segments) and segments[i + 1]:
+            return ".".join([*segments[:i], segment[:start]]) + _REDACTED
+    return run
 
 
 def mask_url(url: str) -> str:

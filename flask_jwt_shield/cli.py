@@ -155,7 +155,7 @@ def generate_key(alg: str, kid: str | None = None) -> dict[str, str]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from .config import KeySpec
-    from .keys import _prepare
+    from .keys import prepare
 
     private: t.Any
     if alg.startswith("HS"):
@@ -174,7 +174,7 @@ def generate_key(alg: str, kid: str | None = None) -> dict[str, str]:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode("ascii")
         entry = {"alg": alg, "key": pem}
-    derived = _prepare(KeySpec(kid=None, alg=alg, key=entry["key"], public_key=None), 0, True).kid
+    derived = prepare(KeySpec(kid=None, alg=alg, key=entry["key"], public_key=None), 0, True).kid
     return {"kid": kid or derived, **entry}
 
 

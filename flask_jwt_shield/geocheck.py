@@ -8,14 +8,18 @@ use, a login is a use too) call it.
 
 from __future__ import annotations
 
+import logging
 import time
 
+from .cache import bounded_put
 from .errors import StoreError
 from .events import mask_ip
 from .revocation import act
+from .state import SEEN_MAX
 from .state import ShieldState
-from .state import bounded_put
 from .tokens import Claims
+
+logger = logging.getLogger("flask_jwt_shield")
 
 # A token seen again from the same address within this many seconds skips the geo step:
 # no store read or write per request in steady state, one event per minute at most.
@@ -34,7 +38,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
         return  # this token from this address passed a minute ago: no lookup, no store
     location = guard.locate(ip)
     if location is None:  # no known place: never flagged, never denied
-        bounded_put(state.geo_seen, key, now)
+        bounded_put(state.geo_seen, key, now, SEEN_MAX)
         return
     issued_in = claims.get("ctry")
     for finding in guard.on_request(location, issued_in):
@@ -64,7 +68,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
                 state.store.put_profile(sub, updated)
             except StoreError as exc:
                 state.store_failed(exc, claims)
-    bounded_put(state.geo_seen, key, now)
+    bounded_put(state.geo_seen, key, now, SEEN_MAX)
 
 def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, bool]:
     """The login-side checks: allowed countries, new country, travel (a login is a use).
@@ -95,3 +99,11 @@ def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, 
         except StoreError as exc:
             state.store_failed(exc, None)
     return location.country, any(f.kind == "new-country" for f in findings)
+
+
+def forget_places(state: ShieldState, sub: str, *, by: str | None = None) -> None:
+    """Clear what the geo detectors remember of ``sub`` (recent countries, last place): after
+    a false alarm, the subject's next login is judged like a first one. An operator's write:
+    503 when the store cannot take it."""
+    state.write(lambda: state.store.put_profile(sub, {}))
+    logger.info("geo history of subject %r cleared%s", sub, f" by {by}" if by else "")

@@ -28,9 +28,12 @@ API only knows from the provider's published JWK Set. :class:`JWKSClient` keeps 
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import io
 import json
 import logging
 import math
+import socket
 import threading
 import time
 import typing as t
@@ -85,6 +88,124 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
         except ValueError as exc:
             raise JWKSError(str(exc)) from None
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _DeadlinePassed(TimeoutError):
+    """The whole fetch (connect, TLS, status line, headers, body, redirects) ran out of time."""
+
+
+class _Deadline:
+    """One bound on a whole fetch, and the per-operation timeout under it.
+
+    A socket timeout alone bounds each wait, not their sum: a server dribbling its status
+    line and headers one byte per wait could hold the fetch for as long as it liked. Every
+    network operation of the fetch therefore asks :meth:`left` first and waits no longer.
+    """
+
+    def __init__(self, total: float, per_operation: float) -> None:
+        self.total = total
+        self.per_operation = per_operation
+        self.at = time.monotonic() + total
+
+    def left(self) -> float:
+        """The timeout for the next operation; :class:`_DeadlinePassed` when none is left."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed(f"the response took longer than {self.total:g} s")
+        return min(left, self.per_operation)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A response's socket reads, each one waiting only for the time the fetch has left."""
+
+    def __init__(self, raw: t.Any, sock: socket.socket, deadline: _Deadline) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int | None:
+        self._sock.settimeout(self._deadline.left())
+        count: int | None = self._raw.readinto(buffer)
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # gives the socket back (http.client counts its readers)
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTP response whose status line, headers and body are read under the deadline."""
+
+    deadline: _Deadline  # set on the subclass each connection makes for itself
+
+    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None) -> None:  # fmt: skip
+        super().__init__(sock, debuglevel, method, url)
+        # http.client reads the status line and each header with readline(), which may take
+        # many socket reads; nothing has been read yet, so the reader can be swapped.
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, self.deadline))
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection whose connect, TLS handshake, request and response share one deadline."""
+
+    def __init__(self, host: str, *, deadline: _Deadline, **kwargs: t.Any) -> None:
+        super().__init__(host, **kwargs)
+        self._deadline = deadline
+        self.response_class = type("_Response", (_DeadlineResponse,), {"deadline": deadline})
+        self._create_connection = self._connect_within
+
+    def _connect_within(self, address: tuple[str, int], timeout: float | None,
+                        source_address: tuple[str, int] | None = None) -> socket.socket:  # fmt: skip
+        sock = socket.create_connection(address, self._deadline.left(), source_address)
+        # The TLS handshake that may follow waits with this timeout: only what is left.
+        sock.settimeout(self._deadline.left())
+        return sock
+
+    def send(self, data: t.Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self._deadline.left())
+        super().send(data)
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+    def _connection(self, host: str, /, **kwargs: t.Any) -> http.client.HTTPConnection:
+        return _DeadlineConnection(host, deadline=self._deadline, **kwargs)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        # No context given: http.client's default one (the system's CAs, host names checked).
+        return self.do_open(self._connection, req)
+
+    def _connection(self, host: str, /, **kwargs: t.Any) -> http.client.HTTPConnection:
+        return _DeadlineHTTPSConnection(host, deadline=self._deadline, **kwargs)
+
+
+# Transport failures of a fetch: refused, reset, timed out, TLS (ssl.SSLError is an OSError),
+# a malformed status line or header (http.client.HTTPException), a bad URL or encoding
+# (ValueError). Each one is "the provider is unreachable", never an exception for the request.
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
 def _cache_seconds(cache_control: str | None) -> float | None:
@@ -216,7 +337,8 @@ class JWKSClient:
     :param allowed: the signing algorithms the configuration allows.
     :param cache_ttl: seconds a set is kept when the response sets no ``Cache-Control``.
     :param min_refetch: the least seconds between two fetches, whatever triggers them.
-    :param timeout: seconds for connecting and for each read.
+    :param timeout: seconds for each network wait; twice this bounds a whole fetch (connect,
+        TLS, status line, headers, body and redirects together).
     """
 
     def __init__(
@@ -263,7 +385,6 @@ class JWKSClient:
         self._failures = 0
         self._logged: set[Skipped] = set()
         self._lock = threading.Lock()
-        self._opener = urllib.request.build_opener(_SafeRedirects())
 
     @classmethod
     def from_config(cls, config: ShieldConfig) -> JWKSClient:
@@ -402,11 +523,16 @@ class JWKSClient:
         request = urllib.request.Request(  # noqa: S310
             url, headers={"Accept": "application/json", "User-Agent": "Flask-JWT-Shield"}
         )
+        # One deadline for the whole fetch, redirects included: the timeout bounds each wait,
+        # twice it bounds connect, TLS, status line, headers and body together, so a server
+        # trickling one byte at a time cannot hold the fetching thread (and, before the first
+        # success, keep every request at 503) for longer than that.
+        deadline = _Deadline(2 * self.timeout, self.timeout)
+        opener = urllib.request.build_opener(
+            _SafeRedirects(), _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
+        )
         try:
-            # The socket timeout bounds each wait; the deadline bounds the whole body, so a
-            # server trickling one byte at a time cannot hold the fetching thread for long.
-            deadline = time.monotonic() + 2 * self.timeout
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with opener.open(request, timeout=self.timeout) as response:
                 if response.status != 200:
                     raise JWKSError(f"HTTP {response.status}")
                 chunks: list[bytes] = []
@@ -417,16 +543,17 @@ class JWKSClient:
                         break
                     chunks.append(chunk)
                     size += len(chunk)
-                    if time.monotonic() > deadline:
-                        raise JWKSError(f"the response took longer than {2 * self.timeout:g} s")
                 body = b"".join(chunks)
                 cache_control = response.headers.get("Cache-Control")
         except JWKSError:
             raise
         except urllib.error.HTTPError as exc:
             raise JWKSError(f"HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise JWKSError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        except _TRANSPORT_ERRORS as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, _DeadlinePassed) or time.monotonic() >= deadline.at:
+                raise JWKSError(f"the response took longer than {deadline.total:g} s") from None
+            raise JWKSError(f"{type(exc).__name__}: {reason}") from None
         if len(body) > _MAX_BYTES:
             raise JWKSError(f"the response is larger than {_MAX_BYTES} bytes")
         try:

@@ -146,7 +146,6 @@ def prepare(spec: KeySpec, index: int, in_ring: bool) -> Key:
     return Key(kid, spec.alg, algorithm, signing, verifying, symmetric=False)
 
 
-_prepare = prepare  # cli.py still imports the old private name; drop once it imports prepare
 
 
 def _load(algorithm: Algorithm, pem: str | bytes, where: str, alg: str) -> t.Any:

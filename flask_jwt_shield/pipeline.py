@@ -51,6 +51,9 @@ from .transport import extract_token
 from .transport import fingerprint_matches
 from .transport import send_nonce
 
+# How an endpoint is served (compared by identity on the hot path).
+REQUIRED, EXEMPT, OPTIONAL = 0, 1, 2
+
 
 class Pipeline:
     """One app's request pipeline, over its :class:`~flask_jwt_shield.state.ShieldState`."""
@@ -62,7 +65,8 @@ class Pipeline:
         self.codec = state.codec
         self.limiter = state.limiter
         self.dpop = state.dpop
-        self._exempt: dict[str, bool] = {}
+        # endpoint -> REQUIRED, EXEMPT or OPTIONAL, settled at its first request
+        self._modes: dict[str, int] = {}
         self._dpop_challenge = (config.dpop, self.dpop.algs) if self.dpop is not None else None
         self._headers = "headers" in config.token_locations
         self._cookies = "cookies" in config.token_locations
@@ -79,10 +83,10 @@ class Pipeline:
         endpoint = req.endpoint
         if endpoint is None:  # no route matched: Flask answers 404/405, nothing to protect
             return
-        exempt = self._exempt.get(endpoint)
-        if exempt is None:
-            exempt = self._settle_endpoint(endpoint)
-        if exempt:
+        mode = self._modes.get(endpoint)
+        if mode is None:
+            mode = self._settle_endpoint(endpoint)
+        if mode is EXEMPT:
             return
         environ = req.environ
         if (
@@ -110,6 +114,8 @@ class Pipeline:
             self._keys_unavailable()
             raise
         except ShieldError as exc:
+            if mode is OPTIONAL and isinstance(exc, MissingToken):
+                return  # @shield.optional: no token is fine, a bad one is refused below
             exc.realm = self.config.realm
             exc.dpop = self._dpop_challenge
             if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
@@ -119,18 +125,22 @@ class Pipeline:
         if signals.token_verified.receivers:
             signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
 
-    def _settle_endpoint(self, endpoint: str) -> bool:
+    def _settle_endpoint(self, endpoint: str) -> int:
         """First request to ``endpoint``: settle its exemption and its own rate limit."""
         registry = self.state.registry
+        if not self._modes:
+            self.state.warn_unmatched_exemptions(current_app)
         # The view and what it wraps: @shield.exempt / @shield.limit under another decorator
         # (limiter.limit(...)(view), a login_required) still count, as functools.wraps says.
         view = current_app.view_functions.get(endpoint)
         views = _wrapped_chain(view)
         exempt = (
-            endpoint in self.config.exempt_endpoints
+            self.state.config_exempts(endpoint)
             or _serves_static_files(view)
             or any(v in registry.exempt_views for v in views)
+            or any(current_app.blueprints.get(name) in registry.exempt_blueprints for name in request.blueprints)
         )
+        mode = EXEMPT if exempt else OPTIONAL if any(v in registry.optional_views for v in views) else REQUIRED
         limited = next((v for v in views if v in registry.view_limits), None)
         if limited is not None and self.limiter is not None:
             limits = registry.view_limits[limited]
@@ -138,8 +148,8 @@ class Pipeline:
                 self.limiter.exempt_endpoint(endpoint)
             else:
                 self.limiter.set_endpoint_limit(endpoint, limits)
-        self._exempt[endpoint] = exempt
-        return exempt
+        self._modes[endpoint] = mode
+        return mode
 
     # -- the steps -------------------------------------------------------------------------
 

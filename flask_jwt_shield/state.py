@@ -14,18 +14,22 @@ throttled when it repeats), and the fail mode when the store cannot be reached.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import logging
 import math
 import time
 import typing as t
 
 from cryptography.hazmat.primitives import serialization
+from flask import Blueprint
 from flask import Flask
 from flask import current_app
 from flask import has_request_context
 from flask import request
 
 from .alerts import AlertSink
+from .cache import bounded_put
 from .config import ConfigKey
 from .config import ShieldConfig
 from .dpop import Nonces
@@ -47,6 +51,9 @@ from .stores import store_from_uri
 from .tokens import Claims
 from .tokens import TokenCodec
 
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
 logger = logging.getLogger("flask_jwt_shield")
 
 #: Where :meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` keeps the state.
@@ -59,9 +66,9 @@ OUTAGE_EVENT_INTERVAL = 5.0
 # The limiter and the spike detector still count every attempt.
 REPEAT_INTERVAL = 60.0
 
-K = t.TypeVar("K")
 R = t.TypeVar("R")
-_SEEN_MAX = 100_000
+#: How many (token, address) pairs and repeated refusals one process remembers.
+SEEN_MAX = 100_000
 #: ``callback(claims) -> bool``: a registered ``@shield.revocation_checker``.
 Checker = t.Callable[[Claims], bool]
 
@@ -75,6 +82,8 @@ class Registry:
     """
 
     exempt_views: set[t.Callable[..., t.Any]] = dataclasses.field(default_factory=set)
+    exempt_blueprints: set[Blueprint] = dataclasses.field(default_factory=set)
+    optional_views: set[t.Callable[..., t.Any]] = dataclasses.field(default_factory=set)
     view_limits: dict[t.Callable[..., t.Any], str | None] = dataclasses.field(default_factory=dict)
     revocation_checkers: list[Checker] = dataclasses.field(default_factory=list)
 
@@ -110,7 +119,7 @@ class ShieldState:
 
     @classmethod
     def build(
-        cls, app: Flask, registry: Registry, *, limiter: t.Any = None, store: Store | None = None
+        cls, app: Flask, registry: Registry, *, limiter: Limiter | None = None, store: Store | None = None
     ) -> ShieldState:
         """Read and validate the app's ``JWT_SHIELD_*`` configuration and build its objects.
 
@@ -142,6 +151,27 @@ class ShieldState:
             geo=GeoGuard.from_config(config),
         )
 
+    def config_exempts(self, endpoint: str) -> bool:
+        """Whether ``JWT_SHIELD_EXEMPT_ENDPOINTS`` names ``endpoint`` (a name, or a pattern
+        with ``*``, ``?`` or ``[...]`` such as ``"health.*"``)."""
+        return any(fnmatch.fnmatchcase(endpoint, entry) for entry in self.config.exempt_endpoints)
+
+    def unmatched_exemptions(self, app: Flask) -> list[str]:
+        """Entries of ``JWT_SHIELD_EXEMPT_ENDPOINTS`` that name no endpoint of ``app`` (typos)."""
+        endpoints = list(app.view_functions)
+        return [e for e in sorted(self.config.exempt_endpoints) if not fnmatch.filter(endpoints, e)]
+
+    def warn_unmatched_exemptions(self, app: Flask) -> None:
+        """Log each entry of ``JWT_SHIELD_EXEMPT_ENDPOINTS`` that names no endpoint: a typo
+        there protects the endpoint that was meant to be public, or worse, the other way
+        round. Runs at the app's first request, when its routes are all registered."""
+        endpoints = list(app.view_functions)
+        for entry in self.unmatched_exemptions(app):
+            close = difflib.get_close_matches(entry, endpoints, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            logger.warning("%s lists %r, which names no endpoint of this app.%s",
+                           ConfigKey.EXEMPT_ENDPOINTS, entry, hint)  # fmt: skip
+
     @property
     def alerts(self) -> AlertSink | None:
         """The webhook sink, ``None`` without ``JWT_SHIELD_ALERT_WEBHOOK``."""
@@ -169,7 +199,7 @@ class ShieldState:
         last = self._recent.get(key)
         if last is not None and now - last < REPEAT_INTERVAL:
             return False
-        bounded_put(self._recent, key, now)
+        bounded_put(self._recent, key, now, SEEN_MAX)
         return True
 
     # -- the fail mode ---------------------------------------------------------------------
@@ -199,15 +229,6 @@ class ShieldState:
         return now + self.config.longest_ttl + self.config.leeway + 1
 
 
-def bounded_put(cache: dict[K, float], key: K, value: float) -> None:
-    if len(cache) >= _SEEN_MAX:
-        try:
-            del cache[next(iter(cache))]
-        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
-            pass
-    cache[key] = value
-
-
 def current_state() -> ShieldState:
     """The current app's :class:`ShieldState`; a clear error when the shield is not set up."""
     try:
@@ -219,7 +240,7 @@ def current_state() -> ShieldState:
     return state
 
 
-def _make_limiter(config: ShieldConfig, store: Store, app_limiter: t.Any) -> TokenRateLimiter:
+def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | None) -> TokenRateLimiter:
     """The per-token limiter: built even with no default limit, for ``@shield.limit``.
 
     Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import json
+import socket
 import threading
 import time
 import typing as t
@@ -176,3 +177,65 @@ def started() -> Iterator[IdPServer]:
         yield server
     finally:
         server.stop()
+
+
+class RawServer:
+    """A JWK Set "server" on 127.0.0.1 that answers every request with raw bytes of the test's.
+
+    For what :class:`IdPServer` (a well-behaved ``http.server``) cannot send: a malformed
+    status line, or a status line and headers dribbled one byte every ``interval`` seconds
+    (a slowloris on the response's head). It stops writing when the client hangs up.
+    """
+
+    def __init__(self, answer: bytes, *, interval: float | None = None) -> None:
+        self.answer = answer
+        self.interval = interval
+        self.connections = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/jwks.json"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    request += data
+                if self.interval is None:
+                    conn.sendall(self.answer)
+                else:
+                    for i in range(len(self.answer)):
+                        conn.sendall(self.answer[i : i + 1])
+                        if self._stop.wait(self.interval):
+                            break
+            except OSError:
+                pass  # the client hung up (it gave up at its deadline)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def slow_head(body: bytes, *, head_bytes: int = 64) -> bytes:
+    """A 200 response whose status line and headers are ``head_bytes`` long or more."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    padding = max(0, head_bytes - len(head) - len(b"X-Pad: \r\n\r\n"))
+    return head + b"X-Pad: " + b"p" * padding + b"\r\n\r\n" + body

@@ -19,10 +19,14 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from flask_jwt_shield import ConfigurationError
 from flask_jwt_shield import JWTShield
+from flask_jwt_shield.alerts import MAX_STRING_LENGTH
 from flask_jwt_shield.alerts import AlertSink
 from flask_jwt_shield.alerts import redact
 from flask_jwt_shield.alerts import sign
@@ -205,6 +209,51 @@ def test_a_token_in_an_event_detail_is_redacted(make_app: AppFactory, sinks: lis
         assert token not in got.body.decode()
         assert got.json["event"]["detail"] == {"header": "Bearer [redacted token]", "seen": ["[redacted token]"]}
     assert redact({"a": ("x", 1, None)}) == {"a": ["x", 1, None]}
+
+
+# The token shape as one regex: right, but it backtracks from every "eyJ" to the end of its
+# run (quadratic). The reference for what redact() must find, on short strings only.
+TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="eyJa.b-_ /X\u00e9", max_size=40))
+def test_redaction_finds_exactly_the_token_shape(text: str) -> None:
+    assert redact(text) == TOKEN_SHAPE.sub("[redacted token]", text)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("eyJ" * 400_000, id="eyJ-repeated"),
+        pytest.param("eyJa" * 300_000, id="eyJa-repeated"),
+        pytest.param("eyJ" * 300_000 + ".a", id="one-dot-at-the-end"),
+        pytest.param("eyJa.b" + "eyJa" * 300_000, id="no-second-dot"),
+        pytest.param("eyJ " * 300_000, id="many-short-runs"),
+    ],
+)
+def test_alert_redaction_of_a_hostile_string_is_linear_and_bounded(hostile: str) -> None:
+    # The adversarial review: 60 KB of attacker-supplied text (a User-Agent, an event detail)
+    # cost about 1.9 s of CPU in redaction, growing with the square of the length. These
+    # strings are over a megabyte: quadratic redaction would take many minutes, past the
+    # timeout; linear redaction takes milliseconds. The alert carries at most the maximum.
+    detail = redact({"user_agent": hostile, "seen": [hostile]})
+    cut = f"[{len(hostile) - MAX_STRING_LENGTH} characters cut]"
+    assert detail == {"user_agent": hostile[:MAX_STRING_LENGTH] + cut, "seen": [hostile[:MAX_STRING_LENGTH] + cut]}
+
+
+def test_a_long_string_is_cut_after_redaction(make_app: AppFactory) -> None:
+    app, shield = make_app()
+    with app.app_context():
+        token = shield.create_access_token("alice")
+    # The token straddles the cut: redacted whole first, never half of it left in the alert.
+    text = "x" * (MAX_STRING_LENGTH - 10) + token + "y" * 100
+    got = redact(text)
+    assert got.startswith("x" * (MAX_STRING_LENGTH - 10) + "[redacted")
+    assert len(got) <= MAX_STRING_LENGTH + len("[99999 characters cut]")
+    assert token.split(".")[0] not in got
+    assert redact("z" * MAX_STRING_LENGTH) == "z" * MAX_STRING_LENGTH
 
 
 def test_basic_auth_from_the_url(make_app: AppFactory, sinks: list[AlertSink]) -> None:

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import socket
+import time
 import typing as t
 import urllib.request
 from collections.abc import Callable
@@ -50,6 +51,11 @@ from tests.conftest import Clock
 from tests.conftest import bearer
 from tests.conftest import json_of
 from tests.dpop_util import HandKey
+from tests.idp_util import RawServer
+from tests.idp_util import SigningKey
+from tests.idp_util import idp_claims
+from tests.idp_util import rsa_key as idp_rsa_key
+from tests.idp_util import slow_head
 
 AppFactory = Callable[..., tuple[Flask, JWTShield]]
 
@@ -1657,3 +1663,72 @@ def test_cors_preflight_to_a_route_that_answers_options_itself(make_app: AppFact
     assert r.status_code == 401
     assert ran == []
     assert app.test_client().options("/api/me", headers=preflight).status_code == 200  # Flask's answer: fine
+
+
+# -- the provider's JWK Set server (resource-server mode) ------------------------------------
+
+
+def _resource_server(make_app: AppFactory, jwks_url: str) -> Flask:
+    app, _ = make_app({
+        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": jwks_url, "JWT_SHIELD_ISSUER": ISSUER,
+        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_JWKS_TIMEOUT": 0.5, "JWT_SHIELD_FAIL_MODE": "open",
+    })  # fmt: skip
+    return app
+
+
+def _idp_token() -> str:
+    key = SigningKey("idp-1", "RS256", idp_rsa_key("idp-1"))
+    return key.sign(idp_claims(ISSUER, AUDIENCE, jti="j-1"))
+
+
+def test_jwks_server_dribbling_its_headers_holds_the_fetch_only_until_the_deadline(make_app: AppFactory) -> None:
+    # Finding 7 of the adversarial review: a server sending its status line and headers one
+    # byte at a time (each byte within the read timeout) held a fetch for 26 s against the
+    # documented bound, twice JWT_SHIELD_JWKS_TIMEOUT. The request answers 503 in time.
+    body = json.dumps({"keys": [SigningKey("idp-1", "RS256", idp_rsa_key("idp-1")).jwk()]}).encode()
+    server = RawServer(slow_head(body), interval=0.3)
+    try:
+        app = _resource_server(make_app, server.url)
+        started = time.monotonic()
+        response = app.test_client().get("/api/me", headers=bearer(_idp_token()))
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert response.status_code == 503 and json_of(response)["error"] == "temporarily_unavailable"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert took < 1.0 + 1.5  # the deadline (2 x 0.5 s), and a margin for a busy machine
+
+
+def test_jwks_server_with_a_malformed_status_line_is_a_503_not_a_500(make_app: AppFactory) -> None:
+    # http.client.BadStatusLine used to escape the fetch: the request raised (500) instead
+    # of answering "keys unavailable" (503), whatever the fail mode.
+    server = RawServer(b"HELLO\r\n\r\n")
+    try:
+        app = _resource_server(make_app, server.url)
+        response = app.test_client().get("/api/me", headers=bearer(_idp_token()))
+    finally:
+        server.stop()
+    assert response.status_code == 503 and json_of(response)["error"] == "temporarily_unavailable"
+    assert "WWW-Authenticate" not in response.headers
+
+
+# -- DPoP htu and the Host header --------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(Flask, "create_url_adapter") or "TRUSTED_HOSTS" not in Flask.default_config,
+                    reason="TRUSTED_HOSTS is Flask 3.1+")  # fmt: skip
+def test_dpop_proof_for_another_host_with_a_forged_host_header(make_app: AppFactory, now: float) -> None:
+    # htu is compared with the URL the request claims, Host header included: a proof made for
+    # another origin is accepted by an app that answers any Host. The docs (sender-constrained,
+    # production) say to fix the host: Flask's TRUSTED_HOSTS (or a proxy that does), which
+    # refuses the forged Host before the view runs. This pins that advice.
+    app, _ = make_app({"JWT_SHIELD_DPOP": "optional", "TRUSTED_HOSTS": ["localhost"]})
+    key = HandKey(url=API_URL, now=now)
+    login_key = HandKey(url="http://localhost/login", now=now, method="POST")
+    login_key.key, login_key.jwk = key.key, key.jwk
+    token = json_of(app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}))["access_token"]
+    client = app.test_client()
+    elsewhere = key.proof(token=token, claims={"htu": "http://other.example/api/me"})
+    forged = client.get("/api/me", headers={**dpop_headers(token, elsewhere), "Host": "other.example"})
+    assert forged.status_code == 400  # the view never ran
+    accepted(client.get("/api/me", headers=dpop_headers(token, key.proof(token=token))))

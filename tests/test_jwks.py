@@ -6,9 +6,11 @@ clock, never by sleeping.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
+import time
 import typing as t
 
 import pytest
@@ -21,10 +23,12 @@ from flask_jwt_shield.jwks import JWKSClient
 from flask_jwt_shield.jwks import parse_jwks
 from tests.conftest import Clock
 from tests.idp_util import IdPServer
+from tests.idp_util import RawServer
 from tests.idp_util import SigningKey
 from tests.idp_util import down_url
 from tests.idp_util import rsa_jwk
 from tests.idp_util import rsa_key
+from tests.idp_util import slow_head
 
 ALLOWED = frozenset({"RS256", "ES256"})
 
@@ -326,6 +330,52 @@ def test_a_trickling_server_cannot_hold_the_fetch_for_long(clock: Clock, idp: Id
     with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"), pytest.raises(KeysUnavailable):
         jwks.key("k1", "RS256")
     assert "took longer than 0.4 s" in caplog.text
+
+
+def test_a_server_dribbling_its_status_line_and_headers_is_cut_off_at_the_deadline(
+    clock: Clock, k1: SigningKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each byte of the head comes well within the per-read timeout; the head alone would
+    # take about 20 s. One deadline (twice the timeout) covers connect, head and body.
+    body = json.dumps({"keys": [k1.jwk()]}).encode()
+    server = RawServer(slow_head(body), interval=0.3)
+    try:
+        jwks = client(server.url, timeout=0.5)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"), pytest.raises(KeysUnavailable):
+            jwks.key("k1", "RS256")
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert took < 1.0 + 1.5  # the 1 s deadline, and a margin for a busy machine
+    assert "took longer than 1 s" in caplog.text
+    assert jwks.fetches == 1 and server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"HELLO\r\n\r\n", id="not-http"),
+        pytest.param(b"HTTP/1.1 two hundred OK\r\n\r\n", id="status-not-a-number"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", id="header-too-long"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n" + b"X-H: h\r\n" * 101 + b"\r\n", id="too-many-headers"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", id="cut-short"),
+        pytest.param(b"", id="nothing"),
+    ],
+)
+def test_a_malformed_response_is_a_failed_fetch_not_an_exception(
+    clock: Clock, answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RawServer(answer)
+    try:
+        jwks = client(server.url, timeout=2.0)
+        with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"), pytest.raises(KeysUnavailable):
+            jwks.key("k1", "RS256")
+    finally:
+        server.stop()
+    assert "JWK Set fetch from" in caplog.text and "no keys yet" in caplog.text
+    assert jwks.fetches == 1 and jwks.last_error
 
 
 # -- transport rules ----------------------------------------------------------------------------
