@@ -203,7 +203,10 @@ class Pipeline:
         config = self.config
         limiter = self.limiter
         assert limiter is not None
-        identity = claims["jti"] if config.rate_limit_key == "jti" else claims["sub"]
+        # "jti": each token -- and a refreshed token keeps its session's budget and spike
+        # count (a thief refreshing gets no fresh budget), so a token with a session counts
+        # under its sid. "sub": each user across sessions.
+        identity = (claims.get("sid") or claims["jti"]) if config.rate_limit_key == "jti" else claims["sub"]
         try:
             decision = limiter.check(identity, endpoint, subject=claims["sub"])
         except LimiterStorageError as exc:
