@@ -44,6 +44,7 @@ from .errors import StoreError
 from .errors import StoreUnavailable
 from .ratelimit import LimiterStorageError
 from .ratelimit import RateDecision
+from .signals import EventKind
 from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
 from .tokens import Claims
@@ -252,7 +253,7 @@ class Pipeline:
 
     def _rejected(self, exc: ShieldError, claims: Claims | None) -> None:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
-        kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
+        kind: EventKind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
             "token-rejected")  # fmt: skip
         if self.state.first_in_a_while((kind, who, exc.reason)):
             self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})

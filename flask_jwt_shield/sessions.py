@@ -36,6 +36,7 @@ from .errors import StoreError
 from .errors import StoreUnavailable
 from .events import mask_ip
 from .jose import b64url
+from .signals import EventKind
 from .state import ShieldState
 from .stores import Family
 from .tokens import ACCESS_TYPE
@@ -373,7 +374,7 @@ def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool) -> str
     return None
 
 
-def _refused(state: ShieldState, claims: Claims | None, reason: str, *, kind: str = "token-rejected") -> None:
+def _refused(state: ShieldState, claims: Claims | None, reason: str, *, kind: EventKind = "token-rejected") -> None:
     """The event of a refresh refused before anything rotated (400 at the token endpoint)."""
     state.record(kind, claims, action="deny", detail={"reason": reason, "status": 400, "grant": "refresh_token"})
 

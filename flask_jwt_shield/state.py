@@ -46,6 +46,7 @@ from .ratelimit import AdaptiveSettings
 from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
+from .signals import EventKind
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
@@ -186,7 +187,7 @@ class ShieldState:
 
     # -- events ----------------------------------------------------------------------------
 
-    def record(self, kind: str, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
+    def record(self, kind: EventKind, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
         """Record one security event, naming the token of ``claims`` by its ``jti``."""
         if claims is not None:
             fields.setdefault("subject", claims.get("sub"))

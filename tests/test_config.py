@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from flask import Flask
 
 from flask_jwt_shield import ConfigKey
@@ -23,7 +24,7 @@ from .conftest import bearer
 DOCS = pathlib.Path(__file__).parent.parent / "docs" / "configuration.rst"
 
 
-def pem(key: t.Any, private: bool = True) -> str:
+def pem(key: PrivateKeyTypes, private: bool = True) -> str:
     if private:
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption()).decode()  # fmt: skip

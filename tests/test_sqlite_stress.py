@@ -25,6 +25,8 @@ from flask_jwt_shield.stores import Family
 from flask_jwt_shield.stores import sqlite as sqlite_module
 from flask_jwt_shield.stores.sqlite import SQLiteStore
 
+from .conftest import json_of
+
 BUSY_SNAPSHOT = sqlite3.SQLITE_BUSY | (2 << 8)
 
 
@@ -34,11 +36,11 @@ def busy_at_once(monkeypatch: pytest.MonkeyPatch, failures: int | None) -> list[
     answered = [0]
 
     class Flaky(sqlite3.Connection):
-        def execute(self, sql: str, *args: t.Any) -> sqlite3.Cursor:  # type: ignore[override]
+        def execute(self, sql: str, *args: t.Any) -> sqlite3.Cursor:
             if sql == "BEGIN IMMEDIATE" and (failures is None or answered[0] < failures):
                 answered[0] += 1
                 exc = sqlite3.OperationalError("database is locked")
-                exc.sqlite_errorcode = BUSY_SNAPSHOT  # type: ignore[attr-defined]
+                exc.sqlite_errorcode = BUSY_SNAPSHOT
                 raise exc
             return super().execute(sql, *args)
 
@@ -117,14 +119,14 @@ def hammer(db: str, results: t.Any) -> None:
             count("login", response.status_code)
             if response.status_code != 200:
                 continue
-            refresh_token = response.json["refresh_token"]
+            refresh_token = json_of(response)["refresh_token"]
             for _ in range(2):
                 response = client.post("/refresh", json={"refresh_token": refresh_token})
                 count("refresh", response.status_code)
                 if response.status_code != 200:
                     break
-                refresh_token = response.json["refresh_token"]
-                me = client.get("/api/me", headers={"Authorization": "Bearer " + response.json["access_token"]})
+                refresh_token = json_of(response)["refresh_token"]
+                me = client.get("/api/me", headers={"Authorization": "Bearer " + json_of(response)["access_token"]})
                 count("me", me.status_code)
 
     def logout_all() -> None:  # "log out everywhere" for the first thread's users, racing them

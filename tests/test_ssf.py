@@ -27,6 +27,7 @@ from flask_jwt_shield.ssf import RISC
 from tests.conftest import AppFactory
 from tests.conftest import Clock
 from tests.conftest import bearer
+from tests.conftest import json_of
 from tests.idp_util import IdPServer
 from tests.idp_util import SigningKey
 from tests.idp_util import down_url
@@ -180,7 +181,8 @@ def test_resolve_subject_maps_other_identifiers(make_app: AppFactory, idp: IdPSe
         "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
     })  # fmt: skip
     directory = {"alice@example.com": SUB}
-    app.register_blueprint(shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email"))))
+    blueprint = shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email", "")))
+    app.register_blueprint(blueprint)
     token = access_token(key, issuer)
     by_email = {"subject": {"format": "email", "email": "alice@example.com"}}
     assert push(app, make_set(key, issuer, {CAEP + "credential-change": by_email})).status_code == 202
@@ -492,8 +494,8 @@ def test_session_revoked_of_a_known_family_revokes_that_session_alone(make_app: 
     app, shield = make_app({"JWT_SHIELD_ISSUER": "https://api.example.com", "JWT_SHIELD_AUDIENCE": AUDIENCE})
     app.register_blueprint(shield.security_events_blueprint(jwks_url=idp.jwks_url))
     client = app.test_client()
-    first = client.post("/login?sub=alice").json
-    second = client.post("/login?sub=alice").json
+    first = json_of(client.post("/login?sub=alice"))
+    second = json_of(client.post("/login?sub=alice"))
     sid = _claims(first["access_token"])["sid"]
     subject = {"user": {"format": "iss_sub", "iss": "https://api.example.com", "sub": "alice"},
                "session": {"format": "opaque", "id": sid}}  # fmt: skip

@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from ..actions import ACTIONS
+from ..actions import Action
 from ..errors import ConfigurationError
 from ..jose import SIGNING_ALGORITHMS
 from ..ratelimit.syntax import Sustain
@@ -164,11 +165,11 @@ class Reader:
             )
         return t.cast(str, value)
 
-    def action(self, key: str, default: str, ladder: tuple[str, ...] = ACTIONS) -> str:
+    def action(self, key: str, default: Action, ladder: tuple[Action, ...] = ACTIONS) -> Action:
         value = self._get(key, default)
         if value not in ladder:
             raise ConfigurationError(f"{key} is {value!r}; it must be one of {list(ladder)}.")
-        return t.cast(str, value)
+        return t.cast(Action, value)
 
     def string_list(self, key: str, default: list[str] | None) -> list[str] | None:
         value = self._get(key, default)

@@ -14,6 +14,7 @@ import typing as t
 from collections.abc import Mapping
 from typing import Final
 
+from ..actions import Action
 from ..errors import ConfigurationError
 from ..jose import DEFAULT_PROOF_ALGORITHMS
 from ..jose import PROOF_ALGORITHMS
@@ -249,12 +250,12 @@ class RateSettings:
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
     spike_threshold: str | None
-    spike_action: str
+    spike_action: Action
     spike_sustain: str | None
     adaptive: bool
     adaptive_factor: float
     adaptive_floor: str
-    adaptive_action: str
+    adaptive_action: Action
     adaptive_sustain: str | None
 
     @classmethod
@@ -291,10 +292,10 @@ class GeoSettings:
 
     geoip_database: str | None
     country_history: int
-    new_country_action: str
-    country_change_action: str
+    new_country_action: Action
+    country_change_action: Action
     impossible_travel_kmh: float
-    impossible_travel_action: str
+    impossible_travel_action: Action
     allowed_countries: frozenset[str] | None
     denied_countries: frozenset[str] | None
 
