@@ -8,7 +8,9 @@ names the key and says how to fix it, so a typo never becomes a 500 at request t
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
+import logging
 import math
 import typing as t
 import urllib.parse
@@ -20,6 +22,8 @@ from limits import parse_many
 from .actions import ACTIONS
 from .errors import ConfigurationError
 from .signals import BY_KIND
+
+logger = logging.getLogger("flask_jwt_shield")
 
 #: Detector buckets are minutes: "sustained" counts distinct minutes, whatever the limits' windows.
 MINUTE: Final = 60
@@ -134,6 +138,44 @@ class ConfigKey:
     def all(cls) -> list[str]:
         """Every key, in declaration order."""
         return [v for k, v in vars(cls).items() if k.isupper()]
+
+
+#: Keys that hold a duration: a number of seconds or a :class:`datetime.timedelta`, which
+#: ``init_app`` converts to seconds. These become integer NumericDate arithmetic (``exp``),
+#: so they take whole seconds only.
+WHOLE_SECOND_KEYS: Final = frozenset(
+    {ConfigKey.ACCESS_TOKEN_TTL, ConfigKey.REFRESH_TOKEN_TTL, ConfigKey.REFRESH_IDLE_TTL}
+)
+DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
+    ConfigKey.JWKS_CACHE_TTL, ConfigKey.JWKS_MIN_REFETCH, ConfigKey.JWKS_TIMEOUT, ConfigKey.LEEWAY,
+    ConfigKey.REFRESH_REUSE_GRACE, ConfigKey.REDIS_CONNECT_TIMEOUT, ConfigKey.REDIS_TIMEOUT,
+    ConfigKey.REVOCATION_MAX_DELAY, ConfigKey.DPOP_MAX_AGE, ConfigKey.DPOP_NONCE_TTL,
+    ConfigKey.ALERT_TIMEOUT, ConfigKey.ALERT_RETRY_DELAY,
+}  # fmt: skip
+
+_SECOND: Final = datetime.timedelta(seconds=1)
+
+
+def duration_seconds(value: datetime.timedelta, what: str, *, whole: bool) -> float:
+    """``value`` in seconds (an ``int`` when ``whole``).
+
+    :raises ValueError: for a negative duration, or a fraction of a second when ``whole``;
+        the message starts with ``what`` and says how to fix it.
+    """
+    if value < datetime.timedelta(0):
+        raise ValueError(
+            f"{what} is {value!r}, a negative duration; give how long it lasts, e.g."
+            f" timedelta(minutes=15) or {abs(value)!r}."
+        )
+    if not whole:
+        return value.total_seconds()
+    if value % _SECOND:
+        rounded = max(1, round(value.total_seconds()))
+        raise ValueError(
+            f"{what} is {value!r}, which is not a whole number of seconds (token expiry times are"
+            f" integers); round it, e.g. timedelta(seconds={rounded})."
+        )
+    return value // _SECOND
 
 
 _SIGNING_ALGORITHMS = frozenset(
@@ -266,11 +308,18 @@ class ShieldConfig:
     alerts: AlertSettings | None
 
     @classmethod
-    def from_mapping(cls, config: Mapping[str, t.Any]) -> ShieldConfig:
-        """Read and validate every key from ``config`` (an ``app.config``)."""
+    def from_mapping(cls, config: Mapping[str, t.Any], *, warn: bool = True) -> ShieldConfig:
+        """Read and validate every key from ``config`` (an ``app.config``).
+
+        With ``warn``, log a WARNING for each Flask-JWT-Extended setting that has a shield
+        equivalent (:func:`flask_jwt_extended_warnings`); they are never refused.
+        """
         r = _Reader(config)
         K = ConfigKey
         _refuse_unknown_keys(config)
+        if warn:
+            for warning in flask_jwt_extended_warnings(config):
+                logger.warning("%s", warning)
         algorithm = r.choice(K.ALGORITHM, "HS256", _SIGNING_ALGORITHMS, hint="'HS256' or 'ES256'")
         jwks_url = r.optional_string(K.JWKS_URL, None)
         discovery = r.boolean(K.OIDC_DISCOVERY, False)
@@ -616,6 +665,53 @@ def check_url(url: str, what: str, *, why: str = _KEYS_OVER_HTTP) -> str:
     )
 
 
+_UNSET: Final = object()
+
+#: Flask-JWT-Extended settings with a shield equivalent: FJE key -> (the shield's key, or
+#: None where the shield's behaviour is fixed; what to tell a migrating user; a value of the
+#: FJE key that asks for what the shield does anyway, so it needs no warning).
+_FLASK_JWT_EXTENDED_KEYS: Final[dict[str, tuple[str | None, str, object]]] = {
+    "JWT_SECRET_KEY": (ConfigKey.SECRET_KEY, "it falls back to SECRET_KEY", _UNSET),
+    "JWT_PRIVATE_KEY": (ConfigKey.PRIVATE_KEY, "or JWT_SHIELD_KEYS for a key ring", _UNSET),
+    "JWT_PUBLIC_KEY": (ConfigKey.PUBLIC_KEY, "or JWT_SHIELD_KEYS for a key ring", _UNSET),
+    "JWT_ALGORITHM": (ConfigKey.ALGORITHM, "default 'HS256'", _UNSET),
+    "JWT_DECODE_ALGORITHMS": (ConfigKey.ALLOWED_ALGORITHMS, "default: the key ring's algorithms", _UNSET),
+    "JWT_ACCESS_TOKEN_EXPIRES": (ConfigKey.ACCESS_TOKEN_TTL, "seconds or a timedelta, default 15 minutes", _UNSET),
+    "JWT_REFRESH_TOKEN_EXPIRES": (ConfigKey.REFRESH_TOKEN_TTL, "seconds or a timedelta, default 30 days", _UNSET),
+    "JWT_TOKEN_LOCATION": (ConfigKey.TOKEN_LOCATIONS, "'headers' and/or 'cookies'", _UNSET),
+    "JWT_ENCODE_ISSUER": (ConfigKey.ISSUER, "written on issue and required on verify", _UNSET),
+    "JWT_DECODE_ISSUER": (ConfigKey.ISSUER, "written on issue and required on verify", _UNSET),
+    "JWT_ENCODE_AUDIENCE": (ConfigKey.AUDIENCE, "written on issue and required on verify", _UNSET),
+    "JWT_DECODE_AUDIENCE": (ConfigKey.AUDIENCE, "written on issue and required on verify", _UNSET),
+    "JWT_DECODE_LEEWAY": (ConfigKey.LEEWAY, "seconds or a timedelta, default 0", _UNSET),
+    "JWT_COOKIE_SAMESITE": (ConfigKey.COOKIE_SAMESITE, "'Lax' or 'Strict'", _UNSET),
+    "JWT_COOKIE_SECURE": (None, "the shield's cookies are always Secure (__Host- prefix)", True),
+    "JWT_COOKIE_CSRF_PROTECT": (None, "the shield always checks the X-CSRF-Token header on cookie requests", True),
+    "JWT_IDENTITY_CLAIM": (None, "the shield always puts the identity in 'sub' (RFC 7519)", "sub"),
+    "JWT_HEADER_NAME": (None, "the shield reads 'Authorization' (RFC 6750)", "Authorization"),
+    "JWT_HEADER_TYPE": (None, "the shield reads the 'Bearer' and 'DPoP' schemes", "Bearer"),
+}
+
+
+def flask_jwt_extended_warnings(config: Mapping[str, t.Any]) -> list[str]:
+    """One sentence per Flask-JWT-Extended setting in ``config`` that the shield does not
+    read although it has an equivalent (and whose shield key is unset).
+
+    These are not refused: an app may run Flask-JWT-Extended beside the shield while it
+    migrates.
+    """
+    found = []
+    for fje_key, (shield_key, note, harmless) in _FLASK_JWT_EXTENDED_KEYS.items():
+        if fje_key not in config:
+            continue
+        if shield_key is None:
+            if config[fje_key] != harmless:
+                found.append(f"{fje_key} is a Flask-JWT-Extended setting that the shield does not read; {note}.")
+        elif shield_key not in config:
+            found.append(f"{fje_key} is a Flask-JWT-Extended setting; the shield reads {shield_key} ({note}).")
+    return found
+
+
 def _refuse_unknown_keys(config: Mapping[str, t.Any]) -> None:
     # A misspelt key would otherwise be ignored silently, leaving a protection off.
     known = set(ConfigKey.all())
@@ -642,7 +738,13 @@ class _Reader:
         return self.config.get(key)
 
     def _get(self, key: str, default: t.Any) -> t.Any:
-        return self.config.get(key, default)
+        value = self.config.get(key, default)
+        if isinstance(value, datetime.timedelta) and key in DURATION_KEYS:
+            try:
+                return duration_seconds(value, key, whole=key in WHOLE_SECOND_KEYS)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        return value
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._get(key, default)
