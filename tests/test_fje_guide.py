@@ -128,6 +128,11 @@ def test_every_route_is_protected_by_default(client: FlaskClient) -> None:
         assert r.status_code == 401, path
         assert r.headers["WWW-Authenticate"].startswith("Bearer realm=")
     assert client.post("/logout").status_code == 401
+    # What the page says about the other answers: a malformed header, a token in the URL.
+    r = client.get("/me", headers={"Authorization": "Bearer"})
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    r = client.get("/me?access_token=abc")
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"
 
 
 def test_claims_as_json(client: FlaskClient) -> None:
@@ -264,6 +269,8 @@ def test_cookies() -> None:
     csrf = {"X-CSRF-Token": browser.get_cookie("jws_csrf", domain="app.example").value}
     r = browser.post(f"{HTTPS}/notes", headers=csrf)
     assert r.status_code == 201 and r.json == {"saved": True, "by": "alice"}
+    r = browser.post(f"{HTTPS}/refresh")
+    assert r.status_code == 400 and r.json["error"] == "invalid_request"  # refresh needs it too
     assert browser.post(f"{HTTPS}/refresh", headers=csrf).json == {"refresh": True}
     # A copy of every cookie, taken before the log-out (a thief's, say).
     copied = app.test_client()
