@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint docs bench clean
+.PHONY: run demo test lint docs bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): setup.cfg pyproject.toml
 # example_app/instance, the bundled demo GeoIP database).
 run: $(STAMP)
 	$(BIN)/flask --app example_app.app run --port $${PORT:-5000}
+
+# The stolen-token stories, played against the running example app (`make run` in another
+# terminal; URL=http://127.0.0.1:8000 for another address).
+demo: $(STAMP)
+	$(BIN)/python -m example_app.attack_demo --url $${URL:-http://127.0.0.1:$${PORT:-5000}}
 
 # The whole test suite (starts its own redis-server where one is installed).
 test: $(STAMP)

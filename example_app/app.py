@@ -4,7 +4,8 @@ Run it with ``make run``: its start page (``/``) says how to log in and what to 
 shield's dashboard is at ``/shield/`` behind an admin login, and ``python -m
 example_app.attack_demo`` plays the stolen-token stories against it. State lives in
 ``example_app/instance/``: the users (hashed passwords) and their notes in ``users.db``, the
-shield's SQLite store ``shield.db``, and generated secrets. The GeoIP database is the
+shield's SQLite store ``shield.db``, the generated Flask secret and the ES256 signing key
+(``jwt-signing-key.pem``, published at ``/.well-known/jwks.json``). The GeoIP database is the
 bundled demo one, which knows only the documentation address ranges.
 """
 
@@ -28,6 +29,7 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
+from werkzeug.exceptions import Forbidden
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash
@@ -76,6 +78,34 @@ def _demo_secret(instance: Path, name: str = "jwt-secret.txt") -> str:
     return path.read_text().strip()
 
 
+def _demo_signing_key(instance: Path, name: str = "jwt-signing-key.pem") -> str:
+    """An ES256 private key kept in the instance folder: restarts keep sessions, and other
+    services verify the tokens with the public half from /.well-known/jwks.json (an HS secret
+    would have to be shared with them, and each could then mint tokens)."""
+    path = instance / name
+    if not path.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        instance.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_bytes(pem)
+    return path.read_text()
+
+
+def _issuer() -> str:
+    """Where this app is served, as the tokens' ``iss``: ``make run`` serves on 127.0.0.1 at
+    ``$PORT`` (5000 by default); ``JWT_SHIELD_ISSUER`` in the environment overrides it (behind
+    a proxy, the public URL)."""
+    if os.environ.get("JWT_SHIELD_ISSUER"):
+        return os.environ["JWT_SHIELD_ISSUER"]
+    port = os.environ.get("PORT") or os.environ.get("FLASK_RUN_PORT") or "5000"
+    return f"http://127.0.0.1:{port}"
+
+
 def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path or str(HERE / "instance"))
     instance = Path(app.instance_path)
@@ -84,12 +114,14 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         SECRET_KEY=os.environ.get("SECRET_KEY") or _demo_secret(instance, "flask-secret.txt"),
         SESSION_COOKIE_SAMESITE="Lax",
         USERS_DATABASE=str(instance / "users.db"),
-        JWT_SHIELD_SECRET_KEY=os.environ.get("JWT_SHIELD_SECRET_KEY") or _demo_secret(instance),
+        # Asymmetric keys: the public half is published for the services that verify the tokens.
+        JWT_SHIELD_ALGORITHM="ES256",
+        JWT_SHIELD_PRIVATE_KEY=os.environ.get("JWT_SHIELD_PRIVATE_KEY") or _demo_signing_key(instance),
         # SQLite in example_app/instance/; JWT_SHIELD_STORE_URI=redis://127.0.0.1:6379/0 (or
         # redis+cluster://host:port) shares one state between several app servers.
         JWT_SHIELD_STORE_URI=os.environ.get("JWT_SHIELD_STORE_URI") or "sqlite:///shield.db",
         JWT_SHIELD_GEOIP_DATABASE=str(HERE / "demo-geoip.mmdb"),
-        JWT_SHIELD_ISSUER="http://127.0.0.1:5000",
+        JWT_SHIELD_ISSUER=_issuer(),
         JWT_SHIELD_AUDIENCE="example-api",
         JWT_SHIELD_REFRESH_REUSE_GRACE=5,
         JWT_SHIELD_RATE_LIMIT="60/minute",
@@ -180,6 +212,11 @@ def _json_object(*fields: str) -> dict[str, str]:
     missing = [f for f in fields if not isinstance(data.get(f), str) or not data[f]]
     if missing:
         raise InvalidRequest(f"Give {', '.join(missing)} as non-empty strings.", reason="bad-fields")
+    for f in fields:
+        try:
+            data[f].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") is JSON, but not text
+            raise InvalidRequest(f"{f} is not valid Unicode text.", reason="bad-text") from None
     return {f: data[f] for f in fields}
 
 
@@ -273,12 +310,28 @@ def _routes(app: Flask) -> Blueprint:
                              (current_claims["sub"], text))  # fmt: skip
         return {"id": cur.lastrowid, "text": text}, 201
 
+    @bp.post("/api/admin/forget-places")
+    def forget_places() -> t.Any:
+        """An admin clears a user's GeoIP history (countries seen, last place) after a false
+        alarm, so that the next login is judged as a first one. The attack demo starts with it."""
+        if current_claims.get("role") != "admin":
+            raise Forbidden("Only an administrator can clear a user's places.")
+        username = _json_object("username")["username"]
+        if find_user(username) is None:
+            raise InvalidRequest(f"There is no user {username!r}.", reason="unknown-user")
+        _forget_places(username)
+        return {"forgotten": username}
+
     @bp.post("/api/reports")
     @shield.limit("5/minute")  # an expensive endpoint gets a tighter per-token limit
     def reports() -> t.Any:
         return {"report": "ready"}
 
     return bp
+
+
+def _forget_places(username: str) -> None:
+    shield.forget_places(username)
 
 
 def _admin() -> Blueprint:

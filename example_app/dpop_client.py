@@ -14,7 +14,9 @@ with a proof it captured, the token is refused every time. Standard library only
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 import typing as t
 import urllib.error
@@ -99,8 +101,29 @@ def thief_attempts(base_url: str, stolen_token: str, captured_proof: str,
 
 
 def main(argv: list[str]) -> int:
-    base_url = argv[1] if len(argv) > 1 else "http://127.0.0.1:5000"
-    username, password = (argv[2], argv[3]) if len(argv) > 3 else ("alice", "wonderland")
+    """``argv`` as in :data:`sys.argv` (the program's name first)."""
+    parser = argparse.ArgumentParser(prog="python -m example_app.dpop_client", description=__doc__.split("\n")[0])
+    parser.add_argument("url", nargs="?", default="http://127.0.0.1:5000",
+                        help="the running example app (default http://127.0.0.1:5000)")  # fmt: skip
+    parser.add_argument("username", nargs="?", default="alice", help="default alice")
+    parser.add_argument("password", nargs="?", default="wonderland", help="default wonderland")
+    args = parser.parse_args(argv[1:])
+    try:
+        return _play(args.url, args.username, args.password)
+    except BrokenPipeError:  # our output was piped into a reader that stopped (`| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # refused, unreachable, timed out
+        reason = getattr(exc, "reason", None) or exc
+        print(f"error: cannot reach the example app at {args.url} ({reason}). Start it with `make run`.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except ValueError as exc:  # not an http(s) URL, an answer that is not JSON
+        print(f"error: {args.url}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _play(base_url: str, username: str, password: str) -> int:
     client = DPoPClient(base_url)
     login = client.login(username, password)
     print(f"login: {login.status} token_type={login.body.get('token_type')} key={client.key.thumbprint}")

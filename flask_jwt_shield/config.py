@@ -17,50 +17,13 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Final
 
-from limits import parse_many
-
 from .actions import ACTIONS
 from .errors import ConfigurationError
+from .ratelimit.syntax import Sustain
+from .ratelimit.syntax import parse_limits
 from .signals import BY_KIND
 
 logger = logging.getLogger("flask_jwt_shield")
-
-#: Detector buckets are minutes: "sustained" counts distinct minutes, whatever the limits' windows.
-MINUTE: Final = 60
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Sustain:
-    """How long a detector's finding must last before its action applies.
-
-    Written as a limit string, ``"3/10 minutes"``: the finding must be seen in ``count``
-    distinct minutes within ``span`` seconds (the span opens at the first such minute).
-    A single minute of unusual traffic -- an app starting up, tabs reloading together --
-    is only flagged; a thief who keeps going is acted upon by the ``count``-th minute.
-    """
-
-    count: int
-    span: int
-
-    @classmethod
-    def parse(cls, value: str) -> Sustain:
-        """``"3/10 minutes"`` → ``Sustain(3, 600)``.
-
-        :raises ValueError: for anything but one limit whose span holds ``count`` minutes.
-        """
-        try:
-            items = parse_many(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a limit string such as '3/10 minutes'") from None
-        if len(items) != 1 or items[0].amount < 1:
-            raise ValueError(f"a sustain setting is one limit such as '3/10 minutes', got {value!r}")
-        count, span = items[0].amount, items[0].get_expiry()
-        if span < count * MINUTE:
-            raise ValueError(
-                f"{value!r} asks for {count} distinct minutes within {span} seconds, which can"
-                f" never happen; give a span of at least {count} minutes, e.g. '{count}/10 minutes'"
-            )
-        return cls(count, span)
 
 
 class ConfigKey:
@@ -803,10 +766,10 @@ class _Reader:
                 f"{' or None' if nullable else ''}, not {value!r}."
             )
         try:
-            parse_many(value)
+            parse_limits(value)
         except ValueError as exc:
             raise ConfigurationError(
-                f"{key} is {value!r}, which is not a rate limit string ({exc}); write it like"
+                f"{key} is {value!r}, which is not a usable rate limit string ({exc}); write it like"
                 " '300/minute' or '10/second;300/minute'."
             ) from None
         return value

@@ -22,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import events as _events
+from . import geocheck
 from . import revocation
 from . import sessions as _sessions
 from . import transport
@@ -51,6 +52,9 @@ from .state import current_state
 from .stores import Store
 from .tokens import Claims
 
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
 logger = logging.getLogger("flask_jwt_shield")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -68,7 +72,9 @@ class JWTShield:
     :param store: a store instance to use instead of ``JWT_SHIELD_STORE_URI``.
     """
 
-    def __init__(self, app: Flask | None = None, *, limiter: t.Any = None, store: Store | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, limiter: Limiter | None = None, store: Store | None = None
+    ) -> None:
         self._limiter = limiter
         self._store = store
         self._registry = Registry()
@@ -189,7 +195,7 @@ class JWTShield:
         """
         if isinstance(expires_in, datetime.timedelta):
             expires_in = int(duration_seconds(expires_in, "expires_in", whole=True))
-        return _sessions.create_access_token(current_state(), sub, claims, expires_in)
+        return _sessions.create_access_token(current_state(), _text("sub", sub), claims, expires_in)
 
     def issue_tokens(
         self, sub: str, claims: t.Mapping[str, t.Any] | None = None, *, cookies: bool = False
@@ -207,7 +213,7 @@ class JWTShield:
             bound to a new fingerprint cookie instead of a DPoP key. Needs ``"cookies"``
             in :data:`JWT_SHIELD_TOKEN_LOCATIONS`.
         """
-        return _sessions.issue_tokens(current_state(), sub, claims, cookies=cookies)
+        return _sessions.issue_tokens(current_state(), _text("sub", sub), claims, cookies=cookies)
 
     def refresh(self, refresh_token: str | None = None) -> TokenPair:
         """Spend ``refresh_token`` and return a new pair in the same session.
@@ -260,18 +266,18 @@ class JWTShield:
 
     def revoke_token(self, token_or_jti: str) -> str:
         """Revoke one token, given as the token itself or its ``jti``. Returns the ``jti``."""
-        return revocation.revoke_token(current_state(), token_or_jti)
+        return revocation.revoke_token(current_state(), _text("token_or_jti", token_or_jti))
 
     def revoke_family(self, sid: str) -> None:
         """Revoke one session: its refresh token and every access token carrying its ``sid``."""
-        revocation.revoke_family(current_state(), sid)
+        revocation.revoke_family(current_state(), _text("sid", sid))
 
     def revoke_subject(self, sub: str) -> None:
         """Reject every token issued to ``sub`` before now ("log out everywhere").
 
         Tokens issued afterwards work, also within the same clock tick.
         """
-        revocation.revoke_subject(current_state(), sub)
+        revocation.revoke_subject(current_state(), _text("sub", sub))
 
     def revoke_key(self, kid: str) -> None:
         """Reject every token signed with key ``kid`` (a compromised key).
@@ -279,13 +285,19 @@ class JWTShield:
         The signing key cannot be revoked while it signs: put a new key first in
         ``JWT_SHIELD_KEYS`` and deploy, then revoke the old one.
         """
-        revocation.revoke_key(current_state(), kid)
+        revocation.revoke_key(current_state(), _text("kid", kid))
+
+    def forget_places(self, sub: str) -> None:
+        """Clear what the GeoIP detectors remember of ``sub`` -- the recent countries and
+        the last place seen -- after a false alarm (a login from a VPN, a trip): the next
+        login is judged like a first one. Sessions and revocations are untouched."""
+        geocheck.forget_places(current_state(), _text("sub", sub))
 
     # -- reading -----------------------------------------------------------------------
 
     def sessions(self, sub: str) -> list[Session]:
         """The subject's live sessions (refresh families), oldest first."""
-        return _sessions.sessions(current_state(), sub)
+        return _sessions.sessions(current_state(), _text("sub", sub))
 
     def events(
         self,
@@ -297,6 +309,9 @@ class JWTShield:
         limit: int = 100,
     ) -> list[SecurityEvent]:
         """Stored security events, newest first."""
+        for name, value in (("subject", subject), ("jti", jti), ("sid", sid), ("kind", kind)):
+            if value is not None:
+                _text(name, value)
         return _events.query(current_state().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since,
                              limit=limit)  # fmt: skip
 
@@ -438,6 +453,22 @@ class JWTShield:
         bp = Blueprint(name, __name__)
         bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
         return bp
+
+
+def _text(name: str, value: str) -> str:
+    """``value``, refused with a clear :class:`ValueError` when it is a string that cannot be
+    stored (not valid Unicode: a lone surrogate such as ``"\\ud800"`` cannot be encoded).
+    Other types are left to the checks further down."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{name} is not valid Unicode text (it holds a lone surrogate) and cannot be stored;"
+            " refuse such input where it enters the app."
+        ) from None
+    return value
 
 
 __all__ = ["ConfigurationError", "JWTShield", "Session", "TokenPair"]

@@ -8,6 +8,7 @@ use, a login is a use too) call it.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from .cache import bounded_put
@@ -17,6 +18,8 @@ from .revocation import act
 from .state import SEEN_MAX
 from .state import ShieldState
 from .tokens import Claims
+
+logger = logging.getLogger("flask_jwt_shield")
 
 # A token seen again from the same address within this many seconds skips the geo step:
 # no store read or write per request in steady state, one event per minute at most.
@@ -96,3 +99,11 @@ def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, 
         except StoreError as exc:
             state.store_failed(exc, None)
     return location.country, any(f.kind == "new-country" for f in findings)
+
+
+def forget_places(state: ShieldState, sub: str, *, by: str | None = None) -> None:
+    """Clear what the geo detectors remember of ``sub`` (recent countries, last place): after
+    a false alarm, the subject's next login is judged like a first one. An operator's write:
+    503 when the store cannot take it."""
+    state.write(lambda: state.store.put_profile(sub, {}))
+    logger.info("geo history of subject %r cleared%s", sub, f" by {by}" if by else "")

@@ -50,7 +50,6 @@ from .transport import extract_token
 from .transport import fingerprint_matches
 from .transport import send_nonce
 
-
 # How an endpoint is served (compared by identity on the hot path).
 REQUIRED, EXEMPT, OPTIONAL = 0, 1, 2
 

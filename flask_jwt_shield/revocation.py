@@ -21,6 +21,7 @@ from .errors import StoreError
 from .state import ShieldState
 from .stores import Family
 from .tokens import Claims
+from .tokens import issued_at
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -69,7 +70,7 @@ def revocation_reason(state: ShieldState, claims: Claims, kid: str, now: float) 
     Raises :class:`~flask_jwt_shield.errors.StoreError` or :class:`CheckerFailed`.
     """
     reason = state.store.check(jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid,
-                               iat=claims["iat"], now=now)  # fmt: skip
+                               iat=issued_at(claims), now=now)  # fmt: skip
     if reason is not None:
         return reason
     for checker in state.registry.revocation_checkers:

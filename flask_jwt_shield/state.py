@@ -50,6 +50,9 @@ from .stores import store_from_uri
 from .tokens import Claims
 from .tokens import TokenCodec
 
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
 logger = logging.getLogger("flask_jwt_shield")
 
 #: Where :meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` keeps the state.
@@ -115,7 +118,7 @@ class ShieldState:
 
     @classmethod
     def build(
-        cls, app: Flask, registry: Registry, *, limiter: t.Any = None, store: Store | None = None
+        cls, app: Flask, registry: Registry, *, limiter: Limiter | None = None, store: Store | None = None
     ) -> ShieldState:
         """Read and validate the app's ``JWT_SHIELD_*`` configuration and build its objects.
 
@@ -236,7 +239,7 @@ def current_state() -> ShieldState:
     return state
 
 
-def _make_limiter(config: ShieldConfig, store: Store, app_limiter: t.Any) -> TokenRateLimiter:
+def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | None) -> TokenRateLimiter:
     """The per-token limiter: built even with no default limit, for ``@shield.limit``.
 
     Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the

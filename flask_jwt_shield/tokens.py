@@ -48,7 +48,12 @@ _TYPE_ALIASES = {"at+jwt": ACCESS_TYPE, "application/at+jwt": ACCESS_TYPE,
                  "refresh+jwt": REFRESH_TYPE, "application/refresh+jwt": REFRESH_TYPE}  # fmt: skip
 
 #: Claims the shield writes itself; an application's extra claims may not replace them.
-RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ", "cnf", "fgp"})
+#: The issue time with sub-second precision, a private claim beside the integer ``iat``
+#: (RFC 7519 NumericDates are integers to standard verifiers): ``revoke_subject`` at T
+#: rejects exactly the tokens issued before T, also within T's second.
+PRECISE_IAT = "shield_iat"
+RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ", "cnf", "fgp",
+                             PRECISE_IAT})  # fmt: skip
 #: Claims that bind a session's tokens to a sender: a DPoP key (``cnf``, RFC 9449 §6.1)
 #: or a browser's fingerprint cookie (``fgp``). Written by the shield only.
 BINDING_CLAIMS = ("cnf", "fgp")
@@ -92,6 +97,17 @@ _READ_ONLY = (
     "The claims of a verified token are read-only: the next request with the same token"
     " reuses them. Copy them first to change them: dict(get_claims())."
 )
+
+
+def issued_at(claims: Mapping[str, t.Any]) -> float:
+    """When the token was issued, as precisely as it says: its :data:`PRECISE_IAT` when that
+    lies within its ``iat``'s second (the shield's own tokens), else ``iat`` (an identity
+    provider's token: ``revoke_subject`` at T then rejects ``iat <= floor(T)``)."""
+    iat = claims["iat"]
+    precise = claims.get(PRECISE_IAT)
+    if type(precise) is float and iat <= precise < iat + 1:
+        return precise
+    return t.cast(float, iat)
 
 
 class Claims(dict[str, t.Any]):
@@ -273,8 +289,10 @@ class TokenCodec:
         payload["sub"] = sub
         if self.config.audience is not None:
             payload["aud"] = self.config.audience
-        # A fractional iat lets revoke_subject() separate tokens issued within one second.
-        payload["iat"] = now
+        # Integer NumericDates, as joserfc and Authlib expect with no leeway; the precise
+        # instant, in its own claim, lets revoke_subject() separate tokens within one second.
+        payload["iat"] = math.floor(now)
+        payload[PRECISE_IAT] = now
         payload["nbf"] = math.floor(now)
         payload["exp"] = math.floor(now + ttl)
         payload["jti"] = jti or secrets.token_urlsafe(16)  # 128 random bits

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import typing as t
 from pathlib import Path
 
 from example_app.app import create_app
@@ -48,6 +49,33 @@ def test_the_demo_plays_every_story_and_the_shield_stops_each(tmp_path: Path) ->
     assert {"impossible-travel", "new-country", "traffic-spike", "rate-limited", "refresh-reused",
             "subject-revoked", "dpop-rejected"} <= kinds  # fmt: skip
     assert "eyJ" not in out  # no token is ever printed
+
+
+def _call(url: str, *, body: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> t.Any:
+    import json
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_the_demo_does_not_depend_on_what_the_visitor_did_before(tmp_path: Path) -> None:
+    """A visitor logs in from 127.0.0.1 (no country) and then uses the token from Tokyo:
+    accepted (there is no last place to travel from), so Tokyo becomes each user's last
+    place. The demo, whose stories start in Berlin and Munich seconds later, still plays all
+    six: it clears their places first."""
+    with serve(tmp_path / "instance") as server:
+        for user, password in (("alice", "wonderland"), ("bob", "builder")):
+            pair = _call(server.url + "/auth/login", body={"username": user, "password": password})
+            me = _call(server.url + "/api/me", headers={"Authorization": f"Bearer {pair['access_token']}",
+                                                        "X-Forwarded-For": "203.0.113.7"})  # fmt: skip
+            assert me["sub"] == user
+        done = run_demo("--url", server.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "The shield stopped the thief in 6 of 6 stories." in done.stdout
+    assert "NOT PLAYED" not in done.stdout
 
 
 def test_the_demo_says_when_the_app_is_not_running() -> None:

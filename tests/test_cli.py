@@ -231,6 +231,19 @@ def test_check_config_clean_prints_every_setting_masked(make_app: AppFactory, cl
     assert "warning" not in out
 
 
+def test_check_config_refuses_a_limit_allowing_no_request() -> None:
+    # Read without init_app (the app's factory never got that far): the limit's own parser
+    # refuses it here too, as a clean error naming the key rather than a traceback.
+    from flask_jwt_shield.cli import cli
+
+    app = Flask(__name__)
+    app.config.update({"JWT_SHIELD_SECRET_KEY": SECRET, "JWT_SHIELD_RATE_LIMIT": "0/minute"})
+    result = app.test_cli_runner().invoke(cli, ["check-config", "--offline"])
+    assert result.exit_code == 1, result.output
+    assert "JWT_SHIELD_RATE_LIMIT is '0/minute'" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_check_config_masks_passwords_in_uris(make_app: AppFactory) -> None:
     app, _ = make_app({"JWT_SHIELD_STORE_URI": "redis://:hunter2@127.0.0.1:1/0",
                        "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "redis://ops:hunter3@127.0.0.1:1/1"})  # fmt: skip

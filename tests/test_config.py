@@ -87,6 +87,18 @@ def test_bad_config_refused_at_init_app(config: dict[str, t.Any], message: str) 
         init(config)
 
 
+@pytest.mark.parametrize("key", ["JWT_SHIELD_RATE_LIMIT", "JWT_SHIELD_SPIKE_THRESHOLD", "JWT_SHIELD_ADAPTIVE_FLOOR"])
+@pytest.mark.parametrize("value", ["0/minute", "10/second;0/minute"])
+def test_limit_allowing_no_request_is_refused_by_config(key: str, value: str) -> None:
+    # Limit strings are parsed by one parser: what the configuration accepts, the limiter
+    # accepts too (a zero amount once passed here and failed only when the limiter was built).
+    config = {"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_ADAPTIVE": True, key: value}
+    for read in (ShieldConfig.from_mapping, init):
+        with pytest.raises(ConfigurationError, match=re.escape(f"{key} is {value!r}")) as info:
+            read(config)
+        assert "must be at least 1, for example '1/minute'" in str(info.value)
+
+
 def test_hs_mixed_with_asymmetric_refused() -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     ring = [{"kid": "ec", "alg": "ES256", "key": pem(ec_key)}, {"kid": "hs", "alg": "HS256", "key": "x" * 40}]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from example_app.app import _demo_signing_key
 from example_app.app import create_app
 
 from .conftest import Clock
@@ -26,8 +27,9 @@ def login(client: t.Any, ip: str = "192.0.2.10", password: str = "wonderland") -
 
 def test_secret_and_store_live_in_the_instance_folder(client: t.Any, tmp_path: Path) -> None:
     assert login(client).status_code == 200
-    secret = (tmp_path / "instance" / "jwt-secret.txt").read_text()
-    assert len(secret) >= 32
+    key = (tmp_path / "instance" / "jwt-signing-key.pem").read_text()
+    assert key.startswith("-----BEGIN PRIVATE KEY-----")
+    assert (tmp_path / "instance" / "jwt-signing-key.pem").stat().st_mode & 0o077 == 0
     assert (tmp_path / "instance" / "shield.db").exists()
 
 
@@ -35,7 +37,7 @@ def test_secret_and_store_live_in_the_instance_folder(client: t.Any, tmp_path: P
 def test_two_example_servers_share_one_redis(tmp_path: Path, clock: Clock, redis_url: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setenv("JWT_SHIELD_STORE_URI", redis_url)
-    monkeypatch.setenv("JWT_SHIELD_SECRET_KEY", "example-two-servers-" + "s" * 40)
+    monkeypatch.setenv("JWT_SHIELD_PRIVATE_KEY", _demo_signing_key(tmp_path / "shared"))
     one = create_app({"TESTING": True}, instance_path=str(tmp_path / "one")).test_client()
     two = create_app({"TESTING": True}, instance_path=str(tmp_path / "two")).test_client()
     here = {"X-Forwarded-For": "192.0.2.10"}
@@ -257,3 +259,136 @@ def test_dpop_client_script(served: str, capsys: pytest.CaptureFixture[str]) -> 
     assert "thief, as Bearer: 401 invalid_token" in out
     assert "thief, with the thief's own key: 401 invalid_dpop_proof" in out
     assert "thief, with a captured proof: 401 invalid_dpop_proof" in out
+
+
+def test_dpop_client_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from example_app.dpop_client import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["dpop_client", "--help"])
+    assert exited.value.code == 0
+    assert "usage: python -m example_app.dpop_client" in capsys.readouterr().out
+
+
+def test_dpop_client_without_a_server_says_so_in_one_line() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "example_app.dpop_client", url], cwd=root, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot reach the example app at {url} (") and "make run" in line
+
+
+# -- the settings: the issuer follows the port, and the app passes its own check-config --------
+
+
+def _issuer_of(app: t.Any) -> str:
+    import jwt
+
+    pair = app.test_client().post("/auth/login", json={"username": "alice", "password": "wonderland"},
+                                  headers={"X-Forwarded-For": "192.0.2.10"}).json  # fmt: skip
+    return str(jwt.decode(pair["access_token"], options={"verify_signature": False})["iss"])
+
+
+def test_issuer_follows_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JWT_SHIELD_ISSUER", raising=False)
+    monkeypatch.setenv("PORT", "8123")  # PORT=8123 make run
+    assert _issuer_of(create_app({"TESTING": True}, instance_path=str(tmp_path / "a"))) == "http://127.0.0.1:8123"
+    monkeypatch.delenv("PORT")
+    assert _issuer_of(create_app({"TESTING": True}, instance_path=str(tmp_path / "b"))) == "http://127.0.0.1:5000"
+    monkeypatch.setenv("JWT_SHIELD_ISSUER", "https://api.example.com")
+    assert _issuer_of(create_app({"TESTING": True}, instance_path=str(tmp_path / "c"))) == "https://api.example.com"
+
+
+def test_check_config_has_nothing_to_say_about_the_example_keys(tmp_path: Path) -> None:
+    from flask_jwt_shield.cli import cli
+
+    app = create_app({}, instance_path=str(tmp_path / "instance"))
+    out = app.test_cli_runner().invoke(cli, ["check-config"]).output
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    # Two warnings the app cannot answer by its settings (see CHANGES.rst): the bundled demo
+    # database has a fixed build date (it places documentation addresses only, which never
+    # move), and the dev server's one process counts the rate limits in memory.
+    known = ("warning: the GeoIP database", "warning: JWT_SHIELD_RATE_LIMIT ('60/minute') counts in each process")
+    assert [w for w in warnings if not w.startswith(known)] == []
+    assert "HS keys" not in out
+
+
+# -- the start page's tour and the attack demo on a fresh instance ---------------------------------
+
+
+def test_forget_places_is_for_admins(client: t.Any) -> None:
+    berlin = {"X-Forwarded-For": "192.0.2.10"}
+    alice = login(client).json["access_token"]
+    bob = client.post("/auth/login", json={"username": "bob", "password": "builder"}, headers=berlin)
+    r = client.post("/api/admin/forget-places", json={"username": "alice"},
+                    headers={**bearer(bob.json["access_token"]), **berlin})  # fmt: skip
+    assert r.status_code == 403
+    r = client.post("/api/admin/forget-places", json={"username": "nobody"}, headers={**bearer(alice), **berlin})
+    assert r.status_code == 400
+    # alice was last in Berlin: a login from Tokyo moments later is impossible travel ...
+    assert login(client, "203.0.113.7").status_code == 403
+    r = client.post("/api/admin/forget-places", json={"username": "alice"}, headers={**bearer(alice), **berlin})
+    assert r.status_code == 200 and r.json == {"forgotten": "alice"}
+    # ... and after an admin cleared her places (a false alarm), it is a first login again.
+    assert login(client, "203.0.113.7").status_code == 200
+
+
+def _tour_commands(html: str) -> list[str]:
+    """The start page's shell commands, one string each (continuation lines joined)."""
+    import html as html_lib
+    import re
+
+    blocks = [html_lib.unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", html, re.DOTALL)]
+    return [c for b in blocks for c in b.replace("\\\n", " ").splitlines() if c.strip().startswith("curl")]
+
+
+def test_the_tour_does_what_it_says_on_a_fresh_instance(client: t.Any) -> None:
+    import re
+    import shlex
+
+    commands = _tour_commands(client.get("/").get_data(as_text=True))
+    login_cmd, me_cmd, thief_cmd = commands  # log in, call the API, be a thief in Tokyo
+
+    def forwarded(command: str) -> dict[str, str]:
+        found = re.findall(r"X-Forwarded-For: ([0-9.]+)", command)
+        return {"X-Forwarded-For": found[0]} if found else {}
+
+    data = shlex.split(login_cmd)[shlex.split(login_cmd).index("-d") + 1]
+    import json
+
+    pair = client.post("/auth/login", json=json.loads(data), headers=forwarded(login_cmd)).json
+    token = bearer(pair["access_token"])
+    assert client.get("/api/me", headers={**token, **forwarded(me_cmd)}).status_code == 200
+    assert forwarded(thief_cmd) == {"X-Forwarded-For": "203.0.113.7"}
+    thief = client.get("/api/me", headers={**token, **forwarded(thief_cmd)})
+    assert thief.status_code == 401  # as the page promises: refused, the session revoked
+    assert client.get("/api/me", headers={**token, **forwarded(me_cmd)}).status_code == 401
+    # Tokyo did not become alice's last place: she logs in again from Berlin.
+    assert login(client).status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    '{"username": "\\ud800", "password": "wonderland"}',
+    '{"username": "alice", "password": "\\udfff"}',
+])  # fmt: skip
+def test_a_lone_surrogate_gets_400_not_500(client: t.Any, body: str) -> None:
+    """Newcomer's list, bug 4: JSON may escape a lone surrogate; it is no text to store."""
+    r = client.post("/auth/login", data=body, content_type="application/json")
+    assert r.status_code == 400
+    assert r.json["error"] == "invalid_request"
+
+
+def test_a_note_with_a_lone_surrogate_gets_400(client: t.Any) -> None:
+    token = login(client).json["access_token"]
+    r = client.post("/api/notes", data='{"text": "hi \\ud800"}', content_type="application/json",
+                    headers={**bearer(token), "X-Forwarded-For": "192.0.2.10"})  # fmt: skip
+    assert r.status_code == 400

@@ -366,3 +366,15 @@ def test_monitor_only_lets_a_new_country_login_through(geo_app: t.Any, clock: Cl
     with app.app_context():
         (event,) = shield.events(kind="new-country")
     assert event.action == "flag" and event.detail["intended_action"] == "deny"
+
+
+def test_forget_places_clears_a_subjects_geo_history(geo_app: t.Any, clock: Clock) -> None:
+    """Newcomer's list, bug 3: after a false alarm an operator clears the history (countries
+    and last place), and the next login is judged like a first one: no travel, no new country."""
+    app, shield = geo_app(JWT_SHIELD_NEW_COUNTRY_ACTION="deny", JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="deny")
+    assert login(app, BERLIN).status_code == 200
+    clock.advance(600)
+    assert login(app, TOKYO).status_code == 403  # a new country, and too far too fast
+    with app.app_context():
+        shield.forget_places("alice")
+    assert login(app, TOKYO).status_code == 200

@@ -114,3 +114,19 @@ def test_the_face_does_not_hold_the_pipeline() -> None:
     for step in ("def run(", "def check_revocation(", "def act(", "def store_failed(", "extract_token(",
                  "store.rotate(", "store.create_family("):  # fmt: skip
         assert step not in source, f"{step} belongs in the pipeline, sessions or state"
+
+
+def test_rate_limiting_reaches_only_its_own_modules_and_errors() -> None:
+    # No geo, no config: config reads limit strings through ratelimit.syntax, not the reverse.
+    graph = _graph()
+    rate = {name for name in graph if name.startswith("flask_jwt_shield.ratelimit")}
+    assert "flask_jwt_shield.ratelimit.syntax" in rate
+    reached: set[str] = set()
+    todo = [dep for name in rate for dep in graph[name]]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph.get(module, ()))
+    assert reached - rate <= {"flask_jwt_shield.errors"}, reached - rate
+    assert graph["flask_jwt_shield.ratelimit.syntax"] == set()  # a leaf

@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from limits import parse_many
 
+from flask_jwt_shield.errors import StoreError
 from flask_jwt_shield.ratelimit import AdaptiveSettings
 from flask_jwt_shield.ratelimit import LimiterStorageError
 from flask_jwt_shield.ratelimit import RateDecision
@@ -501,6 +502,8 @@ def test_redis_down_raises_limiter_storage_error(kind: str) -> None:
             engine.check("jti-1")
     assert info.value.__cause__ is info.value.original
     assert isinstance(redis_root(info.value), redis.exceptions.ConnectionError)
+    # a store failure like any other: whoever handles StoreError handles this one too
+    assert isinstance(info.value, StoreError)
 
 
 def test_reused_app_limiter_errors_are_wrapped_too() -> None:

@@ -299,3 +299,16 @@ def test_log_out_everywhere_leaves_no_live_session(make_app: AppFactory, store_u
     with app.app_context():
         assert [s.sid for s in shield.sessions("alice")] != []
     assert client.get("/api/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+
+@pytest.mark.parametrize("call", ["issue_tokens", "create_access_token", "revoke_subject", "sessions",
+                                  "forget_places", "events"])  # fmt: skip
+def test_a_lone_surrogate_is_refused_with_a_clear_error(make_app: AppFactory, store_uri: str, call: str) -> None:
+    """Newcomer's list, bug 4: a subject that is not valid Unicode cannot be stored (SQLite
+    raised UnicodeEncodeError); every call that takes one refuses it with a ValueError."""
+    app, shield = make_app({"JWT_SHIELD_STORE_URI": store_uri})
+    with app.test_request_context("/login", method="POST"), pytest.raises(ValueError, match="lone surrogate"):
+        if call == "events":
+            shield.events(subject="\ud800")
+        else:
+            getattr(shield, call)("\ud800")

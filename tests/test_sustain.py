@@ -11,9 +11,9 @@ import typing as t
 import pytest
 
 from flask_jwt_shield import ConfigurationError
-from flask_jwt_shield.config import Sustain
 from flask_jwt_shield.ratelimit import AdaptiveSettings
 from flask_jwt_shield.ratelimit import TokenRateLimiter
+from flask_jwt_shield.ratelimit.syntax import Sustain
 from tests.conftest import AppFactory
 from tests.conftest import Clock
 

@@ -58,6 +58,13 @@ def store_from_uri(
             raise ConfigurationError(
                 f"JWT_SHIELD_STORE_URI {uri!r} names no cluster node; write 'redis+cluster://host:6379'."
             )
+        try:
+            import redis  # noqa: F401 - the optional client, checked here for a clear start-up error
+        except ImportError:
+            raise ConfigurationError(
+                f"JWT_SHIELD_STORE_URI {uri!r} needs the Redis client, which is not installed;"
+                " install it with: pip install 'Flask-JWT-Shield[redis]'."
+            ) from None
         return RedisStore(uri, connect_timeout=connect_timeout, timeout=timeout, max_delay=max_delay)
     raise ConfigurationError(
         f"JWT_SHIELD_STORE_URI {uri!r} has an unknown scheme {scheme!r}; use 'memory://',"

@@ -1,0 +1,33 @@
+"""Per-token rate limits, spike detection and adaptive per-subject baselines (re-exports only).
+
+The rate step of the request pipeline (DESIGN.md, step 6), one job per module:
+:mod:`.syntax` (limit strings), :mod:`.limiter` (:class:`TokenRateLimiter`),
+:mod:`.adaptive` (the baseline rule and its Lua twin), :mod:`.storage` (storages and their
+errors), :mod:`.decision` (what a check decides).
+"""
+
+from __future__ import annotations
+
+from .adaptive import AdaptiveSettings
+from .decision import AnomalyReport
+from .decision import RateDecision
+from .decision import SpikeReport
+from .limiter import TokenRateLimiter
+from .storage import LimiterStorageError
+from .syntax import default_spike_threshold
+from .syntax import parse_limits
+from .syntax import scale_limit_string
+from .syntax import validate_limit_string
+
+__all__ = [
+    "AdaptiveSettings",
+    "AnomalyReport",
+    "LimiterStorageError",
+    "RateDecision",
+    "SpikeReport",
+    "TokenRateLimiter",
+    "default_spike_threshold",
+    "parse_limits",
+    "scale_limit_string",
+    "validate_limit_string",
+]
