@@ -43,6 +43,7 @@ from .geo import GeoGuard
 from .jwks import JWKSClient
 from .keys import KeyRing
 from .ratelimit import AdaptiveSettings
+from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .stores import Store
@@ -109,6 +110,12 @@ class ShieldState:
         self.recorder = EventRecorder(config, store)
         self.limiter = limiter
         self.geo = geo
+        #: The token endpoint's own limits (per session, per client address), or ``None``.
+        storage = limiter.storage if limiter is not None else None
+        self.refresh_limits = tuple(
+            KeyedLimit(storage, text, f"jwt-shield-refresh-{name}") if storage is not None and text else None
+            for name, text in (("session", config.refresh_rate_limit), ("address", config.refresh_address_rate_limit))
+        )
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
         self._last_outage_event = -math.inf
