@@ -8,6 +8,7 @@ builds the app's :class:`~flask_jwt_shield.state.ShieldState` and its request pi
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from . import transport
 from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
+from .config import duration_seconds
 from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
@@ -184,14 +186,17 @@ class JWTShield:
         self,
         sub: str,
         claims: t.Mapping[str, t.Any] | None = None,
-        expires_in: int | None = None,
+        expires_in: int | datetime.timedelta | None = None,
     ) -> str:
         """Sign an access token (``typ`` ``at+jwt``) for ``sub``. Needs an app context.
 
         :param claims: extra claims; registered ones (``sub``, ``exp``, ``jti`` ...) are
             written by the shield and may not be given.
-        :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
+        :param expires_in: whole seconds or a :class:`~datetime.timedelta`, default
+            ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
+        if isinstance(expires_in, datetime.timedelta):
+            expires_in = int(duration_seconds(expires_in, "expires_in", whole=True))
         return _sessions.create_access_token(current_state(), _text("sub", sub), claims, expires_in)
 
     def issue_tokens(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing as t
 from collections.abc import Mapping
 from typing import Final
@@ -25,7 +26,10 @@ from .keys import ConfigKey
 from .read import Reader
 from .read import bad_algorithm
 from .read import check_url
+from .read import flask_jwt_extended_warnings
 from .read import refuse_unknown_keys
+
+logger = logging.getLogger("flask_jwt_shield")
 
 _RESOURCE_SERVER_DEFAULT_ALGORITHMS = ("RS256", "ES256")
 
@@ -448,9 +452,17 @@ class ShieldConfig:
     alerts: AlertSettings | None
 
     @classmethod
-    def from_mapping(cls, config: Mapping[str, t.Any]) -> ShieldConfig:
-        """Read and validate every key from ``config`` (an ``app.config``)."""
+    def from_mapping(cls, config: Mapping[str, t.Any], *, warn: bool = True) -> ShieldConfig:
+        """Read and validate every key from ``config`` (an ``app.config``).
+
+        With ``warn``, log a WARNING for each Flask-JWT-Extended setting that has a shield
+        equivalent (:func:`~flask_jwt_shield.config.flask_jwt_extended_warnings`); they are
+        never refused.
+        """
         refuse_unknown_keys(config)
+        if warn:
+            for warning in flask_jwt_extended_warnings(config):
+                logger.warning("%s", warning)
         r = Reader(config)
         remote = RemoteSettings.read(r)
         request = RequestSettings.read(r)
