@@ -59,6 +59,7 @@ from .jose import RSA_MIN_BITS
 from .jose import JOSEError
 from .jose import json_document
 from .keys import Key
+from .masking import mask_url
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -390,13 +391,13 @@ class JWKSClient:
     def from_config(cls, config: ShieldConfig) -> JWKSClient:
         """The client of resource-server mode (``JWT_SHIELD_JWKS_URL`` or discovery)."""
         return cls(
-            config.jwks_url,
-            allowed=frozenset(config.allowed_algorithms or ()),
-            issuer=config.issuer,
-            discovery=config.oidc_discovery,
-            cache_ttl=config.jwks_cache_ttl,
-            min_refetch=config.jwks_min_refetch,
-            timeout=config.jwks_timeout,
+            config.remote.jwks_url,
+            allowed=frozenset(config.keys.allowed_algorithms or ()),
+            issuer=config.keys.issuer,
+            discovery=config.remote.oidc_discovery,
+            cache_ttl=config.remote.jwks_cache_ttl,
+            min_refetch=config.remote.jwks_min_refetch,
+            timeout=config.remote.jwks_timeout,
         )
 
     # -- what the verifier asks ---------------------------------------------------------
@@ -475,7 +476,8 @@ class JWKSClient:
                 self._retry_at = time.time() + max(backoff, 0.0)
                 self.next_check = max(self._expires_at, self._retry_at)
                 state = "keeping the cached keys" if self._set is not None else "no keys yet: requests get 503"
-                logger.warning("JWK Set fetch from %s failed (%s); %s", self._jwks_url or self.issuer, exc, state)
+                where = mask_url(self._jwks_url or self.issuer or "")
+                logger.warning("JWK Set fetch from %s failed (%s); %s", where, exc, state)
                 return True
             self._failures = 0
             self.last_error = None

@@ -13,6 +13,7 @@ import hmac
 import json
 import time
 import typing as t
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -472,8 +473,9 @@ def test_issuing_and_refresh_refused(rs_app: RSApp, method: str) -> None:
         getattr(shield, method)("alice")
 
 
-def test_cli_revoke_and_check_config(rs_app: RSApp, rs_key: SigningKey, issuer: str) -> None:
-    app, _ = rs_app()
+def test_cli_revoke_and_check_config(rs_app: RSApp, rs_key: SigningKey, issuer: str, tmp_path: t.Any) -> None:
+    # A shared store: the CLI refuses to revoke into a memory store it cannot share.
+    app, _ = rs_app(STORE_URI=f"sqlite:///{tmp_path / 'shield.db'}")
     runner = FlaskCliRunner(app)
     token = auth0_token(rs_key, issuer, jti="cli-jti")
     assert get(app, token).status_code == 200
@@ -529,7 +531,7 @@ BERLIN, MUNICH, TOKYO = "192.0.2.10", "192.0.2.200", "203.0.113.10"
 
 
 @pytest.fixture
-def country_db(tmp_path: t.Any) -> str:
+def country_db(tmp_path: Path) -> str:
     from tests.mmdb_util import write_country_db
 
     return str(write_country_db(tmp_path / "country.mmdb", {"192.0.2.0/24": "DE", "203.0.113.0/24": "JP"}))
