@@ -703,7 +703,9 @@ def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster
     revoker = RedisStore(cluster.url, prefix=prefix)
 
     def elsewhere_connection(attempt: int) -> t.Any:
-        return redis.connection.Connection(port=elsewhere, socket_timeout=1.0, decode_responses=True, protocol=2)
+        options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True,
+                                     "protocol": 2}  # fmt: skip
+        return redis.connection.Connection(**options)
 
     observer.subscriber_connection = elsewhere_connection  # type: ignore[method-assign]
     release = stall_bus(cluster, owner, [elsewhere])
