@@ -60,6 +60,7 @@ class ConfigKey:
     RATE_LIMIT_KEY = "JWT_SHIELD_RATE_LIMIT_KEY"
     RATE_LIMIT_STRATEGY = "JWT_SHIELD_RATE_LIMIT_STRATEGY"
     RATE_LIMIT_STORAGE_URI = "JWT_SHIELD_RATE_LIMIT_STORAGE_URI"
+    INTROSPECTION_RATE_LIMIT = "JWT_SHIELD_INTROSPECTION_RATE_LIMIT"
     SPIKE_THRESHOLD = "JWT_SHIELD_SPIKE_THRESHOLD"
     SPIKE_ACTION = "JWT_SHIELD_SPIKE_ACTION"
     SPIKE_SUSTAIN = "JWT_SHIELD_SPIKE_SUSTAIN"
@@ -201,6 +202,7 @@ class ShieldConfig:
     rate_limit_key: str
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
+    introspection_rate_limit: str | None
     spike_threshold: str | None
     spike_action: str
     spike_sustain: str | None
@@ -347,6 +349,7 @@ class ShieldConfig:
             rate_limit_key=r.choice(K.RATE_LIMIT_KEY, "jti", frozenset({"jti", "sub"}), hint="'jti'"),
             rate_limit_strategy=strategy,
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
+            introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag"),
             spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),

@@ -31,9 +31,19 @@ from .config import ConfigKey
 from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
+from .global_logout import GlobalTokenRevocation
+from .global_logout import GlobalTokenRevocationSettings
+from .introspection import Authorizer as IntrospectionAuthorizer
+from .introspection import IntrospectionEndpoint
 from .jwks import JWKSClient
+from .metadata import AUTHORIZATION_SERVER_PATH
+from .metadata import RESOURCE_PATH
+from .metadata import AuthorizationServerMetadata
+from .metadata import ResourceMetadata
+from .oauth import ALL_METHODS
 from .oauth import ClientAuthenticator
 from .oauth import TokenEndpoint
+from .oauth import role
 from .pipeline import Pipeline
 from .ratelimit import parse_limits
 from .sessions import Session
@@ -48,6 +58,7 @@ from .state import Registry
 from .state import ShieldState
 from .state import current_state
 from .stores import Store
+from .token_revocation import RevocationEndpoint
 from .tokens import Claims
 
 logger = logging.getLogger("flask_jwt_shield")
@@ -323,14 +334,13 @@ class JWTShield:
         """A blueprint serving the JWK Set at ``/.well-known/jwks.json`` (exempt)."""
         bp = Blueprint(name, __name__)
 
-        @bp.get("/.well-known/jwks.json")
-        @self.exempt
         def jwks() -> ResponseReturnValue:
             response = jsonify(self.jwks())
             response.cache_control.public = True
             response.cache_control.max_age = 300
             return response
 
+        bp.add_url_rule("/.well-known/jwks.json", "jwks", self.exempt(role(jwks, "jwks_uri")), methods=["GET"])
         return bp
 
     def security_events_blueprint(
@@ -430,7 +440,7 @@ class JWTShield:
             _sessions.refuse_in_resource_server_mode(current_state(), "token_view")
             return endpoint()
 
-        return self.exempt(token)
+        return self.exempt(role(token, "token_endpoint", ALL_METHODS))
 
     def token_blueprint(
         self,
@@ -442,6 +452,160 @@ class JWTShield:
         """A blueprint serving :meth:`token_view` at ``url`` (``POST`` only)."""
         bp = Blueprint(name, __name__)
         bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
+        return bp
+
+    # -- revocation, introspection, metadata, the provider's logout (see :doc:`oauth`) -----
+
+    def revocation_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:
+        """A ready RFC 7009 token revocation endpoint, exempt from the pipeline (``POST``).
+
+        Reads ``token`` (and ``token_type_hint``, tried first but not trusted) form-encoded
+        and authenticates the client with the same hook as :meth:`token_view`. A refresh
+        token ends its whole session (:meth:`revoke_family`), an access token only itself
+        (:meth:`revoke_token`). A token issued to another client (its ``client_id`` claim)
+        is not revoked: 400 ``invalid_grant``; one issued without a ``client_id`` may be
+        revoked by any client the hook accepts. An unknown, invalid or expired token gets
+        200 like a revoked one (§2.2). A DPoP-bound session needs no proof to be revoked.
+        """
+        endpoint = RevocationEndpoint(authenticate_client)
+
+        def revoke() -> Response:
+            _sessions.refuse_in_resource_server_mode(current_state(), "revocation_view")
+            return endpoint()
+
+        return self.exempt(role(revoke, "revocation_endpoint", ALL_METHODS))
+
+    def introspection_view(
+        self,
+        *,
+        authenticate_client: ClientAuthenticator | None = None,
+        authorize: IntrospectionAuthorizer | None = None,
+    ) -> t.Callable[[], Response]:
+        """A ready RFC 7662 token introspection endpoint, exempt from the pipeline (``POST``).
+
+        Answers ``{"active": true, "scope", "client_id", "sub", "exp", "iat", "nbf", "iss",
+        "aud", "jti", "token_type", "cnf"}`` for a token the shield would accept now --
+        revocations of the token, its session, subject or key and every
+        ``revocation_checker`` included; a refresh token while it can still be used -- and
+        ``{"active": false}`` for anything else. Rate limited per caller
+        (:data:`JWT_SHIELD_INTROSPECTION_RATE_LIMIT`).
+
+        :param authenticate_client: the client check of :meth:`token_view`. A client must
+            present a secret: a public client never introspects.
+        :param authorize: ``fn() -> bool``, run in the request, for callers without client
+            credentials (a resource server with its own bearer token, say).
+
+        At least one of the two is required: introspection is never open to anyone.
+        """
+        if authenticate_client is None and authorize is None:
+            raise ConfigurationError(
+                "introspection_view() needs authenticate_client=... or authorize=...: an open"
+                " introspection endpoint would tell anyone whether a stolen token still works."
+            )
+        endpoint = IntrospectionEndpoint(authenticate_client, authorize)
+
+        def introspect() -> Response:
+            _sessions.refuse_in_resource_server_mode(current_state(), "introspection_view")
+            return endpoint()
+
+        methods = ("client_secret_basic", "client_secret_post") if authenticate_client is not None else ()
+        return self.exempt(role(introspect, "introspection_endpoint", methods))
+
+    def global_token_revocation_view(
+        self,
+        *,
+        issuer: str,
+        jwks_url: str,
+        audience: str | None = None,
+        algorithms: t.Sequence[str] = ("RS256", "ES256"),
+        resolve_subject: t.Callable[[dict[str, t.Any]], str | None] | None = None,
+        max_age: float = 300,
+    ) -> t.Callable[[], Response]:
+        """The global token revocation endpoint an identity provider calls to log a user out
+        of this app (draft-parecki-oauth-global-token-revocation; Okta Universal Logout),
+        exempt from the pipeline (``POST``).
+
+        The request carries ``{"sub_id": {...}}`` (RFC 9493) and the provider's signed JWT
+        as ``Authorization: Bearer``; the subject loses every session and token
+        (:meth:`revoke_subject`). Answers 204, or 400, 401, 404 and 503 as the draft says.
+
+        :param issuer: the provider's issuer (the JWT's ``iss``).
+        :param jwks_url: the provider's JWK Set, which verifies the JWT.
+        :param audience: the JWT's ``aud``; default: this endpoint's URL.
+        :param algorithms: the signing algorithms accepted.
+        :param resolve_subject: ``fn(sub_id) -> sub | None`` for identifiers other than an
+            ``iss_sub`` of :data:`JWT_SHIELD_ISSUER` (an ``email``, the provider's own
+            ``iss_sub``); ``None`` answers 404.
+        :param max_age: seconds the JWT may be old (its ``iat``).
+        """
+        try:
+            client = JWKSClient(jwks_url, allowed=frozenset(algorithms))
+        except ValueError as exc:
+            raise ConfigurationError(f"global_token_revocation_view(jwks_url=...): {exc}") from None
+        settings = GlobalTokenRevocationSettings(issuer=issuer, audience=audience, max_age=float(max_age),
+                                                 resolve_subject=resolve_subject)  # fmt: skip
+        return self.exempt(GlobalTokenRevocation(settings, client).view())
+
+    def metadata_blueprint(
+        self,
+        *,
+        resource: str | None = None,
+        authorization_servers: t.Sequence[str] | None = None,
+        scopes: t.Sequence[str] | None = None,
+        response_types: t.Sequence[str] = ("none",),
+        authorization_endpoint: str | None = None,
+        name: str = "jwt_shield_metadata",
+    ) -> Blueprint:
+        """A blueprint serving the metadata documents (exempt), generated on each request
+        from the configuration and the shield endpoints the app mounted:
+
+        * ``/.well-known/oauth-authorization-server`` (RFC 8414), for the issuing app;
+        * ``/.well-known/oauth-protected-resource`` (RFC 9728), and its path-suffixed form
+          when ``resource`` has a path, in both modes. Once registered, every
+          ``WWW-Authenticate`` challenge names it (``resource_metadata="..."``).
+
+        Register it after :meth:`init_app` and without a URL prefix (well-known URIs sit
+        at the root). See :class:`~flask_jwt_shield.metadata.AuthorizationServerMetadata`
+        and :class:`~flask_jwt_shield.metadata.ResourceMetadata` for the parameters.
+        """
+        try:
+            server = AuthorizationServerMetadata(scopes=scopes, response_types=response_types,
+                                                 authorization_endpoint=authorization_endpoint)  # fmt: skip
+            protected = ResourceMetadata(resource=resource, authorization_servers=authorization_servers,
+                                         scopes=scopes)  # fmt: skip
+        except ValueError as exc:
+            raise ConfigurationError(f"metadata_blueprint(): {exc}") from None
+        bp = Blueprint(name, __name__)
+        bp.add_url_rule(AUTHORIZATION_SERVER_PATH, "authorization_server", self.exempt(server.view))
+        bp.add_url_rule(RESOURCE_PATH, "protected_resource", self.exempt(protected.view))
+        bp.add_url_rule(f"{RESOURCE_PATH}/<path:suffix>", "protected_resource_path", self.exempt(protected.view))
+        protected.install(bp)
+        return bp
+
+    def oauth_blueprint(
+        self,
+        *,
+        authenticate_client: ClientAuthenticator | None = None,
+        authorize_introspection: IntrospectionAuthorizer | None = None,
+        token_url: str = "/oauth/token",  # noqa: S107 -- a path, not a secret
+        revocation_url: str = "/oauth/revoke",
+        introspection_url: str = "/oauth/introspect",
+        resource: str | None = None,
+        scopes: t.Sequence[str] | None = None,
+        name: str = "jwt_shield_oauth",
+    ) -> Blueprint:
+        """Every OAuth endpoint at once: :meth:`token_view`, :meth:`revocation_view`,
+        :meth:`introspection_view` (when ``authenticate_client`` or
+        ``authorize_introspection`` is given) and the documents of
+        :meth:`metadata_blueprint`, which list them. Register it without a URL prefix."""
+        bp = self.metadata_blueprint(resource=resource, scopes=scopes, name=name)
+        bp.add_url_rule(token_url, "token", self.token_view(authenticate_client=authenticate_client),
+                        methods=["POST"])  # fmt: skip
+        bp.add_url_rule(revocation_url, "revocation", self.revocation_view(authenticate_client=authenticate_client),
+                        methods=["POST"])  # fmt: skip
+        if authenticate_client is not None or authorize_introspection is not None:
+            view = self.introspection_view(authenticate_client=authenticate_client, authorize=authorize_introspection)
+            bp.add_url_rule(introspection_url, "introspection", view, methods=["POST"])
         return bp
 
 

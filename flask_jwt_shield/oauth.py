@@ -36,7 +36,9 @@ from .errors import StoreUnavailable
 from .errors import UnsupportedGrantType
 from .state import ShieldState
 from .state import current_state
+from .tokens import ACCESS_TYPE
 from .tokens import REFRESH_TYPE
+from .tokens import Claims
 
 if t.TYPE_CHECKING:
     from .sessions import TokenPair
@@ -53,6 +55,8 @@ __all__ = [
     "invalid_request",
     "json_response",
     "parse_token_request",
+    "presented_token",
+    "role",
     "scope_tokens",
 ]
 
@@ -87,6 +91,14 @@ class ClientCredentials:
         secret = None if self.client_secret is None else "***"
         return f"ClientCredentials(client_id={self.client_id!r}, client_secret={secret}, method={self.method!r})"
 
+
+#: RFC 7009 §2.1 / RFC 7662 §2.1 ``token_type_hint`` values and the token types they name.
+TOKEN_TYPE_HINTS = {"access_token": ACCESS_TYPE, "refresh_token": REFRESH_TYPE}
+#: The attribute that names an OAuth endpoint's role on its view function (the metadata
+#: documents find the mounted endpoints by it) and the client authentication methods it takes.
+ROLE_ATTRIBUTE = "jwt_shield_oauth_role"
+#: Client authentication methods of the endpoints that take public clients too.
+ALL_METHODS = ("client_secret_basic", "client_secret_post", "none")
 
 #: ``authenticate_client(credentials) -> bool``: ``True`` lets the request through.
 ClientAuthenticator = t.Callable[[ClientCredentials], bool]
@@ -366,3 +378,33 @@ def token_response(pair: TokenPair, scope: str | None = None) -> Response:
     if scope is not None:
         body["scope"] = scope
     return json_response(body)
+
+
+V = t.TypeVar("V", bound=t.Callable[..., t.Any])
+
+
+def role(view: V, name: str, methods: t.Sequence[str] = ()) -> V:
+    """Mark ``view`` as the endpoint ``name`` of the metadata documents (``"token_endpoint"``,
+    ``"revocation_endpoint"`` ...) taking the client authentication ``methods``."""
+    setattr(view, ROLE_ATTRIBUTE, (name, tuple(methods)))
+    return view
+
+
+def presented_token(state: ShieldState, token: str, hint: str | None) -> tuple[str, Claims, str] | None:
+    """What a token given to the revocation or introspection endpoint is: its type
+    (``at+jwt`` or ``refresh+jwt``), its verified claims and its key's ``kid``; ``None``
+    for a token that is not one of this app's, malformed, forged or expired.
+
+    ``hint`` (``token_type_hint``) only decides which type is tried first (RFC 7009 §2.1:
+    honoured, not trusted); an unknown hint is ignored.
+    """
+    first = TOKEN_TYPE_HINTS.get(hint or "", ACCESS_TYPE)
+    for typ in (first, REFRESH_TYPE if first == ACCESS_TYPE else ACCESS_TYPE):
+        try:
+            claims, kid = state.codec.verify(token, typ)
+        except InvalidToken as exc:
+            if exc.reason != "wrong-type":
+                return None  # expired, forged, malformed: the same answer for either type
+            continue
+        return typ, claims, kid
+    return None

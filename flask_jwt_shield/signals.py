@@ -55,6 +55,13 @@ store_unavailable = _namespace.signal("store-unavailable")
 #: ``detail`` has the ``error``. At most one every 5 seconds.
 jwks_unavailable = _namespace.signal("jwks-unavailable")
 
+#: The introspection endpoint answered for a token (``jti`` names it, when it has one);
+#: ``detail`` has ``client_id`` and ``active``. Once a minute per caller and token.
+token_introspected = _namespace.signal("token-introspected")
+#: The global token revocation endpoint was called by the identity provider; ``detail``
+#: has the provider's ``issuer``, the subject identifier's ``format`` and ``status``.
+global_logout = _namespace.signal("global-logout")
+
 #: Event kind → signal.
 BY_KIND = {
     signal.name: signal
@@ -62,6 +69,6 @@ BY_KIND = {
         token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
         session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
         traffic_anomaly, new_country, country_changed, impossible_travel, country_denied,
-        dpop_rejected, store_unavailable, jwks_unavailable,
+        dpop_rejected, store_unavailable, jwks_unavailable, token_introspected, global_logout,
     )
 }  # fmt: skip

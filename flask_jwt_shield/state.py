@@ -112,6 +112,9 @@ class ShieldState:
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
+        #: ``fn() -> URL`` of the app's RFC 9728 protected resource metadata, set when a
+        #: metadata blueprint is registered; every challenge then names it.
+        self.resource_metadata: t.Callable[[], str] | None = None
 
     @classmethod
     def build(
