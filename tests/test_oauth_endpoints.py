@@ -10,18 +10,25 @@ checked against apps built from config dicts.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import threading
 import time
 import typing as t
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from flask import Flask
+from flask import request
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server
 
@@ -173,7 +180,9 @@ def test_authlib_introspects_and_revokes_with_endpoints_from_the_metadata(served
     for token in (pair["refresh_token"], pair["access_token"]):
         r = cli.introspect_token(document["introspection_endpoint"], token=token, timeout=TIMEOUT)
         assert r.json() == {"active": False}
-    assert requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 401
+    assert (
+        requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 401
+    )
     # Revoking again, or revoking garbage, is still 200 (RFC 7009 §2.2).
     assert cli.revoke_token(document["revocation_endpoint"], token=pair["refresh_token"],
                             timeout=TIMEOUT).status_code == 200  # fmt: skip
@@ -189,7 +198,9 @@ def test_a_public_client_revokes_but_never_introspects(served: Served) -> None:
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     r = spa.revoke_token(document["revocation_endpoint"], token=pair["access_token"], timeout=TIMEOUT)
     assert r.status_code == 200
-    assert requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 401
+    assert (
+        requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 401
+    )
     # Revoking an access token leaves its session: the refresh token still works.
     cli = OAuth2Session(client_id=CLI[0], client_secret=CLI[1])
     r = cli.introspect_token(document["introspection_endpoint"], token=pair["refresh_token"], timeout=TIMEOUT)
@@ -235,8 +246,12 @@ def test_a_token_issued_to_another_client_is_not_revoked(oauth_app: tuple[Flask,
         assert r.status_code == 400 and r.json["error"] == "invalid_grant"
         assert "WWW-Authenticate" not in r.headers
         answer = _introspect(client, token)
-        assert answer["active"] is True and answer["client_id"] == "app-a" and answer["scope"] == "notes:read notes:write"
-    r = client.post("/oauth/revoke", data={"token": pair.access_token, "client_id": "app-a", "client_secret": "secret-a"})
+        assert (
+            answer["active"] is True and answer["client_id"] == "app-a" and answer["scope"] == "notes:read notes:write"
+        )
+    r = client.post(
+        "/oauth/revoke", data={"token": pair.access_token, "client_id": "app-a", "client_secret": "secret-a"}
+    )
     assert r.status_code == 200
     assert _introspect(client, pair.access_token) == {"active": False}
     with app.app_context():
@@ -335,18 +350,26 @@ def test_introspection_is_rate_limited_per_client_and_recorded(make_app: AppFact
     seen: list[t.Any] = []
     with signals.token_introspected.connected_to(lambda app, event: seen.append(event)):
         for _ in range(3):
-            assert client.post("/oauth/introspect", data={"token": token}, headers=basic("app-a", "secret-a")).json["active"]
+            assert client.post("/oauth/introspect", data={"token": token}, headers=basic("app-a", "secret-a")).json[
+                "active"
+            ]
     assert len(seen) == 1 and seen[0].jti is not None and seen[0].detail == {"client_id": "app-a", "active": True}
     r = client.post("/oauth/introspect", data={"token": token}, headers=basic("app-a", "secret-a"))
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     # Another client has its own budget.
-    assert client.post("/oauth/introspect", data={"token": token}, headers=basic("app-b", "secret-b")).status_code == 200
+    assert (
+        client.post("/oauth/introspect", data={"token": token}, headers=basic("app-b", "secret-b")).status_code == 200
+    )
 
 
 def test_introspection_for_resource_servers_through_authorize(make_app: AppFactory) -> None:
     app, shield = make_app()
-    app.add_url_rule("/introspect", "introspect", methods=["POST"], view_func=shield.introspection_view(
-        authorize=lambda: __import__("flask").request.headers.get("X-Gateway-Key") == "k"))
+    app.add_url_rule(
+        "/introspect",
+        "introspect",
+        methods=["POST"],
+        view_func=shield.introspection_view(authorize=lambda: request.headers.get("X-Gateway-Key") == "k"),
+    )
     client = app.test_client()
     token = client.post("/login").json["access_token"]
     assert client.post("/introspect", data={"token": token}, headers={"X-Gateway-Key": "k"}).json["active"] is True
@@ -394,21 +417,28 @@ def test_global_token_revocation_like_okta_ends_every_session(served: Served, id
         pytest.param({"format": "email", "email": "nobody@example.com"}, {}, 404, id="unknown-user"),
         pytest.param({"format": "email"}, {}, 400, id="no-email"),
         pytest.param({"format": "x509"}, {}, 400, id="unsupported-format"),
-        pytest.param({"format": "email", "email": "alice@example.com"}, {"aud": "https://elsewhere"}, 401,
-                     id="wrong-audience"),
-        pytest.param({"format": "email", "email": "alice@example.com"}, {"iss": "https://evil"}, 401, id="wrong-issuer"),
+        pytest.param(
+            {"format": "email", "email": "alice@example.com"}, {"aud": "https://elsewhere"}, 401, id="wrong-audience"
+        ),
+        pytest.param(
+            {"format": "email", "email": "alice@example.com"}, {"iss": "https://evil"}, 401, id="wrong-issuer"
+        ),
         pytest.param({"format": "email", "email": "alice@example.com"}, {"exp": 1}, 401, id="expired"),
         pytest.param({"format": "email", "email": "alice@example.com"}, {"jti": None}, 401, id="no-jti"),
     ],
 )
-def test_global_token_revocation_refusals(served: Served, idp: IdPServer, okta_key: SigningKey,
-                                          sub_id: dict[str, t.Any], claims: dict[str, t.Any], status: int) -> None:  # fmt: skip
+def test_global_token_revocation_refusals(
+    served: Served, idp: IdPServer, okta_key: SigningKey, sub_id: dict[str, t.Any], claims: dict[str, t.Any],
+    status: int,
+) -> None:
     pair = served.login()
     r = _okta_request(served, okta_key, idp, sub_id, **claims)
     assert r.status_code == status, r.text
     if status == 401:
         assert r.headers["WWW-Authenticate"].startswith("Bearer ")
-    assert requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 200
+    assert (
+        requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 200
+    )
 
 
 def test_global_token_revocation_refuses_a_replay_and_a_forged_signature(served: Served, idp: IdPServer,
@@ -423,3 +453,79 @@ def test_global_token_revocation_refuses_a_replay_and_a_forged_signature(served:
     forged = SigningKey("okta-1", "RS256", rsa_key("attacker")).sign({**payload, "jti": "other"}, typ="JWT")
     assert requests.post(url, json=body, headers=bearer(forged), timeout=TIMEOUT).status_code == 401
     assert requests.post(url, json=body, timeout=TIMEOUT).status_code == 401
+
+
+# -- bad input on every new endpoint: the RFC's error, never a 500 ---------------------------
+
+
+ENDPOINTS = ["/oauth/revoke", "/oauth/introspect", "/oauth/token", "/oauth/global-token-revocation",
+             "/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"]  # fmt: skip
+CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/json", "text/plain", "multipart/form-data",
+                 "application/x-www-form-urlencoded; charset=latin-1", ""]  # fmt: skip
+NAMES = ["token", "token_type_hint", "client_id", "client_secret", "grant_type", "refresh_token", "sub_id", "x"]
+AUTHORIZATIONS = [None, "Basic " + base64.b64encode(b"app-a:secret-a").decode(),
+                  "Basic " + base64.b64encode(b"app-a:wrong").decode(), "Basic !!!", "Bearer x.y.z", "DPoP abc",
+                  "Basic " + base64.b64encode(b"app-b:secret-b").decode()]  # fmt: skip
+
+
+@pytest.fixture
+def fuzz_app(make_app: AppFactory, idp: IdPServer, okta_key: SigningKey) -> tuple[Flask, list[str]]:
+    idp.publish(okta_key)
+    app, shield = make_app({"JWT_SHIELD_INTROSPECTION_RATE_LIMIT": None})
+    app.register_blueprint(shield.oauth_blueprint(authenticate_client=_check_client))
+    view = shield.global_token_revocation_view(issuer=idp.url, jwks_url=idp.jwks_url,
+                                               resolve_subject=lambda sub_id: sub_id.get("email"))  # fmt: skip
+    app.add_url_rule("/oauth/global-token-revocation", "gtr", methods=["POST"], view_func=view)
+    foreign, _ = make_app({"JWT_SHIELD_SECRET_KEY": "another-secret-" + "x" * 32})
+    with app.test_request_context():
+        own = shield.issue_tokens("alice", claims={"client_id": "app-a"})
+    with foreign.test_request_context():
+        other = foreign.extensions["jwt_shield"].codec
+        foreign_token = other.encode(other.claims_for("alice", ttl=600), "at+jwt")
+    okta = okta_key.sign({"iss": idp.url, "aud": "http://localhost/oauth/global-token-revocation",
+                          "iat": int(time.time()), "exp": int(time.time()) + 300, "jti": "j"}, typ="JWT")  # fmt: skip
+    tokens = [own.access_token, own.refresh_token, foreign_token, okta, own.access_token[:-4] + "AAAA", "a.b.c", ""]
+    return app, tokens
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_bad_input_never_gets_a_500(fuzz_app: tuple[Flask, list[str]], data: st.DataObject) -> None:
+    app, tokens = fuzz_app
+    values = st.one_of(
+        st.sampled_from(tokens), st.text(max_size=40), st.sampled_from(["access_token", "refresh_token"])
+    )
+    pairs = data.draw(st.lists(st.tuples(st.sampled_from(NAMES), values), max_size=6))  # duplicates included
+    kind = data.draw(st.sampled_from(["form", "json", "raw", "huge"]))
+    if kind == "form":
+        body: bytes = urlencode(pairs).encode()
+    elif kind == "json":
+        shaped = data.draw(st.sampled_from(["object", "sub_id", "list"]))
+        if shaped == "sub_id":
+            body = json.dumps({"sub_id": dict(pairs)}).encode()
+        elif shaped == "list":
+            body = json.dumps(pairs).encode()
+        else:
+            body = ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}").encode()
+    elif kind == "raw":
+        body = data.draw(st.binary(max_size=200))
+    else:
+        body = b"token=" + b"A" * data.draw(st.sampled_from([20_000, 200_000]))
+    headers = {}
+    authorization = data.draw(st.sampled_from([*AUTHORIZATIONS, "Bearer " + tokens[3]]))
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    content_type = data.draw(st.sampled_from(CONTENT_TYPES))
+    if content_type:
+        headers["Content-Type"] = content_type
+    path = data.draw(st.sampled_from(ENDPOINTS))
+    method = data.draw(st.sampled_from(["POST", "POST", "GET", "PUT"]))
+    r = app.test_client().open(path, method=method, data=body, headers=headers)
+    assert r.status_code < 500 or r.status_code == 503, (path, r.status_code, r.data[:200])
+    if r.status_code == 400 and path in ENDPOINTS[:3]:
+        assert r.json["error"] in {"invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_scope"}
+    if path == "/oauth/introspect" and r.status_code == 200:
+        answer = r.json
+        assert answer == {"active": False} or answer["active"] is True
+    if r.status_code == 200 and path == "/oauth/revoke":
+        assert r.data == b""
