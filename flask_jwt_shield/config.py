@@ -58,6 +58,9 @@ class ConfigKey:
     MONITOR_ONLY = "JWT_SHIELD_MONITOR_ONLY"
     RATE_LIMIT = "JWT_SHIELD_RATE_LIMIT"
     RATE_LIMIT_KEY = "JWT_SHIELD_RATE_LIMIT_KEY"
+    RATE_LIMIT_HEADERS = "JWT_SHIELD_RATE_LIMIT_HEADERS"
+    REFRESH_RATE_LIMIT = "JWT_SHIELD_REFRESH_RATE_LIMIT"
+    REFRESH_ADDRESS_RATE_LIMIT = "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT"
     RATE_LIMIT_STRATEGY = "JWT_SHIELD_RATE_LIMIT_STRATEGY"
     RATE_LIMIT_STORAGE_URI = "JWT_SHIELD_RATE_LIMIT_STORAGE_URI"
     INTROSPECTION_RATE_LIMIT = "JWT_SHIELD_INTROSPECTION_RATE_LIMIT"
@@ -200,6 +203,9 @@ class ShieldConfig:
     monitor_only: bool
     rate_limit: str | None
     rate_limit_key: str
+    rate_limit_headers: bool
+    refresh_rate_limit: str | None
+    refresh_address_rate_limit: str | None
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
     introspection_rate_limit: str | None
@@ -347,6 +353,10 @@ class ShieldConfig:
             monitor_only=r.boolean(K.MONITOR_ONLY, False),
             rate_limit=rate_limit,
             rate_limit_key=r.choice(K.RATE_LIMIT_KEY, "jti", frozenset({"jti", "sub"}), hint="'jti'"),
+            # Flask-Limiter's own switch is the default: an app that sends its headers gets ours.
+            rate_limit_headers=r.boolean(K.RATE_LIMIT_HEADERS, bool(config.get("RATELIMIT_HEADERS_ENABLED", False))),
+            refresh_rate_limit=r.limit(K.REFRESH_RATE_LIMIT, "12/minute"),
+            refresh_address_rate_limit=r.limit(K.REFRESH_ADDRESS_RATE_LIMIT, "300/minute"),
             rate_limit_strategy=strategy,
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
             introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),

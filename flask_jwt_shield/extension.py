@@ -32,14 +32,11 @@ from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
 from .global_logout import GlobalTokenRevocation
-from .global_logout import GlobalTokenRevocationSettings
+from .global_logout import SubjectResolver as GlobalSubjectResolver
 from .introspection import Authorizer as IntrospectionAuthorizer
 from .introspection import IntrospectionEndpoint
 from .jwks import JWKSClient
-from .metadata import AUTHORIZATION_SERVER_PATH
-from .metadata import RESOURCE_PATH
-from .metadata import AuthorizationServerMetadata
-from .metadata import ResourceMetadata
+from .metadata import make_blueprint as metadata_blueprint
 from .oauth import ALL_METHODS
 from .oauth import ClientAuthenticator
 from .oauth import TokenEndpoint
@@ -61,6 +58,9 @@ from .stores import Store
 from .token_revocation import RevocationEndpoint
 from .tokens import Claims
 
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
+
 logger = logging.getLogger("flask_jwt_shield")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
@@ -78,7 +78,9 @@ class JWTShield:
     :param store: a store instance to use instead of ``JWT_SHIELD_STORE_URI``.
     """
 
-    def __init__(self, app: Flask | None = None, *, limiter: t.Any = None, store: Store | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, limiter: Limiter | None = None, store: Store | None = None
+    ) -> None:
         self._limiter = limiter
         self._store = store
         self._registry = Registry()
@@ -457,15 +459,14 @@ class JWTShield:
     # -- revocation, introspection, metadata, the provider's logout (see :doc:`oauth`) -----
 
     def revocation_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:
-        """A ready RFC 7009 token revocation endpoint, exempt from the pipeline (``POST``).
+        """A ready RFC 7009 token revocation endpoint (``POST``, exempt), authenticating
+        clients with the hook of :meth:`token_view`.
 
-        Reads ``token`` (and ``token_type_hint``, tried first but not trusted) form-encoded
-        and authenticates the client with the same hook as :meth:`token_view`. A refresh
-        token ends its whole session (:meth:`revoke_family`), an access token only itself
-        (:meth:`revoke_token`). A token issued to another client (its ``client_id`` claim)
-        is not revoked: 400 ``invalid_grant``; one issued without a ``client_id`` may be
-        revoked by any client the hook accepts. An unknown, invalid or expired token gets
-        200 like a revoked one (§2.2). A DPoP-bound session needs no proof to be revoked.
+        A refresh token ends its whole session, an access token only itself. A token whose
+        ``client_id`` names another client is not revoked (400 ``invalid_grant``); one
+        issued without a ``client_id`` belongs to the app, any accepted client may revoke
+        it. An unknown, invalid or expired token gets 200 (§2.2). A DPoP-bound session
+        needs no proof to be revoked.
         """
         endpoint = RevocationEndpoint(authenticate_client)
 
@@ -481,35 +482,24 @@ class JWTShield:
         authenticate_client: ClientAuthenticator | None = None,
         authorize: IntrospectionAuthorizer | None = None,
     ) -> t.Callable[[], Response]:
-        """A ready RFC 7662 token introspection endpoint, exempt from the pipeline (``POST``).
+        """A ready RFC 7662 token introspection endpoint (``POST``, exempt): ``{"active":
+        true, "scope", "client_id", "sub", "exp", "iat", "nbf", "iss", "aud", "jti",
+        "token_type", "cnf"}`` for a token the shield would accept now (every revocation,
+        expiry, and for a refresh token the session's lifetimes and the reuse grace), else
+        ``{"active": false}``. Rate limited per caller (:data:`JWT_SHIELD_INTROSPECTION_RATE_LIMIT`).
 
-        Answers ``{"active": true, "scope", "client_id", "sub", "exp", "iat", "nbf", "iss",
-        "aud", "jti", "token_type", "cnf"}`` for a token the shield would accept now --
-        revocations of the token, its session, subject or key and every
-        ``revocation_checker`` included; a refresh token while it can still be used -- and
-        ``{"active": false}`` for anything else. Rate limited per caller
-        (:data:`JWT_SHIELD_INTROSPECTION_RATE_LIMIT`).
-
-        :param authenticate_client: the client check of :meth:`token_view`. A client must
-            present a secret: a public client never introspects.
+        :param authenticate_client: the client check of :meth:`token_view`; a client must
+            present a secret (a public client never introspects).
         :param authorize: ``fn() -> bool``, run in the request, for callers without client
-            credentials (a resource server with its own bearer token, say).
-
-        At least one of the two is required: introspection is never open to anyone.
+            credentials (a resource server with a key of its own). One of the two is required.
         """
-        if authenticate_client is None and authorize is None:
-            raise ConfigurationError(
-                "introspection_view() needs authenticate_client=... or authorize=...: an open"
-                " introspection endpoint would tell anyone whether a stolen token still works."
-            )
         endpoint = IntrospectionEndpoint(authenticate_client, authorize)
 
         def introspect() -> Response:
             _sessions.refuse_in_resource_server_mode(current_state(), "introspection_view")
             return endpoint()
 
-        methods = ("client_secret_basic", "client_secret_post") if authenticate_client is not None else ()
-        return self.exempt(role(introspect, "introspection_endpoint", methods))
+        return self.exempt(role(introspect, "introspection_endpoint", endpoint.methods))
 
     def global_token_revocation_view(
         self,
@@ -518,33 +508,26 @@ class JWTShield:
         jwks_url: str,
         audience: str | None = None,
         algorithms: t.Sequence[str] = ("RS256", "ES256"),
-        resolve_subject: t.Callable[[dict[str, t.Any]], str | None] | None = None,
+        resolve_subject: GlobalSubjectResolver | None = None,
         max_age: float = 300,
     ) -> t.Callable[[], Response]:
-        """The global token revocation endpoint an identity provider calls to log a user out
-        of this app (draft-parecki-oauth-global-token-revocation; Okta Universal Logout),
-        exempt from the pipeline (``POST``).
-
-        The request carries ``{"sub_id": {...}}`` (RFC 9493) and the provider's signed JWT
-        as ``Authorization: Bearer``; the subject loses every session and token
-        (:meth:`revoke_subject`). Answers 204, or 400, 401, 404 and 503 as the draft says.
+        """The endpoint an identity provider calls to log a user out of this app
+        (draft-parecki-oauth-global-token-revocation, as Okta Universal Logout sends it;
+        ``POST``, exempt): ``{"sub_id": {...}}`` (RFC 9493) with the provider's signed JWT as
+        ``Authorization: Bearer``; the subject loses every session and token. 204, or 400,
+        401, 404, 503 as the draft says.
 
         :param issuer: the provider's issuer (the JWT's ``iss``).
-        :param jwks_url: the provider's JWK Set, which verifies the JWT.
+        :param jwks_url: the provider's JWK Set, which verifies the JWT (``algorithms``).
         :param audience: the JWT's ``aud``; default: this endpoint's URL.
-        :param algorithms: the signing algorithms accepted.
         :param resolve_subject: ``fn(sub_id) -> sub | None`` for identifiers other than an
-            ``iss_sub`` of :data:`JWT_SHIELD_ISSUER` (an ``email``, the provider's own
-            ``iss_sub``); ``None`` answers 404.
+            ``iss_sub`` of :data:`JWT_SHIELD_ISSUER`; ``None`` answers 404.
         :param max_age: seconds the JWT may be old (its ``iat``).
         """
-        try:
-            client = JWKSClient(jwks_url, allowed=frozenset(algorithms))
-        except ValueError as exc:
-            raise ConfigurationError(f"global_token_revocation_view(jwks_url=...): {exc}") from None
-        settings = GlobalTokenRevocationSettings(issuer=issuer, audience=audience, max_age=float(max_age),
-                                                 resolve_subject=resolve_subject)  # fmt: skip
-        return self.exempt(GlobalTokenRevocation(settings, client).view())
+        endpoint = GlobalTokenRevocation.create(issuer=issuer, jwks_url=jwks_url, audience=audience,
+                                                algorithms=algorithms, resolve_subject=resolve_subject,
+                                                max_age=max_age)  # fmt: skip
+        return self.exempt(endpoint.view())
 
     def metadata_blueprint(
         self,
@@ -556,31 +539,18 @@ class JWTShield:
         authorization_endpoint: str | None = None,
         name: str = "jwt_shield_metadata",
     ) -> Blueprint:
-        """A blueprint serving the metadata documents (exempt), generated on each request
-        from the configuration and the shield endpoints the app mounted:
+        """The metadata documents (exempt), generated on each request from the configuration
+        and the shield endpoints the app mounted: ``/.well-known/oauth-authorization-server``
+        (RFC 8414, issuing app) and ``/.well-known/oauth-protected-resource`` (RFC 9728, also
+        path-suffixed), which every ``WWW-Authenticate`` challenge then names.
 
-        * ``/.well-known/oauth-authorization-server`` (RFC 8414), for the issuing app;
-        * ``/.well-known/oauth-protected-resource`` (RFC 9728), and its path-suffixed form
-          when ``resource`` has a path, in both modes. Once registered, every
-          ``WWW-Authenticate`` challenge names it (``resource_metadata="..."``).
-
-        Register it after :meth:`init_app` and without a URL prefix (well-known URIs sit
-        at the root). See :class:`~flask_jwt_shield.metadata.AuthorizationServerMetadata`
-        and :class:`~flask_jwt_shield.metadata.ResourceMetadata` for the parameters.
+        Register it after :meth:`init_app`, without a URL prefix. The parameters are those of
+        :class:`~flask_jwt_shield.metadata.AuthorizationServerMetadata` and
+        :class:`~flask_jwt_shield.metadata.ResourceMetadata`.
         """
-        try:
-            server = AuthorizationServerMetadata(scopes=scopes, response_types=response_types,
-                                                 authorization_endpoint=authorization_endpoint)  # fmt: skip
-            protected = ResourceMetadata(resource=resource, authorization_servers=authorization_servers,
-                                         scopes=scopes)  # fmt: skip
-        except ValueError as exc:
-            raise ConfigurationError(f"metadata_blueprint(): {exc}") from None
-        bp = Blueprint(name, __name__)
-        bp.add_url_rule(AUTHORIZATION_SERVER_PATH, "authorization_server", self.exempt(server.view))
-        bp.add_url_rule(RESOURCE_PATH, "protected_resource", self.exempt(protected.view))
-        bp.add_url_rule(f"{RESOURCE_PATH}/<path:suffix>", "protected_resource_path", self.exempt(protected.view))
-        protected.install(bp)
-        return bp
+        return metadata_blueprint(name, self.exempt, resource=resource, authorization_servers=authorization_servers,
+                                  scopes=scopes, response_types=response_types,
+                                  authorization_endpoint=authorization_endpoint)  # fmt: skip
 
     def oauth_blueprint(
         self,
@@ -596,8 +566,8 @@ class JWTShield:
     ) -> Blueprint:
         """Every OAuth endpoint at once: :meth:`token_view`, :meth:`revocation_view`,
         :meth:`introspection_view` (when ``authenticate_client`` or
-        ``authorize_introspection`` is given) and the documents of
-        :meth:`metadata_blueprint`, which list them. Register it without a URL prefix."""
+        ``authorize_introspection`` is given) and :meth:`metadata_blueprint`'s documents,
+        which list them. Register it without a URL prefix."""
         bp = self.metadata_blueprint(resource=resource, scopes=scopes, name=name)
         bp.add_url_rule(token_url, "token", self.token_view(authenticate_client=authenticate_client),
                         methods=["POST"])  # fmt: skip
@@ -607,7 +577,6 @@ class JWTShield:
             view = self.introspection_view(authenticate_client=authenticate_client, authorize=authorize_introspection)
             bp.add_url_rule(introspection_url, "introspection", view, methods=["POST"])
         return bp
-
 
 def _text(name: str, value: str) -> str:
     """``value``, refused with a clear :class:`ValueError` when it is a string that cannot be

@@ -33,6 +33,7 @@ from flask import Response
 from flask import request
 
 from . import revocation
+from .errors import ConfigurationError
 from .errors import InvalidToken
 from .errors import KeysUnavailable
 from .errors import StoreError
@@ -110,6 +111,27 @@ class GlobalTokenRevocation:
     def __init__(self, settings: GlobalTokenRevocationSettings, jwks: JWKSClient) -> None:
         self.settings = settings
         self.jwks = jwks
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        issuer: str,
+        jwks_url: str,
+        audience: str | None,
+        algorithms: t.Sequence[str],
+        resolve_subject: SubjectResolver | None,
+        max_age: float,
+    ) -> GlobalTokenRevocation:
+        """The endpoint for one provider; :class:`~flask_jwt_shield.ConfigurationError` for a
+        bad URL or algorithm list."""
+        try:
+            client = JWKSClient(jwks_url, allowed=frozenset(algorithms))
+        except ValueError as exc:
+            raise ConfigurationError(f"global_token_revocation_view(jwks_url=...): {exc}") from None
+        settings = GlobalTokenRevocationSettings(issuer=issuer, audience=audience, max_age=float(max_age),
+                                                 resolve_subject=resolve_subject)  # fmt: skip
+        return cls(settings, client)
 
     def view(self) -> t.Callable[[], Response]:
         def global_token_revocation() -> Response:

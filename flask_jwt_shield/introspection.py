@@ -22,14 +22,12 @@ import logging
 import math
 import time
 import typing as t
-import weakref
 
 from flask import Response
 from flask import request
-from limits import RateLimitItem
-from limits.strategies import FixedWindowRateLimiter
 
 from . import revocation
+from .errors import ConfigurationError
 from .errors import InvalidClient
 from .errors import RateLimitExceeded
 from .errors import ShieldError
@@ -43,8 +41,6 @@ from .oauth import invalid_request
 from .oauth import json_response
 from .oauth import presented_token
 from .oauth import scope_tokens
-from .ratelimit import parse_limits
-from .ratelimit.storage import storage_exceptions
 from .state import ShieldState
 from .state import current_state
 from .token_revocation import PARAMETERS
@@ -119,11 +115,15 @@ class IntrospectionEndpoint:
     def __init__(
         self, authenticate_client: ClientAuthenticator | None = None, authorize: Authorizer | None = None
     ) -> None:
+        if authenticate_client is None and authorize is None:
+            raise ConfigurationError(
+                "introspection_view() needs authenticate_client=... or authorize=...: an open"
+                " introspection endpoint would tell anyone whether a stolen token still works."
+            )
         self.authenticate_client = authenticate_client
         self.authorize = authorize
-        # Per app: the strategy over the app's limiter storage, and the parsed limits.
-        self._limiters: weakref.WeakKeyDictionary[ShieldState, tuple[FixedWindowRateLimiter, tuple[RateLimitItem, ...]]]
-        self._limiters = weakref.WeakKeyDictionary()
+        #: The client authentication methods the metadata lists.
+        self.methods = ("client_secret_basic", "client_secret_post") if authenticate_client is not None else ()
 
     def __call__(self) -> Response:
         state = current_state()
@@ -167,25 +167,21 @@ class IntrospectionEndpoint:
         raise InvalidClient("Client authentication failed.", reason="invalid-client")  # not reached
 
     def throttle(self, state: ShieldState, caller: str) -> None:
-        limit = state.config.introspection_rate_limit
-        if limit is None or state.limiter is None:
+        """429 over :data:`JWT_SHIELD_INTROSPECTION_RATE_LIMIT` for this caller."""
+        limit = state.introspection_limit
+        if limit is None:
             return
-        prepared = self._limiters.get(state)
-        if prepared is None:
-            prepared = self._limiters[state] = (FixedWindowRateLimiter(state.limiter.storage), parse_limits(limit))
-        strategy, items = prepared
         try:
-            for item in items:
-                if not strategy.hit(item, "jwt_shield/introspect", caller):
-                    reset = strategy.get_window_stats(item, "jwt_shield/introspect", caller).reset_time
-                    if state.first_in_a_while(("rate-limited", caller, "introspection")):
-                        state.record("rate-limited", None, action="deny",
-                                     detail={"endpoint": "introspection", "limit": str(item)})  # fmt: skip
-                    raise RateLimitExceeded("Too many introspection requests.",
-                                            retry_after=max(1, math.ceil(reset - time.time())),
-                                            reason="introspection-rate-limited")  # fmt: skip
-        except storage_exceptions(strategy.storage) as exc:  # the fail mode decides
-            state.store_failed(t.cast(Exception, exc), None)
+            retry_after = limit.hit(caller)
+        except StoreError as exc:  # the limiter storage failed: the fail mode decides
+            state.store_failed(exc, None)
+            return
+        if retry_after is None:
+            return
+        if state.first_in_a_while(("rate-limited", "introspection", caller)):
+            state.record("rate-limited", None, action="deny", detail={"endpoint": "introspection", "limit": limit.text})
+        raise RateLimitExceeded("Too many introspection requests.", retry_after=retry_after,
+                                reason="introspection-rate-limited")  # fmt: skip
 
     def record(self, state: ShieldState, caller: str, client_id: str | None, answer: dict[str, t.Any]) -> None:
         """One event per caller and token (or per caller, for inactive answers) a minute.

@@ -26,6 +26,7 @@ from flask import request
 from flask import url_for
 from werkzeug.exceptions import NotFound
 
+from .errors import ConfigurationError
 from .oauth import ROLE_ATTRIBUTE
 from .oauth import json_response
 from .state import EXTENSION_KEY
@@ -33,7 +34,7 @@ from .state import ShieldState
 from .state import current_state
 
 __all__ = ["AUTHORIZATION_SERVER_PATH", "RESOURCE_PATH", "AuthorizationServerMetadata", "ResourceMetadata",
-           "mounted_endpoints"]  # fmt: skip
+           "make_blueprint", "mounted_endpoints"]  # fmt: skip
 
 AUTHORIZATION_SERVER_PATH = "/.well-known/oauth-authorization-server"
 RESOURCE_PATH = "/.well-known/oauth-protected-resource"
@@ -197,6 +198,32 @@ class ResourceMetadata:
             state.resource_metadata = self.url
 
         bp.record_once(announce)
+
+
+def make_blueprint(
+    name: str,
+    exempt: t.Callable[[t.Callable[..., Response]], t.Callable[..., Response]],
+    *,
+    resource: str | None,
+    authorization_servers: t.Sequence[str] | None,
+    scopes: t.Sequence[str] | None,
+    response_types: t.Sequence[str],
+    authorization_endpoint: str | None,
+) -> Blueprint:
+    """The blueprint of :meth:`JWTShield.metadata_blueprint
+    <flask_jwt_shield.JWTShield.metadata_blueprint>`: both documents, exempt."""
+    try:
+        server = AuthorizationServerMetadata(scopes=scopes, response_types=response_types,
+                                             authorization_endpoint=authorization_endpoint)  # fmt: skip
+        protected = ResourceMetadata(resource=resource, authorization_servers=authorization_servers, scopes=scopes)
+    except ValueError as exc:
+        raise ConfigurationError(f"metadata_blueprint(): {exc}") from None
+    bp = Blueprint(name, __name__)
+    bp.add_url_rule(AUTHORIZATION_SERVER_PATH, "authorization_server", exempt(server.view))
+    bp.add_url_rule(RESOURCE_PATH, "protected_resource", exempt(protected.view))
+    bp.add_url_rule(f"{RESOURCE_PATH}/<path:suffix>", "protected_resource_path", exempt(protected.view))
+    protected.install(bp)
+    return bp
 
 
 def _absolute(url: str) -> str:

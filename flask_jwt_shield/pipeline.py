@@ -24,6 +24,7 @@ import typing as t
 
 from flask import Blueprint
 from flask import Flask
+from flask import after_this_request
 from flask import current_app
 from flask import g
 from flask import request
@@ -42,6 +43,7 @@ from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
 from .ratelimit import LimiterStorageError
+from .ratelimit import RateDecision
 from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
 from .tokens import Claims
@@ -204,7 +206,10 @@ class Pipeline:
         config = self.config
         limiter = self.limiter
         assert limiter is not None
-        identity = claims["jti"] if config.rate_limit_key == "jti" else claims["sub"]
+        # "jti": each token -- and a refreshed token keeps its session's budget and spike
+        # count (a thief refreshing gets no fresh budget), so a token with a session counts
+        # under its sid. "sub": each user across sessions.
+        identity = (claims.get("sid") or claims["jti"]) if config.rate_limit_key == "jti" else claims["sub"]
         try:
             decision = limiter.check(identity, endpoint, subject=claims["sub"])
         except LimiterStorageError as exc:
@@ -234,6 +239,8 @@ class Pipeline:
                                           "endpoint": endpoint})  # fmt: skip
             headers.pop("Retry-After", None)  # the exception sends it
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
+        if config.rate_limit_headers and not decision.exempt:
+            _send_rate_headers(decision)
 
     def _keys_unavailable(self) -> None:
         """Resource-server mode without a usable key: 503 whatever the fail mode (the caller
@@ -251,6 +258,21 @@ class Pipeline:
             "token-rejected")  # fmt: skip
         if self.state.first_in_a_while((kind, who, exc.reason)):
             self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
+
+
+def _send_rate_headers(decision: RateDecision) -> None:
+    """``RateLimit-*`` on an allowed response too (``JWT_SHIELD_RATE_LIMIT_HEADERS``), as
+    Flask-Limiter sends them with its headers enabled; read after the view, off the check."""
+
+    @after_this_request
+    def add_headers(response: t.Any) -> t.Any:
+        try:
+            headers = decision.headers()
+        except LimiterStorageError:
+            return response  # the figures are a courtesy: never fail a response for them
+        for name, value in headers.items():
+            response.headers[name] = value
+        return response
 
 
 def _serves_static_files(view: t.Callable[..., t.Any] | None) -> bool:

@@ -12,6 +12,7 @@ validates its arguments and delegates here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import secrets
 import time
@@ -29,10 +30,12 @@ from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
 from .errors import NotIssuedHere
+from .errors import RateLimitExceeded
 from .errors import RevokedToken
 from .errors import StoreError
 from .errors import StoreUnavailable
 from .events import mask_ip
+from .jose import b64url
 from .state import ShieldState
 from .stores import Family
 from .tokens import ACCESS_TYPE
@@ -124,29 +127,38 @@ def new_family(
     )  # fmt: skip
 
 
+def generation_jti(family: Family) -> str:
+    """The ``jti`` of the access token of the family's current generation: 128 bits derived
+    from its refresh token's ``jti`` (itself 128 random bits), the same on every rebuild."""
+    digest = hashlib.sha256(f"{family.sid}\x00{family.current_jti}\x00access".encode()).digest()
+    return b64url(digest[:16])
+
+
 def sign_pair(
     codec: TokenCodec,
     config: ShieldConfig,
     family: Family,
     *,
-    access_iat: float,
     country: str | None,
     new_country: bool = False,
     fingerprint: str | None = None,
 ) -> TokenPair:
-    """A new access token, and the family's current refresh token.
+    """The family's current generation: its access token and its refresh token.
 
-    The refresh token is rebuilt from the family (same ``jti``, ``iat`` and ``exp``), so a
-    client answered within the reuse grace period holds the same generation as the one that
-    rotated first: there is never a second live branch. The family's binding (``cnf``: a
-    DPoP key, ``fgp``: a fingerprint) goes into both tokens, so a refresh is checked
-    against it before anything rotates.
+    Both are rebuilt from the family: the refresh token with the same ``jti``, ``iat`` and
+    ``exp``, the access token with the same ``iat`` and a ``jti`` derived from the
+    generation. So a client answered within the reuse grace period holds exactly what the
+    one that rotated first holds -- no second live branch, and no fresh access token (nor a
+    fresh rate budget) however often a spent refresh token is presented in the grace. The
+    family's binding (``cnf``: a DPoP key, ``fgp``: a fingerprint) goes into both tokens,
+    so a refresh is checked against it before anything rotates.
     """
     extra = {k: v for k, v in family.claims.items() if k not in BINDING_CLAIMS}
     binding = {k: family.claims[k] for k in BINDING_CLAIMS if k in family.claims}
     if country is not None:
         extra["ctry"] = country  # where it was issued: the country-change detector compares
-    access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra, sid=family.sid, iat=access_iat)
+    access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra, sid=family.sid,
+                              iat=family.current_iat, jti=generation_jti(family))  # fmt: skip
     access.update(binding)
     # The refresh token carries no application claims (they live in the family), only where
     # the session was last refreshed, so that a refresh from elsewhere is noticed too.
@@ -232,8 +244,7 @@ def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | N
     for old in dropped:
         state.record("family-revoked", None, subject=sub, sid=old, action="revoke_family",
                      detail={"reason": "max-sessions"})  # fmt: skip
-    pair = sign_pair(codec, config, family, access_iat=iat, country=country, new_country=new_country,
-                     fingerprint=fingerprint)  # fmt: skip
+    pair = sign_pair(codec, config, family, country=country, new_country=new_country, fingerprint=fingerprint)
     detail: dict[str, t.Any] = {"new_country": new_country} if new_country else {}
     if binding:
         detail["bound"] = "dpop" if "cnf" in binding else "fingerprint"
@@ -264,6 +275,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
                 raise
     if not isinstance(refresh_token, str):
         raise InvalidGrant("A refresh token is required.", reason="missing")
+    _limit(state, "address", ip, None)  # before any signature work
     try:
         claims, kid = state.codec.verify(refresh_token, REFRESH_TYPE)
     except InvalidToken as exc:
@@ -274,6 +286,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
     except RevokedToken as exc:
         _refused(state, claims, exc.reason)
         raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
+    _limit(state, "session", claims["sid"], claims)
     nonce = _check_binding(state, claims, from_cookie)
     sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
     country = None
@@ -301,7 +314,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
         raise StoreUnavailable() from None
     family = rotation.family
     if rotation.outcome in ("rotated", "grace") and family is not None:
-        pair = sign_pair(state.codec, config, family, access_iat=new_iat, country=country)
+        pair = sign_pair(state.codec, config, family, country=country)
         state.record("token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
         if nonce is not None:
             send_nonce(nonce)
@@ -317,6 +330,27 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
     _refused(state, claims, f"session-{rotation.outcome}")
     raise InvalidGrant(REFUSALS.get(rotation.outcome, "The refresh token is invalid."),
                        reason=f"session-{rotation.outcome}")  # fmt: skip
+
+
+def _limit(state: ShieldState, name: t.Literal["session", "address"], key: str | None, claims: Claims | None) -> None:
+    """The token endpoint's own limit per session (``JWT_SHIELD_REFRESH_RATE_LIMIT``) or per
+    client address (``JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT``): 429 over it. Refreshing is
+    rare for an honest client; a thief minting tokens or guessing is not."""
+    limit = state.refresh_limits[0 if name == "session" else 1]
+    if limit is None or not key:
+        return
+    try:
+        retry_after = limit.hit(key)
+    except StoreError as exc:
+        state.store_failed(exc, claims)
+        return
+    if retry_after is None:
+        return
+    if state.first_in_a_while(("rate-limited", f"refresh-{name}", key)):
+        state.record("rate-limited", claims, action="deny",
+                     detail={"limit": limit.text, "key": f"refresh-{name}", "grant": "refresh_token"})  # fmt: skip
+    raise RateLimitExceeded(f"Too many refreshes from this {'session' if name == 'session' else 'address'}.",
+                            retry_after=retry_after, reason=f"refresh-{name}-limited")  # fmt: skip
 
 
 def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool) -> str | None:

@@ -43,12 +43,16 @@ from .geo import GeoGuard
 from .jwks import JWKSClient
 from .keys import KeyRing
 from .ratelimit import AdaptiveSettings
+from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
 from .tokens import TokenCodec
+
+if t.TYPE_CHECKING:
+    from flask_limiter import Limiter
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -106,6 +110,18 @@ class ShieldState:
         self.recorder = EventRecorder(config, store)
         self.limiter = limiter
         self.geo = geo
+        #: The token endpoint's own limits (per session, per client address), or ``None``.
+        storage = limiter.storage if limiter is not None else None
+        self.refresh_limits = tuple(
+            KeyedLimit(storage, text, f"jwt-shield-refresh-{name}") if storage is not None and text else None
+            for name, text in (("session", config.refresh_rate_limit), ("address", config.refresh_address_rate_limit))
+        )
+        #: The introspection endpoint's limit per caller (``JWT_SHIELD_INTROSPECTION_RATE_LIMIT``).
+        self.introspection_limit = (
+            KeyedLimit(storage, config.introspection_rate_limit, "jwt-shield-introspection")
+            if storage is not None and config.introspection_rate_limit
+            else None
+        )
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
         self._last_outage_event = -math.inf
@@ -118,7 +134,7 @@ class ShieldState:
 
     @classmethod
     def build(
-        cls, app: Flask, registry: Registry, *, limiter: t.Any = None, store: Store | None = None
+        cls, app: Flask, registry: Registry, *, limiter: Limiter | None = None, store: Store | None = None
     ) -> ShieldState:
         """Read and validate the app's ``JWT_SHIELD_*`` configuration and build its objects.
 
@@ -239,7 +255,7 @@ def current_state() -> ShieldState:
     return state
 
 
-def _make_limiter(config: ShieldConfig, store: Store, app_limiter: t.Any) -> TokenRateLimiter:
+def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | None) -> TokenRateLimiter:
     """The per-token limiter: built even with no default limit, for ``@shield.limit``.
 
     Its storage: the app's Limiter, else ``JWT_SHIELD_RATE_LIMIT_STORAGE_URI``, else the

@@ -1721,3 +1721,57 @@ def test_dpop_proof_for_another_host_with_a_forged_host_header(make_app: AppFact
     forged = client.get("/api/me", headers={**dpop_headers(token, elsewhere), "Host": "other.example"})
     assert forged.status_code == 400  # the view never ran
     accepted(client.get("/api/me", headers=dpop_headers(token, key.proof(token=token))))
+
+
+# -- refreshing to multiply a thief's budget (adversarial review, finding 2) -------------------
+
+
+def test_refreshing_brings_no_fresh_rate_budget(make_app: AppFactory, clock: Clock) -> None:
+    """Each refresh used to bring a fresh per-token budget and spike counter: 20 refreshes
+    carried 6,000 requests in a minute with no 429. The budget is the session's now."""
+    app, _ = make_app({"JWT_SHIELD_RATE_LIMIT": "50/minute"})
+    client = app.test_client()
+    pair = client.post("/login").json
+    statuses = []
+    for _ in range(6):  # 6 refreshed tokens x 10 requests, within one minute
+        pair = client.post("/refresh", json={"refresh_token": pair["refresh_token"]}).json
+        statuses += [client.get("/api/me", headers=bearer(pair["access_token"])).status_code for _ in range(10)]
+    assert statuses[:50] == [200] * 50
+    assert set(statuses[50:]) == {429}
+
+
+def test_a_spent_refresh_token_in_the_grace_mints_nothing_new(make_app: AppFactory, clock: Clock) -> None:
+    """Presented 40 times inside the reuse grace, a spent refresh token minted 40 access
+    tokens with 40 budgets. Every grace answer is now the generation the rotation made."""
+    app, _ = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 10, "JWT_SHIELD_RATE_LIMIT": "30/second",
+                       "JWT_SHIELD_REFRESH_RATE_LIMIT": None})  # the token endpoint's own limit: below
+    client = app.test_client()
+    spent = client.post("/login").json["refresh_token"]
+    first = client.post("/refresh", json={"refresh_token": spent}).json
+    minted = [client.post("/refresh", json={"refresh_token": spent}).json for _ in range(40)]
+    jtis = {decode_segment(m["access_token"], 1)["jti"] for m in minted}
+    assert jtis == {decode_segment(first["access_token"], 1)["jti"]}
+    assert {m["refresh_token"] for m in minted} == {first["refresh_token"]}
+    statuses = [client.get("/api/me", headers=bearer(m["access_token"])).status_code for m in minted]
+    assert statuses.count(200) == 30 and set(statuses[30:]) == {429}
+
+
+def test_the_token_endpoint_has_limits_of_its_own(make_app: AppFactory, clock: Clock) -> None:
+    """Per session (a thief minting or hammering one session) and per client address
+    (guessing with junk, checked before any signature work): 429 with Retry-After."""
+    app, _ = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 10, "JWT_SHIELD_REFRESH_RATE_LIMIT": "5/minute",
+                       "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "20/minute"})  # fmt: skip
+    client = app.test_client()
+    spent = client.post("/login").json["refresh_token"]
+    statuses = [client.post("/refresh", json={"refresh_token": spent}).status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+    r = client.post("/refresh", json={"refresh_token": spent})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    other = client.post("/login?sub=bob").json["refresh_token"]  # another session is not affected
+    r = client.post("/refresh", json={"refresh_token": other})
+    assert r.status_code == 200
+    other = r.json["refresh_token"]
+    junk = [client.post("/refresh", json={"refresh_token": "x.y.z"}).status_code for _ in range(12)]
+    assert junk[-1] == 429 and 400 in junk  # the address's 20 were spent: junk first, then 429
+    clock.advance(61)
+    assert client.post("/refresh", json={"refresh_token": other}).status_code == 200

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "flask_jwt_shield"
 
 
@@ -130,3 +132,32 @@ def test_rate_limiting_reaches_only_its_own_modules_and_errors() -> None:
             todo.extend(graph.get(module, ()))
     assert reached - rate <= {"flask_jwt_shield.errors"}, reached - rate
     assert graph["flask_jwt_shield.ratelimit.syntax"] == set()  # a leaf
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    ["actions", "cache", "jose", "geo.database", "stores.redis_scripts", "stores.base"],
+)
+def test_leaves_import_nothing_from_the_package(leaf: str) -> None:
+    graph = _graph()
+    assert graph[f"flask_jwt_shield.{leaf}"] == set(), f"{leaf} must stay a leaf"
+
+
+def test_the_invalidation_subscriber_talks_to_the_store_through_its_protocol() -> None:
+    graph = _graph()
+    assert "flask_jwt_shield.stores.redis" not in graph["flask_jwt_shield.stores.invalidation"]
+    tree = ast.parse((PACKAGE / "stores" / "invalidation.py").read_text())
+    private = [
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    ]
+    assert not private, f"private fields of another object: {private}"
+
+
+def test_a_module_per_job_stays_small() -> None:
+    """The restructuring's point: no module grows back into a hub (pipeline, face)."""
+    lines = {p.relative_to(PACKAGE).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert lines["pipeline.py"] < 400, lines["pipeline.py"]
+    assert lines["extension.py"] < 600, lines["extension.py"]

@@ -310,3 +310,29 @@ def test_limiter_is_idle_without_anything_to_count() -> None:
     assert not limiter.active
     limiter.set_endpoint_limit("b", "5/minute")
     assert limiter.active
+
+
+@pytest.mark.parametrize("switch", [{"JWT_SHIELD_RATE_LIMIT_HEADERS": True}, {"RATELIMIT_HEADERS_ENABLED": True}])
+def test_ratelimit_headers_on_every_limited_response(make_app: AppFactory, clock: Clock,
+                                                     switch: dict[str, bool]) -> None:  # fmt: skip
+    """Newcomer's list, item 13: as Flask-Limiter with its headers enabled, every limited
+    response says where the token stands, not only the 429 (Flask-Limiter's own switch, for
+    an app that already uses it, turns them on too)."""
+    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": "3/minute", **switch})
+    (a,) = tokens(app, shield, "alice")
+    client = app.test_client()
+    seen = []
+    for _ in range(3):
+        r = client.get("/api/me", headers=bearer(a))
+        assert r.status_code == 200
+        seen.append((r.headers["RateLimit-Limit"], r.headers["RateLimit-Remaining"]))
+        assert "Retry-After" not in r.headers
+    assert seen == [("3", "2"), ("3", "1"), ("3", "0")]
+    assert client.get("/api/me", headers=bearer(a)).headers["RateLimit-Remaining"] == "0"
+    assert "RateLimit-Limit" not in client.get("/public").headers  # exempt: no limit, no headers
+
+
+def test_no_ratelimit_headers_on_success_by_default(make_app: AppFactory) -> None:
+    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": "3/minute"})
+    (a,) = tokens(app, shield, "alice")
+    assert "RateLimit-Limit" not in app.test_client().get("/api/me", headers=bearer(a)).headers

@@ -12,6 +12,7 @@ from .adaptive import AdaptiveSettings
 from .decision import AnomalyReport
 from .decision import RateDecision
 from .decision import SpikeReport
+from .endpoint import KeyedLimit
 from .limiter import TokenRateLimiter
 from .storage import LimiterStorageError
 from .syntax import default_spike_threshold
@@ -22,6 +23,7 @@ from .syntax import validate_limit_string
 __all__ = [
     "AdaptiveSettings",
     "AnomalyReport",
+    "KeyedLimit",
     "LimiterStorageError",
     "RateDecision",
     "SpikeReport",
