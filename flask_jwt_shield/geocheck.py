@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import typing as t
 
 from .cache import bounded_put
 from .errors import StoreError
@@ -61,13 +62,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
             # Raises for every action above flag, before the new place is stored: the
             # last place stays the owner's, so the owner's next request is not flagged.
             act(state, travel, claims)
-        if last is not None:
-            updated["last"] = last
-        if updated != profile:
-            try:
-                state.store.put_profile(sub, updated)
-            except StoreError as exc:
-                state.store_failed(exc, claims)
+        _keep_place(state, sub, profile, updated, last, claims)
     bounded_put(state.geo_seen, key, now, SEEN_MAX)
 
 def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, bool]:
@@ -91,14 +86,27 @@ def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, 
         findings.append(travel)
     for finding in findings:  # any action above flag raises: nothing issued, nothing stored
         act(state, finding, None, subject=sub)
-    if last is not None:
-        profile["last"] = last
-    if profile != before:
-        try:
-            state.store.put_profile(sub, profile)
-        except StoreError as exc:
-            state.store_failed(exc, None)
+    _keep_place(state, sub, before, profile, last, None)
     return location.country, any(f.kind == "new-country" for f in findings)
+
+
+def _keep_place(
+    state: ShieldState,
+    sub: str,
+    before: dict[str, t.Any],
+    after: dict[str, t.Any],
+    last: dict[str, t.Any] | None,
+    claims: Claims | None,
+) -> None:
+    """Store the subject's places when the checks changed them (the last place seen, the
+    countries): one write at most, none in steady state."""
+    if last is not None:
+        after["last"] = last
+    if after != before:
+        try:
+            state.store.put_profile(sub, after)
+        except StoreError as exc:
+            state.store_failed(exc, claims)
 
 
 def forget_places(state: ShieldState, sub: str, *, by: str | None = None) -> None:
