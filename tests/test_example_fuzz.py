@@ -41,7 +41,7 @@ ROUTES: dict[str, set[str]] = {
     # HTML pages for people: the admin login and the shield's dashboard.
     "/admin/login": {"GET", "POST"}, "/admin/logout": {"POST"}, "/shield/": {"GET"}, "/shield/subject": {"GET"},
     "/shield/keys": {"GET"}, "/shield/revoke/session": {"POST"}, "/shield/revoke/token": {"POST"},
-    "/shield/revoke/subject": {"POST"}, "/shield/revoke/key": {"POST"},
+    "/shield/revoke/subject": {"POST"}, "/shield/revoke/key": {"POST"}, "/shield/forget-places": {"POST"},
 }  # fmt: skip
 # Pages for a browser answer their own errors in HTML (the API answers JSON).
 HTML_PAGES = {"/admin/login", "/admin/logout"} | {p for p in ROUTES if p.startswith("/shield/")}
