@@ -8,6 +8,7 @@ builds the app's :class:`~flask_jwt_shield.state.ShieldState` and its request pi
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
@@ -28,13 +29,14 @@ from . import transport
 from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
+from .config import duration_seconds
 from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
 from .global_logout import GlobalTokenRevocation
 from .global_logout import SubjectResolver as GlobalSubjectResolver
 from .introspection import Authorizer as IntrospectionAuthorizer
-from .introspection import IntrospectionEndpoint
+from .introspection import make_view as make_introspection_view
 from .jwks import JWKSClient
 from .metadata import make_blueprint as metadata_blueprint
 from .oauth import ALL_METHODS
@@ -45,9 +47,11 @@ from .pipeline import Pipeline
 from .ratelimit import parse_limits
 from .sessions import Session
 from .sessions import TokenPair
+from .ssf import SESSION_FALLBACKS
 from .ssf import Authorizer
 from .ssf import ReceiverSettings
 from .ssf import SecurityEventReceiver
+from .ssf import SessionFallback
 from .ssf import SubjectResolver
 from .ssf import make_blueprint
 from .state import EXTENSION_KEY
@@ -55,7 +59,7 @@ from .state import Registry
 from .state import ShieldState
 from .state import current_state
 from .stores import Store
-from .token_revocation import RevocationEndpoint
+from .token_revocation import make_view as make_revocation_view
 from .tokens import Claims
 
 if t.TYPE_CHECKING:
@@ -104,7 +108,7 @@ class JWTShield:
         state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
         app.extensions[EXTENSION_KEY] = state
         serialise_current_claims(app)
-        if state.config.enabled:
+        if state.config.request.enabled:
             run = Pipeline(state).run
 
             # A plain function rather than the bound method or a partial: Flask asks on
@@ -190,14 +194,17 @@ class JWTShield:
         self,
         sub: str,
         claims: t.Mapping[str, t.Any] | None = None,
-        expires_in: int | None = None,
+        expires_in: int | datetime.timedelta | None = None,
     ) -> str:
         """Sign an access token (``typ`` ``at+jwt``) for ``sub``. Needs an app context.
 
         :param claims: extra claims; registered ones (``sub``, ``exp``, ``jti`` ...) are
             written by the shield and may not be given.
-        :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
+        :param expires_in: whole seconds or a :class:`~datetime.timedelta`, default
+            ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
+        if isinstance(expires_in, datetime.timedelta):
+            expires_in = int(duration_seconds(expires_in, "expires_in", whole=True))
         return _sessions.create_access_token(current_state(), _text("sub", sub), claims, expires_in)
 
     def issue_tokens(
@@ -245,7 +252,7 @@ class JWTShield:
         :meth:`refresh` of such a session. Needs an app context.
         """
         config = current_state().config
-        if "cookies" not in config.token_locations:
+        if "cookies" not in config.request.token_locations:
             raise RuntimeError(f"set_cookies() needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
         if not pair.cookie_bound:
             raise ValueError(
@@ -253,10 +260,12 @@ class JWTShield:
                 " issue it with shield.issue_tokens(sub, cookies=True)."
             )
         ends = pair.refresh_expires_at
-        refresh_max_age = max(0, math.floor(ends - time.time())) if ends is not None else config.refresh_token_ttl
+        refresh_max_age = (
+            max(0, math.floor(ends - time.time())) if ends is not None else config.sessions.refresh_token_ttl
+        )
         transport.set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
                               refresh_token=pair.refresh_token, refresh_max_age=refresh_max_age,
-                              fingerprint=pair.fingerprint, samesite=config.cookie_samesite)  # fmt: skip
+                              fingerprint=pair.fingerprint, samesite=config.request.cookie_samesite)  # fmt: skip
         return response
 
     def unset_cookies(self, response: ResponseT) -> ResponseT:
@@ -355,13 +364,14 @@ class JWTShield:
         resolve_subject: SubjectResolver | None = None,
         authorize: Authorizer | None = None,
         max_age: float = 7 * 86400,
+        session_fallback: SessionFallback = "subject",
         url: str = "/security-events",
         name: str = "jwt_shield_security_events",
     ) -> Blueprint:
         """A blueprint that receives the identity provider's Security Event Tokens (RFC 8417)
         pushed per RFC 8935 at ``url`` (exempt from the token pipeline).
 
-        CAEP ``session-revoked`` revokes that session (its ``sid``); CAEP ``credential-change``
+        CAEP ``session-revoked`` revokes that session; CAEP ``credential-change``
         and RISC ``sessions-revoked``, ``account-disabled`` and ``account-purged`` revoke every
         token of the subject. See :doc:`resource-server`.
 
@@ -374,7 +384,15 @@ class JWTShield:
         :param authorize: ``fn() -> bool``, run in the request to authenticate the
             transmitter (an ``Authorization`` header, say); ``False`` answers 401.
         :param max_age: seconds a SET's ``jti`` is remembered; older SETs are refused.
+        :param session_fallback: what CAEP ``session-revoked`` revokes when the session is not
+            one the store knows (resource-server mode: the provider's ``sid``, which some
+            providers' tokens do not carry): ``"subject"`` (default) every token of the user,
+            ``"none"`` only the tokens whose ``sid`` claim names it.
         """
+        if session_fallback not in SESSION_FALLBACKS:
+            raise ConfigurationError(
+                f"security_events_blueprint(session_fallback=...) must be one of {SESSION_FALLBACKS}"
+            )
         client = None
         if jwks_url is not None:
             try:
@@ -382,7 +400,8 @@ class JWTShield:
             except ValueError as exc:
                 raise ConfigurationError(f"security_events_blueprint(jwks_url=...): {exc}") from None
         settings = ReceiverSettings(issuer=issuer, audience=audience, max_age=float(max_age),
-                                    resolve_subject=resolve_subject, authorize=authorize)  # fmt: skip
+                                    resolve_subject=resolve_subject, authorize=authorize,
+                                    session_fallback=session_fallback)  # fmt: skip
         return make_blueprint(name, url, SecurityEventReceiver(settings, client), self.exempt)
 
     def dashboard_blueprint(
@@ -459,22 +478,11 @@ class JWTShield:
     # -- revocation, introspection, metadata, the provider's logout (see :doc:`oauth`) -----
 
     def revocation_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:
-        """A ready RFC 7009 token revocation endpoint (``POST``, exempt), authenticating
-        clients with the hook of :meth:`token_view`.
-
-        A refresh token ends its whole session, an access token only itself. A token whose
-        ``client_id`` names another client is not revoked (400 ``invalid_grant``); one
-        issued without a ``client_id`` belongs to the app, any accepted client may revoke
-        it. An unknown, invalid or expired token gets 200 (§2.2). A DPoP-bound session
-        needs no proof to be revoked.
-        """
-        endpoint = RevocationEndpoint(authenticate_client)
-
-        def revoke() -> Response:
-            _sessions.refuse_in_resource_server_mode(current_state(), "revocation_view")
-            return endpoint()
-
-        return self.exempt(role(revoke, "revocation_endpoint", ALL_METHODS))
+        """A ready RFC 7009 token revocation endpoint (``POST``, exempt; clients checked by the
+        hook of :meth:`token_view`). A refresh token ends its session, an access token only
+        itself; another client's token is not revoked (400 ``invalid_grant``), one issued
+        without a ``client_id`` is the app's; an unknown token gets 200. See :doc:`oauth`."""
+        return self.exempt(make_revocation_view(authenticate_client))
 
     def introspection_view(
         self,
@@ -488,18 +496,10 @@ class JWTShield:
         expiry, and for a refresh token the session's lifetimes and the reuse grace), else
         ``{"active": false}``. Rate limited per caller (:data:`JWT_SHIELD_INTROSPECTION_RATE_LIMIT`).
 
-        :param authenticate_client: the client check of :meth:`token_view`; a client must
-            present a secret (a public client never introspects).
-        :param authorize: ``fn() -> bool``, run in the request, for callers without client
-            credentials (a resource server with a key of its own). One of the two is required.
+        :param authenticate_client: the hook of :meth:`token_view`; a public client never introspects.
+        :param authorize: ``fn() -> bool`` for callers without client credentials. One of the two is required.
         """
-        endpoint = IntrospectionEndpoint(authenticate_client, authorize)
-
-        def introspect() -> Response:
-            _sessions.refuse_in_resource_server_mode(current_state(), "introspection_view")
-            return endpoint()
-
-        return self.exempt(role(introspect, "introspection_endpoint", endpoint.methods))
+        return self.exempt(make_introspection_view(authenticate_client, authorize))
 
     def global_token_revocation_view(
         self,

@@ -140,7 +140,7 @@ class GlobalTokenRevocation:
         return role(global_token_revocation, "global_token_revocation_endpoint")
 
     def handle(self, state: ShieldState) -> Response:
-        realm = state.config.realm
+        realm = state.config.request.realm
         try:
             claims = self.authenticate(state)
             sub_id = self.subject_identifier()
@@ -208,13 +208,13 @@ class GlobalTokenRevocation:
         if not (aud == audience or (isinstance(aud, list) and audience in aud)):
             raise RequestRefused(401, "invalid_token", "The authentication token is not meant for this endpoint.")
         now = time.time()
-        leeway = state.config.leeway + _CLOCK_SKEW
+        leeway = state.config.keys.leeway + _CLOCK_SKEW
         exp, iat, jti = claims.get("exp"), claims.get("iat"), claims.get("jti")
         for name, value in (("exp", exp), ("iat", iat)):
             if type(value) not in (int, float) or not math.isfinite(t.cast(float, value)):
                 raise RequestRefused(401, "invalid_token", f"The authentication token has no {name}.")
         assert isinstance(exp, (int, float)) and isinstance(iat, (int, float))
-        if exp <= now - state.config.leeway:
+        if exp <= now - state.config.keys.leeway:
             raise RequestRefused(401, "invalid_token", "The authentication token expired.")
         if iat > now + leeway or iat < now - settings.max_age:
             raise RequestRefused(401, "invalid_token", "The authentication token is not recent.")
@@ -264,7 +264,8 @@ class GlobalTokenRevocation:
 
     def resolve(self, state: ShieldState, sub_id: dict[str, t.Any]) -> str:
         """The ``sub`` of the app's tokens, or 404."""
-        if sub_id["format"] == "iss_sub" and state.config.issuer is not None and sub_id["iss"] == state.config.issuer:
+        issuer = state.config.keys.issuer
+        if sub_id["format"] == "iss_sub" and issuer is not None and sub_id["iss"] == issuer:
             return t.cast(str, sub_id["sub"])
         resolve = self.settings.resolve_subject
         if resolve is not None:

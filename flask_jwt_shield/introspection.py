@@ -40,7 +40,9 @@ from .oauth import client_credentials
 from .oauth import invalid_request
 from .oauth import json_response
 from .oauth import presented_token
+from .oauth import role
 from .oauth import scope_tokens
+from .sessions import refuse_in_resource_server_mode
 from .state import ShieldState
 from .state import current_state
 from .token_revocation import PARAMETERS
@@ -49,7 +51,7 @@ from .tokens import REFRESH_TYPE
 
 logger = logging.getLogger("flask_jwt_shield")
 
-__all__ = ["IntrospectionEndpoint", "introspect"]
+__all__ = ["IntrospectionEndpoint", "introspect", "make_view"]
 
 #: ``authorize() -> bool``, run in the request: lets a resource server in without client
 #: credentials (a bearer token of its own, an mTLS header set by the proxy ...).
@@ -81,12 +83,12 @@ def introspect(state: ShieldState, token: str, hint: str | None = None) -> dict[
     client_id = claims.get("client_id")
     if typ == REFRESH_TYPE:
         config = state.config
-        if family is None or not family.live(now, config.refresh_idle_ttl):
+        if family is None or not family.live(now, config.sessions.refresh_idle_ttl):
             return INACTIVE
         spent_in_grace = (
             claims["jti"] == family.previous_jti
             and family.rotated_at is not None
-            and now - family.rotated_at <= config.refresh_reuse_grace
+            and now - family.rotated_at <= config.sessions.refresh_reuse_grace
         )
         if claims["jti"] != family.current_jti and not spent_in_grace:
             return INACTIVE  # spent: presenting it now would be reuse
@@ -97,7 +99,8 @@ def introspect(state: ShieldState, token: str, hint: str | None = None) -> dict[
     if typ == REFRESH_TYPE:
         assert family is not None
         # The session ends at the first of its lifetimes: absolute, or idle from its last use.
-        answer["exp"] = min(int(claims["exp"]), math.floor(family.last_used_at + state.config.refresh_idle_ttl))
+        idle_ends = family.last_used_at + state.config.sessions.refresh_idle_ttl
+        answer["exp"] = min(int(claims["exp"]), math.floor(idle_ends))
         answer["token_type"] = "refresh_token"
     else:
         answer["token_type"] = "DPoP" if isinstance(claims.get("cnf"), dict) else "Bearer"
@@ -137,7 +140,7 @@ class IntrospectionEndpoint:
             self.throttle(state, caller)
             answer = introspect(state, token, params.get("token_type_hint"))
         except ShieldError as exc:
-            exc.realm = state.config.realm
+            exc.realm = state.config.request.realm
             raise
         self.record(state, caller, client_id, answer)
         return json_response(answer)
@@ -190,3 +193,17 @@ class IntrospectionEndpoint:
         if state.first_in_a_while(("token-introspected", caller, jti or "")):
             state.record("token-introspected", None, subject=answer.get("sub"), jti=jti,
                          detail={"client_id": client_id, "active": answer["active"]})  # fmt: skip
+
+
+def make_view(
+    authenticate_client: ClientAuthenticator | None, authorize: Authorizer | None
+) -> t.Callable[[], Response]:
+    """The view of :meth:`JWTShield.introspection_view
+    <flask_jwt_shield.JWTShield.introspection_view>`."""
+    endpoint = IntrospectionEndpoint(authenticate_client, authorize)
+
+    def introspect() -> Response:
+        refuse_in_resource_server_mode(current_state(), "introspection_view")
+        return endpoint()
+
+    return role(introspect, "introspection_endpoint", endpoint.methods)

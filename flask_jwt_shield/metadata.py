@@ -97,7 +97,7 @@ class AuthorizationServerMetadata:
 
     def issuer(self, state: ShieldState) -> str:
         """``JWT_SHIELD_ISSUER``, else the URL the app is served at."""
-        return state.config.issuer or _origin()
+        return state.config.keys.issuer or _origin()
 
     def document(self, state: ShieldState) -> dict[str, t.Any]:
         config = state.config
@@ -116,8 +116,8 @@ class AuthorizationServerMetadata:
             body["scopes_supported"] = self.scopes
         body["response_types_supported"] = self.response_types
         body["grant_types_supported"] = ["refresh_token"] if "token_endpoint" in endpoints else []
-        if config.dpop != "off":
-            body["dpop_signing_alg_values_supported"] = sorted(config.dpop_algorithms)
+        if config.dpop.dpop != "off":
+            body["dpop_signing_alg_values_supported"] = sorted(config.dpop.dpop_algorithms)
         if "global_token_revocation_endpoint" in endpoints:
             body["global_token_revocation_endpoint"] = endpoints["global_token_revocation_endpoint"][0]
         return body
@@ -166,7 +166,7 @@ class ResourceMetadata:
 
     def document(self, state: ShieldState) -> dict[str, t.Any]:
         config = state.config
-        servers = self.authorization_servers or [config.issuer or _origin()]
+        servers = self.authorization_servers or [config.keys.issuer or _origin()]
         body: dict[str, t.Any] = {"resource": self.identifier(), "authorization_servers": servers}
         if not config.resource_server:
             jwks = mounted_endpoints().get("jwks_uri")
@@ -175,10 +175,10 @@ class ResourceMetadata:
         if self.scopes is not None:
             body["scopes_supported"] = self.scopes
         # Cookies carry the browser's tokens, but no RFC 6750 method names them.
-        body["bearer_methods_supported"] = ["header"] if "headers" in config.token_locations else []
-        if config.dpop != "off":
-            body["dpop_signing_alg_values_supported"] = sorted(config.dpop_algorithms)
-        body["dpop_bound_access_tokens_required"] = config.dpop == "required"
+        body["bearer_methods_supported"] = ["header"] if "headers" in config.request.token_locations else []
+        if config.dpop.dpop != "off":
+            body["dpop_signing_alg_values_supported"] = sorted(config.dpop.dpop_algorithms)
+        body["dpop_bound_access_tokens_required"] = config.dpop.dpop == "required"
         return body
 
     def view(self, suffix: str | None = None) -> Response:

@@ -102,7 +102,7 @@ def revoke_token(
     if token_or_jti.count(".") == 2:
         claims = state.codec.inspect(token_or_jti)
         jti, sub, sid = claims["jti"], claims["sub"], claims.get("sid")
-        until = float(claims["exp"]) + state.config.leeway + 1
+        until = float(claims["exp"]) + state.config.keys.leeway + 1
     else:
         jti, until = token_or_jti, state.revocation_horizon(now)
     state.write(lambda: state.store.revoke("jti", jti, until))
@@ -172,7 +172,7 @@ def act(state: ShieldState, finding: Finding, claims: Claims | None, *, subject:
     """
     config = state.config
     action = finding.action
-    effective = "flag" if config.monitor_only else action
+    effective = "flag" if config.request.monitor_only else action
     detail = finding.detail
     if effective != action:
         detail = {**detail, "monitor_only": True, "intended_action": action}
@@ -198,7 +198,7 @@ def act(state: ShieldState, finding: Finding, claims: Claims | None, *, subject:
             state.store.revoke_family(claims["sid"], until)
             state.record("family-revoked", claims, action=effective, detail=why)
         elif claims is not None:
-            state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.leeway + 1)
+            state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.keys.leeway + 1)
             state.record("token-revoked", claims, action="revoke", detail=why)
     except StoreError as exc:
         state.store_failed(exc, claims)

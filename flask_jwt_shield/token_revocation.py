@@ -28,6 +28,7 @@ from .errors import InvalidGrant
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .oauth import ALL_METHODS
 from .oauth import ClientAuthenticator
 from .oauth import ClientCredentials
 from .oauth import authenticate
@@ -35,12 +36,14 @@ from .oauth import body_parameters
 from .oauth import client_credentials
 from .oauth import invalid_request
 from .oauth import presented_token
+from .oauth import role
+from .sessions import refuse_in_resource_server_mode
 from .state import ShieldState
 from .state import current_state
 from .tokens import REFRESH_TYPE
 from .tokens import Claims
 
-__all__ = ["RevocationEndpoint", "token_owner"]
+__all__ = ["RevocationEndpoint", "make_view", "token_owner"]
 
 #: The parameters this endpoint reads; any other is ignored (RFC 6749 §3.2).
 PARAMETERS = ("token", "token_type_hint", "client_id", "client_secret")
@@ -48,7 +51,7 @@ PARAMETERS = ("token", "token_type_hint", "client_id", "client_secret")
 
 def max_body(state: ShieldState) -> int:
     """The largest request body a revocation or introspection request may have."""
-    return state.config.max_token_bytes + 8192
+    return state.config.request.max_token_bytes + 8192
 
 
 def token_owner(state: ShieldState, typ: str, claims: Claims) -> tuple[bool, str | None]:
@@ -85,7 +88,7 @@ class RevocationEndpoint:
                 raise invalid_request("The token parameter is missing.", "missing-token")
             self.revoke(state, token, params.get("token_type_hint"), client)
         except ShieldError as exc:
-            exc.realm = state.config.realm
+            exc.realm = state.config.request.realm
             raise
         # §2.2: 200, and the body is ignored by the client. Never cached.
         response = current_app.response_class(status=200)
@@ -115,3 +118,14 @@ class RevocationEndpoint:
                                      subject=lambda: claims["sub"])  # fmt: skip
         else:
             revocation.revoke_token(state, token, by="revocation-endpoint", detail=detail)
+
+
+def make_view(authenticate_client: ClientAuthenticator | None) -> t.Callable[[], Response]:
+    """The view of :meth:`JWTShield.revocation_view <flask_jwt_shield.JWTShield.revocation_view>`."""
+    endpoint = RevocationEndpoint(authenticate_client)
+
+    def revoke() -> Response:
+        refuse_in_resource_server_mode(current_state(), "revocation_view")
+        return endpoint()
+
+    return role(revoke, "revocation_endpoint", ALL_METHODS)

@@ -39,6 +39,7 @@ from flask_jwt_shield import signals
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 from .idp_util import IdPServer
 from .idp_util import SigningKey
 from .idp_util import rsa_key
@@ -144,10 +145,11 @@ def test_resource_metadata_with_a_path_and_in_resource_server_mode(make_app: App
     app.register_blueprint(shield.metadata_blueprint(resource="https://api.example.com/v1", scopes=["notes:read"]))
     client = app.test_client()
     r = client.get("/.well-known/oauth-protected-resource/v1")
-    assert r.json == {"resource": "https://api.example.com/v1", "authorization_servers": [idp.url],
-                      "scopes_supported": ["notes:read"], "bearer_methods_supported": ["header"],
-                      "dpop_signing_alg_values_supported": sorted(app.extensions["jwt_shield"].config.dpop_algorithms),
-                      "dpop_bound_access_tokens_required": True}  # fmt: skip
+    algorithms = sorted(app.extensions["jwt_shield"].config.dpop.dpop_algorithms)
+    assert json_of(r) == {"resource": "https://api.example.com/v1", "authorization_servers": [idp.url],
+                          "scopes_supported": ["notes:read"], "bearer_methods_supported": ["header"],
+                          "dpop_signing_alg_values_supported": algorithms,
+                          "dpop_bound_access_tokens_required": True}  # fmt: skip
     assert client.get("/.well-known/oauth-protected-resource").status_code == 404
     assert client.get("/.well-known/oauth-authorization-server").status_code == 404  # the provider is the AS
     challenge = client.get("/api/me").headers["WWW-Authenticate"]
@@ -232,8 +234,8 @@ def oauth_app(make_app: AppFactory, clock: Clock) -> tuple[Flask, JWTShield]:
 
 def _introspect(client: t.Any, token: str) -> dict[str, t.Any]:
     r = client.post("/oauth/introspect", data={"token": token}, headers=basic("app-a", "secret-a"))
-    assert r.status_code == 200, r.json
-    return t.cast(dict[str, t.Any], r.json)
+    assert r.status_code == 200, json_of(r)
+    return t.cast(dict[str, t.Any], json_of(r))
 
 
 def test_a_token_issued_to_another_client_is_not_revoked(oauth_app: tuple[Flask, JWTShield]) -> None:
@@ -243,7 +245,7 @@ def test_a_token_issued_to_another_client_is_not_revoked(oauth_app: tuple[Flask,
         pair = shield.issue_tokens("alice", claims={"client_id": "app-a", "scope": "notes:read notes:write"})
     for token in (pair.refresh_token, pair.access_token):
         r = client.post("/oauth/revoke", data={"token": token}, headers=basic("app-b", "secret-b"))
-        assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+        assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
         assert "WWW-Authenticate" not in r.headers
         answer = _introspect(client, token)
         assert (
@@ -268,11 +270,11 @@ def test_a_dpop_bound_session_is_revoked_without_a_proof(make_app: AppFactory, c
     key = HandKey(url="http://localhost/login", method="POST")
     client = app.test_client()
     r = client.post("/login", headers={"DPoP": key.proof(token=None)})
-    assert r.json["token_type"] == "DPoP", r.json
-    answer = _introspect(client, r.json["access_token"])
+    assert json_of(r)["token_type"] == "DPoP", json_of(r)
+    answer = _introspect(client, json_of(r)["access_token"])
     assert answer["token_type"] == "DPoP" and answer["cnf"] == {"jkt": key.jkt}
-    assert client.post("/oauth/revoke", data={"token": r.json["refresh_token"]}).status_code == 200  # no proof
-    assert _introspect(client, r.json["access_token"]) == {"active": False}
+    assert client.post("/oauth/revoke", data={"token": json_of(r)["refresh_token"]}).status_code == 200  # no proof
+    assert _introspect(client, json_of(r)["access_token"]) == {"active": False}
 
 
 def test_introspection_sees_every_kind_of_revocation(make_app: AppFactory, oauth_app: tuple[Flask, JWTShield],
@@ -281,7 +283,7 @@ def test_introspection_sees_every_kind_of_revocation(make_app: AppFactory, oauth
     client = app.test_client()
 
     def login(sub: str = "alice") -> dict[str, t.Any]:
-        return t.cast(dict[str, t.Any], client.post(f"/login?sub={sub}").json)
+        return t.cast(dict[str, t.Any], json_of(client.post(f"/login?sub={sub}")))
 
     token_case, session_case, subject_case, reuse_case = login(), login(), login("bob"), login("carol")
     for pair in (token_case, session_case, subject_case, reuse_case):
@@ -298,7 +300,7 @@ def test_introspection_sees_every_kind_of_revocation(make_app: AppFactory, oauth
 
     # Refresh reuse: the spent token stays active within the grace, then the session ends.
     first = reuse_case["refresh_token"]
-    second = client.post("/refresh", json={"refresh_token": first}).json
+    second = json_of(client.post("/refresh", json={"refresh_token": first}))
     assert _introspect(client, first)["active"] is True  # within the 5 s grace
     clock.advance(6)
     assert _introspect(client, first) == {"active": False}  # spent past the grace
@@ -324,7 +326,7 @@ def test_introspection_sees_every_kind_of_revocation(make_app: AppFactory, oauth
 def test_introspection_sees_expiry_and_the_session_lifetimes(oauth_app: tuple[Flask, JWTShield], clock: Clock) -> None:
     app, _ = oauth_app
     client = app.test_client()
-    pair = client.post("/login").json
+    pair = json_of(client.post("/login"))
     refreshed = _introspect(client, pair["refresh_token"])
     assert refreshed["exp"] == int(clock.now) + 3600  # the idle lifetime ends first
     clock.advance(601)
@@ -333,10 +335,10 @@ def test_introspection_sees_expiry_and_the_session_lifetimes(oauth_app: tuple[Fl
     clock.advance(3600)
     assert _introspect(client, pair["refresh_token"]) == {"active": False}  # idle too long
     # The absolute lifetime: used every 50 minutes, the session still ends after 2 hours.
-    pair = client.post("/login").json
+    pair = json_of(client.post("/login"))
     for _ in range(2):
         clock.advance(3000)
-        pair = client.post("/refresh", json={"refresh_token": pair["refresh_token"]}).json
+        pair = json_of(client.post("/refresh", json={"refresh_token": pair["refresh_token"]}))
         assert _introspect(client, pair["refresh_token"])["active"] is True
     clock.advance(1300)
     assert _introspect(client, pair["refresh_token"]) == {"active": False}
@@ -346,11 +348,11 @@ def test_introspection_is_rate_limited_per_client_and_recorded(make_app: AppFact
     app, shield = make_app({"JWT_SHIELD_INTROSPECTION_RATE_LIMIT": "3/minute"})
     app.register_blueprint(shield.oauth_blueprint(authenticate_client=_check_client))
     client = app.test_client()
-    token = client.post("/login").json["access_token"]
+    token = json_of(client.post("/login"))["access_token"]
     seen: list[t.Any] = []
     with signals.token_introspected.connected_to(lambda app, event: seen.append(event)):
         for _ in range(3):
-            assert client.post("/oauth/introspect", data={"token": token}, headers=basic("app-a", "secret-a")).json[
+            assert json_of(client.post("/oauth/introspect", data={"token": token}, headers=basic("app-a", "secret-a")))[
                 "active"
             ]
     assert len(seen) == 1 and seen[0].jti is not None and seen[0].detail == {"client_id": "app-a", "active": True}
@@ -371,10 +373,10 @@ def test_introspection_for_resource_servers_through_authorize(make_app: AppFacto
         view_func=shield.introspection_view(authorize=lambda: request.headers.get("X-Gateway-Key") == "k"),
     )
     client = app.test_client()
-    token = client.post("/login").json["access_token"]
-    assert client.post("/introspect", data={"token": token}, headers={"X-Gateway-Key": "k"}).json["active"] is True
+    token = json_of(client.post("/login"))["access_token"]
+    assert json_of(client.post("/introspect", data={"token": token}, headers={"X-Gateway-Key": "k"}))["active"] is True
     r = client.post("/introspect", data={"token": token}, headers={"X-Gateway-Key": "no"})
-    assert r.status_code == 401 and r.json["error"] == "invalid_client"
+    assert r.status_code == 401 and json_of(r)["error"] == "invalid_client"
     with pytest.raises(ValueError, match="authenticate_client"):
         shield.introspection_view()
 
@@ -523,9 +525,9 @@ def test_bad_input_never_gets_a_500(fuzz_app: tuple[Flask, list[str]], data: st.
     r = app.test_client().open(path, method=method, data=body, headers=headers)
     assert r.status_code < 500 or r.status_code == 503, (path, r.status_code, r.data[:200])
     if r.status_code == 400 and path in ENDPOINTS[:3]:
-        assert r.json["error"] in {"invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_scope"}
+        assert json_of(r)["error"] in {"invalid_request", "invalid_grant", "unsupported_grant_type", "invalid_scope"}
     if path == "/oauth/introspect" and r.status_code == 200:
-        answer = r.json
+        answer = json_of(r)
         assert answer == {"active": False} or answer["active"] is True
     if r.status_code == 200 and path == "/oauth/revoke":
         assert r.data == b""
