@@ -69,6 +69,18 @@ def authenticate_client(client: ClientCredentials) -> bool:
     return client.client_secret is not None and check_password_hash(registered, client.client_secret)
 
 
+def resolve_subject(sub_id: dict[str, t.Any]) -> str | None:
+    """The user an identity provider's logout request names (RFC 9493): the provider's
+    ``iss_sub`` or an ``@example.com`` address whose local part is a username here."""
+    if sub_id["format"] == "iss_sub" and sub_id["iss"] == current_app.config.get("UNIVERSAL_LOGOUT_ISSUER"):
+        name = sub_id["sub"]
+    elif sub_id["format"] == "email" and sub_id["email"].lower().endswith("@example.com"):
+        name = sub_id["email"][: -len("@example.com")]
+    else:
+        return None
+    return name if find_user(name) is not None else None
+
+
 def _demo_secret(instance: Path, name: str = "jwt-secret.txt") -> str:
     """A random secret kept in the instance folder, so restarts keep sessions."""
     path = instance / name
@@ -123,7 +135,8 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         JWT_SHIELD_STORE_URI=os.environ.get("JWT_SHIELD_STORE_URI") or "sqlite:///shield.db",
         JWT_SHIELD_GEOIP_DATABASE=str(HERE / "demo-geoip.mmdb"),
         JWT_SHIELD_ISSUER=_issuer(),
-        JWT_SHIELD_AUDIENCE="example-api",
+        # The API's resource identifier (RFC 9728) is its URL, and its tokens' audience follows.
+        JWT_SHIELD_AUDIENCE=_issuer(),
         JWT_SHIELD_REFRESH_REUSE_GRACE=5,
         JWT_SHIELD_RATE_LIMIT="60/minute",
         JWT_SHIELD_SPIKE_THRESHOLD="120/minute",
@@ -141,6 +154,16 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     shield.init_app(app)
     app.register_blueprint(shield.jwks_blueprint())
+    # RFC 8414 and RFC 9728 documents, generated from the configuration and the endpoints below.
+    app.register_blueprint(shield.metadata_blueprint())
+    if app.config.get("UNIVERSAL_LOGOUT_ISSUER"):
+        # The identity provider's global token revocation (Okta Universal Logout): see
+        # docs/oauth.rst. Its JWK Set verifies the signed request.
+        app.add_url_rule("/oauth/global-token-revocation", "global_token_revocation",
+                         shield.global_token_revocation_view(issuer=app.config["UNIVERSAL_LOGOUT_ISSUER"],
+                                                             jwks_url=app.config["UNIVERSAL_LOGOUT_JWKS_URL"],
+                                                             resolve_subject=resolve_subject),
+                         methods=["POST"])  # fmt: skip
     app.register_blueprint(_routes(app))
     app.register_blueprint(_admin())
     # The shield's dashboard, for admins logged in at /admin/login (a Flask session cookie).
@@ -246,6 +269,12 @@ def _routes(app: Flask) -> Blueprint:
     # and oidc-client-ts send to refresh, and the {"refresh_token": ...} JSON body too.
     bp.add_url_rule("/auth/refresh", "refresh", shield.token_view(authenticate_client=authenticate_client),
                     methods=["POST"])  # fmt: skip
+    # RFC 7009: any client revokes its own tokens (and the app's, issued without a client_id);
+    # RFC 7662: only a confidential client (example-cli) introspects.
+    bp.add_url_rule("/oauth/revoke", "revoke", shield.revocation_view(authenticate_client=authenticate_client),
+                    methods=["POST"])  # fmt: skip
+    bp.add_url_rule("/oauth/introspect", "introspect",
+                    shield.introspection_view(authenticate_client=authenticate_client), methods=["POST"])  # fmt: skip
 
     @bp.post("/auth/logout")
     def logout() -> t.Any:

@@ -121,6 +121,8 @@ class Pipeline:
                 return  # @shield.optional: no token is fine, a bad one is refused below
             exc.realm = self.config.request.realm
             exc.dpop = self._dpop_challenge
+            if state.resource_metadata is not None:
+                exc.resource_metadata = state.resource_metadata()
             if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
                 self._rejected(exc, claims)
             raise
