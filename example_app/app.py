@@ -12,10 +12,12 @@ bundled demo one, which knows only the documentation address ranges.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import secrets
 import sqlite3
+import time
 import typing as t
 from contextlib import closing
 from pathlib import Path
@@ -119,6 +121,26 @@ def _issuer() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def _demo_geoip(instance: Path) -> str:
+    """The demo GeoIP database (documentation address ranges only, see
+    scripts/make_demo_geoip.py), written into the instance folder with today's build date
+    once a week, so that ``check-config`` judges its freshness like a real one's. Without
+    mmdb-writer (installed by ``make run``) the bundled copy is used as it is."""
+    copy = instance / "demo-geoip.mmdb"
+    try:
+        if copy.exists() and time.time() - copy.stat().st_mtime < 7 * 86400:
+            return str(copy)
+        spec = importlib.util.spec_from_file_location("make_demo_geoip", HERE.parent / "scripts" / "make_demo_geoip.py")
+        if spec is None or spec.loader is None:
+            raise ImportError("scripts/make_demo_geoip.py is missing")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.build_database(copy, built_at=int(time.time()))
+        return str(copy)
+    except (ImportError, OSError):
+        return str(HERE / "demo-geoip.mmdb")
+
+
 def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path or str(HERE / "instance"))
     instance = Path(app.instance_path)
@@ -133,12 +155,16 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         # SQLite in example_app/instance/; JWT_SHIELD_STORE_URI=redis://127.0.0.1:6379/0 (or
         # redis+cluster://host:port) shares one state between several app servers.
         JWT_SHIELD_STORE_URI=os.environ.get("JWT_SHIELD_STORE_URI") or "sqlite:///shield.db",
-        JWT_SHIELD_GEOIP_DATABASE=str(HERE / "demo-geoip.mmdb"),
+        JWT_SHIELD_GEOIP_DATABASE=_demo_geoip(instance),
         JWT_SHIELD_ISSUER=_issuer(),
         # The API's resource identifier (RFC 9728) is its URL, and its tokens' audience follows.
         JWT_SHIELD_AUDIENCE=_issuer(),
         JWT_SHIELD_REFRESH_REUSE_GRACE=5,
         JWT_SHIELD_RATE_LIMIT="60/minute",
+        # `make run` is one process, so counting in memory is exact; with several workers or
+        # servers, count in Redis (a Redis store's own server is used when this is unset).
+        JWT_SHIELD_RATE_LIMIT_STORAGE_URI=os.environ.get("JWT_SHIELD_RATE_LIMIT_STORAGE_URI") or (
+            None if os.environ.get("JWT_SHIELD_STORE_URI", "").startswith(("redis", "unix")) else "memory://"),
         JWT_SHIELD_SPIKE_THRESHOLD="120/minute",
         JWT_SHIELD_SPIKE_ACTION="revoke",
         JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
