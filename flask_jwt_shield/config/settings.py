@@ -244,7 +244,8 @@ class StoreSettings:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RateSettings:
-    """Per-token limits, the token endpoint's limits, spike, sustain and adaptive detection."""
+    """Per-token limits, the token and introspection endpoints' limits, spike, sustain and
+    adaptive detection."""
 
     rate_limit: str | None
     rate_limit_key: str
@@ -253,6 +254,7 @@ class RateSettings:
     refresh_address_rate_limit: str | None
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
+    introspection_rate_limit: str | None
     spike_threshold: str | None
     spike_action: Action
     spike_sustain: str | None
@@ -279,6 +281,7 @@ class RateSettings:
                 hint="'fixed-window'",
             ),
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
+            introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag"),
             spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),
