@@ -185,7 +185,7 @@ def _noise(path: str, stop: t.Any) -> None:
             store.revoke("jti", f"noise-{n}", until=FAR)
         else:
             store.add_event({"at": NOW, "kind": "login", "subject": "bob"}, retention=100)
-        time.sleep(random.uniform(0, 0.002))  # noqa: S311
+        time.sleep(random.uniform(0, 0.002))
     store.close()
 
 
@@ -205,7 +205,7 @@ def test_no_stale_not_revoked_after_a_revocation_commits_across_processes(tmp_pa
         for i in range(rounds):
             assert ours.poll(30)
             assert ours.recv() == "warm"
-            time.sleep(random.uniform(0, 0.003))  # noqa: S311 - let the checker loop a while
+            time.sleep(random.uniform(0, 0.003))
             revoker.revoke("jti", f"race-{i}", until=FAR)
             ours.send("committed")
         assert ours.poll(60)

@@ -5,8 +5,9 @@ WAL journal, a busy timeout, one connection per thread and process, and ``BEGIN 
 around every read-modify-write so that two workers cannot rotate one refresh token twice.
 
 A warm request reads no table and runs no SQLite statement: it reads the *change counter*,
-eight bytes at the start of the store's own file ``<database>.changes`` (one ``pread`` on a
-descriptor kept open), and while the counter stands still a token found not revoked before
+eight bytes at the start of the store's own file ``<database>.changes``, mapped read-only
+(no system call: on a loaded machine a ``pread`` per request cost as much as the rest of
+the check), and while the counter stands still a token found not revoked before
 is answered from :class:`~flask_jwt_shield.stores.view.NotRevokedCache`.
 
 Every write that can revoke (``_write(revoking=True)``) moves the counter, holding SQLite's
@@ -21,7 +22,7 @@ is what the table copy is for: a check remembers "not revoked" only when the ``c
 value in the snapshot it read equals the counter it read from the file before. A check that
 read the moved file but an older snapshot answers from that snapshot and remembers nothing,
 so no answer is ever tied to a counter value whose commit it did not see. Proof in
-:meth:`SQLiteStore.check`; tests/test_store_contract.py races it across processes.
+:meth:`SQLiteStore.check`; tests/test_sqlite_changes.py races it across processes.
 
 The store never maps or opens SQLite's own files (the database, ``-wal``, ``-shm``) itself:
 closing *any* descriptor of a file drops every POSIX lock the process holds on it
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import random
 import sqlite3
@@ -142,6 +144,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 raise
 
 
+def _close_changes(fd: int, view: mmap.mmap) -> None:
+    view.close()
+    os.close(fd)
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (``BUSY_SNAPSHOT`` ...)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -171,6 +178,7 @@ class SQLiteStore:
         self._retries_lock = threading.Lock()
         self._changes_path = path + ".changes"
         self._changes_fd: int | None = None
+        self._changes_map: mmap.mmap | None = None
         self._changes_lock = threading.Lock()
         self._close_changes: t.Callable[[], None] = lambda: None
 
@@ -197,8 +205,9 @@ class SQLiteStore:
         return conn
 
     def _changes_file(self) -> int:
-        """The descriptor of ``<path>.changes``, opened once per store (kept across a fork:
-        ``pread``/``pwrite`` use no file offset)."""
+        """The descriptor of ``<path>.changes``, opened once per store, and its first eight
+        bytes mapped read-only for the warm check (both kept across a fork: ``pread`` and
+        ``pwrite`` use no file offset, the mapping is shared)."""
         fd = self._changes_fd
         if fd is not None:
             return fd
@@ -207,12 +216,23 @@ class SQLiteStore:
                 try:
                     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
                     fd = os.open(self._changes_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                except OSError as exc:
+                    try:
+                        # A new file is empty (counter 0). Growing it to eight bytes adds
+                        # zeros and never touches bytes a writer already wrote; the
+                        # mapping needs them. The store never shrinks the file.
+                        if os.fstat(fd).st_size < 8:
+                            os.ftruncate(fd, 8)
+                        view = mmap.mmap(fd, 8, access=mmap.ACCESS_READ)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                except (OSError, ValueError) as exc:
                     raise StoreError(
                         f"cannot open the SQLite store's change counter {self._changes_path!r}: {exc}"
                     ) from exc
+                self._changes_map = view
                 self._changes_fd = fd
-                self._close_changes = weakref.finalize(self, os.close, fd)
+                self._close_changes = weakref.finalize(self, _close_changes, fd, view)
             return self._changes_fd
 
     def _move_changes(self, conn: sqlite3.Connection) -> None:
@@ -315,12 +335,15 @@ class SQLiteStore:
         generation = 0
         signal = b""
         if view is not None:
-            fd = self._changes_fd
+            changes = self._changes_map
             try:
-                signal = os.pread(self._changes_file() if fd is None else fd, 8, 0)
-            except OSError as exc:
+                if changes is None:
+                    self._changes_file()
+                    changes = t.cast(mmap.mmap, self._changes_map)
+                signal = changes[:8]  # no system call; the page is the file's page cache
+            except (OSError, ValueError) as exc:
                 raise StoreError(f"SQLite store {self.path!r}: change counter: {exc}") from exc
-            if signal == view.signal and view.fresh(jti):
+            if view.holds(jti, signal):
                 return None
             view.reset_after_fork()
             generation = view.observe(signal)
@@ -592,5 +615,5 @@ class SQLiteStore:
             self._local.conn = None
         with self._changes_lock:
             if self._changes_fd is not None:
-                self._changes_fd = None
+                self._changes_fd = self._changes_map = None
                 self._close_changes()

@@ -40,6 +40,16 @@ class NotRevokedCache:
         """True if ``jti`` was found not revoked in the current generation."""
         return self._entries.get(jti) == self.generation and self._pid == os.getpid()
 
+    def holds(self, jti: str, signal: object) -> bool:
+        """True if ``jti`` was found not revoked in the current generation and ``signal``
+        is the one observed last (:meth:`observe`).
+
+        For a store whose signal is one value shared by every process (the SQLite store's
+        change counter): an answer tied to it stays valid in a forked child, so unlike
+        :meth:`fresh` this asks no process id (a system call per request).
+        """
+        return signal == self.signal and self._entries.get(jti) == self.generation
+
     def remember(self, jti: str, generation: int) -> None:
         """Record "not revoked" for ``jti`` as read in ``generation`` (read before asking)."""
         if generation != self.generation or self.max_entries <= 0:
