@@ -21,6 +21,7 @@ from flask import jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
+from . import dbsc as _dbsc
 from . import events as _events
 from . import geocheck
 from . import revocation
@@ -265,12 +266,39 @@ class JWTShield:
         transport.set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
                               refresh_token=pair.refresh_token, refresh_max_age=refresh_max_age,
                               fingerprint=pair.fingerprint, samesite=config.request.cookie_samesite)  # fmt: skip
+        if pair.fingerprint is not None and config.request.dbsc != "off":  # a login: offer DBSC
+            _dbsc.offer_registration(response, pair.sid, self._dbsc_register)
         return response
+
+    # -- Device Bound Session Credentials (browsers that keep a key) -------------------
+
+    #: The registration endpoint's name, once :meth:`dbsc_blueprint` made it.
+    _dbsc_register: str | None = None
+
+    def dbsc_blueprint(self, *, url: str = "/dbsc", name: str = "jwt_shield_dbsc") -> Blueprint:
+        """The DBSC endpoints (exempt from the pipeline): ``POST {url}/register`` and
+        ``POST {url}/refresh``. With :data:`JWT_SHIELD_DBSC` on, :meth:`set_cookies` at a
+        login invites the browser to register there; see :ref:`dbsc`."""
+        bp = Blueprint(name, __name__)
+        refresh_endpoint = f"{name}.refresh"
+
+        def register() -> Response:
+            return _dbsc.register(refresh_endpoint)
+
+        def refresh() -> Response:
+            return _dbsc.refresh(refresh_endpoint)
+
+        bp.add_url_rule(f"{url}/register", "register", self.exempt(register), methods=["POST"])
+        bp.add_url_rule(f"{url}/refresh", "refresh", self.exempt(refresh), methods=["POST"])
+        self._dbsc_register = f"{name}.register"
+        return bp
 
     def unset_cookies(self, response: ResponseT) -> ResponseT:
         """Expire every cookie :meth:`set_cookies` sets (log-out in the browser) and
         return ``response``. Revoke the session too: :meth:`revoke_family`."""
         transport.unset_cookies(response)
+        if current_state().config.request.dbsc != "off":
+            response.delete_cookie(transport.DBSC_COOKIE, path="/", secure=True, httponly=True)
         return response
 
     # -- revoking ------------------------------------------------------------------------

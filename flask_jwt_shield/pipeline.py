@@ -29,6 +29,7 @@ from flask import current_app
 from flask import g
 from flask import request
 
+from . import dbsc
 from . import geocheck
 from . import revocation
 from . import signals
@@ -77,6 +78,7 @@ class Pipeline:
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
         self._last_keys_event = -math.inf
+        self._dbsc = dbsc.binding_for(state)
 
     # -- the before_request hook -------------------------------------------------------------
 
@@ -202,6 +204,8 @@ class Pipeline:
             # set_cookies() takes only fingerprinted pairs: a cookie token without one was
             # put there by something else.
             raise InvalidToken("A token in a cookie must be bound to a fingerprint.", reason="fingerprint-missing")
+        if "dbsc" in claims:  # a DBSC session: its short-lived bound cookie (an HMAC, no signature)
+            dbsc.check_request(self._dbsc, claims, req)
 
     def _check_rate(self, claims: Claims, endpoint: str) -> None:
         """Step 6: the per-token limit (429), spikes and the adaptive baseline."""

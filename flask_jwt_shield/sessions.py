@@ -259,8 +259,10 @@ def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | N
 # -- refreshing ---------------------------------------------------------------------------------
 
 
-def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
-    """See :meth:`JWTShield.refresh <flask_jwt_shield.JWTShield.refresh>`."""
+def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | None = None) -> TokenPair:
+    """See :meth:`JWTShield.refresh <flask_jwt_shield.JWTShield.refresh>`. ``device_key``: the
+    thumbprint of the DBSC key the request proved (:mod:`.dbsc` only), which a session bound
+    to a device key needs."""
     refuse_in_resource_server_mode(state, "refresh")
     config = state.config
     ip = request.remote_addr if has_request_context() else None
@@ -288,7 +290,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
         _refused(state, claims, exc.reason)
         raise InvalidGrant("The refresh token was revoked.", reason=exc.reason) from None
     _limit(state, "session", claims["sid"], claims)
-    nonce = _check_binding(state, claims, from_cookie)
+    nonce = _check_binding(state, claims, from_cookie, device_key)
     sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
     country = None
     if state.geo is not None:
@@ -354,14 +356,21 @@ def _limit(state: ShieldState, name: t.Literal["session", "address"], key: str |
                             retry_after=retry_after, reason=f"refresh-{name}-limited")  # fmt: skip
 
 
-def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool) -> str | None:
-    """Before anything rotates: the session's fingerprint and DPoP key. Returns a DPoP
-    nonce to send back, if any."""
+def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool, device_key: str | None) -> str | None:
+    """Before anything rotates: the session's fingerprint, DBSC key and DPoP key. Returns a
+    DPoP nonce to send back, if any."""
     fgp = claims.get("fgp")
     if (fgp is not None or from_cookie) and not (has_request_context() and fingerprint_matches(request, fgp)):
         _refused(state, claims, "fingerprint-mismatch")
         raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
                            reason="fingerprint-mismatch")  # fmt: skip
+    device = claims.get("dbsc")
+    if device is not None and (device_key is None or not isinstance(device, dict) or device.get("jkt") != device_key):
+        # Bound to the browser's key (DBSC): renewed only by the DBSC refresh endpoint,
+        # after a proof by that key. A copied cookie set cannot refresh anywhere.
+        _refused(state, claims, "dbsc-bound")
+        raise InvalidGrant("This session is bound to the browser's device key (DBSC); it renews only at the DBSC"
+                           " refresh endpoint.", reason="dbsc-bound")  # fmt: skip
     cnf = claims.get("cnf")
     jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
     if jkt is not None:

@@ -53,10 +53,11 @@ _TYPE_ALIASES = {"at+jwt": ACCESS_TYPE, "application/at+jwt": ACCESS_TYPE,
 #: rejects exactly the tokens issued before T, also within T's second.
 PRECISE_IAT = "shield_iat"
 RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ", "cnf", "fgp",
-                             PRECISE_IAT})  # fmt: skip
+                             "dbsc", PRECISE_IAT})  # fmt: skip
 #: Claims that bind a session's tokens to a sender: a DPoP key (``cnf``, RFC 9449 §6.1)
-#: or a browser's fingerprint cookie (``fgp``). Written by the shield only.
-BINDING_CLAIMS = ("cnf", "fgp")
+#: or a browser's fingerprint cookie (``fgp``), and a browser's DBSC device key (``dbsc``).
+#: Written by the shield only.
+BINDING_CLAIMS = ("cnf", "fgp", "dbsc")
 
 # How far in the future an ``iat`` may lie beyond the leeway: tokens issued on this host
 # may carry an ``iat`` a hair after "now" when a subject was revoked in the same instant.

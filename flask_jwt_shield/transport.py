@@ -44,6 +44,8 @@ ACCESS_COOKIE = "__Host-jws_access"
 REFRESH_COOKIE = "__Host-jws_refresh"
 #: The fingerprint's cookie; the tokens carry its SHA-256 as ``fgp``.
 FINGERPRINT_COOKIE = "__Host-jws_fgp"
+#: The short-lived cookie of a DBSC session, renewed with the browser's key (:mod:`.dbsc`).
+DBSC_COOKIE = "__Host-jws_dbsc"
 #: The CSRF value, readable by the page's script, which echoes it in :data:`CSRF_HEADER`.
 CSRF_COOKIE = "jws_csrf"
 CSRF_HEADER = "X-CSRF-Token"

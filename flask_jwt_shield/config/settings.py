@@ -197,6 +197,10 @@ class RequestSettings:
     realm: str
     token_locations: frozenset[str]
     cookie_samesite: str
+    #: Device Bound Session Credentials for cookie sessions: ``"off"`` or ``"optional"``.
+    dbsc: str
+    #: Seconds the DBSC bound cookie lives before the browser must prove its key again.
+    dbsc_cookie_ttl: int
 
     @classmethod
     def read(cls, r: Reader) -> RequestSettings:
@@ -208,6 +212,9 @@ class RequestSettings:
                 f" ['headers', 'cookies']), not {locations!r}. The query string and the form body"
                 " are never token locations."
             )
+        dbsc = r.choice(K.DBSC, "off", frozenset({"off", "optional"}), hint="'optional'")
+        if dbsc != "off" and "cookies" not in locations:
+            raise ConfigurationError(f"{K.DBSC} binds cookie sessions: it needs 'cookies' in {K.TOKEN_LOCATIONS}.")
         return cls(
             enabled=r.boolean(K.ENABLED, True),
             monitor_only=r.boolean(K.MONITOR_ONLY, False),
@@ -217,6 +224,8 @@ class RequestSettings:
             realm=r.string(K.REALM, "api"),
             token_locations=frozenset(locations),
             cookie_samesite=r.choice(K.COOKIE_SAMESITE, "Lax", frozenset({"Lax", "Strict"}), hint="'Lax'"),
+            dbsc=dbsc,
+            dbsc_cookie_ttl=r.integer(K.DBSC_COOKIE_TTL, 300, minimum=10),
         )
 
 
