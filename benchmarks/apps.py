@@ -32,6 +32,7 @@ import jwt
 from flask import Flask
 from flask import abort
 from flask import g
+from flask import jsonify
 from flask import request
 
 #: The HS256 secret of every app (the shield refuses fewer than 32 bytes).
@@ -292,8 +293,13 @@ def make_shield(
     config: dict[str, Any] | None = None,
     dashboard: bool = False,
     dpop: bool = False,
+    dbsc: bool = False,
 ) -> Flask:
     """Flask-JWT-Shield, one ``revocation_checker`` that checks a set.
+
+    ``dbsc`` puts the tokens in cookies with DBSC on: ``app.extensions["bench_mint"]`` then
+    returns ``Cookie`` header values of one session that a scripted browser bound to its
+    ES256 key (access, fingerprint and bound cookie; the bound cookie lives an hour).
 
     ``dpop`` turns DPoP on (``"optional"``) and adds ``app.extensions["bench_mint_dpop"]``:
     ``mint(n)`` returns ``n`` distinct ``(Authorization, DPoP)`` header pairs, one token
@@ -335,6 +341,9 @@ def make_shield(
     if dpop:
         app.config["JWT_SHIELD_DPOP"] = "optional"
         app.config["JWT_SHIELD_DPOP_MAX_AGE"] = 3600
+    if dbsc:
+        app.config.update({"JWT_SHIELD_TOKEN_LOCATIONS": ["headers", "cookies"], "JWT_SHIELD_DBSC": "optional",
+                           "JWT_SHIELD_ACCESS_TOKEN_TTL": 3600, "JWT_SHIELD_DBSC_COOKIE_TTL": 3600})  # fmt: skip
     app.config.update(config or {})
     shield = JWTShield()
     shield.init_app(app)
@@ -355,7 +364,7 @@ def make_shield(
         with app.app_context():
             return _bearer([shield.create_access_token(SUBJECT) for _ in range(n)])
 
-    app.extensions["bench_mint"] = mint
+    app.extensions["bench_mint"] = _dbsc_minter(app, shield) if dbsc else mint
     if dpop:
         app.extensions["bench_mint_dpop"] = _dpop_minter(app, shield)
     return app
@@ -377,6 +386,37 @@ def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str
 
     def mint(n: int) -> list[tuple[str, str]]:
         return [(f"DPoP {pair.access_token}", key.proof("GET", DPOP_URL, pair.access_token)) for _ in range(n)]
+
+    return mint
+
+
+def _dbsc_minter(app: Flask, shield: Any) -> Callable[[int], list[str]]:
+    """A browser logs in, registers an ES256 key (DBSC), and its cookies are the header."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    def login() -> Any:
+        return shield.set_cookies(jsonify(ok=True), shield.issue_tokens(SUBJECT, cookies=True))
+
+    app.add_url_rule("/bench-login", "bench_login", shield.exempt(login), methods=["POST"])
+    app.register_blueprint(shield.dbsc_blueprint())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cookies: list[str] = []
+
+    def mint(n: int) -> list[str]:
+        if not cookies:
+            client = app.test_client()
+            header = client.post("https://127.0.0.1:8000/bench-login").headers["Secure-Session-Registration"]
+            params = dict(part.split("=", 1) for part in header.split(";")[1:])
+            proof = jwt.encode({"jti": params["challenge"].strip('"')}, key, algorithm="ES256",
+                                 headers={"typ": "dbsc+jwt", "jwk": ECAlgorithm.to_jwk(key.public_key(), as_dict=True)})
+            r = client.post(f"https://127.0.0.1:8000{params['path'].strip(chr(34))}",
+                            headers={"Secure-Session-Response": f'"{proof}"'})  # fmt: skip
+            assert r.status_code == 200, r.get_data(as_text=True)
+            names = ("__Host-jws_access", "__Host-jws_fgp", "__Host-jws_dbsc")
+            jar = {name: client.get_cookie(name, domain="127.0.0.1") for name in names}
+            cookies.append("; ".join(f"{name}={c.value}" for name, c in jar.items() if c is not None))
+        return cookies * n
 
     return mint
 

@@ -85,6 +85,8 @@ class Row:
     #: pool of ``(Authorization, DPoP)`` pairs). In-process only: the wrk script sends one
     #: header per request.
     dpop: bool = False
+    #: The request header that carries the minted value (``HTTP_COOKIE`` for cookie rows).
+    carrier: str = "HTTP_AUTHORIZATION"
 
     @property
     def needs_redis(self) -> bool:
@@ -204,6 +206,15 @@ ROWS: tuple[Row, ...] = (
         target=2.5,
         dpop=True,
         http=False,
+    ),
+    Row(
+        "shield_dbsc",
+        "shield HS256, DBSC-bound cookie session (access, fingerprint and bound cookie), warm",
+        "make_shield",
+        {"dbsc": True},
+        target=1.3,
+        http=False,
+        carrier="HTTP_COOKIE",
     ),
     Row(
         "shield_sqlite",
@@ -426,7 +437,7 @@ def call_once(prepared: Prepared, template: dict[str, Any], header: Any) -> tupl
     if prepared.row.dpop:
         environ["HTTP_AUTHORIZATION"], environ["HTTP_DPOP"] = header
     else:
-        environ["HTTP_AUTHORIZATION"] = header
+        environ[prepared.row.carrier] = header
     body_iter = prepared.app.wsgi_app(environ, start_response)
     try:
         body = b"".join(body_iter)
@@ -474,10 +485,11 @@ def time_batch(prepared: Prepared, template: dict[str, Any], headers: list[Any])
                 close()
         elapsed = time.perf_counter() - start
     else:
+        carrier = prepared.row.carrier
         start = time.perf_counter()
         for header in headers:
             environ = template.copy()
-            environ["HTTP_AUTHORIZATION"] = header
+            environ[carrier] = header
             body_iter = wsgi_app(environ, start_response)
             for _chunk in body_iter:
                 pass

@@ -42,6 +42,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import sessions
+from .cache import bounded_put
 from .errors import InvalidGrant
 from .errors import InvalidRequest
 from .errors import InvalidToken
@@ -68,6 +69,7 @@ from .tokens import Claims
 from .transport import DBSC_COOKIE
 from .transport import REFRESH_COOKIE
 from .transport import fingerprint_matches
+from .transport import request_cookie
 from .transport import set_cookies
 
 #: The response header that invites the browser to register (the spec's current name; early
@@ -92,6 +94,7 @@ CHALLENGE_TTL = 300
 #: The store namespace that makes each challenge one-time.
 CHALLENGE_NAMESPACE = "dbsc-challenge"
 _MAX_PROOF = 8192
+_CHECKED_SIZE = 4096
 
 
 class DeviceBinding:
@@ -101,9 +104,13 @@ class DeviceBinding:
     def __init__(self, secret: bytes, cookie_ttl: int) -> None:
         self._key = hashlib.sha256(b"flask-jwt-shield dbsc\x00" + secret).digest()
         self.cookie_ttl = cookie_ttl
+        # Bound cookies whose MAC was checked: value -> (sid, expiry). A browser sends the
+        # same one for minutes, so the warm path is a lookup and a comparison of the expiry.
+        self._checked: dict[str, tuple[str, int]] = {}
 
     def _mac(self, *parts: str) -> str:
-        return b64url(hmac.new(self._key, "\x00".join(parts).encode("utf-8"), hashlib.sha256).digest()[:18])
+        # hmac.digest: the one-shot C path (a third of hmac.new's time; this runs per request).
+        return b64url(hmac.digest(self._key, "\x00".join(parts).encode("utf-8"), "sha256")[:18])
 
     # -- the bound cookie (every request) --------------------------------------------------
 
@@ -115,10 +122,16 @@ class DeviceBinding:
         """Whether ``value`` is a bound cookie of ``sid`` that has not expired."""
         if value is None or not isinstance(sid, str):
             return False
+        checked = self._checked.get(value)
+        if checked is not None:
+            return checked[0] == sid and checked[1] > now
         expires, _, mac = value.partition(".")
         if not expires.isdigit() or len(expires) > 12 or int(expires) <= now:
             return False
-        return hmac.compare_digest(mac.encode("latin-1", "replace"), self._mac("cookie", sid, expires).encode())
+        if not hmac.compare_digest(mac.encode("latin-1", "replace"), self._mac("cookie", sid, expires).encode("ascii")):
+            return False
+        bounded_put(self._checked, value, (sid, int(expires)), _CHECKED_SIZE)
+        return True
 
     # -- challenges (registration, refresh) ----------------------------------------------
 
@@ -159,7 +172,7 @@ def binding_for(state: ShieldState) -> DeviceBinding | None:
 
 def check_request(binding: DeviceBinding | None, claims: Claims, req: t.Any) -> None:
     """Step 5 for a token of a DBSC session: the bound cookie must be there and valid."""
-    value = req.cookies.get(BOUND_COOKIE) if binding is not None else None
+    value = request_cookie(req, req.environ, BOUND_COOKIE) if binding is not None else None
     if binding is None or not binding.cookie_valid(value, claims.get("sid"), time.time()):
         raise InvalidToken("This session is bound to the browser's key (DBSC): the bound cookie is missing or"
                            " expired.", reason="dbsc-cookie")  # fmt: skip

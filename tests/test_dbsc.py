@@ -320,3 +320,26 @@ def test_no_registration_header_without_the_endpoints(clock: Clock) -> None:
 def test_unset_cookies_expires_the_bound_cookie(app: Flask, browser: DBSCBrowser) -> None:
     r = browser.client.post(f"{BASE}/logout")
     assert any(h.startswith("__Host-jws_dbsc=;") for h in r.headers.getlist("Set-Cookie"))
+
+
+def test_the_cookie_reader_answers_as_werkzeugs_parser() -> None:
+    # The pipeline reads its cookies from the header directly (the warm path of a DBSC
+    # session); whatever the header, the answer is the one werkzeug's parser gives.
+    import random
+
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from flask_jwt_shield.transport import request_cookie
+
+    name = "__Host-jws_access"
+    parts = [name, "=", ";", " ", "\t", '"', "\\", "a", "b=", "x" + name, name + "x", "; ", "=v", '"q"', '\\"',
+             "abc.def-_", ",", "\\101"]  # fmt: skip
+    rng = random.Random(1)
+    builder = EnvironBuilder()
+    template = builder.get_environ()
+    builder.close()
+    for _ in range(20000):
+        header = "".join(rng.choice(parts) for _ in range(rng.randint(1, 10)))
+        environ = {**template, "HTTP_COOKIE": header}
+        assert request_cookie(Request(environ), environ, name) == Request(environ).cookies.get(name), header
