@@ -26,6 +26,7 @@ from flask import after_this_request
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response
 
+from .cache import bounded_put
 from .errors import InvalidRequest
 from .errors import InvalidToken
 from .errors import MissingToken
@@ -38,6 +39,10 @@ _HEADER_OVERHEAD = 64
 
 # A cookie value werkzeug's parser takes as it is (its token value, RFC 6265 §4.1.1 and more).
 _PLAIN_VALUE = re.compile(r'[^ \t";\\]*')
+
+# fingerprint -> its SHA-256 (base64url), for fingerprint_matches.
+_fingerprint_hashes: dict[str, str] = {}
+_FINGERPRINT_CACHE = 4096
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -118,7 +123,14 @@ def check_csrf(req: Request, environ: t.Mapping[str, t.Any]) -> None:
 def fingerprint_matches(req: Request, fgp: object) -> bool:
     """Whether the request's fingerprint cookie is the one a token's ``fgp`` claim names."""
     fingerprint = request_cookie(req, req.environ, FINGERPRINT_COOKIE)
-    return isinstance(fgp, str) and fingerprint is not None and _same(fingerprint_hash(fingerprint), fgp)
+    if not isinstance(fgp, str) or fingerprint is None:
+        return False
+    # A browser sends the same fingerprint for the whole session: its hash is remembered.
+    hashed = _fingerprint_hashes.get(fingerprint)
+    if hashed is None:
+        hashed = fingerprint_hash(fingerprint)
+        bounded_put(_fingerprint_hashes, fingerprint, hashed, _FINGERPRINT_CACHE)
+    return _same(hashed, fgp)
 
 
 def set_cookies(
