@@ -241,7 +241,7 @@ def refresh(refresh_endpoint: str) -> Response:
     sid = claims["sid"]
     named = _header(SESSION_ID_HEADER)
     device = claims.get(CLAIM)
-    if (named is not None and named != sid) or not isinstance(device, dict):
+    if (named is not None and named != sid) or not isinstance(device, dict) or not isinstance(device.get("jwk"), dict):
         _rejected(state, claims, "dbsc-no-session")
         raise InvalidGrant("This is not the browser's DBSC session.", reason="dbsc-no-session")
     proof = _header(RESPONSE_HEADER)

@@ -38,7 +38,7 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _HEADER_OVERHEAD = 64
 
 # A cookie value werkzeug's parser takes as it is (its token value, RFC 6265 §4.1.1 and more).
-_PLAIN_VALUE = re.compile(r'[^ \t";\\]*')
+_PLAIN_VALUE = re.compile(r'=[ \t]*([^ \t";\\]*)[ \t]*(?:;|\Z)')
 
 # fingerprint -> its SHA-256 (base64url), for fingerprint_matches.
 _fingerprint_hashes: dict[str, str] = {}
@@ -96,12 +96,10 @@ def request_cookie(req: Request, environ: t.Mapping[str, t.Any], name: str) -> s
     before = at - 1
     while before >= 0 and header[before] in " \t":
         before -= 1
-    start = at + len(name)
-    if (before < 0 or header[before] == ";") and header.startswith("=", start):
-        end = header.find(";", start)
-        value = header[start + 1 : end if end != -1 else len(header)].rstrip(" \t")
-        if _PLAIN_VALUE.fullmatch(value):
-            return value
+    if before < 0 or header[before] == ";":
+        found = _PLAIN_VALUE.match(header, at + len(name))
+        if found is not None:
+            return found.group(1)
     # The name elsewhere first (inside a value, without "=", quoted ...): the parser's rules.
     return req.cookies.get(name)
 
