@@ -79,6 +79,8 @@ class ConfigKey:
     IMPOSSIBLE_TRAVEL_ACTION = "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION"
     ALLOWED_COUNTRIES = "JWT_SHIELD_ALLOWED_COUNTRIES"
     DENIED_COUNTRIES = "JWT_SHIELD_DENIED_COUNTRIES"
+    STEP_UP_ACR_VALUES = "JWT_SHIELD_STEP_UP_ACR_VALUES"
+    STEP_UP_MAX_AGE = "JWT_SHIELD_STEP_UP_MAX_AGE"
     DPOP = "JWT_SHIELD_DPOP"
     DPOP_MAX_AGE = "JWT_SHIELD_DPOP_MAX_AGE"
     DPOP_ALGORITHMS = "JWT_SHIELD_DPOP_ALGORITHMS"
@@ -233,6 +235,8 @@ class ShieldConfig:
     event_ip: str
     audit_logger: str
     alerts: AlertSettings | None
+    step_up_acr_values: tuple[str, ...] | None = None
+    step_up_max_age: int | None = None
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, t.Any]) -> ShieldConfig:
@@ -358,7 +362,7 @@ class ShieldConfig:
             rate_limit_strategy=strategy,
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
-            spike_action=r.action(K.SPIKE_ACTION, "flag"),
+            spike_action=r.action(K.SPIKE_ACTION, "flag", ladder=_NO_STEP_UP),
             spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),
             adaptive=r.boolean(K.ADAPTIVE, False),
             adaptive_factor=r.number(K.ADAPTIVE_FACTOR, 10.0, minimum=1.0),
@@ -367,7 +371,7 @@ class ShieldConfig:
             adaptive_sustain=r.sustain(K.ADAPTIVE_SUSTAIN, "3/10 minutes"),
             geoip_database=r.optional_string(K.GEOIP_DATABASE, None),
             country_history=r.integer(K.COUNTRY_HISTORY, 10, minimum=1),
-            new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "deny")),
+            new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "step_up", "deny")),
             country_change_action=r.action(K.COUNTRY_CHANGE_ACTION, "flag"),
             impossible_travel_kmh=r.number(K.IMPOSSIBLE_TRAVEL_KMH, 805, minimum=1),
             impossible_travel_action=r.action(K.IMPOSSIBLE_TRAVEL_ACTION, "flag"),
@@ -385,6 +389,7 @@ class ShieldConfig:
             ),
             audit_logger=r.string(K.AUDIT_LOGGER, "flask_jwt_shield.audit"),
             alerts=_alert_settings(r),
+            **_step_up_settings(r),
         )
 
     @property
@@ -597,6 +602,50 @@ def _refuse_unknown_keys(config: Mapping[str, t.Any]) -> None:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]}?" if close else " See the configuration page."
             raise ConfigurationError(f"{key} is not a Flask-JWT-Shield setting.{hint}")
+
+
+# A spike is one token's volume: a fresh authentication says nothing about who sends it, and
+# a token that passed the step-up would keep hammering. The rate limit and revoke answer it.
+_NO_STEP_UP = tuple(a for a in ACTIONS if a != "step_up")
+
+# RFC 9470 §3 / RFC 6750 §3: an auth-param value is a quoted-string of %x20-21 / %x23-5B /
+# %x5D-7E; acr_values separates its values by spaces, so one value holds no space.
+_ACR_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
+
+
+def _step_up_settings(r: _Reader) -> dict[str, t.Any]:
+    """:data:`JWT_SHIELD_STEP_UP_ACR_VALUES` and :data:`JWT_SHIELD_STEP_UP_MAX_AGE`: what a
+    token needs to pass the ``step_up`` rung, and what its challenge asks for (RFC 9470)."""
+    K = ConfigKey
+    acr = r.raw(K.STEP_UP_ACR_VALUES)
+    if isinstance(acr, str):
+        acr = acr.split()
+    if acr is not None:
+        if not isinstance(acr, (list, tuple)) or not acr or not all(
+            isinstance(v, str) and v and set(v) <= _ACR_CHARS for v in acr
+        ):
+            raise ConfigurationError(
+                f"{K.STEP_UP_ACR_VALUES} must be a non-empty list of authentication context class"
+                " references such as ['mfa', 'phr'] (or one space-separated string), each printable"
+                f" ASCII without spaces or quotes, or None; not {r.raw(K.STEP_UP_ACR_VALUES)!r}."
+            )
+        acr = tuple(acr)
+    max_age = r.raw(K.STEP_UP_MAX_AGE)
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0):
+        raise ConfigurationError(
+            f"{K.STEP_UP_MAX_AGE} must be a whole number of seconds (0 or more) since the person last"
+            f" authenticated, such as 300, or None; not {max_age!r}."
+        )
+    keys = (K.NEW_COUNTRY_ACTION, K.COUNTRY_CHANGE_ACTION, K.IMPOSSIBLE_TRAVEL_ACTION, K.ADAPTIVE_ACTION)
+    using = [k for k in keys if r.raw(k) == "step_up"]
+    if using and acr is None and max_age is None:
+        raise ConfigurationError(
+            f"{', '.join(using)} {'is' if len(using) == 1 else 'are'} 'step_up', which needs"
+            f" {K.STEP_UP_MAX_AGE} (seconds since the last login that pass, e.g. 300) and/or"
+            f" {K.STEP_UP_ACR_VALUES} (the acr values that pass, e.g. ['mfa']): without either"
+            " no token could ever pass it."
+        )
+    return {"step_up_acr_values": acr, "step_up_max_age": max_age}
 
 
 def _bad_algorithm(key: str, value: object) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import typing as t
 
 from .cache import bounded_put
 from .errors import StoreError
@@ -70,10 +71,14 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
                 state.store_failed(exc, claims)
     bounded_put(state.geo_seen, key, now, SEEN_MAX)
 
-def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, bool]:
+def on_login(
+    state: ShieldState, sub: str, ip: str | None, authn: t.Mapping[str, t.Any] | None = None
+) -> tuple[str | None, bool]:
     """The login-side checks: allowed countries, new country, travel (a login is a use).
 
-    Returns the country (for the ``ctry`` claim) and whether it is new for the subject.
+    ``authn``: the ``acr`` and ``auth_time`` being issued, which a ``step_up`` finding
+    judges. Returns the country (for the ``ctry`` claim) and whether it is new for the
+    subject.
     """
     guard = state.geo
     location = guard.locate(ip) if guard is not None else None
@@ -90,7 +95,7 @@ def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, 
     if travel is not None:
         findings.append(travel)
     for finding in findings:  # any action above flag raises: nothing issued, nothing stored
-        act(state, finding, None, subject=sub)
+        act(state, finding, None, subject=sub, login=authn)
     if last is not None:
         profile["last"] = last
     if profile != before:

@@ -1,0 +1,330 @@
+"""The ``step_up`` rung (RFC 9470): a finding asks the person to authenticate again instead
+of logging the session out. Real .mmdb files; time is frozen and moved."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask import request
+
+from flask_jwt_shield import ConfigurationError
+from flask_jwt_shield import InsufficientUserAuthentication
+from flask_jwt_shield import InvalidToken
+from flask_jwt_shield import JWTShield
+from flask_jwt_shield.actions import ACTIONS
+
+from .conftest import AppFactory
+from .conftest import Clock
+from .conftest import bearer
+from .mmdb_util import write_city_db
+from .test_geo_pipeline import BERLIN
+from .test_geo_pipeline import MUNICH
+from .test_geo_pipeline import PLACES
+from .test_geo_pipeline import TOKYO
+from .test_geo_pipeline import use
+
+HOUR = 3600
+
+
+@pytest.fixture
+def step_app(make_app: AppFactory, tmp_path: Path) -> t.Callable[..., tuple[Flask, JWTShield]]:
+    """An app with a City database, a country change answered by ``step_up``, travel out of
+    the way (unless a test sets it), and ``POST /login?sub=&acr=&auth_time=``."""
+    city_db = str(write_city_db(tmp_path / "city.mmdb", PLACES))
+
+    def factory(**config: t.Any) -> tuple[Flask, JWTShield]:
+        settings = {"JWT_SHIELD_GEOIP_DATABASE": city_db, "JWT_SHIELD_RATE_LIMIT": None,
+                    "JWT_SHIELD_ACCESS_TOKEN_TTL": 4 * HOUR, "JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH": 10**9,
+                    "JWT_SHIELD_COUNTRY_CHANGE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 300,
+                    **config}  # fmt: skip
+        app, shield = make_app(settings)
+
+        @app.post("/login-with")
+        @shield.exempt
+        def login_with() -> t.Any:
+            args = request.args
+            auth_time = float(args["auth_time"]) if "auth_time" in args else None
+            return shield.issue_tokens(args.get("sub", "alice"), acr=args.get("acr"), auth_time=auth_time).as_dict()
+
+        return app, shield
+
+    return factory
+
+
+def login(app: Flask, ip: str, **params: t.Any) -> t.Any:
+    return app.test_client().post("/login-with", query_string=params, environ_base={"REMOTE_ADDR": ip})
+
+
+def refresh(app: Flask, refresh_token: str, ip: str) -> t.Any:
+    return app.test_client().post("/refresh", json={"refresh_token": refresh_token}, environ_base={"REMOTE_ADDR": ip})
+
+
+def events(app: Flask, shield: JWTShield, kind: str) -> list[t.Any]:
+    with app.app_context():
+        return shield.events(kind=kind, limit=1000)
+
+
+# -- the ladder --------------------------------------------------------------------------------
+
+
+def test_step_up_sits_between_flag_and_deny() -> None:
+    assert ACTIONS == ("flag", "step_up", "deny", "revoke", "revoke_family", "revoke_subject")
+
+
+# -- the challenge -----------------------------------------------------------------------------
+
+
+def test_challenge_follows_rfc_9470_section_3(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa", "phr"])
+    token = login(app, BERLIN).json["access_token"]
+    clock.advance(HOUR)  # the login is an hour old: older than max_age
+    r = use(app, token, TOKYO)
+    assert r.status_code == 401
+    assert r.headers.getlist("WWW-Authenticate") == [
+        'Bearer realm="api", error="insufficient_user_authentication",'
+        ' error_description="This token was issued in another country. Authenticate again to continue.",'
+        ' acr_values="mfa phr", max_age="300"'
+    ]
+    assert r.json == {"error": "insufficient_user_authentication",
+                      "error_description": "This token was issued in another country. Authenticate again to continue."}
+    assert r.headers["Cache-Control"] == "no-store"
+    (event,) = events(app, shield, "country-changed")
+    assert event.action == "step_up" and event.country == "JP"
+    assert event.detail["step_up"] == "required" and event.detail["issued_in"] == "DE"
+    assert event.detail["auth_time"] == 1_800_000_000 and event.detail["acr"] is None
+    # Not a logout: the owner at home goes on with the same token.
+    assert use(app, token, BERLIN).status_code == 200
+
+
+@pytest.mark.parametrize(("config", "params"), [
+    ({"JWT_SHIELD_STEP_UP_MAX_AGE": 600}, 'max_age="600"'),
+    ({"JWT_SHIELD_STEP_UP_MAX_AGE": None, "JWT_SHIELD_STEP_UP_ACR_VALUES": "mfa"}, 'acr_values="mfa"'),
+])  # fmt: skip
+def test_challenge_names_only_what_is_configured(step_app: t.Any, clock: Clock, config: dict[str, t.Any],
+                                                params: str) -> None:  # fmt: skip
+    app, _ = step_app(**config)
+    token = login(app, BERLIN).json["access_token"]
+    clock.advance(HOUR)
+    challenge = use(app, token, TOKYO).headers["WWW-Authenticate"]
+    assert challenge.endswith(f"Authenticate again to continue.\", {params}")
+
+
+def test_the_error_is_an_invalid_token_for_handlers() -> None:
+    error = InsufficientUserAuthentication(acr_values=["mfa"], max_age=0)
+    assert isinstance(error, InvalidToken) and error.code == 401
+    assert error.challenges()[0].endswith('acr_values="mfa", max_age="0"')
+
+
+def test_dpop_required_carries_the_params_in_the_dpop_challenge() -> None:
+    error = InsufficientUserAuthentication("Again.", max_age=60)
+    error.dpop = ("required", "ES256")
+    assert error.challenges() == [
+        'DPoP realm="api", error="insufficient_user_authentication", error_description="Again.", algs="ES256",'
+        ' max_age="60"'
+    ]
+
+
+# -- passing the rung ----------------------------------------------------------------------------
+
+
+def test_a_recent_authentication_passes(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_STEP_UP_MAX_AGE=2 * HOUR)
+    token = login(app, BERLIN).json["access_token"]
+    clock.advance(HOUR)
+    assert use(app, token, TOKYO).status_code == 200
+    (event,) = events(app, shield, "country-changed")
+    assert event.action == "step_up" and event.detail["step_up"] == "passed"
+    clock.advance(2 * HOUR)  # now older than max_age
+    r = use(app, token, TOKYO)
+    assert r.status_code == 401 and r.json["error"] == "insufficient_user_authentication"
+
+
+def test_a_strong_acr_passes(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"], JWT_SHIELD_STEP_UP_MAX_AGE=None)
+    strong = login(app, BERLIN, acr="mfa").json["access_token"]
+    weak = login(app, BERLIN, acr="pwd").json["access_token"]
+    clock.advance(HOUR)
+    assert use(app, strong, TOKYO).status_code == 200
+    assert use(app, weak, TOKYO).status_code == 401
+    outcomes = {e.detail["acr"]: e.detail["step_up"] for e in events(app, shield, "country-changed")}
+    assert outcomes == {"mfa": "passed", "pwd": "required"}
+
+
+def test_a_token_without_auth_time_never_passes_by_age(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_STEP_UP_MAX_AGE=10**9)
+    with app.app_context():  # a lower-level token: no session, no auth_time
+        token = shield.create_access_token("alice", claims={"ctry": "DE"})
+    assert use(app, token, TOKYO).status_code == 401
+
+
+def test_an_auth_time_in_the_future_does_not_pass(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_STEP_UP_MAX_AGE=10**9)
+    with app.app_context():  # as an identity provider with a broken clock might send it
+        token = shield.create_access_token("alice", claims={"ctry": "DE", "auth_time": clock.now + HOUR})
+    assert use(app, token, TOKYO).status_code == 401
+
+
+def test_repeated_challenges_are_recorded_once_a_while(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app()
+    token = login(app, BERLIN).json["access_token"]
+    clock.advance(HOUR)
+    assert [use(app, token, TOKYO).status_code for _ in range(5)] == [401] * 5
+    assert len(events(app, shield, "country-changed")) == 1
+
+
+def test_monitor_mode_downgrades_step_up_to_flag(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_MONITOR_ONLY=True)
+    token = login(app, BERLIN).json["access_token"]
+    clock.advance(HOUR)
+    assert use(app, token, TOKYO).status_code == 200
+    (event,) = events(app, shield, "country-changed")
+    assert event.action == "flag" and event.detail["intended_action"] == "step_up"
+
+
+def test_impossible_travel_can_ask_for_a_step_up(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805, JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="step_up",
+                           JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag")  # fmt: skip
+    token = login(app, BERLIN).json["access_token"]
+    clock.advance(600)
+    r = use(app, token, MUNICH)  # 504 km in 10 minutes; the login is older than max_age
+    assert r.status_code == 401 and r.json["error"] == "insufficient_user_authentication"
+    assert events(app, shield, "impossible-travel")[0].action == "step_up"
+    assert use(app, token, BERLIN).status_code == 200  # the session lives on
+    # The owner authenticates again in Munich (a login is a use: travel passes the rung,
+    # the authentication being now) and goes on there.
+    fresh = login(app, MUNICH)
+    assert fresh.status_code == 200 and use(app, fresh.json["access_token"], MUNICH).status_code == 200
+
+
+# -- sessions: the authentication is the login's, refreshes never renew it --------------------
+
+
+def test_tokens_carry_acr_and_auth_time_and_refreshes_keep_them(step_app: t.Any, clock: Clock) -> None:
+    app, _ = step_app()
+    pair = login(app, BERLIN, acr="mfa").json
+    claims = use(app, pair["access_token"], BERLIN).json
+    assert claims["acr"] == "mfa" and claims["auth_time"] == 1_800_000_000
+    clock.advance(HOUR)
+    refreshed = refresh(app, pair["refresh_token"], BERLIN).json
+    claims = use(app, refreshed["access_token"], BERLIN).json
+    assert claims["auth_time"] == 1_800_000_000 and claims["acr"] == "mfa"
+    assert claims["iat"] == 1_800_000_000 + HOUR
+
+
+def test_auth_time_given_at_login(step_app: t.Any, clock: Clock) -> None:
+    app, _ = step_app()
+    pair = login(app, BERLIN, auth_time=clock.now - 100.7).json  # e.g. a single sign-on's
+    assert use(app, pair["access_token"], BERLIN).json["auth_time"] == 1_800_000_000 - 101
+
+
+def test_a_refresh_from_abroad_needs_a_new_login(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app()
+    pair = login(app, BERLIN).json
+    clock.advance(HOUR)
+    r = refresh(app, pair["refresh_token"], TOKYO)
+    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.json["error_description"].endswith("Authenticate again to continue.")
+    assert events(app, shield, "country-changed")[0].action == "step_up"
+    # nothing rotated: the owner at home refreshes as before
+    assert refresh(app, pair["refresh_token"], BERLIN).status_code == 200
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"claims": {"acr": "mfa"}}, "pass issue_tokens(sub, acr=..., auth_time=...)"),
+    ({"claims": {"auth_time": 1}}, "pass issue_tokens(sub, acr=..., auth_time=...)"),
+    ({"acr": ""}, "acr must be a non-empty string"),
+    ({"acr": 2}, "acr must be a non-empty string"),
+    ({"auth_time": "yesterday"}, "auth_time must be the epoch seconds"),
+    ({"auth_time": float("nan")}, "auth_time must be the epoch seconds"),
+    ({"auth_time": True}, "auth_time must be the epoch seconds"),
+    ({"auth_time": 1_800_000_000 + 60}, "auth_time lies in the future"),
+])  # fmt: skip
+def test_issue_tokens_checks_acr_and_auth_time(step_app: t.Any, clock: Clock, kwargs: dict[str, t.Any],
+                                               message: str) -> None:  # fmt: skip
+    app, shield = step_app()
+    with app.app_context(), pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        shield.issue_tokens("alice", **kwargs)
+
+
+# -- at login ----------------------------------------------------------------------------------
+
+
+def test_at_login_a_new_country_asks_for_a_stronger_authentication(step_app: t.Any, clock: Clock) -> None:
+    """New country with ``step_up``: the login itself is the authentication judged. A
+    password login is recent by definition, so only ``acr_values`` (or an older
+    ``auth_time`` handed in) can refuse it: here the app must have done its second factor."""
+    app, shield = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
+                           JWT_SHIELD_STEP_UP_MAX_AGE=None)  # fmt: skip
+    assert login(app, BERLIN).status_code == 200
+    clock.advance(86400)
+    r = login(app, TOKYO, acr="pwd")
+    assert r.status_code == 401 and "access_token" not in r.json
+    assert r.headers["WWW-Authenticate"].endswith('acr_values="mfa"')
+    assert r.json["error"] == "insufficient_user_authentication"
+    with app.app_context():
+        assert len(shield.sessions("alice")) == 1  # nothing issued
+    (refused,) = events(app, shield, "new-country")
+    assert refused.action == "step_up" and refused.detail["step_up"] == "required"
+    # the refused country did not enter the history; with the second factor the login passes
+    r = login(app, TOKYO, acr="mfa")
+    assert r.status_code == 200
+    passed = events(app, shield, "new-country")[0]
+    assert passed.action == "step_up" and passed.detail["step_up"] == "passed" and passed.detail["acr"] == "mfa"
+
+
+def test_at_login_max_age_judges_the_auth_time_handed_in(step_app: t.Any, clock: Clock) -> None:
+    app, _ = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up")
+    assert login(app, BERLIN).status_code == 200
+    clock.advance(86400)
+    assert login(app, TOKYO, auth_time=clock.now - HOUR).status_code == 401  # an old single sign-on
+    assert login(app, TOKYO).status_code == 200  # a password checked just now
+
+
+def test_monitor_mode_lets_a_step_up_login_through(step_app: t.Any, clock: Clock) -> None:
+    app, shield = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
+                           JWT_SHIELD_MONITOR_ONLY=True)  # fmt: skip
+    login(app, BERLIN)
+    clock.advance(86400)
+    assert login(app, TOKYO, auth_time=clock.now - HOUR).status_code == 200
+    assert events(app, shield, "new-country")[0].detail["intended_action"] == "step_up"
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["JWT_SHIELD_NEW_COUNTRY_ACTION", "JWT_SHIELD_COUNTRY_CHANGE_ACTION",
+                                 "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION", "JWT_SHIELD_ADAPTIVE_ACTION"])  # fmt: skip
+def test_step_up_needs_max_age_or_acr_values(make_app: AppFactory, key: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{key} is 'step_up', which needs JWT_SHIELD_STEP_UP_MAX_AGE"):
+        make_app({key: "step_up"})
+    make_app({key: "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 300})
+    make_app({key: "step_up", "JWT_SHIELD_STEP_UP_ACR_VALUES": ["mfa"]})
+
+
+def test_step_up_is_no_answer_to_a_spike(make_app: AppFactory) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SHIELD_SPIKE_ACTION is 'step_up'; it must be one of"):
+        make_app({"JWT_SHIELD_SPIKE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 300})
+
+
+@pytest.mark.parametrize("value", [[], "", ["mfa phr"], ['m"fa'], ["mfä"], [""], [1], {"mfa": 1}, 7])
+def test_bad_acr_values_are_refused(make_app: AppFactory, value: t.Any) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SHIELD_STEP_UP_ACR_VALUES must be a non-empty list"):
+        make_app({"JWT_SHIELD_STEP_UP_ACR_VALUES": value})
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "300", True])
+def test_bad_max_age_is_refused(make_app: AppFactory, value: t.Any) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SHIELD_STEP_UP_MAX_AGE must be a whole number"):
+        make_app({"JWT_SHIELD_STEP_UP_MAX_AGE": value})
+
+
+def test_step_up_settings_are_read(make_app: AppFactory) -> None:
+    from flask_jwt_shield.state import current_state
+
+    app, _ = make_app({"JWT_SHIELD_STEP_UP_ACR_VALUES": "mfa  phr", "JWT_SHIELD_STEP_UP_MAX_AGE": 0})
+    with app.app_context():
+        config = current_state().config
+    assert config.step_up_acr_values == ("mfa", "phr") and config.step_up_max_age == 0
