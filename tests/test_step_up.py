@@ -199,6 +199,33 @@ def test_impossible_travel_can_ask_for_a_step_up(step_app: t.Any, clock: Clock) 
     assert fresh.status_code == 200 and use(app, fresh.json["access_token"], MUNICH).status_code == 200
 
 
+def test_an_adaptive_anomaly_can_ask_for_a_step_up(make_app: AppFactory, clock: Clock) -> None:
+    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
+                            "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0, "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
+                            "JWT_SHIELD_ADAPTIVE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 120})  # fmt: skip
+    client = app.test_client()
+    token = client.post("/login").json["access_token"]
+    for _ in range(5):  # the baseline: 10 a minute
+        assert {client.get("/api/me", headers=bearer(token)).status_code for _ in range(10)} == {200}
+        clock.advance(60)
+    answers = []
+    for _ in range(3):  # 100 a minute, sustained in the third minute
+        answers.append([client.get("/api/me", headers=bearer(token)) for _ in range(100)])
+        clock.advance(60)
+    assert {r.status_code for r in answers[0] + answers[1]} == {200}
+    # Like deny, the rung answers the request on which the anomaly is reported (once per
+    # anomalous minute): the login is older than max_age, so that one is challenged.
+    (refused,) = [r for r in answers[2] if r.status_code != 200]
+    assert refused.status_code == 401 and refused.json["error"] == "insufficient_user_authentication"
+    assert refused.headers["WWW-Authenticate"].endswith('max_age="120"')
+    # The person authenticates again: the new session's login is recent, so it passes.
+    fresh = client.post("/login").json["access_token"]
+    assert {client.get("/api/me", headers=bearer(fresh)).status_code for _ in range(100)} == {200}
+    with app.app_context():
+        outcomes = [e.detail.get("step_up") for e in shield.events(kind="traffic-anomaly") if e.action == "step_up"]
+    assert "required" in outcomes and outcomes[0] == "passed"
+
+
 # -- sessions: the authentication is the login's, refreshes never renew it --------------------
 
 
