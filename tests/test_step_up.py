@@ -14,7 +14,9 @@ from flask_jwt_shield import ConfigurationError
 from flask_jwt_shield import InsufficientUserAuthentication
 from flask_jwt_shield import InvalidToken
 from flask_jwt_shield import JWTShield
+from flask_jwt_shield import StoreError
 from flask_jwt_shield.actions import ACTIONS
+from flask_jwt_shield.stores import MemoryStore
 
 from .conftest import AppFactory
 from .conftest import Clock
@@ -197,6 +199,49 @@ def test_impossible_travel_can_ask_for_a_step_up(step_app: t.Any, clock: Clock) 
     # the authentication being now) and goes on there.
     fresh = login(app, MUNICH)
     assert fresh.status_code == 200 and use(app, fresh.json["access_token"], MUNICH).status_code == 200
+
+
+@pytest.mark.parametrize("age", [60, 600])  # a login that would pass step_up, and one that would not
+def test_a_stronger_answer_on_the_same_use_comes_first(step_app: t.Any, clock: Clock, age: int) -> None:
+    """Berlin to Tokyo in minutes: the country change asks for a step-up, the travel
+    revokes the session. The revocation wins, whatever the login's age: step_up waits for
+    the other findings of a use, so a recent login never shields a thief from them."""
+    app, shield = step_app(JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805, JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="revoke_family")
+    pair = login(app, BERLIN).json
+    clock.advance(age)
+    r = use(app, pair["access_token"], TOKYO)
+    assert r.status_code == 401 and r.json["error"] == "invalid_token" and "revoked" in r.json["error_description"]
+    assert use(app, pair["access_token"], BERLIN).status_code == 401
+    assert events(app, shield, "impossible-travel")[0].action == "revoke_family"
+
+
+def test_a_stronger_answer_at_login_comes_first(step_app: t.Any, clock: Clock) -> None:
+    app, _ = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
+                      JWT_SHIELD_STEP_UP_MAX_AGE=None, JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805,
+                      JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="deny")  # fmt: skip
+    login(app, BERLIN)
+    clock.advance(600)
+    r = login(app, TOKYO)  # a new country without the second factor, and impossible travel
+    assert r.status_code == 403 and r.json["error"] == "access_denied"
+
+
+class ProfileOutage(MemoryStore):
+    """A store whose geo profiles are out of reach (the rest works)."""
+
+    def get_profile(self, sub: str) -> dict[str, t.Any] | None:
+        raise StoreError("profiles unreachable")
+
+
+def test_a_waiting_step_up_is_applied_when_the_profile_is_out_of_reach(make_app: AppFactory, tmp_path: Path,
+                                                                       clock: Clock) -> None:  # fmt: skip
+    city_db = str(write_city_db(tmp_path / "city.mmdb", PLACES))
+    app, _ = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db, "JWT_SHIELD_FAIL_MODE": "open",
+                       "JWT_SHIELD_COUNTRY_CHANGE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 300},
+                      store=ProfileOutage())  # fmt: skip
+    token = app.test_client().post("/login", environ_base={"REMOTE_ADDR": BERLIN}).json["access_token"]
+    clock.advance(600)  # older than max_age, younger than the access token's 15 minutes
+    r = use(app, token, TOKYO)
+    assert r.status_code == 401 and r.json["error"] == "insufficient_user_authentication"
 
 
 def test_an_adaptive_anomaly_can_ask_for_a_step_up(make_app: AppFactory, clock: Clock) -> None:
