@@ -33,8 +33,8 @@ from .conftest import bearer
 ROUTES: dict[str, set[str]] = {
     "/": {"GET"}, "/auth/login": {"POST"}, "/auth/step-up": {"POST"}, "/auth/refresh": {"POST"},
     "/auth/logout": {"POST"}, "/auth/logout-all": {"POST"}, "/auth/change-password": {"POST"}, "/api/me": {"GET"},
-    "/api/claims": {"GET"},
-    "/api/sessions": {"GET"}, "/api/events": {"GET"}, "/api/notes": {"GET", "POST"}, "/api/reports": {"POST"},
+    "/api/claims": {"GET"}, "/api/sessions": {"GET"}, "/api/events": {"GET"}, "/api/notes": {"GET", "POST"},
+    "/api/reports": {"POST"},
     "/api/admin/forget-places": {"POST"}, "/.well-known/jwks.json": {"GET"},
     # HTML pages for people: the admin login and the shield's dashboard.
     "/admin/login": {"GET", "POST"}, "/admin/logout": {"POST"}, "/shield/": {"GET"}, "/shield/subject": {"GET"},
