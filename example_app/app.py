@@ -41,6 +41,7 @@ from flask_jwt_shield import JWTShield
 from flask_jwt_shield import ShieldError
 from flask_jwt_shield import current_claims
 from flask_jwt_shield import get_claims
+from flask_jwt_shield.dashboard import is_local_path
 
 HERE = Path(__file__).resolve().parent
 
@@ -358,9 +359,16 @@ def _admin() -> Blueprint:
     """The admin login in front of the dashboard: an HTML form and a Flask session cookie."""
     bp = Blueprint("admin", __name__)
 
+    def back() -> str:
+        # The dashboard's 403 page sends ?next=<the page asked for>; only a path on this site
+        # is followed, so the login is no open redirect.
+        wanted = request.values.get("next")
+        return wanted if wanted is not None and is_local_path(wanted) else url_for("jwt_shield_dashboard.index")
+
     def form(error: str | None = None, status: int = 200) -> t.Any:
         token = session.setdefault("login_csrf", secrets.token_urlsafe(24))
-        return render_template("admin_login.html", error=error, csrf_token=token, admin=session.get("admin")), status
+        return render_template("admin_login.html", error=error, csrf_token=token, admin=session.get("admin"),
+                               next=back()), status  # fmt: skip
 
     @bp.get("/admin/login")
     @shield.exempt
@@ -382,7 +390,7 @@ def _admin() -> Blueprint:
             return form(f"{username} is not an administrator.", 403)
         session.clear()  # a new session id after login
         session["admin"] = user["username"]
-        return redirect(url_for("jwt_shield_dashboard.index"), code=303)
+        return redirect(back(), code=303)
 
     @bp.post("/admin/logout")
     @shield.exempt

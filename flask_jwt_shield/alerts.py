@@ -43,6 +43,7 @@ import weakref
 from collections.abc import Mapping
 
 from .config import AlertSettings
+from .masking import mask_url
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -152,15 +153,6 @@ def _redact_run(match: re.Match[str]) -> str:
     return run
 
 
-def mask_url(url: str) -> str:
-    """``url`` fit for a log line: scheme, host and port only (webhook paths often hold a secret)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    tail = "/..." if parts.path not in ("", "/") or parts.query else "/"
-    return f"{parts.scheme}://{host}{port}{tail}"
-
-
 class AlertSink:
     """The webhook sink of one app in one process. Safe to call from any thread.
 
@@ -180,7 +172,7 @@ class AlertSink:
         if parts.username is not None:
             pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
             self._auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        self._where = mask_url(settings.webhook)
+        self._where = mask_url(settings.webhook, keep_path=False)
         self._ssl = ssl.create_default_context() if self._https else None
         self._source = {"host": socket.gethostname()}
         self._start()

@@ -11,23 +11,24 @@ import re
 import secrets
 import time
 import typing as t
-import urllib.parse
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
 from . import events as _events
+from . import geocheck
 from . import revocation
 from .alerts import AlertSink
-from .alerts import mask_url
 from .config import ConfigKey
 from .config import ShieldConfig
 from .errors import ConfigurationError
 from .errors import StoreError
+from .errors import StoreUnavailable
 from .geo import GeoIPDatabase
 from .geo import GeoIPError
 from .geo import is_routable
+from .masking import mask_url
 from .sessions import Session
 from .state import ShieldState
 from .state import current_state
@@ -63,18 +64,56 @@ def cli() -> None:
     """Flask-JWT-Shield: revocation, security events and keys."""
 
 
+def _writable(state: ShieldState, what: str) -> None:
+    """Refuse a write the running server would never see: a ``memory://`` store lives
+    inside the server's own process, and this command runs in a process of its own."""
+    if isinstance(state.store, MemoryStore):
+        raise click.ClickException(
+            f"Nothing {what}: {ConfigKey.STORE_URI} is memory://, and a memory store lives inside the running"
+            " server process, so this command (a process of its own) cannot reach it. Use a shared store,"
+            " 'sqlite:///shield.db' on one host or 'redis://...' across hosts."
+        )
+
+
+def _known_key(state: ShieldState, kid: str) -> None:
+    """Refuse a key the shield does not know: revoking it would change nothing."""
+    if kid in state.keys.by_kid:
+        return
+    remote = state.codec.remote
+    if remote is not None:
+        remote.refresh_if_due()
+        if remote.key_set is not None and kid in remote.key_set.kids:
+            return
+        known = sorted(remote.key_set.kids) if remote.key_set is not None else []
+        where = "in the identity provider's JWK Set" if remote.key_set is not None else (
+            f"(the JWK Set could not be fetched: {remote.last_error})")  # fmt: skip
+    else:
+        known = [k.kid for k in state.keys.keys]
+        where = "in the key ring"
+    raise click.ClickException(
+        f"Nothing revoked: there is no key {kid!r} {where}." + (f" Known keys: {', '.join(known)}." if known else "")
+    )
+
+
 @cli.command()
 @click.option("--jti", help="Revoke one token by its jti.")
-@click.option("--family", "sid", help="Revoke one session (refresh family) by its sid.")
-@click.option("--subject", help="Revoke every token of this subject issued before now.")
-@click.option("--kid", help="Revoke every token signed with this key.")
+@click.option("--session", "--family", "sid",
+              help="Revoke one session (its refresh token and every access token from it) by its sid."
+                   " --family is the older name of this option.")  # fmt: skip
+@click.option("--subject", help="Revoke every token of this subject issued before now (log out everywhere).")
+@click.option("--kid", help="Revoke every token signed with this key (one of the key ring).")
 @with_appcontext
 def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | None) -> None:
-    """Revoke a token, a session, a subject or a key."""
+    """Revoke a token, a session, a subject or a key.
+
+    Needs a shared store (SQLite or Redis): a memory:// store lives inside the running
+    server, out of this command's reach.
+    """
     given = [v for v in (jti, sid, subject, kid) if v]
     if len(given) != 1:
-        raise click.UsageError("Give exactly one of --jti, --family, --subject, --kid.")
+        raise click.UsageError("Give exactly one of --jti, --session, --subject, --kid.")
     state = _state()
+    _writable(state, "revoked")
     try:
         if jti:
             revocation.revoke_token(state, jti)
@@ -83,17 +122,45 @@ def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | Non
         elif subject:
             revocation.revoke_subject(state, subject)
         elif kid:
+            _known_key(state, kid)
             revocation.revoke_key(state, kid)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    except (StoreError, StoreUnavailable):
+        raise click.ClickException("Nothing revoked: the store cannot be reached; try again.") from None
     click.echo("revoked")
 
 
+def _line(e: _events.SecurityEvent, fields: tuple[str, ...]) -> str:
+    """One event as a line of text: only the fields it has (no ``country=None``)."""
+    when = dt.datetime.fromtimestamp(e.at, dt.UTC).isoformat(timespec="seconds")
+    parts = [f"{when}  {e.kind:<18}"]
+    parts += [f"{name}={value}" for name in fields if (value := getattr(e, name)) not in (None, "")]
+    if e.detail:
+        parts.append(json.dumps(e.detail, sort_keys=True))
+    return " ".join(parts)
+
+
+#: Why an empty answer from a memory store may mean nothing.
+_MEMORY_NOTE = (" (the store is memory://: this command sees only its own process, never the state of a running"
+                " server; use a SQLite or Redis store)")  # fmt: skip
+
+
+def _nothing_found(state: ShieldState, what: str) -> str:
+    """Say that nothing matched -- and, with a memory store, why that may be."""
+    return f"no events {what}" + (_MEMORY_NOTE if isinstance(state.store, MemoryStore) else "")
+
+
+def _filters(**given: str | None) -> str:
+    shown = [f"{name} {value!r}" for name, value in given.items() if value]
+    return "for " + ", ".join(shown) if shown else "stored"
+
+
 @cli.command()
-@click.option("--subject")
-@click.option("--jti")
-@click.option("--family", "sid")
-@click.option("--kind")
+@click.option("--subject", help="Events of this subject (user id).")
+@click.option("--jti", help="Events naming this token.")
+@click.option("--session", "--family", "sid", help="Events of this session (sid). --family is the older name.")
+@click.option("--kind", type=click.Choice(_events.KINDS), help="Events of this kind.")
 @click.option("--since", help="A duration (90m, 24h, 7d) or an ISO 8601 instant.")
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
@@ -101,17 +168,19 @@ def revoke(jti: str | None, sid: str | None, subject: str | None, kid: str | Non
 def events(subject: str | None, jti: str | None, sid: str | None, kind: str | None,
            since: str | None, limit: int, as_json: bool) -> None:  # fmt: skip
     """List stored security events, newest first."""
+    state = _state()
     found = _events.query(
-        _state().store, subject=subject, jti=jti, sid=sid, kind=kind,
+        state.store, subject=subject, jti=jti, sid=sid, kind=kind,
         since=parse_since(since) if since else None, limit=limit,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in found], indent=2, sort_keys=True))
         return
+    if not found:
+        click.echo(_nothing_found(state, _filters(subject=subject, jti=jti, session=sid, kind=kind, since=since)))
+        return
     for e in found:
-        when = dt.datetime.fromtimestamp(e.at, dt.UTC).isoformat(timespec="seconds")
-        click.echo(f"{when}  {e.kind:<18} subject={e.subject} jti={e.jti} sid={e.sid}"
-                   f" ip={e.ip} action={e.action} {json.dumps(e.detail, sort_keys=True)}")  # fmt: skip
+        click.echo(_line(e, ("subject", "jti", "sid", "ip", "country", "action")))
 
 
 @cli.command()
@@ -120,16 +189,18 @@ def events(subject: str | None, jti: str | None, sid: str | None, kind: str | No
 @with_appcontext
 def trace(who: str, limit: int) -> None:
     """Timeline of a subject, a token (jti) or a session (sid), oldest first."""
-    store = _state().store
+    state = _state()
+    store = state.store
     seen: dict[str, t.Any] = {}
     for found in (_events.query(store, subject=who, limit=limit), _events.query(store, jti=who, limit=limit),
                   _events.query(store, sid=who, limit=limit)):  # fmt: skip
         for e in found:
             seen[e.id] = e
+    if not seen:
+        click.echo(_nothing_found(state, f"for {who!r} (no subject, token or session by that name)"))
+        return
     for e in sorted(seen.values(), key=lambda e: e.at):
-        when = dt.datetime.fromtimestamp(e.at, dt.UTC).isoformat(timespec="seconds")
-        click.echo(f"{when}  {e.kind:<18} jti={e.jti} sid={e.sid} ip={e.ip} country={e.country}"
-                   f" action={e.action} {json.dumps(e.detail, sort_keys=True)}")  # fmt: skip
+        click.echo(_line(e, ("jti", "sid", "ip", "country", "action")))
 
 
 @cli.group()
@@ -208,7 +279,7 @@ def list_keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @with_appcontext
 def sessions(subject: str, as_json: bool) -> None:
-    """List the live sessions (refresh families) of SUBJECT, oldest first."""
+    """List the live sessions of SUBJECT (by sid), oldest first."""
     state = _state()
     try:
         families = state.store.families(subject, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
@@ -329,16 +400,6 @@ def check_config(strict: bool, offline: bool) -> None:
     click.echo("configuration OK" + (f" ({len(found)} warning{'s' if len(found) > 1 else ''})" if found else ""))
 
 
-def _mask_uri(uri: str) -> str:
-    """``uri`` with a password in it replaced by ``***``."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, t.Any]) -> list[tuple[str, str, bool]]:
     """Every ``JWT_SHIELD_*`` key: its effective value as text (secrets masked), and whether
     it is the default."""
@@ -357,12 +418,13 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
             and given.get(K.KEYS) is None else "None"),
         K.PRIVATE_KEY: "<set, masked>" if given.get(K.PRIVATE_KEY) is not None else "None",
         K.PUBLIC_KEY: "<set>" if given.get(K.PUBLIC_KEY) is not None else "None",
-        K.STORE_URI: repr(_mask_uri(config.store_uri)),
-        K.RATE_LIMIT_STORAGE_URI: repr(_mask_uri(config.rate_limit_storage_uri))
+        K.STORE_URI: repr(mask_url(config.store_uri)),
+        K.RATE_LIMIT_STORAGE_URI: repr(mask_url(config.rate_limit_storage_uri))
         if config.rate_limit_storage_uri else "None (the store's Redis, else memory://)",
         K.SPIKE_THRESHOLD: repr(config.spike_threshold) if config.spike_threshold else
         f"None ({default_spike_threshold(config.rate_limit)!r}: ten times the rate limit)",
-        K.ALERT_WEBHOOK: repr(mask_url(alerts.webhook)) if alerts else "None",
+        K.ALERT_WEBHOOK: repr(mask_url(alerts.webhook, keep_path=False)) if alerts else "None",
+        K.JWKS_URL: repr(mask_url(config.jwks_url)) if config.jwks_url else "None",
         K.ALERT_SECRET: "<set, masked>" if alerts and alerts.secret else "None",
     }  # fmt: skip
     if alerts is not None:
@@ -417,9 +479,9 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
         error = AlertSink(config.alerts).ping(app.name)
         if error is not None:
             found.append(
-                f"the alert webhook {mask_url(config.alerts.webhook)} does not answer a ping ({error}): alerts"
-                f" would be retried and then dropped. Check {K.ALERT_WEBHOOK} and the receiver (it should answer"
-                ' {"type": "ping"} with any 2xx).'
+                f"the alert webhook {mask_url(config.alerts.webhook, keep_path=False)} does not answer a ping"
+                f" ({error}): alerts would be retried and then dropped. Check {K.ALERT_WEBHOOK} and the receiver"
+                ' (it should answer {"type": "ping"} with any 2xx).'
             )
     return found
 
@@ -478,9 +540,26 @@ def _geoip_warnings(config: ShieldConfig) -> list[str]:
     return []
 
 
+@cli.command("forget-places")
+@click.argument("subject")
+@with_appcontext
+def forget_places(subject: str) -> None:
+    """Clear what the GeoIP detectors remember of SUBJECT (recent countries, last place),
+    after a false alarm: the next login is judged like a first one."""
+    state = _state()
+    _writable(state, "forgotten")
+    try:
+        geocheck.forget_places(state, subject, by="cli")
+    except (StoreError, StoreUnavailable):
+        raise click.ClickException("Nothing forgotten: the store cannot be reached; try again.") from None
+    click.echo(f"forgot the places of {subject}")
+
+
 @cli.command()
 @with_appcontext
 def purge() -> None:
     """Drop expired revocations, sessions and spent refresh tokens from the store."""
-    dropped = _state().store.purge(time.time())
+    state = _state()
+    _writable(state, "purged")
+    dropped = state.store.purge(time.time())
     click.echo(f"purged {dropped} expired entries")

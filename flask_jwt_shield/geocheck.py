@@ -68,13 +68,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
             # last place stays the owner's, so the owner's next request is not flagged.
             _act_or_wait(state, travel, claims, waiting)
         _act_all(state, waiting, claims)
-        if last is not None:
-            updated["last"] = last
-        if updated != profile:
-            try:
-                state.store.put_profile(sub, updated)
-            except StoreError as exc:
-                state.store_failed(exc, claims)
+        _keep_place(state, sub, profile, updated, last, claims)
     else:
         _act_all(state, waiting, claims)
     bounded_put(state.geo_seen, key, now, SEEN_MAX)
@@ -105,14 +99,27 @@ def on_login(
     findings.sort(key=lambda f: f.action == "step_up")  # the weakest refusal last, as on a use
     for finding in findings:  # any action above flag raises: nothing issued, nothing stored
         act(state, finding, None, subject=sub, login=authn)
-    if last is not None:
-        profile["last"] = last
-    if profile != before:
-        try:
-            state.store.put_profile(sub, profile)
-        except StoreError as exc:
-            state.store_failed(exc, None)
+    _keep_place(state, sub, before, profile, last, None)
     return location.country, any(f.kind == "new-country" for f in findings)
+
+
+def _keep_place(
+    state: ShieldState,
+    sub: str,
+    before: dict[str, t.Any],
+    after: dict[str, t.Any],
+    last: dict[str, t.Any] | None,
+    claims: Claims | None,
+) -> None:
+    """Store the subject's places when the checks changed them (the last place seen, the
+    countries): one write at most, none in steady state."""
+    if last is not None:
+        after["last"] = last
+    if after != before:
+        try:
+            state.store.put_profile(sub, after)
+        except StoreError as exc:
+            state.store_failed(exc, claims)
 
 
 def _act_or_wait(state: ShieldState, finding: Finding, claims: Claims, waiting: list[Finding]) -> None:

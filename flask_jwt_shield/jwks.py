@@ -59,6 +59,7 @@ from .jose import RSA_MIN_BITS
 from .jose import JOSEError
 from .jose import json_document
 from .keys import Key
+from .masking import mask_url
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -475,7 +476,8 @@ class JWKSClient:
                 self._retry_at = time.time() + max(backoff, 0.0)
                 self.next_check = max(self._expires_at, self._retry_at)
                 state = "keeping the cached keys" if self._set is not None else "no keys yet: requests get 503"
-                logger.warning("JWK Set fetch from %s failed (%s); %s", self._jwks_url or self.issuer, exc, state)
+                where = mask_url(self._jwks_url or self.issuer or "")
+                logger.warning("JWK Set fetch from %s failed (%s); %s", where, exc, state)
                 return True
             self._failures = 0
             self.last_error = None

@@ -76,13 +76,20 @@ def chromium() -> Iterator[t.Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def screenshot(driver: t.Any, directory: Path, name: str) -> Path:
-    """Save the whole page as ``directory/name.png`` (the window grown to the page's height)."""
+#: Window widths: a desktop and a phone (an iPhone's 375 CSS pixels).
+DESKTOP, PHONE = 1280, 375
+
+
+def screenshot(driver: t.Any, directory: Path, name: str, *, width: int = DESKTOP) -> Path:
+    """Save the whole page as ``directory/name.png`` (the window ``width`` wide and grown to
+    the page's height)."""
+    driver.set_window_size(width, 1000)
     height = driver.execute_script(
         "var f = document.querySelector('footer') || document.body;"
-        " return f.getBoundingClientRect().bottom + window.scrollY + 16;"
+        " return f.getBoundingClientRect().bottom + window.scrollY + 16"
+        " + (window.outerHeight - window.innerHeight);"  # the window's own frame is not page
     )
-    driver.set_window_size(1280, max(700, min(int(height) + 40, 4000)))
+    driver.set_window_size(width, max(700, min(int(height), 4000)))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.png"
     driver.save_screenshot(str(path))

@@ -24,6 +24,8 @@ import pytest
 
 from example_app.app import create_app
 
+from .browser_util import DESKTOP
+from .browser_util import PHONE
 from .browser_util import chromium
 from .browser_util import screenshot
 from .browser_util import wait_for_title
@@ -156,3 +158,109 @@ def test_a_forged_revoke_form_from_another_site_is_refused(tmp_path: Path, monke
         assert wait_for_title(browser, "403", "400")  # the forged form is refused
         browser.get(server.url + "/shield/subject?sub=alice")
         assert browser.find_elements(By.ID, f"session-{alice_sid}")  # still alive
+
+
+def admin_login(browser: t.Any, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "username").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("wonderland")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+
+
+def test_the_refusal_page_is_styled_and_login_returns_to_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    ) -> None:  # fmt: skip
+    """Issue 19 item 7: a logged-out admin who opens the Keys page gets a styled 403 page;
+    its login link brings them back to the Keys page, not to the start."""
+    shots = Path(os.environ.get("JWT_SHIELD_SCREENSHOTS") or tmp_path / "screenshots")
+    instance = tmp_path / "instance"
+    yesterday(instance, monkeypatch)
+    from selenium.webdriver.common.by import By
+
+    with serve(instance) as server, chromium() as browser:
+        browser.get(server.url + "/shield/keys")
+        assert wait_for_title(browser, "403") .startswith("403")
+        # The stylesheet loaded: the page has the dashboard's colours, not the browser's defaults.
+        header = browser.find_element(By.CSS_SELECTOR, "header.top")
+        assert header.value_of_css_property("background-color") == "rgba(29, 39, 51, 1)"
+        assert browser.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(245, 246, 248)"
+        screenshot(browser, shots, "refused")
+        screenshot(browser, shots, "refused-phone", width=PHONE)
+        browser.set_window_size(DESKTOP, 1000)
+        browser.find_element(By.LINK_TEXT, "Log in as an administrator").click()
+        admin_login(browser, server.url)
+        assert wait_for_title(browser, "Keys · Shield") == "Keys · Shield"
+        assert browser.current_url == server.url + "/shield/keys"
+
+
+def test_log_out_everywhere_asks_for_a_confirmation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 item 14: "Log out everywhere" ended every session at one click. Now a
+    confirmation page comes first (a second form, no script); Cancel changes nothing."""
+    shots = Path(os.environ.get("JWT_SHIELD_SCREENSHOTS") or tmp_path / "screenshots")
+    instance = tmp_path / "instance"
+    alice_sid = yesterday(instance, monkeypatch)
+    from selenium.webdriver.common.by import By
+
+    with serve(instance) as server, chromium() as browser:
+        status, pair = call(server.url + "/auth/login", method="POST",
+                            body={"username": "alice", "password": "wonderland"},
+                            headers={"X-Forwarded-For": BERLIN})  # fmt: skip
+        assert status == 200
+        as_alice = {"Authorization": f"Bearer {pair['access_token']}", "X-Forwarded-For": BERLIN}
+        browser.get(server.url + "/admin/login?next=/shield/subject%3Fsub%3Dalice")
+        admin_login(browser, server.url)
+        wait_for_title(browser, "alice · Shield")
+        browser.find_element(By.XPATH, "//button[text()='Log out everywhere']").click()
+        wait_for_title(browser, "Log out alice everywhere?")
+        assert "2 live sessions end" in browser.find_element(By.CSS_SELECTOR, "section.confirm").text
+        screenshot(browser, shots, "confirm")
+        screenshot(browser, shots, "confirm-phone", width=PHONE)
+        browser.set_window_size(DESKTOP, 1000)
+        browser.find_element(By.LINK_TEXT, "Cancel").click()
+        wait_for_title(browser, "alice · Shield")
+        assert browser.find_elements(By.ID, f"session-{alice_sid}")
+        assert call(server.url + "/api/me", headers=as_alice)[0] == 200  # cancelled: nothing happened
+        browser.find_element(By.XPATH, "//button[text()='Log out everywhere']").click()
+        wait_for_title(browser, "Log out alice everywhere?")
+        browser.find_element(By.XPATH, "//button[text()='Yes, log out everywhere']").click()
+        wait_for_title(browser, "alice · Shield")
+        assert "log out everywhere" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
+        status, body = call(server.url + "/api/me", headers=as_alice)
+        assert status == 401 and "revoked" in body["error_description"]
+
+
+PHONE_PAGES = [("events", "/shield/", "Events · Shield"), ("subject", "/shield/subject?sub=alice", "alice · Shield"),
+               ("keys", "/shield/keys", "Keys · Shield")]  # fmt: skip
+
+
+def test_pages_fit_a_phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 item 14: at phone width the header was cut and the tables scrolled the whole
+    page sideways. Now nothing is wider than the window; a wide table scrolls in its card."""
+    shots = Path(os.environ.get("JWT_SHIELD_SCREENSHOTS") or tmp_path / "screenshots")
+    instance = tmp_path / "instance"
+    yesterday(instance, monkeypatch)
+    from selenium.webdriver.common.by import By
+
+    with serve(instance) as server, chromium() as browser:
+        call(server.url + "/auth/login", method="POST", body={"username": "alice", "password": "wonderland"},
+             headers={"X-Forwarded-For": TOKYO})  # fmt: skip
+        browser.get(server.url + "/admin/login")
+        admin_login(browser, server.url)
+        wait_for_title(browser, "Events · Shield")
+        browser.set_window_size(PHONE, 800)
+        for name, path, title in PHONE_PAGES:
+            browser.get(server.url + path)
+            wait_for_title(browser, title)
+            width = browser.execute_script("return window.innerWidth")
+            assert width <= PHONE
+            assert browser.execute_script("return document.documentElement.scrollWidth") <= width, name
+            for element in browser.find_elements(By.CSS_SELECTOR, "header.top a, header.top input, header.top button"):
+                box = browser.execute_script("return arguments[0].getBoundingClientRect().toJSON()", element)
+                assert 0 <= box["left"] and box["right"] <= width, (name, element.text, box)
+            screenshot(browser, shots, f"{name}-phone", width=PHONE)
+            browser.set_window_size(PHONE, 800)
+        browser.get(server.url + "/shield/subject?sub=alice")
+        browser.find_element(By.XPATH, "//button[text()='Log out everywhere']").click()
+        wait_for_title(browser, "Log out alice everywhere?")
+        width = browser.execute_script("return window.innerWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # the confirmation too

@@ -12,6 +12,7 @@ from flask import Flask
 
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield.cli import parse_since
+from flask_jwt_shield.state import current_state
 
 from .conftest import SECRET
 from .conftest import AppFactory
@@ -26,7 +27,15 @@ def run(app: Flask, *args: str) -> t.Any:
     return app.test_cli_runner().invoke(args=["jwt-shield", *args])
 
 
-def test_revoke_options(app: Flask, shield: JWTShield, client: t.Any) -> None:
+@pytest.fixture
+def shared(make_app: AppFactory, tmp_path: Path) -> tuple[Flask, JWTShield]:
+    """An app on a SQLite store: what a CLI process and a running server can share."""
+    return make_app({"JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shared.db'}"})
+
+
+def test_revoke_options(shared: tuple[Flask, JWTShield]) -> None:
+    app, shield = shared
+    client = app.test_client()
     with app.app_context():
         pair = shield.issue_tokens("alice")
         other = shield.create_access_token("bob")
@@ -38,10 +47,43 @@ def test_revoke_options(app: Flask, shield: JWTShield, client: t.Any) -> None:
     assert run(app, "revoke", "--subject", "carol").exit_code == 0
     result = run(app, "revoke")
     assert result.exit_code != 0 and "exactly one" in result.output
+    with app.app_context():
+        second = shield.issue_tokens("alice")
+    assert run(app, "revoke", "--session", second.sid).output.strip() == "revoked"  # the same as --family
+    assert client.get("/api/me", headers=bearer(second.access_token)).status_code == 401
+    assert "--session" in run(app, "revoke", "--help").output
 
 
-def test_revoke_signing_key_refused(make_app: AppFactory) -> None:
-    app, _ = make_app({"JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}]})
+def test_revoke_an_unknown_key_fails_with_the_reason(make_app: AppFactory, tmp_path: Path) -> None:
+    """Issue 19 item 5: ``revoke --kid nokid`` printed "revoked" and exited 0."""
+    app, shield = make_app({"JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}, {"kid": "k0", "key": "y" * 40}],
+                            "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}"})  # fmt: skip
+    result = run(app, "revoke", "--kid", "nokid")
+    assert result.exit_code == 1
+    assert "Nothing revoked: there is no key 'nokid' in the key ring. Known keys: k1, k0." in result.output
+    with app.app_context():
+        assert shield.events(kind="key-revoked") == []
+    assert run(app, "revoke", "--kid", "k0").output.strip() == "revoked"  # a verify-only key of the ring
+
+
+@pytest.mark.parametrize("args", [["revoke", "--subject", "alice"], ["revoke", "--jti", "j1"],
+                                  ["revoke", "--session", "s1"], ["revoke", "--kid", "k0"], ["purge"]])  # fmt: skip
+def test_write_commands_refuse_a_memory_store(make_app: AppFactory, args: list[str]) -> None:
+    """Issue 19 item 5: with ``memory://`` the CLI said "revoked" though the running server,
+    a process of its own, never saw it."""
+    app, shield = make_app({"JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}, {"kid": "k0", "key": "y" * 40}]})
+    result = run(app, *args)
+    assert result.exit_code == 1, result.output
+    assert "a memory store lives inside the running server process" in result.output
+    assert "sqlite:///" in result.output and "redis://" in result.output
+    assert not result.output.startswith(("revoked", "purged"))
+    with app.app_context():
+        assert shield.events() == []
+
+
+def test_revoke_signing_key_refused(make_app: AppFactory, tmp_path: Path) -> None:
+    app, _ = make_app({"JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}],
+                       "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}"})  # fmt: skip
     result = run(app, "revoke", "--kid", "k1")
     assert result.exit_code != 0 and "still signs" in result.output
 
@@ -60,6 +102,46 @@ def test_events_json_and_trace(app: Flask, shield: JWTShield, client: t.Any, clo
     assert [line.split()[1] for line in trace] == ["session-started", "token-refreshed", "subject-revoked"]
     assert "subject-revoked" in run(app, "events", "--since", "1h").output
     assert run(app, "events", "--since", "yesterday").exit_code != 0
+
+
+def test_events_unknown_kind_is_an_error_that_lists_the_kinds(app: Flask) -> None:
+    """Issue 19 item 5: ``events --kind nonsense`` printed nothing and exited 0."""
+    result = run(app, "events", "--kind", "nonsense")
+    assert result.exit_code == 2
+    assert "'nonsense' is not one of" in result.output
+    assert "'session-started'" in result.output and "'impossible-travel'" in result.output
+
+
+def test_an_empty_answer_says_so(shared: tuple[Flask, JWTShield]) -> None:
+    """Issue 19 item 5: ``trace nobody`` and ``events`` with no match printed nothing."""
+    app, shield = shared
+    with app.app_context():
+        shield.issue_tokens("alice")
+    trace = run(app, "trace", "nobody")
+    assert trace.exit_code == 0
+    assert trace.output.strip() == "no events for 'nobody' (no subject, token or session by that name)"
+    events = run(app, "events", "--subject", "nobody", "--kind", "refresh-reused")
+    assert events.exit_code == 0
+    assert events.output.strip() == "no events for subject 'nobody', kind 'refresh-reused'"
+    assert json.loads(run(app, "events", "--json", "--subject", "nobody").output) == []  # still JSON
+
+
+def test_an_empty_answer_from_a_memory_store_says_why(app: Flask) -> None:
+    out = run(app, "trace", "alice").output
+    assert out.startswith("no events for 'alice'") and "the store is memory://" in out
+
+
+def test_event_lines_leave_out_empty_fields(app: Flask, shield: JWTShield) -> None:
+    """Issue 19 item 5: lines showed ``country=None action=None``."""
+    with app.app_context():
+        pair = shield.issue_tokens("alice")
+        shield.revoke_subject("alice")
+    for command in (["events"], ["trace", "alice"]):
+        out = run(app, *command).output
+        assert "None" not in out and "=\n" not in out and "= " not in out, out
+        started = next(line for line in out.splitlines() if "session-started" in line)
+        assert f"sid={pair.sid}" in started and "country=" not in started and "action=" not in started
+        assert "action=revoke_subject" in next(line for line in out.splitlines() if "subject-revoked" in line)
 
 
 def test_parse_since(clock: Clock) -> None:
@@ -81,8 +163,8 @@ def test_keys_generate_prints_a_ring_entry(alg: str, make_app: AppFactory) -> No
     assert run(app2, "keys", "list").output.split() == [entry["kid"], alg, "signs"]
 
 
-def test_check_config_and_purge(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app()
+def test_check_config_and_purge(make_app: AppFactory, clock: Clock, tmp_path: Path) -> None:
+    app, shield = make_app({"JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}"})
     assert run(app, "check-config").output.strip().endswith("configuration OK (2 warnings)")
     with app.app_context():
         shield.revoke_token("some-jti")
@@ -252,6 +334,27 @@ def test_check_config_masks_passwords_in_uris(make_app: AppFactory) -> None:
     assert "'redis://:***@127.0.0.1:1/0'" in out and "'redis://ops:***@127.0.0.1:1/1'" in out
 
 
+SECRETS_IN_URLS = {
+    "JWT_SHIELD_STORE_URI": ("redis://admin:s3cret-store@127.0.0.1:1/0?password=s3cret-query", "s3cret"),
+    "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": ("redis://:s3cret-limits@127.0.0.1:1/1", "s3cret"),
+}
+
+
+def test_check_config_masks_every_credential(make_app: AppFactory, idp: t.Any) -> None:
+    """Issue 24 finding 10: credentials in JWT_SHIELD_JWKS_URL (userinfo, ?token=) and a Redis
+    ``?password=`` were printed verbatim."""
+    jwks_url = idp.jwks_url.replace("http://", "http://reader:s3cret-pw@") + "?token=s3cret-token&kid=1"
+    app, _ = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": jwks_url,
+                       "JWT_SHIELD_ISSUER": idp.url + "/", "JWT_SHIELD_AUDIENCE": "https://api.example",
+                       **{k: v for k, (v, _) in SECRETS_IN_URLS.items()}})  # fmt: skip
+    out = run(app, "check-config", "--offline").output
+    assert "s3cret" not in out, out
+    host = idp.jwks_url.removeprefix("http://").split("/")[0]
+    assert f"JWT_SHIELD_JWKS_URL = 'http://reader:***@{host}/" in out and "?token=***&kid=***'" in out
+    assert "JWT_SHIELD_STORE_URI = 'redis://admin:***@127.0.0.1:1/0?password=***'" in out
+    assert "JWT_SHIELD_RATE_LIMIT_STORAGE_URI = 'redis://:***@127.0.0.1:1/1'" in out
+
+
 WARNINGS: list[tuple[str, dict[str, t.Any], str]] = [
     ("memory-store", {"JWT_SHIELD_STORE_URI": "memory://"}, "JWT_SHIELD_STORE_URI is memory://"),
     ("hs-audience", {"JWT_SHIELD_AUDIENCE": "https://billing.example", "JWT_SHIELD_ISSUER": "https://auth.example"},
@@ -377,3 +480,14 @@ def test_bad_options_are_click_errors(args: list[str], message: str, app: Flask)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Error:" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_forget_places(shared: tuple[Flask, JWTShield]) -> None:
+    """Newcomer's list, bug 3: operators clear a subject's geo history from the CLI too."""
+    app, _ = shared
+    with app.app_context():
+        current_state().store.put_profile("alice", {"countries": ["JP"]})
+    result = run(app, "forget-places", "alice")
+    assert result.exit_code == 0 and result.output.strip() == "forgot the places of alice"
+    with app.app_context():
+        assert current_state().store.get_profile("alice") == {}

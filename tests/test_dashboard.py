@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_jwt_shield import JWTShield
+from flask_jwt_shield.dashboard import CONFIRM
 from flask_jwt_shield.dashboard import PER_PAGE
+from flask_jwt_shield.dashboard import is_local_path
 from flask_jwt_shield.dashboard.chart import hourly
 from flask_jwt_shield.dashboard.csrf import COOKIE
 from flask_jwt_shield.events import SecurityEvent
+from flask_jwt_shield.state import current_state
 
 from .conftest import AppFactory
 from .conftest import Clock
@@ -176,7 +179,9 @@ def test_revoke_every_token_of_a_subject(dash: tuple[Flask, JWTShield], clock: C
     client = app.test_client()
     one, two, bob = login(client), login(client), login(client, "bob")
     page = client.get("/shield/subject?sub=alice")
-    r = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(page)})
+    confirm = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(page)})
+    r = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(confirm),
+                                                    "confirm": CONFIRM})  # fmt: skip
     assert r.status_code == 303
     for pair in (one, two):
         assert client.get("/api/me", headers=bearer(pair["access_token"])).status_code == 401
@@ -467,3 +472,209 @@ def test_resource_server_mode_lists_and_revokes_the_providers_keys(make_app: App
         assert client.get("/api/me", headers=bearer(new_token)).status_code == 200
     finally:
         idp.stop()
+
+
+# -- issue 19 (items 7 and 14) and issue 24 (findings 9 and 10) ------------------------------
+
+
+def test_log_out_everywhere_asks_first(dash: tuple[Flask, JWTShield]) -> None:
+    """Issue 19 item 14: one click on "Log out everywhere" ended every session of the user.
+    Now the button shows a confirmation page (a second POST, no script), which keeps CSRF."""
+    app, shield = dash
+    client = app.test_client()
+    pair = login(client)
+    page = client.get("/shield/subject?sub=alice")
+    assert "Log out everywhere" in page.get_data(as_text=True)
+    r = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(page)})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    assert "Log out alice everywhere?" in html and "the 1 live session ends" in html
+    assert f'name="confirm" value="{CONFIRM}"' in html and 'name="csrf_token" value="' in html
+    assert 'href="/shield/subject?sub=alice">Cancel</a>' in html
+    assert client.get("/api/me", headers=bearer(pair["access_token"])).status_code == 200  # nothing yet
+    with app.app_context():
+        assert shield.events(kind="subject-revoked") == []
+    wrong = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(r), "confirm": "yes"})
+    assert wrong.status_code == 200 and "Log out alice everywhere?" in wrong.get_data(as_text=True)
+    forged = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": "x", "confirm": CONFIRM})
+    assert forged.status_code == 400
+    assert client.get("/api/me", headers=bearer(pair["access_token"])).status_code == 200
+    done = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(r), "confirm": CONFIRM})
+    assert done.status_code == 303 and "done=subject" in done.headers["Location"]
+    assert client.get("/api/me", headers=bearer(pair["access_token"])).status_code == 401
+
+
+def test_the_refusal_page_is_styled(dash: tuple[Flask, JWTShield], admin: Admin) -> None:
+    """Issue 19 item 7: the stylesheet sat behind authorize(), so the 403 page -- the first
+    page a logged-out admin sees -- was bare HTML."""
+    app, _ = dash
+    admin.allowed = False
+    client = app.test_client()
+    page = client.get("/shield/keys")
+    assert page.status_code == 403
+    css_url = re.search(r'<link rel="stylesheet" href="([^"]+)"', page.get_data(as_text=True))
+    assert css_url and css_url.group(1) == "/shield/static/dashboard.css"
+    with client.get(css_url.group(1)) as css:
+        assert css.status_code == 200 and css.mimetype == "text/css"
+        assert ".top {" in css.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("login_url", "path", "method", "expected"), [
+    ("/admin/login", "/shield/keys", "GET", "/admin/login?next=%2Fshield%2Fkeys"),
+    ("/admin/login", "/shield/?kind=new-country&since=7d", "GET",
+     "/admin/login?next=%2Fshield%2F%3Fkind%3Dnew-country%26since%3D7d"),
+    ("https://sso.example/login?app=shop&next=/x", "/shield/subject?sub=alice", "GET",
+     "https://sso.example/login?app=shop&amp;next=%2Fshield%2Fsubject%3Fsub%3Dalice"),
+    ("/admin/login", "/shield/revoke/session", "POST", "/admin/login?next=%2Fshield%2F"),
+])  # fmt: skip
+def test_the_login_link_returns_to_the_page_asked_for(
+    make_app: AppFactory, login_url: str, path: str, method: str, expected: str
+) -> None:
+    """Issue 19 item 7: logging in did not return to the page asked for. The 403 page passes
+    it to ``login_url`` as ``next`` (a POST's page is the dashboard's start)."""
+    app, shield = make_app()
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url=login_url),
+                           url_prefix="/shield")  # fmt: skip
+    r = app.test_client().open(path, method=method, data={"sid": "x", "csrf_token": "x"})
+    assert r.status_code == 403
+    assert f'<a class="button" href="{expected}">Log in as an administrator</a>' in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("value", ["/shield/", "/shield/keys", "/shield/?kind=new-country&since=7d",
+                                   "/shield/subject?sub=auth0%7Calice", "/a/b#c"])  # fmt: skip
+def test_local_paths_are_followed(value: str) -> None:
+    assert is_local_path(value)
+
+
+@pytest.mark.parametrize("value", [
+    None, "", "https://evil.example/", "//evil.example/", "/\\evil.example/", "\\\\evil.example", "/\\/evil.example",
+    "javascript:alert(1)", "evil.example/shield", " /shield/", "/shield/\r\nSet-Cookie: x=1", "/\t/evil.example",
+    "http:/evil.example", "/" + "a" * 3000,
+])  # fmt: skip
+def test_next_is_never_an_open_redirect(value: str | None) -> None:
+    assert not is_local_path(value)
+
+
+def test_the_example_apps_login_follows_only_a_local_next(tmp_path: Path) -> None:
+    """The example app's admin login goes back to ``next`` -- only when it is a local path."""
+    from example_app.app import create_app
+
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+
+    def log_in(next_value: str) -> str:
+        client = app.test_client()
+        forbidden = client.get("/shield/keys")
+        assert forbidden.status_code == 403 and "/admin/login?next=%2Fshield%2Fkeys" in forbidden.get_data(as_text=True)
+        form = client.get("/admin/login", query_string={"next": next_value}).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token
+        r = client.post("/admin/login", data={"username": "alice", "password": "wonderland",
+                                              "csrf_token": token.group(1), "next": next_value})  # fmt: skip
+        assert r.status_code == 303
+        return r.headers["Location"]
+
+    assert log_in("/shield/keys") == "/shield/keys"
+    for evil in ("https://evil.example/", "//evil.example/", "/\\evil.example/"):
+        assert log_in(evil) == "/shield/"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_keys_page_shows_a_revoked_key_on_a_shared_store(
+    make_app: AppFactory, backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Issue 24 finding 9: every key was checked with one fake jti, and the process's local
+    "not revoked" view answered the repeats: a revoked key showed "in use"."""
+    from .test_store_contract import make_store
+
+    store = make_store(backend, request, tmp_path)
+    try:
+        app, shield = make_app({"JWT_SHIELD_KEYS": [NEW_KEY, OLD_KEY, {"kid": "older", "key": "q" * 40}]},
+                               store=store)  # fmt: skip
+        app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
+        client = app.test_client()
+        with app.app_context():
+            shield.revoke_key("older")
+        for _ in range(2):  # the second look is the one a local view would answer
+            html = client.get("/shield/keys").get_data(as_text=True)
+            rows = dict(re.findall(r'<td class="mono">([^<]+)</td>.*?<td>(?:<span class="kind action">)?'
+                                   r'(revoked|in use)', html, re.S))  # fmt: skip
+            assert rows == {"new": "in use", "old": "in use", "older": "revoked"}, rows
+        assert store.is_revoked("kid", "older", now=1e12) is False  # forgotten after its horizon
+        import time
+
+        assert store.is_revoked("kid", "older", now=time.time()) and not store.is_revoked("kid", "old", now=time.time())
+    finally:
+        store.close()
+
+
+def test_keys_page_masks_the_jwks_urls_credentials(make_app: AppFactory, idp: t.Any) -> None:
+    """Issue 24 finding 10 on the dashboard: the JWK Set URL is shown with its credentials masked."""
+    jwks_url = idp.jwks_url.replace("http://", "http://reader:s3cret-pw@") + "?token=s3cret-token"
+    app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": jwks_url, "JWT_SHIELD_ISSUER":
+                            idp.url + "/", "JWT_SHIELD_AUDIENCE": "https://api.example"})  # fmt: skip
+    app.secret_key = "dashboard-secret-" + "s" * 32
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
+    html = app.test_client().get("/shield/keys").get_data(as_text=True)
+    assert "s3cret" not in html
+    assert "JWK Set: <span class=\"mono\">http://reader:***@127.0.0.1:" in html and "?token=***</span>" in html
+
+
+@pytest.mark.parametrize(("event", "text"), [
+    (SecurityEvent(kind="impossible-travel", at=0, detail={"from": {"city": "Berlin", "country": "DE"},
+                                                     "to": {"city": "Tokyo", "country": "JP"},
+                                                     "speed_kmh": 8912.4, "limit_kmh": 805.0}),
+     "Berlin, DE → Tokyo, JP, 8,912 km/h (limit 805 km/h)"),
+    (SecurityEvent(kind="session-started", at=0, detail={"bound": "dpop"}), "bound to a DPoP key"),
+    (SecurityEvent(kind="session-started", at=0, detail={"bound": "fingerprint"}), "bound to a browser cookie"),
+])  # fmt: skip
+def test_event_summaries_name_units_and_keys(event: SecurityEvent, text: str) -> None:
+    """Issue 19 item 14: "(limit 805.0)" had no unit; "bound to a dpop" said nothing to a reader."""
+    from flask_jwt_shield.dashboard import _summary
+
+    assert _summary(event) == text
+
+
+def test_next_keeps_the_apps_mount_point(make_app: AppFactory) -> None:
+    """An app mounted under a path (SCRIPT_NAME) gets ``next`` with that path in front."""
+    app, shield = make_app()
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url="/app/admin/login"),
+                           url_prefix="/shield")  # fmt: skip
+    r = app.test_client().get("/shield/keys", base_url="http://localhost/app")
+    assert r.status_code == 403
+    assert 'href="/app/admin/login?next=%2Fapp%2Fshield%2Fkeys"' in r.get_data(as_text=True)
+
+
+def test_next_never_echoes_a_token(make_app: AppFactory) -> None:
+    """The query string is whatever the client sent: ``next`` keeps only the dashboard's own
+    parameters, and none shaped like a token (found by tests/test_example_fuzz.py)."""
+    app, shield = make_app()
+    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url="/login-page"),
+                           url_prefix="/shield")  # fmt: skip
+    with app.app_context():
+        token = shield.issue_tokens("alice").refresh_token
+    client = app.test_client()
+    r = client.get("/shield/", query_string={"refresh_token": token, "kind": "new-country", "x": "1"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 403 and token not in html and token.split(".")[1] not in html
+    assert 'href="/login-page?next=%2Fshield%2F%3Fkind%3Dnew-country"' in html
+    r = client.get("/shield/subject", query_string={"sub": token})
+    assert token.split(".")[1] not in r.get_data(as_text=True)
+    assert 'href="/login-page?next=%2Fshield%2Fsubject"' in r.get_data(as_text=True)
+
+
+def test_forget_places_from_the_subject_page(dash: tuple[Flask, JWTShield]) -> None:
+    """Newcomer's list, bug 3: after a false alarm an operator clears the geo history."""
+    app, _ = dash
+    client = app.test_client()
+    login(client)
+    with app.app_context():
+        current_state().store.put_profile("alice", {"countries": ["JP"], "last": {"country": "JP", "at": 1.0}})
+    page = client.get("/shield/subject?sub=alice")
+    assert "Forget places" in page.get_data(as_text=True)
+    r = client.post("/shield/forget-places", data={"sub": "alice", "csrf_token": csrf_of(page)})
+    assert r.status_code == 303
+    with app.app_context():
+        assert current_state().store.get_profile("alice") == {}
+    assert "Forget places" not in client.get("/shield/subject?sub=alice").get_data(as_text=True)
+    forged = client.post("/shield/forget-places", data={"sub": "alice", "csrf_token": "guess"})
+    assert forged.status_code in (400, 403)

@@ -188,7 +188,7 @@ def _admin_login(client: t.Any, username: str, password: str) -> t.Any:
 
 def test_dashboard_is_behind_the_admin_login(client: t.Any) -> None:
     r = client.get("/shield/")
-    assert r.status_code == 403 and 'href="/admin/login"' in r.get_data(as_text=True)
+    assert r.status_code == 403 and 'href="/admin/login?next=%2Fshield%2F"' in r.get_data(as_text=True)
     assert _admin_login(client, "bob", "builder").status_code == 403  # not an admin
     assert client.get("/shield/").status_code == 403
     assert _admin_login(client, "alice", "nope").status_code == 400

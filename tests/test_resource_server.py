@@ -472,8 +472,9 @@ def test_issuing_and_refresh_refused(rs_app: RSApp, method: str) -> None:
         getattr(shield, method)("alice")
 
 
-def test_cli_revoke_and_check_config(rs_app: RSApp, rs_key: SigningKey, issuer: str) -> None:
-    app, _ = rs_app()
+def test_cli_revoke_and_check_config(rs_app: RSApp, rs_key: SigningKey, issuer: str, tmp_path: t.Any) -> None:
+    # A shared store: the CLI refuses to revoke into a memory store it cannot share.
+    app, _ = rs_app(STORE_URI=f"sqlite:///{tmp_path / 'shield.db'}")
     runner = FlaskCliRunner(app)
     token = auth0_token(rs_key, issuer, jti="cli-jti")
     assert get(app, token).status_code == 200

@@ -34,10 +34,12 @@ from werkzeug.exceptions import NotFound
 from werkzeug.exceptions import ServiceUnavailable
 
 from .. import events as _events
+from .. import geocheck
 from .. import revocation
 from ..errors import StoreError
 from ..events import KINDS
 from ..events import SecurityEvent
+from ..masking import mask_url
 from ..state import ShieldState
 from ..state import current_state as _state
 from ..stores import Family
@@ -67,12 +69,26 @@ SEVERITY: dict[str, str] = {
     **dict.fromkeys(("token-rejected", "rate-limited"), "warn"),
 }
 
+#: What a session's tokens are bound to, as the events' ``bound`` detail names it.
+BOUND = {"dpop": "a DPoP key", "fingerprint": "a browser cookie"}
+
 DONE = {
     "session": "Session {id} revoked: its refresh token and every access token from it are refused from now on.",
     "token": "Token {id} revoked.",
     "subject": "Every token of {id} issued until now is revoked (log out everywhere). New logins work.",
     "key": "Key {id} revoked: every token it signed is refused.",
+    "places": "The places of {id} are forgotten: the next login is judged like a first one.",
 }
+
+#: The value of the ``confirm`` field that the "Log out everywhere" confirmation posts.
+CONFIRM = "log-out-everywhere"
+#: The longest ``next`` path the 403 page hands to the app's login page.
+MAX_NEXT = 2048
+
+# The query parameters of the dashboard's pages, the only ones ``next`` carries over.
+_PAGE_ARGS = frozenset({"kind", "subject", "since", "page", "sub"})
+# A compact JWS or JWE (its header is a JSON object, so base64url "eyJ..."): never echoed.
+_TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.")
 
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none';"
         " base-uri 'none'")  # fmt: skip
@@ -94,6 +110,8 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 
     @bp.before_request
     def guard() -> None:
+        if request.endpoint == f"{name}.static":
+            return  # the stylesheet is public, so the refusal page itself is styled
         if authorize() is not True:
             raise Forbidden("You are not allowed to see the shield's dashboard.")
         if request.method == "POST":
@@ -116,7 +134,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
     @bp.errorhandler(HTTPException)
     def error(exc: HTTPException) -> ResponseReturnValue:
         code = exc.code or 500
-        back = login_url if code == 403 else None
+        back = _with_next(login_url, _here()) if code == 403 and login_url else None
         return render_template("jwt_shield_dashboard/error.html", code=code, title=exc.name,
                                message=exc.description, login_url=back, **_common()), code  # fmt: skip
 
@@ -188,8 +206,10 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         remote = state.codec.remote
         remote_kids = sorted(remote.key_set.kids) if remote is not None and remote.key_set is not None else []
         remote_rows = [{"kid": kid, "revoked": _key_revoked(state, kid, now)} for kid in remote_kids]
+        jwks_url = state.config.jwks_url
         return render_template("jwt_shield_dashboard/keys.html", ring=ring, remote=remote_rows,
-                               resource_server=state.config.resource_server, **_common())  # fmt: skip
+                               resource_server=state.config.resource_server,
+                               jwks_url=mask_url(jwks_url) if jwks_url else None, **_common())  # fmt: skip
 
     # -- actions -----------------------------------------------------------------------
 
@@ -218,15 +238,24 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
     def revoke_subject() -> ResponseReturnValue:
         state = _state()
         sub = _form_id("sub")
-        known = (
-            state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
-            or state.store.get_profile(sub)
-            or _events.query(state.store, subject=sub, limit=1)
-        )
+        families = state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+        known = families or state.store.get_profile(sub) or _events.query(state.store, subject=sub, limit=1)
         if not known:
             raise NotFound(f"The shield knows nothing about the subject {sub!r}.")
+        if request.form.get("confirm") != CONFIRM:
+            # Log out everywhere ends every session of the user at once: a second, deliberate
+            # POST (no script needed) rather than one stray click.
+            return render_template("jwt_shield_dashboard/confirm.html", sub=sub, sessions=len(families),
+                                   confirm=CONFIRM, **_common())  # fmt: skip
         revocation.revoke_subject(state, sub, by="dashboard")
         return _done("subject", sub, url_for(".subject", sub=sub))
+
+    @view("/forget-places", methods=("POST",))
+    def forget_places() -> ResponseReturnValue:
+        state = _state()
+        sub = _form_id("sub")
+        geocheck.forget_places(state, sub, by="dashboard")
+        return _done("places", sub, url_for(".subject", sub=sub))
 
     @view("/revoke/key", methods=("POST",))
     def revoke_key() -> ResponseReturnValue:
@@ -353,14 +382,54 @@ def _done_message() -> str | None:
 
 
 def _key_revoked(state: ShieldState, kid: str, now: float) -> bool | None:
-    # The store answers "is this token revoked" in one call; a probe token with this kid
-    # and no other revocable part tells whether the key is. None when the store is away.
+    # Asked of the store itself: a process's local "not revoked" view answers per token,
+    # and knows nothing about keys. None when the store is away.
     try:
-        reason = state.store.check(jti="\x00dashboard-probe", sid=None, sub="\x00dashboard-probe", kid=kid,
-                                      iat=now, now=now)  # fmt: skip
+        return state.store.is_revoked("kid", kid, now=now)
     except StoreError:
         return None
-    return reason == "key"
+
+
+def is_local_path(value: str | None) -> bool:
+    """Whether ``value`` is a path on this site, safe to redirect to after a login.
+
+    The 403 page links to the app's ``login_url`` with ``next=<the page asked for>``; the
+    login view redirects there only when this says yes, so ``next`` is never an open
+    redirect: no scheme, no host, no ``//host`` or ``/\\host`` (browsers read both as
+    another site), no control characters or spaces.
+    """
+    if not value or len(value) > MAX_NEXT or not value.startswith("/"):
+        return False
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return False
+    if value[1:2] in ("/", "\\"):
+        return False
+    parts = urllib.parse.urlsplit(value.replace("\\", "/"))
+    return not parts.scheme and not parts.netloc
+
+
+def _here() -> str:
+    """The page that was asked for, as a local path (``next``) -- a GET's own URL, else the
+    dashboard's start page.
+
+    Only the dashboard's own query parameters are carried over, and none that looks like a
+    token: the query string is whatever the client sent (``?refresh_token=...``), and a
+    token must never be echoed into a page.
+    """
+    if request.method != "GET":
+        return url_for(".index")
+    kept = [(k, v) for k, v in request.args.items(multi=True)
+            if k in _PAGE_ARGS and len(v) <= MAX_ID and not _TOKEN_SHAPE.search(v)]  # fmt: skip
+    path = request.script_root + request.path + (f"?{urllib.parse.urlencode(kept)}" if kept else "")
+    return path if is_local_path(path) else url_for(".index")
+
+
+def _with_next(login_url: str, next_path: str) -> str:
+    """``login_url`` with ``next=next_path`` added to its query string."""
+    parts = urllib.parse.urlsplit(login_url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in query if k != "next"] + [("next", next_path)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -421,8 +490,9 @@ def _summary(event: SecurityEvent) -> str:
     if kind == "impossible-travel":
         a, b = d.get("from") or {}, d.get("to") or {}
         speed = d.get("speed_kmh")
+        limit = d.get("limit_kmh")
         return (f"{_place(a)} → {_place(b)}" + (f", {speed:,.0f} km/h" if isinstance(speed, (int, float)) else "")
-                + (f" (limit {d.get('limit_kmh')})" if d.get("limit_kmh") else ""))  # fmt: skip
+                + (f" (limit {limit:,.0f} km/h)" if isinstance(limit, (int, float)) and limit else ""))  # fmt: skip
     if kind == "new-country":
         history = d.get("history") or []
         return f"new: {event.country or '?'}; before: {', '.join(map(str, history)) or 'none'}"
@@ -442,7 +512,7 @@ def _summary(event: SecurityEvent) -> str:
     if d.get("new_country"):
         parts.append("from a new country")
     if d.get("bound"):
-        parts.append(f"bound to a {d['bound']}")
+        parts.append(f"bound to {BOUND.get(str(d['bound']), 'a ' + str(d['bound']))}")
     if d.get("by"):
         parts.append(f"by the {d['by']}")
     if d.get("monitor_only"):
@@ -455,4 +525,4 @@ def _place(p: t.Mapping[str, t.Any]) -> str:
     return ", ".join(str(x) for x in (city, country) if x) or "?"
 
 
-__all__ = ["Authorize", "build"]
+__all__ = ["Authorize", "build", "is_local_path"]

@@ -128,6 +128,10 @@ class Store(t.Protocol):
     def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
         """Revoke a ``jti``, ``sid`` or ``kid`` until ``until`` (then forget it)."""
 
+    def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
+        """Whether this ``jti``, ``sid`` or ``kid`` is revoked at ``now``, read from the store
+        itself (never from a process's local view). For operators' pages, not the hot path."""
+
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         """Reject every token of ``sub`` with ``iat <= at``, until ``until``, and end every
         family of ``sub`` created at or before ``at``, in one atomic step."""

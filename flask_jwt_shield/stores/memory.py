@@ -67,6 +67,9 @@ class MemoryStore:
             self._revoked[key] = max(until, self._revoked.get(key, 0.0))
             self._maybe_purge()
 
+    def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
+        return self._revoked.get((kind, value), 0.0) > now
+
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         with self._lock:
             old = self._not_before.get(sub)

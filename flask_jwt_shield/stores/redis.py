@@ -301,6 +301,11 @@ class RedisStore:
         self._run("revoke", [self._rev(kind, value)], [_num(until), _ms(until), self.invalidation_channel])
         self._wrote()
 
+    def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
+        with self._io() as client:
+            until = client.get(self._rev(kind, value))
+        return until is not None and float(until) > now
+
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         self._run("revoke_subject", [self._nb(sub), self._index(sub)],
                   [_num(at), _num(until), TTL_MARGIN, self.invalidation_channel, self._tag])  # fmt: skip

@@ -239,6 +239,12 @@ class SQLiteStore:
                 (kind, value, until),
             )
 
+    def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
+        with self._read() as conn:
+            row = conn.execute("SELECT 1 FROM revoked WHERE kind = ? AND value = ? AND until > ?",
+                               (kind, value, now)).fetchone()  # fmt: skip
+        return row is not None
+
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         with self._write() as conn:
             conn.execute(
