@@ -195,7 +195,7 @@ def make_pyjwt(*, algorithm: str = "HS256") -> Flask:
     app = Flask(f"bench_pyjwt_{algorithm.lower()}")
     if algorithm == "RS256":
         public_key = jwt.PyJWK(idp_public_jwk()).key
-        options = {"require": ["iss", "aud", "sub", "exp", "iat"]}
+        options: jwt.types.Options = {"require": ["iss", "aud", "sub", "exp", "iat"]}
 
         def decode(token: str) -> dict[str, Any]:
             return jwt.decode(token, public_key, algorithms=["RS256"], issuer=IDP_ISSUER,

@@ -39,7 +39,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from flask_jwt_shield import JWTShield
+    from flask_jwt_shield.state import ShieldState
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -1072,10 +1079,10 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     from flask import request
     from werkzeug.test import EnvironBuilder
 
-    app = apps.make_shield(store=store, config={"JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
-                                                "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute"})
+    app: Flask = apps.make_shield(store=store, config={"JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
+                                                       "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute"})
     state = app.extensions["jwt_shield"]
-    shield = app.extensions["bench_shield"]
+    shield: JWTShield = app.extensions["bench_shield"]
     app.register_blueprint(shield.token_blueprint(url="/oauth/token"))
 
     @app.post("/refresh-json")
@@ -1090,7 +1097,11 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
         environ = EnvironBuilder(path, method="POST", content_type=content_type, data=body(chain[0]),
                                  environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()  # fmt: skip
         status: list[str] = []
-        data = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+
+        def start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(status_line)
+
+        data = b"".join(app(environ, start_response))
         if not status[0].startswith("200"):
             raise NotOK(f"{path}: {status[0]} {data[:200]!r}")
         chain[0] = json.loads(data)["refresh_token"]
@@ -1189,11 +1200,12 @@ def run_alerts(rounds: int, batch: int, delay: float = 1.0) -> str:
     from werkzeug.test import EnvironBuilder
 
     def make(config: dict[str, Any]) -> Any:
-        app = apps.make_shield(config=config)
-        state = app.extensions["jwt_shield"]
+        app: Flask = apps.make_shield(config=config)
+        state: ShieldState = app.extensions["jwt_shield"]
+        shield: JWTShield = app.extensions["bench_shield"]
 
         @app.get("/alerting")
-        @app.extensions["bench_shield"].exempt
+        @shield.exempt
         def alerting() -> Any:
             state.record("traffic-spike", None, subject=apps.SUBJECT, action="flag", detail={"count": 3001})
             return {"ok": True}

@@ -28,6 +28,7 @@ import typing as t
 import urllib.error
 import urllib.parse
 import urllib.request
+from email.message import Message
 
 from flask_jwt_shield.dpop import DPoPKey
 
@@ -41,7 +42,7 @@ TIMEOUT = 10  # seconds per request: a hung app ends the demo instead of hanging
 class Answer(t.NamedTuple):
     status: int
     body: dict[str, t.Any]
-    headers: t.Mapping[str, str]
+    headers: Message[str, str]
 
     def said(self) -> str:
         """The answer in a few words: the status and the error's description, if any."""

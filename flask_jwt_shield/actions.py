@@ -18,13 +18,19 @@ Action = t.Literal["flag", "step_up", "deny", "revoke", "revoke_family", "revoke
 #: :data:`Action` in ladder order.
 ACTIONS: tuple[Action, ...] = t.get_args(Action)
 
+#: The event kinds a detector reports: a part of :data:`~flask_jwt_shield.signals.EventKind`
+#: (spelt out here so that this module stays a leaf; a test checks the two agree).
+FindingKind = t.Literal[
+    "traffic-spike", "traffic-anomaly", "new-country", "country-changed", "impossible-travel", "country-denied",
+]  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Finding:
     """A detector's verdict: the event ``kind``, the configured ``action`` and what to say."""
 
-    kind: str
-    action: str
+    kind: FindingKind
+    action: Action
     description: str
     country: str | None = None
     detail: dict[str, t.Any] = dataclasses.field(default_factory=dict)

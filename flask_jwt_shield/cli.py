@@ -282,7 +282,7 @@ def sessions(subject: str, as_json: bool) -> None:
     """List the live sessions of SUBJECT (by sid), oldest first."""
     state = _state()
     try:
-        families = state.store.families(subject, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+        families = state.store.families(subject, now=time.time(), idle_ttl=state.config.sessions.refresh_idle_ttl)
     except StoreError as exc:
         raise click.ClickException(f"The store cannot be reached: {exc}") from None
     found = [Session.of(f) for f in families]
@@ -314,7 +314,7 @@ def geo(ip: str, as_json: bool) -> None:
         address = str(ipaddress.ip_address(ip.strip()))
     except ValueError:
         raise click.BadParameter(f"{ip!r} is not an IPv4 or IPv6 address.", param_hint="'IP'") from None
-    path = _settings().geoip_database
+    path = _settings().geo.geoip_database
     if path is None:
         raise click.ClickException(
             f"No GeoIP database: set {ConfigKey.GEOIP_DATABASE} to a MaxMind-format .mmdb file"
@@ -414,17 +414,17 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
     special: dict[str, str] = {
         K.KEYS: f"[{keys}]" if keys else "[] (the identity provider's JWK Set)",
         K.SECRET_KEY: "<set, masked>" if given.get(K.SECRET_KEY) is not None else (
-            "<the app's SECRET_KEY, masked>" if config.algorithm.startswith("HS") and not config.resource_server
+            "<the app's SECRET_KEY, masked>" if config.keys.algorithm.startswith("HS") and not config.resource_server
             and given.get(K.KEYS) is None else "None"),
         K.PRIVATE_KEY: "<set, masked>" if given.get(K.PRIVATE_KEY) is not None else "None",
         K.PUBLIC_KEY: "<set>" if given.get(K.PUBLIC_KEY) is not None else "None",
-        K.STORE_URI: repr(mask_url(config.store_uri)),
-        K.RATE_LIMIT_STORAGE_URI: repr(mask_url(config.rate_limit_storage_uri))
-        if config.rate_limit_storage_uri else "None (the store's Redis, else memory://)",
-        K.SPIKE_THRESHOLD: repr(config.spike_threshold) if config.spike_threshold else
-        f"None ({default_spike_threshold(config.rate_limit)!r}: ten times the rate limit)",
+        K.STORE_URI: repr(mask_url(config.store.store_uri)),
+        K.RATE_LIMIT_STORAGE_URI: repr(mask_url(config.rate.rate_limit_storage_uri))
+        if config.rate.rate_limit_storage_uri else "None (the store's Redis, else memory://)",
+        K.SPIKE_THRESHOLD: repr(config.rate.spike_threshold) if config.rate.spike_threshold else
+        f"None ({default_spike_threshold(config.rate.rate_limit)!r}: ten times the rate limit)",
         K.ALERT_WEBHOOK: repr(mask_url(alerts.webhook, keep_path=False)) if alerts else "None",
-        K.JWKS_URL: repr(mask_url(config.jwks_url)) if config.jwks_url else "None",
+        K.JWKS_URL: repr(mask_url(config.remote.jwks_url)) if config.remote.jwks_url else "None",
         K.ALERT_SECRET: "<set, masked>" if alerts and alerts.secret else "None",
     }  # fmt: skip
     if alerts is not None:
@@ -436,7 +436,7 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
         if key in special:
             text = special[key]
         else:
-            value = getattr(config, key.removeprefix("JWT_SHIELD_").lower(), None)
+            value = config.setting(key.removeprefix("JWT_SHIELD_").lower())
             if isinstance(value, frozenset):
                 value = sorted(value)
             text = repr(list(value)) if isinstance(value, tuple) else repr(value)
@@ -450,7 +450,7 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
     state: ShieldState | None = app.extensions.get("jwt_shield")
     found: list[str] = []
     store_is_memory = isinstance(state.store, MemoryStore) if state is not None else (
-        config.store_uri.startswith("memory"))  # fmt: skip
+        config.store.store_uri.startswith("memory"))  # fmt: skip
     if store_is_memory and not app.testing:
         found.append(
             f"{K.STORE_URI} is memory://: revocations, sessions and events live in one process and are lost on"
@@ -458,19 +458,19 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
             " 'sqlite:///shield.db' on one host or 'redis://...' across hosts."
         )
     found.extend(_hmac_warnings(app, config, ring))
-    if config.monitor_only:
+    if config.request.monitor_only:
         found.append(
             f"{K.MONITOR_ONLY} is on: every detector only flags (no deny, no revoke) while the events say what"
             " would have happened. Set it to False once the events look right."
         )
     found.extend(_geoip_warnings(config))
-    if config.rate_limit is not None:
+    if config.rate.rate_limit is not None:
+        default_storage = "" if config.store.store_uri.startswith(("redis", "unix")) else "memory"
         local = state.limiter.local if state is not None and state.limiter is not None else (
-            (config.rate_limit_storage_uri or ("" if config.store_uri.startswith(("redis", "unix")) else "memory"))
-            .startswith("memory"))  # fmt: skip
+            (config.rate.rate_limit_storage_uri or default_storage).startswith("memory"))  # fmt: skip
         if local:
             found.append(
-                f"{K.RATE_LIMIT} ({config.rate_limit!r}) counts in each process on its own (memory:// limiter"
+                f"{K.RATE_LIMIT} ({config.rate.rate_limit!r}) counts in each process on its own (memory:// limiter"
                 " storage): with N workers a token gets N times the limit and spikes are seen per process. Set"
                 f" {K.RATE_LIMIT_STORAGE_URI} to 'redis://...', or use a Redis store, whose server the limits"
                 " then share."
@@ -499,10 +499,10 @@ def _hmac_warnings(app: t.Any, config: ShieldConfig, ring: t.Any) -> list[str]:
     found = []
     fix = (" Use asymmetric keys (flask jwt-shield keys generate --alg ES256) and publish the public ones with"
            " shield.jwks_blueprint().")  # fmt: skip
-    if config.audience is not None and config.audience != config.issuer:
+    if config.keys.audience is not None and config.keys.audience != config.keys.issuer:
         found.append(
-            f"HS keys sign tokens addressed to {config.audience!r} ({K.AUDIENCE}), not to their issuer"
-            f" ({config.issuer!r}): every service that verifies them holds the secret and can mint tokens for"
+            f"HS keys sign tokens addressed to {config.keys.audience!r} ({K.AUDIENCE}), not to their issuer"
+            f" ({config.keys.issuer!r}): every service that verifies them holds the secret and can mint tokens for"
             f" any user.{fix}"
         )
     if any(rule.rule.endswith("/.well-known/jwks.json") for rule in app.url_map.iter_rules()):
@@ -515,7 +515,7 @@ def _hmac_warnings(app: t.Any, config: ShieldConfig, ring: t.Any) -> list[str]:
 
 def _geoip_warnings(config: ShieldConfig) -> list[str]:
     K = ConfigKey
-    path = config.geoip_database
+    path = config.geo.geoip_database
     if path is None:
         return [
             f"no GeoIP database ({K.GEOIP_DATABASE}): new-country, country-change and impossible-travel"

@@ -23,16 +23,24 @@ from .alerts import AlertSink
 from .config import ShieldConfig
 from .errors import StoreError
 from .signals import BY_KIND
+from .signals import EventKind
 from .stores import Store
 
 logger = logging.getLogger("flask_jwt_shield")
 
-KINDS: tuple[str, ...] = tuple(BY_KIND)
+#: Every event kind, in signal order.
+KINDS: tuple[EventKind, ...] = tuple(BY_KIND)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SecurityEvent:
-    """One decision of the shield."""
+    """One decision of the shield.
+
+    ``kind`` and ``action`` stay plain strings here: this class also reads back stored
+    events, which an older or newer version may have written with names this one lacks.
+    Events are *recorded* through :meth:`EventRecorder.record`, which takes an
+    :data:`~flask_jwt_shield.signals.EventKind`.
+    """
 
     kind: str
     at: float
@@ -74,13 +82,13 @@ class EventRecorder:
 
     def __init__(self, config: ShieldConfig, store: Store) -> None:
         self.store = store
-        self.retention = config.event_retention
-        self.ip_mode = config.event_ip
-        self.audit = logging.getLogger(config.audit_logger)
+        self.retention = config.events.event_retention
+        self.ip_mode = config.events.event_ip
+        self.audit = logging.getLogger(config.events.audit_logger)
         #: The webhook sink, ``None`` without ``JWT_SHIELD_ALERT_WEBHOOK``.
         self.alerts = AlertSink(config.alerts) if config.alerts is not None else None
 
-    def record(self, app: Flask, kind: str, **fields: t.Any) -> SecurityEvent:
+    def record(self, app: Flask, kind: EventKind, **fields: t.Any) -> SecurityEvent:
         """Build, signal, log and store one event. Never raises for a store failure."""
         fields["ip"] = mask_ip(fields.get("ip"), self.ip_mode)
         event = SecurityEvent(kind=kind, at=time.time(), **fields)

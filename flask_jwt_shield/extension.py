@@ -38,9 +38,11 @@ from .pipeline import Pipeline
 from .ratelimit import parse_limits
 from .sessions import Session
 from .sessions import TokenPair
+from .ssf import SESSION_FALLBACKS
 from .ssf import Authorizer
 from .ssf import ReceiverSettings
 from .ssf import SecurityEventReceiver
+from .ssf import SessionFallback
 from .ssf import SubjectResolver
 from .ssf import make_blueprint
 from .state import EXTENSION_KEY
@@ -96,7 +98,7 @@ class JWTShield:
         state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
         app.extensions[EXTENSION_KEY] = state
         serialise_current_claims(app)
-        if state.config.enabled:
+        if state.config.request.enabled:
             run = Pipeline(state).run
 
             # A plain function rather than the bound method or a partial: Flask asks on
@@ -255,7 +257,7 @@ class JWTShield:
         :meth:`refresh` of such a session. Needs an app context.
         """
         config = current_state().config
-        if "cookies" not in config.token_locations:
+        if "cookies" not in config.request.token_locations:
             raise RuntimeError(f"set_cookies() needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
         if not pair.cookie_bound:
             raise ValueError(
@@ -263,10 +265,12 @@ class JWTShield:
                 " issue it with shield.issue_tokens(sub, cookies=True)."
             )
         ends = pair.refresh_expires_at
-        refresh_max_age = max(0, math.floor(ends - time.time())) if ends is not None else config.refresh_token_ttl
+        refresh_max_age = (
+            max(0, math.floor(ends - time.time())) if ends is not None else config.sessions.refresh_token_ttl
+        )
         transport.set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
                               refresh_token=pair.refresh_token, refresh_max_age=refresh_max_age,
-                              fingerprint=pair.fingerprint, samesite=config.cookie_samesite)  # fmt: skip
+                              fingerprint=pair.fingerprint, samesite=config.request.cookie_samesite)  # fmt: skip
         return response
 
     def unset_cookies(self, response: ResponseT) -> ResponseT:
@@ -366,13 +370,14 @@ class JWTShield:
         resolve_subject: SubjectResolver | None = None,
         authorize: Authorizer | None = None,
         max_age: float = 7 * 86400,
+        session_fallback: SessionFallback = "subject",
         url: str = "/security-events",
         name: str = "jwt_shield_security_events",
     ) -> Blueprint:
         """A blueprint that receives the identity provider's Security Event Tokens (RFC 8417)
         pushed per RFC 8935 at ``url`` (exempt from the token pipeline).
 
-        CAEP ``session-revoked`` revokes that session (its ``sid``); CAEP ``credential-change``
+        CAEP ``session-revoked`` revokes that session; CAEP ``credential-change``
         and RISC ``sessions-revoked``, ``account-disabled`` and ``account-purged`` revoke every
         token of the subject. See :doc:`resource-server`.
 
@@ -385,7 +390,15 @@ class JWTShield:
         :param authorize: ``fn() -> bool``, run in the request to authenticate the
             transmitter (an ``Authorization`` header, say); ``False`` answers 401.
         :param max_age: seconds a SET's ``jti`` is remembered; older SETs are refused.
+        :param session_fallback: what CAEP ``session-revoked`` revokes when the session is not
+            one the store knows (resource-server mode: the provider's ``sid``, which some
+            providers' tokens do not carry): ``"subject"`` (default) every token of the user,
+            ``"none"`` only the tokens whose ``sid`` claim names it.
         """
+        if session_fallback not in SESSION_FALLBACKS:
+            raise ConfigurationError(
+                f"security_events_blueprint(session_fallback=...) must be one of {SESSION_FALLBACKS}"
+            )
         client = None
         if jwks_url is not None:
             try:
@@ -393,7 +406,8 @@ class JWTShield:
             except ValueError as exc:
                 raise ConfigurationError(f"security_events_blueprint(jwks_url=...): {exc}") from None
         settings = ReceiverSettings(issuer=issuer, audience=audience, max_age=float(max_age),
-                                    resolve_subject=resolve_subject, authorize=authorize)  # fmt: skip
+                                    resolve_subject=resolve_subject, authorize=authorize,
+                                    session_fallback=session_fallback)  # fmt: skip
         return make_blueprint(name, url, SecurityEventReceiver(settings, client), self.exempt)
 
     def dashboard_blueprint(

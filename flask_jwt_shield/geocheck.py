@@ -62,7 +62,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
         if by_history:
             for finding in guard.on_provider_token(location, updated):
                 _act_or_wait(state, finding, claims, waiting)  # raises above flag: the country is not stored
-        travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), now, profile)
+        travel, last = guard.travel(location, mask_ip(ip, state.config.events.event_ip), now, profile)
         if travel is not None:
             # Raises for every action above flag, before the new place is stored: the
             # last place stays the owner's, so the owner's next request is not flagged.
@@ -93,7 +93,7 @@ def on_login(
         return location.country, False
     before = dict(profile)
     findings = guard.on_login(location, profile)
-    travel, last = guard.travel(location, mask_ip(ip, state.config.event_ip), time.time(), profile, login=True)
+    travel, last = guard.travel(location, mask_ip(ip, state.config.events.event_ip), time.time(), profile, login=True)
     if travel is not None:
         findings.append(travel)
     findings.sort(key=lambda f: f.action == "step_up")  # the weakest refusal last, as on a use

@@ -391,13 +391,13 @@ class JWKSClient:
     def from_config(cls, config: ShieldConfig) -> JWKSClient:
         """The client of resource-server mode (``JWT_SHIELD_JWKS_URL`` or discovery)."""
         return cls(
-            config.jwks_url,
-            allowed=frozenset(config.allowed_algorithms or ()),
-            issuer=config.issuer,
-            discovery=config.oidc_discovery,
-            cache_ttl=config.jwks_cache_ttl,
-            min_refetch=config.jwks_min_refetch,
-            timeout=config.jwks_timeout,
+            config.remote.jwks_url,
+            allowed=frozenset(config.keys.allowed_algorithms or ()),
+            issuer=config.keys.issuer,
+            discovery=config.remote.oidc_discovery,
+            cache_ttl=config.remote.jwks_cache_ttl,
+            min_refetch=config.remote.jwks_min_refetch,
+            timeout=config.remote.jwks_timeout,
         )
 
     # -- what the verifier asks ---------------------------------------------------------

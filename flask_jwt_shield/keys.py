@@ -64,9 +64,9 @@ class KeyRing:
             # No local key: the identity provider's JWK Set (jwks.py) verifies; this ring
             # only carries the accepted algorithms.
             ring = cls([])
-            ring.algorithms = frozenset(config.allowed_algorithms or ())
+            ring.algorithms = frozenset(config.keys.allowed_algorithms or ())
             return ring
-        keys = [prepare(spec, i, len(config.keys) > 1) for i, spec in enumerate(config.keys)]
+        keys = [prepare(spec, i, len(config.keys.keys) > 1) for i, spec in enumerate(config.keys.keys)]
         symmetric = {k.symmetric for k in keys}
         if len(symmetric) > 1:
             # One ring verifying both kinds invites key confusion (an HMAC secret that is
@@ -81,14 +81,14 @@ class KeyRing:
                 f"{ConfigKey.KEYS} holds the same key twice (equal derived 'kid'); remove the copy."
             )
         ring = cls(keys)
-        if config.allowed_algorithms is not None:
-            outside = set(config.allowed_algorithms) - ring.algorithms
+        if config.keys.allowed_algorithms is not None:
+            outside = set(config.keys.allowed_algorithms) - ring.algorithms
             if outside:
                 raise ConfigurationError(
                     f"{ConfigKey.ALLOWED_ALGORITHMS} names {sorted(outside)}, for which the key"
                     f" ring has no key; the ring has {sorted(ring.algorithms)}."
                 )
-            ring.algorithms = frozenset(config.allowed_algorithms)
+            ring.algorithms = frozenset(config.keys.allowed_algorithms)
         return ring
 
     def get(self, kid: str) -> Key | None:

@@ -240,11 +240,11 @@ class TokenEndpoint:
         state = current_state()
         config = state.config
         try:
-            token_request = parse_token_request(request, max_body=2 * config.max_token_bytes + 8192)
+            token_request = parse_token_request(request, max_body=2 * config.request.max_token_bytes + 8192)
             self._authenticate(state, token_request.client)
             granted = self._check_session(state, token_request)
         except ShieldError as exc:
-            exc.realm = config.realm
+            exc.realm = config.request.realm
             raise
         pair = self.refresh(token_request.refresh_token)
         return token_response(pair, granted)

@@ -44,6 +44,7 @@ from .errors import StoreError
 from .errors import StoreUnavailable
 from .ratelimit import LimiterStorageError
 from .ratelimit import RateDecision
+from .signals import EventKind
 from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
 from .tokens import Claims
@@ -68,9 +69,9 @@ class Pipeline:
         self.dpop = state.dpop
         # endpoint -> REQUIRED, EXEMPT or OPTIONAL, settled at its first request
         self._modes: dict[str, int] = {}
-        self._dpop_challenge = (config.dpop, self.dpop.algs) if self.dpop is not None else None
-        self._headers = "headers" in config.token_locations
-        self._cookies = "cookies" in config.token_locations
+        self._dpop_challenge = (config.dpop.dpop, self.dpop.algs) if self.dpop is not None else None
+        self._headers = "headers" in config.request.token_locations
+        self._cookies = "cookies" in config.request.token_locations
         # Step 5 runs for every request when DPoP or cookies are on, else only for a token
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
@@ -101,7 +102,7 @@ class Pipeline:
         state = self.state
         claims: Claims | None = None
         try:
-            token, location = extract_token(req, environ, self.config.max_token_bytes, headers=self._headers,
+            token, location = extract_token(req, environ, self.config.request.max_token_bytes, headers=self._headers,
                                             dpop=self.dpop is not None, cookies=self._cookies)  # fmt: skip
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
@@ -117,7 +118,7 @@ class Pipeline:
         except ShieldError as exc:
             if mode is OPTIONAL and isinstance(exc, MissingToken):
                 return  # @shield.optional: no token is fine, a bad one is refused below
-            exc.realm = self.config.realm
+            exc.realm = self.config.request.realm
             exc.dpop = self._dpop_challenge
             if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
                 self._rejected(exc, claims)
@@ -187,7 +188,7 @@ class Pipeline:
         elif location == "dpop":
             raise InvalidToken("The access token is not DPoP-bound; send it as a Bearer token.",
                                reason="dpop-unbound")  # fmt: skip
-        elif self.config.dpop == "required":
+        elif self.config.dpop.dpop == "required":
             raise InvalidToken("A DPoP-bound access token is required.", reason="dpop-required")
         fgp = claims.get("fgp")
         if fgp is not None:
@@ -207,21 +208,21 @@ class Pipeline:
         # "jti": each token -- and a refreshed token keeps its session's budget and spike
         # count (a thief refreshing gets no fresh budget), so a token with a session counts
         # under its sid. "sub": each user across sessions.
-        identity = (claims.get("sid") or claims["jti"]) if config.rate_limit_key == "jti" else claims["sub"]
+        identity = (claims.get("sid") or claims["jti"]) if config.rate.rate_limit_key == "jti" else claims["sub"]
         try:
             decision = limiter.check(identity, endpoint, subject=claims["sub"])
         except LimiterStorageError as exc:
             self.state.store_failed(exc, claims)
             return
         if decision.spike is not None:
-            spike = Finding("traffic-spike", config.spike_action, "Too many requests with this token.",
+            spike = Finding("traffic-spike", config.rate.spike_action, "Too many requests with this token.",
                             detail=decision.spike.as_detail())  # fmt: skip
             revocation.act(self.state, spike, claims)
         anomaly = decision.anomaly
         if anomaly is not None:
             # A short burst (an app starting, tabs reloading) is only flagged; the action
             # waits until the anomaly lasts (JWT_SHIELD_ADAPTIVE_SUSTAIN).
-            action = config.adaptive_action if anomaly.sustained else "flag"
+            action = config.rate.adaptive_action if anomaly.sustained else "flag"
             finding = Finding("traffic-anomaly", action, "Unusual traffic for this account.",
                               detail=anomaly.as_detail())  # fmt: skip
             revocation.act(self.state, finding, claims)
@@ -233,11 +234,11 @@ class Pipeline:
             if self.state.first_in_a_while(("rate-limited", identity)):
                 limit = decision.limit
                 self.state.record("rate-limited", claims, action="deny",
-                                  detail={"limit": str(limit) if limit else None, "key": config.rate_limit_key,
+                                  detail={"limit": str(limit) if limit else None, "key": config.rate.rate_limit_key,
                                           "endpoint": endpoint})  # fmt: skip
             headers.pop("Retry-After", None)  # the exception sends it
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
-        if config.rate_limit_headers and not decision.exempt:
+        if config.rate.rate_limit_headers and not decision.exempt:
             _send_rate_headers(decision)
 
     def _keys_unavailable(self) -> None:
@@ -252,7 +253,7 @@ class Pipeline:
 
     def _rejected(self, exc: ShieldError, claims: Claims | None) -> None:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
-        kind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
+        kind: EventKind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
             "token-rejected")  # fmt: skip
         if self.state.first_in_a_while((kind, who, exc.reason)):
             self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})

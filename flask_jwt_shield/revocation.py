@@ -102,7 +102,7 @@ def revoke_token(state: ShieldState, token_or_jti: str, *, by: str | None = None
     if token_or_jti.count(".") == 2:
         claims = state.codec.inspect(token_or_jti)
         jti, sub, sid = claims["jti"], claims["sub"], claims.get("sid")
-        until = float(claims["exp"]) + state.config.leeway + 1
+        until = float(claims["exp"]) + state.config.keys.leeway + 1
     else:
         jti, until = token_or_jti, state.revocation_horizon(now)
     state.write(lambda: state.store.revoke("jti", jti, until))
@@ -183,7 +183,7 @@ def act(
     """
     config = state.config
     action = finding.action
-    effective = "flag" if config.monitor_only else action
+    effective = "flag" if config.request.monitor_only else action
     detail = finding.detail
     if effective != action:
         detail = {**detail, "monitor_only": True, "intended_action": action}
@@ -212,7 +212,7 @@ def act(
             state.store.revoke_family(claims["sid"], until)
             state.record("family-revoked", claims, action=effective, detail=why)
         elif claims is not None:
-            state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.leeway + 1)
+            state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.keys.leeway + 1)
             state.record("token-revoked", claims, action="revoke", detail=why)
     except StoreError as exc:
         state.store_failed(exc, claims)
@@ -229,13 +229,14 @@ def passes_step_up(config: ShieldConfig, authn: t.Mapping[str, t.Any], now: floa
     ``auth_time`` lies within :data:`JWT_SHIELD_STEP_UP_MAX_AGE` seconds before ``now``.
     A missing or malformed claim never passes; an ``auth_time`` in the future beyond the
     leeway neither (it would pass forever)."""
+    rung = config.step_up
     acr = authn.get("acr")
-    if config.step_up_acr_values is not None and isinstance(acr, str) and acr in config.step_up_acr_values:
+    if rung.acr_values is not None and isinstance(acr, str) and acr in rung.acr_values:
         return True
     auth_time = authn.get("auth_time")
-    if config.step_up_max_age is None or isinstance(auth_time, bool) or not isinstance(auth_time, (int, float)):
+    if rung.max_age is None or isinstance(auth_time, bool) or not isinstance(auth_time, (int, float)):
         return False
-    return auth_time - config.leeway <= now <= auth_time + config.step_up_max_age
+    return auth_time - config.keys.leeway <= now <= auth_time + rung.max_age
 
 
 def _step_up(state: ShieldState, finding: Finding, claims: Claims | None, sub: str | None,
@@ -253,9 +254,9 @@ def _step_up(state: ShieldState, finding: Finding, claims: Claims | None, sub: s
         return
     error = InsufficientUserAuthentication(
         f"{finding.description} Authenticate again to continue.",
-        acr_values=config.step_up_acr_values,
-        max_age=config.step_up_max_age,
+        acr_values=config.step_up.acr_values,
+        max_age=config.step_up.max_age,
         reason=f"step-up-{finding.kind}",
     )
-    error.realm = config.realm
+    error.realm = config.request.realm
     raise error

@@ -37,6 +37,7 @@ from .errors import StoreError
 from .errors import StoreUnavailable
 from .events import mask_ip
 from .jose import b64url
+from .signals import EventKind
 from .state import ShieldState
 from .stores import Family
 from .tokens import ACCESS_TYPE
@@ -127,7 +128,7 @@ def new_family(
     """A family born now: its absolute lifetime starts here and rotation never extends it.
     ``kid``: the key that signs its refresh token."""
     return Family(
-        sid=sid, sub=sub, created_at=now, expires_at=now + config.refresh_token_ttl, last_used_at=now,
+        sid=sid, sub=sub, created_at=now, expires_at=now + config.sessions.refresh_token_ttl, last_used_at=now,
         current_jti=refresh_jti, current_iat=now, last_ip=ip, last_country=country, claims=claims, kid=kid,
     )  # fmt: skip
 
@@ -165,7 +166,7 @@ def sign_pair(
     authn = {k: family.claims[k] for k in AUTHN_CLAIMS if k in family.claims}
     if country is not None:
         extra["ctry"] = country  # where it was issued: the country-change detector compares
-    access = codec.claims_for(family.sub, ttl=config.access_token_ttl, extra=extra, sid=family.sid,
+    access = codec.claims_for(family.sub, ttl=config.sessions.access_token_ttl, extra=extra, sid=family.sid,
                               iat=family.current_iat, jti=generation_jti(family))  # fmt: skip
     access.update(binding)
     # The refresh token carries no application claims (they live in the family), only where
@@ -178,7 +179,7 @@ def sign_pair(
     return TokenPair(
         access_token=codec.encode(access, ACCESS_TYPE),
         refresh_token=codec.encode(refresh, REFRESH_TYPE),
-        expires_in=config.access_token_ttl,
+        expires_in=config.sessions.access_token_ttl,
         sid=family.sid,
         # RFC 9449 §5: a token response for a bound token says so.
         token_type="DPoP" if "cnf" in binding else "Bearer",
@@ -197,7 +198,7 @@ def create_access_token(
 ) -> str:
     """See :meth:`JWTShield.create_access_token <flask_jwt_shield.JWTShield.create_access_token>`."""
     refuse_in_resource_server_mode(state, "create_access_token")
-    ttl = state.config.access_token_ttl if expires_in is None else expires_in
+    ttl = state.config.sessions.access_token_ttl if expires_in is None else expires_in
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
         raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
     try:
@@ -230,12 +231,12 @@ def issue_tokens(
     binding: dict[str, t.Any] = {}
     fingerprint = nonce = None
     if cookies:
-        if "cookies" not in config.token_locations:
+        if "cookies" not in config.request.token_locations:
             raise RuntimeError(f"issue_tokens(..., cookies=True) needs 'cookies' in {ConfigKey.TOKEN_LOCATIONS}.")
         fingerprint = new_fingerprint()
         binding["fgp"] = fingerprint_hash(fingerprint)
     else:
-        jkt, nonce = token_request_proof(state, required=config.dpop == "required")
+        jkt, nonce = token_request_proof(state, required=config.dpop.dpop == "required")
         if jkt is not None:
             binding["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
     country, new_country = geocheck.on_login(state, sub, ip, authn)
@@ -249,9 +250,9 @@ def issue_tokens(
                             claims=session_claims, kid=_signing_kid(state))  # fmt: skip
         dropped = state.store.create_family(
             family,
-            max_sessions=config.max_sessions,
-            idle_ttl=config.refresh_idle_ttl,
-            until=family.expires_at + config.access_token_ttl,
+            max_sessions=config.sessions.max_sessions,
+            idle_ttl=config.sessions.refresh_idle_ttl,
+            until=family.expires_at + config.sessions.access_token_ttl,
         )
     except StoreError as exc:
         # Without the store no session can be recorded, so none can be refreshed: in
@@ -289,7 +290,7 @@ def authentication(
         auth_time = now
     elif isinstance(auth_time, bool) or not isinstance(auth_time, (int, float)) or not math.isfinite(auth_time):
         raise ValueError(f"auth_time must be the epoch seconds of the authentication, not {auth_time!r}.")
-    elif auth_time > now + config.leeway:
+    elif auth_time > now + config.keys.leeway:
         raise ValueError("auth_time lies in the future: pass the moment the person authenticated (default: now).")
     authn: dict[str, t.Any] = {"auth_time": math.floor(auth_time)}  # a NumericDate, like iat
     if acr is not None:
@@ -306,7 +307,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
     config = state.config
     ip = request.remote_addr if has_request_context() else None
     from_cookie = False
-    if refresh_token is None and "cookies" in config.token_locations and has_request_context():
+    if refresh_token is None and "cookies" in config.request.token_locations and has_request_context():
         refresh_token = request.cookies.get(REFRESH_COOKIE)
         from_cookie = refresh_token is not None
         if from_cookie and request.method not in SAFE_METHODS:
@@ -348,8 +349,8 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
         new_iat = issue_time(state, sub)
         rotation = state.store.rotate(
             sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
-            idle_ttl=config.refresh_idle_ttl, grace=config.refresh_reuse_grace, ip=ip,
-            country=country, until=time.time() + config.refresh_token_ttl + config.access_token_ttl,
+            idle_ttl=config.sessions.refresh_idle_ttl, grace=config.sessions.refresh_reuse_grace, ip=ip,
+            country=country, until=time.time() + config.sessions.refresh_token_ttl + config.sessions.access_token_ttl,
             kid=kid, new_kid=_signing_kid(state),
         )  # fmt: skip
     except StoreError as exc:
@@ -365,7 +366,7 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
             send_nonce(nonce)
         return pair
     if rotation.outcome == "reused":
-        first, mode = rotation.first_use, config.event_ip
+        first, mode = rotation.first_use, config.events.event_ip
         state.record("refresh-reused", claims, action="revoke_family", detail={
             "first_use": {"at": first.at, "ip": mask_ip(first.ip, mode)} if first else None,
             "second_use": {"at": time.time(), "ip": mask_ip(ip, mode)},
@@ -410,7 +411,7 @@ def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool) -> str
     jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
     if jkt is not None:
         return token_request_proof(state, bound=jkt, claims=claims)[1]
-    if state.config.dpop == "required" and fgp is None:
+    if state.config.dpop.dpop == "required" and fgp is None:
         # A session from before DPoP was required: it cannot become bound on the way.
         _refused(state, claims, "dpop-required", kind="dpop-rejected")
         raise InvalidGrant("This session is not DPoP-bound; log in again with a DPoP proof.",
@@ -418,7 +419,7 @@ def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool) -> str
     return None
 
 
-def _refused(state: ShieldState, claims: Claims | None, reason: str, *, kind: str = "token-rejected") -> None:
+def _refused(state: ShieldState, claims: Claims | None, reason: str, *, kind: EventKind = "token-rejected") -> None:
     """The event of a refresh refused before anything rotated (400 at the token endpoint)."""
     state.record(kind, claims, action="deny", detail={"reason": reason, "status": 400, "grant": "refresh_token"})
 
@@ -468,7 +469,7 @@ def token_request_proof(
 
 def sessions(state: ShieldState, sub: str) -> list[Session]:
     """See :meth:`JWTShield.sessions <flask_jwt_shield.JWTShield.sessions>`."""
-    families = state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+    families = state.store.families(sub, now=time.time(), idle_ttl=state.config.sessions.refresh_idle_ttl)
     return [Session.of(f) for f in families]
 
 

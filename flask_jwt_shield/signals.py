@@ -7,6 +7,9 @@ sender. Event signals carry the :class:`~flask_jwt_shield.events.SecurityEvent` 
 
 from __future__ import annotations
 
+import typing as t
+
+from blinker import NamedSignal
 from blinker import Namespace
 
 _namespace = Namespace()
@@ -55,9 +58,17 @@ store_unavailable = _namespace.signal("store-unavailable")
 #: ``detail`` has the ``error``. At most one every 5 seconds.
 jwks_unavailable = _namespace.signal("jwks-unavailable")
 
+#: The kind of a security event: the name of its signal. A misspelt kind is a type error.
+EventKind = t.Literal[
+    "token-rejected", "token-revoked", "family-revoked", "subject-revoked", "key-revoked",
+    "session-started", "token-refreshed", "refresh-reused", "rate-limited", "traffic-spike",
+    "traffic-anomaly", "new-country", "country-changed", "impossible-travel", "country-denied",
+    "dpop-rejected", "store-unavailable", "jwks-unavailable",
+]  # fmt: skip
+
 #: Event kind → signal.
-BY_KIND = {
-    signal.name: signal
+BY_KIND: dict[EventKind, NamedSignal] = {
+    t.cast(EventKind, signal.name): signal
     for signal in (
         token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
         session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
@@ -65,3 +76,7 @@ BY_KIND = {
         dpop_rejected, store_unavailable, jwks_unavailable,
     )
 }  # fmt: skip
+
+# One vocabulary: the Literal (for mypy) and the signals (at run time) name the same kinds.
+if tuple(BY_KIND) != t.get_args(EventKind):  # pragma: no cover - a typo here fails every import
+    raise AssertionError(f"EventKind and BY_KIND disagree: {sorted(set(t.get_args(EventKind)) ^ set(BY_KIND))}")

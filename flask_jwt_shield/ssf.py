@@ -9,17 +9,21 @@ application/secevent+jwt``). A SET is accepted only when
   configuration allows; its signature verifies with the provider's JWK Set (the same client,
   cache and hygiene as resource-server mode, :mod:`.jwks`);
 * ``iss`` and ``aud`` are the expected ones, ``iat`` is not in the future nor older than the
-  replay window, ``jti`` was never seen before (remembered in the store, shared by every
-  process), and ``events`` is an object.
+  replay window, ``jti`` was never applied before (remembered in the store, shared by every
+  process, once its events are applied: a delivery that fails is answered 503 and the
+  transmitter's retry applies it), and ``events`` is an object.
 
 Then each event it carries is mapped to the shield's own revocations:
 
 ==========================================  ====================================
 event type                                  the shield
 ==========================================  ====================================
-CAEP ``session-revoked``                    revokes that session (``sid``), or
-                                            every token of the user when the
-                                            subject names no session
+CAEP ``session-revoked``                    revokes that session when the store
+                                            knows it; else per ``session_fallback``:
+                                            every token of the user (``"subject"``)
+                                            or the tokens carrying that ``sid``
+                                            (``"none"``); every token of the user
+                                            when the subject names no session
 CAEP ``credential-change``                  revokes every token of the subject
 RISC ``sessions-revoked``                   revokes every token of the subject
 RISC ``account-disabled``                   revokes every token of the subject
@@ -29,10 +33,15 @@ verification, anything else                 nothing (202): RFC 8417 §2.2 says
 ==========================================  ====================================
 
 each recorded as a ``family-revoked`` / ``subject-revoked`` event whose ``detail`` names the
-SET. Answers follow RFC 8935 §2.3/§2.4: 202 on success, 400 with ``{"err", "description"}``
+SET and says what was done. A transmitter names only its own users: an ``iss_sub`` is the
+``sub`` of the app's tokens when its ``iss`` is both the SET's and the tokens' issuer; any
+other identifier goes through ``resolve_subject``.
+
+Answers follow RFC 8935 §2.3/§2.4: 202 on success, 400 with ``{"err", "description"}``
 (``invalid_request``, ``invalid_key``, ``invalid_issuer``, ``invalid_audience``) for a bad SET,
 401 ``authentication_failed`` / 403 ``access_denied`` when the application's ``authorize``
-callback refuses the transmitter, 503 while the keys or the store are unreachable; never a 500.
+callback refuses the transmitter, 503 while the keys or the store are unreachable or another
+delivery of the same SET is being applied; never a 500.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import functools
 import json
 import logging
 import math
+import secrets
 import time
 import typing as t
 
@@ -71,6 +81,10 @@ SET_TYPE = "secevent+jwt"
 _SET_TYPES = frozenset({"secevent+jwt", "application/secevent+jwt"})
 _MAX_BYTES = 64 * 1024
 _REPLAY_NAMESPACE = "ssf-jti"
+_LEASE_NAMESPACE = "ssf-jti-lease"
+#: Seconds one delivery of a SET holds it while applying it; a failed delivery's retry
+#: (told ``Retry-After``) comes after it.
+LEASE = 30.0
 
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
@@ -89,6 +103,10 @@ ACTIONS: dict[str, str] = {
 #: ``phone_number``, ``opaque`` ...) that is not ``iss_sub`` of the tokens' issuer to the
 #: ``sub`` of the application's tokens.
 SubjectResolver = t.Callable[[dict[str, t.Any]], str | None]
+#: What a CAEP ``session-revoked`` revokes when the session is not one the store knows:
+#: ``"subject"`` every token of the user, ``"none"`` only tokens carrying that ``sid``.
+SessionFallback = t.Literal["subject", "none"]
+SESSION_FALLBACKS = ("subject", "none")
 #: ``authorize() -> bool``: runs in the request; ``False`` refuses the transmitter (401).
 Authorizer = t.Callable[[], bool]
 
@@ -113,6 +131,7 @@ class ReceiverSettings:
     max_age: float = 7 * 86400.0
     resolve_subject: SubjectResolver | None = None
     authorize: Authorizer | None = None
+    session_fallback: SessionFallback = "subject"
 
 
 def _error(err: str, description: str, status: int = 400) -> Response:
@@ -142,22 +161,30 @@ class SecurityEventReceiver:
             if authorize is not None and not authorize():
                 raise SETError("authentication_failed", "The SET Transmitter could not be authenticated.", 401)
             claims = self.verify(state, self._body())
+            remembered = self.claim(state, claims)
             self.apply(state, claims)
+            if not remembered:
+                self.applied(state, claims)
         except SETError as exc:
             logger.warning("security event refused: %s (%s)", exc.err, exc.description)
             # Like refused tokens: once a minute per client address and reason, so junk
             # POSTed in a loop is not one stored event per request.
-            if exc.status != 401 and state.first_in_a_while(("set-rejected", request.remote_addr or "", exc.err)):
+            again = ("set-rejected", request.remote_addr or "", exc.err)
+            if exc.status not in (401, 503) and state.first_in_a_while(again):
                 state.record("token-rejected", None, action="deny",
                                 detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True})  # fmt: skip
-            return _error(exc.err, exc.description, exc.status)
+            response = _error(exc.err, exc.description, exc.status)
+            if exc.status == 503:
+                response.headers["Retry-After"] = str(int(LEASE))
+            return response
         except KeysUnavailable as exc:
             response = _error("temporarily_unavailable", "The SET Issuer's keys are unavailable; retry later.", 503)
             response.headers["Retry-After"] = str(exc.retry_after or 5)
             return response
         except StoreUnavailable:
             response = _error("temporarily_unavailable", "The security store is unavailable; retry later.", 503)
-            response.headers["Retry-After"] = "5"
+            # Past the lease of this delivery, so that the retry is the one that applies it.
+            response.headers["Retry-After"] = str(int(LEASE))
             return response
         return Response(status=202)
 
@@ -196,10 +223,10 @@ class SecurityEventReceiver:
             )
 
     def expected_issuer(self, state: ShieldState) -> str | None:
-        return self.settings.issuer or state.config.issuer
+        return self.settings.issuer or state.config.keys.issuer
 
     def expected_audience(self, state: ShieldState) -> str | None:
-        return self.settings.audience or state.config.audience
+        return self.settings.audience or state.config.keys.audience
 
     def verify(self, state: ShieldState, token: str) -> dict[str, t.Any]:
         """The claims of a valid, never-seen SET; :class:`SETError` otherwise."""
@@ -249,26 +276,67 @@ class SecurityEventReceiver:
             raise SETError("invalid_request", "The SET has no iat.")
         iat = float(raw_iat)
         now = time.time()
-        leeway = state.config.leeway + 60  # the provider's clock, not ours
+        leeway = state.config.keys.leeway + 60  # the provider's clock, not ours
         if iat > now + leeway:
             raise SETError("invalid_request", "The SET was issued in the future.")
         if iat < now - settings.max_age:
             raise SETError("invalid_request", "The SET is older than this recipient's replay window.")
         exp = claims.get("exp")
-        if exp is not None and (type(exp) not in (int, float) or not exp > now - state.config.leeway):
+        if exp is not None and (type(exp) not in (int, float) or not exp > now - state.config.keys.leeway):
             raise SETError("invalid_request", "The SET expired.")
         if not isinstance(events, dict) or not events or not all(isinstance(v, dict) for v in events.values()):
             raise SETError("invalid_request", "The SET's events claim must be an object of objects.")
-        # Last, so that only a SET that is valid in every other way is remembered.
+        return claims
+
+    # -- exactly once: refused when seen, remembered only once applied ----------------------
+
+    def claim(self, state: ShieldState, claims: dict[str, t.Any]) -> bool:
+        """Refuse a SET applied before (400) or being applied right now by another delivery
+        (503, retry later); else hold it for :data:`LEASE` seconds while this one applies it.
+        ``True`` when the ``jti`` is remembered already (see below).
+
+        The store offers test-and-set only (``remember_once``), and no "forget", so the
+        ``jti`` is remembered as applied only after the events are (:meth:`applied`): a
+        delivery that fails on the way leaves it unremembered and the transmitter's retry
+        applies it. The test is ``remember_once`` with ``until=now``: an entry that expires
+        at once, so it answers "remembered?" and keeps nothing. The lease serializes
+        deliveries of one SET across processes, so two at once do not both apply it.
+
+        A store over its size bound may have dropped remembered SETs and then answers
+        "seen" for any key it is not sure of (its floor), the test included: told apart by
+        a key never used, such a SET is remembered before it is applied, as a replay must
+        never be applied twice (a failure then loses it, as it would have been refused).
+        """
+        key, now = _replay_key(claims), time.time()
+        store = state.store
         try:
-            first = state.store.remember_once(
-                _REPLAY_NAMESPACE, f"{claims['iss']}\x00{jti}", iat + settings.max_age + leeway, now=now
-            )
+            if not store.remember_once(_REPLAY_NAMESPACE, key, now, now=now):
+                if store.remember_once(_REPLAY_NAMESPACE, f"\x00unused\x00{secrets.token_hex(16)}", now, now=now):
+                    raise SETError("invalid_request", "This SET was received before (jti replay).")
+                if not store.remember_once(_REPLAY_NAMESPACE, key, self._until(state, claims), now=now):
+                    raise SETError("invalid_request", "This SET was received before (jti replay).")
+                return True
+            if not store.remember_once(_LEASE_NAMESPACE, key, now + LEASE, now=now):
+                raise SETError("temporarily_unavailable", "This SET is being applied; retry later.", 503)
         except StoreError:
             raise StoreUnavailable() from None
-        if not first:
-            raise SETError("invalid_request", "This SET was received before (jti replay).")
-        return claims
+        return False
+
+    def applied(self, state: ShieldState, claims: dict[str, t.Any]) -> None:
+        """Remember the SET's ``jti`` as applied, until past the replay window."""
+        try:
+            if not state.store.remember_once(
+                _REPLAY_NAMESPACE, _replay_key(claims), self._until(state, claims), now=time.time()
+            ):
+                # Only when applying took longer than the lease and another delivery ran.
+                logger.warning("SET %s was applied by two deliveries at once", claims["jti"])
+        except StoreError:
+            # Applied but not remembered: the transmitter's retry of this 503 applies it
+            # again (the same revocation), then it is remembered.
+            raise StoreUnavailable() from None
+
+    def _until(self, state: ShieldState, claims: dict[str, t.Any]) -> float:
+        return float(claims["iat"]) + self.settings.max_age + state.config.keys.leeway + 60
 
     def apply(self, state: ShieldState, claims: dict[str, t.Any]) -> None:
         """Apply each event of a verified SET; unknown event types are ignored."""
@@ -282,23 +350,64 @@ class SecurityEventReceiver:
                 raise SETError("invalid_request", f"The {event_type} event has no subject.")
             detail = {"reason": "security-event", "event": event_type, "set_jti": claims["jti"],
                       "set_iss": claims["iss"]}  # fmt: skip
-            sid = _session_id(subject) if action == "session" else None
-            if sid is not None:
-                resolve = functools.partial(self._subject, state, subject, required=False)
-                revocation.revoke_family(state, sid, detail=detail, subject=resolve)
+            if action == "session" and self._revoke_session(state, claims, subject, detail):
                 continue
-            sub = self._subject(state, subject, required=True)
+            sub = self._subject(state, claims, subject, required=True)
             assert sub is not None
             revocation.revoke_subject(state, sub, detail=detail)
 
-    def _subject(self, state: ShieldState, subject: dict[str, t.Any], *, required: bool) -> str | None:
-        """The ``sub`` of the application's tokens for an RFC 9493 subject identifier."""
+    def _revoke_session(
+        self, state: ShieldState, claims: dict[str, t.Any], subject: dict[str, t.Any], detail: dict[str, t.Any]
+    ) -> bool:
+        """Revoke the session a CAEP ``session-revoked`` names, as far as it can be told
+        apart; ``False`` when the subject's tokens must all go instead.
+
+        A session the store knows (a family of this app) is revoked alone. Any other one
+        (resource-server mode, where the provider's ``sid`` claim is the session, if its
+        tokens carry one at all): ``session_fallback="subject"`` revokes every token of the
+        user, ``"none"`` refuses only the tokens whose ``sid`` claim is that session. A
+        session id from a SET Issuer other than the tokens' names none of our sessions.
+        """
+        sid = _session_id(subject)
+        if sid is None:
+            return False  # a user without a session: every session of the user
+        if claims["iss"] != state.config.keys.issuer:
+            if self.settings.session_fallback == "subject":
+                return False
+            logger.info("SET %s names a session of another issuer; session_fallback='none': no action",
+                        claims["jti"])  # fmt: skip
+            return True
+        try:
+            known = state.store.get_family(sid) is not None
+        except StoreError:
+            raise StoreUnavailable() from None
+        if not known and self.settings.session_fallback == "subject":
+            sub = self._subject(state, claims, subject, required=False)
+            if sub is not None:
+                detail.update(session=sid, session_known=False, session_fallback="subject")
+                revocation.revoke_subject(state, sub, detail=detail)
+                return True
+        if not known:
+            detail["session_known"] = False  # refused: only the tokens carrying this sid
+        resolve = functools.partial(self._subject, state, claims, subject, required=False)
+        revocation.revoke_family(state, sid, detail=detail, subject=resolve)
+        return True
+
+    def _subject(
+        self, state: ShieldState, claims: dict[str, t.Any], subject: dict[str, t.Any], *, required: bool
+    ) -> str | None:
+        """The ``sub`` of the application's tokens for an RFC 9493 subject identifier.
+
+        An ``iss_sub`` names that ``sub`` only when its ``iss`` is both the SET's issuer and
+        the tokens' issuer: a transmitter speaks for its own users, never for another
+        issuer's (a third-party sender naming the app's own issuer goes through
+        ``resolve_subject`` like any other identifier).
+        """
         nested = subject.get("user")
         user: dict[str, t.Any] = nested if isinstance(nested, dict) else subject
         fmt = user.get("format", user.get("subject_type"))  # subject_type: RISC's older drafts
         if fmt in ("iss_sub", "iss-sub") and isinstance(user.get("sub"), str) and user["sub"]:
-            # Only a subject of the issuer of the app's tokens is that sub in our tokens.
-            if user.get("iss") == state.config.issuer:
+            if user.get("iss") == claims["iss"] == state.config.keys.issuer:
                 return t.cast(str, user["sub"])
         resolve = self.settings.resolve_subject
         if resolve is not None:
@@ -316,6 +425,10 @@ class SecurityEventReceiver:
                 " or one that resolve_subject maps).",
             )
         return None
+
+
+def _replay_key(claims: dict[str, t.Any]) -> str:
+    return f"{claims['iss']}\x00{claims['jti']}"
 
 
 def _session_id(subject: dict[str, t.Any]) -> str | None:

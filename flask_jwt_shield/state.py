@@ -46,6 +46,7 @@ from .ratelimit import AdaptiveSettings
 from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
+from .signals import EventKind
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
@@ -114,7 +115,8 @@ class ShieldState:
         storage = limiter.storage if limiter is not None else None
         self.refresh_limits = tuple(
             KeyedLimit(storage, text, f"jwt-shield-refresh-{name}") if storage is not None and text else None
-            for name, text in (("session", config.refresh_rate_limit), ("address", config.refresh_address_rate_limit))
+            for name, text in (("session", config.rate.refresh_rate_limit),
+                               ("address", config.rate.refresh_address_rate_limit))
         )
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
@@ -135,17 +137,17 @@ class ShieldState:
         config = ShieldConfig.from_mapping(app.config)
         keys = KeyRing.from_config(config)
         if store is None:
-            if config.store_uri.startswith("memory") and not app.testing:
+            if config.store.store_uri.startswith("memory") and not app.testing:
                 logger.warning(
                     "JWT_SHIELD_STORE_URI is 'memory://': revocations and sessions live in this process"
                     " only and are lost on restart. Use 'sqlite:///shield.db' in production."
                 )
             store = store_from_uri(
-                config.store_uri,
+                config.store.store_uri,
                 instance_path=app.instance_path,
-                connect_timeout=config.redis_connect_timeout,
-                timeout=config.redis_timeout,
-                max_delay=config.revocation_max_delay,
+                connect_timeout=config.store.redis_connect_timeout,
+                timeout=config.store.redis_timeout,
+                max_delay=config.store.revocation_max_delay,
             )
         return cls(
             registry=registry,
@@ -160,12 +162,12 @@ class ShieldState:
     def config_exempts(self, endpoint: str) -> bool:
         """Whether ``JWT_SHIELD_EXEMPT_ENDPOINTS`` names ``endpoint`` (a name, or a pattern
         with ``*``, ``?`` or ``[...]`` such as ``"health.*"``)."""
-        return any(fnmatch.fnmatchcase(endpoint, entry) for entry in self.config.exempt_endpoints)
+        return any(fnmatch.fnmatchcase(endpoint, entry) for entry in self.config.request.exempt_endpoints)
 
     def unmatched_exemptions(self, app: Flask) -> list[str]:
         """Entries of ``JWT_SHIELD_EXEMPT_ENDPOINTS`` that name no endpoint of ``app`` (typos)."""
         endpoints = list(app.view_functions)
-        return [e for e in sorted(self.config.exempt_endpoints) if not fnmatch.filter(endpoints, e)]
+        return [e for e in sorted(self.config.request.exempt_endpoints) if not fnmatch.filter(endpoints, e)]
 
     def warn_unmatched_exemptions(self, app: Flask) -> None:
         """Log each entry of ``JWT_SHIELD_EXEMPT_ENDPOINTS`` that names no endpoint: a typo
@@ -185,7 +187,7 @@ class ShieldState:
 
     # -- events ----------------------------------------------------------------------------
 
-    def record(self, kind: str, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
+    def record(self, kind: EventKind, claims: Claims | None, **fields: t.Any) -> SecurityEvent:
         """Record one security event, naming the token of ``claims`` by its ``jti``."""
         if claims is not None:
             fields.setdefault("subject", claims.get("sub"))
@@ -216,9 +218,9 @@ class ShieldState:
         if now - self._last_outage_event >= OUTAGE_EVENT_INTERVAL:
             self._last_outage_event = now
             self.record("store-unavailable", claims,
-                        action="deny" if self.config.fail_mode == "closed" else "flag",
-                        detail={"error": type(exc).__name__, "fail_mode": self.config.fail_mode})  # fmt: skip
-        if self.config.fail_mode == "closed":
+                        action="deny" if self.config.store.fail_mode == "closed" else "flag",
+                        detail={"error": type(exc).__name__, "fail_mode": self.config.store.fail_mode})  # fmt: skip
+        if self.config.store.fail_mode == "closed":
             raise StoreUnavailable()
 
     @staticmethod
@@ -232,7 +234,7 @@ class ShieldState:
 
     def revocation_horizon(self, now: float) -> float:
         """Until when a revocation made at ``now`` must be kept: past the longest token."""
-        return now + self.config.longest_ttl + self.config.leeway + 1
+        return now + self.config.longest_ttl + self.config.keys.leeway + 1
 
 
 def current_state() -> ShieldState:
@@ -253,34 +255,34 @@ def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | Non
     store's own Redis (so every host counts one budget per token), else this process.
     """
     K = ConfigKey
-    if app_limiter is not None and config.rate_limit_storage_uri is not None:
+    if app_limiter is not None and config.rate.rate_limit_storage_uri is not None:
         raise ConfigurationError(
             f"{K.RATE_LIMIT_STORAGE_URI} is set, but JWTShield(limiter=...) shares that Limiter's"
             f" storage: remove one of the two."
         )
     try:
         adaptive = (
-            AdaptiveSettings(factor=config.adaptive_factor, floor=config.adaptive_floor,
-                             sustain=config.adaptive_sustain)
-            if config.adaptive
+            AdaptiveSettings(factor=config.rate.adaptive_factor, floor=config.rate.adaptive_floor,
+                             sustain=config.rate.adaptive_sustain)
+            if config.rate.adaptive
             else None
         )  # fmt: skip
-        spike = config.spike_threshold or default_spike_threshold(config.rate_limit)
+        spike = config.rate.spike_threshold or default_spike_threshold(config.rate.rate_limit)
         uri = None
         options = None
         if app_limiter is None:
-            uri = config.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
+            uri = config.rate.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
             if not uri.startswith("memory"):
-                options = {"socket_timeout": config.redis_timeout,
-                           "socket_connect_timeout": config.redis_connect_timeout}  # fmt: skip
+                options = {"socket_timeout": config.store.redis_timeout,
+                           "socket_connect_timeout": config.store.redis_connect_timeout}  # fmt: skip
         return TokenRateLimiter(
-            config.rate_limit,
-            strategy=config.rate_limit_strategy,
+            config.rate.rate_limit,
+            strategy=config.rate.rate_limit_strategy,
             storage_uri=uri,
             storage_options=options,
             limiter=app_limiter,
             spike_threshold=spike,
-            spike_sustain=config.spike_sustain,
+            spike_sustain=config.rate.spike_sustain,
             adaptive=adaptive,
         )
     except ValueError as exc:
@@ -291,10 +293,10 @@ def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | Non
 
 
 def _proof_verifier(config: ShieldConfig, keys: KeyRing, store: Store) -> ProofVerifier | None:
-    if config.dpop == "off":
+    if config.dpop.dpop == "off":
         return None
     nonces = None
-    if config.dpop_nonce_ttl is not None:
+    if config.dpop.dpop_nonce_ttl is not None:
         signing = keys.signing_key
         if signing is None:
             raise ConfigurationError(
@@ -305,6 +307,7 @@ def _proof_verifier(config: ShieldConfig, keys: KeyRing, store: Store) -> ProofV
         if not isinstance(material, bytes):
             material = material.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption())  # fmt: skip
-        nonces = Nonces(material, config.dpop_nonce_ttl)
-    return ProofVerifier(algorithms=config.dpop_algorithms, max_age=config.dpop_max_age, leeway=config.leeway,
-                         store=store, max_bytes=config.max_token_bytes, nonces=nonces)  # fmt: skip
+        nonces = Nonces(material, config.dpop.dpop_nonce_ttl)
+    return ProofVerifier(algorithms=config.dpop.dpop_algorithms, max_age=config.dpop.dpop_max_age,
+                         leeway=config.keys.leeway, store=store, max_bytes=config.request.max_token_bytes,
+                         nonces=nonces)  # fmt: skip

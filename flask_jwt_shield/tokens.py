@@ -231,8 +231,8 @@ class TokenCodec:
         self._headers: dict[str, tuple[Key, str]] = {}
         # token -> (claims, exp, nbf); bounded, oldest entry dropped first.
         self._verified: dict[str, tuple[Claims, float, float, str]] = {}
-        self._cache_size = config.token_cache_size
-        accepted = config.accepted_types
+        self._cache_size = config.request.token_cache_size
+        accepted = config.remote.accepted_types
         self._types = dict(_TYPE_ALIASES) if "at+jwt" in accepted else {
             k: v for k, v in _TYPE_ALIASES.items() if v != ACCESS_TYPE
         }  # fmt: skip
@@ -284,11 +284,11 @@ class TokenCodec:
                 raise ValueError(f"claims may not set {sorted(clash)}; the shield writes them.")
             payload.update(extra)
         now = time.time() if iat is None else iat
-        if self.config.issuer is not None:
-            payload["iss"] = self.config.issuer
+        if self.config.keys.issuer is not None:
+            payload["iss"] = self.config.keys.issuer
         payload["sub"] = sub
-        if self.config.audience is not None:
-            payload["aud"] = self.config.audience
+        if self.config.keys.audience is not None:
+            payload["aud"] = self.config.keys.audience
         # Integer NumericDates, as joserfc and Authlib expect with no leeway; the precise
         # instant, in its own claim, lets revoke_subject() separate tokens within one second.
         payload["iat"] = math.floor(now)
@@ -341,7 +341,7 @@ class TokenCodec:
 
     def _check_time(self, exp: float, nbf: float, cached_token: str | None) -> None:
         now = time.time()
-        leeway = self.config.leeway
+        leeway = self.config.keys.leeway
         if now >= exp + leeway:
             if cached_token is not None:
                 self._verified.pop(cached_token, None)
@@ -350,7 +350,7 @@ class TokenCodec:
             raise InvalidToken("The token is not valid yet.", reason="not-yet-valid")
 
     def _verify_uncached(self, token: str, typ: str | None) -> tuple[dict[str, t.Any], str]:
-        if len(token) > self.config.max_token_bytes:
+        if len(token) > self.config.request.max_token_bytes:
             raise InvalidToken("The token is too large.", reason="too-large")
         try:
             header_segment, payload_segment, signature_segment = split_compact(token)
@@ -430,14 +430,14 @@ class TokenCodec:
         _string(claims, "jti")
         if token_type == REFRESH_TYPE or "sid" in claims:
             _string(claims, "sid")
-        if iat > time.time() + self.config.leeway + _IAT_TOLERANCE:
+        if iat > time.time() + self.config.keys.leeway + _IAT_TOLERANCE:
             raise InvalidToken("The token was issued in the future.", reason="iat-in-future")
         if exp < iat:
             raise InvalidToken("The token expires before it was issued.", reason="bad-exp")
-        issuer = self.config.issuer
+        issuer = self.config.keys.issuer
         if issuer is not None and claims.get("iss") != issuer:
             raise InvalidToken("The token's issuer is not accepted.", reason="bad-iss")
-        audience = self.config.audience
+        audience = self.config.keys.audience
         aud = claims.get("aud")
         if audience is None:
             if aud is not None:

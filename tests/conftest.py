@@ -6,11 +6,14 @@ import time
 import typing as t
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask import jsonify
 from flask import request
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import current_claims
@@ -48,7 +51,7 @@ AppFactory = Callable[..., tuple[Flask, JWTShield]]
 
 
 @pytest.fixture
-def make_app(tmp_path: t.Any) -> AppFactory:
+def make_app(tmp_path: Path) -> AppFactory:
     """Build an app with the shield from a config dict; routes every test can use:
 
     ``GET /api/me`` (protected, returns the claims), ``POST /login`` (exempt, issues a
@@ -106,7 +109,7 @@ def shield(app_shield: tuple[Flask, JWTShield]) -> JWTShield:
 
 
 @pytest.fixture
-def client(app: Flask) -> t.Any:
+def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
@@ -118,6 +121,13 @@ def token(app: Flask, shield: JWTShield) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def json_of(response: TestResponse) -> t.Any:
+    """``response.json``, which must be there: fails the test on a body that is not JSON."""
+    body = response.json
+    assert body is not None, f"expected a JSON body, got {response.mimetype!r}"
+    return body
 
 
 @pytest.fixture

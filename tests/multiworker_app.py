@@ -13,6 +13,7 @@ import os
 import typing as t
 
 from flask import Flask
+from flask import Response
 from flask import request
 
 from flask_jwt_shield import JWTShield
@@ -32,7 +33,7 @@ def create_app() -> Flask:
     shield = JWTShield(app)
 
     @app.after_request
-    def tell_pid(response: t.Any) -> t.Any:  # on refusals too, which have no JSON of ours
+    def tell_pid(response: Response) -> Response:  # on refusals too, which have no JSON of ours
         response.headers["X-Worker-Pid"] = str(os.getpid())
         return response
 

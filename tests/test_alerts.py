@@ -22,6 +22,7 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from werkzeug.test import TestResponse
 
 from flask_jwt_shield import ConfigurationError
 from flask_jwt_shield import JWTShield
@@ -78,7 +79,7 @@ def scenario(app: Flask) -> tuple[list[tuple[int, t.Any]], list[str]]:
     answers: list[tuple[int, t.Any]] = []
     tokens: list[str] = []
 
-    def keep(response: t.Any) -> t.Any:
+    def keep(response: TestResponse) -> t.Any:
         body = response.get_json()
         if isinstance(body, dict):
             tokens.extend(v for k, v in body.items() if k.endswith("_token"))

@@ -32,12 +32,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck
 from hypothesis import assume
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm
+from werkzeug.test import TestResponse
 
 from flask_jwt_shield import ClientCredentials
 from flask_jwt_shield import JWTShield
@@ -47,6 +49,7 @@ from flask_jwt_shield.state import current_state
 from tests.conftest import SECRET
 from tests.conftest import Clock
 from tests.conftest import bearer
+from tests.conftest import json_of
 from tests.dpop_util import HandKey
 from tests.idp_util import RawServer
 from tests.idp_util import SigningKey
@@ -149,7 +152,7 @@ def raw_payload(now: float, name: str, literal: str) -> str:
 # -- checking answers ------------------------------------------------------------------------
 
 
-def expect(response: t.Any, status: int, error: str | None) -> dict[str, t.Any]:
+def expect(response: TestResponse, status: int, error: str | None) -> dict[str, t.Any]:
     """Status, JSON body ``error`` and ``WWW-Authenticate`` per DESIGN.md's table.
 
     ``error=None`` is the "no token" row: a bare challenge with no error code.
@@ -169,15 +172,15 @@ def expect(response: t.Any, status: int, error: str | None) -> dict[str, t.Any]:
     return body
 
 
-def rejected(response: t.Any) -> dict[str, t.Any]:
+def rejected(response: TestResponse) -> dict[str, t.Any]:
     return expect(response, 401, "invalid_token")
 
 
-def bad_request(response: t.Any) -> dict[str, t.Any]:
+def bad_request(response: TestResponse) -> dict[str, t.Any]:
     return expect(response, 400, "invalid_request")
 
 
-def accepted(response: t.Any, sub: str = "alice") -> dict[str, t.Any]:
+def accepted(response: TestResponse, sub: str = "alice") -> dict[str, t.Any]:
     assert response.status_code == 200, response.get_data(as_text=True)
     body = t.cast(dict[str, t.Any], response.get_json())
     assert body["sub"] == sub
@@ -269,7 +272,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, t.Any]]:
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 @pytest.mark.parametrize("signature", ["empty", "garbage", "hmac-of-real-key"])
 @pytest.mark.parametrize("with_kid", [True, False], ids=["kid", "no-kid"])
-def test_alg_none_is_refused(client: t.Any, kid: str, now: float, alg: str, signature: str, with_kid: bool) -> None:
+def test_alg_none_is_refused(
+    client: FlaskClient, kid: str, now: float, alg: str, signature: str, with_kid: bool
+) -> None:
     """alg "none" (unsecured JWS) in every case variant.
 
     CVE-2015-9235 (node-jsonwebtoken), CVE-2015-2951 (JWT-simple), the 2015 Auth0 disclosure
@@ -283,7 +288,7 @@ def test_alg_none_is_refused(client: t.Any, kid: str, now: float, alg: str, sign
     assert "alice" not in json.dumps(body)
 
 
-def test_empty_signature_with_valid_alg(client: t.Any, token: str) -> None:
+def test_empty_signature_with_valid_alg(client: FlaskClient, token: str) -> None:
     """A genuine header and payload with the signature cut off ("h.p." and "h.p").
 
     CVE-2020-28042 (ServiceStack accepted an empty signature), CVE-2022-21449's sibling
@@ -376,7 +381,7 @@ def test_hs256_signed_with_rsa_public_key(
     ],
 )
 @pytest.mark.parametrize("secret", [b"", b"secret", b"0", SECRET.encode()], ids=["empty", "word", "zero", "real"])
-def test_kid_injection(client: t.Any, now: float, bad_kid: t.Any, secret: bytes) -> None:
+def test_kid_injection(client: FlaskClient, now: float, bad_kid: t.Any, secret: bytes) -> None:
     """kid used as a file path, a SQL fragment, or not a string at all.
 
     CVE-2017-17405-style path traversal to /dev/null (empty HMAC key, PortSwigger "JWT kid
@@ -441,7 +446,7 @@ def test_attacker_key_announced_in_header(
 
 
 @pytest.mark.parametrize("announce", ["jwk", "jku", "x5u", "x5c", "all"])
-def test_attacker_oct_jwk_announced_in_header(client: t.Any, kid: str, now: float, announce: str) -> None:
+def test_attacker_oct_jwk_announced_in_header(client: FlaskClient, kid: str, now: float, announce: str) -> None:
     """An HMAC variant of the embedded-key attack: ``jwk`` of kty ``oct`` carrying the attacker's secret.
 
     CVE-2018-0114 family; RFC 8725 §3.10.
@@ -458,7 +463,7 @@ def test_attacker_oct_jwk_announced_in_header(client: t.Any, kid: str, now: floa
 
 @pytest.mark.parametrize("member", ["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "all"])
 def test_key_location_headers_on_genuine_token_are_ignored(
-    client: t.Any, kid: str, now: float, no_network: list[tuple[str, t.Any]], member: str
+    client: FlaskClient, kid: str, now: float, no_network: list[tuple[str, t.Any]], member: str
 ) -> None:
     """A correctly signed token that also carries ``jku``/``x5u``/``jwk``/``x5c``.
 
@@ -488,7 +493,7 @@ def test_key_location_headers_on_genuine_token_are_ignored(
     [["x-unknown"], ["exp"], ["b64"], [], "x-unknown", None],
     ids=["unknown", "registered-name", "b64", "empty-list", "string", "null"],
 )
-def test_crit_header_with_unknown_extension(client: t.Any, kid: str, now: float, crit: t.Any) -> None:
+def test_crit_header_with_unknown_extension(client: FlaskClient, kid: str, now: float, crit: t.Any) -> None:
     """``crit`` names an extension the recipient does not understand: the JWS must be rejected.
 
     RFC 7515 §4.1.11 (and RFC 8725 §3.1): even when correctly signed by the real key.
@@ -543,7 +548,7 @@ def test_ecdsa_forging_helper_is_sound(
 
 
 @pytest.mark.parametrize("offset", [-1, 0, -86_400])
-def test_expired_token(client: t.Any, kid: str, now: float, offset: int) -> None:
+def test_expired_token(client: FlaskClient, kid: str, now: float, offset: int) -> None:
     """``exp`` now or in the past. RFC 7519 §4.1.4 ("on or after" exp: reject); RFC 8725 §3.10."""
     issued = now + offset - 900
     token = forge(at_header(kid), claims(now, iat=issued, nbf=math.floor(issued), exp=now + offset))
@@ -551,7 +556,7 @@ def test_expired_token(client: t.Any, kid: str, now: float, offset: int) -> None
     assert "expired" in body["error_description"]
 
 
-def test_expired_token_after_it_was_cached(client: t.Any, token: str, clock: Clock) -> None:
+def test_expired_token_after_it_was_cached(client: FlaskClient, token: str, clock: Clock) -> None:
     """A token accepted once (now in the verified-token cache) still expires on time.
 
     DESIGN.md step 3: "expiry is still checked every time"; RFC 7519 §4.1.4.
@@ -562,7 +567,7 @@ def test_expired_token_after_it_was_cached(client: t.Any, token: str, clock: Clo
     assert "expired" in body["error_description"]
 
 
-def test_nbf_in_the_future(client: t.Any, kid: str, now: float, clock: Clock) -> None:
+def test_nbf_in_the_future(client: FlaskClient, kid: str, now: float, clock: Clock) -> None:
     """``nbf`` after now: not yet valid. RFC 7519 §4.1.5."""
     token = forge(at_header(kid), claims(now, nbf=now + 60))
     body = rejected(client.get("/api/me", headers=bearer(token)))
@@ -596,7 +601,7 @@ def _issue(app: Flask, sub: str = "alice") -> str:
     ids=["nan", "infinity", "-infinity", "string", "true", "false", "null", "list", "object",
          "float-overflow", "int-10e400", "int-5000-digits", "int-minus-10e400"],
 )  # fmt: skip
-def test_time_claim_of_wrong_type(client: t.Any, kid: str, now: float, name: str, literal: str) -> None:
+def test_time_claim_of_wrong_type(client: FlaskClient, kid: str, now: float, name: str, literal: str) -> None:
     """``exp``/``iat``/``nbf`` that is NaN, a string, a bool, null or a number too large for a float.
 
     RFC 7519 §2 (NumericDate is a JSON number), §4.1.4; the "NaN expiry means never" class of
@@ -612,7 +617,7 @@ def test_time_claim_of_wrong_type(client: t.Any, kid: str, now: float, name: str
     [(name, how) for name in ("jti", "sub", "exp", "iat") for how in ("missing", "empty", "null", "number")
      if not (name in ("exp", "iat") and how == "number")],  # a number is a valid NumericDate
 )  # fmt: skip
-def test_required_claim_missing_or_invalid(client: t.Any, kid: str, now: float, name: str, how: str) -> None:
+def test_required_claim_missing_or_invalid(client: FlaskClient, kid: str, now: float, name: str, how: str) -> None:
     """Required claims absent or unusable (RFC 9068 §2.2 makes iss/exp/aud/sub/iat/jti required).
 
     RFC 8725 §3.9/§3.10; pyjwt's ``options={"require": [...]}`` lesson.
@@ -666,7 +671,7 @@ def test_wrong_issuer_or_audience(iss_aud_app: tuple[Flask, JWTShield], now: flo
 
 
 @pytest.mark.parametrize("aud", ["api://other", ["api://other"], [], ""], ids=["string", "list", "empty-list", "empty"])
-def test_audience_present_while_app_expects_none(client: t.Any, kid: str, now: float, aud: t.Any) -> None:
+def test_audience_present_while_app_expects_none(client: FlaskClient, kid: str, now: float, aud: t.Any) -> None:
     """A token restricted to an audience, sent to an app that names none.
 
     RFC 7519 §4.1.3: a principal not identified in ``aud`` must reject it; RFC 8725 §3.9.
@@ -678,7 +683,7 @@ def test_audience_present_while_app_expects_none(client: t.Any, kid: str, now: f
 # -- token types -----------------------------------------------------------------------------
 
 
-def test_refresh_token_presented_as_access_token(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_refresh_token_presented_as_access_token(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     """Cross-JWT confusion: a refresh token (``typ: refresh+jwt``) used at a resource.
 
     RFC 8725 §2.8 and §3.11 (explicit typing); RFC 9068 §4.
@@ -700,7 +705,7 @@ def test_refresh_token_presented_as_access_token(app: Flask, shield: JWTShield, 
     ids=["JWT", "jwt", "missing", "null", "empty", "id-token", "refresh", "application-refresh",
          "trailing-space", "parameters", "dpop", "list", "number"],
 )  # fmt: skip
-def test_token_of_another_type_signed_with_real_key(client: t.Any, kid: str, now: float, typ: t.Any) -> None:
+def test_token_of_another_type_signed_with_real_key(client: FlaskClient, kid: str, now: float, typ: t.Any) -> None:
     """An ID-token-like token (``typ: JWT`` or none) or another profile, signed with the real key.
 
     RFC 8725 §3.11 (explicit typing), RFC 9068 §4 (``at+jwt``), OpenID Connect ID tokens
@@ -714,7 +719,7 @@ def test_token_of_another_type_signed_with_real_key(client: t.Any, kid: str, now
 
 
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+JWT"])
-def test_access_token_type_spellings_are_accepted(client: t.Any, kid: str, now: float, typ: str) -> None:
+def test_access_token_type_spellings_are_accepted(client: FlaskClient, kid: str, now: float, typ: str) -> None:
     """Control: the RFC 9068 §4 spellings of ``at+jwt`` (case-insensitive) are access tokens."""
     token = forge({"alg": "HS256", "kid": kid, "typ": typ}, claims(now))
     accepted(client.get("/api/me", headers=bearer(token)))
@@ -734,7 +739,7 @@ def _token_of_size(kid: str, now: float, size: int) -> str:
 
 
 @pytest.mark.parametrize("size", [8193, 8200, 8256, 8300, 20_000])
-def test_oversized_token(client: t.Any, kid: str, now: float, size: int) -> None:
+def test_oversized_token(client: FlaskClient, kid: str, now: float, size: int) -> None:
     """A token larger than ``JWT_SHIELD_MAX_TOKEN_BYTES`` (8192), correctly signed.
 
     Resource exhaustion before authentication (the "JWT bomb" class: CVE-2024-33663 /
@@ -747,7 +752,7 @@ def test_oversized_token(client: t.Any, kid: str, now: float, size: int) -> None
     assert "large" in body["error_description"]
 
 
-def test_token_at_the_size_limit_is_accepted(client: t.Any, kid: str, now: float) -> None:
+def test_token_at_the_size_limit_is_accepted(client: FlaskClient, kid: str, now: float) -> None:
     """Control for the size limit: a token of (just under) 8192 bytes is allowed."""
     token = _token_of_size(kid, now, 8190)
     assert 8190 <= len(token) <= 8192
@@ -767,7 +772,7 @@ def test_token_at_the_size_limit_is_accepted(client: t.Any, kid: str, now: float
     ],
     ids=["bearer-A", "bearer-dots", "many-bearers", "basic", "no-scheme", "spaces", "bearer-spaces"],
 )
-def test_huge_authorization_header(client: t.Any, value: str) -> None:
+def test_huge_authorization_header(client: FlaskClient, value: str) -> None:
     """A 100 KB ``Authorization`` header: refused cheaply as a client error, never a 500.
 
     RFC 8725 §3.1 (input validation before work); resource exhaustion.
@@ -813,7 +818,7 @@ def test_validly_signed_non_object_payload(make_app: AppFactory, now: float, pay
     ],
     ids=["dup-alg", "dup-kid", "dup-typ", "nan", "infinity", "array", "truncated"],
 )
-def test_ambiguous_or_invalid_header_json(client: t.Any, kid: str, now: float, header_json: str) -> None:
+def test_ambiguous_or_invalid_header_json(client: FlaskClient, kid: str, now: float, header_json: str) -> None:
     """Duplicate member names (parser differential: first-wins vs last-wins) and non-JSON constants in the header.
 
     RFC 7515 §5.2 / RFC 7519 §4 ("MUST either reject ... duplicate Header Parameter names"),
@@ -835,7 +840,7 @@ def test_ambiguous_or_invalid_header_json(client: t.Any, kid: str, now: float, h
     ],
     ids=["dup-sub", "dup-exp", "dup-custom", "nan-custom", "nested-infinity", "nan-exp"],
 )
-def test_ambiguous_or_invalid_payload_json(client: t.Any, kid: str, now: float, payload_text: str) -> None:
+def test_ambiguous_or_invalid_payload_json(client: FlaskClient, kid: str, now: float, payload_text: str) -> None:
     """Duplicate claim names and NaN/Infinity constants in the payload, correctly signed.
 
     RFC 7519 §4 (duplicate claim names: reject), RFC 8725 §3.8; RFC 8259 §6 (no NaN).
@@ -848,7 +853,7 @@ def test_ambiguous_or_invalid_payload_json(client: t.Any, kid: str, now: float, 
 # -- where the token travels -----------------------------------------------------------------
 
 
-def test_two_tokens_joined_by_a_proxy(client: t.Any, token: str, app: Flask, shield: JWTShield) -> None:
+def test_two_tokens_joined_by_a_proxy(client: FlaskClient, token: str, app: Flask, shield: JWTShield) -> None:
     """Two ``Authorization`` headers, joined by a proxy into "Bearer a, Bearer b".
 
     RFC 7230 §3.2.2 (joining repeated fields); RFC 6750 §2 ("MUST NOT use more than one
@@ -870,7 +875,7 @@ def test_two_tokens_joined_by_a_proxy(client: t.Any, token: str, app: Flask, shi
      "access_token={t}&access_token=x"],
     ids=["plain", "second-param", "empty-value", "percent-encoded-name", "repeated"],
 )  # fmt: skip
-def test_header_plus_query_parameter(client: t.Any, token: str, query: str) -> None:
+def test_header_plus_query_parameter(client: FlaskClient, token: str, query: str) -> None:
     """A token in the header and another (or the same) in ``?access_token=``.
 
     RFC 6750 §2 (one method only) and §2.3 / §5.3 (URLs leak through logs and Referer);
@@ -885,7 +890,7 @@ def test_header_plus_query_parameter(client: t.Any, token: str, query: str) -> N
     ["access_token={t}", "access%5Ftoken={t}", "access_token={t}&x=1"],
     ids=["plain", "percent-encoded-name", "first-param"],
 )
-def test_token_in_query_string_alone(client: t.Any, token: str, query: str) -> None:
+def test_token_in_query_string_alone(client: FlaskClient, token: str, query: str) -> None:
     """The token in the URL only (RFC 6750 §2.3): not supported, refused with 400, never used.
 
     RFC 6750 §5.3 ("Don't pass bearer tokens in page URLs"); RFC 9700 §4.3.2 (OAuth 2.0
@@ -914,7 +919,7 @@ def post_client(make_app: AppFactory) -> t.Any:
     ids=["urlencoded", "urlencoded-charset", "urlencoded-mixed-case", "multipart"],
 )  # fmt: skip
 @pytest.mark.parametrize("with_header", [True, False], ids=["header-and-body", "body-only"])
-def test_token_in_form_body(post_client: t.Any, content_type: str, with_header: bool) -> None:
+def test_token_in_form_body(post_client: FlaskClient, content_type: str, with_header: bool) -> None:
     """A token in the form body (RFC 6750 §2.2), alone or beside the header: 400.
 
     RFC 6750 §2 (one method only); DESIGN.md: the form body is never a token location.
@@ -938,7 +943,7 @@ def test_token_in_form_body(post_client: t.Any, content_type: str, with_header: 
 # -- signature re-use ------------------------------------------------------------------------
 
 
-def test_signature_reused_on_another_payload(client: t.Any, token: str, app: Flask, shield: JWTShield) -> None:
+def test_signature_reused_on_another_payload(client: FlaskClient, token: str, app: Flask, shield: JWTShield) -> None:
     """Payload swap: a genuine signature glued onto a different payload (or header).
 
     RFC 7515 §5.2 (the signature covers header and payload); CVE-2022-39227 (python-jwt
@@ -974,7 +979,7 @@ def _noncanonical_variants(token: str) -> list[str]:
     return [head + alphabet[(index & ~3) | low] for low in range(4) if (index & ~3) | low != index]
 
 
-def test_noncanonical_signature_encoding_is_the_same_token(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_noncanonical_signature_encoding_is_the_same_token(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     """Signature malleability through non-canonical base64url (RFC 4648 §3.5, RFC 7515 §2).
 
     Whether the lenient spellings are accepted or refused, they must never be a *different*
@@ -999,7 +1004,7 @@ def test_noncanonical_signature_encoding_is_the_same_token(app: Flask, shield: J
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
-def test_bearer_scheme_is_case_insensitive(client: t.Any, token: str, scheme: str) -> None:
+def test_bearer_scheme_is_case_insensitive(client: FlaskClient, token: str, scheme: str) -> None:
     """Control: the auth-scheme compares case-insensitively (RFC 9110 §11.1, DESIGN.md)."""
     accepted(client.get("/api/me", headers={"Authorization": f"{scheme} {token}"}))
 
@@ -1056,7 +1061,7 @@ def _sendable(value: str) -> bool:
     return "\n" not in value and "\r" not in value
 
 
-def _fuzz_answer(response: t.Any) -> None:
+def _fuzz_answer(response: TestResponse) -> None:
     assert response.status_code in (400, 401), (response.status_code, response.get_data(as_text=True))
     assert response.is_json
     body = response.get_json()
@@ -1066,7 +1071,7 @@ def _fuzz_answer(response: t.Any) -> None:
 
 @FUZZ
 @given(value=st.text())
-def test_fuzz_authorization_header_text(client: t.Any, value: str) -> None:
+def test_fuzz_authorization_header_text(client: FlaskClient, value: str) -> None:
     """Arbitrary text as the ``Authorization`` value: always 400/401 with a JSON body, never 500."""
     assume(_sendable(value))
     _fuzz_answer(client.get("/api/me", headers={"Authorization": value}))
@@ -1074,7 +1079,7 @@ def test_fuzz_authorization_header_text(client: t.Any, value: str) -> None:
 
 @FUZZ
 @given(value=st.binary())
-def test_fuzz_authorization_header_bytes(client: t.Any, value: bytes) -> None:
+def test_fuzz_authorization_header_bytes(client: FlaskClient, value: bytes) -> None:
     """Arbitrary bytes (as latin-1, the way WSGI hands them over) as the ``Authorization`` value."""
     text = value.decode("latin-1")
     assume(_sendable(text))
@@ -1083,7 +1088,7 @@ def test_fuzz_authorization_header_bytes(client: t.Any, value: bytes) -> None:
 
 @FUZZ
 @given(value=st.text())
-def test_fuzz_bearer_token_text(client: t.Any, value: str) -> None:
+def test_fuzz_bearer_token_text(client: FlaskClient, value: str) -> None:
     """Arbitrary text after "Bearer ": always 400/401 with a JSON body, never 500."""
     assume(_sendable(value))
     _fuzz_answer(client.get("/api/me", headers={"Authorization": "Bearer " + value}))
@@ -1091,7 +1096,7 @@ def test_fuzz_bearer_token_text(client: t.Any, value: str) -> None:
 
 @FUZZ
 @given(value=st.binary())
-def test_fuzz_bearer_token_bytes(client: t.Any, value: bytes) -> None:
+def test_fuzz_bearer_token_bytes(client: FlaskClient, value: bytes) -> None:
     """Arbitrary bytes (latin-1) after "Bearer "."""
     text = value.decode("latin-1")
     assume(_sendable(text))
@@ -1103,7 +1108,7 @@ _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 @FUZZ
 @given(parts=st.lists(st.text(alphabet=_B64URL_ALPHABET, max_size=200), min_size=1, max_size=5))
-def test_fuzz_jwt_shaped_garbage(client: t.Any, parts: list[str]) -> None:
+def test_fuzz_jwt_shaped_garbage(client: FlaskClient, parts: list[str]) -> None:
     """Dot-separated base64url garbage (passes the header syntax check): always 401 invalid_token."""
     response = client.get("/api/me", headers=bearer(".".join(parts)))
     if not "".join(parts):  # nothing but dots or empty: not a b64token at all
@@ -1121,7 +1126,9 @@ _json_values = st.recursive(
 
 @FUZZ
 @given(name=st.sampled_from(["exp", "iat", "nbf", "sub", "jti", "sid", "iss", "aud"]), value=_json_values)
-def test_fuzz_claim_values_signed_with_real_key(client: t.Any, kid: str, now: float, name: str, value: t.Any) -> None:
+def test_fuzz_claim_values_signed_with_real_key(
+    client: FlaskClient, kid: str, now: float, name: str, value: t.Any
+) -> None:
     """Any JSON value in a registered claim, correctly signed: 200 or 401 invalid_token, never 500."""
     token = forge(at_header(kid), claims(now, **{name: value}))
     response = client.get("/api/me", headers=bearer(token))
@@ -1165,7 +1172,8 @@ def _failure_samples(app: Flask, shield: JWTShield, kid: str, now: float) -> dic
      "two-tokens", "query", "query-and-header"],
 )  # fmt: skip
 def test_raw_token_never_in_response_logs_or_events(
-    app: Flask, shield: JWTShield, client: t.Any, kid: str, now: float, caplog: pytest.LogCaptureFixture, case: str
+    app: Flask, shield: JWTShield, client: FlaskClient, kid: str, now: float, caplog: pytest.LogCaptureFixture,
+    case: str,
 ) -> None:
     """No response, log line or stored event contains a raw token (DESIGN.md; RFC 6750 §5.3).
 
@@ -1200,7 +1208,7 @@ def test_raw_token_never_in_response_logs_or_events(
 API_URL = "http://localhost/api/me"
 
 
-def dpop_refused(response: t.Any, reason: str | None = None, shield: JWTShield | None = None,
+def dpop_refused(response: TestResponse, reason: str | None = None, shield: JWTShield | None = None,
                  app: Flask | None = None) -> None:  # fmt: skip
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.get_json()["error"] == "invalid_dpop_proof"
@@ -1228,8 +1236,8 @@ def bound_token(dpop_app: tuple[Flask, JWTShield], victim: HandKey, now: float) 
     login_key = HandKey(url="http://localhost/login", now=now, method="POST")
     login_key.key, login_key.jwk, login_key.jkt = victim.key, victim.jwk, victim.jkt  # the victim's key
     r = app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)})
-    assert r.status_code == 200 and r.json["token_type"] == "DPoP", r.json
-    token = t.cast(str, r.json["access_token"])
+    assert r.status_code == 200 and json_of(r)["token_type"] == "DPoP", r.json
+    token = t.cast(str, json_of(r)["access_token"])
     assert decode_segment(token, 1)["cnf"] == {"jkt": victim.jkt}
     return token
 
@@ -1265,7 +1273,8 @@ def test_dpop_replayed_proof_on_another_worker(make_app: AppFactory, now: float)
     key = HandKey(url=API_URL, now=now)
     login_key = HandKey(url="http://localhost/login", now=now, method="POST")
     login_key.key, login_key.jwk = key.key, key.jwk
-    token = worker_a.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}).json["access_token"]
+    login = worker_a.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)})
+    token = json_of(login)["access_token"]
     proof = key.proof(token=token)
     accepted(worker_a.test_client().get("/api/me", headers=dpop_headers(token, proof)))
     dpop_refused(worker_b.test_client().get("/api/me", headers=dpop_headers(token, proof)))
@@ -1334,7 +1343,7 @@ def test_dpop_wrong_ath(dpop_app: tuple[Flask, JWTShield], bound_token: str, vic
     app, shield = dpop_app
     login_key = HandKey(url="http://localhost/login", now=now, method="POST")
     login_key.key, login_key.jwk = victim.key, victim.jwk
-    other = app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}).json["access_token"]
+    other = json_of(app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}))["access_token"]
     for proof in (victim.proof(token=other), victim.proof(token=bound_token, drop=("ath",))):
         dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-ath",
                      shield, app)  # fmt: skip
@@ -1365,7 +1374,7 @@ def test_dpop_bound_refresh_token_stolen(dpop_app: tuple[Flask, JWTShield], vict
     client = app.test_client()
     login_key = HandKey(url="http://localhost/login", now=now, method="POST")
     login_key.key, login_key.jwk = victim.key, victim.jwk
-    refresh_token = client.post("/login", headers={"DPoP": login_key.proof(token=None)}).json["refresh_token"]
+    refresh_token = json_of(client.post("/login", headers={"DPoP": login_key.proof(token=None)}))["refresh_token"]
     thief = HandKey(url="http://localhost/refresh", now=now, method="POST")
     for headers in ({}, {"DPoP": thief.proof(token=None)}):
         r = client.post("/refresh", json={"refresh_token": refresh_token}, headers=headers)
@@ -1379,6 +1388,7 @@ def test_dpop_bound_refresh_token_stolen(dpop_app: tuple[Flask, JWTShield], vict
 def test_cookie_request_without_csrf_header_on_post() -> None:
     # A page on another site submits a form to the API: the browser adds the cookies, but
     # the page can neither read jws_csrf nor set X-CSRF-Token.
+    from tests.test_cookies import cookie
     from tests.test_cookies import make_cookie_app
 
     app, _ = make_cookie_app()
@@ -1389,20 +1399,21 @@ def test_cookie_request_without_csrf_header_on_post() -> None:
     r = browser.post("https://app.example/api/items", data={"x": "1"},
                      content_type="application/x-www-form-urlencoded")  # fmt: skip
     bad_request(r)
-    csrf = browser.get_cookie("jws_csrf", domain="app.example").value
+    csrf = cookie(browser, "jws_csrf")
     assert browser.post("https://app.example/api/items", headers={"X-CSRF-Token": csrf}).status_code == 200
 
 
 def test_cookie_fingerprint_mismatch() -> None:
     # The thief copies the access cookie (and the readable CSRF value) into its own browser,
     # which has a fingerprint cookie of its own session or none at all.
+    from tests.test_cookies import cookie
     from tests.test_cookies import make_cookie_app
 
     app, _ = make_cookie_app()
     victim_browser, thief_browser = app.test_client(), app.test_client()
     victim_browser.post("https://app.example/login")
     thief_browser.post("https://app.example/login?sub=mallory")
-    stolen = victim_browser.get_cookie("__Host-jws_access", domain="app.example").value
+    stolen = cookie(victim_browser, "__Host-jws_access")
     thief_browser.set_cookie("__Host-jws_access", stolen, domain="app.example")
     rejected(thief_browser.get("https://app.example/api/me"))
     thief_browser.delete_cookie("__Host-jws_fgp", domain="app.example")
@@ -1437,7 +1448,7 @@ def test_refresh_token_in_url_is_refused_and_not_spent(token_endpoint: tuple[Fla
         pair = shield.issue_tokens("alice")
     r = app.test_client().post("/token", query_string={"refresh_token": pair.refresh_token},
                                data={"grant_type": "refresh_token"})  # fmt: skip
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     assert app.test_client().post("/token", data=_grant(pair.refresh_token)).status_code == 200
 
 
@@ -1453,10 +1464,10 @@ def test_parameter_pollution_at_the_token_endpoint(token_endpoint: tuple[Flask, 
     body = urlencode([("grant_type", "refresh_token"), ("refresh_token", attacker.refresh_token),
                       ("refresh_token", victim.refresh_token)])  # fmt: skip
     r = app.test_client().post("/token", data=body, content_type="application/x-www-form-urlencoded")
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     doubled_json = f'{{"refresh_token": "{attacker.refresh_token}", "refresh_token": "{victim.refresh_token}"}}'
     r = app.test_client().post("/token", data=doubled_json, content_type="application/json")
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     for pair in (victim, attacker):
         assert app.test_client().post("/token", data=_grant(pair.refresh_token)).status_code == 200
 
@@ -1469,9 +1480,9 @@ def test_stolen_refresh_token_used_by_another_client(token_endpoint: tuple[Flask
     client = app.test_client()
     stolen = client.post("/token", data=_grant(pair.refresh_token, client_id="other-client",
                                                 client_secret="other-secret"))  # fmt: skip
-    assert stolen.status_code == 400 and stolen.json["error"] == "invalid_grant"
+    assert stolen.status_code == 400 and json_of(stolen)["error"] == "invalid_grant"
     public = client.post("/token", data=_grant(pair.refresh_token))  # posing as a public client
-    assert public.status_code == 400 and public.json["error"] == "invalid_grant"
+    assert public.status_code == 400 and json_of(public)["error"] == "invalid_grant"
     own = client.post("/token", data=_grant(pair.refresh_token, client_id="good-client", client_secret="good-secret"))
     assert own.status_code == 200
 
@@ -1485,7 +1496,7 @@ def test_client_secret_guessing(token_endpoint: tuple[Flask, JWTShield], caplog:
     for guess in ("guess-1", "guess-2", "good-secre"):
         r = app.test_client().post("/token", data=_grant(pair.refresh_token, client_id="good-client",
                                                           client_secret=guess))  # fmt: skip
-        assert r.status_code == 401 and r.json["error"] == "invalid_client"
+        assert r.status_code == 401 and json_of(r)["error"] == "invalid_client"
         assert r.headers["WWW-Authenticate"].startswith("Basic ")
     with app.app_context():
         events = json.dumps([e.to_dict() for e in shield.events(limit=100)])
@@ -1504,11 +1515,11 @@ def test_refresh_token_replayed_at_the_token_endpoint(token_endpoint: tuple[Flas
     with app.app_context():
         pair = shield.issue_tokens("alice")
     client = app.test_client()
-    honest = client.post("/token", data=_grant(pair.refresh_token)).json
+    honest = json_of(client.post("/token", data=_grant(pair.refresh_token)))
     clock.advance(30)
     replay = client.post("/token", data=_grant(pair.refresh_token))
-    assert replay.status_code == 400 and replay.json["error"] == "invalid_grant"
-    assert client.post("/token", data=_grant(honest["refresh_token"])).json["error"] == "invalid_grant"
+    assert replay.status_code == 400 and json_of(replay)["error"] == "invalid_grant"
+    assert json_of(client.post("/token", data=_grant(honest["refresh_token"])))["error"] == "invalid_grant"
     assert client.get("/api/me", headers=bearer(honest["access_token"])).status_code == 401
 
 
@@ -1520,7 +1531,7 @@ def test_token_bound_by_a_confirmation_this_server_cannot_check(make_app: AppFac
     # just because the server understands only DPoP.
     app, _ = make_app({"JWT_SHIELD_DPOP": "optional"})
     client = app.test_client()
-    kid = decode_segment(client.post("/login").json["access_token"], 0)["kid"]
+    kid = decode_segment(json_of(client.post("/login"))["access_token"], 0)["kid"]
     token = forge(at_header(kid), claims(now, cnf=cnf))
     rejected(client.get("/api/me", headers=bearer(token)))
 
@@ -1559,7 +1570,7 @@ def test_dashboard_cross_site_request_forgery(dashboard: tuple[Flask, JWTShield]
     # or sends a valid token of its own (from its own visit, with its own cookie).
     app, _ = dashboard
     admin = app.test_client()
-    victim = admin.post("/login?sub=alice").json
+    victim = json_of(admin.post("/login?sub=alice"))
     admin.post("/admin-login")
     attacker = app.test_client()
     attacker.post("/admin-login")  # even an attacker with a dashboard login of their own
@@ -1601,7 +1612,7 @@ def test_dashboard_revoke_redirects_only_to_its_own_pages(dashboard: tuple[Flask
     # An open redirect after the revoke form would send the admin anywhere.
     app, _ = dashboard
     client = app.test_client()
-    pair = client.post("/login").json
+    pair = json_of(client.post("/login"))
     client.post("/admin-login")
     page = client.get("/shield/subject?sub=alice").get_data(as_text=True)
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
@@ -1683,7 +1694,7 @@ def test_jwks_server_dribbling_its_headers_holds_the_fetch_only_until_the_deadli
         took = time.monotonic() - started
     finally:
         server.stop()
-    assert response.status_code == 503 and response.json["error"] == "temporarily_unavailable"
+    assert response.status_code == 503 and json_of(response)["error"] == "temporarily_unavailable"
     assert int(response.headers["Retry-After"]) >= 1
     assert took < 1.0 + 1.5  # the deadline (2 x 0.5 s), and a margin for a busy machine
 
@@ -1697,7 +1708,7 @@ def test_jwks_server_with_a_malformed_status_line_is_a_503_not_a_500(make_app: A
         response = app.test_client().get("/api/me", headers=bearer(_idp_token()))
     finally:
         server.stop()
-    assert response.status_code == 503 and response.json["error"] == "temporarily_unavailable"
+    assert response.status_code == 503 and json_of(response)["error"] == "temporarily_unavailable"
     assert "WWW-Authenticate" not in response.headers
 
 
@@ -1715,7 +1726,7 @@ def test_dpop_proof_for_another_host_with_a_forged_host_header(make_app: AppFact
     key = HandKey(url=API_URL, now=now)
     login_key = HandKey(url="http://localhost/login", now=now, method="POST")
     login_key.key, login_key.jwk = key.key, key.jwk
-    token = app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}).json["access_token"]
+    token = json_of(app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}))["access_token"]
     client = app.test_client()
     elsewhere = key.proof(token=token, claims={"htu": "http://other.example/api/me"})
     forged = client.get("/api/me", headers={**dpop_headers(token, elsewhere), "Host": "other.example"})
@@ -1731,10 +1742,10 @@ def test_refreshing_brings_no_fresh_rate_budget(make_app: AppFactory, clock: Clo
     carried 6,000 requests in a minute with no 429. The budget is the session's now."""
     app, _ = make_app({"JWT_SHIELD_RATE_LIMIT": "50/minute"})
     client = app.test_client()
-    pair = client.post("/login").json
+    pair = json_of(client.post("/login"))
     statuses = []
     for _ in range(6):  # 6 refreshed tokens x 10 requests, within one minute
-        pair = client.post("/refresh", json={"refresh_token": pair["refresh_token"]}).json
+        pair = json_of(client.post("/refresh", json={"refresh_token": pair["refresh_token"]}))
         statuses += [client.get("/api/me", headers=bearer(pair["access_token"])).status_code for _ in range(10)]
     assert statuses[:50] == [200] * 50
     assert set(statuses[50:]) == {429}
@@ -1746,9 +1757,9 @@ def test_a_spent_refresh_token_in_the_grace_mints_nothing_new(make_app: AppFacto
     app, _ = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 10, "JWT_SHIELD_RATE_LIMIT": "30/second",
                        "JWT_SHIELD_REFRESH_RATE_LIMIT": None})  # the token endpoint's own limit: below
     client = app.test_client()
-    spent = client.post("/login").json["refresh_token"]
-    first = client.post("/refresh", json={"refresh_token": spent}).json
-    minted = [client.post("/refresh", json={"refresh_token": spent}).json for _ in range(40)]
+    spent = json_of(client.post("/login"))["refresh_token"]
+    first = json_of(client.post("/refresh", json={"refresh_token": spent}))
+    minted = [json_of(client.post("/refresh", json={"refresh_token": spent})) for _ in range(40)]
     jtis = {decode_segment(m["access_token"], 1)["jti"] for m in minted}
     assert jtis == {decode_segment(first["access_token"], 1)["jti"]}
     assert {m["refresh_token"] for m in minted} == {first["refresh_token"]}
@@ -1762,15 +1773,15 @@ def test_the_token_endpoint_has_limits_of_its_own(make_app: AppFactory, clock: C
     app, _ = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 10, "JWT_SHIELD_REFRESH_RATE_LIMIT": "5/minute",
                        "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "20/minute"})  # fmt: skip
     client = app.test_client()
-    spent = client.post("/login").json["refresh_token"]
+    spent = json_of(client.post("/login"))["refresh_token"]
     statuses = [client.post("/refresh", json={"refresh_token": spent}).status_code for _ in range(8)]
     assert statuses == [200] * 5 + [429] * 3
     r = client.post("/refresh", json={"refresh_token": spent})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
-    other = client.post("/login?sub=bob").json["refresh_token"]  # another session is not affected
+    other = json_of(client.post("/login?sub=bob"))["refresh_token"]  # another session is not affected
     r = client.post("/refresh", json={"refresh_token": other})
     assert r.status_code == 200
-    other = r.json["refresh_token"]
+    other = json_of(r)["refresh_token"]
     junk = [client.post("/refresh", json={"refresh_token": "x.y.z"}).status_code for _ in range(12)]
     assert junk[-1] == 429 and 400 in junk  # the address's 20 were spent: junk first, then 429
     clock.advance(61)

@@ -29,6 +29,7 @@ from .browser_util import PHONE
 from .browser_util import chromium
 from .browser_util import screenshot
 from .browser_util import wait_for_title
+from .conftest import json_of
 from .example_server import serve
 
 BERLIN, MUNICH, TOKYO = "192.0.2.10", "192.0.2.140", "203.0.113.7"
@@ -59,12 +60,12 @@ def yesterday(instance: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setattr(time, "time", lambda: real - hours_ago * 3600)
 
     at(20)
-    alice = client.post("/auth/login", json={"username": "alice", "password": "wonderland"},
-                        headers={"X-Forwarded-For": BERLIN}).json  # fmt: skip
+    alice = json_of(client.post("/auth/login", json={"username": "alice", "password": "wonderland"},
+                                headers={"X-Forwarded-For": BERLIN}))  # fmt: skip
     for hours_ago in (18, 13, 9, 6, 3, 1.5):
         at(hours_ago)
-        bob = client.post("/auth/login", json={"username": "bob", "password": "builder"},
-                          headers={"X-Forwarded-For": MUNICH}).json  # fmt: skip
+        bob = json_of(client.post("/auth/login", json={"username": "bob", "password": "builder"},
+                                  headers={"X-Forwarded-For": MUNICH}))  # fmt: skip
         at(hours_ago - 0.2)
         client.post("/auth/refresh", data={"grant_type": "refresh_token", "refresh_token": bob["refresh_token"]},
                     headers={"X-Forwarded-For": MUNICH})  # fmt: skip

@@ -56,7 +56,7 @@ def claims_app(make_app: AppFactory) -> tuple[Flask, JWTShield, str]:
     @app.get("/mutate")
     def mutate() -> t.Any:
         claims = get_claims()
-        attempts = {
+        attempts: dict[str, t.Callable[[], object]] = {
             "setitem": lambda: claims.__setitem__("role", "root"),
             "delitem": lambda: claims.__delitem__("role"),
             "update": lambda: claims.update(role="root"),
@@ -154,7 +154,7 @@ def test_revocation_checker_receives_a_dict(make_app: AppFactory) -> None:
     @shield.revocation_checker
     def check(claims: t.Any) -> bool:
         seen.append(claims)
-        return json.loads(json.dumps(claims))["role"] == "banned"
+        return bool(json.loads(json.dumps(claims))["role"] == "banned")
 
     with app.app_context():
         ok = shield.create_access_token("alice", claims={"role": "user"})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield.cli import parse_since
@@ -18,6 +19,7 @@ from .conftest import SECRET
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 from .mmdb_util import write_city_db
 from .webhook_util import closed_port_url
 from .webhook_util import receiver
@@ -39,7 +41,7 @@ def test_revoke_options(shared: tuple[Flask, JWTShield]) -> None:
     with app.app_context():
         pair = shield.issue_tokens("alice")
         other = shield.create_access_token("bob")
-    jti = client.get("/api/me", headers=bearer(other)).json["jti"]
+    jti = json_of(client.get("/api/me", headers=bearer(other)))["jti"]
     assert run(app, "revoke", "--jti", jti).output.strip() == "revoked"
     assert client.get("/api/me", headers=bearer(other)).status_code == 401
     assert run(app, "revoke", "--family", pair.sid).exit_code == 0
@@ -88,7 +90,7 @@ def test_revoke_signing_key_refused(make_app: AppFactory, tmp_path: Path) -> Non
     assert result.exit_code != 0 and "still signs" in result.output
 
 
-def test_events_json_and_trace(app: Flask, shield: JWTShield, client: t.Any, clock: Clock) -> None:
+def test_events_json_and_trace(app: Flask, shield: JWTShield, client: FlaskClient, clock: Clock) -> None:
     with app.app_context():
         pair = shield.issue_tokens("alice")
         clock.advance(10)
@@ -177,7 +179,7 @@ def test_check_config_and_purge(make_app: AppFactory, clock: Clock, tmp_path: Pa
 
 # -- sessions ---------------------------------------------------------------------------------
 
-PLACES = {
+PLACES: dict[str, dict[str, t.Any]] = {
     "192.0.2.0/25": {"country": "DE", "city": "Berlin", "lat": 52.52, "lon": 13.405, "accuracy": 20},
     "203.0.113.0/24": {"country": "JP", "city": "Tokyo", "lat": 35.6762, "lon": 139.6503, "accuracy": 50},
     "198.51.100.0/24": {"country": "BR"},  # a Country-level record: no city, no coordinates
@@ -193,9 +195,9 @@ def city_db(tmp_path: Path, clock: Clock) -> str:
 def test_sessions_lists_sid_times_and_last_place(make_app: AppFactory, city_db: str, clock: Clock) -> None:
     app, shield = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db})
     client = app.test_client()
-    first = client.post("/login?sub=alice", environ_base={"REMOTE_ADDR": BERLIN}).json
+    first = json_of(client.post("/login?sub=alice", environ_base={"REMOTE_ADDR": BERLIN}))
     clock.advance(3600 * 24)
-    second = client.post("/login?sub=alice", environ_base={"REMOTE_ADDR": TOKYO}).json
+    second = json_of(client.post("/login?sub=alice", environ_base={"REMOTE_ADDR": TOKYO}))
     clock.advance(60)
     client.post("/refresh", json={"refresh_token": second["refresh_token"]}, environ_base={"REMOTE_ADDR": TOKYO})
     with app.app_context():

@@ -12,11 +12,14 @@ import pytest
 from flask import Flask
 from flask import jsonify
 from flask import request
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import current_claims
 
 from .conftest import SECRET
+from .conftest import Clock
+from .conftest import json_of
 
 BASE = "https://app.example"
 
@@ -62,25 +65,25 @@ def make_cookie_app(config: dict[str, t.Any] | None = None) -> tuple[Flask, JWTS
 
 
 @pytest.fixture
-def app(clock: t.Any) -> Flask:
+def app(clock: Clock) -> Flask:
     return make_cookie_app()[0]
 
 
 @pytest.fixture
-def browser(app: Flask) -> t.Any:
+def browser(app: Flask) -> FlaskClient:
     client = app.test_client()
     r = client.post(f"{BASE}/login")
     assert r.status_code == 200, r.json
     return client
 
 
-def cookie(client: t.Any, name: str) -> str:
+def cookie(client: FlaskClient, name: str) -> str:
     found = client.get_cookie(name, domain="app.example")
     assert found is not None, name
-    return t.cast(str, found.value)
+    return found.value
 
 
-def csrf(client: t.Any) -> dict[str, str]:
+def csrf(client: FlaskClient) -> dict[str, str]:
     return {"X-CSRF-Token": cookie(client, "jws_csrf")}
 
 
@@ -99,65 +102,65 @@ def test_login_sets_hardened_cookies(app: Flask) -> None:
     assert "Max-Age=900" in set_cookies["__Host-jws_access"]
 
 
-def test_samesite_strict(clock: t.Any) -> None:
+def test_samesite_strict(clock: Clock) -> None:
     app, _ = make_cookie_app({"JWT_SHIELD_COOKIE_SAMESITE": "Strict"})
     r = app.test_client().post(f"{BASE}/login")
     assert all("SameSite=Strict" in h for h in r.headers.getlist("Set-Cookie"))
 
 
-def test_cookie_request_works_and_carries_the_fingerprint_claim(browser: t.Any) -> None:
+def test_cookie_request_works_and_carries_the_fingerprint_claim(browser: FlaskClient) -> None:
     r = browser.get(f"{BASE}/api/me")
     assert r.status_code == 200
-    assert r.json["sub"] == "alice" and "fgp" in r.json
+    assert json_of(r)["sub"] == "alice" and "fgp" in json_of(r)
     r = browser.post(f"{BASE}/api/items", headers=csrf(browser))
     assert r.status_code == 200 and r.json == {"added": True, "by": "alice"}
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
-def test_unsafe_methods_need_the_csrf_header(browser: t.Any, method: str) -> None:
+def test_unsafe_methods_need_the_csrf_header(browser: FlaskClient, method: str) -> None:
     r = browser.open(f"{BASE}/api/items", method=method)
     # 405 for the methods the view lacks comes after the shield: the CSRF check answers first.
     assert r.status_code in (400, 405)
     if method == "POST":
-        assert r.status_code == 400 and r.json["error"] == "invalid_request"
+        assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
 
 
-def test_csrf_value_planted_by_a_sibling_domain_does_not_pass(browser: t.Any) -> None:
+def test_csrf_value_planted_by_a_sibling_domain_does_not_pass(browser: FlaskClient) -> None:
     # A sibling domain can plant a jws_csrf cookie of its choosing and a page that echoes
     # it; the value must be the HMAC of the HttpOnly fingerprint, which it cannot read.
     browser.set_cookie("jws_csrf", "planted", domain="app.example")
     r = browser.post(f"{BASE}/api/items", headers={"X-CSRF-Token": "planted"})
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
 
 
-def test_header_and_cookie_together_are_two_credentials(browser: t.Any, app: Flask) -> None:
-    api = app.test_client().post("/login-api").json
+def test_header_and_cookie_together_are_two_credentials(browser: FlaskClient, app: Flask) -> None:
+    api = json_of(app.test_client().post("/login-api"))
     r = browser.get(f"{BASE}/api/me", headers={"Authorization": f"Bearer {api['access_token']}"})
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
 
 
-def test_other_authorization_schemes_leave_the_cookie_in_charge(browser: t.Any) -> None:
+def test_other_authorization_schemes_leave_the_cookie_in_charge(browser: FlaskClient) -> None:
     r = browser.get(f"{BASE}/api/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
     assert r.status_code == 200
 
 
 def test_stolen_cookie_token_without_the_fingerprint_fails_as_bearer_and_as_cookie(
-    browser: t.Any, app: Flask
+    browser: FlaskClient, app: Flask
 ) -> None:
     token = cookie(browser, "__Host-jws_access")
     thief = app.test_client()
     r = thief.get(f"{BASE}/api/me", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+    assert r.status_code == 401 and json_of(r)["error"] == "invalid_token"
     thief.set_cookie("__Host-jws_access", token, domain="app.example")
     r = thief.get(f"{BASE}/api/me")
-    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+    assert r.status_code == 401 and json_of(r)["error"] == "invalid_token"
 
 
-def test_refresh_through_cookies(browser: t.Any, app: Flask) -> None:
+def test_refresh_through_cookies(browser: FlaskClient, app: Flask) -> None:
     first = cookie(browser, "__Host-jws_access")
     fingerprint = cookie(browser, "__Host-jws_fgp")
     r = browser.post(f"{BASE}/refresh")
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"  # no CSRF header
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"  # no CSRF header
     r = browser.post(f"{BASE}/refresh", headers=csrf(browser))
     assert r.status_code == 200, r.json
     names = {h.split("=", 1)[0] for h in r.headers.getlist("Set-Cookie")}
@@ -167,24 +170,24 @@ def test_refresh_through_cookies(browser: t.Any, app: Flask) -> None:
     assert browser.post(f"{BASE}/api/items", headers=csrf(browser)).status_code == 200
 
 
-def test_stolen_refresh_cookie_is_useless_without_the_fingerprint(browser: t.Any, app: Flask) -> None:
+def test_stolen_refresh_cookie_is_useless_without_the_fingerprint(browser: FlaskClient, app: Flask) -> None:
     refresh = cookie(browser, "__Host-jws_refresh")
     thief = app.test_client()
     r = thief.post(f"{BASE}/refresh", json={"refresh_token": refresh})
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
     # Nothing was spent: the owner refreshes as usual.
     assert browser.post(f"{BASE}/refresh", headers=csrf(browser)).status_code == 200
 
 
-def test_refresh_reuse_is_still_caught_through_cookies(browser: t.Any) -> None:
+def test_refresh_reuse_is_still_caught_through_cookies(browser: FlaskClient) -> None:
     old = cookie(browser, "__Host-jws_refresh")
     assert browser.post(f"{BASE}/refresh", headers=csrf(browser)).status_code == 200
     r = browser.post(f"{BASE}/refresh", json={"refresh_token": old}, headers=csrf(browser))
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
     assert browser.get(f"{BASE}/api/me").status_code == 401  # the session is revoked
 
 
-def test_logout_expires_every_cookie(browser: t.Any) -> None:
+def test_logout_expires_every_cookie(browser: FlaskClient) -> None:
     r = browser.post(f"{BASE}/logout")
     expired = r.headers.getlist("Set-Cookie")
     assert {h.split("=", 1)[0] for h in expired} == {"__Host-jws_access", "__Host-jws_refresh",
@@ -201,7 +204,7 @@ def test_set_cookies_refuses_a_pair_without_fingerprint(clock: t.Any) -> None:
             shield.set_cookies(jsonify(ok=True), pair)
 
 
-def test_cookies_are_ignored_where_they_are_no_location(clock: t.Any) -> None:
+def test_cookies_are_ignored_where_they_are_no_location(clock: Clock) -> None:
     cookie_app, _ = make_cookie_app()
     token = None
     client = cookie_app.test_client()
@@ -215,9 +218,9 @@ def test_cookies_are_ignored_where_they_are_no_location(clock: t.Any) -> None:
         shield.issue_tokens("alice", cookies=True)
 
 
-def test_cookies_only_ignores_the_authorization_header(clock: t.Any) -> None:
+def test_cookies_only_ignores_the_authorization_header(clock: Clock) -> None:
     app, _ = make_cookie_app({"JWT_SHIELD_TOKEN_LOCATIONS": ["cookies"]})
-    api = app.test_client().post("/login-api").json
+    api = json_of(app.test_client().post("/login-api"))
     assert app.test_client().get("/api/me", headers={"Authorization": f"Bearer {api['access_token']}"}
                                  ).status_code == 401  # fmt: skip
     browser = app.test_client()
@@ -226,6 +229,6 @@ def test_cookies_only_ignores_the_authorization_header(clock: t.Any) -> None:
 
 
 def test_header_clients_of_a_cookie_app_are_untouched(app: Flask) -> None:
-    api = app.test_client().post("/login-api").json
+    api = json_of(app.test_client().post("/login-api"))
     r = app.test_client().post("/api/items", headers={"Authorization": f"Bearer {api['access_token']}"})
     assert r.status_code == 200  # no cookie, no CSRF question

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -28,6 +29,7 @@ from flask_jwt_shield.state import current_state
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 
 DEMO_DB = Path(__file__).resolve().parent.parent / "example_app" / "demo-geoip.mmdb"
 OLD_KEY = {"kid": "old", "key": "o" * 40}
@@ -62,7 +64,7 @@ def csrf_of(page: t.Any) -> str:
     return match.group(1)
 
 
-def login(client: t.Any, sub: str = "alice") -> dict[str, t.Any]:
+def login(client: FlaskClient, sub: str = "alice") -> dict[str, t.Any]:
     r = client.post(f"/login?sub={sub}")
     assert r.status_code == 200
     return t.cast(dict[str, t.Any], r.json)
@@ -335,9 +337,9 @@ def test_subject_page_shows_sessions_places_and_timeline(make_app: AppFactory, c
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
     client = app.test_client()
-    berlin = client.post("/login", headers={"X-Forwarded-For": "192.0.2.10"}).json
+    berlin = json_of(client.post("/login", headers={"X-Forwarded-For": "192.0.2.10"}))
     clock.advance(86_400)
-    tokyo = client.post("/login", headers={"X-Forwarded-For": "203.0.113.7"}).json
+    tokyo = json_of(client.post("/login", headers={"X-Forwarded-For": "203.0.113.7"}))
     html = client.get("/shield/subject?sub=alice").get_data(as_text=True)
     tokyo_sid, berlin_sid = sid_of(app, tokyo["access_token"]), sid_of(app, berlin["access_token"])
     row = re.search(rf'<tr id="session-{tokyo_sid}" class="flagged">.*?</tr>', html, re.S)

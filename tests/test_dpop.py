@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import typing as t
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -19,8 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import InvalidDPoPProof
+from flask_jwt_shield import JWTShield
 from flask_jwt_shield import UseDPoPNonce
 from flask_jwt_shield.dpop import DPoPKey
 from flask_jwt_shield.dpop import Nonces
@@ -31,6 +35,9 @@ from flask_jwt_shield.dpop import token_hash
 from flask_jwt_shield.stores import MemoryStore
 from flask_jwt_shield.stores import SQLiteStore
 
+from .conftest import AppFactory
+from .conftest import Clock
+from .conftest import json_of
 from .dpop_util import NOW
 from .dpop_util import TOKEN
 from .dpop_util import URL
@@ -181,7 +188,7 @@ def test_replay_cache_is_per_key_and_jti(verifier: ProofVerifier, hand: HandKey)
     refused(verifier, hand.proof(claims={"jti": "same", "iat": NOW + 1}), "dpop-replayed", now=NOW + 1)
 
 
-def test_replayed_proof_across_processes_sharing_a_sqlite_store(tmp_path: t.Any, hand: HandKey) -> None:
+def test_replayed_proof_across_processes_sharing_a_sqlite_store(tmp_path: Path, hand: HandKey) -> None:
     # Two verifiers with their own connections stand for two worker processes.
     path = str(tmp_path / "shield.db")
     first = ProofVerifier(store=SQLiteStore(path))
@@ -424,18 +431,18 @@ def claims_of(token: str) -> dict[str, t.Any]:
 
 
 @pytest.fixture
-def dpop_app(make_app: t.Any, clock: t.Any) -> tuple[t.Any, t.Any]:
-    return t.cast(tuple[t.Any, t.Any], make_app({"JWT_SHIELD_DPOP": "optional"}))
+def dpop_app(make_app: AppFactory, clock: Clock) -> tuple[Flask, JWTShield]:
+    return make_app({"JWT_SHIELD_DPOP": "optional"})
 
 
-def login(client: t.Any, key: DPoPKey | None) -> dict[str, t.Any]:
+def login(client: FlaskClient, key: DPoPKey | None) -> dict[str, t.Any]:
     headers = {"DPoP": key.proof("POST", LOGIN)} if key is not None else {}
     response = client.post("/login", headers=headers)
     assert response.status_code == 200, response.json
     return t.cast(dict[str, t.Any], response.json)
 
 
-def test_login_with_a_proof_binds_the_tokens(dpop_app: t.Any) -> None:
+def test_login_with_a_proof_binds_the_tokens(dpop_app: tuple[Flask, JWTShield]) -> None:
     app, _ = dpop_app
     client = app.test_client()
     key = DPoPKey.generate()
@@ -445,13 +452,13 @@ def test_login_with_a_proof_binds_the_tokens(dpop_app: t.Any) -> None:
     assert claims_of(body["refresh_token"])["cnf"] == {"jkt": key.thumbprint}
     r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
     assert r.status_code == 200, r.json
-    assert r.json["cnf"] == {"jkt": key.thumbprint}
+    assert json_of(r)["cnf"] == {"jkt": key.thumbprint}
     # A new proof for every request; each works once.
     for _ in range(3):
         assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
 
 
-def test_login_without_a_proof_is_a_bearer_session_in_optional_mode(dpop_app: t.Any) -> None:
+def test_login_without_a_proof_is_a_bearer_session_in_optional_mode(dpop_app: tuple[Flask, JWTShield]) -> None:
     app, _ = dpop_app
     client = app.test_client()
     body = login(client, None)
@@ -464,7 +471,7 @@ def test_login_with_a_bad_proof_is_refused_with_400(dpop_app: t.Any) -> None:
     client = app.test_client()
     key = DPoPKey.generate()
     r = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/elsewhere")})
-    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     with app.app_context():
         (event,) = shield.events(kind="dpop-rejected")
     assert event.detail["reason"] == "dpop-wrong-url"
@@ -476,41 +483,41 @@ def shield_sessions(app: t.Any, shield: t.Any, sub: str = "alice") -> list[t.Any
         return t.cast(list[t.Any], shield.sessions(sub))
 
 
-def test_unbound_token_sent_with_the_dpop_scheme_is_refused(dpop_app: t.Any) -> None:
+def test_unbound_token_sent_with_the_dpop_scheme_is_refused(dpop_app: tuple[Flask, JWTShield]) -> None:
     app, _ = dpop_app
     client = app.test_client()
     body = login(client, None)
     key = DPoPKey.generate()
     r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
-    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+    assert r.status_code == 401 and json_of(r)["error"] == "invalid_token"
 
 
-def test_refresh_keeps_the_binding_and_needs_the_same_key(dpop_app: t.Any) -> None:
+def test_refresh_keeps_the_binding_and_needs_the_same_key(dpop_app: tuple[Flask, JWTShield]) -> None:
     app, _ = dpop_app
     client = app.test_client()
     key = DPoPKey.generate()
     body = login(client, key)
     # No proof, or a proof by another key: refused before anything rotates.
     r = client.post("/refresh", json={"refresh_token": body["refresh_token"]})
-    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     other = DPoPKey.generate()
     r = client.post("/refresh", json={"refresh_token": body["refresh_token"]},
                     headers={"DPoP": other.proof("POST", REFRESH)})  # fmt: skip
-    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     # The owner's refresh still works: the refusals spent nothing.
     r = client.post("/refresh", json={"refresh_token": body["refresh_token"]},
                     headers={"DPoP": key.proof("POST", REFRESH)})  # fmt: skip
     assert r.status_code == 200, r.json
-    assert r.json["token_type"] == "DPoP"
-    assert claims_of(r.json["access_token"])["cnf"] == {"jkt": key.thumbprint}
-    assert client.get("/api/me", headers=key.headers("GET", API, r.json["access_token"])).status_code == 200
+    assert json_of(r)["token_type"] == "DPoP"
+    assert claims_of(json_of(r)["access_token"])["cnf"] == {"jkt": key.thumbprint}
+    assert client.get("/api/me", headers=key.headers("GET", API, json_of(r)["access_token"])).status_code == 200
 
 
-def test_required_mode(make_app: t.Any, clock: t.Any) -> None:
+def test_required_mode(make_app: AppFactory, clock: Clock) -> None:
     app, shield = make_app({"JWT_SHIELD_DPOP": "required"})
     client = app.test_client()
     r = client.post("/login")
-    assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     with app.app_context():
         unbound = shield.create_access_token("alice")
     r = client.get("/api/me", headers={"Authorization": f"Bearer {unbound}"})
@@ -524,7 +531,7 @@ def test_required_mode(make_app: t.Any, clock: t.Any) -> None:
     assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
 
 
-def test_optional_mode_offers_both_challenges(dpop_app: t.Any) -> None:
+def test_optional_mode_offers_both_challenges(dpop_app: tuple[Flask, JWTShield]) -> None:
     app, _ = dpop_app
     r = app.test_client().get("/api/me")
     assert r.headers.getlist("WWW-Authenticate") == [
@@ -539,7 +546,7 @@ def test_proof_errors_render_per_rfc9449(dpop_app: t.Any) -> None:
     body = login(client, key)
     r = client.get("/api/me", headers={"Authorization": f"DPoP {body['access_token']}"})  # no DPoP header
     assert r.status_code == 401
-    assert r.json["error"] == "invalid_dpop_proof"
+    assert json_of(r)["error"] == "invalid_dpop_proof"
     assert r.headers["WWW-Authenticate"].startswith('DPoP realm="api", error="invalid_dpop_proof"')
     assert r.headers["WWW-Authenticate"].endswith('algs="ES256 ES384 EdDSA PS256 RS256"')
     assert body["access_token"] not in r.get_data(as_text=True)
@@ -549,37 +556,38 @@ def test_proof_errors_render_per_rfc9449(dpop_app: t.Any) -> None:
     assert event.jti == claims_of(body["access_token"])["jti"]
 
 
-def test_bound_token_is_refused_when_dpop_is_switched_off(make_app: t.Any, clock: t.Any) -> None:
+def test_bound_token_is_refused_when_dpop_is_switched_off(make_app: AppFactory, clock: Clock) -> None:
     app, _ = make_app({"JWT_SHIELD_DPOP": "optional"})
     key = DPoPKey.generate()
     body = login(app.test_client(), key)
     off, _ = make_app({})
     r = off.test_client().get("/api/me", headers={"Authorization": f"Bearer {body['access_token']}"})
-    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+    assert r.status_code == 401 and json_of(r)["error"] == "invalid_token"
 
 
-def test_nonces_in_the_pipeline(make_app: t.Any, clock: t.Any) -> None:
+def test_nonces_in_the_pipeline(make_app: AppFactory, clock: Clock) -> None:
     app, _ = make_app({"JWT_SHIELD_DPOP": "optional", "JWT_SHIELD_DPOP_NONCE_TTL": 300})
     client = app.test_client()
     key = DPoPKey.generate()
     r = client.post("/login", headers={"DPoP": key.proof("POST", LOGIN)})
-    assert r.status_code == 400 and r.json["error"] == "use_dpop_nonce"
-    assert key.update_nonce(r.headers)
+    assert r.status_code == 400 and json_of(r)["error"] == "use_dpop_nonce"
+    # werkzeug's Headers has the .get that update_nonce uses, but is not typed as a Mapping
+    assert key.update_nonce(t.cast(t.Mapping[str, str], r.headers))
     body = login(client, key)
     assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
     clock.advance(300)  # the nonce is from the previous period now: still good, a new one is offered
     r = client.get("/api/me", headers=key.headers("GET", API, body["access_token"]))
     assert r.status_code == 200 and r.headers["DPoP-Nonce"] != key.nonce
     old = key.nonce
-    assert key.update_nonce(r.headers)
+    assert key.update_nonce(t.cast(t.Mapping[str, str], r.headers))
     clock.advance(300)
     assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
     r = client.get("/api/me", headers={"Authorization": f"DPoP {body['access_token']}",
                                        "DPoP": key.proof("GET", API, body["access_token"], nonce=old)})  # fmt: skip
-    assert r.status_code == 401 and r.json["error"] == "use_dpop_nonce" and r.headers["DPoP-Nonce"]
+    assert r.status_code == 401 and json_of(r)["error"] == "use_dpop_nonce" and r.headers["DPoP-Nonce"]
 
 
-def test_replay_cache_outage_follows_the_fail_mode(make_app: t.Any, clock: t.Any) -> None:
+def test_replay_cache_outage_follows_the_fail_mode(make_app: AppFactory, clock: Clock) -> None:
     from flask_jwt_shield.errors import StoreError
 
     store = MemoryStore()
@@ -614,7 +622,7 @@ def test_replay_cache_outage_follows_the_fail_mode(make_app: t.Any, clock: t.Any
         ({"JWT_SHIELD_COOKIE_SAMESITE": "None"}, "JWT_SHIELD_COOKIE_SAMESITE"),
     ],
 )
-def test_bad_dpop_and_cookie_config_refused_at_init_app(make_app: t.Any, config: dict[str, t.Any],
+def test_bad_dpop_and_cookie_config_refused_at_init_app(make_app: AppFactory, config: dict[str, t.Any],
                                                         message: str) -> None:  # fmt: skip
     from flask_jwt_shield import ConfigurationError
 
@@ -622,7 +630,7 @@ def test_bad_dpop_and_cookie_config_refused_at_init_app(make_app: t.Any, config:
         make_app(config)
 
 
-def test_nonces_need_a_signing_key(make_app: t.Any) -> None:
+def test_nonces_need_a_signing_key(make_app: AppFactory) -> None:
     from cryptography.hazmat.primitives import serialization
 
     from flask_jwt_shield import ConfigurationError
@@ -634,7 +642,7 @@ def test_nonces_need_a_signing_key(make_app: t.Any) -> None:
                   "JWT_SHIELD_DPOP_NONCE_TTL": 300})  # fmt: skip
 
 
-def test_app_claims_may_not_set_the_binding(dpop_app: t.Any) -> None:
+def test_app_claims_may_not_set_the_binding(dpop_app: tuple[Flask, JWTShield]) -> None:
     app, shield = dpop_app
     with app.test_request_context("/login", method="POST"):
         for name in ("cnf", "fgp"):
@@ -665,7 +673,7 @@ def test_request_url_matches_what_the_client_signed(store: MemoryStore, path: st
     assert verifier.request_url(environ) == normalize_htu(htu)  # cached: the same answer
 
 
-def test_refused_refresh_proofs_are_recorded_once_a_minute(dpop_app: t.Any, clock: t.Any) -> None:
+def test_refused_refresh_proofs_are_recorded_once_a_minute(dpop_app: tuple[Flask, JWTShield], clock: Clock) -> None:
     app, shield = dpop_app
     client = app.test_client()
     key = DPoPKey.generate()
@@ -673,13 +681,13 @@ def test_refused_refresh_proofs_are_recorded_once_a_minute(dpop_app: t.Any, cloc
     refresh_jti = claims_of(body["refresh_token"])["jti"]
     for _ in range(5):
         r = client.post("/refresh", json={"refresh_token": body["refresh_token"]})
-        assert r.status_code == 400 and r.json["error"] == "invalid_dpop_proof"
+        assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     with app.app_context():
         events = shield.events(kind="dpop-rejected")
     assert [(e.jti, e.detail["reason"]) for e in events] == [(refresh_jti, "dpop-missing")]
 
 
-def test_dpop_required_without_a_request_context(make_app: t.Any, clock: t.Any) -> None:
+def test_dpop_required_without_a_request_context(make_app: AppFactory, clock: Clock) -> None:
     from flask_jwt_shield import InvalidGrant
 
     app, shield = make_app({"JWT_SHIELD_DPOP": "required"})

@@ -6,12 +6,14 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 
 from example_app.app import _demo_signing_key
 from example_app.app import create_app
 
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 
 
 @pytest.fixture
@@ -20,12 +22,12 @@ def client(tmp_path: Path, clock: Clock) -> t.Any:
     return app.test_client()
 
 
-def login(client: t.Any, ip: str = "192.0.2.10", password: str = "wonderland") -> t.Any:
+def login(client: FlaskClient, ip: str = "192.0.2.10", password: str = "wonderland") -> t.Any:
     return client.post("/auth/login", json={"username": "alice", "password": password},
                        headers={"X-Forwarded-For": ip})  # fmt: skip
 
 
-def test_secret_and_store_live_in_the_instance_folder(client: t.Any, tmp_path: Path) -> None:
+def test_secret_and_store_live_in_the_instance_folder(client: FlaskClient, tmp_path: Path) -> None:
     assert login(client).status_code == 200
     key = (tmp_path / "instance" / "jwt-signing-key.pem").read_text()
     assert key.startswith("-----BEGIN PRIVATE KEY-----")
@@ -41,34 +43,34 @@ def test_two_example_servers_share_one_redis(tmp_path: Path, clock: Clock, redis
     one = create_app({"TESTING": True}, instance_path=str(tmp_path / "one")).test_client()
     two = create_app({"TESTING": True}, instance_path=str(tmp_path / "two")).test_client()
     here = {"X-Forwarded-For": "192.0.2.10"}
-    pair = login(one).json
+    pair = json_of(login(one))
     assert two.get("/api/me", headers={**bearer(pair["access_token"]), **here}).status_code == 200
     assert one.post("/auth/logout", headers={**bearer(pair["access_token"]), **here}).status_code == 200
     assert two.get("/api/me", headers={**bearer(pair["access_token"]), **here}).status_code == 401
     assert not (tmp_path / "one" / "shield.db").exists()
 
 
-def test_wrong_password(client: t.Any) -> None:
+def test_wrong_password(client: FlaskClient) -> None:
     r = login(client, password="nope")
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
 
 
-def test_session_walkthrough(client: t.Any, clock: Clock) -> None:
-    pair = login(client).json
+def test_session_walkthrough(client: FlaskClient, clock: Clock) -> None:
+    pair = json_of(login(client))
     here = {"X-Forwarded-For": "192.0.2.10"}
     me = client.get("/api/me", headers={**bearer(pair["access_token"]), **here})
-    assert me.status_code == 200 and me.json["role"] == "admin"
+    assert me.status_code == 200 and json_of(me)["role"] == "admin"
     clock.advance(60)
     # The documented request (RFC 6749 §6, form-encoded); the reuse below sends JSON, which works too.
-    second = client.post("/auth/refresh", data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]},
-                         headers=here).json  # fmt: skip
+    grant = {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}
+    second = json_of(client.post("/auth/refresh", data=grant, headers=here))
     clock.advance(60)  # past the 5 s grace: the stale refresh token is reuse
     reuse = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}, headers=here)
-    assert reuse.status_code == 400 and reuse.json["error"] == "invalid_grant"
+    assert reuse.status_code == 400 and json_of(reuse)["error"] == "invalid_grant"
     assert client.get("/api/me", headers={**bearer(second["access_token"]), **here}).status_code == 401
 
 
-def test_logout_and_logout_all(client: t.Any, clock: Clock) -> None:
+def test_logout_and_logout_all(client: FlaskClient, clock: Clock) -> None:
     here = {"X-Forwarded-For": "192.0.2.10"}
     phone, laptop = login(client).json, login(client).json
     assert client.post("/auth/logout", headers={**bearer(phone["access_token"]), **here}).status_code == 200
@@ -76,53 +78,54 @@ def test_logout_and_logout_all(client: t.Any, clock: Clock) -> None:
     assert client.get("/api/me", headers={**bearer(laptop["access_token"]), **here}).status_code == 200
     assert client.post("/auth/logout-all", headers={**bearer(laptop["access_token"]), **here}).status_code == 200
     assert client.get("/api/me", headers={**bearer(laptop["access_token"]), **here}).status_code == 401
-    fresh = login(client).json
+    fresh = json_of(login(client))
     assert client.get("/api/me", headers={**bearer(fresh["access_token"]), **here}).status_code == 200
 
 
-def test_reports_limit(client: t.Any) -> None:
-    token = login(client).json["access_token"]
+def test_reports_limit(client: FlaskClient) -> None:
+    token = json_of(login(client))["access_token"]
     here = {"X-Forwarded-For": "192.0.2.10"}
     codes = [client.post("/api/reports", headers={**bearer(token), **here}).status_code for _ in range(6)]
     assert codes == [200] * 5 + [429]
 
 
-def test_stolen_token_used_from_abroad(client: t.Any, clock: Clock) -> None:
-    token = login(client).json["access_token"]
+def test_stolen_token_used_from_abroad(client: FlaskClient, clock: Clock) -> None:
+    token = json_of(login(client))["access_token"]
     clock.advance(120)
     r = client.get("/api/me", headers={**bearer(token), "X-Forwarded-For": "203.0.113.7"})
-    assert r.status_code == 401 and "revoked" in r.json["error_description"]  # impossible travel: revoke_family
+    assert r.status_code == 401 and "revoked" in json_of(r)["error_description"]  # impossible travel: revoke_family
 
 
-def test_a_token_used_from_another_country_asks_for_the_password_again(client: t.Any, clock: Clock) -> None:
+def test_a_token_used_from_another_country_asks_for_the_password_again(client: FlaskClient, clock: Clock) -> None:
     berlin, tokyo = {"X-Forwarded-For": "192.0.2.10"}, {"X-Forwarded-For": "203.0.113.7"}
-    pair = login(client).json
+    pair = json_of(login(client))
     clock.advance(600)  # the login is older than the example's 5 s
     # alice flies to Tokyo: an admin clearing her places stands in for the hours of the flight
     r = client.post("/api/admin/forget-places", json={"username": "alice"},
                     headers={**bearer(pair["access_token"]), **berlin})  # fmt: skip
     assert r.status_code == 200
     r = client.get("/api/me", headers={**bearer(pair["access_token"]), **tokyo})
-    assert r.status_code == 401 and r.json["error"] == "insufficient_user_authentication"
+    assert r.status_code == 401 and json_of(r)["error"] == "insufficient_user_authentication"
     assert r.headers["WWW-Authenticate"].endswith('max_age="5"')
     wrong = client.post("/auth/step-up", json={"username": "alice", "password": "nope"}, headers=tokyo)
-    assert wrong.status_code == 400 and wrong.json["error"] == "invalid_grant"
+    assert wrong.status_code == 400 and json_of(wrong)["error"] == "invalid_grant"
     fresh = client.post("/auth/step-up", json={"username": "alice", "password": "wonderland"}, headers=tokyo)
     assert fresh.status_code == 200
-    claims = client.get("/api/claims", headers={**bearer(fresh.json["access_token"]), **tokyo})
-    assert claims.status_code == 200 and claims.json["auth_time"] == int(clock.now) and claims.json["ctry"] == "JP"
+    claims = client.get("/api/claims", headers={**bearer(json_of(fresh)["access_token"]), **tokyo})
+    assert claims.status_code == 200
+    assert json_of(claims)["auth_time"] == int(clock.now) and json_of(claims)["ctry"] == "JP"
 
 
-def test_a_view_returns_the_claims(client: t.Any) -> None:
-    pair = login(client).json
+def test_a_view_returns_the_claims(client: FlaskClient) -> None:
+    pair = json_of(login(client))
     r = client.get("/api/claims", headers=bearer(pair["access_token"]))
     assert r.status_code == 200
-    claims = r.json
+    claims = json_of(r)
     assert claims["sub"] == "alice" and claims["role"] == "admin"
     assert {"sub", "jti", "exp", "iat", "sid"} <= set(claims)
 
 
-def test_users_live_in_sqlite_with_hashed_passwords(client: t.Any, tmp_path: Path) -> None:
+def test_users_live_in_sqlite_with_hashed_passwords(client: FlaskClient, tmp_path: Path) -> None:
     import sqlite3
 
     with sqlite3.connect(tmp_path / "instance" / "users.db") as db:
@@ -131,17 +134,17 @@ def test_users_live_in_sqlite_with_hashed_passwords(client: t.Any, tmp_path: Pat
     assert all(h.startswith(("scrypt:", "pbkdf2:")) and "wonderland" not in h for h in rows.values())
 
 
-def test_change_password_logs_out_everywhere_else(client: t.Any, clock: Clock) -> None:
+def test_change_password_logs_out_everywhere_else(client: FlaskClient, clock: Clock) -> None:
     here = {"X-Forwarded-For": "192.0.2.10"}
     phone, laptop = login(client).json, login(client).json
     r = client.post("/auth/change-password", json={"current_password": "wonderland", "new_password": "looking-glass"},
                     headers={**bearer(laptop["access_token"]), **here})  # fmt: skip
-    assert r.status_code == 200 and r.json["password_changed"] is True
+    assert r.status_code == 200 and json_of(r)["password_changed"] is True
     for old in (phone, laptop):
         assert client.get("/api/me", headers={**bearer(old["access_token"]), **here}).status_code == 401
         refreshed = client.post("/auth/refresh", json={"refresh_token": old["refresh_token"]}, headers=here)
         assert refreshed.status_code == 400
-    assert client.get("/api/me", headers={**bearer(r.json["access_token"]), **here}).status_code == 200
+    assert client.get("/api/me", headers={**bearer(json_of(r)["access_token"]), **here}).status_code == 200
     assert login(client).status_code == 400  # the old password is gone
     assert login(client, password="looking-glass").status_code == 200
 
@@ -151,24 +154,24 @@ def test_change_password_logs_out_everywhere_else(client: t.Any, clock: Clock) -
     ({"current_password": "wonderland", "new_password": "short"}, 400),
     ({"current_password": "wonderland"}, 400),
 ])  # fmt: skip
-def test_change_password_refusals(client: t.Any, body: dict[str, str], status: int) -> None:
-    token = login(client).json["access_token"]
+def test_change_password_refusals(client: FlaskClient, body: dict[str, str], status: int) -> None:
+    token = json_of(login(client))["access_token"]
     r = client.post("/auth/change-password", json=body, headers=bearer(token))
     assert r.status_code == status and r.mimetype == "application/json"
     assert client.get("/api/me", headers=bearer(token)).status_code == 200  # nothing was revoked
 
 
-def test_notes(client: t.Any) -> None:
-    alice = login(client).json["access_token"]
-    bob = client.post("/auth/login", json={"username": "bob", "password": "builder"}).json["access_token"]
+def test_notes(client: FlaskClient) -> None:
+    alice = json_of(login(client))["access_token"]
+    bob = json_of(client.post("/auth/login", json={"username": "bob", "password": "builder"}))["access_token"]
     assert client.post("/api/notes", json={"text": "buy milk"}, headers=bearer(alice)).status_code == 201
-    assert [n["text"] for n in client.get("/api/notes", headers=bearer(alice)).json["notes"]] == ["buy milk"]
-    assert client.get("/api/notes", headers=bearer(bob)).json["notes"] == []
+    assert [n["text"] for n in json_of(client.get("/api/notes", headers=bearer(alice)))["notes"]] == ["buy milk"]
+    assert json_of(client.get("/api/notes", headers=bearer(bob)))["notes"] == []
     assert client.post("/api/notes", json={"text": "x" * 501}, headers=bearer(alice)).status_code == 400
     assert client.get("/api/notes").status_code == 401
 
 
-def test_start_page_says_how_to_log_in(client: t.Any) -> None:
+def test_start_page_says_how_to_log_in(client: FlaskClient) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
@@ -176,7 +179,7 @@ def test_start_page_says_how_to_log_in(client: t.Any) -> None:
         assert needle in html
 
 
-def _admin_login(client: t.Any, username: str, password: str) -> t.Any:
+def _admin_login(client: FlaskClient, username: str, password: str) -> t.Any:
     import re
 
     page = client.get("/admin/login").get_data(as_text=True)
@@ -186,7 +189,7 @@ def _admin_login(client: t.Any, username: str, password: str) -> t.Any:
                                              "password": password})  # fmt: skip
 
 
-def test_dashboard_is_behind_the_admin_login(client: t.Any) -> None:
+def test_dashboard_is_behind_the_admin_login(client: FlaskClient) -> None:
     r = client.get("/shield/")
     assert r.status_code == 403 and 'href="/admin/login?next=%2Fshield%2F"' in r.get_data(as_text=True)
     assert _admin_login(client, "bob", "builder").status_code == 403  # not an admin
@@ -197,7 +200,7 @@ def test_dashboard_is_behind_the_admin_login(client: t.Any) -> None:
     assert client.get("/shield/").status_code == 200
 
 
-def test_admin_login_needs_its_csrf_token(client: t.Any) -> None:
+def test_admin_login_needs_its_csrf_token(client: FlaskClient) -> None:
     client.get("/admin/login")
     r = client.post("/admin/login", data={"username": "alice", "password": "wonderland", "csrf_token": "x"})
     assert r.status_code == 400 and "expired" in r.get_data(as_text=True)

@@ -28,6 +28,7 @@ from example_app.app import create_app
 from example_app.app import shield
 
 from .conftest import bearer
+from .conftest import json_of
 
 # Every route and the methods it serves.
 ROUTES: dict[str, set[str]] = {
@@ -39,7 +40,7 @@ ROUTES: dict[str, set[str]] = {
     # HTML pages for people: the admin login and the shield's dashboard.
     "/admin/login": {"GET", "POST"}, "/admin/logout": {"POST"}, "/shield/": {"GET"}, "/shield/subject": {"GET"},
     "/shield/keys": {"GET"}, "/shield/revoke/session": {"POST"}, "/shield/revoke/token": {"POST"},
-    "/shield/revoke/subject": {"POST"}, "/shield/revoke/key": {"POST"},
+    "/shield/revoke/subject": {"POST"}, "/shield/revoke/key": {"POST"}, "/shield/forget-places": {"POST"},
 }  # fmt: skip
 # Pages for a browser answer their own errors in HTML (the API answers JSON).
 HTML_PAGES = {"/admin/login", "/admin/logout"} | {p for p in ROUTES if p.startswith("/shield/")}
@@ -151,7 +152,7 @@ def test_no_request_gets_a_5xx(fuzz_app: Flask, spec: dict[str, t.Any]) -> None:
         if spec["path"] in HTML_PAGES and r.mimetype == "text/html":
             return  # a browser page's own error page (routing errors there are JSON, like everywhere)
         assert r.mimetype == "application/json", text[:200]
-        error = r.json
+        error = json_of(r)
         assert isinstance(error, dict) and isinstance(error.get("error"), str)
 
 
@@ -178,7 +179,7 @@ def test_bad_body_is_a_4xx_json_error(tmp_path: Path, path: str, body: str, cont
     app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
     r = app.test_client().post(path, data=body.encode("latin-1"), content_type=content_type)
     assert r.status_code == 400, r.get_data(as_text=True)
-    assert r.mimetype == "application/json" and r.json["error"] == "invalid_request"
+    assert r.mimetype == "application/json" and json_of(r)["error"] == "invalid_request"
 
 
 @pytest.mark.parametrize("body", ["[null, null]", "[1]", "{}", "garbage"])
@@ -196,7 +197,7 @@ def test_flask_errors_are_json_too(tmp_path: Path, method: str, path: str, statu
     app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
     r = app.test_client().open(path, method=method)
     assert r.status_code == status and r.mimetype == "application/json"
-    assert set(r.json) == {"error", "error_description"}
+    assert set(json_of(r)) == {"error", "error_description"}
     if status == 405:
         assert "POST" in r.headers["Allow"]
 

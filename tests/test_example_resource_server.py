@@ -8,11 +8,13 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 
 from example_app.resource_server import create_app
 from flask_jwt_shield.ssf import CAEP
 from tests.conftest import Clock
 from tests.conftest import bearer
+from tests.conftest import json_of
 from tests.idp_util import IdPServer
 from tests.idp_util import SigningKey
 from tests.idp_util import idp_claims
@@ -41,18 +43,18 @@ def token(key: SigningKey, issuer: str, **claims: t.Any) -> str:
     return key.sign(idp_claims(issuer, AUDIENCE, sub="user-1", jti=secrets.token_hex(8), **claims))
 
 
-def test_provider_tokens_and_scopes(client: t.Any, key: SigningKey, idp: IdPServer, tmp_path: Path) -> None:
+def test_provider_tokens_and_scopes(client: FlaskClient, key: SigningKey, idp: IdPServer, tmp_path: Path) -> None:
     plain = token(key, idp.url, scope="openid")
-    assert client.get("/api/me", headers=bearer(plain)).json["sub"] == "user-1"
+    assert json_of(client.get("/api/me", headers=bearer(plain)))["sub"] == "user-1"
     response = client.get("/api/reports", headers=bearer(plain))
-    assert response.status_code == 403 and response.json["error"] == "insufficient_scope"
+    assert response.status_code == 403 and json_of(response)["error"] == "insufficient_scope"
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
     assert client.get("/api/reports", headers=bearer(token(key, idp.url, scope="read:reports"))).status_code == 200
     assert client.get("/api/me").status_code == 401
     assert (tmp_path / "instance" / "shield-rs.db").exists()
 
 
-def test_the_providers_security_event_revokes_the_user(client: t.Any, key: SigningKey, idp: IdPServer) -> None:
+def test_the_providers_security_event_revokes_the_user(client: FlaskClient, key: SigningKey, idp: IdPServer) -> None:
     access = token(key, idp.url)
     assert client.get("/api/me", headers=bearer(access)).status_code == 200
     event = {CAEP + "credential-change": {"subject": {"format": "iss_sub", "iss": idp.url, "sub": "user-1"}}}

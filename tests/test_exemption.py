@@ -80,7 +80,7 @@ def test_the_app_state_is_reachable(make_app: AppFactory) -> None:
     app, _ = make_app({"JWT_SHIELD_ACCESS_TOKEN_TTL": 61})
     with app.app_context():
         assert current_state() is app.extensions["jwt_shield"]
-        assert current_state().config.access_token_ttl == 61
+        assert current_state().config.sessions.access_token_ttl == 61
     bare = Flask("bare")
     with bare.app_context(), pytest.raises(RuntimeError, match="Did you forget to call"):
         current_state()

@@ -258,7 +258,7 @@ def test_proxyfix_supplies_the_client_address(geo_app: t.Any, clock: Clock) -> N
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     app, _ = geo_app(JWT_SHIELD_COUNTRY_CHANGE_ACTION="deny")
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)
     token = login(app, BERLIN).json["access_token"]
     r = app.test_client().get("/api/me", headers={**bearer(token), "X-Forwarded-For": TOKYO},
                               environ_base={"REMOTE_ADDR": "127.0.0.1"})  # fmt: skip

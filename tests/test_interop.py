@@ -48,9 +48,11 @@ def test_joserfc_verifies_a_token_in_the_second_it_was_issued(
 ) -> None:
     from joserfc import jwt
     from joserfc.jwk import KeySet
+    from joserfc.jwk import KeySetSerialization
 
     _, _, token, jwks = issued
-    decoded = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    # shield.jwks() is an RFC 7517 JWK Set, which is what joserfc's TypedDict describes
+    decoded = jwt.decode(token, KeySet.import_key_set(t.cast(KeySetSerialization, jwks)), algorithms=["ES256"])
     registry = jwt.JWTClaimsRegistry(leeway=0, iss={"essential": True, "value": ISSUER},
                                      aud={"essential": True, "value": AUDIENCE})  # fmt: skip
     registry.validate(decoded.claims)  # raises InvalidTokenError "issued in the future" on a fractional iat

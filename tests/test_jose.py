@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import hmac
+import importlib
 import pathlib
 import typing as t
 
@@ -13,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import get_default_algorithms
 
-from flask_jwt_shield import config
 from flask_jwt_shield import jose
 from flask_jwt_shield.cache import bounded_put
 from flask_jwt_shield.jose import JOSEError
@@ -137,10 +137,13 @@ def test_signature_valid_never_raises() -> None:
 
 def test_algorithm_sets_match_the_configuration() -> None:
     # One source of truth, read by config (keys, resource-server mode, DPoP) as by the verifiers.
-    assert jose.SIGNING_ALGORITHMS == config.RESOURCE_SERVER_ALGORITHMS | {"HS256", "HS384", "HS512"}
-    assert jose.RESOURCE_SERVER_ALGORITHMS == config.RESOURCE_SERVER_ALGORITHMS
-    assert jose.PROOF_ALGORITHMS == config.PROOF_ALGORITHMS
-    assert jose.DEFAULT_PROOF_ALGORITHMS == config.DEFAULT_PROOF_ALGORITHMS
+    # The configuration checks the algorithms against the JOSE layer's sets, not copies.
+    config_settings = vars(importlib.import_module("flask_jwt_shield.config.settings"))
+    assert config_settings["SIGNING_ALGORITHMS"] is jose.SIGNING_ALGORITHMS
+    assert config_settings["RESOURCE_SERVER_ALGORITHMS"] is jose.RESOURCE_SERVER_ALGORITHMS
+    assert config_settings["PROOF_ALGORITHMS"] is jose.PROOF_ALGORITHMS
+    assert config_settings["DEFAULT_PROOF_ALGORITHMS"] is jose.DEFAULT_PROOF_ALGORITHMS
+    assert jose.SIGNING_ALGORITHMS == jose.RESOURCE_SERVER_ALGORITHMS | {"HS256", "HS384", "HS512"}
     assert not any(alg.startswith("HS") or alg == "none" for alg in jose.PROOF_ALGORITHMS)
     assert set(jose.EC_CURVES) | {"EdDSA"} | {a for a in jose.KEY_TYPES if jose.KEY_TYPES[a] in ("RSA", "oct")} == set(
         jose.KEY_TYPES

@@ -56,7 +56,8 @@ def gunicorn(db: Path | None, workers: int = 2, env: dict[str, str] | None = Non
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not start: {process.stderr.read().decode()[-2000:]}") from None
+                    stderr = process.stderr.read().decode() if process.stderr is not None else ""
+                    raise RuntimeError(f"gunicorn did not start: {stderr[-2000:]}") from None
                 time.sleep(0.1)
         yield port
     finally:

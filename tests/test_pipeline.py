@@ -9,6 +9,7 @@ import typing as t
 import pytest
 from flask import Flask
 from flask import jsonify
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import InvalidToken
 from flask_jwt_shield import JWTShield
@@ -20,16 +21,17 @@ from flask_jwt_shield.stores import MemoryStore
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 
 
-def test_valid_token_publishes_claims(client: t.Any, token: str) -> None:
+def test_valid_token_publishes_claims(client: FlaskClient, token: str) -> None:
     r = client.get("/api/me", headers=bearer(token))
     assert r.status_code == 200
-    assert r.json["sub"] == "alice"
-    assert {"iat", "nbf", "exp", "jti"} <= set(r.json)
+    assert json_of(r)["sub"] == "alice"
+    assert {"iat", "nbf", "exp", "jti"} <= set(json_of(r))
 
 
-def test_missing_token_is_a_bare_challenge(client: t.Any) -> None:
+def test_missing_token_is_a_bare_challenge(client: FlaskClient) -> None:
     r = client.get("/api/me")
     assert r.status_code == 401
     # RFC 6750 §3.1: no error code when the request carries no credentials
@@ -38,14 +40,14 @@ def test_missing_token_is_a_bare_challenge(client: t.Any) -> None:
     assert r.is_json
 
 
-def test_other_scheme_counts_as_no_token(client: t.Any) -> None:
+def test_other_scheme_counts_as_no_token(client: FlaskClient) -> None:
     r = client.get("/api/me", headers={"Authorization": "Basic YWxpY2U6cHc="})
     assert r.status_code == 401
     assert "error=" not in r.headers["WWW-Authenticate"]
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
-def test_scheme_is_case_insensitive(client: t.Any, token: str, scheme: str) -> None:
+def test_scheme_is_case_insensitive(client: FlaskClient, token: str, scheme: str) -> None:
     assert client.get("/api/me", headers={"Authorization": f"{scheme} {token}"}).status_code == 200
 
 
@@ -61,23 +63,23 @@ def test_scheme_is_case_insensitive(client: t.Any, token: str, scheme: str) -> N
         ("Bearer ....", 401, "invalid_token"),
     ],
 )
-def test_error_table(client: t.Any, header: str, status: int, error: str) -> None:
+def test_error_table(client: FlaskClient, header: str, status: int, error: str) -> None:
     r = client.get("/api/me", headers={"Authorization": header})
     assert r.status_code == status
-    assert r.json["error"] == error
+    assert json_of(r)["error"] == error
     assert f'error="{error}"' in r.headers["WWW-Authenticate"]
     assert r.headers["WWW-Authenticate"].startswith('Bearer realm="api", ')
 
 
-def test_expired_token_says_expired(app: Flask, shield: JWTShield, client: t.Any, clock: Clock) -> None:
+def test_expired_token_says_expired(app: Flask, shield: JWTShield, client: FlaskClient, clock: Clock) -> None:
     with app.app_context():
         token = shield.create_access_token("alice", expires_in=60)
     assert client.get("/api/me", headers=bearer(token)).status_code == 200
     clock.advance(61)
     r = client.get("/api/me", headers=bearer(token))
     assert r.status_code == 401
-    assert r.json["error"] == "invalid_token"
-    assert "expired" in r.json["error_description"]
+    assert json_of(r)["error"] == "invalid_token"
+    assert "expired" in json_of(r)["error_description"]
     assert "expired" in r.headers["WWW-Authenticate"]
 
 
@@ -92,7 +94,7 @@ def test_leeway_extends_expiry(make_app: AppFactory, clock: Clock) -> None:
     assert client.get("/api/me", headers=bearer(token)).status_code == 401
 
 
-def test_cached_token_still_expires(app: Flask, shield: JWTShield, client: t.Any, clock: Clock) -> None:
+def test_cached_token_still_expires(app: Flask, shield: JWTShield, client: FlaskClient, clock: Clock) -> None:
     with app.app_context():
         token = shield.create_access_token("alice", expires_in=60)
     for _ in range(3):
@@ -101,16 +103,16 @@ def test_cached_token_still_expires(app: Flask, shield: JWTShield, client: t.Any
     assert client.get("/api/me", headers=bearer(token)).status_code == 401
 
 
-def test_cached_token_still_revocable(app: Flask, shield: JWTShield, client: t.Any, token: str) -> None:
+def test_cached_token_still_revocable(app: Flask, shield: JWTShield, client: FlaskClient, token: str) -> None:
     assert client.get("/api/me", headers=bearer(token)).status_code == 200
     with app.app_context():
         shield.revoke_token(token)
     r = client.get("/api/me", headers=bearer(token))
     assert r.status_code == 401
-    assert "revoked" in r.json["error_description"]
+    assert "revoked" in json_of(r)["error_description"]
 
 
-def test_failure_is_never_cached_as_success(app: Flask, shield: JWTShield, client: t.Any, token: str) -> None:
+def test_failure_is_never_cached_as_success(app: Flask, shield: JWTShield, client: FlaskClient, token: str) -> None:
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     for _ in range(2):
         assert client.get("/api/me", headers=bearer(forged)).status_code == 401
@@ -130,11 +132,11 @@ def test_cache_is_bounded(make_app: AppFactory) -> None:
 
 
 @pytest.mark.parametrize("method", ["revoke_token_by_jti", "revoke_subject"])
-def test_revocation_kinds(app: Flask, shield: JWTShield, client: t.Any, method: str) -> None:
+def test_revocation_kinds(app: Flask, shield: JWTShield, client: FlaskClient, method: str) -> None:
     with app.app_context():
         token = shield.create_access_token("alice")
         other = shield.create_access_token("bob")
-    claims = client.get("/api/me", headers=bearer(token)).json
+    claims = json_of(client.get("/api/me", headers=bearer(token)))
     with app.app_context():
         if method == "revoke_token_by_jti":
             shield.revoke_token(claims["jti"])
@@ -158,7 +160,7 @@ def test_key_rotation_and_revoke_key(make_app: AppFactory) -> None:
     with app.app_context():
         shield.revoke_key("old")
     r = client.get("/api/me", headers=bearer(old_token))
-    assert r.status_code == 401 and "signing key" in r.json["error_description"]
+    assert r.status_code == 401 and "signing key" in json_of(r)["error_description"]
     assert client.get("/api/me", headers=bearer(new_token)).status_code == 200
 
 
@@ -171,7 +173,7 @@ def test_signing_key_cannot_be_revoked_while_it_signs(make_app: AppFactory) -> N
         shield.revoke_key("old")
 
 
-def test_revoke_subject_is_exact_within_one_clock_tick(app: Flask, shield: JWTShield, client: t.Any,
+def test_revoke_subject_is_exact_within_one_clock_tick(app: Flask, shield: JWTShield, client: FlaskClient,
                                                        clock: Clock) -> None:  # fmt: skip
     with app.app_context():
         before = shield.create_access_token("alice")
@@ -181,7 +183,7 @@ def test_revoke_subject_is_exact_within_one_clock_tick(app: Flask, shield: JWTSh
     assert client.get("/api/me", headers=bearer(after)).status_code == 200
 
 
-def test_revocation_checker_callbacks(app: Flask, shield: JWTShield, client: t.Any, token: str) -> None:
+def test_revocation_checker_callbacks(app: Flask, shield: JWTShield, client: FlaskClient, token: str) -> None:
     banned: set[str] = set()
     seen: list[str] = []
 
@@ -199,7 +201,7 @@ def test_revocation_checker_callbacks(app: Flask, shield: JWTShield, client: t.A
     assert seen == ["first", "second"]
     banned.add("alice")
     r = client.get("/api/me", headers=bearer(token))
-    assert r.status_code == 401 and "revoked" in r.json["error_description"]
+    assert r.status_code == 401 and "revoked" in json_of(r)["error_description"]
 
 
 class BrokenStore(MemoryStore):
@@ -275,7 +277,7 @@ def test_get_claims_without_token_raises(app: Flask) -> None:
         get_claims()
 
 
-def test_token_verified_signal(app: Flask, client: t.Any, token: str) -> None:
+def test_token_verified_signal(app: Flask, client: FlaskClient, token: str) -> None:
     seen: list[tuple[t.Any, t.Any]] = []
 
     def receiver(sender: t.Any, claims: t.Any) -> None:
@@ -286,7 +288,7 @@ def test_token_verified_signal(app: Flask, client: t.Any, token: str) -> None:
     assert seen == [(app, "alice")]
 
 
-def test_rejection_is_an_event_without_the_token(app: Flask, shield: JWTShield, client: t.Any, token: str,
+def test_rejection_is_an_event_without_the_token(app: Flask, shield: JWTShield, client: FlaskClient, token: str,
                                                  caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     caplog.set_level(logging.DEBUG)
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
@@ -312,7 +314,7 @@ def test_realm_is_configurable(make_app: AppFactory) -> None:
     assert app.test_client().get("/api/me").headers["WWW-Authenticate"] == 'Bearer realm="billing"'
 
 
-def test_app_can_override_rendering(app: Flask, client: t.Any) -> None:
+def test_app_can_override_rendering(app: Flask, client: FlaskClient) -> None:
     @app.errorhandler(InvalidToken)
     def custom(exc: InvalidToken) -> t.Any:
         return jsonify(mine=exc.description), 401
@@ -395,13 +397,13 @@ def test_jwks_blueprint_serves_public_keys(make_app: AppFactory) -> None:
     app.register_blueprint(shield.jwks_blueprint())
     r = app.test_client().get("/.well-known/jwks.json")  # exempt: no token needed
     assert r.status_code == 200
-    assert [k["alg"] for k in r.json["keys"]] == ["ES256", "RS256"]
-    assert all("d" not in k for k in r.json["keys"])
+    assert [k["alg"] for k in json_of(r)["keys"]] == ["ES256", "RS256"]
+    assert all("d" not in k for k in json_of(r)["keys"])
     assert r.headers["Cache-Control"] == "public, max-age=300"
 
 
 def test_repeated_rejections_recorded_once_a_minute(clock: Clock, app: Flask, shield: JWTShield,
-                                                    client: t.Any) -> None:  # fmt: skip
+                                                    client: FlaskClient) -> None:  # fmt: skip
     with app.app_context():
         token = shield.create_access_token("alice")
         shield.revoke_token(token)

@@ -6,12 +6,14 @@ import typing as t
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import JWTShield
 
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 from .redis_util import RedisServer
 
 
@@ -20,7 +22,7 @@ def tokens(app: Flask, shield: JWTShield, *subs: str) -> list[str]:
         return [shield.create_access_token(sub) for sub in subs]
 
 
-def statuses(client: t.Any, token: str, n: int, path: str = "/api/me", method: str = "get") -> list[int]:
+def statuses(client: FlaskClient, token: str, n: int, path: str = "/api/me", method: str = "get") -> list[int]:
     return [getattr(client, method)(path, headers=bearer(token)).status_code for _ in range(n)]
 
 
@@ -51,7 +53,7 @@ def test_429_headers(make_app: AppFactory, clock: Clock) -> None:
     clock.advance(15)
     r = client.get("/api/me", headers=bearer(a))
     assert r.status_code == 429
-    assert r.json["error"] == "rate_limited"
+    assert json_of(r)["error"] == "rate_limited"
     assert r.headers["Retry-After"] == "45"
     assert r.headers["RateLimit-Limit"] == "2"
     assert r.headers["RateLimit-Remaining"] == "0"
@@ -122,7 +124,7 @@ def test_spike_revokes_the_hammered_token(make_app: AppFactory, clock: Clock) ->
     assert statuses(client, a, 9) == [200] * 5 + [429] * 3 + [401]
     clock.advance(120)  # a new window: still revoked
     r = client.get("/api/me", headers=bearer(a))
-    assert r.status_code == 401 and "revoked" in r.json["error_description"]
+    assert r.status_code == 401 and "revoked" in json_of(r)["error_description"]
     assert statuses(client, b, 1) == [200]  # the user's other token is untouched
     with app.app_context():
         (spike,) = shield.events(kind="traffic-spike")

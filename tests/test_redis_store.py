@@ -308,7 +308,9 @@ def test_a_warm_check_waits_on_no_redis_round_trip(server_url: str) -> None:
 def test_revocation_in_this_process_applies_at_once(server_url: str) -> None:
     store = RedisStore(server_url, prefix=unique(), max_delay=5.0)
     for kind, reason in (("jti", "token"), ("sid", "family"), ("kid", "key")):
-        token = {"jti": f"j-{kind}", "sid": f"s-{kind}", "sub": "a", "kid": f"k-{kind}", "iat": NOW, "now": NOW}
+        token: dict[str, t.Any] = {
+            "jti": f"j-{kind}", "sid": f"s-{kind}", "sub": "a", "kid": f"k-{kind}", "iat": NOW, "now": NOW,
+        }  # fmt: skip
         assert store.check(**token) is None
         assert wait_until(store.watching, 5)
         assert store.check(**token) is None and store.view.fresh(f"j-{kind}")

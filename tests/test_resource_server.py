@@ -13,6 +13,7 @@ import hmac
 import json
 import time
 import typing as t
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -530,7 +531,7 @@ BERLIN, MUNICH, TOKYO = "192.0.2.10", "192.0.2.200", "203.0.113.10"
 
 
 @pytest.fixture
-def country_db(tmp_path: t.Any) -> str:
+def country_db(tmp_path: Path) -> str:
     from tests.mmdb_util import write_country_db
 
     return str(write_country_db(tmp_path / "country.mmdb", {"192.0.2.0/24": "DE", "203.0.113.0/24": "JP"}))

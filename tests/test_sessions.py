@@ -18,6 +18,7 @@ from flask_jwt_shield import TokenPair
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 
 
 @pytest.fixture(params=["memory://", "sqlite:///shield.db"])
@@ -42,7 +43,7 @@ def refresh(app: Flask, shield: JWTShield, token: str) -> TokenPair:
 
 
 def me(app: Flask, token: str) -> int:
-    return t.cast(int, app.test_client().get("/api/me", headers=bearer(token)).status_code)
+    return app.test_client().get("/api/me", headers=bearer(token)).status_code
 
 
 def test_issue_tokens_shape(session_app: tuple[Flask, JWTShield]) -> None:
@@ -51,7 +52,7 @@ def test_issue_tokens_shape(session_app: tuple[Flask, JWTShield]) -> None:
     body = pair.as_dict()
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "Bearer" and body["expires_in"] == 300
-    claims = app.test_client().get("/api/me", headers=bearer(pair.access_token)).json
+    claims = json_of(app.test_client().get("/api/me", headers=bearer(pair.access_token)))
     assert claims["sid"] == pair.sid and claims["role"] == "admin"
 
 
@@ -59,7 +60,7 @@ def test_refresh_token_is_not_an_access_token(session_app: tuple[Flask, JWTShiel
     app, shield = session_app
     pair = issue(app, shield)
     r = app.test_client().get("/api/me", headers=bearer(pair.refresh_token))
-    assert r.status_code == 401 and r.json["error"] == "invalid_token"
+    assert r.status_code == 401 and json_of(r)["error"] == "invalid_token"
 
 
 def test_access_token_is_not_a_refresh_token(session_app: tuple[Flask, JWTShield]) -> None:
@@ -68,7 +69,7 @@ def test_access_token_is_not_a_refresh_token(session_app: tuple[Flask, JWTShield
     with pytest.raises(InvalidGrant):
         refresh(app, shield, pair.access_token)
     r = app.test_client().post("/refresh", json={"refresh_token": pair.access_token})
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
 
 
 def test_rotation_keeps_the_family_and_claims(session_app: tuple[Flask, JWTShield], clock: Clock) -> None:
@@ -78,7 +79,7 @@ def test_rotation_keeps_the_family_and_claims(session_app: tuple[Flask, JWTShiel
     second = refresh(app, shield, pair.refresh_token)
     assert second.sid == pair.sid
     assert second.refresh_token != pair.refresh_token
-    claims = app.test_client().get("/api/me", headers=bearer(second.access_token)).json
+    claims = json_of(app.test_client().get("/api/me", headers=bearer(second.access_token)))
     assert claims["role"] == "admin" and claims["sid"] == pair.sid
     with app.app_context():
         kinds = [e.kind for e in shield.events(sid=pair.sid)]
@@ -94,7 +95,7 @@ def test_reuse_revokes_the_whole_family(session_app: tuple[Flask, JWTShield], cl
     clock.advance(5)
     r = app.test_client().post("/refresh", json={"refresh_token": pair.refresh_token},
                                environ_base={"REMOTE_ADDR": "203.0.113.50"})  # the user's stale copy
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
     # every token of the family is dead: the thief's access and refresh tokens, the original access token
     assert me(app, thief_pair.access_token) == 401
     assert me(app, pair.access_token) == 401
@@ -263,7 +264,7 @@ def test_refresh_with_garbage_is_invalid_grant(session_app: tuple[Flask, JWTShie
     client = app.test_client()
     for body in ({"refresh_token": "garbage"}, {"refresh_token": 42}, {}, {"refresh_token": "a.b.c"}):
         r = client.post("/refresh", json=body)
-        assert r.status_code == 400 and r.json["error"] == "invalid_grant", body
+        assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant", body
 
 
 def test_refresh_store_down_is_503_in_both_modes(make_app: AppFactory) -> None:
@@ -289,13 +290,13 @@ def test_log_out_everywhere_leaves_no_live_session(make_app: AppFactory, store_u
     """Newcomer's list, bug 1: ``sessions(sub)`` is what can still refresh, nothing else."""
     app, shield = make_app({"JWT_SHIELD_STORE_URI": store_uri})
     client = app.test_client()
-    pairs = [client.post("/login?sub=alice").json for _ in range(3)]
+    pairs = [json_of(client.post("/login?sub=alice")) for _ in range(3)]
     with app.app_context():
         assert len(shield.sessions("alice")) == 3
         shield.revoke_subject("alice")
         assert shield.sessions("alice") == []
     assert all(client.post("/refresh", json={"refresh_token": p["refresh_token"]}).status_code == 400 for p in pairs)
-    fresh = client.post("/login?sub=alice").json  # logging straight back in works
+    fresh = json_of(client.post("/login?sub=alice"))  # logging straight back in works
     with app.app_context():
         assert [s.sid for s in shield.sessions("alice")] != []
     assert client.get("/api/me", headers=bearer(fresh["access_token"])).status_code == 200

@@ -27,6 +27,7 @@ from flask_jwt_shield.ssf import RISC
 from tests.conftest import AppFactory
 from tests.conftest import Clock
 from tests.conftest import bearer
+from tests.conftest import json_of
 from tests.idp_util import IdPServer
 from tests.idp_util import SigningKey
 from tests.idp_util import down_url
@@ -91,14 +92,17 @@ def me(app: Flask, token: str) -> int:
 
 def test_caep_session_revoked_revokes_that_session(app_shield: tuple[Flask, JWTShield], key: SigningKey,
                                                    issuer: str) -> None:  # fmt: skip
+    """Keycloak's tokens carry the session (``sid``): ``session_fallback="none"`` revokes it alone."""
     app, shield = app_shield
+    app.register_blueprint(shield.security_events_blueprint(session_fallback="none", url="/ssf-by-session",
+                                                            name="by_session"))  # fmt: skip
     token = access_token(key, issuer)
     other_session = access_token(key, issuer, sid="another-session")
     assert me(app, token) == 200
     event = {"subject": {"user": user(issuer), "session": {"format": "opaque", "id": SID}},
              "event_timestamp": int(time.time())}  # fmt: skip
     set_token = make_set(key, issuer, {CAEP + "session-revoked": event})
-    response = push(app, set_token)
+    response = app.test_client().post("/ssf-by-session", data=set_token, content_type=SET_MEDIA)
     assert response.status_code == 202 and response.data == b""
     assert me(app, token) == 401
     assert me(app, other_session) == 200
@@ -177,7 +181,8 @@ def test_resolve_subject_maps_other_identifiers(make_app: AppFactory, idp: IdPSe
         "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
     })  # fmt: skip
     directory = {"alice@example.com": SUB}
-    app.register_blueprint(shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email"))))
+    blueprint = shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email", "")))
+    app.register_blueprint(blueprint)
     token = access_token(key, issuer)
     by_email = {"subject": {"format": "email", "email": "alice@example.com"}}
     assert push(app, make_set(key, issuer, {CAEP + "credential-change": by_email})).status_code == 202
@@ -329,3 +334,242 @@ def test_fuzz_never_a_500(app_shield: tuple[Flask, JWTShield], body: bytes) -> N
     response = push(app, body)
     assert response.status_code == 400
     assert response.json["err"] in {"invalid_request", "invalid_key"}
+
+
+# -- exactly once: a failed delivery is applied by the retry (issue 24, finding 4) -----------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store_app(request: pytest.FixtureRequest, make_app: AppFactory, idp: IdPServer, key: SigningKey,
+              issuer: str, tmp_path: t.Any, clock: Clock) -> tuple[Flask, JWTShield]:  # fmt: skip
+    idp.publish(key)
+    config = {
+        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
+        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+    }  # fmt: skip
+    if request.param == "sqlite":
+        config["JWT_SHIELD_STORE_URI"] = f"sqlite:///{tmp_path}/ssf.db"
+    elif request.param == "redis":
+        config["JWT_SHIELD_STORE_URI"] = request.getfixturevalue("redis_url")
+    return make_app(config)
+
+
+def test_attack_set_retry_after_a_resolver_failure_is_applied(store_app: tuple[Flask, JWTShield],
+                                                               key: SigningKey, issuer: str,
+                                                               clock: Clock) -> None:  # fmt: skip
+    app, shield = store_app
+    calls = []
+
+    def resolve(subject: dict[str, t.Any]) -> str | None:
+        calls.append(subject)
+        if len(calls) == 1:
+            raise ConnectionError("the user directory is down")
+        return SUB
+
+    app.register_blueprint(shield.security_events_blueprint(resolve_subject=resolve))
+    token = access_token(key, issuer)
+    set_token = make_set(key, issuer, {RISC + "account-disabled": {"subject": {"format": "email", "email": "a@x"}}})
+    failed = push(app, set_token)
+    assert failed.status_code == 503 and failed.json["err"] == "temporarily_unavailable"
+    assert me(app, token) == 200
+    clock.advance(int(failed.headers["Retry-After"]))  # the transmitter retries when told
+    assert push(app, set_token).status_code == 202  # not refused as a replay
+    assert me(app, token) == 401
+    replay = push(app, set_token)
+    assert replay.status_code == 400 and "replay" in replay.json["description"]
+    with app.app_context():
+        assert len(shield.events(kind="subject-revoked")) == 1
+
+
+def test_attack_set_retry_after_a_store_failure_is_applied(store_app: tuple[Flask, JWTShield],
+                                                            key: SigningKey, issuer: str, clock: Clock,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from flask_jwt_shield.errors import StoreError
+    from flask_jwt_shield.state import current_state
+
+    app, shield = store_app
+    app.register_blueprint(shield.security_events_blueprint())
+    token = access_token(key, issuer)
+    with app.app_context():
+        store = current_state().store
+    real = store.revoke_subject
+    failures = [StoreError("timeout")]
+
+    def flaky(*args: t.Any, **kwargs: t.Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "revoke_subject", flaky)
+    set_token = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
+    failed = push(app, set_token)
+    assert failed.status_code == 503 and me(app, token) == 200
+    clock.advance(int(failed.headers["Retry-After"]))
+    assert push(app, set_token).status_code == 202
+    assert me(app, token) == 401
+    assert push(app, set_token).status_code == 400
+    with app.app_context():
+        assert len(shield.events(kind="subject-revoked")) == 1
+
+
+def test_set_delivered_twice_at_once_is_applied_once(store_app: tuple[Flask, JWTShield], key: SigningKey,
+                                                     issuer: str, clock: Clock) -> None:  # fmt: skip
+    """The second delivery of a SET still being applied is told to retry; the retry is a replay."""
+    import threading
+
+    app, shield = store_app
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(subject: dict[str, t.Any]) -> str | None:
+        entered.set()
+        assert release.wait(10)
+        return SUB
+
+    app.register_blueprint(shield.security_events_blueprint(resolve_subject=slow))
+    set_token = make_set(key, issuer, {RISC + "account-disabled": {"subject": {"format": "email", "email": "a@x"}}})
+    answers: list[int] = []
+    first = threading.Thread(target=lambda: answers.append(push(app, set_token).status_code))
+    first.start()
+    assert entered.wait(10)
+    second = push(app, set_token)
+    assert second.status_code == 503 and second.json["err"] == "temporarily_unavailable"
+    assert "Retry-After" in second.headers
+    release.set()
+    first.join(10)
+    assert answers == [202]
+    clock.advance(int(second.headers["Retry-After"]))
+    assert push(app, set_token).status_code == 400  # the retry: applied already
+    with app.app_context():
+        assert len(shield.events(kind="subject-revoked")) == 1
+        reasons = [e.detail["reason"] for e in shield.events(kind="token-rejected")]
+    assert reasons == ["set-invalid_request"]  # the replay; "retry later" is no refusal
+
+
+# -- session-revoked when the tokens carry no session (issue 24, finding 5) ------------------------
+
+
+def test_attack_session_revoked_without_sid_in_tokens_revokes_the_user(
+    store_app: tuple[Flask, JWTShield], key: SigningKey, issuer: str
+) -> None:
+    """Entra's access tokens carry no ``sid``: the session cannot be told apart, the user goes."""
+    app, shield = store_app
+    app.register_blueprint(shield.security_events_blueprint())
+    stolen = access_token(key, issuer, sid=None)
+    stolen = key.sign({k: v for k, v in _claims(stolen).items() if k != "sid"}, typ="JWT")
+    assert me(app, stolen) == 200
+    event = {"subject": {"user": user(issuer), "session": {"format": "opaque", "id": SID}}}
+    assert push(app, make_set(key, issuer, {CAEP + "session-revoked": event})).status_code == 202
+    assert me(app, stolen) == 401
+    with app.app_context():
+        assert shield.events(kind="family-revoked") == []  # no session was known, none is reported
+        [revoked] = shield.events(kind="subject-revoked")
+    assert revoked.subject == SUB
+    assert revoked.detail["session"] == SID and revoked.detail["session_known"] is False
+    assert revoked.detail["session_fallback"] == "subject"
+
+
+def test_session_fallback_none_refuses_only_tokens_carrying_the_sid(
+    store_app: tuple[Flask, JWTShield], key: SigningKey, issuer: str
+) -> None:
+    app, shield = store_app
+    app.register_blueprint(shield.security_events_blueprint(session_fallback="none"))
+    carrying, without = access_token(key, issuer), key.sign(
+        {k: v for k, v in _claims(access_token(key, issuer)).items() if k != "sid"}, typ="JWT"
+    )
+    event = {"subject": {"user": user(issuer), "session": {"format": "opaque", "id": SID}}}
+    assert push(app, make_set(key, issuer, {CAEP + "session-revoked": event})).status_code == 202
+    assert me(app, carrying) == 401
+    assert me(app, without) == 200  # the documented cost of "none"
+    with app.app_context():
+        [revoked] = shield.events(kind="family-revoked")
+        assert shield.events(kind="subject-revoked") == []
+    assert revoked.sid == SID and revoked.detail["session_known"] is False
+
+
+def test_session_revoked_of_a_known_family_revokes_that_session_alone(make_app: AppFactory, idp: IdPServer,
+                                                                      key: SigningKey,
+                                                                      clock: Clock) -> None:  # fmt: skip
+    """An issuing app that transmits to itself (same issuer): the family is known, so exact."""
+    idp.publish(key)
+    app, shield = make_app({"JWT_SHIELD_ISSUER": "https://api.example.com", "JWT_SHIELD_AUDIENCE": AUDIENCE})
+    app.register_blueprint(shield.security_events_blueprint(jwks_url=idp.jwks_url))
+    client = app.test_client()
+    first = json_of(client.post("/login?sub=alice"))
+    second = json_of(client.post("/login?sub=alice"))
+    sid = _claims(first["access_token"])["sid"]
+    subject = {"user": {"format": "iss_sub", "iss": "https://api.example.com", "sub": "alice"},
+               "session": {"format": "opaque", "id": sid}}  # fmt: skip
+    set_token = make_set(key, "https://api.example.com", {CAEP + "session-revoked": {"subject": subject}})
+    assert push(app, set_token).status_code == 202
+    assert me(app, first["access_token"]) == 401
+    assert me(app, second["access_token"]) == 200
+    with app.app_context():
+        [revoked] = shield.events(kind="family-revoked")
+        assert shield.events(kind="subject-revoked") == []
+    assert revoked.sid == sid and revoked.subject == "alice" and "session_known" not in revoked.detail
+
+
+def test_session_fallback_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="session_fallback"):
+        JWTShield().security_events_blueprint(session_fallback=t.cast(t.Any, "everything"))
+
+
+# -- a transmitter speaks only for its own users (issue 24, finding 8) -----------------------------
+
+
+def test_attack_third_party_transmitter_cannot_name_a_local_user(make_app: AppFactory, idp: IdPServer,
+                                                                 key: SigningKey,
+                                                                 clock: Clock) -> None:  # fmt: skip
+    """Google's SETs naming the app's own issuer: not Google's user to speak for."""
+    idp.publish(key)
+    app, shield = make_app({"JWT_SHIELD_ISSUER": "https://api.example.com", "JWT_SHIELD_AUDIENCE": AUDIENCE})
+    google = idp.url + "/google"
+    app.register_blueprint(shield.security_events_blueprint(
+        issuer=google, audience=AUDIENCE, jwks_url=idp.jwks_url, resolve_subject=lambda s: None,
+    ))  # fmt: skip
+    with app.app_context():
+        token = shield.create_access_token("admin")
+    for event_type, subject in [
+        (RISC + "account-disabled", {"format": "iss_sub", "iss": "https://api.example.com", "sub": "admin"}),
+        (CAEP + "session-revoked", {"user": {"format": "iss_sub", "iss": "https://api.example.com", "sub": "admin"}}),
+    ]:
+        response = push(app, make_set(key, google, {event_type: {"subject": subject}}))
+        assert response.status_code == 400 and response.json["err"] == "invalid_request", event_type
+    assert me(app, token) == 200
+    with app.app_context():
+        assert shield.events(kind="subject-revoked") == [] and shield.events(kind="family-revoked") == []
+
+
+def _claims(token: str) -> dict[str, t.Any]:
+    payload = token.split(".")[1]
+    return t.cast(dict[str, t.Any], json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_a_store_over_its_bound_still_accepts_new_sets_and_refuses_dropped_ones(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, issuer: str, clock: Clock
+) -> None:
+    """The memory store drops the oldest remembered keys at its bound and raises a floor:
+    a dropped SET is refused (never applied twice), a new one is still applied."""
+    from flask_jwt_shield.stores import MemoryStore
+
+    idp.publish(key)
+    store = MemoryStore(max_remembered=8)
+    app, shield = make_app({
+        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
+        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+    }, store=store)  # fmt: skip
+    app.register_blueprint(shield.security_events_blueprint())
+    first = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
+    assert push(app, first).status_code == 202
+    for n in range(20):  # DPoP proofs, say: the SET's jti is dropped to stay within the bound
+        store.remember_once("dpop", f"proof-{n}", time.time() + 300, now=time.time())
+    clock.advance(5)
+    assert push(app, first).status_code == 400  # dropped, so maybe seen: refused
+    later = access_token(key, issuer)
+    clock.advance(5)
+    second = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
+    assert push(app, second).status_code == 202
+    assert me(app, later) == 401
+    assert push(app, second).status_code == 400
+    with app.app_context():
+        assert len(shield.events(kind="subject-revoked")) == 2

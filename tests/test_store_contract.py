@@ -10,6 +10,7 @@ import sys
 import typing as t
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis),
             pytest.param("redis-cluster", marks=pytest.mark.redis)]  # fmt: skip
 
 
-def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: t.Any) -> Store:
+def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """A fresh store of ``backend``; Redis ones share a session server, apart by key prefix."""
     if backend == "memory":
         return MemoryStore()
@@ -41,7 +42,7 @@ def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: t.Any) ->
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: t.Any) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s = make_store(request.param, request, tmp_path)
     yield s
     s.close()
@@ -222,7 +223,7 @@ def test_remember_once(store: Store) -> None:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def small_store(request: pytest.FixtureRequest, tmp_path: t.Any) -> Iterator[Store]:
+def small_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s: Store = (MemoryStore(max_remembered=16) if request.param == "memory"
                 else SQLiteStore(str(tmp_path / "shield.db"), max_remembered=16))  # fmt: skip
     yield s
@@ -257,7 +258,7 @@ def _remember_in_process(path: str, barrier: t.Any, results: t.Any) -> None:
     results.put(store.remember_once("dpop-jti", "same-proof", NOW + 60, now=NOW))
 
 
-def test_sqlite_remember_once_is_atomic_across_processes(tmp_path: t.Any) -> None:
+def test_sqlite_remember_once_is_atomic_across_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "shield.db")
     SQLiteStore(path).purge(NOW)  # creates the schema
     ctx = multiprocessing.get_context("spawn")
@@ -279,7 +280,7 @@ def test_sqlite_remember_once_is_atomic_across_processes(tmp_path: t.Any) -> Non
 # on one. Forking is tested on purpose where it matters (connections reopened after fork).
 
 
-def test_sqlite_survives_restart(tmp_path: t.Any) -> None:
+def test_sqlite_survives_restart(tmp_path: Path) -> None:
     path = str(tmp_path / "shield.db")
     first = SQLiteStore(path)
     first.revoke("jti", "stolen", until=FAR)
@@ -300,7 +301,7 @@ def _rotate_in_process(path: str, barrier: t.Any, results: t.Any, n: int) -> Non
     results.put(r.outcome)
 
 
-def test_sqlite_rotation_is_atomic_across_processes(tmp_path: t.Any) -> None:
+def test_sqlite_rotation_is_atomic_across_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "shield.db")
     SQLiteStore(path).create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
     ctx = multiprocessing.get_context("spawn")
@@ -329,7 +330,7 @@ def _try_write(path: str) -> str:
     return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=30).stdout.strip()
 
 
-def test_sqlite_store_never_drops_another_connections_write_lock(tmp_path: t.Any) -> None:
+def test_sqlite_store_never_drops_another_connections_write_lock(tmp_path: Path) -> None:
     """fcntl(2): closing any descriptor of a file drops every lock the process holds on it.
 
     A store that opened and closed the database's files itself (say, to map the -shm
@@ -361,7 +362,7 @@ def _revoke_in_child(path: str) -> None:
 
 
 @pytest.mark.parametrize("local_view", [True, False])
-def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_path: t.Any,
+def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_path: Path,
                                                                            local_view: bool) -> None:  # fmt: skip
     path = str(tmp_path / "shield.db")
     store = SQLiteStore(path, local_view=local_view)
@@ -394,7 +395,7 @@ def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_p
     store.close()
 
 
-def test_sqlite_unreachable_raises_store_error(tmp_path: t.Any) -> None:
+def test_sqlite_unreachable_raises_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     store = SQLiteStore(str(blocker / "shield.db"))
@@ -402,7 +403,7 @@ def test_sqlite_unreachable_raises_store_error(tmp_path: t.Any) -> None:
         check(store)
 
 
-def test_sqlite_connection_reopened_after_fork(tmp_path: t.Any) -> None:
+def test_sqlite_connection_reopened_after_fork(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "shield.db"))
     store.revoke("jti", "x", until=FAR)
     pid = os.fork()
@@ -417,7 +418,7 @@ def test_sqlite_connection_reopened_after_fork(tmp_path: t.Any) -> None:
     ("uri", "kind"),
     [("memory://", MemoryStore), ("sqlite:///shield.db", SQLiteStore), ("sqlite:////tmp/x/shield.db", SQLiteStore)],
 )
-def test_store_from_uri(uri: str, kind: type, tmp_path: t.Any) -> None:
+def test_store_from_uri(uri: str, kind: type, tmp_path: Path) -> None:
     store = store_from_uri(uri, instance_path=str(tmp_path))
     assert isinstance(store, kind)
     if uri == "sqlite:///shield.db":

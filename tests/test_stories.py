@@ -24,12 +24,14 @@ import pytest
 from flask import Flask
 from flask import jsonify
 from flask import request
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import JWTShield
 from flask_jwt_shield import get_claims
 from flask_jwt_shield.cli import generate_key
 
 from .conftest import Clock
+from .conftest import json_of
 from .mmdb_util import write_city_db
 
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "docs" / "recommended_settings.py"
@@ -120,23 +122,23 @@ class Device:
     refreshes: list[int] = dataclasses.field(default_factory=list)
     logins: int = 0
 
-    def login(self, client: t.Any, now: float) -> None:
+    def login(self, client: FlaskClient, now: float) -> None:
         r = client.post(f"/auth/login?user={self.user}", environ_base={"REMOTE_ADDR": self.ip})
         assert r.status_code == 200, r.get_data(as_text=True)
-        self.access, self.refresh, self.issued_at = r.json["access_token"], r.json["refresh_token"], now
+        self.access, self.refresh, self.issued_at = json_of(r)["access_token"], json_of(r)["refresh_token"], now
         self.logins += 1
 
-    def renew(self, client: t.Any, now: float) -> bool:
+    def renew(self, client: FlaskClient, now: float) -> bool:
         if self.refresh is None:
             return False
         r = client.post("/auth/refresh", json={"refresh_token": self.refresh}, environ_base={"REMOTE_ADDR": self.ip})
         self.refreshes.append(r.status_code)
         if r.status_code != 200:
             return False
-        self.access, self.refresh, self.issued_at = r.json["access_token"], r.json["refresh_token"], now
+        self.access, self.refresh, self.issued_at = json_of(r)["access_token"], json_of(r)["refresh_token"], now
         return True
 
-    def call(self, client: t.Any, now: float) -> int:
+    def call(self, client: FlaskClient, now: float) -> int:
         if self.access is None:
             self.login(client, now)
         elif self.refresh is not None and now - self.issued_at > 14 * MINUTE:
@@ -148,11 +150,11 @@ class Device:
         self.statuses.append((now, status))
         return status
 
-    def _relogin(self, client: t.Any, now: float) -> bool:
+    def _relogin(self, client: FlaskClient, now: float) -> bool:
         self.login(client, now)
         return True
 
-    def _get(self, client: t.Any) -> int:
+    def _get(self, client: FlaskClient) -> int:
         r = client.get("/api/items", headers={"Authorization": f"Bearer {self.access}"},
                        environ_base={"REMOTE_ADDR": self.ip})  # fmt: skip
         return int(r.status_code)
@@ -166,7 +168,8 @@ class Device:
 
 def steady(start: float, minutes: float, per_minute: float, rng: random.Random) -> list[float]:
     """Request times at ``per_minute`` on average, spaced irregularly like a real client."""
-    times, at, end = [], start, start + minutes * MINUTE
+    times: list[float] = []
+    at, end = start, start + minutes * MINUTE
     while True:
         at += rng.expovariate(per_minute / MINUTE)
         if at >= end:
@@ -179,7 +182,7 @@ def burst(start: float, count: int, seconds: float) -> list[float]:
     return [start + i * seconds / count for i in range(count)]
 
 
-def run(client: t.Any, clock: Clock, schedule: Iterable[tuple[float, Device]]) -> None:
+def run(client: FlaskClient, clock: Clock, schedule: Iterable[tuple[float, Device]]) -> None:
     """Send every device's requests in time order, moving the clock to each one."""
     for at, device in sorted(schedule, key=lambda item: item[0]):
         assert ORIGIN + at >= clock.now, "a story's time runs forward"
@@ -379,8 +382,8 @@ def test_browser_tabs_refreshing_together(shielded: t.Any, clock: Clock) -> None
                                    environ_base={"REMOTE_ADDR": BERLIN}) for _ in tabs]  # fmt: skip
             assert [a.status_code for a in answers] == [200] * len(tabs)
             # One live refresh token: the late tabs get the current one again (re-signed).
-            assert len({codec.inspect(a.json["refresh_token"])["jti"] for a in answers}) == 1
-            store["pair"] = (answers[0].json["access_token"], answers[0].json["refresh_token"], at)
+            assert len({codec.inspect(json_of(a)["refresh_token"])["jti"] for a in answers}) == 1
+            store["pair"] = (json_of(answers[0])["access_token"], json_of(answers[0])["refresh_token"], at)
         shared_call(tab, at)
     assert len(refresh_moments) >= 7
     assert_never_blocked(shield, app, *tabs)

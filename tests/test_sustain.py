@@ -53,7 +53,7 @@ def test_bad_sustain_settings_are_refused_at_init_app(make_app: AppFactory, key:
 def test_sustain_can_be_turned_off(make_app: AppFactory) -> None:
     app, _ = make_app({"JWT_SHIELD_SPIKE_SUSTAIN": None, "JWT_SHIELD_ADAPTIVE_SUSTAIN": None})
     config = app.extensions["jwt_shield"].config
-    assert config.spike_sustain is None and config.adaptive_sustain is None
+    assert config.rate.spike_sustain is None and config.rate.adaptive_sustain is None
 
 
 def refuse(engine: TokenRateLimiter, identity: str, n: int) -> list[t.Any]:

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from flask_jwt_shield import ClientCredentials
 from flask_jwt_shield import InvalidGrant
@@ -25,6 +26,7 @@ from flask_jwt_shield.dpop import DPoPKey
 from .conftest import AppFactory
 from .conftest import Clock
 from .conftest import bearer
+from .conftest import json_of
 
 FORM = "application/x-www-form-urlencoded"
 URL = "/oauth/token"
@@ -52,7 +54,7 @@ def issue(app: Flask, shield: JWTShield, **claims: t.Any) -> TokenPair:
         return shield.issue_tokens("alice", claims=claims or None)
 
 
-def form(client: t.Any, body: str | dict[str, str] | list[tuple[str, str]], **kw: t.Any) -> t.Any:
+def form(client: FlaskClient, body: str | dict[str, str] | list[tuple[str, str]], **kw: t.Any) -> t.Any:
     data = body if isinstance(body, str) else urlencode(body)
     return client.post(kw.pop("url", URL), data=data, content_type=kw.pop("content_type", FORM), **kw)
 
@@ -61,45 +63,47 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 
 
-def test_form_refresh_answers_rfc6749_5_1(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_form_refresh_answers_rfc6749_5_1(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     pair = issue(app, shield)
     r = form(client, {"grant_type": "refresh_token", "refresh_token": pair.refresh_token})
     assert r.status_code == 200
     assert r.mimetype == "application/json"
     assert r.headers["Cache-Control"] == "no-store" and r.headers["Pragma"] == "no-cache"
-    body = r.json
+    body = json_of(r)
     assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     assert body["refresh_token"] != pair.refresh_token  # rotated
-    me = client.get("/api/me", headers=bearer(body["access_token"])).json
+    me = json_of(client.get("/api/me", headers=bearer(body["access_token"])))
     assert me["sid"] == pair.sid
 
 
-def test_json_body_with_and_without_grant_type(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_json_body_with_and_without_grant_type(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     """Clients written against the old documented view send {"refresh_token": ...}."""
     pair = issue(app, shield)
     r = client.post(URL, json={"refresh_token": pair.refresh_token})
     assert r.status_code == 200
-    r = client.post(URL, json={"grant_type": "refresh_token", "refresh_token": r.json["refresh_token"]})
+    r = client.post(URL, json={"grant_type": "refresh_token", "refresh_token": json_of(r)["refresh_token"]})
     assert r.status_code == 200 and r.headers["Pragma"] == "no-cache"
 
 
-def test_charset_parameter_and_unknown_parameters_are_fine(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_charset_parameter_and_unknown_parameters_are_fine(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     pair = issue(app, shield)
     body = {"grant_type": "refresh_token", "refresh_token": pair.refresh_token, "state": "x", "foo": ""}
     r = form(client, body, content_type=FORM + "; charset=UTF-8")
     assert r.status_code == 200  # RFC 6749 §3.2: unrecognised parameters are ignored
 
 
-def test_rotation_and_reuse_through_the_endpoint(app: Flask, shield: JWTShield, client: t.Any, clock: Clock) -> None:
+def test_rotation_and_reuse_through_the_endpoint(
+    app: Flask, shield: JWTShield, client: FlaskClient, clock: Clock
+) -> None:
     first = issue(app, shield)
     tokens = [first.refresh_token]
     for _ in range(3):
         clock.advance(60)
         r = form(client, {"grant_type": "refresh_token", "refresh_token": tokens[-1]})
         assert r.status_code == 200
-        tokens.append(r.json["refresh_token"])
-        latest_access = r.json["access_token"]
+        tokens.append(json_of(r)["refresh_token"])
+        latest_access = json_of(r)["access_token"]
     clock.advance(60)
     r = form(client, {"grant_type": "refresh_token", "refresh_token": tokens[1]})  # a spent one
     assert r.status_code == 400
@@ -107,7 +111,8 @@ def test_rotation_and_reuse_through_the_endpoint(app: Flask, shield: JWTShield, 
                       "error_description": "The refresh token was already used; the session has been revoked."}
     assert "WWW-Authenticate" not in r.headers and r.headers["Cache-Control"] == "no-store"
     # The whole session is gone: its newest refresh token and its access tokens.
-    assert form(client, {"grant_type": "refresh_token", "refresh_token": tokens[-1]}).json["error"] == "invalid_grant"
+    newest = form(client, {"grant_type": "refresh_token", "refresh_token": tokens[-1]})
+    assert json_of(newest)["error"] == "invalid_grant"
     assert client.get("/api/me", headers=bearer(latest_access)).status_code == 401
     with app.app_context():
         kinds = [e.kind for e in shield.events(sid=first.sid)]
@@ -152,65 +157,65 @@ def test_rotation_and_reuse_through_the_endpoint(app: Flask, shield: JWTShield, 
     ],
 )
 def test_bad_requests_get_rfc6749_5_2_errors(
-    client: t.Any, body: str, content_type: str, error: str, reason: str
+    client: FlaskClient, body: str, content_type: str, error: str, reason: str
 ) -> None:
     r = client.post(URL, data=body.encode("latin-1"), content_type=content_type)
     assert r.status_code == 400, reason
     assert r.mimetype == "application/json"
-    assert r.json["error"] == error, (reason, r.json)
-    assert isinstance(r.json["error_description"], str)
+    assert json_of(r)["error"] == error, (reason, r.json)
+    assert isinstance(json_of(r)["error_description"], str)
     assert "WWW-Authenticate" not in r.headers  # no Bearer challenge at the token endpoint
     assert r.headers["Cache-Control"] == "no-store"
 
 
-def test_wrong_method_is_not_served(client: t.Any) -> None:
+def test_wrong_method_is_not_served(client: FlaskClient) -> None:
     assert client.get(URL).status_code == 405  # RFC 6749 §3.2: POST only
 
 
-def test_huge_body_is_refused_before_reading(client: t.Any) -> None:
+def test_huge_body_is_refused_before_reading(client: FlaskClient) -> None:
     r = form(client, "grant_type=refresh_token&refresh_token=" + "a" * 100_000)
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
-    assert "too large" in r.json["error_description"]
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
+    assert "too large" in json_of(r)["error_description"]
 
 
-def test_chunked_body_without_length_is_bounded(client: t.Any) -> None:
+def test_chunked_body_without_length_is_bounded(client: FlaskClient) -> None:
     stream = io.BytesIO(b"grant_type=refresh_token&refresh_token=" + b"a" * 100_000)
     # The server terminates a chunked body (wsgi.input_terminated), as werkzeug's and gunicorn do.
     r = client.post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
                     environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
-    assert "too large" in r.json["error_description"]
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
+    assert "too large" in json_of(r)["error_description"]
 
 
-def test_refresh_token_in_the_url_is_refused(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_refresh_token_in_the_url_is_refused(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     pair = issue(app, shield)
     r = form(client, {"grant_type": "refresh_token"}, url=f"{URL}?refresh_token={pair.refresh_token}")
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     # ... and nothing was spent: the token still refreshes once sent properly.
     assert form(client, {"grant_type": "refresh_token", "refresh_token": pair.refresh_token}).status_code == 200
 
 
-def test_access_token_is_not_a_grant(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_access_token_is_not_a_grant(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     pair = issue(app, shield)
     r = form(client, {"grant_type": "refresh_token", "refresh_token": pair.access_token})
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
 
 
 def test_expired_and_revoked_sessions_are_invalid_grant(
-    app: Flask, shield: JWTShield, client: t.Any, clock: Clock
+    app: Flask, shield: JWTShield, client: FlaskClient, clock: Clock
 ) -> None:
     revoked, expired = issue(app, shield), issue(app, shield)
     with app.app_context():
         shield.revoke_family(revoked.sid)
     r = form(client, {"grant_type": "refresh_token", "refresh_token": revoked.refresh_token})
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
     clock.advance(31 * 86400)
     r = form(client, {"grant_type": "refresh_token", "refresh_token": expired.refresh_token})
-    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
 
 
 def test_error_bodies_and_logs_never_hold_the_token(
-    app: Flask, shield: JWTShield, client: t.Any, caplog: pytest.LogCaptureFixture
+    app: Flask, shield: JWTShield, client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     pair = issue(app, shield)
@@ -298,7 +303,7 @@ def test_failed_client_authentication_is_401_invalid_client(
     pair = issue(app, shield)
     r = form(app.test_client(), _refresh_body(pair, **extra), url="/token", headers=headers)
     assert r.status_code == 401
-    assert r.json["error"] == "invalid_client"
+    assert json_of(r)["error"] == "invalid_client"
     assert r.headers["WWW-Authenticate"] == 'Basic realm="api", charset="UTF-8"'
     # Nothing was spent: the right client still refreshes with the same token.
     ok = form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("web", "s3cret%3Awith%25colon"))
@@ -318,7 +323,7 @@ def test_ambiguous_client_authentication_is_invalid_request(
 ) -> None:
     app, shield, _ = client_app
     r = form(app.test_client(), _refresh_body(issue(app, shield), **extra), url="/token", headers=headers)
-    assert r.status_code == 400 and r.json["error"] == "invalid_request"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
 
 
 def test_authenticator_that_raises_is_503_not_200(
@@ -332,7 +337,7 @@ def test_authenticator_that_raises_is_503_not_200(
     app.add_url_rule("/token", view_func=shield.token_view(authenticate_client=broken), methods=["POST"])
     pair = issue(app, shield)
     r = form(app.test_client(), _refresh_body(pair), url="/token")
-    assert r.status_code == 503 and r.json["error"] == "temporarily_unavailable" and "Retry-After" in r.headers
+    assert r.status_code == 503 and json_of(r)["error"] == "temporarily_unavailable" and "Retry-After" in r.headers
     assert "authenticate_client raised" in caplog.text
 
 
@@ -341,9 +346,9 @@ def test_session_bound_to_a_client(client_app: tuple[Flask, JWTShield, list[Clie
     app, shield, _ = client_app
     pair = issue(app, shield, client_id="cli")
     other = form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("web", "s3cret%3Awith%25colon"))
-    assert other.status_code == 400 and other.json["error"] == "invalid_grant"
+    assert other.status_code == 400 and json_of(other)["error"] == "invalid_grant"
     anonymous = form(app.test_client(), _refresh_body(pair), url="/token")
-    assert anonymous.status_code == 400 and anonymous.json["error"] == "invalid_grant"
+    assert anonymous.status_code == 400 and json_of(anonymous)["error"] == "invalid_grant"
     own = form(app.test_client(), _refresh_body(pair), url="/token", headers=basic("cli", "other"))
     assert own.status_code == 200  # the refused attempts spent nothing
 
@@ -351,30 +356,30 @@ def test_session_bound_to_a_client(client_app: tuple[Flask, JWTShield, list[Clie
 # -- scope (RFC 6749 §3.3, §6) ----------------------------------------------------------
 
 
-def test_scope_of_the_session(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_scope_of_the_session(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     pair = issue(app, shield, scope="read write")
     # No scope asked: the session's, named in the response.
     r = form(client, _refresh_body(pair))
-    assert r.status_code == 200 and r.json["scope"] == "read write"
+    assert r.status_code == 200 and json_of(r)["scope"] == "read write"
     # The same or a narrower scope is accepted; the session's scope is what is issued (§3.3).
-    r = form(client, {"grant_type": "refresh_token", "refresh_token": r.json["refresh_token"], "scope": "read"})
-    assert r.status_code == 200 and r.json["scope"] == "read write"
+    r = form(client, {"grant_type": "refresh_token", "refresh_token": json_of(r)["refresh_token"], "scope": "read"})
+    assert r.status_code == 200 and json_of(r)["scope"] == "read write"
     # More than was granted: refused before anything is spent.
-    refresh_token = r.json["refresh_token"]
+    refresh_token = json_of(r)["refresh_token"]
     r = form(client, {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": "read admin"})
-    assert r.status_code == 400 and r.json["error"] == "invalid_scope"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_scope"
     assert form(client, {"grant_type": "refresh_token", "refresh_token": refresh_token}).status_code == 200
 
 
-def test_scope_asked_of_a_session_without_one(app: Flask, shield: JWTShield, client: t.Any) -> None:
+def test_scope_asked_of_a_session_without_one(app: Flask, shield: JWTShield, client: FlaskClient) -> None:
     pair = issue(app, shield)
     r = form(client, _refresh_body(pair, scope="read"))
-    assert r.status_code == 400 and r.json["error"] == "invalid_scope"
+    assert r.status_code == 400 and json_of(r)["error"] == "invalid_scope"
     r = form(client, _refresh_body(pair))
     assert r.status_code == 200 and "scope" not in r.json
 
 
-def test_errorhandler_can_take_over(app: Flask, client: t.Any) -> None:
+def test_errorhandler_can_take_over(app: Flask, client: FlaskClient) -> None:
     @app.errorhandler(InvalidGrant)
     def mine(exc: InvalidGrant) -> t.Any:
         return {"mine": exc.error}, 400
@@ -383,13 +388,13 @@ def test_errorhandler_can_take_over(app: Flask, client: t.Any) -> None:
     assert r.json == {"mine": "invalid_grant"}
 
 
-def test_view_is_exempt_from_the_pipeline(client: t.Any) -> None:
+def test_view_is_exempt_from_the_pipeline(client: FlaskClient) -> None:
     """A refresh needs no access token (it is how a client gets one)."""
     r = form(client, {"grant_type": "refresh_token", "refresh_token": "x"})
     assert r.status_code == 400 and "WWW-Authenticate" not in r.headers
 
 
-def test_json_error_body_is_one_object(client: t.Any) -> None:
+def test_json_error_body_is_one_object(client: FlaskClient) -> None:
     r = client.post(URL, data="[null, null]", content_type="application/json")
     assert json.loads(r.get_data(as_text=True)) == {
         "error": "invalid_request", "error_description": "The request body must be a JSON object."}
@@ -424,11 +429,11 @@ def test_app_max_content_length_still_applies(make_app: AppFactory, clock: Clock
     app.register_blueprint(shield.token_blueprint())
     pair = issue(app, shield)
     r = form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": pair.refresh_token})
-    assert r.status_code == 400 and "too large" in r.json["error_description"]
+    assert r.status_code == 400 and "too large" in json_of(r)["error_description"]
     stream = io.BytesIO(b"grant_type=refresh_token&refresh_token=" + pair.refresh_token.encode())
     r = app.test_client().post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
                                environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
-    assert r.status_code == 400 and "too large" in r.json["error_description"]
+    assert r.status_code == 400 and "too large" in json_of(r)["error_description"]
 
 
 def test_flask_limiter_on_the_endpoint_as_documented(make_app: AppFactory, clock: Clock) -> None:
@@ -456,17 +461,18 @@ def test_dpop_bound_session_refreshes_at_the_endpoint(make_app: AppFactory, cloc
     app.register_blueprint(shield.token_blueprint())
     client = app.test_client()
     key = DPoPKey.generate()
-    login = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login")}).json
+    login = json_of(client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login")}))
     assert login["token_type"] == "DPoP"
     body = {"grant_type": "refresh_token", "refresh_token": login["refresh_token"]}
     # Without a proof, or with another key's: refused, nothing spent.
-    assert form(client, body).json["error"] == "invalid_dpop_proof"
+    assert json_of(form(client, body))["error"] == "invalid_dpop_proof"
     other = DPoPKey.generate()
-    assert form(client, body, headers={"DPoP": other.proof("POST", TOKEN_URL)}).json["error"] == "invalid_dpop_proof"
+    foreign = form(client, body, headers={"DPoP": other.proof("POST", TOKEN_URL)})
+    assert json_of(foreign)["error"] == "invalid_dpop_proof"
     r = form(client, body, headers={"DPoP": key.proof("POST", TOKEN_URL)})
     assert r.status_code == 200, r.json
-    assert r.json["token_type"] == "DPoP" and r.headers["Pragma"] == "no-cache"
-    me = client.get("/api/me", headers=key.headers("GET", "http://localhost/api/me", r.json["access_token"]))
+    assert json_of(r)["token_type"] == "DPoP" and r.headers["Pragma"] == "no-cache"
+    me = client.get("/api/me", headers=key.headers("GET", "http://localhost/api/me", json_of(r)["access_token"]))
     assert me.status_code == 200
 
 
@@ -477,14 +483,14 @@ def test_dpop_nonce_at_the_endpoint(make_app: AppFactory, clock: Clock) -> None:
     client = app.test_client()
     key = DPoPKey.generate()
     asked = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login")})
-    assert asked.status_code == 400 and asked.json["error"] == "use_dpop_nonce"
+    assert asked.status_code == 400 and json_of(asked)["error"] == "use_dpop_nonce"
     nonce = asked.headers["DPoP-Nonce"]
     login = client.post("/login", headers={"DPoP": key.proof("POST", "http://localhost/login", nonce=nonce)})
     assert login.status_code == 200, login.json
-    body = {"grant_type": "refresh_token", "refresh_token": login.json["refresh_token"]}
+    body = {"grant_type": "refresh_token", "refresh_token": json_of(login)["refresh_token"]}
     without = form(client, body, headers={"DPoP": key.proof("POST", TOKEN_URL)})
-    assert without.status_code == 400 and without.json["error"] == "use_dpop_nonce"
+    assert without.status_code == 400 and json_of(without)["error"] == "use_dpop_nonce"
     assert "DPoP-Nonce" in without.headers
     r = form(client, body, headers={"DPoP": key.proof("POST", TOKEN_URL, nonce=without.headers["DPoP-Nonce"])})
     assert r.status_code == 200, r.json
-    assert r.json["token_type"] == "DPoP" and r.headers["Cache-Control"] == "no-store"
+    assert json_of(r)["token_type"] == "DPoP" and r.headers["Cache-Control"] == "no-store"

@@ -161,7 +161,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
                               limit=page * PER_PAGE + 1)  # fmt: skip
         rows = found[(page - 1) * PER_PAGE : page * PER_PAGE]
         day = _events.query(state.store, subject=subject, kind=kind, since=now - 86_400,
-                            limit=state.config.event_retention)  # fmt: skip
+                            limit=state.config.events.event_retention)  # fmt: skip
         alerts = [e for e in day if SEVERITY.get(e.kind) == "alert"]
         filters: dict[str, t.Any] = {k: v for k, v in (("kind", kind), ("subject", subject), ("since", since_label))
                                      if v}  # fmt: skip
@@ -181,7 +181,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         if sub is None:
             raise BadRequest("Say which subject: /subject?sub=<user id>.")
         now = time.time()
-        families = state.store.families(sub, now=now, idle_ttl=state.config.refresh_idle_ttl)
+        families = state.store.families(sub, now=now, idle_ttl=state.config.sessions.refresh_idle_ttl)
         profile = state.store.get_profile(sub) or {}
         timeline = _events.query(state.store, subject=sub, limit=TIMELINE)
         if not families and not profile and not timeline:
@@ -206,7 +206,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         remote = state.codec.remote
         remote_kids = sorted(remote.key_set.kids) if remote is not None and remote.key_set is not None else []
         remote_rows = [{"kid": kid, "revoked": _key_revoked(state, kid, now)} for kid in remote_kids]
-        jwks_url = state.config.jwks_url
+        jwks_url = state.config.remote.jwks_url
         return render_template("jwt_shield_dashboard/keys.html", ring=ring, remote=remote_rows,
                                resource_server=state.config.resource_server,
                                jwks_url=mask_url(jwks_url) if jwks_url else None, **_common())  # fmt: skip
@@ -238,7 +238,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
     def revoke_subject() -> ResponseReturnValue:
         state = _state()
         sub = _form_id("sub")
-        families = state.store.families(sub, now=time.time(), idle_ttl=state.config.refresh_idle_ttl)
+        families = state.store.families(sub, now=time.time(), idle_ttl=state.config.sessions.refresh_idle_ttl)
         known = families or state.store.get_profile(sub) or _events.query(state.store, subject=sub, limit=1)
         if not known:
             raise NotFound(f"The shield knows nothing about the subject {sub!r}.")

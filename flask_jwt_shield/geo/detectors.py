@@ -39,21 +39,21 @@ class GeoGuard:
 
     def __init__(self, database: GeoIPDatabase, config: ShieldConfig) -> None:
         self.database = database
-        self.allowed = config.allowed_countries
-        self.denied = config.denied_countries
-        self.history = config.country_history
-        self.new_country_action = config.new_country_action
-        self.change_action = config.country_change_action
-        self.travel_kmh = config.impossible_travel_kmh
-        self.travel_action = config.impossible_travel_action
+        self.allowed = config.geo.allowed_countries
+        self.denied = config.geo.denied_countries
+        self.history = config.geo.country_history
+        self.new_country_action = config.geo.new_country_action
+        self.change_action = config.geo.country_change_action
+        self.travel_kmh = config.geo.impossible_travel_kmh
+        self.travel_action = config.geo.impossible_travel_action
 
     @classmethod
     def from_config(cls, config: ShieldConfig) -> GeoGuard | None:
         """Open ``JWT_SHIELD_GEOIP_DATABASE``; ``None`` when geo is off."""
-        if config.geoip_database is None:
+        if config.geo.geoip_database is None:
             return None
         try:
-            return cls(GeoIPDatabase(config.geoip_database), config)
+            return cls(GeoIPDatabase(config.geo.geoip_database), config)
         except GeoIPError as exc:
             raise ConfigurationError(f"{ConfigKey.GEOIP_DATABASE}: {exc}") from None
 

@@ -19,7 +19,9 @@ of one refresh token). tests/test_store_contract.py pins that.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -34,7 +36,11 @@ from .base import Rotation
 from .base import Use
 from .view import NotRevokedCache
 
+logger = logging.getLogger("flask_jwt_shield")
+
 _PURGE_EVERY = 60.0
+#: Seconds a write may wait for the database lock, retries included.
+BUSY_BUDGET = 10.0
 #: Default bound of :meth:`SQLiteStore.remember_once` (all namespaces together).
 MAX_REMEMBERED = 1_000_000
 # The size bound is enforced every this many remember_once calls of one process (a count
@@ -116,6 +122,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 raise
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (``BUSY_SNAPSHOT`` ...)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 class SQLiteStore:
     """State in one SQLite file. ``path`` is a filesystem path.
 
@@ -132,6 +146,9 @@ class SQLiteStore:
         self._max_remembered = max_remembered
         self._remembered_calls = 0
         self._bound_every = max(1, min(_BOUND_EVERY, max_remembered // 8))
+        #: How many times a write transaction was begun again after SQLite answered busy.
+        self.busy_retries = 0
+        self._retries_lock = threading.Lock()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -144,10 +161,10 @@ class SQLiteStore:
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=BUSY_BUDGET, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_BUDGET * 1000)}")
             conn.executescript(_SCHEMA)
             _migrate(conn)
         except (sqlite3.Error, OSError) as exc:
@@ -172,7 +189,7 @@ class SQLiteStore:
         """
         try:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_immediate(conn)
             try:
                 yield conn
             except BaseException:
@@ -186,7 +203,40 @@ class SQLiteStore:
         now = time.time()
         if now - self._last_purge > _PURGE_EVERY:
             self._last_purge = now
-            self.purge(now)
+            try:
+                self.purge(now)
+            except StoreError as exc:  # the write above is committed: never a 503 for it
+                logger.warning("SQLite store %r: purge skipped: %s", self.path, exc)
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retried while SQLite answers "busy" or "locked" within the
+        busy budget (:data:`BUSY_BUDGET` seconds in all).
+
+        The busy handler makes most contention wait, but some cases answer at once without
+        calling it (a snapshot that moved under the connection, a peer recovering or
+        resetting the WAL file, a lock held by a connection that is closing): a legitimate
+        write must not lose to those. Nothing has run in the transaction yet, so trying
+        again is safe. Each retry shortens the busy timeout to what is left of the budget.
+        """
+        deadline = time.monotonic() + BUSY_BUDGET
+        retried = False
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    left = deadline - time.monotonic()
+                    if not _busy(exc) or left < 0.01:
+                        raise
+                with self._retries_lock:
+                    self.busy_retries += 1
+                retried = True
+                time.sleep(min(left / 2, random.uniform(0.001, 0.02)))  # noqa: S311 (jitter)
+                conn.execute(f"PRAGMA busy_timeout={max(1, int((deadline - time.monotonic()) * 1000))}")
+        finally:
+            if retried:
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_BUDGET * 1000)}")
 
     # -- revocation --------------------------------------------------------------------
 
