@@ -22,6 +22,7 @@ from . import revocation
 from .alerts import AlertSink
 from .config import ConfigKey
 from .config import ShieldConfig
+from .config import flask_jwt_extended_warnings
 from .errors import ConfigurationError
 from .errors import StoreError
 from .errors import StoreUnavailable
@@ -383,7 +384,7 @@ def check_config(strict: bool, offline: bool) -> None:
 
     app = current_app
     try:
-        config = ShieldConfig.from_mapping(app.config)
+        config = ShieldConfig.from_mapping(app.config, warn=False)  # listed below, not logged
         ring = KeyRing.from_config(config)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
@@ -458,6 +459,11 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
             " 'sqlite:///shield.db' on one host or 'redis://...' across hosts."
         )
     found.extend(_hmac_warnings(app, config, ring))
+    found.extend(flask_jwt_extended_warnings(app.config))
+    if state is not None:
+        for entry in state.unmatched_exemptions(app):
+            found.append(f"{K.EXEMPT_ENDPOINTS} lists {entry!r}, which names no endpoint of this app: a typo leaves"
+                         " the endpoint it meant protected. Fix the name (or the pattern).")
     if config.request.monitor_only:
         found.append(
             f"{K.MONITOR_ONLY} is on: every detector only flags (no deny, no revoke) while the events say what"

@@ -391,7 +391,7 @@ def test_bad_acr_values_are_refused(make_app: AppFactory, value: t.Any) -> None:
 
 @pytest.mark.parametrize("value", [-1, 1.5, "300", True])
 def test_bad_max_age_is_refused(make_app: AppFactory, value: t.Any) -> None:
-    with pytest.raises(ConfigurationError, match="JWT_SHIELD_STEP_UP_MAX_AGE must be a whole number"):
+    with pytest.raises(ConfigurationError, match="JWT_SHIELD_STEP_UP_MAX_AGE must be"):
         make_app({"JWT_SHIELD_STEP_UP_MAX_AGE": value})
 
 
