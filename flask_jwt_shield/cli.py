@@ -34,6 +34,7 @@ from .sessions import Session
 from .state import ShieldState
 from .state import current_state
 from .stores.memory import MemoryStore
+from .stores.redis import RedisStore
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -459,6 +460,18 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
             " 'sqlite:///shield.db' on one host or 'redis://...' across hosts."
         )
     found.extend(_hmac_warnings(app, config, ring))
+    if state is not None and isinstance(state.store, RedisStore):
+        try:
+            risks = state.store.eviction_risks()
+        except StoreError as exc:
+            risks = []
+            found.append(f"the Redis store cannot be reached to check its memory policy: {exc}")
+        for risk in risks:
+            found.append(
+                f"the Redis store runs with {risk}: under memory pressure Redis may evict revocations, DPoP"
+                " replay entries and sessions silently (a revoked token accepted again). Set maxmemory-policy"
+                " noeviction (writes then fail, and the fail mode answers) or give Redis room."
+            )
     found.extend(flask_jwt_extended_warnings(app.config))
     if state is not None:
         for entry in state.unmatched_exemptions(app):

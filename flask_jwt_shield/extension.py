@@ -34,7 +34,6 @@ from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
 from .global_logout import GlobalTokenRevocation
-from .global_logout import SubjectResolver as GlobalSubjectResolver
 from .introspection import Authorizer as IntrospectionAuthorizer
 from .introspection import make_view as make_introspection_view
 from .jwks import JWKSClient
@@ -52,13 +51,13 @@ from .ssf import Authorizer
 from .ssf import ReceiverSettings
 from .ssf import SecurityEventReceiver
 from .ssf import SessionFallback
-from .ssf import SubjectResolver
 from .ssf import make_blueprint
 from .state import EXTENSION_KEY
 from .state import Registry
 from .state import ShieldState
 from .state import current_state
 from .stores import Store
+from .subjects import SubjectResolver
 from .token_revocation import make_view as make_revocation_view
 from .tokens import Claims
 
@@ -526,7 +525,7 @@ class JWTShield:
         jwks_url: str,
         audience: str | None = None,
         algorithms: t.Sequence[str] = ("RS256", "ES256"),
-        resolve_subject: GlobalSubjectResolver | None = None,
+        resolve_subject: SubjectResolver | None = None,
         max_age: float = 300,
     ) -> t.Callable[[], Response]:
         """The endpoint an identity provider calls to log a user out of this app

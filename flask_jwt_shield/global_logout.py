@@ -33,6 +33,7 @@ from flask import Response
 from flask import request
 
 from . import revocation
+from . import subjects
 from .errors import ConfigurationError
 from .errors import InvalidToken
 from .errors import KeysUnavailable
@@ -47,14 +48,14 @@ from .jwks import JWKSClient
 from .oauth import role
 from .state import ShieldState
 from .state import current_state
+from .subjects import SubjectResolver
 
 logger = logging.getLogger("flask_jwt_shield")
 
-__all__ = ["GlobalTokenRevocation", "GlobalTokenRevocationSettings", "SubjectResolver"]
+__all__ = ["GlobalTokenRevocation", "GlobalTokenRevocationSettings"]
 
 #: ``resolve_subject(sub_id) -> sub | None``: the ``sub`` of the app's tokens for an RFC 9493
 #: subject identifier (a dict with ``format``), ``None`` for no such user (404).
-SubjectResolver = t.Callable[[dict[str, t.Any]], "str | None"]
 #: RFC 9493 formats and the members each needs.
 FORMATS = {
     "iss_sub": ("iss", "sub"),
@@ -267,15 +268,9 @@ class GlobalTokenRevocation:
         issuer = state.config.keys.issuer
         if sub_id["format"] == "iss_sub" and issuer is not None and sub_id["iss"] == issuer:
             return t.cast(str, sub_id["sub"])
-        resolve = self.settings.resolve_subject
-        if resolve is not None:
-            try:
-                resolved = resolve(dict(sub_id))
-            except Exception:
-                logger.exception("resolve_subject raised for a global token revocation")
-                raise StoreUnavailable() from None  # the provider retries; never a 500
-            if isinstance(resolved, str) and resolved:
-                return resolved
+        resolved = subjects.resolve(self.settings.resolve_subject, sub_id, "a global token revocation")
+        if resolved is not None:
+            return resolved
         raise RequestRefused(404, "invalid_request", "The subject names no user of this application.")
 
 
