@@ -176,6 +176,8 @@ def test_repeated_challenges_are_recorded_once_a_while(step_app: t.Any, clock: C
     clock.advance(HOUR)
     assert [use(app, token, TOKYO).status_code for _ in range(5)] == [401] * 5
     assert len(events(app, shield, "country-changed")) == 1
+    # the finding's event says it; the challenge is not recorded a second time as a rejection
+    assert [e for e in events(app, shield, "token-rejected") if e.detail["reason"].startswith("step-up")] == []
 
 
 def test_monitor_mode_downgrades_step_up_to_flag(step_app: t.Any, clock: Clock) -> None:
