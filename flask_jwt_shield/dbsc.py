@@ -222,8 +222,9 @@ def register(refresh_endpoint: str) -> Response:
     _spend(state, payload["jti"], until, now)
     family = _move(state, old, {"jkt": jwk_thumbprint(jwk), "jwk": jwk}, now)
     country = family.last_country if state.geo is not None else None
-    return _answer(state, binding, sessions.sign_pair(state.codec, state.config, family, country=country),
-                   refresh_endpoint)
+    return _answer(
+        state, binding, sessions.sign_pair(state.codec, state.config, family, country=country), refresh_endpoint
+    )
 
 
 def refresh(refresh_endpoint: str) -> Response:

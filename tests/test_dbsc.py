@@ -252,8 +252,10 @@ def test_wrong_key_is_refused(app: Flask, browser: DBSCBrowser) -> None:
 
 def test_replayed_challenge_is_refused(app: Flask, browser: DBSCBrowser) -> None:
     assert browser.cached_challenge is not None and browser.session_id is not None
-    headers = {"Sec-Secure-Session-Id": sf_string(browser.session_id),
-               "Secure-Session-Response": sf_string(browser.key.proof(browser.cached_challenge, with_jwk=False))}
+    headers = {
+        "Sec-Secure-Session-Id": sf_string(browser.session_id),
+        "Secure-Session-Response": sf_string(browser.key.proof(browser.cached_challenge, with_jwk=False)),
+    }
     browser.drop_bound_cookie()
     first = browser.client.post(f"{BASE}{browser.refresh_url}", headers=headers)
     assert first.status_code == 200
