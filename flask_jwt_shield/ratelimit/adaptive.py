@@ -100,8 +100,8 @@ class AdaptiveSettings:
     alpha: float = 0.1
     min_history: int = 3
     idle_ttl: int = 7 * 24 * 3600
-    #: memory storage only: the least recently seen sessions (and subjects) are forgotten
-    #: beyond this many of each
+    #: memory storage only: the least recently seen sessions are forgotten beyond this many
+    #: (a subject with them, once none of its sessions is left)
     max_subjects: int = 100_000
 
     def __post_init__(self) -> None:
@@ -126,7 +126,7 @@ class AdaptiveSettings:
         return item.amount * self.bucket_seconds / item.get_expiry()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Baseline:
     """One session's (or subject's) learning state; :func:`step` moves it on by one request."""
 
@@ -140,8 +140,7 @@ class Baseline:
 #: What :meth:`MemoryBaselines.observe` and :meth:`RedisBaselines.observe` answer: the
 #: finding (:data:`NORMAL`, :data:`SESSION` or :data:`SUBJECT`); the session's count in the
 #: bucket, the baseline it was compared with (its own, or in warm-up its subject's cap) and
-#: its learned buckets; the subject's count and baseline. Only the finding is meaningful
-#: for :data:`NORMAL`.
+#: its learned buckets; the subject's count and baseline. ``None`` stands for :data:`NORMAL`.
 Observation = tuple[int, int, float, int, int, float]
 
 
@@ -168,23 +167,23 @@ def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSe
                 subject.ewma = settings.alpha * subject.count + (1 - settings.alpha) * subject.ewma
             subject.learned += 1
         subject.bucket, subject.count = bucket, 0
-    session.count += 1
+    count = session.count = session.count + 1
     subject.count += 1
-    if session.flagged != session.bucket:
+    if count > floor and session.flagged != session.bucket:
         if session.learned >= settings.min_history:
             reference = session.ewma
         elif subject.learned >= settings.min_history:
             reference = max(floor, subject.ewma)  # warm-up: capped by the subject's view
         else:
             reference = -1.0  # nothing learned yet, here or for the subject
-        if reference >= 0 and session.count > floor and session.count > settings.factor * reference:
+        if reference >= 0 and count > settings.factor * reference:
             session.flagged = session.bucket
             subject.flagged = subject.bucket  # the subject's bucket is explained
             return SESSION
     if (
-        subject.flagged != subject.bucket
+        subject.count > floor
+        and subject.flagged != subject.bucket
         and subject.learned >= settings.min_history
-        and subject.count > floor
         and subject.count > settings.factor * subject.ewma
     ):
         subject.flagged = subject.bucket
@@ -236,17 +235,17 @@ c = c + 1
 uc = uc + 1
 local found = 0
 local reference = -1
-if f ~= b then
+if c > floor_ and f ~= b then
   if n >= min_history then
     reference = e
   elseif un >= min_history then
     reference = math.max(floor_, ue)
   end
-  if reference >= 0 and c > floor_ and c > factor * reference then
+  if reference >= 0 and c > factor * reference then
     found = 1; f = b; uf = ub
   end
 end
-if found == 0 and uf ~= ub and un >= min_history and uc > floor_ and uc > factor * ue then
+if found == 0 and uc > floor_ and uf ~= ub and un >= min_history and uc > factor * ue then
   found = 2; uf = ub
 end
 redis.call('HSET', KEYS[1], 'b', string.format('%d', b), 'c', c, 'e', tostring(e), 'n', n,
@@ -260,45 +259,61 @@ return {found, c, tostring(reference), n, uc, tostring(ue)}
 """
 
 
+# A session's entry in memory: its baseline, its subject's, and the subject's name.
+_Entry = tuple[Baseline, Baseline, str]
+
+
 def _fresh(bucket: int) -> Baseline:
     return Baseline(bucket, 0, 0.0, 0, -1)
 
 
 class MemoryBaselines:
-    """Baselines of one process: bounded LRU dicts (sessions, subjects) guarded by a lock."""
+    """Baselines of one process: a bounded LRU dict of sessions guarded by a lock.
+
+    Each session's entry holds its subject's baseline too, so the warm path makes one
+    lookup; a subject's baseline lives as long as one of its sessions does.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, Baseline] = OrderedDict()
-        self._subjects: OrderedDict[str, Baseline] = OrderedDict()
+        self._sessions: OrderedDict[str, _Entry] = OrderedDict()
+        self._subjects: weakref.WeakValueDictionary[str, Baseline] = weakref.WeakValueDictionary()
 
     def observe(self, session: str, subject: str, now: float, settings: AdaptiveSettings,
-                floor: float) -> Observation:  # fmt: skip
-        """Count one request of ``session`` (of ``subject``) at ``now``: an :data:`Observation`."""
+                floor: float) -> Observation | None:  # fmt: skip
+        """Count one request of ``session`` (of ``subject``) at ``now``: an :data:`Observation`,
+        ``None`` when nothing is unusual."""
         bucket = math.floor(now / settings.bucket_seconds)
-        idle = settings.idle_ttl
-        length = settings.bucket_seconds
         with self._lock:
-            sessions, subjects = self._sessions, self._subjects
-            own = sessions.get(session)
-            if own is None or (bucket - own.bucket) * length > idle:
-                own = sessions[session] = _fresh(bucket)
-                if len(sessions) > settings.max_subjects:
-                    sessions.popitem(last=False)
-            sessions.move_to_end(session)
-            total = subjects.get(subject)
-            if total is None or (bucket - total.bucket) * length > idle:
-                total = subjects[subject] = _fresh(bucket)
-                if len(subjects) > settings.max_subjects:
-                    subjects.popitem(last=False)
-            subjects.move_to_end(subject)
+            entry = self._sessions.get(session)
+            if entry is None:
+                entry = self._enter(session, subject, bucket, settings)
+            elif entry[0].bucket != bucket:
+                # Idleness and recency are settled once per bucket: the warm path skips both.
+                if entry[2] != subject or (bucket - entry[0].bucket) * settings.bucket_seconds > settings.idle_ttl:
+                    entry = self._enter(session, subject, bucket, settings)
+                else:
+                    self._sessions.move_to_end(session)
+            own, total, _ = entry
             found = step(own, total, bucket, settings, floor)
             if found == NORMAL:
-                return _NORMAL
+                return None
             return found, own.count, reference(own, total, settings, floor), own.learned, total.count, total.ewma
 
+    def _enter(self, session: str, subject: str, bucket: int, settings: AdaptiveSettings) -> _Entry:
+        """A fresh (or idle) session: its new baseline beside its subject's."""
+        total = self._subjects.get(subject)
+        if total is None:
+            total = self._subjects[subject] = _fresh(bucket)
+        elif (bucket - total.bucket) * settings.bucket_seconds > settings.idle_ttl:
+            # reset in place: the subject's other (idle) sessions still hold it
+            total.bucket, total.count, total.ewma, total.learned, total.flagged = bucket, 0, 0.0, 0, -1
+        entry = self._sessions[session] = (_fresh(bucket), total, subject)
+        self._sessions.move_to_end(session)
+        if len(self._sessions) > settings.max_subjects:
+            self._sessions.popitem(last=False)
+        return entry
 
-_NORMAL: Final[Observation] = (NORMAL, 0, 0.0, 0, 0, 0.0)
 
 # One baseline table per memory storage object, so two limiters sharing a MemoryStorage
 # (say, an app's Flask-Limiter reused by two apps) share baselines as they share counters.
@@ -336,7 +351,7 @@ class RedisBaselines:
         return f"{tagged}/{key_part(session)}", tagged
 
     def observe(self, session: str, subject: str, now: float, settings: AdaptiveSettings,
-                floor: float) -> Observation:  # fmt: skip
+                floor: float) -> Observation | None:  # fmt: skip
         """:meth:`MemoryBaselines.observe` in one script call: the same rule, the same answer."""
         reply = self._script(
             keys=list(self.keys(session, subject)),
@@ -352,5 +367,5 @@ class RedisBaselines:
         )
         found = int(reply[0])
         if found == NORMAL:
-            return _NORMAL
+            return None
         return found, int(reply[1]), float(reply[2]), int(reply[3]), int(reply[4]), float(reply[5])

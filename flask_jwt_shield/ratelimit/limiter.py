@@ -41,10 +41,10 @@ from limits.storage import Storage
 from limits.strategies import STRATEGIES
 from limits.strategies import RateLimiter
 
-from .adaptive import NORMAL
 from .adaptive import SESSION
 from .adaptive import AdaptiveSettings
 from .adaptive import MemoryBaselines
+from .adaptive import Observation
 from .adaptive import RedisBaselines
 from .adaptive import memory_baselines
 from .decision import AnomalyReport
@@ -305,7 +305,13 @@ class TokenRateLimiter:
             return self._check_in_one_trip(identity, subject, session, plan)
         try:
             spike = self._count_spike(identity, spike_keys) if spike_keys else None
-            anomaly = self._observe(session or identity, subject or identity) if self._baselines is not None else None
+            anomaly = None
+            baselines = self._baselines
+            if baselines is not None:
+                seen = baselines.observe(session or identity, subject or identity, time.time(), self._settings,
+                                         self._floor)  # fmt: skip
+                if seen is not None:
+                    anomaly = self._report(seen, session or identity, subject or identity)
             if not items:
                 return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
             if self._fixed:
@@ -346,7 +352,13 @@ class TokenRateLimiter:
         for item in (*(i for i, _ in spike_keys), *items):
             args += (item.get_expiry(), item.amount)
         try:
-            anomaly = self._observe(session or identity, subject or identity) if self._baselines is not None else None
+            anomaly = None
+            baselines = self._baselines
+            if baselines is not None:
+                seen = baselines.observe(session or identity, subject or identity, time.time(), self._settings,
+                                         self._floor)  # fmt: skip
+                if seen is not None:
+                    anomaly = self._report(seen, session or identity, subject or identity)
             reply = self._one_trip(keys, args) if keys else []
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
@@ -436,14 +448,11 @@ class TokenRateLimiter:
         buckets = self._storage.incr(item.key_for("anomaly", key_part(session)), item.get_expiry())
         return buckets, buckets >= item.amount
 
-    def _observe(self, session: str, subject: str) -> AnomalyReport | None:
-        baselines = self._baselines
-        assert baselines is not None
+    def _report(self, seen: Observation, session: str, subject: str) -> AnomalyReport:
+        """The report of an unusual observation (the baselines were counted inline in
+        :meth:`check`: the warm path makes no further call)."""
         settings = self._settings
-        found, count, baseline, learned, total, total_baseline = baselines.observe(session, subject, time.time(),
-                                                                                    settings, self._floor)  # fmt: skip
-        if found == NORMAL:
-            return None
+        found, count, baseline, learned, total, total_baseline = seen
         if found == SESSION:
             buckets, sustained = self._sustained_anomaly(session)
         else:  # the subject's total only: a second signal, never sustained
