@@ -513,6 +513,36 @@ def test_the_subject_signal_is_never_sustained(storage_uri: str, clock: Clock) -
     assert found[0].as_detail()["scope"] == "subject" and found[0].as_detail()["sustained"] is False
 
 
+def test_one_script_call_counts_the_session_and_its_subject(redis_url: str, clock: Clock) -> None:
+    """With Redis, the adaptive step stays one call per request (both views in one script),
+    beside the one call that hits the limits and the spike counters."""
+    engine = TokenRateLimiter("300/minute", storage_uri=redis_url, spike_threshold="3000/minute",
+                              adaptive=AdaptiveSettings())  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    engine.check("sid-1", subject="alice", session="sid-1")  # scripts loaded
+    client.config_resetstat()
+    for _ in range(10):
+        assert engine.check("sid-1", subject="alice", session="sid-1").allowed
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): entry["calls"] for name, entry in stats.items()}
+    # Two script calls per request; every other command ran inside them (Redis counts those too).
+    assert calls.pop("evalsha") == 20 and calls.pop("hmget") == 20  # two hashes, one call
+    assert set(calls) <= {"info", "config|resetstat", "incrby", "expire", "hset", "pttl"}, calls
+
+
+def test_memory_baselines_are_bounded_by_sessions(clock: Clock) -> None:
+    """The least recently seen sessions are forgotten; a subject's baseline lives on with
+    any of its sessions, and a fresh session of the subject finds it."""
+    settings = AdaptiveSettings(factor=5.0, floor="20/minute", max_subjects=2, sustain=None)
+    engine = TokenRateLimiter(None, storage_uri="memory://", adaptive=settings)
+    for bucket in range(4):
+        assert bucket_of(engine, clock, bucket, {"phone": 10, "laptop": 10}) == []
+    # a third session pushes the least recent one out; the subject's baseline (20) stays
+    found = bucket_of(engine, clock, 4, {"laptop": 10, "fresh": 101})
+    assert [(a.session, a.warmup, a.baseline) for a in found if a.scope == "session"] == [("fresh", True, 20.0)]
+    assert len(engine._baselines._sessions) == 2  # type: ignore[union-attr]
+
+
 def findings(report: AnomalyReport | None) -> tuple[str | None, dict[str, object]] | None:
     return None if report is None else (report.session, report.as_detail())
 
