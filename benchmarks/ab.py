@@ -40,10 +40,13 @@ def _run(tree: Path, rows: str, rounds: int) -> tuple[dict[str, float], dict[str
         cwd=tree, env=env, capture_output=True, text=True, timeout=3600, check=True,
     ).stdout
     ratios, calls = {}, {}
+    section = ""
     for line in out.splitlines():
-        if m := _CALL.match(line):
+        if line.startswith("## "):
+            section = line
+        elif m := _CALL.match(line):
             calls[m["call"]] = float(m["us"])
-        elif m := _ROW.match(line):
+        elif section.startswith("## In-process") and (m := _ROW.match(line)):
             ratios[m["row"]] = float(m["ratio"])
     return ratios, calls
 

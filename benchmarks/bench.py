@@ -14,6 +14,7 @@ arguments) and whether each request carries the same token or a token never seen
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import datetime
@@ -1080,10 +1081,18 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     from werkzeug.test import EnvironBuilder
 
     app: Flask = apps.make_shield(store=store, config={"JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
-                                                       "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute"})
+                                                       "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute",
+                                                       "JWT_SHIELD_INTROSPECTION_RATE_LIMIT": None})
     state = app.extensions["jwt_shield"]
     shield: JWTShield = app.extensions["bench_shield"]
     app.register_blueprint(shield.token_blueprint(url="/oauth/token"))
+    # Revocation and introspection (RFC 7009, RFC 7662) beside the token endpoint, with a
+    # client authenticated by HTTP Basic as a gateway or a CLI would be.
+    client = ("bench-client", "bench-secret")
+    app.register_blueprint(shield.oauth_blueprint(
+        authenticate_client=lambda c: (c.client_id, c.client_secret) == client, token_url="/oauth2/token",
+        revocation_url="/oauth/revoke", introspection_url="/oauth/introspect", name="bench_oauth"))  # fmt: skip
+    basic = "Basic " + base64.b64encode(":".join(client).encode()).decode()
 
     @app.post("/refresh-json")
     @shield.exempt
@@ -1113,13 +1122,44 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     def plain() -> None:
         call("/refresh-json", "application/json", lambda token: json.dumps({"refresh_token": token}))
 
+    with app.app_context():
+        warm = shield.create_access_token(apps.SUBJECT)
+    to_revoke: list[str] = []
+
+    def post_form(path: str, body: str, expect: bytes) -> None:
+        environ = EnvironBuilder(path, method="POST", content_type="application/x-www-form-urlencoded", data=body,
+                                 headers=[("Authorization", basic)],
+                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()  # fmt: skip
+        status: list[str] = []
+
+        def start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(status_line)
+
+        data = b"".join(app(environ, start_response))
+        if not status[0].startswith("200") or expect not in data:
+            raise NotOK(f"{path}: {status[0]} {data[:200]!r}")
+
+    def introspect() -> None:
+        post_form("/oauth/introspect", f"token={warm}", b'"active": true')
+
+    def revoke() -> None:
+        post_form("/oauth/revoke", f"token={to_revoke.pop()}", b"")
+
+    introspect_row = f"shield.introspection_view(), a warm access token, over WSGI ({store} store)"
+    revoke_row = f"shield.revocation_view(), one access token, over WSGI ({store} store)"
     samples: dict[str, list[float]] = {
         f"one-line JSON view calling refresh(), over WSGI ({store} store)": [],
         f"shield.token_view(), form body, over WSGI ({store} store)": [],
+        introspect_row: [],
+        revoke_row: [],
     }
-    for _ in range(rounds):  # interleaved, so that both rows see the same machine
+    for _ in range(rounds):  # interleaved, so that every row sees the same machine
         samples[f"one-line JSON view calling refresh(), over WSGI ({store} store)"].append(_time_calls(plain, batch))
         samples[f"shield.token_view(), form body, over WSGI ({store} store)"].append(_time_calls(endpoint, batch))
+        samples[introspect_row].append(_time_calls(introspect, batch))
+        with app.app_context():  # fresh tokens, minted outside the timed calls
+            to_revoke[:] = [shield.create_access_token(apps.SUBJECT) for _ in range(batch)]
+        samples[revoke_row].append(_time_calls(revoke, batch))
     state.store.close()
     return samples
 

@@ -12,10 +12,12 @@ bundled demo one, which knows only the documentation address ranges.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import secrets
 import sqlite3
+import time
 import typing as t
 from contextlib import closing
 from pathlib import Path
@@ -69,6 +71,18 @@ def authenticate_client(client: ClientCredentials) -> bool:
     return client.client_secret is not None and check_password_hash(registered, client.client_secret)
 
 
+def resolve_subject(sub_id: dict[str, t.Any]) -> str | None:
+    """The user an identity provider's logout request names (RFC 9493): the provider's
+    ``iss_sub`` or an ``@example.com`` address whose local part is a username here."""
+    if sub_id["format"] == "iss_sub" and sub_id["iss"] == current_app.config.get("UNIVERSAL_LOGOUT_ISSUER"):
+        name = sub_id["sub"]
+    elif sub_id["format"] == "email" and sub_id["email"].lower().endswith("@example.com"):
+        name = sub_id["email"][: -len("@example.com")]
+    else:
+        return None
+    return name if find_user(name) is not None else None
+
+
 def _demo_secret(instance: Path, name: str = "jwt-secret.txt") -> str:
     """A random secret kept in the instance folder, so restarts keep sessions."""
     path = instance / name
@@ -107,6 +121,26 @@ def _issuer() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def _demo_geoip(instance: Path) -> str:
+    """The demo GeoIP database (documentation address ranges only, see
+    scripts/make_demo_geoip.py), written into the instance folder with today's build date
+    once a week, so that ``check-config`` judges its freshness like a real one's. Without
+    mmdb-writer (installed by ``make run``) the bundled copy is used as it is."""
+    copy = instance / "demo-geoip.mmdb"
+    try:
+        if copy.exists() and time.time() - copy.stat().st_mtime < 7 * 86400:
+            return str(copy)
+        spec = importlib.util.spec_from_file_location("make_demo_geoip", HERE.parent / "scripts" / "make_demo_geoip.py")
+        if spec is None or spec.loader is None:
+            raise ImportError("scripts/make_demo_geoip.py is missing")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.build_database(copy, built_at=int(time.time()))
+        return str(copy)
+    except (ImportError, OSError):
+        return str(HERE / "demo-geoip.mmdb")
+
+
 def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path or str(HERE / "instance"))
     instance = Path(app.instance_path)
@@ -121,11 +155,16 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         # SQLite in example_app/instance/; JWT_SHIELD_STORE_URI=redis://127.0.0.1:6379/0 (or
         # redis+cluster://host:port) shares one state between several app servers.
         JWT_SHIELD_STORE_URI=os.environ.get("JWT_SHIELD_STORE_URI") or "sqlite:///shield.db",
-        JWT_SHIELD_GEOIP_DATABASE=str(HERE / "demo-geoip.mmdb"),
+        JWT_SHIELD_GEOIP_DATABASE=_demo_geoip(instance),
         JWT_SHIELD_ISSUER=_issuer(),
-        JWT_SHIELD_AUDIENCE="example-api",
+        # The API's resource identifier (RFC 9728) is its URL, and its tokens' audience follows.
+        JWT_SHIELD_AUDIENCE=_issuer(),
         JWT_SHIELD_REFRESH_REUSE_GRACE=5,
         JWT_SHIELD_RATE_LIMIT="60/minute",
+        # `make run` is one process, so counting in memory is exact; with several workers or
+        # servers, count in Redis (a Redis store's own server is used when this is unset).
+        JWT_SHIELD_RATE_LIMIT_STORAGE_URI=os.environ.get("JWT_SHIELD_RATE_LIMIT_STORAGE_URI") or (
+            None if os.environ.get("JWT_SHIELD_STORE_URI", "").startswith(("redis", "unix")) else "memory://"),
         JWT_SHIELD_SPIKE_THRESHOLD="120/minute",
         JWT_SHIELD_SPIKE_ACTION="revoke",
         JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
@@ -141,6 +180,16 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     shield.init_app(app)
     app.register_blueprint(shield.jwks_blueprint())
+    # RFC 8414 and RFC 9728 documents, generated from the configuration and the endpoints below.
+    app.register_blueprint(shield.metadata_blueprint())
+    if app.config.get("UNIVERSAL_LOGOUT_ISSUER"):
+        # The identity provider's global token revocation (Okta Universal Logout): see
+        # docs/oauth.rst. Its JWK Set verifies the signed request.
+        app.add_url_rule("/oauth/global-token-revocation", "global_token_revocation",
+                         shield.global_token_revocation_view(issuer=app.config["UNIVERSAL_LOGOUT_ISSUER"],
+                                                             jwks_url=app.config["UNIVERSAL_LOGOUT_JWKS_URL"],
+                                                             resolve_subject=resolve_subject),
+                         methods=["POST"])  # fmt: skip
     app.register_blueprint(_routes(app))
     app.register_blueprint(_admin())
     # The shield's dashboard, for admins logged in at /admin/login (a Flask session cookie).
@@ -246,6 +295,12 @@ def _routes(app: Flask) -> Blueprint:
     # and oidc-client-ts send to refresh, and the {"refresh_token": ...} JSON body too.
     bp.add_url_rule("/auth/refresh", "refresh", shield.token_view(authenticate_client=authenticate_client),
                     methods=["POST"])  # fmt: skip
+    # RFC 7009: any client revokes its own tokens (and the app's, issued without a client_id);
+    # RFC 7662: only a confidential client (example-cli) introspects.
+    bp.add_url_rule("/oauth/revoke", "revoke", shield.revocation_view(authenticate_client=authenticate_client),
+                    methods=["POST"])  # fmt: skip
+    bp.add_url_rule("/oauth/introspect", "introspect",
+                    shield.introspection_view(authenticate_client=authenticate_client), methods=["POST"])  # fmt: skip
 
     @bp.post("/auth/logout")
     def logout() -> t.Any:

@@ -22,6 +22,7 @@ from . import revocation
 from .alerts import AlertSink
 from .config import ConfigKey
 from .config import ShieldConfig
+from .config import flask_jwt_extended_warnings
 from .errors import ConfigurationError
 from .errors import StoreError
 from .errors import StoreUnavailable
@@ -33,6 +34,7 @@ from .sessions import Session
 from .state import ShieldState
 from .state import current_state
 from .stores.memory import MemoryStore
+from .stores.redis import RedisStore
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -383,7 +385,7 @@ def check_config(strict: bool, offline: bool) -> None:
 
     app = current_app
     try:
-        config = ShieldConfig.from_mapping(app.config)
+        config = ShieldConfig.from_mapping(app.config, warn=False)  # listed below, not logged
         ring = KeyRing.from_config(config)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
@@ -458,6 +460,23 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
             " 'sqlite:///shield.db' on one host or 'redis://...' across hosts."
         )
     found.extend(_hmac_warnings(app, config, ring))
+    if state is not None and isinstance(state.store, RedisStore):
+        try:
+            risks = state.store.eviction_risks()
+        except StoreError as exc:
+            risks = []
+            found.append(f"the Redis store cannot be reached to check its memory policy: {exc}")
+        for risk in risks:
+            found.append(
+                f"the Redis store runs with {risk}: under memory pressure Redis may evict revocations, DPoP"
+                " replay entries and sessions silently (a revoked token accepted again). Set maxmemory-policy"
+                " noeviction (writes then fail, and the fail mode answers) or give Redis room."
+            )
+    found.extend(flask_jwt_extended_warnings(app.config))
+    if state is not None:
+        for entry in state.unmatched_exemptions(app):
+            found.append(f"{K.EXEMPT_ENDPOINTS} lists {entry!r}, which names no endpoint of this app: a typo leaves"
+                         " the endpoint it meant protected. Fix the name (or the pattern).")
     if config.request.monitor_only:
         found.append(
             f"{K.MONITOR_ONLY} is on: every detector only flags (no deny, no revoke) while the events say what"

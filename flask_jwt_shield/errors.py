@@ -92,6 +92,10 @@ class ShieldError(HTTPException):
     dpop: tuple[str, str] | None = None
     #: A fresh server nonce for a ``DPoP-Nonce`` header (RFC 9449 §8, §9), or ``None``.
     dpop_nonce: str | None = None
+    #: Set by the pipeline when the app serves RFC 9728 metadata: its URL, named in every
+    #: challenge (``resource_metadata="..."``, RFC 9728 §5.1) so a client finds where to
+    #: get a token.
+    resource_metadata: str | None = None
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         super().__init__(description)
@@ -112,10 +116,11 @@ class ShieldError(HTTPException):
                 params.append(f"error_description={_quoted(self.description)}")
         if scheme == "DPoP" and dpop is not None:
             params.append(f"algs={_quoted(dpop[1])}")
-        challenges = [f"{scheme} " + ", ".join(params)]
+        metadata = f", resource_metadata={_quoted(self.resource_metadata)}" if self.resource_metadata else ""
+        challenges = [f"{scheme} " + ", ".join(params) + metadata]
         if scheme != "DPoP" and dpop is not None:
             # RFC 9449 §7.1: a server accepting both schemes may send one challenge each.
-            challenges.append(f"DPoP realm={_quoted(self.realm)}, algs={_quoted(dpop[1])}")
+            challenges.append(f"DPoP realm={_quoted(self.realm)}, algs={_quoted(dpop[1])}{metadata}")
         return challenges
 
     def body(self) -> dict[str, str]:

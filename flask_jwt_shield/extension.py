@@ -8,6 +8,7 @@ builds the app's :class:`~flask_jwt_shield.state.ShieldState` and its request pi
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import time
@@ -28,12 +29,19 @@ from . import transport
 from .alerts import AlertSink
 from .cli import cli
 from .config import ConfigKey
+from .config import duration_seconds
 from .context import serialise_current_claims
 from .errors import ConfigurationError
 from .events import SecurityEvent
+from .global_logout import GlobalTokenRevocation
+from .introspection import Authorizer as IntrospectionAuthorizer
+from .introspection import make_view as make_introspection_view
 from .jwks import JWKSClient
+from .metadata import make_blueprint as metadata_blueprint
+from .oauth import ALL_METHODS
 from .oauth import ClientAuthenticator
 from .oauth import TokenEndpoint
+from .oauth import role
 from .pipeline import Pipeline
 from .ratelimit import parse_limits
 from .sessions import Session
@@ -43,13 +51,14 @@ from .ssf import Authorizer
 from .ssf import ReceiverSettings
 from .ssf import SecurityEventReceiver
 from .ssf import SessionFallback
-from .ssf import SubjectResolver
 from .ssf import make_blueprint
 from .state import EXTENSION_KEY
 from .state import Registry
 from .state import ShieldState
 from .state import current_state
 from .stores import Store
+from .subjects import SubjectResolver
+from .token_revocation import make_view as make_revocation_view
 from .tokens import Claims
 
 if t.TYPE_CHECKING:
@@ -184,14 +193,17 @@ class JWTShield:
         self,
         sub: str,
         claims: t.Mapping[str, t.Any] | None = None,
-        expires_in: int | None = None,
+        expires_in: int | datetime.timedelta | None = None,
     ) -> str:
         """Sign an access token (``typ`` ``at+jwt``) for ``sub``. Needs an app context.
 
         :param claims: extra claims; registered ones (``sub``, ``exp``, ``jti`` ...) are
             written by the shield and may not be given.
-        :param expires_in: seconds, default ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
+        :param expires_in: whole seconds or a :class:`~datetime.timedelta`, default
+            ``JWT_SHIELD_ACCESS_TOKEN_TTL``.
         """
+        if isinstance(expires_in, datetime.timedelta):
+            expires_in = int(duration_seconds(expires_in, "expires_in", whole=True))
         return _sessions.create_access_token(current_state(), _text("sub", sub), claims, expires_in)
 
     def issue_tokens(
@@ -332,14 +344,13 @@ class JWTShield:
         """A blueprint serving the JWK Set at ``/.well-known/jwks.json`` (exempt)."""
         bp = Blueprint(name, __name__)
 
-        @bp.get("/.well-known/jwks.json")
-        @self.exempt
         def jwks() -> ResponseReturnValue:
             response = jsonify(self.jwks())
             response.cache_control.public = True
             response.cache_control.max_age = 300
             return response
 
+        bp.add_url_rule("/.well-known/jwks.json", "jwks", self.exempt(role(jwks, "jwks_uri")), methods=["GET"])
         return bp
 
     def security_events_blueprint(
@@ -449,7 +460,7 @@ class JWTShield:
             _sessions.refuse_in_resource_server_mode(current_state(), "token_view")
             return endpoint()
 
-        return self.exempt(token)
+        return self.exempt(role(token, "token_endpoint", ALL_METHODS))
 
     def token_blueprint(
         self,
@@ -463,6 +474,108 @@ class JWTShield:
         bp.add_url_rule(url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
         return bp
 
+    # -- revocation, introspection, metadata, the provider's logout (see :doc:`oauth`) -----
+
+    def revocation_view(self, *, authenticate_client: ClientAuthenticator | None = None) -> t.Callable[[], Response]:
+        """A ready RFC 7009 token revocation endpoint (``POST``, exempt; clients checked by the
+        hook of :meth:`token_view`). A refresh token ends its session, an access token only
+        itself; another client's token is not revoked (400 ``invalid_grant``), one issued
+        without a ``client_id`` is the app's; an unknown token gets 200. See :doc:`oauth`."""
+        return self.exempt(make_revocation_view(authenticate_client))
+
+    def introspection_view(
+        self,
+        *,
+        authenticate_client: ClientAuthenticator | None = None,
+        authorize: IntrospectionAuthorizer | None = None,
+    ) -> t.Callable[[], Response]:
+        """A ready RFC 7662 token introspection endpoint (``POST``, exempt): ``{"active":
+        true, "scope", "client_id", "sub", "exp", "iat", "nbf", "iss", "aud", "jti",
+        "token_type", "cnf"}`` for a token the shield would accept now (every revocation,
+        expiry, and for a refresh token the session's lifetimes and the reuse grace), else
+        ``{"active": false}``. Rate limited per caller (:data:`JWT_SHIELD_INTROSPECTION_RATE_LIMIT`).
+
+        :param authenticate_client: the hook of :meth:`token_view`; a public client never introspects.
+        :param authorize: ``fn() -> bool`` for callers without client credentials. One of the two is required.
+        """
+        return self.exempt(make_introspection_view(authenticate_client, authorize))
+
+    def global_token_revocation_view(
+        self,
+        *,
+        issuer: str,
+        jwks_url: str,
+        audience: str | None = None,
+        algorithms: t.Sequence[str] = ("RS256", "ES256"),
+        resolve_subject: SubjectResolver | None = None,
+        max_age: float = 300,
+    ) -> t.Callable[[], Response]:
+        """The endpoint an identity provider calls to log a user out of this app
+        (draft-parecki-oauth-global-token-revocation, as Okta Universal Logout sends it;
+        ``POST``, exempt): ``{"sub_id": {...}}`` (RFC 9493) with the provider's signed JWT as
+        ``Authorization: Bearer``; the subject loses every session and token. 204, or 400,
+        401, 404, 503 as the draft says.
+
+        :param issuer: the provider's issuer (the JWT's ``iss``).
+        :param jwks_url: the provider's JWK Set, which verifies the JWT (``algorithms``).
+        :param audience: the JWT's ``aud``; default: this endpoint's URL.
+        :param resolve_subject: ``fn(sub_id) -> sub | None`` for identifiers other than an
+            ``iss_sub`` of :data:`JWT_SHIELD_ISSUER`; ``None`` answers 404.
+        :param max_age: seconds the JWT may be old (its ``iat``).
+        """
+        endpoint = GlobalTokenRevocation.create(issuer=issuer, jwks_url=jwks_url, audience=audience,
+                                                algorithms=algorithms, resolve_subject=resolve_subject,
+                                                max_age=max_age)  # fmt: skip
+        return self.exempt(endpoint.view())
+
+    def metadata_blueprint(
+        self,
+        *,
+        resource: str | None = None,
+        authorization_servers: t.Sequence[str] | None = None,
+        scopes: t.Sequence[str] | None = None,
+        response_types: t.Sequence[str] = ("none",),
+        authorization_endpoint: str | None = None,
+        name: str = "jwt_shield_metadata",
+    ) -> Blueprint:
+        """The metadata documents (exempt), generated on each request from the configuration
+        and the shield endpoints the app mounted: ``/.well-known/oauth-authorization-server``
+        (RFC 8414, issuing app) and ``/.well-known/oauth-protected-resource`` (RFC 9728, also
+        path-suffixed), which every ``WWW-Authenticate`` challenge then names.
+
+        Register it after :meth:`init_app`, without a URL prefix. The parameters are those of
+        :class:`~flask_jwt_shield.metadata.AuthorizationServerMetadata` and
+        :class:`~flask_jwt_shield.metadata.ResourceMetadata`.
+        """
+        return metadata_blueprint(name, self.exempt, resource=resource, authorization_servers=authorization_servers,
+                                  scopes=scopes, response_types=response_types,
+                                  authorization_endpoint=authorization_endpoint)  # fmt: skip
+
+    def oauth_blueprint(
+        self,
+        *,
+        authenticate_client: ClientAuthenticator | None = None,
+        authorize_introspection: IntrospectionAuthorizer | None = None,
+        token_url: str = "/oauth/token",  # noqa: S107 -- a path, not a secret
+        revocation_url: str = "/oauth/revoke",
+        introspection_url: str = "/oauth/introspect",
+        resource: str | None = None,
+        scopes: t.Sequence[str] | None = None,
+        name: str = "jwt_shield_oauth",
+    ) -> Blueprint:
+        """Every OAuth endpoint at once: :meth:`token_view`, :meth:`revocation_view`,
+        :meth:`introspection_view` (when ``authenticate_client`` or
+        ``authorize_introspection`` is given) and :meth:`metadata_blueprint`'s documents,
+        which list them. Register it without a URL prefix."""
+        bp = self.metadata_blueprint(resource=resource, scopes=scopes, name=name)
+        bp.add_url_rule(token_url, "token", self.token_view(authenticate_client=authenticate_client),
+                        methods=["POST"])  # fmt: skip
+        bp.add_url_rule(revocation_url, "revocation", self.revocation_view(authenticate_client=authenticate_client),
+                        methods=["POST"])  # fmt: skip
+        if authenticate_client is not None or authorize_introspection is not None:
+            view = self.introspection_view(authenticate_client=authenticate_client, authorize=authorize_introspection)
+            bp.add_url_rule(introspection_url, "introspection", view, methods=["POST"])
+        return bp
 
 def _text(name: str, value: str) -> str:
     """``value``, refused with a clear :class:`ValueError` when it is a string that cannot be

@@ -36,14 +36,29 @@ from .errors import StoreUnavailable
 from .errors import UnsupportedGrantType
 from .state import ShieldState
 from .state import current_state
+from .tokens import ACCESS_TYPE
 from .tokens import REFRESH_TYPE
+from .tokens import Claims
 
 if t.TYPE_CHECKING:
     from .sessions import TokenPair
 
 logger = logging.getLogger("flask_jwt_shield")
 
-__all__ = ["ClientCredentials", "TokenEndpoint", "TokenRequest", "parse_token_request"]
+__all__ = [
+    "ClientCredentials",
+    "TokenEndpoint",
+    "TokenRequest",
+    "authenticate",
+    "body_parameters",
+    "client_credentials",
+    "invalid_request",
+    "json_response",
+    "parse_token_request",
+    "presented_token",
+    "role",
+    "scope_tokens",
+]
 
 #: The parameters this endpoint reads; any other is ignored (RFC 6749 §3.2).
 PARAMETERS = ("grant_type", "refresh_token", "scope", "client_id", "client_secret")
@@ -77,6 +92,14 @@ class ClientCredentials:
         return f"ClientCredentials(client_id={self.client_id!r}, client_secret={secret}, method={self.method!r})"
 
 
+#: RFC 7009 §2.1 / RFC 7662 §2.1 ``token_type_hint`` values and the token types they name.
+TOKEN_TYPE_HINTS = {"access_token": ACCESS_TYPE, "refresh_token": REFRESH_TYPE}
+#: The attribute that names an OAuth endpoint's role on its view function (the metadata
+#: documents find the mounted endpoints by it) and the client authentication methods it takes.
+ROLE_ATTRIBUTE = "jwt_shield_oauth_role"
+#: Client authentication methods of the endpoints that take public clients too.
+ALL_METHODS = ("client_secret_basic", "client_secret_post", "none")
+
 #: ``authenticate_client(credentials) -> bool``: ``True`` lets the request through.
 ClientAuthenticator = t.Callable[[ClientCredentials], bool]
 
@@ -91,7 +114,8 @@ class TokenRequest:
     scope: frozenset[str] | None = None
 
 
-def _invalid_request(description: str, reason: str) -> InvalidRequest:
+def invalid_request(description: str, reason: str) -> InvalidRequest:
+    """RFC 6749 §5.2 ``invalid_request``, without the Bearer challenge a resource sends."""
     error = InvalidRequest(description, reason=reason)
     error.scheme = None  # RFC 6749 §5.2: no Bearer challenge at the token endpoint
     return error
@@ -105,33 +129,41 @@ def parse_token_request(req: Request, *, max_body: int) -> TokenRequest:
     value count as absent (§3.1); a parameter given twice is ``invalid_request`` (§3.1).
     """
     if req.query_string and any(name in req.args for name in _NEVER_IN_QUERY):
-        raise _invalid_request("Send the token request parameters in the body, not the URL.", "secret-in-query")
-    params, form = _body_parameters(req, max_body)
+        raise invalid_request("Send the token request parameters in the body, not the URL.", "secret-in-query")
+    params, form = body_parameters(req, PARAMETERS, max_body=max_body, what="token request")
     grant_type = params.get("grant_type")
     if grant_type is None and form:
-        raise _invalid_request("The grant_type parameter is missing.", "missing-grant-type")
+        raise invalid_request("The grant_type parameter is missing.", "missing-grant-type")
     if grant_type is not None and grant_type != "refresh_token":
         raise UnsupportedGrantType("Only grant_type=refresh_token is served here.", reason="unsupported-grant")
-    client = _client_credentials(req, params)
+    client = client_credentials(req, params)
     refresh_token = params.get("refresh_token")
     if refresh_token is None:
-        raise _invalid_request("The refresh_token parameter is missing.", "missing-refresh-token")
+        raise invalid_request("The refresh_token parameter is missing.", "missing-refresh-token")
     scope = params.get("scope")
     if scope is not None and not _SCOPE.fullmatch(scope):
         raise InvalidScope("The scope parameter is malformed.", reason="malformed-scope")
     return TokenRequest(refresh_token, client, frozenset(scope.split(" ")) if scope is not None else None)
 
 
-def _body_parameters(req: Request, max_body: int) -> tuple[dict[str, str], bool]:
-    """The recognised parameters of the body, and whether it was a form."""
+def body_parameters(
+    req: Request, names: t.Collection[str], *, max_body: int, what: str, json_allowed: bool = True
+) -> tuple[dict[str, str], bool]:
+    """The parameters of the body that ``names`` lists, and whether the body was a form.
+
+    The one reader of every OAuth endpoint's body (token, revocation, introspection): a
+    form (or a JSON object of strings, where ``json_allowed``), at most ``max_body`` bytes,
+    UTF-8, each parameter at most once (RFC 6749 §3.1); others are ignored, and one without
+    a value counts as absent. Anything else is ``invalid_request``, never a 500.
+    """
     mimetype = req.mimetype
-    if mimetype not in (FORM, JSON):
-        raise _invalid_request(f"Send the token request as {FORM} (RFC 6749 §3.2).", "wrong-content-type")
+    if mimetype != FORM and not (json_allowed and mimetype == JSON):
+        raise invalid_request(f"Send the {what} as {FORM} (RFC 6749 §3.2).", "wrong-content-type")
     # The app's own MAX_CONTENT_LENGTH still applies when it is lower.
     app_limit = req.max_content_length
     limit = max_body if app_limit is None else min(app_limit, max_body)
     if req.content_length is not None and req.content_length > limit:
-        raise _invalid_request("The request body is too large.", "body-too-large")
+        raise invalid_request("The request body is too large.", "body-too-large")
     # A chunked body has no Content-Length: werkzeug stops reading at the maximum (and
     # returns what it read), so one byte more than allowed tells that the body was larger.
     req.max_content_length = limit + 1
@@ -140,28 +172,28 @@ def _body_parameters(req: Request, max_body: int) -> tuple[dict[str, str], bool]
     except RequestEntityTooLarge:
         data = b"-" * (limit + 1)
     except ClientDisconnected:  # fewer bytes than Content-Length said
-        raise _invalid_request("The request body is incomplete.", "body-incomplete") from None
+        raise invalid_request("The request body is incomplete.", "body-incomplete") from None
     if len(data) > limit:
-        raise _invalid_request("The request body is too large.", "body-too-large")
+        raise invalid_request("The request body is too large.", "body-too-large")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _invalid_request("The request body is not UTF-8.", "bad-encoding") from None
+        raise invalid_request("The request body is not UTF-8.", "bad-encoding") from None
     if mimetype == FORM:
         try:
             pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
         except ValueError:
-            raise _invalid_request("The request body has too many parameters.", "too-many-parameters") from None
+            raise invalid_request("The request body has too many parameters.", "too-many-parameters") from None
     else:
         pairs = _json_pairs(text)
     params: dict[str, str] = {}
     for name, value in pairs:
-        if name not in PARAMETERS:
+        if name not in names:
             continue  # RFC 6749 §3.2: unrecognised parameters are ignored
         if name in params:
-            raise _invalid_request(f"The {name} parameter is given more than once.", "duplicate-parameter")
+            raise invalid_request(f"The {name} parameter is given more than once.", "duplicate-parameter")
         if not isinstance(value, str):
-            raise _invalid_request(f"The {name} parameter must be a string.", "not-a-string")
+            raise invalid_request(f"The {name} parameter must be a string.", "not-a-string")
         params[name] = value
     # RFC 6749 §3.1: a parameter without a value is treated as omitted.
     return {name: value for name, value in params.items() if value}, mimetype == FORM
@@ -175,27 +207,27 @@ def _json_pairs(text: str) -> list[tuple[str, t.Any]]:
     try:
         document = json.loads(text, object_pairs_hook=_Object)
     except (ValueError, RecursionError):  # ValueError covers JSONDecodeError; deep nesting recurses
-        raise _invalid_request("The request body is not valid JSON.", "bad-json") from None
+        raise invalid_request("The request body is not valid JSON.", "bad-json") from None
     if not isinstance(document, _Object):
-        raise _invalid_request("The request body must be a JSON object.", "not-an-object")
+        raise invalid_request("The request body must be a JSON object.", "not-an-object")
     return document
 
 
-def _client_credentials(req: Request, params: dict[str, str]) -> ClientCredentials:
+def client_credentials(req: Request, params: dict[str, str]) -> ClientCredentials:
     """RFC 6749 §2.3: HTTP Basic, or the body's client_id/client_secret, never both."""
     header = req.headers.get("Authorization")
     scheme, _, encoded = (header or "").strip(" ").partition(" ")
     if header is not None and scheme.lower() == "basic":
         if "client_secret" in params:
-            raise _invalid_request("Use one client authentication method, not two.", "two-client-methods")
+            raise invalid_request("Use one client authentication method, not two.", "two-client-methods")
         client_id, secret = _basic(encoded.strip(" "))
         if params.get("client_id", client_id) != client_id:
-            raise _invalid_request("client_id differs from the Basic credentials.", "client-id-mismatch")
+            raise invalid_request("client_id differs from the Basic credentials.", "client-id-mismatch")
         return ClientCredentials(client_id, secret, "client_secret_basic")
     # Another scheme (a DPoP or Bearer header, say) authenticates no client here.
     if "client_secret" in params:
         if "client_id" not in params:
-            raise _invalid_request("client_secret without client_id.", "secret-without-id")
+            raise invalid_request("client_secret without client_id.", "secret-without-id")
         return ClientCredentials(params["client_id"], params["client_secret"], "client_secret_post")
     return ClientCredentials(params.get("client_id"), None, "none")
 
@@ -213,7 +245,55 @@ def _basic(encoded: str) -> tuple[str, str]:
     return unquote(client_id), unquote(secret)
 
 
-def _scope_tokens(value: t.Any) -> frozenset[str] | None:
+def authenticate(
+    state: ShieldState,
+    hook: ClientAuthenticator | None,
+    client: ClientCredentials,
+    *,
+    endpoint: str,
+    require: bool = False,
+) -> None:
+    """Run the application's client check (RFC 6749 §2.3) for one request at ``endpoint``.
+
+    Without a ``hook`` every client passes (a ``client_id`` is only a name), unless
+    ``require``: then, as for anything refused, 401 ``invalid_client``. A hook that raises
+    answers 503, never a 200 by accident. A refusal is an event, once a minute per client
+    and address: a guesser must not write one per try.
+    """
+    if hook is None:
+        if not require:
+            return  # no registered clients: a client_id is only a name (public clients)
+        accepted: t.Any = False
+    else:
+        try:
+            accepted = hook(client)
+        except Exception:
+            # Never a 200 by accident, never a stack trace to the client.
+            logger.exception("authenticate_client raised for client_id %r; answering 503", client.client_id)
+            raise StoreUnavailable("Client authentication is unavailable; try again shortly.",
+                                   reason="client-auth-failed") from None  # fmt: skip
+    if accepted is not True:
+        if state.first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
+                                       "invalid-client", endpoint)):  # fmt: skip
+            detail: dict[str, t.Any] = {"reason": "invalid-client", "status": 401, "client_id": client.client_id,
+                                        "client_auth": client.method}  # fmt: skip
+            if endpoint == "token":
+                detail["grant"] = "refresh_token"
+            else:
+                detail["endpoint"] = endpoint
+            state.record("token-rejected", None, action="deny", detail=detail)
+        raise InvalidClient("Client authentication failed.", reason="invalid-client")
+
+
+def json_response(body: t.Mapping[str, t.Any], status: int = 200) -> Response:
+    """A JSON answer of an OAuth endpoint, never cached (RFC 6749 §5.1, RFC 7662 §2.2)."""
+    response = current_app.response_class(json.dumps(body), status=status, mimetype=JSON)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def scope_tokens(value: t.Any) -> frozenset[str] | None:
     """A session's granted scope: an RFC 9068 ``scope`` string, or a list of strings."""
     if isinstance(value, str):
         return frozenset(value.split())
@@ -241,33 +321,13 @@ class TokenEndpoint:
         config = state.config
         try:
             token_request = parse_token_request(request, max_body=2 * config.request.max_token_bytes + 8192)
-            self._authenticate(state, token_request.client)
+            authenticate(state, self.authenticate_client, token_request.client, endpoint="token")
             granted = self._check_session(state, token_request)
         except ShieldError as exc:
             exc.realm = config.request.realm
             raise
         pair = self.refresh(token_request.refresh_token)
         return token_response(pair, granted)
-
-    def _authenticate(self, state: ShieldState, client: ClientCredentials) -> None:
-        if self.authenticate_client is None:
-            return  # no registered clients: a client_id is only a name (public clients)
-        try:
-            accepted = self.authenticate_client(client)
-        except Exception:
-            # Never a 200 by accident, never a stack trace to the client.
-            logger.exception("authenticate_client raised for client_id %r; answering 503", client.client_id)
-            raise StoreUnavailable("Client authentication is unavailable; try again shortly.",
-                                   reason="client-auth-failed") from None  # fmt: skip
-        if accepted is not True:
-            # A guessed secret is worth an event, but a guesser must not write one per try.
-            if state.first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
-                                           "invalid-client")):  # fmt: skip
-                state.record("token-rejected", None, action="deny", detail={
-                    "reason": "invalid-client", "status": 401, "grant": "refresh_token",
-                    "client_id": client.client_id, "client_auth": client.method,
-                })  # fmt: skip
-            raise InvalidClient("Client authentication failed.", reason="invalid-client")
 
     def _check_session(self, state: ShieldState, token_request: TokenRequest) -> str | None:
         """Scope and client checks against the session, before anything is spent.
@@ -292,7 +352,7 @@ class TokenEndpoint:
         if session_client is not None and session_client != token_request.client.client_id:
             refusal = InvalidGrant("The refresh token was issued to another client.", reason="client-mismatch")
         raw_scope = family.claims.get("scope")
-        granted = _scope_tokens(raw_scope)
+        granted = scope_tokens(raw_scope)
         # RFC 6749 §6: the requested scope may not exceed the one originally granted.
         if refusal is None and token_request.scope is not None and not token_request.scope <= (granted or frozenset()):
             refusal = InvalidScope("The requested scope exceeds the session's.", reason="scope-exceeded")
@@ -317,7 +377,34 @@ def token_response(pair: TokenPair, scope: str | None = None) -> Response:
     body = pair.as_dict()
     if scope is not None:
         body["scope"] = scope
-    response = current_app.response_class(json.dumps(body), mimetype=JSON)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
+    return json_response(body)
+
+
+V = t.TypeVar("V", bound=t.Callable[..., t.Any])
+
+
+def role(view: V, name: str, methods: t.Sequence[str] = ()) -> V:
+    """Mark ``view`` as the endpoint ``name`` of the metadata documents (``"token_endpoint"``,
+    ``"revocation_endpoint"`` ...) taking the client authentication ``methods``."""
+    setattr(view, ROLE_ATTRIBUTE, (name, tuple(methods)))
+    return view
+
+
+def presented_token(state: ShieldState, token: str, hint: str | None) -> tuple[str, Claims, str] | None:
+    """What a token given to the revocation or introspection endpoint is: its type
+    (``at+jwt`` or ``refresh+jwt``), its verified claims and its key's ``kid``; ``None``
+    for a token that is not one of this app's, malformed, forged or expired.
+
+    ``hint`` (``token_type_hint``) only decides which type is tried first (RFC 7009 §2.1:
+    honoured, not trusted); an unknown hint is ignored.
+    """
+    first = TOKEN_TYPE_HINTS.get(hint or "", ACCESS_TYPE)
+    for typ in (first, REFRESH_TYPE if first == ACCESS_TYPE else ACCESS_TYPE):
+        try:
+            claims, kid = state.codec.verify(token, typ)
+        except InvalidToken as exc:
+            if exc.reason != "wrong-type":
+                return None  # expired, forged, malformed: the same answer for either type
+            continue
+        return typ, claims, kid
+    return None

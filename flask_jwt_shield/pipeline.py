@@ -70,6 +70,7 @@ class Pipeline:
         # endpoint -> REQUIRED, EXEMPT or OPTIONAL, settled at its first request
         self._modes: dict[str, int] = {}
         self._dpop_challenge = (config.dpop.dpop, self.dpop.algs) if self.dpop is not None else None
+        self._max_bytes = config.request.max_token_bytes
         self._headers = "headers" in config.request.token_locations
         self._cookies = "cookies" in config.request.token_locations
         # Step 5 runs for every request when DPoP or cookies are on, else only for a token
@@ -102,7 +103,7 @@ class Pipeline:
         state = self.state
         claims: Claims | None = None
         try:
-            token, location = extract_token(req, environ, self.config.request.max_token_bytes, headers=self._headers,
+            token, location = extract_token(req, environ, self._max_bytes, headers=self._headers,
                                             dpop=self.dpop is not None, cookies=self._cookies)  # fmt: skip
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
@@ -120,6 +121,8 @@ class Pipeline:
                 return  # @shield.optional: no token is fine, a bad one is refused below
             exc.realm = self.config.request.realm
             exc.dpop = self._dpop_challenge
+            if state.resource_metadata is not None:
+                exc.resource_metadata = state.resource_metadata()
             if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
                 self._rejected(exc, claims)
             raise

@@ -92,7 +92,9 @@ def revoked(reason: str) -> RevokedToken:
 # -- the operators' revocations ----------------------------------------------------------------
 
 
-def revoke_token(state: ShieldState, token_or_jti: str, *, by: str | None = None) -> str:
+def revoke_token(
+    state: ShieldState, token_or_jti: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None
+) -> str:
     """See :meth:`JWTShield.revoke_token <flask_jwt_shield.JWTShield.revoke_token>`."""
     now = time.time()
     sub = sid = None
@@ -104,7 +106,7 @@ def revoke_token(state: ShieldState, token_or_jti: str, *, by: str | None = None
     else:
         jti, until = token_or_jti, state.revocation_horizon(now)
     state.write(lambda: state.store.revoke("jti", jti, until))
-    state.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke", detail=_detail(by))
+    state.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke", detail=_detail(by, detail))
     return jti
 
 

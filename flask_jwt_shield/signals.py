@@ -58,12 +58,18 @@ store_unavailable = _namespace.signal("store-unavailable")
 #: ``detail`` has the ``error``. At most one every 5 seconds.
 jwks_unavailable = _namespace.signal("jwks-unavailable")
 
+#: The introspection endpoint answered for a token (``jti`` names it, when it has one);
+#: ``detail`` has ``client_id`` and ``active``. Once a minute per caller and token.
+token_introspected = _namespace.signal("token-introspected")
+#: The global token revocation endpoint was called by the identity provider; ``detail``
+#: has the provider's ``issuer``, the subject identifier's ``format`` and ``status``.
+global_logout = _namespace.signal("global-logout")
 #: The kind of a security event: the name of its signal. A misspelt kind is a type error.
 EventKind = t.Literal[
     "token-rejected", "token-revoked", "family-revoked", "subject-revoked", "key-revoked",
     "session-started", "token-refreshed", "refresh-reused", "rate-limited", "traffic-spike",
     "traffic-anomaly", "new-country", "country-changed", "impossible-travel", "country-denied",
-    "dpop-rejected", "store-unavailable", "jwks-unavailable",
+    "dpop-rejected", "store-unavailable", "jwks-unavailable", "token-introspected", "global-logout",
 ]  # fmt: skip
 
 #: Event kind → signal.
@@ -73,7 +79,7 @@ BY_KIND: dict[EventKind, NamedSignal] = {
         token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
         session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
         traffic_anomaly, new_country, country_changed, impossible_travel, country_denied,
-        dpop_rejected, store_unavailable, jwks_unavailable,
+        dpop_rejected, store_unavailable, jwks_unavailable, token_introspected, global_logout,
     )
 }  # fmt: skip
 

@@ -60,6 +60,7 @@ from flask import Response
 from flask import request
 
 from . import revocation
+from . import subjects
 from .errors import ConfigurationError
 from .errors import InvalidToken
 from .errors import KeysUnavailable
@@ -74,6 +75,7 @@ from .jwks import JWKSClient
 from .state import EXTENSION_KEY
 from .state import ShieldState
 from .state import current_state
+from .subjects import SubjectResolver
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -99,10 +101,6 @@ ACTIONS: dict[str, str] = {
     RISC + "account-purged": "subject",
 }
 
-#: ``resolve_subject(subject) -> sub or None``: maps a subject identifier (RFC 9493: ``email``,
-#: ``phone_number``, ``opaque`` ...) that is not ``iss_sub`` of the tokens' issuer to the
-#: ``sub`` of the application's tokens.
-SubjectResolver = t.Callable[[dict[str, t.Any]], str | None]
 #: What a CAEP ``session-revoked`` revokes when the session is not one the store knows:
 #: ``"subject"`` every token of the user, ``"none"`` only tokens carrying that ``sid``.
 SessionFallback = t.Literal["subject", "none"]
@@ -409,15 +407,9 @@ class SecurityEventReceiver:
         if fmt in ("iss_sub", "iss-sub") and isinstance(user.get("sub"), str) and user["sub"]:
             if user.get("iss") == claims["iss"] == state.config.keys.issuer:
                 return t.cast(str, user["sub"])
-        resolve = self.settings.resolve_subject
-        if resolve is not None:
-            try:
-                resolved = resolve(dict(user))
-            except Exception:
-                logger.exception("resolve_subject raised for a security event")
-                raise StoreUnavailable() from None  # the transmitter retries; never a 500
-            if isinstance(resolved, str) and resolved:
-                return resolved
+        resolved = subjects.resolve(self.settings.resolve_subject, user, "a security event")
+        if resolved is not None:
+            return resolved
         if required:
             raise SETError(
                 "invalid_request",

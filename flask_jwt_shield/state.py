@@ -118,12 +118,21 @@ class ShieldState:
             for name, text in (("session", config.rate.refresh_rate_limit),
                                ("address", config.rate.refresh_address_rate_limit))
         )
+        #: The introspection endpoint's limit per caller (``JWT_SHIELD_INTROSPECTION_RATE_LIMIT``).
+        self.introspection_limit = (
+            KeyedLimit(storage, config.rate.introspection_rate_limit, "jwt-shield-introspection")
+            if storage is not None and config.rate.introspection_rate_limit
+            else None
+        )
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
         self._last_outage_event = -math.inf
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
+        #: ``fn() -> URL`` of the app's RFC 9728 protected resource metadata, set when a
+        #: metadata blueprint is registered; every challenge then names it.
+        self.resource_metadata: t.Callable[[], str] | None = None
 
     @classmethod
     def build(

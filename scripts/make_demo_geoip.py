@@ -81,8 +81,12 @@ def city_record(
     }
 
 
-def build_database(out: Path) -> None:
-    """Write the demo database to ``out`` (atomically: a running app may be reading it)."""
+def build_database(out: Path, *, built_at: int = BUILD_EPOCH) -> None:
+    """Write the demo database to ``out`` (atomically: a running app may be reading it).
+
+    ``built_at`` is the build date in its metadata: the committed file keeps a fixed one
+    (reproducible bytes); the example app writes its instance copy with today's.
+    """
     writer = MMDBWriter(
         ip_version=6,
         # IPv4 networks go to ::/96, where readers look up IPv4 addresses.
@@ -105,7 +109,7 @@ def build_database(out: Path) -> None:
         "binary_format_major_version": writer.binary_format_major_version,
         "binary_format_minor_version": writer.binary_format_minor_version,
         "description": writer.description,
-        "build_epoch": BUILD_EPOCH,
+        "build_epoch": built_at,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")

@@ -493,3 +493,13 @@ def test_forget_places(shared: tuple[Flask, JWTShield]) -> None:
     assert result.exit_code == 0 and result.output.strip() == "forgot the places of alice"
     with app.app_context():
         assert current_state().store.get_profile("alice") == {}
+
+
+def test_check_config_lists_flask_jwt_extended_keys_and_exemption_typos(make_app: AppFactory, tmp_path: Path) -> None:
+    """Newcomer's list, item 12: a migrating user's JWT_ACCESS_TOKEN_EXPIRES, and a typo in
+    JWT_SHIELD_EXEMPT_ENDPOINTS, are reported by check-config with the shield's key."""
+    app, _ = make_app({"JWT_ACCESS_TOKEN_EXPIRES": 600, "JWT_SHIELD_EXEMPT_ENDPOINTS": ["pubilc"],
+                       "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'c.db'}"})  # fmt: skip
+    result = run(app, "check-config", "--offline")
+    assert "JWT_ACCESS_TOKEN_EXPIRES is a Flask-JWT-Extended setting; the shield reads" in result.output
+    assert "'pubilc', which names no endpoint" in result.output

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import re
 import typing as t
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,7 +18,10 @@ from flask import Flask
 from flask_jwt_shield import ConfigKey
 from flask_jwt_shield import ConfigurationError
 from flask_jwt_shield import JWTShield
+from flask_jwt_shield.config import DURATION_KEYS
+from flask_jwt_shield.config import WHOLE_SECOND_KEYS
 from flask_jwt_shield.config import ShieldConfig
+from flask_jwt_shield.config import flask_jwt_extended_warnings
 
 from .conftest import AppFactory
 from .conftest import bearer
@@ -190,3 +195,152 @@ def test_every_key_is_read() -> None:
 def test_docs_document_exactly_the_keys() -> None:
     documented = set(re.findall(r"^\.\. data:: (JWT_SHIELD_[A-Z_]+)$", DOCS.read_text(), re.MULTILINE))
     assert documented == set(ConfigKey.all())
+
+
+# -- durations: a timedelta wherever a number of seconds goes ----------------------------
+
+_HOOK = {"JWT_SHIELD_ALERT_WEBHOOK": "https://alerts.example.com/hook"}
+_RS = {
+    "JWT_SHIELD_SECRET_KEY": None,
+    "JWT_SHIELD_JWKS_URL": "https://idp.example.com/jwks.json",
+    "JWT_SHIELD_ISSUER": "https://idp.example.com/",
+    "JWT_SHIELD_AUDIENCE": "https://api.example.com",
+}
+
+#: key -> (a timedelta, its value in seconds, other settings the key needs, how to read it back)
+DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[ShieldConfig], t.Any]]] = {
+    "JWT_SHIELD_ACCESS_TOKEN_TTL": (timedelta(minutes=5), 300, {}, lambda c: c.sessions.access_token_ttl),
+    "JWT_SHIELD_REFRESH_TOKEN_TTL": (timedelta(days=60), 5_184_000, {}, lambda c: c.sessions.refresh_token_ttl),
+    "JWT_SHIELD_REFRESH_IDLE_TTL": (timedelta(days=1), 86_400, {}, lambda c: c.sessions.refresh_idle_ttl),
+    "JWT_SHIELD_REFRESH_REUSE_GRACE": (timedelta(seconds=2.5), 2.5, {}, lambda c: c.sessions.refresh_reuse_grace),
+    "JWT_SHIELD_LEEWAY": (timedelta(seconds=30), 30, {}, lambda c: c.keys.leeway),
+    "JWT_SHIELD_DPOP_MAX_AGE": (timedelta(minutes=2), 120, {}, lambda c: c.dpop.dpop_max_age),
+    "JWT_SHIELD_DPOP_NONCE_TTL": (timedelta(minutes=5), 300, {"JWT_SHIELD_DPOP": "optional"},
+                                  lambda c: c.dpop.dpop_nonce_ttl),
+    "JWT_SHIELD_JWKS_CACHE_TTL": (timedelta(hours=1), 3600, _RS, lambda c: c.remote.jwks_cache_ttl),
+    "JWT_SHIELD_JWKS_MIN_REFETCH": (timedelta(minutes=1), 60, _RS, lambda c: c.remote.jwks_min_refetch),
+    "JWT_SHIELD_JWKS_TIMEOUT": (timedelta(milliseconds=1500), 1.5, _RS, lambda c: c.remote.jwks_timeout),
+    "JWT_SHIELD_REDIS_CONNECT_TIMEOUT": (timedelta(milliseconds=250), 0.25, {},
+                                         lambda c: c.store.redis_connect_timeout),
+    "JWT_SHIELD_REDIS_TIMEOUT": (timedelta(seconds=2), 2, {}, lambda c: c.store.redis_timeout),
+    "JWT_SHIELD_REVOCATION_MAX_DELAY": (timedelta(milliseconds=100), 0.1, {}, lambda c: c.store.revocation_max_delay),
+    "JWT_SHIELD_ALERT_TIMEOUT": (timedelta(seconds=10), 10, _HOOK, lambda c: c.alerts and c.alerts.timeout),
+    "JWT_SHIELD_ALERT_RETRY_DELAY": (timedelta(seconds=3), 3, _HOOK, lambda c: c.alerts and c.alerts.retry_delay),
+}  # fmt: skip
+
+
+def _settings(key: str, value: t.Any) -> dict[str, t.Any]:
+    _, _, extra, _ = DURATIONS[key]
+    config = {"JWT_SHIELD_SECRET_KEY": "x" * 40, **extra, key: value}
+    return {k: v for k, v in config.items() if v is not None}
+
+
+def test_every_duration_key_is_covered() -> None:
+    """A duration key added to config.py without a row here fails: the table is the test."""
+    assert set(DURATIONS) == set(DURATION_KEYS)
+    assert WHOLE_SECOND_KEYS <= DURATION_KEYS <= set(ConfigKey.all())
+
+
+@pytest.mark.parametrize("key", sorted(DURATIONS))
+def test_timedelta_accepted_for_every_duration(key: str) -> None:
+    delta, seconds, _, read = DURATIONS[key]
+    config = ShieldConfig.from_mapping(_settings(key, delta))
+    assert read(config) == seconds
+    assert read(config) == read(ShieldConfig.from_mapping(_settings(key, seconds)))  # same as the number
+    if key in WHOLE_SECOND_KEYS:
+        assert type(read(config)) is int
+
+
+@pytest.mark.parametrize("key", sorted(DURATIONS))
+def test_negative_timedelta_refused_with_a_fix(key: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"{key} is datetime.timedelta\(.*negative duration.*e\.g\."):
+        ShieldConfig.from_mapping(_settings(key, -DURATIONS[key][0]))
+
+
+@pytest.mark.parametrize("key", sorted(WHOLE_SECOND_KEYS))
+def test_fraction_of_a_second_refused_where_whole_seconds_are_needed(key: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"{key} .* not a whole number of seconds.*timedelta\(seconds=9\)"):
+        ShieldConfig.from_mapping(_settings(key, timedelta(seconds=8.6)))
+
+
+def test_timedelta_refused_for_a_count() -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SHIELD_MAX_SESSIONS must be an integer"):
+        ShieldConfig.from_mapping({"JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_SHIELD_MAX_SESSIONS": timedelta(1)})
+
+
+def test_timedelta_ttl_issues_tokens_that_expire_then(make_app: AppFactory, clock: t.Any) -> None:
+    app, shield = make_app({"JWT_SHIELD_ACCESS_TOKEN_TTL": timedelta(minutes=2)})
+    client = app.test_client()
+    body = client.post("/login").get_json()
+    assert body["expires_in"] == 120
+    with app.app_context():
+        short = shield.create_access_token("bob", expires_in=timedelta(seconds=30))
+        assert shield.create_access_token("bob", expires_in=timedelta(minutes=1))
+    clock.advance(31)
+    assert client.get("/api/me", headers=bearer(short)).status_code == 401
+    assert client.get("/api/me", headers=bearer(body["access_token"])).status_code == 200
+    clock.advance(90)
+    assert client.get("/api/me", headers=bearer(body["access_token"])).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "message"),
+    [(timedelta(seconds=1.5), "expires_in is .* not a whole number of seconds"),
+     (timedelta(seconds=-5), "expires_in is .* negative duration")],
+)  # fmt: skip
+def test_bad_timedelta_expires_in_refused(make_app: AppFactory, expires_in: timedelta, message: str) -> None:
+    app, shield = make_app()
+    with app.app_context(), pytest.raises(ValueError, match=message):
+        shield.create_access_token("bob", expires_in=expires_in)
+
+
+# -- a migrating user's Flask-JWT-Extended settings ---------------------------------------
+
+
+def test_flask_jwt_extended_keys_are_named_not_refused(caplog: pytest.LogCaptureFixture) -> None:
+    fje = {
+        "JWT_SECRET_KEY": "y" * 40,
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(hours=1),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=30),
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ALGORITHM": "HS256",
+        "JWT_COOKIE_SECURE": False,
+        "JWT_IDENTITY_CLAIM": "identity",
+    }
+    with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"):
+        app = init({"SECRET_KEY": "x" * 40, **fje})
+    assert app.extensions["jwt_shield"].config.sessions.access_token_ttl == 900  # the FJE value is not used
+    lines = [r.getMessage() for r in caplog.records if "Flask-JWT-Extended" in r.getMessage()]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "Flask-JWT-Extended" in r.getMessage())
+    assert len(lines) == len(fje)  # one line per key
+    assert (
+        "JWT_SECRET_KEY is a Flask-JWT-Extended setting; the shield reads JWT_SHIELD_SECRET_KEY"
+        " (it falls back to SECRET_KEY)."
+    ) in lines
+    for fje_key, shield_key in [("JWT_ACCESS_TOKEN_EXPIRES", "JWT_SHIELD_ACCESS_TOKEN_TTL"),
+                                ("JWT_REFRESH_TOKEN_EXPIRES", "JWT_SHIELD_REFRESH_TOKEN_TTL"),
+                                ("JWT_TOKEN_LOCATION", "JWT_SHIELD_TOKEN_LOCATIONS"),
+                                ("JWT_ALGORITHM", "JWT_SHIELD_ALGORITHM")]:  # fmt: skip
+        assert any(line.startswith(f"{fje_key} is a Flask-JWT-Extended setting; the shield reads {shield_key} (")
+                   for line in lines), fje_key  # fmt: skip
+    assert any(line.startswith("JWT_COOKIE_SECURE ") and "always Secure" in line for line in lines)
+    assert any(line.startswith("JWT_IDENTITY_CLAIM ") and "'sub'" in line for line in lines)
+    assert not any("y" * 40 in line for line in lines)  # the secret itself is never logged
+
+
+def test_flask_jwt_extended_key_quiet_once_the_shield_key_is_set(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"):
+        init({"JWT_SECRET_KEY": "y" * 40, "JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_ACCESS_TOKEN_EXPIRES": 600,
+              "JWT_SHIELD_ACCESS_TOKEN_TTL": 600, "JWT_COOKIE_SECURE": True, "JWT_IDENTITY_CLAIM": "sub"})  # fmt: skip
+    assert not [r for r in caplog.records if "Flask-JWT-Extended" in r.getMessage()]
+
+
+def test_flask_jwt_extended_warnings_for_check_config() -> None:
+    """The same sentences, as a list, for ``flask jwt-shield check-config``."""
+    found = flask_jwt_extended_warnings({"JWT_PRIVATE_KEY": "pem", "JWT_DECODE_AUDIENCE": "api", "OTHER": 1})
+    assert found == [
+        "JWT_PRIVATE_KEY is a Flask-JWT-Extended setting; the shield reads JWT_SHIELD_PRIVATE_KEY"
+        " (or JWT_SHIELD_KEYS for a key ring).",
+        "JWT_DECODE_AUDIENCE is a Flask-JWT-Extended setting; the shield reads JWT_SHIELD_AUDIENCE"
+        " (written on issue and required on verify).",
+    ]

@@ -36,6 +36,9 @@ ROUTES: dict[str, set[str]] = {
     "/auth/logout-all": {"POST"}, "/auth/change-password": {"POST"}, "/api/me": {"GET"}, "/api/claims": {"GET"},
     "/api/sessions": {"GET"}, "/api/events": {"GET"}, "/api/notes": {"GET", "POST"}, "/api/reports": {"POST"},
     "/api/admin/forget-places": {"POST"}, "/.well-known/jwks.json": {"GET"},
+    # The OAuth endpoints for other services (RFC 7009, RFC 7662) and their metadata.
+    "/oauth/revoke": {"POST"}, "/oauth/introspect": {"POST"}, "/.well-known/oauth-authorization-server": {"GET"},
+    "/.well-known/oauth-protected-resource": {"GET"}, "/.well-known/oauth-protected-resource/<path:suffix>": {"GET"},
     # HTML pages for people: the admin login and the shield's dashboard.
     "/admin/login": {"GET", "POST"}, "/admin/logout": {"POST"}, "/shield/": {"GET"}, "/shield/subject": {"GET"},
     "/shield/keys": {"GET"}, "/shield/revoke/session": {"POST"}, "/shield/revoke/token": {"POST"},
@@ -75,7 +78,7 @@ json_values = st.recursive(
 )
 NAMES = ["grant_type", "refresh_token", "scope", "client_id", "client_secret", "username", "password",
          "access_token", "current_password", "new_password", "text", "csrf_token", "sid", "jti", "sub",
-         "kid"]  # fmt: skip
+         "kid", "token", "token_type_hint"]  # fmt: skip
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
 
 

@@ -157,7 +157,13 @@ def test_the_invalidation_subscriber_talks_to_the_store_through_its_protocol() -
 
 
 def test_a_module_per_job_stays_small() -> None:
-    """The restructuring's point: no module grows back into a hub (pipeline, face)."""
-    lines = {p.relative_to(PACKAGE).as_posix(): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
-    assert lines["pipeline.py"] < 400, lines["pipeline.py"]
-    assert lines["extension.py"] < 600, lines["extension.py"]
+    """The restructuring's point: no module grows back into a hub. The pipeline stays one
+    small module; the face may grow a method per feature, but each stays thin (it checks
+    its arguments and delegates: docstrings do not count)."""
+    assert len((PACKAGE / "pipeline.py").read_text().splitlines()) < 400
+    tree = ast.parse((PACKAGE / "extension.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            body = node.body[1:] if node.body and isinstance(node.body[0], ast.Expr) else node.body
+            statements = sum(isinstance(n, ast.stmt) for b in body for n in ast.walk(b))
+            assert statements <= 15, f"JWTShield.{node.name} does work that belongs in a room of its own"

@@ -553,3 +553,26 @@ def test_a_dropped_store_ends_its_subscriber(server_url: str) -> None:
     gc.collect()
     watcher.join(5)
     assert not watcher.is_alive()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl"])
+def test_check_config_refuses_a_redis_that_may_evict(tmp_path: Path, make_app: AppFactory, policy: str) -> None:
+    """Scale-out issue, item 4: revocations and DPoP replay entries must never be evicted
+    silently. An evicting maxmemory-policy (volatile-* too: every key here has a TTL) is a
+    check-config warning, so --strict fails."""
+    from flask_jwt_shield.cli import cli
+
+    server = start_redis(tmp_path / "evicting", extra=["--maxmemory", "64mb", "--maxmemory-policy", policy])
+    try:
+        app, _ = make_app({"JWT_SHIELD_STORE_URI": server.url})
+        result = app.test_cli_runner().invoke(cli, ["check-config", "--strict", "--offline"])
+        assert result.exit_code == 1
+        assert f"maxmemory-policy {policy}" in result.output and "noeviction" in result.output
+        with app.app_context():
+            raw = redis.Redis.from_url(server.url)
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.close()
+        assert "maxmemory-policy" not in app.test_cli_runner().invoke(cli, ["check-config", "--offline"]).output
+    finally:
+        server.stop()

@@ -11,7 +11,11 @@ the sections (each reads its own keys) and :class:`ShieldConfig`, which gathers 
 from __future__ import annotations
 
 from .keys import ConfigKey
+from .read import DURATION_KEYS
+from .read import WHOLE_SECOND_KEYS
 from .read import check_url
+from .read import duration_seconds
+from .read import flask_jwt_extended_warnings
 from .settings import DEFAULT_ALERT_EVENTS
 from .settings import PROFILES
 from .settings import AlertSettings
@@ -30,6 +34,7 @@ from .settings import StoreSettings
 
 __all__ = [
     "DEFAULT_ALERT_EVENTS",
+    "DURATION_KEYS",
     "PROFILES",
     "AlertSettings",
     "ConfigKey",
@@ -45,5 +50,8 @@ __all__ = [
     "SessionSettings",
     "ShieldConfig",
     "StoreSettings",
+    "WHOLE_SECOND_KEYS",
     "check_url",
+    "duration_seconds",
+    "flask_jwt_extended_warnings",
 ]

@@ -5,11 +5,13 @@ to fix it, the refusal of unknown ``JWT_SHIELD_*`` keys, and URL checks. The sec
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import math
 import typing as t
 import urllib.parse
 from collections.abc import Mapping
+from typing import Final
 
 from ..actions import ACTIONS
 from ..actions import Action
@@ -18,6 +20,91 @@ from ..jose import SIGNING_ALGORITHMS
 from ..ratelimit.syntax import Sustain
 from ..ratelimit.syntax import parse_limits
 from .keys import ConfigKey
+
+#: Keys that hold a duration: a number of seconds or a :class:`datetime.timedelta`, which
+#: ``init_app`` converts to seconds. These become integer NumericDate arithmetic (``exp``),
+#: so they take whole seconds only.
+WHOLE_SECOND_KEYS: Final = frozenset(
+    {ConfigKey.ACCESS_TOKEN_TTL, ConfigKey.REFRESH_TOKEN_TTL, ConfigKey.REFRESH_IDLE_TTL}
+)
+DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
+    ConfigKey.JWKS_CACHE_TTL, ConfigKey.JWKS_MIN_REFETCH, ConfigKey.JWKS_TIMEOUT, ConfigKey.LEEWAY,
+    ConfigKey.REFRESH_REUSE_GRACE, ConfigKey.REDIS_CONNECT_TIMEOUT, ConfigKey.REDIS_TIMEOUT,
+    ConfigKey.REVOCATION_MAX_DELAY, ConfigKey.DPOP_MAX_AGE, ConfigKey.DPOP_NONCE_TTL,
+    ConfigKey.ALERT_TIMEOUT, ConfigKey.ALERT_RETRY_DELAY,
+}  # fmt: skip
+
+_SECOND: Final = datetime.timedelta(seconds=1)
+
+
+def duration_seconds(value: datetime.timedelta, what: str, *, whole: bool) -> float:
+    """``value`` in seconds (an ``int`` when ``whole``).
+
+    :raises ValueError: for a negative duration, or a fraction of a second when ``whole``;
+        the message starts with ``what`` and says how to fix it.
+    """
+    if value < datetime.timedelta(0):
+        raise ValueError(
+            f"{what} is {value!r}, a negative duration; give how long it lasts, e.g."
+            f" timedelta(minutes=15) or {abs(value)!r}."
+        )
+    if not whole:
+        return value.total_seconds()
+    if value % _SECOND:
+        rounded = max(1, round(value.total_seconds()))
+        raise ValueError(
+            f"{what} is {value!r}, which is not a whole number of seconds (token expiry times are"
+            f" integers); round it, e.g. timedelta(seconds={rounded})."
+        )
+    return value // _SECOND
+
+
+_UNSET: Final = object()
+
+#: Flask-JWT-Extended settings with a shield equivalent: FJE key -> (the shield's key, or
+#: None where the shield's behaviour is fixed; what to tell a migrating user; a value of the
+#: FJE key that asks for what the shield does anyway, so it needs no warning).
+FLASK_JWT_EXTENDED_KEYS: Final[dict[str, tuple[str | None, str, object]]] = {
+    "JWT_SECRET_KEY": (ConfigKey.SECRET_KEY, "it falls back to SECRET_KEY", _UNSET),
+    "JWT_PRIVATE_KEY": (ConfigKey.PRIVATE_KEY, "or JWT_SHIELD_KEYS for a key ring", _UNSET),
+    "JWT_PUBLIC_KEY": (ConfigKey.PUBLIC_KEY, "or JWT_SHIELD_KEYS for a key ring", _UNSET),
+    "JWT_ALGORITHM": (ConfigKey.ALGORITHM, "default 'HS256'", _UNSET),
+    "JWT_DECODE_ALGORITHMS": (ConfigKey.ALLOWED_ALGORITHMS, "default: the key ring's algorithms", _UNSET),
+    "JWT_ACCESS_TOKEN_EXPIRES": (ConfigKey.ACCESS_TOKEN_TTL, "seconds or a timedelta, default 15 minutes", _UNSET),
+    "JWT_REFRESH_TOKEN_EXPIRES": (ConfigKey.REFRESH_TOKEN_TTL, "seconds or a timedelta, default 30 days", _UNSET),
+    "JWT_TOKEN_LOCATION": (ConfigKey.TOKEN_LOCATIONS, "'headers' and/or 'cookies'", _UNSET),
+    "JWT_ENCODE_ISSUER": (ConfigKey.ISSUER, "written on issue and required on verify", _UNSET),
+    "JWT_DECODE_ISSUER": (ConfigKey.ISSUER, "written on issue and required on verify", _UNSET),
+    "JWT_ENCODE_AUDIENCE": (ConfigKey.AUDIENCE, "written on issue and required on verify", _UNSET),
+    "JWT_DECODE_AUDIENCE": (ConfigKey.AUDIENCE, "written on issue and required on verify", _UNSET),
+    "JWT_DECODE_LEEWAY": (ConfigKey.LEEWAY, "seconds or a timedelta, default 0", _UNSET),
+    "JWT_COOKIE_SAMESITE": (ConfigKey.COOKIE_SAMESITE, "'Lax' or 'Strict'", _UNSET),
+    "JWT_COOKIE_SECURE": (None, "the shield's cookies are always Secure (__Host- prefix)", True),
+    "JWT_COOKIE_CSRF_PROTECT": (None, "the shield always checks the X-CSRF-Token header on cookie requests", True),
+    "JWT_IDENTITY_CLAIM": (None, "the shield always puts the identity in 'sub' (RFC 7519)", "sub"),
+    "JWT_HEADER_NAME": (None, "the shield reads 'Authorization' (RFC 6750)", "Authorization"),
+    "JWT_HEADER_TYPE": (None, "the shield reads the 'Bearer' and 'DPoP' schemes", "Bearer"),
+}
+
+
+def flask_jwt_extended_warnings(config: Mapping[str, t.Any]) -> list[str]:
+    """One sentence per Flask-JWT-Extended setting in ``config`` that the shield does not
+    read although it has an equivalent (and whose shield key is unset).
+
+    These are not refused: an app may run Flask-JWT-Extended beside the shield while it
+    migrates.
+    """
+    found = []
+    for fje_key, (shield_key, note, harmless) in FLASK_JWT_EXTENDED_KEYS.items():
+        if fje_key not in config:
+            continue
+        if shield_key is None:
+            if config[fje_key] != harmless:
+                found.append(f"{fje_key} is a Flask-JWT-Extended setting that the shield does not read; {note}.")
+        elif shield_key not in config:
+            found.append(f"{fje_key} is a Flask-JWT-Extended setting; the shield reads {shield_key} ({note}).")
+    return found
+
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -73,7 +160,13 @@ class Reader:
         return self.config.get(key)
 
     def _get(self, key: str, default: t.Any) -> t.Any:
-        return self.config.get(key, default)
+        value = self.config.get(key, default)
+        if isinstance(value, datetime.timedelta) and key in DURATION_KEYS:
+            try:
+                return duration_seconds(value, key, whole=key in WHOLE_SECOND_KEYS)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        return value
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._get(key, default)

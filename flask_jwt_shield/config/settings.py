@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing as t
 from collections.abc import Mapping
 from typing import Final
@@ -25,7 +26,10 @@ from .keys import ConfigKey
 from .read import Reader
 from .read import bad_algorithm
 from .read import check_url
+from .read import flask_jwt_extended_warnings
 from .read import refuse_unknown_keys
+
+logger = logging.getLogger("flask_jwt_shield")
 
 _RESOURCE_SERVER_DEFAULT_ALGORITHMS = ("RS256", "ES256")
 
@@ -240,7 +244,8 @@ class StoreSettings:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RateSettings:
-    """Per-token limits, the token endpoint's limits, spike, sustain and adaptive detection."""
+    """Per-token limits, the token and introspection endpoints' limits, spike, sustain and
+    adaptive detection."""
 
     rate_limit: str | None
     rate_limit_key: str
@@ -249,6 +254,7 @@ class RateSettings:
     refresh_address_rate_limit: str | None
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
+    introspection_rate_limit: str | None
     spike_threshold: str | None
     spike_action: Action
     spike_sustain: str | None
@@ -275,6 +281,7 @@ class RateSettings:
                 hint="'fixed-window'",
             ),
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
+            introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag"),
             spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),
@@ -448,9 +455,17 @@ class ShieldConfig:
     alerts: AlertSettings | None
 
     @classmethod
-    def from_mapping(cls, config: Mapping[str, t.Any]) -> ShieldConfig:
-        """Read and validate every key from ``config`` (an ``app.config``)."""
+    def from_mapping(cls, config: Mapping[str, t.Any], *, warn: bool = True) -> ShieldConfig:
+        """Read and validate every key from ``config`` (an ``app.config``).
+
+        With ``warn``, log a WARNING for each Flask-JWT-Extended setting that has a shield
+        equivalent (:func:`~flask_jwt_shield.config.flask_jwt_extended_warnings`); they are
+        never refused.
+        """
         refuse_unknown_keys(config)
+        if warn:
+            for warning in flask_jwt_extended_warnings(config):
+                logger.warning("%s", warning)
         r = Reader(config)
         remote = RemoteSettings.read(r)
         request = RequestSettings.read(r)

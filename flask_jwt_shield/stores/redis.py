@@ -498,6 +498,27 @@ class RedisStore:
                 dropped += int(self._run("purge", batch, [self._tag, _num(now)]))
         return dropped
 
+    def eviction_risks(self) -> list[str]:
+        """What could make Redis drop this store's keys silently: a ``maxmemory`` with any
+        ``maxmemory-policy`` but ``noeviction`` (the ``volatile-*`` ones too, since every key
+        here carries a TTL), on each node. Empty when none, or when ``CONFIG GET`` is not
+        allowed (a managed Redis): then nothing can be said. Raises :class:`StoreError`."""
+        with self._io() as client:
+            try:
+                replies = client.config_get("maxmemory*")
+            except self._errors as exc:
+                if "unknown command" in str(exc).lower() or "noperm" in str(exc).lower():
+                    return []
+                raise
+        # A cluster client answers per node ({node: {...}}), a plain one with the settings.
+        per_node = replies.values() if replies and all(isinstance(v, dict) for v in replies.values()) else [replies]
+        risks = []
+        for settings in per_node:
+            policy, limit = settings.get("maxmemory-policy", "noeviction"), int(settings.get("maxmemory", 0) or 0)
+            if limit > 0 and policy != "noeviction":
+                risks.append(f"maxmemory {limit} with maxmemory-policy {policy}")
+        return sorted(set(risks))
+
     def close(self) -> None:
         self._closed = True
         watcher, self._watcher = self._watcher, None
