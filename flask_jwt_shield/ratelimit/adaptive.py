@@ -191,7 +191,7 @@ def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSe
     return NORMAL
 
 
-def reference(session: Baseline, subject: Baseline, settings: AdaptiveSettings, floor: float) -> float:
+def compared_with(session: Baseline, subject: Baseline, settings: AdaptiveSettings, floor: float) -> float:
     """The baseline a flagged session was compared with (for the report only)."""
     return session.ewma if session.learned >= settings.min_history else max(floor, subject.ewma)
 
@@ -298,7 +298,7 @@ class MemoryBaselines:
             found = step(own, total, bucket, settings, floor)
             if found == NORMAL:
                 return None
-            return found, own.count, reference(own, total, settings, floor), own.learned, total.count, total.ewma
+            return found, own.count, compared_with(own, total, settings, floor), own.learned, total.count, total.ewma
 
     def _enter(self, session: str, subject: str, bucket: int, settings: AdaptiveSettings) -> _Entry:
         """A fresh (or idle) session: its new baseline beside its subject's."""
