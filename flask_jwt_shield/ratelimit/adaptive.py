@@ -169,6 +169,8 @@ def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSe
         subject.bucket, subject.count = bucket, 0
     count = session.count = session.count + 1
     subject.count += 1
+    if subject.learned < settings.min_history and session.learned < settings.min_history:
+        return NORMAL  # nothing to compare with yet, for the session or its subject
     if count > floor and session.flagged != session.bucket:
         if session.learned >= settings.min_history:
             reference = session.ewma
@@ -235,18 +237,20 @@ c = c + 1
 uc = uc + 1
 local found = 0
 local reference = -1
-if c > floor_ and f ~= b then
-  if n >= min_history then
-    reference = e
-  elseif un >= min_history then
-    reference = math.max(floor_, ue)
+if un >= min_history or n >= min_history then  -- else nothing to compare with yet
+  if c > floor_ and f ~= b then
+    if n >= min_history then
+      reference = e
+    elseif un >= min_history then
+      reference = math.max(floor_, ue)
+    end
+    if reference >= 0 and c > factor * reference then
+      found = 1; f = b; uf = ub
+    end
   end
-  if reference >= 0 and c > factor * reference then
-    found = 1; f = b; uf = ub
+  if found == 0 and uc > floor_ and uf ~= ub and un >= min_history and uc > factor * ue then
+    found = 2; uf = ub
   end
-end
-if found == 0 and uc > floor_ and uf ~= ub and un >= min_history and uc > factor * ue then
-  found = 2; uf = ub
 end
 redis.call('HSET', KEYS[1], 'b', string.format('%d', b), 'c', c, 'e', tostring(e), 'n', n,
   'f', string.format('%d', f))
