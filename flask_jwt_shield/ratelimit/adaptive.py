@@ -219,6 +219,8 @@ local ub, uc, ue, un, uf = k, 0, 0, 0, -1
 if u[1] then
   ub = tonumber(u[1]); uc = tonumber(u[2]); ue = tonumber(u[3]); un = tonumber(u[4]); uf = tonumber(u[5])
 end
+-- a new key, or the first request of a bucket: write the whole state, renew the idle TTL
+local renew, renew_u = (not s[1]) or k > b, (not u[1]) or k > ub
 if k > b then
   if c > 0 and f ~= b then
     if n == 0 then e = c else e = alpha * c + (1 - alpha) * e end
@@ -252,12 +254,22 @@ if un >= min_history or n >= min_history then  -- else nothing to compare with y
     found = 2; uf = ub
   end
 end
-redis.call('HSET', KEYS[1], 'b', string.format('%d', b), 'c', c, 'e', tostring(e), 'n', n,
-  'f', string.format('%d', f))
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('HSET', KEYS[2], 'b', string.format('%d', ub), 'c', uc, 'e', tostring(ue), 'n', un,
-  'f', string.format('%d', uf))
-redis.call('EXPIRE', KEYS[2], ttl)
+-- within a bucket and with nothing flagged, only the count changed
+if renew or found ~= 0 then
+  redis.call('HSET', KEYS[1], 'b', string.format('%d', b), 'c', c, 'e', tostring(e), 'n', n,
+    'f', string.format('%d', f))
+  redis.call('EXPIRE', KEYS[1], ttl)
+else
+  redis.call('HSET', KEYS[1], 'c', c)
+end
+if renew_u or found ~= 0 then
+  redis.call('HSET', KEYS[2], 'b', string.format('%d', ub), 'c', uc, 'e', tostring(ue), 'n', un,
+    'f', string.format('%d', uf))
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('HSET', KEYS[2], 'c', uc)
+end
+if found == 0 then return {0} end
 if n < min_history then reference = math.max(floor_, ue) else reference = e end
 return {found, c, tostring(reference), n, uc, tostring(ue)}
 """
