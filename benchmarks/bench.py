@@ -207,7 +207,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "shield_sqlite",
-        "shield HS256, SQLite store (local view, PRAGMA data_version per request), token seen before",
+        "shield HS256, SQLite store (local view, change counter), token seen before",
         "make_shield",
         {"store": "sqlite"},
         target=1.3,

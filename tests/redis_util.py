@@ -4,7 +4,9 @@ The server listens on 127.0.0.1 on a free port, persists nothing (``--save ""``,
 ``--appendonly no``) unless asked to (``appendonly=True``: AOF with ``appendfsync always``),
 keeps its files in a temporary directory, and is stopped by its PID. :func:`start_cluster`
 builds a real three-master Redis Cluster the same way (``--cluster-enabled yes`` three times,
-then ``redis-cli --cluster create``), all on loopback.
+then ``redis-cli --cluster create``), all on loopback; with ``bus_proxies=True`` every node's
+cluster bus is reached through a :class:`BusProxy`, which can stall the link from one node
+to another while both keep reporting ``ok`` (a partition no node notices).
 Without a ``redis-server`` binary the calling test is skipped with a loud reason -- except
 when the environment variable ``CI`` is ``"true"``: CI must run these tests, so there the
 test fails instead.
@@ -18,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,17 +177,108 @@ def start_redis(directory: Path, *, appendonly: bool = False, cluster: bool = Fa
     pytest.fail(f"redis-server did not answer PING within {STARTUP_TIMEOUT} s:\n{output}")
 
 
+#: Where a cluster bus message header names its sender (``clusterMsg.sender``, 40 bytes):
+#: after sig[4], totlen(4), ver(2), port(2), type(2), count(2), and three 8-byte epochs/offsets.
+_SENDER_AT = 40
+_NAME_LEN = 40
+
+
+class BusProxy:
+    """A TCP forwarder in front of one cluster node's bus port.
+
+    The node announces the proxy's port (``--cluster-announce-bus-port``), so every other
+    node's outgoing bus link to it -- which carries that node's PINGs and its PUBLISH
+    broadcasts -- passes through here. Each connection is told apart by the sender named in
+    its first message header; :meth:`stall` stops forwarding the links from one sender (the
+    bytes wait in the kernel, the connection stays open, nothing is refused). The node's own
+    links to the others are untouched, so each side keeps hearing the other: no node is
+    flagged, ``cluster_state`` stays ``ok`` -- exactly a bus link that silently stalls.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        self.target = 0
+        self._stalled: set[str] = set()
+        self._sockets: list[socket.socket] = [self._listener]
+        self._closed = False
+
+    def start(self, target: int) -> None:
+        """Forward to ``127.0.0.1:target`` (the node's real bus port)."""
+        self.target = target
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self, sender: str) -> None:
+        """Stop forwarding what node ``sender`` (its cluster node id) sends through here."""
+        self._stalled.add(sender)
+
+    def release(self, sender: str) -> None:
+        """Undo :meth:`stall`."""
+        self._stalled.discard(sender)
+
+    def close(self) -> None:
+        """Close the listener and every forwarded connection."""
+        self._closed = True
+        for sock in self._sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                inbound, _ = self._listener.accept()
+                outbound = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                return
+            self._sockets += [inbound, outbound]
+            threading.Thread(target=self._pump, args=(inbound, outbound, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(outbound, inbound, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_sender: bool) -> None:
+        sender = ""
+        head = b""
+        try:
+            while not self._closed:
+                if sender in self._stalled:
+                    time.sleep(0.005)  # read nothing: the sender's bytes queue up unread
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_sender and not sender:
+                    head += data
+                    if len(head) >= _SENDER_AT + _NAME_LEN:
+                        sender = head[_SENDER_AT:_SENDER_AT + _NAME_LEN].decode("ascii", "replace")
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
 class RedisCluster:
     """Three running cluster-enabled masters joined into one Redis Cluster."""
 
-    def __init__(self, nodes: list[RedisServer]) -> None:
+    def __init__(self, nodes: list[RedisServer], proxies: list[BusProxy] | None = None) -> None:
         self.nodes = nodes
+        #: with ``bus_proxies``: ``proxies[i]`` stands in front of ``nodes[i]``'s bus port
+        self.proxies = proxies or []
         self.url = f"redis+cluster://127.0.0.1:{nodes[0].port}"
 
     def stop(self) -> None:
-        """Stop every node by its PID."""
+        """Stop every node by its PID (and close the bus proxies)."""
         for node in self.nodes:
             node.stop()
+        for proxy in self.proxies:
+            proxy.close()
 
 
 def redis_cli_binary() -> str:
@@ -214,14 +308,22 @@ def _cluster_ok(port: int) -> bool:
         return False
 
 
-def start_cluster(directory: Path, *, replicas: int = 0) -> RedisCluster:
+def start_cluster(directory: Path, *, replicas: int = 0, bus_proxies: bool = False) -> RedisCluster:
     """Start three cluster-enabled masters (and ``replicas`` replicas of each) and join them
-    (``redis-cli --cluster create``)."""
+    (``redis-cli --cluster create``); with ``bus_proxies``, each node's bus behind a
+    :class:`BusProxy`."""
     cli = redis_cli_binary()
     nodes: list[RedisServer] = []
+    proxies: list[BusProxy] = []
     try:
         for i in range(3 * (1 + replicas)):
-            nodes.append(start_redis(directory / f"node{i}", cluster=True))
+            extra: list[str] = []
+            if bus_proxies:
+                proxies.append(BusProxy())
+                extra = ["--cluster-announce-bus-port", str(proxies[-1].port)]
+            nodes.append(start_redis(directory / f"node{i}", cluster=True, extra=extra))
+            if bus_proxies:
+                proxies[-1].start(nodes[-1].port + 10000)
         result = subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas",
              str(replicas), "--cluster-yes"],
@@ -237,8 +339,10 @@ def start_cluster(directory: Path, *, replicas: int = 0) -> RedisCluster:
     except BaseException:
         for node in nodes:
             node.stop()
+        for proxy in proxies:
+            proxy.close()
         raise
-    return RedisCluster(nodes)
+    return RedisCluster(nodes, proxies)
 
 
 @contextmanager

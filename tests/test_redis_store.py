@@ -555,6 +555,222 @@ def test_a_dropped_store_ends_its_subscriber(server_url: str) -> None:
     assert not watcher.is_alive()
 
 
+# -- a cluster bus that stalls silently (issue 24, finding 3) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def partitionable_cluster(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisCluster]:
+    """A three-master cluster whose bus links pass through proxies that can stall them."""
+    cluster = start_cluster(tmp_path_factory.mktemp("partitionable-cluster"), bus_proxies=True)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def node_ids(cluster: RedisCluster) -> dict[int, str]:
+    """Port -> cluster node id."""
+    return {n.port: redis.Redis(port=n.port).execute_command("CLUSTER", "MYID").decode() for n in cluster.nodes}
+
+
+def slot_owner(cluster: RedisCluster, prefix: str) -> int:
+    """The port of the master that owns the slot of ``prefix``'s state, asked of the nodes."""
+    slot = raw(cluster.url).keyslot("{" + prefix + "}")
+    client = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
+    for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        if int(start) <= slot <= int(end):
+            return int(master[1])
+    raise AssertionError(f"slot {slot} is not covered")
+
+
+def every_node_reports_ok(cluster: RedisCluster) -> bool:
+    for node in cluster.nodes:
+        client = redis.Redis(port=node.port, decode_responses=True)
+        if client.cluster("info")["cluster_state"] != "ok":
+            return False
+        if "fail" in client.execute_command("CLUSTER", "NODES"):  # neither "fail" nor "fail?"
+            return False
+    return True
+
+
+def stall_bus(cluster: RedisCluster, sender: int, receivers: list[int]) -> t.Callable[[], None]:
+    """Stall the bus links from node ``sender`` to ``receivers`` (ports); returns the undo."""
+    ids = node_ids(cluster)
+    proxies = [p for n, p in zip(cluster.nodes, cluster.proxies, strict=True) if n.port in receivers]
+    for proxy in proxies:
+        proxy.stall(ids[sender])
+
+    def release() -> None:
+        for proxy in proxies:
+            proxy.release(ids[sender])
+
+    return release
+
+
+def bus_is_cut(sender: int, receiver: int) -> bool:
+    """True if a PUBLISH on ``sender`` no longer reaches a subscriber on ``receiver``."""
+    channel = "probe-" + uuid.uuid4().hex
+    pubsub = redis.Redis(port=receiver).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    try:
+        redis.Redis(port=sender).publish(channel, "hello")
+        return pubsub.get_message(timeout=0.5) is None
+    finally:
+        pubsub.close()
+
+
+def prefix_owned_away_from_first_node(cluster: RedisCluster) -> str:
+    """A prefix whose slot is not on the node a client lists first: a subscriber placed by
+    anything but "the owner of the slot" then sits behind the stalled links."""
+    client = raw(cluster.url)
+    first = client.get_nodes()[0].port
+    while True:  # two thirds of the prefixes qualify
+        prefix = unique()
+        if slot_owner(cluster, prefix) != first:
+            return prefix
+
+
+def accepted_after_revocation(observer: RedisStore, revoker: RedisStore, jti: str, *, watch_for: float) -> float:
+    """Revoke ``jti`` through ``revoker``; return how long ``observer`` kept accepting it
+    (polled as a busy server would, for ``watch_for`` seconds; still accepted then: ``inf``)."""
+    token = {"jti": jti, "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+    started = time.monotonic()
+    revoker.revoke("jti", jti, until=FAR)
+    last_accepted = started
+    while time.monotonic() - started < watch_for:
+        if observer.check(**token) is None:  # type: ignore[arg-type]
+            last_accepted = time.monotonic()
+        time.sleep(0.001)
+    if observer.check(**token) is None:  # type: ignore[arg-type]
+        return float("inf")
+    return last_accepted - started
+
+
+MARGIN = 0.2  # scheduling of the polling loop on a busy machine
+
+
+def test_a_stalled_bus_to_the_subscribers_node_never_keeps_a_revoked_token_accepted(
+    partitionable_cluster: RedisCluster,
+) -> None:
+    """The bus link from the node owning the store's slot to the other nodes stalls while
+    every node still reports ``ok``: a revocation made on another host is refused here
+    within JWT_SHIELD_REVOCATION_MAX_DELAY -- the subscriber sits on the owner, and its
+    lease is confirmed there, not by PONGs from whichever node it happens to use."""
+    cluster = partitionable_cluster
+    prefix = prefix_owned_away_from_first_node(cluster)
+    max_delay = 1.0
+    observer = RedisStore(cluster.url, prefix=prefix, max_delay=max_delay)  # this host
+    revoker = RedisStore(cluster.url, prefix=prefix, max_delay=max_delay)  # another host
+    token = {"jti": "stolen", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+    assert observer.check(**token) is None  # type: ignore[arg-type]
+    assert wait_until(observer.watching, 5)
+    assert observer.check(**token) is None and observer.view.fresh("stolen")  # type: ignore[arg-type]
+    owner = slot_owner(cluster, prefix)
+    others = [n.port for n in cluster.nodes if n.port != owner]
+    release = stall_bus(cluster, owner, others)
+    try:
+        assert all(bus_is_cut(owner, other) for other in others), "the bus stall did not take"
+        time.sleep(max_delay)  # the subscription had a whole lease to notice nothing
+        assert every_node_reports_ok(cluster)  # a partition no node notices
+        assert observer.watching()
+        stale = accepted_after_revocation(observer, revoker, "stolen", watch_for=max_delay + 1.0)
+        fresh_host = RedisStore(cluster.url, prefix=prefix)
+        assert fresh_host.check(**token) == "token"  # type: ignore[arg-type]
+        fresh_host.close()
+        assert stale <= max_delay + MARGIN, f"revoked token accepted {stale:.3f} s after its revocation"
+        assert every_node_reports_ok(cluster)
+    finally:
+        release()
+        observer.close()
+        revoker.close()
+
+
+def subscriber_port(store: RedisStore) -> int | None:
+    watcher = store._watcher
+    connections = watcher._connections if watcher is not None else []
+    return int(connections[0].port) if connections else None
+
+
+def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster: RedisCluster) -> None:
+    """PONGs from a node that does not own the store's slot renew nothing: placed there (as
+    after a move it has not noticed yet), the subscriber never trusts the view, and with
+    the bus from the owner stalled a revoked token is refused at once."""
+    cluster = partitionable_cluster
+    prefix = unique()
+    owner = slot_owner(cluster, prefix)
+    elsewhere = next(n.port for n in cluster.nodes if n.port != owner)
+    observer = RedisStore(cluster.url, prefix=prefix, max_delay=1.0)
+    revoker = RedisStore(cluster.url, prefix=prefix)
+
+    def elsewhere_connection(attempt: int) -> t.Any:
+        options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True,
+                                     "protocol": 2}  # fmt: skip
+        return redis.connection.Connection(**options)
+
+    observer.subscriber_connection = elsewhere_connection  # type: ignore[method-assign]
+    release = stall_bus(cluster, owner, [elsewhere])
+    try:
+        token = {"jti": "stolen", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+        assert observer.check(**token) is None  # type: ignore[arg-type]
+        assert wait_until(lambda: subscriber_port(observer) == elsewhere, 5)
+        assert not wait_until(observer.watching, 1.5)  # answered PINGs, yet never trusted
+        assert accepted_after_revocation(observer, revoker, "stolen", watch_for=0.5) == 0.0
+    finally:
+        release()
+        observer.close()
+        revoker.close()
+
+
+def move_slot(cluster: RedisCluster, prefix: str, target: int) -> None:
+    """Migrate the slot of ``prefix``'s state, keys and all, to the master on port ``target``."""
+    slot = raw(cluster.url).keyslot("{" + prefix + "}")
+    owner = slot_owner(cluster, prefix)
+    ids = node_ids(cluster)
+    nodes = {n.port: redis.Redis(port=n.port, decode_responses=True) for n in cluster.nodes}
+    src, dst = nodes[owner], nodes[target]
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+    keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    if keys:
+        src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+    for client in nodes.values():
+        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+
+
+def test_the_subscriber_follows_its_slot_to_the_new_owner(partitionable_cluster: RedisCluster) -> None:
+    """The store's slot migrates to a master whose bus link to the subscriber's node is
+    stalled: the revocation the new owner runs is refused here within the bound, and the
+    subscriber moves to the new owner, trusted again only once confirmed there."""
+    cluster = partitionable_cluster
+    prefix = unique()
+    max_delay = 1.0
+    observer = RedisStore(cluster.url, prefix=prefix, max_delay=max_delay)
+    revoker = RedisStore(cluster.url, prefix=prefix, max_delay=max_delay)
+    revoker.revoke("jti", "earlier", until=FAR)  # a key that has to move with the slot
+    token = {"jti": "stolen", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+    assert observer.check(**token) is None and wait_until(observer.watching, 5)  # type: ignore[arg-type]
+    old_owner = slot_owner(cluster, prefix)
+    assert subscriber_port(observer) == old_owner
+    new_owner = next(n.port for n in cluster.nodes if n.port != old_owner)
+    release = stall_bus(cluster, new_owner, [old_owner])
+    try:
+        assert observer.check(**token) is None and observer.view.fresh("stolen")  # type: ignore[arg-type]
+        move_slot(cluster, prefix, new_owner)
+        stale = accepted_after_revocation(observer, revoker, "stolen", watch_for=max_delay + 1.0)
+        assert stale <= max_delay + MARGIN, f"revoked token accepted {stale:.3f} s after its revocation"
+        assert wait_until(lambda: observer.watching() and subscriber_port(observer) == new_owner, 5)
+        assert observer.check(jti="earlier", sid=None, sub="a", kid="k", iat=NOW, now=NOW) == "token"
+        # confirmed at the new owner: its revocations reach the view without the bus
+        again = {"jti": "later", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+        assert observer.check(**again) is None and observer.check(**again) is None  # type: ignore[arg-type]
+        assert observer.view.fresh("later") and observer.watching()
+        assert accepted_after_revocation(observer, revoker, "later", watch_for=0.8) < max_delay / 2
+    finally:
+        release()
+        observer.close()
+        revoker.close()
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl"])
 def test_check_config_refuses_a_redis_that_may_evict(tmp_path: Path, make_app: AppFactory, policy: str) -> None:

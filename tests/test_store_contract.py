@@ -373,7 +373,7 @@ def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_p
         conn = store._local.conn
         store._local.conn = None
         try:
-            # warm: answered by PRAGMA data_version alone, no query of the tables (the
+            # warm: answered by the change counter alone, no query of the tables (the
             # thread's connection is swapped for a closed one)
             blocked = sqlite3.connect(":memory:")
             blocked.close()

@@ -11,8 +11,19 @@ within ``max_delay`` seconds at worst (typically the pub/sub delivery time, well
 millisecond on a LAN), including when the subscription is silently cut: then pings go
 unanswered, trust lapses, and checks read Redis again.
 
-The subscriber reaches its store only through :class:`SubscribedStore`: a channel name, a
-connection factory, "forget remembered answers" and "trust them until". The remembered
+That proof holds only on the node where the revocations run. On a Redis Cluster, a PONG from
+some other node says nothing about the publishes that must cross the cluster bus to reach
+it (a stalled bus link leaves every node reporting ``ok``). So the subscriber sits on the
+master that owns the store's hash slot -- every script that can revoke runs there and
+delivers its message to local subscribers in the same step -- and each round also asks that
+node, on a second connection and after the PING is sent, a question it answers only while
+it owns the slot (``MOVED``/``ASK`` after a migration or a failover, ``CLUSTERDOWN`` when it
+is cut off). Any other answer ends the session: trust lapses, remembered answers are
+forgotten, and the subscriber re-reads the slot map and moves to the new owner, trusted again
+only once confirmed there.
+
+The subscriber reaches its store only through :class:`SubscribedStore`: a channel name,
+connection factories, "forget remembered answers" and "trust them until". The remembered
 answers themselves live in :mod:`.view`; the lease instant lives on the store, where the
 warm check reads it without a call.
 """
@@ -44,7 +55,12 @@ class SubscribedStore(t.Protocol):
         """Seconds to wait for any reply from Redis."""
 
     def subscriber_connection(self, attempt: int) -> t.Any:
-        """A fresh connection outside every pool (``attempt`` picks a cluster node in turn)."""
+        """A fresh connection outside every pool, to the node that owns the store's data
+        (``attempt`` > 0: a reconnection; a cluster's slot map is read again first)."""
+
+    def owner_probe(self, subscription: t.Any) -> tuple[t.Any, list[str]] | None:
+        """A second fresh connection to the node of ``subscription``, and a command that the
+        node answers only while it owns the store's data; ``None`` on a single server."""
 
     def forget_answers(self) -> None:
         """Forget every remembered "not revoked" answer."""
@@ -68,7 +84,7 @@ class InvalidationSubscriber(threading.Thread):
         super().__init__(name="jwt-shield-redis-invalidations", daemon=True)
         self._store = weakref.ref(store)
         self._stop_event = threading.Event()
-        self._connection: t.Any = None
+        self._connections: list[t.Any] = []
         self._random = random.Random()  # noqa: S311 - jitter; never the global generator of the app
 
     @property
@@ -80,8 +96,7 @@ class InvalidationSubscriber(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-        conn = self._connection
-        if conn is not None:
+        for conn in list(self._connections):
             with contextlib.suppress(Exception):  # closing a dead socket may fail any way it likes
                 conn.disconnect()
         if self is not threading.current_thread():
@@ -107,8 +122,8 @@ class InvalidationSubscriber(threading.Thread):
         if store is not None:
             store.trust_until(0.0)
             store.forget_answers()
-        conn, self._connection = self._connection, None
-        if conn is not None:
+        connections, self._connections = self._connections, []
+        for conn in connections:
             with contextlib.suppress(Exception):
                 conn.disconnect()
 
@@ -116,8 +131,14 @@ class InvalidationSubscriber(threading.Thread):
         store = self.store
         max_delay, timeout, channel = store.max_delay, store.timeout, store.invalidation_channel
         interval = max(max_delay / 4, 0.005)
-        conn = self._connection = store.subscriber_connection(attempt)
+        conn = store.subscriber_connection(attempt)
+        self._connections.append(conn)
         conn.connect()
+        owner = store.owner_probe(conn)
+        probe, question = owner if owner is not None else (None, [])
+        if probe is not None:
+            self._connections.append(probe)
+            probe.connect()
         conn.send_command("SUBSCRIBE", channel)
         reply = conn.read_response()
         if not reply or _text(reply[0]) != "subscribe":
@@ -136,6 +157,12 @@ class InvalidationSubscriber(threading.Thread):
                 conn.send_command("PING")
                 pending.append(now)
                 last_ping = now
+                if probe is not None:
+                    # Asked after the PING was sent: this node still owned the store's slot
+                    # then, so the revocations committed before it ran here. MOVED, ASK or
+                    # CLUSTERDOWN raise and end the session before that PONG is counted.
+                    probe.send_command(*question)
+                    probe.read_response()
             if not conn.can_read(timeout=interval):
                 continue
             reply = conn.read_response()

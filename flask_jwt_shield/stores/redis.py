@@ -22,7 +22,9 @@ additionally drops what the app's own clock says is over.
 Zero round trips. Every write that can revoke a token publishes on an invalidation channel;
 a "not revoked" answer remembered in :class:`~flask_jwt_shield.stores.view.NotRevokedCache`
 is trusted only while this process's subscriber (:mod:`.invalidation`) holds a live lease,
-so a revocation made anywhere takes effect here within ``max_delay`` seconds at worst.
+so a revocation made anywhere takes effect here within ``max_delay`` seconds at worst. On a
+cluster the subscriber sits on the master owning the store's slot and confirms, each round,
+that it still does (:meth:`RedisStore.owner_probe`); it follows a migration or a failover.
 """
 
 from __future__ import annotations
@@ -552,31 +554,54 @@ class RedisStore:
                 self._watcher.start()
 
     def subscriber_connection(self, attempt: int) -> t.Any:
-        """A fresh connection, outside every pool, to one server (a cluster node in turn).
+        """A fresh connection, outside every pool, to the server that owns the store's data.
 
-        For the invalidation subscriber (:class:`~.invalidation.SubscribedStore`)."""
-        from redis.connection import Connection
-        from redis.connection import parse_url
+        On a cluster: the master of the store's hash slot, where every script that can
+        revoke runs and publishes -- its messages reach a subscriber there without crossing
+        the cluster bus. After a lost session (``attempt`` > 0) the slot map is read again:
+        the slot may have moved. For the invalidation subscriber
+        (:class:`~.invalidation.SubscribedStore`)."""
+        if not self.cluster:
+            from redis.connection import Connection
+            from redis.connection import parse_url
 
-        cls: t.Any = Connection
-        if self.cluster:
-            nodes = self._client().get_nodes()
-            node = nodes[attempt % len(nodes)]
-            kwargs: dict[str, t.Any] = {"host": node.host, "port": node.port}
-            auth = urlsplit(self.url).netloc.rpartition("@")[0]
-            if auth:
-                user, _, password = auth.partition(":")
-                kwargs.update(username=user or None, password=password or None)
-        else:
             kwargs = dict(parse_url(self.url))
-            cls = kwargs.pop("connection_class", Connection)
+            cls: t.Any = kwargs.pop("connection_class", Connection)
+            return cls(**self._subscriber_options(kwargs))
+        client = self._client()
+        if attempt > 0:
+            client.nodes_manager.initialize()
+        node = client.get_node_from_key(self.invalidation_channel)
+        return self._node_connection(node.host, node.port)
+
+    def owner_probe(self, subscription: t.Any) -> tuple[t.Any, list[str]] | None:
+        """On a cluster: a second connection to the node of ``subscription``, and a read of a
+        key of the store's slot that is never written. The node answers it only while it
+        owns the slot and the slot is not migrating away (``MOVED``, ``ASK``), and while it
+        is part of a healthy cluster (``CLUSTERDOWN``); any of those ends the subscriber's
+        session. ``None`` on one server: every answer there comes from the owner."""
+        if not self.cluster:
+            return None
+        return self._node_connection(subscription.host, subscription.port), ["EXISTS", self._tag + ":owner-probe"]
+
+    def _node_connection(self, host: str, port: int) -> t.Any:
+        from redis.connection import Connection
+
+        kwargs: dict[str, t.Any] = {"host": host, "port": port}
+        auth = urlsplit(self.url).netloc.rpartition("@")[0]
+        if auth:
+            user, _, password = auth.partition(":")
+            kwargs.update(username=user or None, password=password or None)
+        return Connection(**self._subscriber_options(kwargs))
+
+    def _subscriber_options(self, kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
         kwargs.update(
             socket_timeout=max(self.timeout, self.max_delay),
             socket_connect_timeout=self.connect_timeout,
             decode_responses=True,
             protocol=2,  # pub/sub messages as plain replies, not RESP3 push frames
         )
-        return cls(**kwargs)
+        return kwargs
 
     def forget_answers(self) -> None:
         """Forget every remembered "not revoked" answer (an invalidation message came)."""

@@ -4,28 +4,45 @@ Persistent (revocations survive a restart) and shared by the worker processes of
 WAL journal, a busy timeout, one connection per thread and process, and ``BEGIN IMMEDIATE``
 around every read-modify-write so that two workers cannot rotate one refresh token twice.
 
-A warm request reads no table: ``PRAGMA data_version`` on this thread's connection tells
-whether any other connection committed since this one last looked; while none did, a token
-found not revoked before is answered from :class:`~flask_jwt_shield.stores.view.NotRevokedCache`.
-A revocation committed by any worker changes every other connection's ``data_version``, so
-it takes effect in every worker on its next request.
+A warm request reads no table and runs no SQLite statement: it reads the *change counter*,
+eight bytes at the start of the store's own file ``<database>.changes``, mapped read-only
+(no system call: on a loaded machine a ``pread`` per request cost as much as the rest of
+the check), and while the counter stands still a token found not revoked before
+is answered from :class:`~flask_jwt_shield.stores.view.NotRevokedCache`.
 
-The store never maps or opens the database's ``-shm`` file itself: closing *any* descriptor
-of a file drops every POSIX lock the process holds on it (fcntl(2)), SQLite's WAL write
-lock among them, which would let a second process write during one of ours (two rotations
-of one refresh token). tests/test_store_contract.py pins that.
+Every write that can revoke (``_write(revoking=True)``) moves the counter, holding SQLite's
+write lock, *before* its ``COMMIT``: it writes the next value both into the ``changes``
+table and into the file. So by the time a revocation is visible in the database, the file
+already holds a newer value, and any check that starts after the commit reads a counter its
+view has not seen, reads the tables again and refuses the token: revocations apply on the
+very next request in every process, as with ``PRAGMA data_version`` before.
+
+The converse ordering -- the file moved but the commit not yet visible (or rolled back) --
+is what the table copy is for: a check remembers "not revoked" only when the ``changes``
+value in the snapshot it read equals the counter it read from the file before. A check that
+read the moved file but an older snapshot answers from that snapshot and remembers nothing,
+so no answer is ever tied to a counter value whose commit it did not see. Proof in
+:meth:`SQLiteStore.check`; tests/test_sqlite_changes.py races it across processes.
+
+The store never maps or opens SQLite's own files (the database, ``-wal``, ``-shm``) itself:
+closing *any* descriptor of a file drops every POSIX lock the process holds on it
+(fcntl(2)), SQLite's WAL write lock among them, which would let a second process write
+during one of ours (two rotations of one refresh token). tests/test_store_contract.py pins
+that. The ``.changes`` file is the store's own and is never locked.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import random
 import sqlite3
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -81,14 +98,19 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_subject ON events (subject, id);
 CREATE INDEX IF NOT EXISTS events_jti ON events (jti, id);
 CREATE INDEX IF NOT EXISTS events_sid ON events (sid, id);
+CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
 """
+# No row until the first revoking write (a missing row reads as 0, like an empty file):
+# opening a store never writes, so it never waits for another process's write lock.
+_CHANGES = "SELECT coalesce((SELECT value FROM changes WHERE id = 0), 0)"
 
 _CHECK = """
 SELECT
   (SELECT 1 FROM revoked WHERE kind = 'jti' AND value = ? AND until > ?),
   (SELECT 1 FROM revoked WHERE kind = 'sid' AND value = ? AND until > ?),
   (SELECT at FROM not_before WHERE sub = ? AND until > ?),
-  (SELECT 1 FROM revoked WHERE kind = 'kid' AND value = ? AND until > ?)
+  (SELECT 1 FROM revoked WHERE kind = 'kid' AND value = ? AND until > ?),
+  (SELECT value FROM changes WHERE id = 0)
 """
 
 _FAMILY_COLUMNS = (
@@ -122,6 +144,11 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 raise
 
 
+def _close_changes(fd: int, view: mmap.mmap) -> None:
+    view.close()
+    os.close(fd)
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (``BUSY_SNAPSHOT`` ...)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -133,8 +160,8 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 class SQLiteStore:
     """State in one SQLite file. ``path`` is a filesystem path.
 
-    :param local_view: answer repeat checks of a token from memory while ``PRAGMA
-        data_version`` says the file is unchanged (``False``: query on every check).
+    :param local_view: answer repeat checks of a token from memory while the change
+        counter in ``<path>.changes`` stands still (``False``: query on every check).
     :param max_remembered: the bound of :meth:`remember_once` (all namespaces together).
     """
 
@@ -149,6 +176,11 @@ class SQLiteStore:
         #: How many times a write transaction was begun again after SQLite answered busy.
         self.busy_retries = 0
         self._retries_lock = threading.Lock()
+        self._changes_path = path + ".changes"
+        self._changes_fd: int | None = None
+        self._changes_map: mmap.mmap | None = None
+        self._changes_lock = threading.Lock()
+        self._close_changes: t.Callable[[], None] = lambda: None
 
     # -- connections -----------------------------------------------------------------------
 
@@ -169,8 +201,51 @@ class SQLiteStore:
             _migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
-        local.conn, local.pid, local.data_version, local.version_cursor = conn, os.getpid(), None, None
+        local.conn, local.pid = conn, os.getpid()
         return conn
+
+    def _changes_file(self) -> int:
+        """The descriptor of ``<path>.changes``, opened once per store, and its first eight
+        bytes mapped read-only for the warm check (both kept across a fork: ``pread`` and
+        ``pwrite`` use no file offset, the mapping is shared)."""
+        fd = self._changes_fd
+        if fd is not None:
+            return fd
+        with self._changes_lock:
+            if self._changes_fd is None:
+                try:
+                    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                    fd = os.open(self._changes_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    try:
+                        # A new file is empty (counter 0). Growing it to eight bytes adds
+                        # zeros and never touches bytes a writer already wrote; the
+                        # mapping needs them. The store never shrinks the file.
+                        if os.fstat(fd).st_size < 8:
+                            os.ftruncate(fd, 8)
+                        view = mmap.mmap(fd, 8, access=mmap.ACCESS_READ)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                except (OSError, ValueError) as exc:
+                    raise StoreError(
+                        f"cannot open the SQLite store's change counter {self._changes_path!r}: {exc}"
+                    ) from exc
+                self._changes_map = view
+                self._changes_fd = fd
+                self._close_changes = weakref.finalize(self, _close_changes, fd, view)
+            return self._changes_fd
+
+    def _move_changes(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction (SQLite's write lock held, so no other writer moves it
+        meanwhile), before ``COMMIT``: the next counter value, into the table and the file."""
+        fd = self._changes_file()
+        (stored,) = conn.execute(_CHANGES).fetchone()
+        value = max(stored, int.from_bytes(os.pread(fd, 8, 0), "little")) + 1
+        conn.execute(
+            "INSERT INTO changes (id, value) VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        os.pwrite(fd, value.to_bytes(8, "little"), 0)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -184,22 +259,24 @@ class SQLiteStore:
         """One ``BEGIN IMMEDIATE`` transaction: committed whole or not at all.
 
         ``revoking=False`` for writes that cannot revoke a token (events, profiles, one-time
-        keys, purges): this process's view of "not revoked" stays valid. Other processes
-        cannot tell (``data_version`` counts every commit) and read again once.
+        keys, purges): the change counter stays put, so no process forgets its view of
+        "not revoked". Every other write moves the counter before it commits.
         """
         try:
             conn = self._connection()
             self._begin_immediate(conn)
             try:
                 yield conn
+                if revoking:
+                    self._move_changes(conn)  # before COMMIT: see the module docstring
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
         if revoking and self.view is not None:
-            self.view.invalidate()  # our own commits do not move our data_version
+            self.view.invalidate()
         now = time.time()
         if now - self._last_purge > _PURGE_EVERY:
             self._last_purge = now
@@ -241,12 +318,35 @@ class SQLiteStore:
     # -- revocation --------------------------------------------------------------------
 
     def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
+        """Why the token is revoked, or ``None``; from the local view while the change
+        counter stands still.
+
+        Why a remembered "not revoked" never hides a revocation committed before the check
+        that trusts it starts: the answer was remembered in a generation whose signal is the
+        counter value ``c`` read from the file, and only if the snapshot it came from holds
+        ``c`` in the ``changes`` table, so that snapshot includes every commit up to the one
+        that wrote ``c`` (values grow in commit order: each is written under the write
+        lock). A revocation committed later wrote a larger value into the file before its
+        commit, so a check starting after that commit reads a value other than ``c`` and
+        misses the view. (The signal moves only with the generation, so a matching signal
+        and a matching generation mean the same ``c``: :meth:`NotRevokedCache.observe`.)
+        """
         view = self.view
         generation = 0
+        signal = b""
         if view is not None:
-            generation = self._changed_since_last_look(view, jti)
-            if generation < 0:
+            changes = self._changes_map
+            try:
+                if changes is None:
+                    self._changes_file()
+                    changes = t.cast(mmap.mmap, self._changes_map)
+                signal = changes[:8]  # no system call; the page is the file's page cache
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"SQLite store {self.path!r}: change counter: {exc}") from exc
+            if view.holds(jti, signal):
                 return None
+            view.reset_after_fork()
+            generation = view.observe(signal)
         with self._read() as conn:
             row = conn.execute(_CHECK, (jti, now, sid or "", now, sub, now, kid, now)).fetchone()
         if row[0]:
@@ -257,29 +357,9 @@ class SQLiteStore:
             return "subject"
         if row[3]:
             return "key"
-        if view is not None:
+        if view is not None and (row[4] or 0) == int.from_bytes(signal, "little"):
             view.remember(jti, generation)
         return None
-
-    def _changed_since_last_look(self, view: NotRevokedCache, jti: str) -> int:
-        """``PRAGMA data_version`` on this thread's connection: the view's generation to
-        remember a fresh answer in, or ``-1`` when the remembered answer for ``jti`` still
-        holds."""
-        local = self._local
-        cursor = getattr(local, "version_cursor", None)
-        if cursor is None or local.pid != os.getpid():
-            view.reset_after_fork()
-            cursor = local.version_cursor = self._connection().cursor()
-        try:
-            version = next(cursor.execute("PRAGMA data_version"))[0]
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
-        if version != local.data_version:
-            local.data_version = version
-            view.invalidate()  # another connection committed: forget everything
-        elif view.fresh(jti):
-            return -1
-        return view.generation
 
     def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
         with self._write() as conn:
@@ -527,7 +607,13 @@ class SQLiteStore:
         return dropped
 
     def close(self) -> None:
+        """Close this thread's connection and the change counter's descriptor (call it when
+        no other thread uses the store; both reopen on the next use)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        with self._changes_lock:
+            if self._changes_fd is not None:
+                self._changes_fd = self._changes_map = None
+                self._close_changes()

@@ -4,9 +4,9 @@ The hot path asks the store about every request. When the store is shared (SQLit
 workers of one host, Redis by many hosts), most answers are "not revoked" and stay so until
 somebody revokes something. :class:`NotRevokedCache` remembers those answers per ``jti``,
 each tagged with the *generation* of the view when the store was read. Any sign that the
-shared state changed -- an invalidation message, a changed ``PRAGMA data_version``, this
-process's own write, a lost invalidation connection -- moves the generation on, and every
-remembered answer from an older generation is ignored.
+shared state changed -- an invalidation message, a new value of the SQLite store's change
+counter, this process's own write, a lost invalidation connection -- moves the generation
+on, and every remembered answer from an older generation is ignored.
 
 Why a remembered answer can never outlive a revocation it missed: the generation is read
 *before* the store is asked. A revocation committed after that read moves the generation
@@ -33,10 +33,22 @@ class NotRevokedCache:
         self._entries: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        #: The last change signal passed to :meth:`observe` (constant within a generation).
+        self.signal: object = None
 
     def fresh(self, jti: str) -> bool:
         """True if ``jti`` was found not revoked in the current generation."""
         return self._entries.get(jti) == self.generation and self._pid == os.getpid()
+
+    def holds(self, jti: str, signal: object) -> bool:
+        """True if ``jti`` was found not revoked in the current generation and ``signal``
+        is the one observed last (:meth:`observe`).
+
+        For a store whose signal is one value shared by every process (the SQLite store's
+        change counter): an answer tied to it stays valid in a forked child, so unlike
+        :meth:`fresh` this asks no process id (a system call per request).
+        """
+        return signal == self.signal and self._entries.get(jti) == self.generation
 
     def remember(self, jti: str, generation: int) -> None:
         """Record "not revoked" for ``jti`` as read in ``generation`` (read before asking)."""
@@ -55,6 +67,22 @@ class NotRevokedCache:
             self.generation += 1
             if len(self._entries) > self.max_entries // 2:
                 self._entries = {}
+
+    def observe(self, signal: object) -> int:
+        """The generation to remember answers read after ``signal`` was read, for a store
+        whose change signal is a value (the SQLite store's change counter): a value other
+        than the last one observed starts a new generation.
+
+        The signal changes only together with the generation, under the lock, so an answer
+        remembered in a generation was read after that generation's signal.
+        """
+        with self._lock:
+            if signal != self.signal:
+                self.signal = signal
+                self.generation += 1
+                if len(self._entries) > self.max_entries // 2:
+                    self._entries = {}
+            return self.generation
 
     def reset_after_fork(self) -> bool:
         """In a forked child, start empty; True if this process is a new one."""
