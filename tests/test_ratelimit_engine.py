@@ -555,23 +555,35 @@ def test_memory_and_redis_baselines_agree(redis_url: str, clock: Clock) -> None:
     shared = TokenRateLimiter(None, storage_uri=redis_url, adaptive=settings)
     rng = random.Random(7)
     sessions = {f"s{i}": f"u{i % 3}" for i in range(8)}
-    seen = 0
+    born: dict[str, int] = {}
+    seen: set[tuple[object, ...]] = set()
     for bucket in range(40):
         clock.now = T0 + 60 * bucket + 0.5
-        if bucket % 7 == 6:
-            sessions[f"s{len(sessions)}"] = f"u{bucket % 3}"  # a fresh login
+        if bucket % 7 == 6:  # a fresh login, hammered in its warm-up
+            born[f"s{len(sessions)}"] = bucket
+            sessions[f"s{len(sessions)}"] = f"u{bucket % 3}"
+        if bucket == 30:  # a dozen new sessions of u0, each quiet: only the total jumps
+            for i in range(12):
+                sessions[f"crowd{i}"] = "u0"
         for session, subject in list(sessions.items()):
-            if rng.random() < 0.3:
+            if rng.random() < 0.3 and not session.startswith("crowd"):
                 continue  # an idle bucket for this session
-            burst = rng.random() < 0.1
-            for _ in range(rng.randint(40, 150) if burst else rng.randint(1, 12)):
+            if session.startswith("crowd"):
+                count = 15
+            elif bucket - born.get(session, -99) < 2 or rng.random() < 0.1:
+                count = rng.randint(40, 200)  # a burst
+            else:
+                count = rng.randint(1, 12)
+            for _ in range(count):
                 clock.now += 0.001
                 mine = memory.check(session, subject=subject).anomaly
                 theirs = shared.check(session, subject=subject).anomaly
                 # the same findings; Lua keeps the baselines to 14 significant digits
                 assert findings(mine) == findings(theirs), (bucket, session)
-                seen += mine is not None
-    assert seen > 10  # the traffic did find anomalies of both kinds
+                if mine is not None:
+                    seen.add((mine.scope, mine.warmup) if mine.scope == "session" else (mine.scope,))
+    # the traffic crossed every branch: established and warming-up sessions, subjects alone
+    assert {("session", False), ("session", True), ("subject",)} <= seen, seen
 
 
 @pytest.mark.parametrize(
