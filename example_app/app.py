@@ -54,6 +54,7 @@ SEED_USERS = [
     ("bob", generate_password_hash("builder"), "user"),
 ]
 MIN_PASSWORD = 8
+STEP_UP_MAX_AGE = 5  # seconds; the attack demo waits it out
 MAX_NOTE = 500
 
 # Registered confidential clients (a server-side app, a CLI) and their hashed secrets. Public
@@ -167,7 +168,12 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
             None if os.environ.get("JWT_SHIELD_STORE_URI", "").startswith(("redis", "unix")) else "memory://"),
         JWT_SHIELD_SPIKE_THRESHOLD="120/minute",
         JWT_SHIELD_SPIKE_ACTION="revoke",
-        JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
+        # A token used from another country than its login's asks for the password again
+        # (RFC 9470 step-up, answered at POST /auth/step-up) instead of ending the session.
+        # Its login passes while it is younger than STEP_UP_MAX_AGE seconds: 5 here, so that
+        # the attack demo shows the challenge within seconds; minutes in production.
+        JWT_SHIELD_COUNTRY_CHANGE_ACTION="step_up",
+        JWT_SHIELD_STEP_UP_MAX_AGE=STEP_UP_MAX_AGE,
         JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="revoke_family",
         # Clients that prove a key at login get tokens bound to it (example_app/dpop_client.py);
         # the others keep bearer tokens.
@@ -290,6 +296,20 @@ def _routes(app: Flask) -> Blueprint:
         if pair.new_country:
             body["notice"] = "login from a new country for this account"
         return body
+
+    @bp.post("/auth/step-up")
+    @shield.exempt
+    def step_up() -> t.Any:
+        """Where a client goes after ``401 insufficient_user_authentication`` (RFC 9470): the
+        person enters the password again and gets a new pair whose ``auth_time`` is now, so
+        it passes the step-up rung. A thief holding only a token cannot. (An app with a
+        second factor would check it here and pass ``acr="mfa"``.)"""
+        data = _json_object("username", "password")
+        user = check_login(data["username"], data["password"])
+        if user is None:
+            return jsonify(error="invalid_grant", error_description="Wrong username or password."), 400
+        pair = shield.issue_tokens(user["username"], claims={"role": user["role"]})
+        return pair.as_dict()
 
     # The OAuth 2.0 token endpoint (RFC 6749 §6): what Authlib, requests-oauthlib, AppAuth
     # and oidc-client-ts send to refresh, and the {"refresh_token": ...} JSON body too.

@@ -90,10 +90,11 @@ class App:
         return self.call("POST", "/auth/refresh", ip=ip,
                          form={"grant_type": "refresh_token", "refresh_token": refresh_token})  # fmt: skip
 
-    def new_events(self, user: str) -> list[dict[str, t.Any]]:
-        """The user's security events not shown yet, oldest first (read with a new login,
-        which is left out, like the demo's earlier read-back logins)."""
-        ip = BERLIN if user == "alice" else MUNICH
+    def new_events(self, user: str, ip: str | None = None) -> list[dict[str, t.Any]]:
+        """The user's security events not shown yet, oldest first (read with a new login
+        from ``ip``, by default the user's home, which is left out, like the demo's earlier
+        read-back logins)."""
+        ip = ip or (BERLIN if user == "alice" else MUNICH)
         pair = self.login(user, ip)
         if pair.status != 200:
             return []
@@ -126,14 +127,14 @@ def _claim(token: object, name: str) -> t.Any:
         return None
 
 
-def forget_places(app: App) -> str | None:
-    """Clear the demo users' GeoIP history, as alice (an admin); what went wrong, if anything."""
+def forget_places(app: App, users: t.Iterable[str] = tuple(PASSWORDS)) -> str | None:
+    """Clear the users' GeoIP history, as alice (an admin); what went wrong, if anything."""
     admin = app.login("alice", NOWHERE)
     if admin.status != 200:
         return f"alice could not log in: {admin.said()}"
     auth = {"Authorization": f"Bearer {admin.body['access_token']}"}
     try:
-        for user in PASSWORDS:
+        for user in users:
             r = app.call("POST", "/api/admin/forget-places", ip=NOWHERE, json_body={"username": user}, headers=auth)
             if r.status != 200:
                 return f"clearing {user}'s places: {r.said()}"
@@ -170,8 +171,8 @@ class Story:
         mark = "STOPPED" if stopped else "NOT STOPPED"
         print(f"  => {mark}: {how}", file=self.out)
 
-    def events(self, app: App, user: str) -> None:
-        found = app.new_events(user)
+    def events(self, app: App, user: str, ip: str | None = None) -> None:
+        found = app.new_events(user, ip)
         if not found:
             return
         print("  the shield recorded:", file=self.out)
@@ -179,7 +180,7 @@ class Story:
             where = f" from {e['country']}" if e.get("country") else ""
             action = f" -> {e['action']}" if e.get("action") else ""
             detail = e.get("detail") or {}
-            reason = detail.get("reason") or detail.get("pattern") or ""
+            reason = detail.get("reason") or detail.get("pattern") or detail.get("step_up") or ""
             line = f"    {e['kind']:<18}{where}{action}{f'  ({reason})' if reason else ''}"
             print(line.rstrip(), file=self.out)
 
@@ -294,11 +295,46 @@ def dpop_without_key(app: App, out: t.TextIO) -> Story:
     return s
 
 
+def step_up_instead_of_logout(app: App, out: t.TextIO, max_age: float) -> Story:
+    s = Story(7, "A token used from another country: the password again, not a logout", out)
+    pair = logged_in(app.login("bob", MUNICH), "bob")
+    s.say("bob", f"logs in at home in Munich and calls the API: {app.me(pair['access_token'], MUNICH).said()}")
+    s.say("thief", "copies his access and refresh tokens")
+    s.say("", f"(waiting {max_age + 1:.0f} s: the example asks for the password again when a token whose login is"
+              f" older than {max_age:.0f} s is used from another country)")  # fmt: skip
+    time.sleep(max_age + 1)
+    problem = forget_places(app, ["bob"])
+    if problem is not None:
+        raise NotPlayed(problem)
+    s.say("", "(bob flies to São Paulo: the demo plays the hours of the flight by clearing his last place)")
+    thief = app.me(pair["access_token"], TOKYO)
+    s.say("thief", f"replays bob's access token from Tokyo: {thief.said()}")
+    s.say("", f"WWW-Authenticate: {thief.headers.get('WWW-Authenticate', '')}")
+    guess = app.call("POST", "/auth/step-up", ip=TOKYO, json_body={"username": "bob", "password": "password1"})
+    s.say("thief", f"answers the challenge with a guessed password: {guess.said()}")
+    stolen = app.refresh(pair["refresh_token"], TOKYO)
+    s.say("thief", f"tries the refresh token instead: {stolen.said()}")
+    own = app.me(pair["access_token"], SAO_PAULO)
+    s.say("bob", f"lands in São Paulo; his app calls the API: {own.said()}")
+    again = app.call("POST", "/auth/step-up", ip=SAO_PAULO, json_body={"username": "bob", "password": PASSWORDS["bob"]})
+    s.say("bob", f"enters his password again (POST /auth/step-up): {again.said()}")
+    after = app.me(str(again.body.get("access_token", "")), SAO_PAULO)
+    s.say("bob", f"and carries on from São Paulo: {after.said()}")
+    challenged = thief.status == 401 and thief.body.get("error") == "insufficient_user_authentication"
+    s.verdict(challenged and guess.status == 400 and stolen.status == 400 and own.status == 401
+              and again.status == 200 and after.status == 200,
+              "the thief cannot authenticate again; bob does, and no session had to be revoked")  # fmt: skip
+    s.events(app, "bob", SAO_PAULO)
+    return s
+
+
 def main(argv: list[str] | None = None, out: t.TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m example_app.attack_demo", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="the running example app")
     parser.add_argument("--grace", type=float, default=5.0,
                         help="the app's JWT_SHIELD_REFRESH_REUSE_GRACE in seconds (default 5, the example's)")
+    parser.add_argument("--step-up-max-age", type=float, default=5.0,
+                        help="the app's JWT_SHIELD_STEP_UP_MAX_AGE in seconds (default 5, the example's)")
     args = parser.parse_args(argv)
     app = App(args.url)
     try:
@@ -319,7 +355,7 @@ def main(argv: list[str] | None = None, out: t.TextIO = sys.stdout) -> int:
     plays: list[t.Callable[[], Story]] = [
         lambda: replay_from_abroad(app, out), lambda: impossible_travel(app, out), lambda: hammering(app, out),
         lambda: refresh_reuse(app, out, args.grace), lambda: after_logout_everywhere(app, out),
-        lambda: dpop_without_key(app, out),
+        lambda: dpop_without_key(app, out), lambda: step_up_instead_of_logout(app, out, args.step_up_max_age),
     ]
     stories: list[bool] = []
     for play in plays:

@@ -9,6 +9,7 @@ from .context import get_claims
 from .errors import AccessDenied
 from .errors import ConfigurationError
 from .errors import ExpiredToken
+from .errors import InsufficientUserAuthentication
 from .errors import InvalidClient
 from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigKey",
     "ConfigurationError",
     "ExpiredToken",
+    "InsufficientUserAuthentication",
     "InvalidClient",
     "InvalidDPoPProof",
     "InvalidGrant",

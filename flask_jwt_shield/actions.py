@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-#: The detectors' answers, weakest first (DESIGN.md "the action ladder").
-Action = t.Literal["flag", "deny", "revoke", "revoke_family", "revoke_subject"]
+#: The detectors' answers, weakest first (DESIGN.md "the action ladder"). ``step_up``
+#: (RFC 9470) sits below ``deny``: it refuses the request only when the token's
+#: authentication is too old or too weak, so a token issued just after a login passes it,
+#: while ``deny`` refuses every such request whatever the token.
+Action = t.Literal["flag", "step_up", "deny", "revoke", "revoke_family", "revoke_subject"]
 
 #: :data:`Action` in ladder order.
 ACTIONS: tuple[Action, ...] = t.get_args(Action)

@@ -25,6 +25,7 @@ __all__ = [
     "AccessDenied",
     "ConfigurationError",
     "ExpiredToken",
+    "InsufficientUserAuthentication",
     "InvalidClient",
     "InvalidDPoPProof",
     "InvalidGrant",
@@ -189,6 +190,50 @@ class RevokedToken(InvalidToken):
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         super().__init__(description or "The access token was revoked.", reason=reason or "revoked")
+
+
+class InsufficientUserAuthentication(InvalidToken):
+    """The token is valid, but the authentication behind it is too old or too weak for what
+    was detected: the ``step_up`` action (RFC 9470 §3).
+
+    401 with ``WWW-Authenticate: Bearer error="insufficient_user_authentication"`` and the
+    requirement the client must meet in a new authentication: ``acr_values`` (the
+    authentication context classes accepted, space-separated, in order of preference) and/or
+    ``max_age`` (the most seconds allowed since the person last authenticated). An
+    :class:`InvalidToken` too, so a handler that sends the person back to log in on
+    ``InvalidToken`` does what a step-up asks.
+
+    :param acr_values: the ``acr`` values that pass, or ``None``.
+    :param max_age: the seconds since ``auth_time`` that pass, or ``None``.
+    """
+
+    error = "insufficient_user_authentication"
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        acr_values: t.Sequence[str] | None = None,
+        max_age: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(description or "A more recent or stronger authentication is required.",
+                         reason=reason or "step-up")  # fmt: skip
+        self.acr_values = tuple(acr_values) if acr_values else None
+        self.max_age = max_age
+
+    def challenges(self) -> list[str]:
+        challenges = super().challenges()
+        # RFC 9470 §3: the requirement rides in the challenge that carries the error (the
+        # first); max_age is an integer, sent as a quoted-string as in the RFC's examples.
+        extra = []
+        if self.acr_values:
+            extra.append(f"acr_values={_quoted(' '.join(self.acr_values))}")
+        if self.max_age is not None:
+            extra.append(f"max_age={_quoted(str(self.max_age))}")
+        if challenges and extra:
+            challenges[0] = ", ".join([challenges[0], *extra])
+        return challenges
 
 
 class InvalidRequest(ShieldError, BadRequest):

@@ -207,7 +207,13 @@ class JWTShield:
         return _sessions.create_access_token(current_state(), _text("sub", sub), claims, expires_in)
 
     def issue_tokens(
-        self, sub: str, claims: t.Mapping[str, t.Any] | None = None, *, cookies: bool = False
+        self,
+        sub: str,
+        claims: t.Mapping[str, t.Any] | None = None,
+        *,
+        cookies: bool = False,
+        acr: str | None = None,
+        auth_time: float | None = None,
     ) -> TokenPair:
         """Start a session for ``sub`` (after the app checked the password).
 
@@ -221,8 +227,20 @@ class JWTShield:
         :param cookies: the pair is for :meth:`set_cookies` (a browser): its tokens are
             bound to a new fingerprint cookie instead of a DPoP key. Needs ``"cookies"``
             in :data:`JWT_SHIELD_TOKEN_LOCATIONS`.
+        :param acr: how the person authenticated (an authentication context class
+            reference such as ``"mfa"``), written as the ``acr`` claim; ``None`` for none.
+        :param auth_time: when the person last actively authenticated (epoch seconds; by
+            default now), written as the ``auth_time`` claim.
+
+        Both live in the session: every refreshed access token carries them unchanged, so a
+        refresh never makes an authentication more recent. The ``step_up`` action
+        (RFC 9470) judges them; a client answered 401 ``insufficient_user_authentication``
+        authenticates the person again and gets a new pair from this method. A ``step_up``
+        finding at login itself judges the ``acr`` and ``auth_time`` given here and raises
+        :class:`~flask_jwt_shield.InsufficientUserAuthentication` when they do not pass.
         """
-        return _sessions.issue_tokens(current_state(), _text("sub", sub), claims, cookies=cookies)
+        return _sessions.issue_tokens(current_state(), _text("sub", sub), claims, cookies=cookies, acr=acr,
+                                      auth_time=auth_time)  # fmt: skip
 
     def refresh(self, refresh_token: str | None = None) -> TokenPair:
         """Spend ``refresh_token`` and return a new pair in the same session.

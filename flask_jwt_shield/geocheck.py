@@ -12,6 +12,7 @@ import logging
 import time
 import typing as t
 
+from .actions import Finding
 from .cache import bounded_put
 from .errors import StoreError
 from .events import mask_ip
@@ -42,8 +43,11 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
         bounded_put(state.geo_seen, key, now, SEEN_MAX)
         return
     issued_in = claims.get("ctry")
+    # step_up findings wait for the others: a recent login passes step_up, and must never
+    # shield a thief from a stronger answer (travel that revokes) found on the same use.
+    waiting: list[Finding] = []
     for finding in guard.on_request(location, issued_in):
-        act(state, finding, claims)
+        _act_or_wait(state, finding, claims, waiting)
     # An identity provider's token has no ctry: judged against the subject's history.
     by_history = issued_in is None and state.config.resource_server and location.country is not None
     if location.has_coordinates or by_history:
@@ -52,23 +56,31 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
             profile = state.store.get_profile(sub) or {}
         except StoreError as exc:
             state.store_failed(exc, claims)
+            _act_all(state, waiting, claims)
             return
         updated = dict(profile)
         if by_history:
             for finding in guard.on_provider_token(location, updated):
-                act(state, finding, claims)  # raises above flag: the country is not stored
+                _act_or_wait(state, finding, claims, waiting)  # raises above flag: the country is not stored
         travel, last = guard.travel(location, mask_ip(ip, state.config.events.event_ip), now, profile)
         if travel is not None:
             # Raises for every action above flag, before the new place is stored: the
             # last place stays the owner's, so the owner's next request is not flagged.
-            act(state, travel, claims)
+            _act_or_wait(state, travel, claims, waiting)
+        _act_all(state, waiting, claims)
         _keep_place(state, sub, profile, updated, last, claims)
+    else:
+        _act_all(state, waiting, claims)
     bounded_put(state.geo_seen, key, now, SEEN_MAX)
 
-def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, bool]:
+def on_login(
+    state: ShieldState, sub: str, ip: str | None, authn: t.Mapping[str, t.Any] | None = None
+) -> tuple[str | None, bool]:
     """The login-side checks: allowed countries, new country, travel (a login is a use).
 
-    Returns the country (for the ``ctry`` claim) and whether it is new for the subject.
+    ``authn``: the ``acr`` and ``auth_time`` being issued, which a ``step_up`` finding
+    judges. Returns the country (for the ``ctry`` claim) and whether it is new for the
+    subject.
     """
     guard = state.geo
     location = guard.locate(ip) if guard is not None else None
@@ -84,8 +96,9 @@ def on_login(state: ShieldState, sub: str, ip: str | None) -> tuple[str | None, 
     travel, last = guard.travel(location, mask_ip(ip, state.config.events.event_ip), time.time(), profile, login=True)
     if travel is not None:
         findings.append(travel)
+    findings.sort(key=lambda f: f.action == "step_up")  # the weakest refusal last, as on a use
     for finding in findings:  # any action above flag raises: nothing issued, nothing stored
-        act(state, finding, None, subject=sub)
+        act(state, finding, None, subject=sub, login=authn)
     _keep_place(state, sub, before, profile, last, None)
     return location.country, any(f.kind == "new-country" for f in findings)
 
@@ -107,6 +120,18 @@ def _keep_place(
             state.store.put_profile(sub, after)
         except StoreError as exc:
             state.store_failed(exc, claims)
+
+
+def _act_or_wait(state: ShieldState, finding: Finding, claims: Claims, waiting: list[Finding]) -> None:
+    if finding.action == "step_up":
+        waiting.append(finding)
+    else:
+        act(state, finding, claims)
+
+
+def _act_all(state: ShieldState, findings: list[Finding], claims: Claims) -> None:
+    for finding in findings:
+        act(state, finding, claims)
 
 
 def forget_places(state: ShieldState, sub: str, *, by: str | None = None) -> None:

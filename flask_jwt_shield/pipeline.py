@@ -34,6 +34,7 @@ from . import revocation
 from . import signals
 from .actions import Finding
 from .errors import AccessDenied
+from .errors import InsufficientUserAuthentication
 from .errors import InvalidDPoPProof
 from .errors import InvalidToken
 from .errors import KeysUnavailable
@@ -52,6 +53,8 @@ from .transport import Location
 from .transport import extract_token
 from .transport import fingerprint_matches
 from .transport import send_nonce
+
+_RECORDED_ELSEWHERE = (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied, InsufficientUserAuthentication)
 
 # How an endpoint is served (compared by identity on the hot path).
 REQUIRED, EXEMPT, OPTIONAL = 0, 1, 2
@@ -123,7 +126,9 @@ class Pipeline:
             exc.dpop = self._dpop_challenge
             if state.resource_metadata is not None:
                 exc.resource_metadata = state.resource_metadata()
-            if not isinstance(exc, (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied)):
+            # Refusals a detector already recorded (its finding's event) or that are no token
+            # problem are not recorded again as token-rejected.
+            if not isinstance(exc, _RECORDED_ELSEWHERE):
                 self._rejected(exc, claims)
             raise
         g._jwt_shield = claims

@@ -14,7 +14,9 @@ import time
 import typing as t
 
 from .actions import Finding
+from .config import ShieldConfig
 from .errors import AccessDenied
+from .errors import InsufficientUserAuthentication
 from .errors import RevokedToken
 from .errors import ShieldError
 from .errors import StoreError
@@ -163,12 +165,23 @@ def _detail(by: str | None, detail: dict[str, t.Any] | None = None) -> dict[str,
 # -- the action ladder -------------------------------------------------------------------------
 
 
-def act(state: ShieldState, finding: Finding, claims: Claims | None, *, subject: str | None = None) -> None:
+def act(
+    state: ShieldState,
+    finding: Finding,
+    claims: Claims | None,
+    *,
+    subject: str | None = None,
+    login: t.Mapping[str, t.Any] | None = None,
+) -> None:
     """Record a detector's finding and apply its action from the ladder.
 
-    ``flag`` returns; ``deny`` raises 403; the ``revoke*`` actions revoke first, then
-    raise 401 (revoked). At login (no ``claims``) every action above ``flag`` denies the
-    login, and ``revoke_subject`` also revokes the subject's existing tokens.
+    ``flag`` returns; ``step_up`` returns when the token's authentication is recent or
+    strong enough (:func:`passes_step_up`), else raises 401
+    ``insufficient_user_authentication`` (RFC 9470); ``deny`` raises 403; the ``revoke*``
+    actions revoke first, then raise 401 (revoked). At login (no ``claims``; ``login``
+    holds the ``acr`` and ``auth_time`` being issued) ``step_up`` judges that
+    authentication the same way, every action above it denies the login, and
+    ``revoke_subject`` also revokes the subject's existing tokens.
     """
     config = state.config
     action = finding.action
@@ -177,6 +190,9 @@ def act(state: ShieldState, finding: Finding, claims: Claims | None, *, subject:
     if effective != action:
         detail = {**detail, "monitor_only": True, "intended_action": action}
     sub = subject if subject is not None else (claims["sub"] if claims is not None else None)
+    if effective == "step_up":
+        _step_up(state, finding, claims, sub, detail, claims if claims is not None else (login or {}))
+        return
     repeated = effective == "deny" and claims is not None and not state.first_in_a_while(
         (finding.kind, claims["jti"])
     )
@@ -207,3 +223,42 @@ def act(state: ShieldState, finding: Finding, claims: Claims | None, *, subject:
     description = finding.description
     raise RevokedToken(f"The access token was revoked: {description[0].lower()}{description[1:]}",
                        reason=f"revoked-{finding.kind}")  # fmt: skip
+
+
+def passes_step_up(config: ShieldConfig, authn: t.Mapping[str, t.Any], now: float) -> bool:
+    """Whether a token (or a login) with these ``acr`` and ``auth_time`` claims passes the
+    ``step_up`` rung: its ``acr`` is one of :data:`JWT_SHIELD_STEP_UP_ACR_VALUES`, or its
+    ``auth_time`` lies within :data:`JWT_SHIELD_STEP_UP_MAX_AGE` seconds before ``now``.
+    A missing or malformed claim never passes; an ``auth_time`` in the future beyond the
+    leeway neither (it would pass forever)."""
+    rung = config.step_up
+    acr = authn.get("acr")
+    if rung.acr_values is not None and isinstance(acr, str) and acr in rung.acr_values:
+        return True
+    auth_time = authn.get("auth_time")
+    if rung.max_age is None or isinstance(auth_time, bool) or not isinstance(auth_time, (int, float)):
+        return False
+    return auth_time - config.keys.leeway <= now <= auth_time + rung.max_age
+
+
+def _step_up(state: ShieldState, finding: Finding, claims: Claims | None, sub: str | None,
+             detail: dict[str, t.Any], authn: t.Mapping[str, t.Any]) -> None:  # fmt: skip
+    """The ``step_up`` rung: record whether the authentication passed, raise the RFC 9470
+    challenge when it did not. A token challenged again and again is recorded once a while."""
+    config = state.config
+    passed = passes_step_up(config, authn, time.time())
+    outcome = "passed" if passed else "required"
+    if claims is None or state.first_in_a_while((finding.kind, claims["jti"], outcome)):
+        said = {"step_up": outcome, "acr": authn.get("acr"), "auth_time": authn.get("auth_time")}
+        state.record(finding.kind, claims, subject=sub, country=finding.country, action="step_up",
+                     detail={**detail, **said})  # fmt: skip
+    if passed:
+        return
+    error = InsufficientUserAuthentication(
+        f"{finding.description} Authenticate again to continue.",
+        acr_values=config.step_up.acr_values,
+        max_age=config.step_up.max_age,
+        reason=f"step-up-{finding.kind}",
+    )
+    error.realm = config.request.realm
+    raise error

@@ -25,6 +25,7 @@ from . import geocheck
 from . import revocation
 from .config import ConfigKey
 from .config import ShieldConfig
+from .errors import InsufficientUserAuthentication
 from .errors import InvalidDPoPProof
 from .errors import InvalidGrant
 from .errors import InvalidRequest
@@ -99,6 +100,10 @@ class Session:
                    expires_at=family.expires_at, last_ip=family.last_ip, last_country=family.last_country)  # fmt: skip
 
 
+#: The claims that say how and when the person authenticated (RFC 9470 §6.1): written from
+#: ``issue_tokens(acr=..., auth_time=...)``, kept in the session, never renewed by a refresh.
+AUTHN_CLAIMS = frozenset({"acr", "auth_time"})
+
 #: What the client is told for each rotation outcome that is not a success.
 REFUSALS = {
     "reused": "The refresh token was already used; the session has been revoked.",
@@ -156,6 +161,9 @@ def sign_pair(
     """
     extra = {k: v for k, v in family.claims.items() if k not in BINDING_CLAIMS}
     binding = {k: family.claims[k] for k in BINDING_CLAIMS if k in family.claims}
+    # The session's authentication (RFC 9470 §6.1) rides in both tokens: a refresh never
+    # renews it, and a refresh from elsewhere meets the step_up rung like a request does.
+    authn = {k: family.claims[k] for k in AUTHN_CLAIMS if k in family.claims}
     if country is not None:
         extra["ctry"] = country  # where it was issued: the country-change detector compares
     access = codec.claims_for(family.sub, ttl=config.sessions.access_token_ttl, extra=extra, sid=family.sid,
@@ -167,6 +175,7 @@ def sign_pair(
                                iat=family.current_iat, jti=family.current_jti,
                                extra={"ctry": country} if country is not None else None)  # fmt: skip
     refresh.update(binding)
+    refresh.update(authn)
     return TokenPair(
         access_token=codec.encode(access, ACCESS_TYPE),
         refresh_token=codec.encode(refresh, REFRESH_TYPE),
@@ -201,7 +210,15 @@ def create_access_token(
     return state.codec.encode(payload, ACCESS_TYPE)
 
 
-def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | None, *, cookies: bool) -> TokenPair:
+def issue_tokens(
+    state: ShieldState,
+    sub: str,
+    claims: t.Mapping[str, t.Any] | None,
+    *,
+    cookies: bool,
+    acr: str | None = None,
+    auth_time: float | None = None,
+) -> TokenPair:
     """See :meth:`JWTShield.issue_tokens <flask_jwt_shield.JWTShield.issue_tokens>`."""
     refuse_in_resource_server_mode(state, "issue_tokens")
     config = state.config
@@ -209,6 +226,8 @@ def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | N
     extra = dict(claims or {})
     codec = state.codec
     codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
+    authn = authentication(config, extra, acr, auth_time)
+    extra.update(authn)
     binding: dict[str, t.Any] = {}
     fingerprint = nonce = None
     if cookies:
@@ -220,7 +239,7 @@ def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | N
         jkt, nonce = token_request_proof(state, required=config.dpop.dpop == "required")
         if jkt is not None:
             binding["cnf"] = {"jkt": jkt}  # RFC 9449 §6.1
-    country, new_country = geocheck.on_login(state, sub, ip)
+    country, new_country = geocheck.on_login(state, sub, ip, authn)
     sid = secrets.token_urlsafe(16)
     refresh_jti = secrets.token_urlsafe(16)
     dropped: list[str] = []
@@ -254,6 +273,29 @@ def issue_tokens(state: ShieldState, sub: str, claims: t.Mapping[str, t.Any] | N
     if nonce is not None:
         send_nonce(nonce)
     return pair
+
+
+def authentication(
+    config: ShieldConfig, claims: t.Mapping[str, t.Any], acr: str | None, auth_time: float | None
+) -> dict[str, t.Any]:
+    """The ``acr`` and ``auth_time`` claims of a new session (RFC 9470 §6.1, OpenID Connect
+    Core §2): ``auth_time`` defaults to now, the login the app just checked."""
+    given = sorted(AUTHN_CLAIMS.intersection(claims))
+    if given:
+        raise ValueError(f"claims may not set {given}; pass issue_tokens(sub, acr=..., auth_time=...) instead.")
+    if acr is not None and (not isinstance(acr, str) or not acr or not acr.isprintable()):
+        raise ValueError(f"acr must be a non-empty string such as 'mfa', or None; not {acr!r}.")
+    now = time.time()
+    if auth_time is None:
+        auth_time = now
+    elif isinstance(auth_time, bool) or not isinstance(auth_time, (int, float)) or not math.isfinite(auth_time):
+        raise ValueError(f"auth_time must be the epoch seconds of the authentication, not {auth_time!r}.")
+    elif auth_time > now + config.keys.leeway:
+        raise ValueError("auth_time lies in the future: pass the moment the person authenticated (default: now).")
+    authn: dict[str, t.Any] = {"auth_time": math.floor(auth_time)}  # a NumericDate, like iat
+    if acr is not None:
+        authn["acr"] = acr
+    return authn
 
 
 # -- refreshing ---------------------------------------------------------------------------------
@@ -296,6 +338,9 @@ def refresh(state: ShieldState, refresh_token: str | None) -> TokenPair:
         # issued in, and travel are checked before anything is rotated.
         try:
             geocheck.on_use(state, claims, ip)
+        except InsufficientUserAuthentication as exc:
+            # A token endpoint answers 400 (RFC 6749 §5.2); the step-up is a new login.
+            raise InvalidGrant(exc.description, reason=exc.reason) from None
         except RevokedToken as exc:
             raise InvalidGrant(exc.description, reason=exc.reason) from None
         location = state.geo.locate(ip)

@@ -34,20 +34,28 @@ def test_the_demo_plays_every_story_and_the_shield_stops_each(tmp_path: Path) ->
     assert done.returncode == 0, out + done.stderr
     for title in ("A stolen access token, replayed from another country", "Impossible travel",
                   "Hammering the API", "A stolen refresh token: reuse detection", "Use after 'log out everywhere'",
-                  "A DPoP-bound token replayed without its key"):  # fmt: skip
+                  "A DPoP-bound token replayed without its key",
+                  "A token used from another country: the password again, not a logout"):  # fmt: skip
         assert title in out
-    assert out.count("=> STOPPED") == 6 and "NOT STOPPED" not in out
-    assert "The shield stopped the thief in 6 of 6 stories." in out
+    assert out.count("=> STOPPED") == 7 and "NOT STOPPED" not in out
+    assert "The shield stopped the thief in 7 of 7 stories." in out
     # What it printed is what the shield stored.
     for line in ("impossible-travel  from BR -> revoke_family", "new-country        from JP -> flag",
                  "traffic-spike      -> revoke", "refresh-reused     -> revoke_family",
-                 "subject-revoked    -> revoke_subject", "dpop-rejected      -> deny  (dpop-wrong-key)"):  # fmt: skip
+                 "subject-revoked    -> revoke_subject", "dpop-rejected      -> deny  (dpop-wrong-key)",
+                 "country-changed    from JP -> step_up  (required)"):  # fmt: skip
         assert line in out, line
     app = create_app({"TESTING": True}, instance_path=str(instance))
     with app.app_context():
         kinds = {e.kind for e in shield.events(limit=1000)}
     assert {"impossible-travel", "new-country", "traffic-spike", "rate-limited", "refresh-reused",
-            "subject-revoked", "dpop-rejected"} <= kinds  # fmt: skip
+            "subject-revoked", "dpop-rejected", "country-changed"} <= kinds  # fmt: skip
+    # RFC 9470 §3: the thief got the challenge, with the requirement to meet.
+    (challenge,) = [line.strip() for line in out.splitlines() if "WWW-Authenticate:" in line]
+    assert challenge.startswith('WWW-Authenticate: Bearer realm="api", error="insufficient_user_authentication",'
+                                ' error_description="This token was issued in another country. Authenticate'
+                                ' again to continue."')  # fmt: skip
+    assert challenge.endswith(', max_age="5"')
     assert "eyJ" not in out  # no token is ever printed
 
 
@@ -74,7 +82,7 @@ def test_the_demo_does_not_depend_on_what_the_visitor_did_before(tmp_path: Path)
             assert me["sub"] == user
         done = run_demo("--url", server.url)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "The shield stopped the thief in 6 of 6 stories." in done.stdout
+    assert "The shield stopped the thief in 7 of 7 stories." in done.stdout
     assert "NOT PLAYED" not in done.stdout
 
 

@@ -226,6 +226,7 @@ DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[Shiel
     "JWT_SHIELD_REVOCATION_MAX_DELAY": (timedelta(milliseconds=100), 0.1, {}, lambda c: c.store.revocation_max_delay),
     "JWT_SHIELD_ALERT_TIMEOUT": (timedelta(seconds=10), 10, _HOOK, lambda c: c.alerts and c.alerts.timeout),
     "JWT_SHIELD_ALERT_RETRY_DELAY": (timedelta(seconds=3), 3, _HOOK, lambda c: c.alerts and c.alerts.retry_delay),
+    "JWT_SHIELD_STEP_UP_MAX_AGE": (timedelta(minutes=5), 300, {}, lambda c: c.step_up.max_age),
 }  # fmt: skip
 
 

@@ -96,6 +96,26 @@ def test_stolen_token_used_from_abroad(client: FlaskClient, clock: Clock) -> Non
     assert r.status_code == 401 and "revoked" in json_of(r)["error_description"]  # impossible travel: revoke_family
 
 
+def test_a_token_used_from_another_country_asks_for_the_password_again(client: FlaskClient, clock: Clock) -> None:
+    berlin, tokyo = {"X-Forwarded-For": "192.0.2.10"}, {"X-Forwarded-For": "203.0.113.7"}
+    pair = json_of(login(client))
+    clock.advance(600)  # the login is older than the example's 5 s
+    # alice flies to Tokyo: an admin clearing her places stands in for the hours of the flight
+    r = client.post("/api/admin/forget-places", json={"username": "alice"},
+                    headers={**bearer(pair["access_token"]), **berlin})  # fmt: skip
+    assert r.status_code == 200
+    r = client.get("/api/me", headers={**bearer(pair["access_token"]), **tokyo})
+    assert r.status_code == 401 and json_of(r)["error"] == "insufficient_user_authentication"
+    assert r.headers["WWW-Authenticate"].endswith('max_age="5"')
+    wrong = client.post("/auth/step-up", json={"username": "alice", "password": "nope"}, headers=tokyo)
+    assert wrong.status_code == 400 and json_of(wrong)["error"] == "invalid_grant"
+    fresh = client.post("/auth/step-up", json={"username": "alice", "password": "wonderland"}, headers=tokyo)
+    assert fresh.status_code == 200
+    claims = client.get("/api/claims", headers={**bearer(json_of(fresh)["access_token"]), **tokyo})
+    assert claims.status_code == 200
+    assert json_of(claims)["auth_time"] == int(clock.now) and json_of(claims)["ctry"] == "JP"
+
+
 def test_a_view_returns_the_claims(client: FlaskClient) -> None:
     pair = json_of(login(client))
     r = client.get("/api/claims", headers=bearer(pair["access_token"]))

@@ -32,9 +32,10 @@ from .conftest import json_of
 
 # Every route and the methods it serves.
 ROUTES: dict[str, set[str]] = {
-    "/": {"GET"}, "/auth/login": {"POST"}, "/auth/refresh": {"POST"}, "/auth/logout": {"POST"},
-    "/auth/logout-all": {"POST"}, "/auth/change-password": {"POST"}, "/api/me": {"GET"}, "/api/claims": {"GET"},
-    "/api/sessions": {"GET"}, "/api/events": {"GET"}, "/api/notes": {"GET", "POST"}, "/api/reports": {"POST"},
+    "/": {"GET"}, "/auth/login": {"POST"}, "/auth/step-up": {"POST"}, "/auth/refresh": {"POST"},
+    "/auth/logout": {"POST"}, "/auth/logout-all": {"POST"}, "/auth/change-password": {"POST"}, "/api/me": {"GET"},
+    "/api/claims": {"GET"}, "/api/sessions": {"GET"}, "/api/events": {"GET"}, "/api/notes": {"GET", "POST"},
+    "/api/reports": {"POST"},
     "/api/admin/forget-places": {"POST"}, "/.well-known/jwks.json": {"GET"},
     # The OAuth endpoints for other services (RFC 7009, RFC 7662) and their metadata.
     "/oauth/revoke": {"POST"}, "/oauth/introspect": {"POST"}, "/.well-known/oauth-authorization-server": {"GET"},
@@ -175,7 +176,7 @@ BAD_BODIES = [
 ]
 
 
-@pytest.mark.parametrize("path", ["/auth/login", "/auth/refresh"])
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/step-up", "/auth/refresh"])
 @pytest.mark.parametrize(("body", "content_type"), BAD_BODIES)
 def test_bad_body_is_a_4xx_json_error(tmp_path: Path, path: str, body: str, content_type: str) -> None:
     app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))

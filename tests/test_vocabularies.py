@@ -21,4 +21,4 @@ def test_finding_kinds_are_event_kinds() -> None:
 
 
 def test_actions_are_the_ladder() -> None:
-    assert ACTIONS == ("flag", "deny", "revoke", "revoke_family", "revoke_subject")
+    assert ACTIONS == ("flag", "step_up", "deny", "revoke", "revoke_family", "revoke_subject")

@@ -30,6 +30,7 @@ from .settings import RemoteSettings
 from .settings import RequestSettings
 from .settings import SessionSettings
 from .settings import ShieldConfig
+from .settings import StepUpSettings
 from .settings import StoreSettings
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "RemoteSettings",
     "RequestSettings",
     "SessionSettings",
+    "StepUpSettings",
     "ShieldConfig",
     "StoreSettings",
     "WHOLE_SECOND_KEYS",

@@ -25,8 +25,9 @@ from .keys import ConfigKey
 #: ``init_app`` converts to seconds. These become integer NumericDate arithmetic (``exp``),
 #: so they take whole seconds only.
 WHOLE_SECOND_KEYS: Final = frozenset(
-    {ConfigKey.ACCESS_TOKEN_TTL, ConfigKey.REFRESH_TOKEN_TTL, ConfigKey.REFRESH_IDLE_TTL}
-)
+    {ConfigKey.ACCESS_TOKEN_TTL, ConfigKey.REFRESH_TOKEN_TTL, ConfigKey.REFRESH_IDLE_TTL,
+     ConfigKey.STEP_UP_MAX_AGE}  # RFC 9470 §3: max_age is a whole number of seconds
+)  # fmt: skip
 DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
     ConfigKey.JWKS_CACHE_TTL, ConfigKey.JWKS_MIN_REFETCH, ConfigKey.JWKS_TIMEOUT, ConfigKey.LEEWAY,
     ConfigKey.REFRESH_REUSE_GRACE, ConfigKey.REDIS_CONNECT_TIMEOUT, ConfigKey.REDIS_TIMEOUT,

@@ -15,6 +15,7 @@ import typing as t
 from collections.abc import Mapping
 from typing import Final
 
+from ..actions import ACTIONS
 from ..actions import Action
 from ..errors import ConfigurationError
 from ..jose import DEFAULT_PROOF_ALGORITHMS
@@ -283,7 +284,7 @@ class RateSettings:
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
             introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
-            spike_action=r.action(K.SPIKE_ACTION, "flag"),
+            spike_action=r.action(K.SPIKE_ACTION, "flag", ladder=_NO_STEP_UP),
             spike_sustain=r.sustain(K.SPIKE_SUSTAIN, "3/10 minutes"),
             adaptive=r.boolean(K.ADAPTIVE, False),
             adaptive_factor=r.number(K.ADAPTIVE_FACTOR, 10.0, minimum=1.0),
@@ -312,13 +313,60 @@ class GeoSettings:
         return cls(
             geoip_database=r.optional_string(K.GEOIP_DATABASE, None),
             country_history=r.integer(K.COUNTRY_HISTORY, 10, minimum=1),
-            new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "deny")),
+            new_country_action=r.action(K.NEW_COUNTRY_ACTION, "flag", ladder=("flag", "step_up", "deny")),
             country_change_action=r.action(K.COUNTRY_CHANGE_ACTION, "flag"),
             impossible_travel_kmh=r.number(K.IMPOSSIBLE_TRAVEL_KMH, 805, minimum=1),
             impossible_travel_action=r.action(K.IMPOSSIBLE_TRAVEL_ACTION, "flag"),
             allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
             denied_countries=r.countries(K.DENIED_COUNTRIES),
         )
+
+
+# A spike is one token's volume: a fresh authentication says nothing about who sends it, and
+# a token that passed the step-up would keep hammering. The rate limit and revoke answer it.
+_NO_STEP_UP: tuple[Action, ...] = tuple(a for a in ACTIONS if a != "step_up")
+
+# RFC 9470 §3 / RFC 6750 §3: an auth-param value is a quoted-string of %x20-21 / %x23-5B /
+# %x5D-7E; acr_values separates its values by spaces, so one value holds no space.
+_ACR_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {'"', "\\"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepUpSettings:
+    """What a token needs to pass the ``step_up`` rung, and what its challenge asks for
+    (RFC 9470): ``JWT_SHIELD_STEP_UP_ACR_VALUES`` and ``JWT_SHIELD_STEP_UP_MAX_AGE``."""
+
+    acr_values: tuple[str, ...] | None = None
+    max_age: int | None = None
+
+    @classmethod
+    def read(cls, r: Reader) -> StepUpSettings:
+        K = ConfigKey
+        acr = r.raw(K.STEP_UP_ACR_VALUES)
+        if isinstance(acr, str):
+            acr = acr.split()
+        if acr is not None:
+            if not isinstance(acr, (list, tuple)) or not acr or not all(
+                isinstance(v, str) and v and set(v) <= _ACR_CHARS for v in acr
+            ):
+                raise ConfigurationError(
+                    f"{K.STEP_UP_ACR_VALUES} must be a non-empty list of authentication context class"
+                    " references such as ['mfa', 'phr'] (or one space-separated string), each printable"
+                    f" ASCII without spaces or quotes, or None; not {r.raw(K.STEP_UP_ACR_VALUES)!r}."
+                )
+            acr = tuple(acr)
+        # Seconds since the person last authenticated (or a timedelta); RFC 9470 §3: whole.
+        max_age = None if r.raw(K.STEP_UP_MAX_AGE) is None else r.integer(K.STEP_UP_MAX_AGE, 0, minimum=0)
+        keys = (K.NEW_COUNTRY_ACTION, K.COUNTRY_CHANGE_ACTION, K.IMPOSSIBLE_TRAVEL_ACTION, K.ADAPTIVE_ACTION)
+        using = [k for k in keys if r.raw(k) == "step_up"]
+        if using and acr is None and max_age is None:
+            raise ConfigurationError(
+                f"{', '.join(using)} {'is' if len(using) == 1 else 'are'} 'step_up', which needs"
+                f" {K.STEP_UP_MAX_AGE} (seconds since the last login that pass, e.g. 300) and/or"
+                f" {K.STEP_UP_ACR_VALUES} (the acr values that pass, e.g. ['mfa']): without either"
+                " no token could ever pass it."
+            )
+        return cls(acr_values=acr, max_age=max_age)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -453,6 +501,7 @@ class ShieldConfig:
     dpop: DPoPSettings
     events: EventSettings
     alerts: AlertSettings | None
+    step_up: StepUpSettings = StepUpSettings()
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, t.Any], *, warn: bool = True) -> ShieldConfig:
@@ -488,6 +537,7 @@ class ShieldConfig:
             dpop=dpop,
             events=EventSettings.read(r),
             alerts=AlertSettings.read(r),
+            step_up=StepUpSettings.read(r),
         )
 
     @property
@@ -499,7 +549,7 @@ class ShieldConfig:
         """The value read into the field ``name`` (``"access_token_ttl"``) of whichever section
         holds it, ``None`` when none does (what ``check-config`` lists)."""
         for section in (self.keys, self.remote, self.sessions, self.request, self.store, self.rate, self.geo,
-                        self.dpop, self.events):  # fmt: skip
+                        self.dpop, self.events, self.step_up):  # fmt: skip
             if name in section.__dataclass_fields__:
                 return getattr(section, name)
         return None
