@@ -496,6 +496,19 @@ def test_a_fresh_token_hammered_at_once_is_capped(adaptive_engine: TokenRateLimi
     assert (found[1].anomalous_buckets, found[1].sustained) == (1, False)  # sustain counts the session
 
 
+def test_a_fresh_token_hammered_at_a_steady_rate_stays_capped(storage_uri: str, clock: Clock) -> None:
+    """The cap of the warm-up does not learn the hammering: the subject's view skips the
+    buckets in which one of its sessions was anomalous, so the third minute is sustained."""
+    settings = AdaptiveSettings(factor=5.0, floor="20/minute", sustain="3/10 minutes")
+    engine = TokenRateLimiter(None, storage_uri=storage_uri, adaptive=settings)
+    for bucket in range(5):
+        assert bucket_of(engine, clock, bucket, {"phone": 10}) == []
+    found = [a for b in range(5, 8) for a in bucket_of(engine, clock, b, {"phone": 10, "fresh": 400})
+             if a.scope == "session"]  # fmt: skip
+    assert [(a.session, a.warmup, a.baseline, a.sustained) for a in found] == [
+        ("fresh", True, 20.0, False), ("fresh", True, 20.0, False), ("fresh", True, 20.0, True)]  # fmt: skip
+
+
 def test_a_new_account_learns_before_anything_is_flagged(adaptive_engine: TokenRateLimiter, clock: Clock) -> None:
     assert bucket_of(adaptive_engine, clock, 0, {"phone": 500, "laptop": 500}) == []
 

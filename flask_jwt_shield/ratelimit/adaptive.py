@@ -78,8 +78,9 @@ class AdaptiveSettings:
     **Second signal.** The subject's total is compared with the subject's own baseline the
     same way: when it alone is anomalous (no session of the subject was in that bucket), it
     is reported as ``SUBJECT``, which the pipeline only records. The subject's view learns
-    every active bucket, so a lasting change of the account's traffic (a second client
-    added) stops being reported within a few buckets.
+    every active bucket but those in which one of its sessions was anomalous: a lasting
+    change of the account's traffic (a second client added) stops being reported within a
+    few buckets, while a thief hammering a fresh session cannot raise its warm-up cap.
 
     Details that keep the baselines honest:
 
@@ -134,7 +135,9 @@ class Baseline:
     count: int  # requests in that bucket so far
     ewma: float  # learned requests per bucket
     learned: int  # buckets learned so far
-    flagged: int  # index of the last flagged bucket, -1 for none
+    flagged: int  # index of the last flagged bucket (not learned), -1 for none
+    #: a subject's only: index of the last bucket its own total was reported in
+    reported: int = -1
 
 
 #: What :meth:`MemoryBaselines.observe` and :meth:`RedisBaselines.observe` answer: the
@@ -160,7 +163,9 @@ def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSe
             session.learned += 1
         session.bucket, session.count = bucket, 0
     if bucket > subject.bucket:
-        if subject.count > 0:  # the subject's view learns every active bucket
+        # The subject's view learns every active bucket but those in which one of its
+        # sessions was anomalous: a thief cannot raise the cap of the warm-up with his rate.
+        if subject.count > 0 and subject.flagged != subject.bucket:
             if subject.learned == 0:
                 subject.ewma = float(subject.count)
             else:
@@ -185,10 +190,11 @@ def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSe
     if (
         subject.count > floor
         and subject.flagged != subject.bucket
+        and subject.reported != subject.bucket
         and subject.learned >= settings.min_history
         and subject.count > settings.factor * subject.ewma
     ):
-        subject.flagged = subject.bucket
+        subject.reported = subject.bucket  # reported, and still learned
         return SUBJECT
     return NORMAL
 
@@ -214,10 +220,11 @@ local b, c, e, n, f = k, 0, 0, 0, -1
 if s[1] then
   b = tonumber(s[1]); c = tonumber(s[2]); e = tonumber(s[3]); n = tonumber(s[4]); f = tonumber(s[5])
 end
-local u = redis.call('HMGET', KEYS[2], 'b', 'c', 'e', 'n', 'f')
-local ub, uc, ue, un, uf = k, 0, 0, 0, -1
+local u = redis.call('HMGET', KEYS[2], 'b', 'c', 'e', 'n', 'f', 'r')
+local ub, uc, ue, un, uf, ur = k, 0, 0, 0, -1, -1
 if u[1] then
   ub = tonumber(u[1]); uc = tonumber(u[2]); ue = tonumber(u[3]); un = tonumber(u[4]); uf = tonumber(u[5])
+  ur = tonumber(u[6])
 end
 -- a new key, or the first request of a bucket: write the whole state, renew the idle TTL
 local renew, renew_u = (not s[1]) or k > b, (not u[1]) or k > ub
@@ -229,7 +236,7 @@ if k > b then
   b = k; c = 0
 end
 if k > ub then
-  if uc > 0 then
+  if uc > 0 and uf ~= ub then
     if un == 0 then ue = uc else ue = alpha * uc + (1 - alpha) * ue end
     un = un + 1
   end
@@ -250,8 +257,8 @@ if un >= min_history or n >= min_history then  -- else nothing to compare with y
       found = 1; f = b; uf = ub
     end
   end
-  if found == 0 and uc > floor_ and uf ~= ub and un >= min_history and uc > factor * ue then
-    found = 2; uf = ub
+  if found == 0 and uc > floor_ and uf ~= ub and ur ~= ub and un >= min_history and uc > factor * ue then
+    found = 2; ur = ub
   end
 end
 -- within a bucket and with nothing flagged, only the count changed
@@ -264,7 +271,7 @@ else
 end
 if renew_u or found ~= 0 then
   redis.call('HSET', KEYS[2], 'b', string.format('%d', ub), 'c', uc, 'e', tostring(ue), 'n', un,
-    'f', string.format('%d', uf))
+    'f', string.format('%d', uf), 'r', string.format('%d', ur))
   redis.call('EXPIRE', KEYS[2], ttl)
 else
   redis.call('HSET', KEYS[2], 'c', uc)
@@ -323,7 +330,7 @@ class MemoryBaselines:
             total = self._subjects[subject] = _fresh(bucket)
         elif (bucket - total.bucket) * settings.bucket_seconds > settings.idle_ttl:
             # reset in place: the subject's other (idle) sessions still hold it
-            total.bucket, total.count, total.ewma, total.learned, total.flagged = bucket, 0, 0.0, 0, -1
+            total.bucket, total.count, total.ewma, total.learned, total.flagged, total.reported = bucket, 0, 0.0, 0, -1, -1
         entry = self._sessions[session] = (_fresh(bucket), total, subject)
         self._sessions.move_to_end(session)
         if len(self._sessions) > settings.max_subjects:
