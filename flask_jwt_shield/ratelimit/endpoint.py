@@ -7,7 +7,6 @@ import math
 import time
 
 from limits.storage import Storage
-from limits.strategies import FixedWindowRateLimiter
 
 from .storage import LimiterStorageError
 from .storage import key_part
@@ -22,18 +21,23 @@ class KeyedLimit:
         self.text = limits
         self._items = parse_limits(limits)
         self._namespace = namespace
-        self._strategy = FixedWindowRateLimiter(storage)
+        self._storage = storage
         self._errors = storage_exceptions(storage)
 
     def hit(self, key: str) -> int | None:
         """Count one call for ``key``: ``None`` when allowed, else the seconds until it may
-        retry. Raises :class:`LimiterStorageError` when the storage fails."""
+        retry. Raises :class:`LimiterStorageError` when the storage fails.
+
+        Exactly ``FixedWindowRateLimiter.hit`` (increment, then compare) without its layers:
+        a refresh counts two of these.
+        """
         part = key_part(key)
+        storage = self._storage
         try:
             for item in self._items:
-                if not self._strategy.hit(item, self._namespace, part):
-                    reset = self._strategy.get_window_stats(item, self._namespace, part).reset_time
-                    return max(1, math.ceil(reset - time.time()))
+                storage_key = item.key_for(self._namespace, part)
+                if storage.incr(storage_key, item.get_expiry()) > item.amount:
+                    return max(1, math.ceil(storage.get_expiry(storage_key) - time.time()))
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
         return None
