@@ -330,7 +330,14 @@ class MemoryBaselines:
             total = self._subjects[subject] = _fresh(bucket)
         elif (bucket - total.bucket) * settings.bucket_seconds > settings.idle_ttl:
             # reset in place: the subject's other (idle) sessions still hold it
-            total.bucket, total.count, total.ewma, total.learned, total.flagged, total.reported = bucket, 0, 0.0, 0, -1, -1
+            total.bucket, total.count, total.ewma, total.learned, total.flagged, total.reported = (
+                bucket,
+                0,
+                0.0,
+                0,
+                -1,
+                -1,
+            )
         entry = self._sessions[session] = (_fresh(bucket), total, subject)
         self._sessions.move_to_end(session)
         if len(self._sessions) > settings.max_subjects:

@@ -242,9 +242,7 @@ class TokenRateLimiter:
         return self._active
 
     def _update_active(self) -> None:
-        self._active = bool(
-            self._limits or self._spike or self.adaptive is not None or any(self._endpoints.values())
-        )
+        self._active = bool(self._limits or self._spike or self.adaptive is not None or any(self._endpoints.values()))
 
     def _sustain_item(self, value: str | None) -> RateLimitItem | None:
         if value is None:
