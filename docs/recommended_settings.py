@@ -37,7 +37,8 @@ def shield_settings(environ: Mapping[str, str] = os.environ) -> dict[str, t.Any]
         "JWT_SHIELD_SPIKE_THRESHOLD": "300/second;3000/minute",
         "JWT_SHIELD_SPIKE_SUSTAIN": "3/10 minutes",
         "JWT_SHIELD_SPIKE_ACTION": "revoke",
-        # A token used far above its owner's own rate, for 3 minutes of 10: end the session.
+        # A session used far above its own rate (a fresh login: loosely, its account's),
+        # for 3 minutes of 10: end that session.
         "JWT_SHIELD_ADAPTIVE": True,
         "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0,
         "JWT_SHIELD_ADAPTIVE_FLOOR": "60/minute",

@@ -220,9 +220,11 @@ class Pipeline:
         # "jti": each token -- and a refreshed token keeps its session's budget and spike
         # count (a thief refreshing gets no fresh budget), so a token with a session counts
         # under its sid. "sub": each user across sessions.
-        identity = (claims.get("sid") or claims["jti"]) if config.rate.rate_limit_key == "jti" else claims["sub"]
+        session = claims.get("sid") or claims["jti"]
+        identity = session if config.rate.rate_limit_key == "jti" else claims["sub"]
         try:
-            decision = limiter.check(identity, endpoint, subject=claims["sub"])
+            # The adaptive baseline is the session's own, whatever the limit's key.
+            decision = limiter.check(identity, endpoint, subject=claims["sub"], session=session)
         except LimiterStorageError as exc:
             self.state.store_failed(exc, claims)
             return
@@ -231,11 +233,17 @@ class Pipeline:
                             detail=decision.spike.as_detail())  # fmt: skip
             revocation.act(self.state, spike, claims)
         anomaly = decision.anomaly
-        if anomaly is not None:
-            # A short burst (an app starting, tabs reloading) is only flagged; the action
-            # waits until the anomaly lasts (JWT_SHIELD_ADAPTIVE_SUSTAIN).
+        if anomaly is not None and anomaly.scope == "subject":
+            # The account's total alone: a second signal, recorded against no session.
+            finding = Finding("traffic-anomaly", "flag", "Unusual traffic for this account.",
+                              detail=anomaly.as_detail())  # fmt: skip
+            revocation.act(self.state, finding, None, subject=claims["sub"])
+        elif anomaly is not None:
+            # This request's session is the anomalous one (its own count), so the action
+            # lands on it. A short burst (an app starting, tabs reloading) is only flagged;
+            # the action waits until the anomaly lasts (JWT_SHIELD_ADAPTIVE_SUSTAIN).
             action = config.rate.adaptive_action if anomaly.sustained else "flag"
-            finding = Finding("traffic-anomaly", action, "Unusual traffic for this account.",
+            finding = Finding("traffic-anomaly", action, "Unusual traffic for this session.",
                               detail=anomaly.as_detail())  # fmt: skip
             revocation.act(self.state, finding, claims)
         if not decision.allowed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from limits import parse_many
 
 from flask_jwt_shield.errors import StoreError
 from flask_jwt_shield.ratelimit import AdaptiveSettings
+from flask_jwt_shield.ratelimit import AnomalyReport
 from flask_jwt_shield.ratelimit import LimiterStorageError
 from flask_jwt_shield.ratelimit import RateDecision
 from flask_jwt_shield.ratelimit import TokenRateLimiter
@@ -361,10 +363,11 @@ def run_bucket(engine: TokenRateLimiter, clock: Clock, bucket: int, count: int) 
     clock.now = T0 + 60 * bucket + 1
     flagged = []
     for i in range(count):
-        # two tokens of one subject: the baseline is the subject's, not the token's
-        decision = engine.check(f"jti-{i % 2}", subject="alice")
+        # two tokens of one session (a refresh): the baseline is the session's, not the token's
+        decision = engine.check(f"jti-{i % 2}", subject="alice", session="alice-phone")
         if decision.anomaly is not None:
-            assert decision.anomaly.subject == "alice"
+            assert decision.anomaly.subject == "alice" and decision.anomaly.session == "alice-phone"
+            assert decision.anomaly.scope == "session"
             flagged.append(decision.anomaly.count)
     return flagged
 
@@ -394,7 +397,7 @@ def test_adaptive_flags_twenty_times_normal_once_per_bucket(adaptive_engine: Tok
 def test_adaptive_report_carries_the_baseline(adaptive_engine: TokenRateLimiter, clock: Clock) -> None:
     train(adaptive_engine, clock, per_bucket=40)
     clock.now = T0 + 60 * 5 + 1
-    reports = [adaptive_engine.check("jti", subject="alice").anomaly for _ in range(401)]
+    reports = [adaptive_engine.check("jti", subject="alice", session="alice-phone").anomaly for _ in range(401)]
     report = reports[-1]
     assert report is not None and reports.count(None) == 400
     assert (report.count, report.bucket_seconds, report.baseline) == (401, 60, 40.0)
@@ -424,8 +427,176 @@ def test_adaptive_baseline_is_shared_through_redis(redis_url: str, clock: Clock)
     watcher = TokenRateLimiter(None, storage_uri=redis_url, adaptive=settings)
     train(learner, clock, per_bucket=40)
     assert run_bucket(watcher, clock, 5, 500) == [401]
-    state = redis.Redis.from_url(redis_url).hgetall("LIMITS:jwt_shield/adaptive/alice")
+    client = redis.Redis.from_url(redis_url)
+    state = client.hgetall("LIMITS:jwt_shield/adaptive/{alice}/alice-phone")  # the session's
     assert float(state[b"e"]) == 40.0 and int(state[b"c"]) == 500
+    total = client.hgetall("LIMITS:jwt_shield/adaptive/{alice}")  # the subject's, in the same hash slot
+    assert float(total[b"e"]) == 40.0 and int(total[b"c"]) == 500
+
+
+def bucket_of(engine: TokenRateLimiter, clock: Clock, bucket: int, traffic: dict[str, int]) -> list[AnomalyReport]:
+    """Requests of several sessions of "alice" inside bucket ``bucket``, interleaved as they
+    would arrive: ``traffic`` maps a session to its count. The reports, in order."""
+    clock.now = T0 + 60 * bucket + 1
+    order = [session for session, count in traffic.items() for _ in range(count)]
+    random.Random(bucket).shuffle(order)
+    found = []
+    for session in order:
+        anomaly = engine.check(f"{session}-token", subject="alice", session=session).anomaly
+        if anomaly is not None:
+            found.append(anomaly)
+    return found
+
+
+def test_a_copy_of_a_quiet_session_stands_out_of_a_busy_account(adaptive_engine: TokenRateLimiter,
+                                                                clock: Clock) -> None:  # fmt: skip
+    """The thief who hides in the account's total: the busy laptop makes 200 a minute, the
+    quiet phone 10; a copy of the phone's token adds 110. The account went from 210 to 320
+    (1.5x), the phone's session from 10 to 120 (12x): flagged, and named."""
+    for bucket in range(5):
+        assert bucket_of(adaptive_engine, clock, bucket, {"laptop": 200, "phone": 10}) == []
+    found = bucket_of(adaptive_engine, clock, 5, {"laptop": 200, "phone": 120})
+    assert [(a.scope, a.session, a.count, a.warmup) for a in found] == [("session", "phone", 101, False)]
+    assert found[0].baseline == 10.0 and found[0].subject_baseline == 210.0
+
+
+def test_the_anomaly_names_the_anomalous_session_not_the_busy_one(adaptive_engine: TokenRateLimiter,
+                                                                 clock: Clock) -> None:  # fmt: skip
+    """Whichever session's request crosses the account's line, the finding is the session
+    whose own traffic is anomalous: the busy laptop at its own pace never is."""
+    for bucket in range(5):
+        assert bucket_of(adaptive_engine, clock, bucket, {"laptop": 500, "phone": 10}) == []
+    for bucket in range(5, 8):
+        found = bucket_of(adaptive_engine, clock, bucket, {"laptop": 500, "phone": 300})
+        assert [(a.scope, a.session) for a in found] == [("session", "phone")]
+    assert all(a.session != "laptop" for a in bucket_of(adaptive_engine, clock, 8, {"laptop": 900}))
+
+
+def test_a_fresh_session_warms_up_under_its_subjects_cap(adaptive_engine: TokenRateLimiter, clock: Clock) -> None:
+    """A new login is not judged against the account's old pace: the sync client makes 30
+    times the phone's 10 a minute from its first minute on. Only far above the subject's
+    cap (factor x the larger of floor and the subject's baseline: 600) is it anomalous."""
+    for bucket in range(5):
+        assert bucket_of(adaptive_engine, clock, bucket, {"phone": 10}) == []
+    found = bucket_of(adaptive_engine, clock, 5, {"phone": 10, "sync": 300})
+    assert [(a.scope, a.sustained) for a in found] == [("subject", False)]  # the account jumped: a signal
+    for bucket in range(6, 9):  # three buckets learned: sync has a pace of its own
+        assert [a.scope for a in bucket_of(adaptive_engine, clock, bucket, {"phone": 10, "sync": 300})] in (
+            [], ["subject"])  # fmt: skip
+    assert bucket_of(adaptive_engine, clock, 9, {"phone": 10, "sync": 300}) == []
+
+
+def test_a_fresh_token_hammered_at_once_is_capped(adaptive_engine: TokenRateLimiter, clock: Clock) -> None:
+    """No pace of its own yet, but not unbounded: factor x max(floor, the subject's 10) = 600."""
+    for bucket in range(5):
+        assert bucket_of(adaptive_engine, clock, bucket, {"phone": 10}) == []
+    found = bucket_of(adaptive_engine, clock, 5, {"phone": 10, "fresh": 700})
+    assert [a.scope for a in found] == ["subject", "session"]  # the account's jump is seen first
+    assert (found[1].session, found[1].count, found[1].warmup, found[1].baseline) == ("fresh", 601, True, 60.0)
+    assert (found[1].anomalous_buckets, found[1].sustained) == (1, False)  # sustain counts the session
+
+
+def test_a_fresh_token_hammered_at_a_steady_rate_stays_capped(storage_uri: str, clock: Clock) -> None:
+    """The cap of the warm-up does not learn the hammering: the subject's view skips the
+    buckets in which one of its sessions was anomalous, so the third minute is sustained."""
+    settings = AdaptiveSettings(factor=5.0, floor="20/minute", sustain="3/10 minutes")
+    engine = TokenRateLimiter(None, storage_uri=storage_uri, adaptive=settings)
+    for bucket in range(5):
+        assert bucket_of(engine, clock, bucket, {"phone": 10}) == []
+    found = [a for b in range(5, 8) for a in bucket_of(engine, clock, b, {"phone": 10, "fresh": 400})
+             if a.scope == "session"]  # fmt: skip
+    assert [(a.session, a.warmup, a.baseline, a.sustained) for a in found] == [
+        ("fresh", True, 20.0, False), ("fresh", True, 20.0, False), ("fresh", True, 20.0, True)]  # fmt: skip
+
+
+def test_a_new_account_learns_before_anything_is_flagged(adaptive_engine: TokenRateLimiter, clock: Clock) -> None:
+    assert bucket_of(adaptive_engine, clock, 0, {"phone": 500, "laptop": 500}) == []
+
+
+def test_the_subject_signal_is_never_sustained(storage_uri: str, clock: Clock) -> None:
+    settings = AdaptiveSettings(factor=5.0, floor="20/minute", sustain="1/10 minutes")
+    engine = TokenRateLimiter(None, storage_uri=storage_uri, adaptive=settings)
+    for bucket in range(5):
+        assert bucket_of(engine, clock, bucket, {"a": 10, "b": 10, "c": 10}) == []
+    # every session doubles: none is anomalous, the account is 2x -- below the factor
+    assert bucket_of(engine, clock, 5, {"a": 20, "b": 20, "c": 20}) == []
+    # ten new sessions at 20 each, each under its warm-up cap: the account alone is anomalous
+    found = bucket_of(engine, clock, 6, {"a": 10, "b": 10, "c": 10} | {f"n{i}": 20 for i in range(10)})
+    assert [(a.scope, a.sustained, a.anomalous_buckets) for a in found] == [("subject", False, 0)]
+    assert found[0].as_detail()["scope"] == "subject" and found[0].as_detail()["sustained"] is False
+
+
+def test_one_script_call_counts_the_session_and_its_subject(redis_url: str, clock: Clock) -> None:
+    """With Redis, the adaptive step stays one call per request (both views in one script),
+    beside the one call that hits the limits and the spike counters."""
+    engine = TokenRateLimiter("300/minute", storage_uri=redis_url, spike_threshold="3000/minute",
+                              adaptive=AdaptiveSettings())  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    engine.check("sid-1", subject="alice", session="sid-1")  # scripts loaded
+    client.config_resetstat()
+    for _ in range(10):
+        assert engine.check("sid-1", subject="alice", session="sid-1").allowed
+    stats = client.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): entry["calls"] for name, entry in stats.items()}
+    # Two script calls per request; every other command ran inside them (Redis counts those too).
+    assert calls.pop("evalsha") == 20 and calls.pop("hmget") == 20  # two hashes, one call
+    assert set(calls) <= {"info", "config|resetstat", "incrby", "expire", "hset", "pttl"}, calls
+
+
+def test_memory_baselines_are_bounded_by_sessions(clock: Clock) -> None:
+    """The least recently seen sessions are forgotten; a subject's baseline lives on with
+    any of its sessions, and a fresh session of the subject finds it."""
+    settings = AdaptiveSettings(factor=5.0, floor="20/minute", max_subjects=2, sustain=None)
+    engine = TokenRateLimiter(None, storage_uri="memory://", adaptive=settings)
+    for bucket in range(4):
+        assert bucket_of(engine, clock, bucket, {"phone": 10, "laptop": 10}) == []
+    # a third session pushes the least recent one out; the subject's baseline (20) stays
+    found = bucket_of(engine, clock, 4, {"laptop": 10, "fresh": 101})
+    assert [(a.session, a.warmup, a.baseline) for a in found if a.scope == "session"] == [("fresh", True, 20.0)]
+    assert len(engine._baselines._sessions) == 2  # type: ignore[union-attr]
+
+
+def findings(report: AnomalyReport | None) -> tuple[str | None, dict[str, object]] | None:
+    return None if report is None else (report.session, report.as_detail())
+
+
+def test_memory_and_redis_baselines_agree(redis_url: str, clock: Clock) -> None:
+    """The rule and its Lua twin, request by request, on traffic that crosses every branch:
+    several sessions and subjects, fresh logins, bursts, idle buckets and warm-ups."""
+    settings = AdaptiveSettings(factor=4.0, floor="20/minute", sustain=None, min_history=2)
+    memory = TokenRateLimiter(None, storage_uri="memory://", adaptive=settings)
+    shared = TokenRateLimiter(None, storage_uri=redis_url, adaptive=settings)
+    rng = random.Random(7)
+    sessions = {f"s{i}": f"u{i % 3}" for i in range(8)}
+    born: dict[str, int] = {}
+    seen: set[tuple[object, ...]] = set()
+    for bucket in range(40):
+        clock.now = T0 + 60 * bucket + 0.5
+        if bucket % 7 == 6:  # a fresh login, hammered in its warm-up
+            born[f"s{len(sessions)}"] = bucket
+            sessions[f"s{len(sessions)}"] = f"u{bucket % 3}"
+        if bucket == 30:  # a dozen new sessions of u0, each quiet: only the total jumps
+            for i in range(12):
+                sessions[f"crowd{i}"] = "u0"
+        for session, subject in list(sessions.items()):
+            if rng.random() < 0.3 and not session.startswith("crowd"):
+                continue  # an idle bucket for this session
+            if session.startswith("crowd"):
+                count = 15
+            elif bucket - born.get(session, -99) < 2 or rng.random() < 0.1:
+                count = rng.randint(40, 200)  # a burst
+            else:
+                count = rng.randint(1, 12)
+            for _ in range(count):
+                clock.now += 0.001
+                mine = memory.check(session, subject=subject).anomaly
+                theirs = shared.check(session, subject=subject).anomaly
+                # the same findings; Lua keeps the baselines to 14 significant digits
+                assert findings(mine) == findings(theirs), (bucket, session)
+                if mine is not None:
+                    seen.add((mine.scope, mine.warmup) if mine.scope == "session" else (mine.scope,))
+    # the traffic crossed every branch: established and warming-up sessions, subjects alone
+    assert {("session", False), ("session", True), ("subject",)} <= seen, seen
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ memory storage) under simulated time, with the settings that docs/production.rst
 (docs/recommended_settings.py, included there verbatim). Only where state lives and the
 keys are replaced. The stories are DESIGN.md's promise for those settings: they stop a
 thief who hammers with a stolen token -- under the plain limit or just above it, pausing
-and coming back -- within a few minutes, and they never block these honest users: a
-steady user, an app that fires a burst at start-up, a user on two devices, browser tabs
-refreshing together, a new user with no baseline yet.
+and coming back, or hidden inside a busy account's total -- within a few minutes, and
+they never block these honest users: a steady user, an app that fires a burst at
+start-up, a user on two devices, a second and busier client logging in, a client ramping
+up over a day, browser tabs refreshing together, a new user with no baseline yet.
 """
 
 from __future__ import annotations
@@ -279,6 +280,41 @@ def test_thief_who_pauses_and_comes_back_is_stopped(shielded: t.Any, clock: Cloc
     assert actions(shield, app, "traffic-anomaly")[:3] == ["flag", "flag", "revoke_family"]
 
 
+def sid_of(app: Flask, token: str | None) -> str:
+    assert token is not None
+    sid: str = app.extensions["jwt_shield"].codec.inspect(token)["sid"]
+    return sid
+
+
+def test_thief_hiding_in_a_busy_accounts_total_is_stopped(shielded: t.Any, clock: Clock) -> None:
+    """A copy of the quiet phone's token, used at 80/minute while the laptop of the same
+    account makes 60/minute: the account goes from 70 to 150 a minute (about 2x, under the
+    factor), the phone's session from 10 to 90 (9x). The phone's session ends; the laptop,
+    whose request may as well have crossed an account-wide line, carries on untouched."""
+    app, shield = shielded()
+    client, rng = app.test_client(), random.Random(4)
+    phone, laptop = Device("phone", BERLIN, "ivan"), Device("laptop", "192.0.2.20", "ivan")
+    run(client, clock, owner_history(phone, rng) + plan(laptop, steady(0, 60, 60, rng)))
+    thief = Device("thief", BERLIN_TOO, "ivan", access=phone.access, can_log_in=False)
+    phone_sid, laptop_sid = sid_of(app, phone.access), sid_of(app, laptop.access)
+    start = 60 * MINUTE
+    run(client, clock, plan(phone, steady(start, 10, 10, rng)) + plan(laptop, steady(start, 10, 60, rng))
+        + plan(thief, steady(start, 10, 80, rng)))  # fmt: skip
+
+    stopped_at = min(at for at, status in thief.statuses if status == 401)
+    assert stopped_at - start <= 3 * MINUTE, "the thief must be stopped within three minutes"
+    assert all(status == 401 for at, status in thief.statuses if at >= stopped_at)
+    assert actions(shield, app, "traffic-anomaly")[:3] == ["flag", "flag", "revoke_family"]
+    with app.app_context():
+        anomalies = shield.events(kind="traffic-anomaly", limit=100)
+        revoked = shield.events(kind="family-revoked", limit=100)
+    # Every finding and the revocation name the phone's session, never the laptop's.
+    assert {e.sid for e in anomalies} == {phone_sid} and [e.sid for e in revoked] == [phone_sid]
+    assert all(e.detail["scope"] == "session" and not e.detail["warmup"] for e in anomalies)
+    assert not laptop.refused() and laptop.logins == 1 and sid_of(app, laptop.access) == laptop_sid
+    assert phone.logins == 2 and phone.statuses[-1][1] == 200  # the owner logs in again once
+
+
 def test_monitor_mode_records_what_it_would_have_done(shielded: t.Any, clock: Clock) -> None:
     app, shield = shielded(JWT_SHIELD_MONITOR_ONLY=True)
     client, rng = app.test_client(), random.Random(1)
@@ -342,6 +378,42 @@ def test_user_on_two_devices(shielded: t.Any, clock: Clock) -> None:
     schedule += plan(laptop, burst(60 * MINUTE, 40, 4) + steady(60 * MINUTE + 4, 120, 12, rng))
     run(client, clock, schedule)
     assert_never_blocked(shield, app, phone, laptop)
+
+
+@pytest.mark.parametrize(("name", "pace"), [("sync", 5), ("dashboard", 10)])
+def test_second_busy_client_logs_in_with_the_password(shielded: t.Any, clock: Clock, name: str, pace: int) -> None:
+    """An hour of the phone at 10 a minute, then a second client signs in with the password
+    and works at ``pace`` times the phone's pace (a sync client, a dashboard left open),
+    after a first load of 100 requests in ten seconds. A fresh login has its own pace to
+    learn; it is not judged against the account's old one (per subject, the dashboard's
+    session was revoked). The account's jump is seen (a flag at most), never acted upon."""
+    app, shield = shielded()
+    client, rng = app.test_client(), random.Random(15)
+    phone, sync = Device("phone", BERLIN, "judy"), Device(name, "192.0.2.30", "judy")
+    joined = 60 * MINUTE
+    schedule = plan(phone, steady(0, 180, 10, rng))
+    schedule += plan(sync, burst(joined, 100, 10) + steady(joined + 10, 120, 10 * pace, rng))
+    run(client, clock, schedule)
+    assert sid_of(app, phone.access) != sid_of(app, sync.access)
+    assert_never_blocked(shield, app, phone, sync)
+    with app.app_context():
+        anomalies = shield.events(kind="traffic-anomaly", limit=100)
+    assert all(e.action == "flag" for e in anomalies)
+
+
+def test_client_ramping_up_slowly_over_a_day(shielded: t.Any, clock: Clock) -> None:
+    """One session from 2 to 90 requests a minute over ten hours (a team's day getting
+    busier): the session's baseline follows, so 45x the morning's pace is ordinary by the
+    evening."""
+    app, shield = shielded()
+    client, rng = app.test_client(), random.Random(16)
+    owner = Device("dashboard", BERLIN, "karl")
+    slots = 60  # ten-minute slots
+    pace = [2 * 45 ** (k / (slots - 1)) for k in range(slots)]  # per minute, x 1.07 a slot
+    schedule = [slot for k in range(slots) for slot in plan(owner, steady(k * 10 * MINUTE, 10, pace[k], rng))]
+    run(client, clock, schedule)
+    assert owner.answered(9.5 * 3600) > 800  # the evening is far above the floor (60/minute)
+    assert_never_blocked(shield, app, owner)
 
 
 def test_browser_tabs_refreshing_together(shielded: t.Any, clock: Clock) -> None:

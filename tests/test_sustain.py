@@ -161,3 +161,92 @@ def test_a_refused_minute_counts_even_when_a_burst_reports_it(clock: Clock) -> N
     engine.set_endpoint_limit("reports", "2/minute")
     found = [d.spike for d in (engine.check("jti-1", "reports") for _ in range(3)) if d.spike is not None]
     assert [(r.sustained, r.count) for r in found] == [(True, 4)]
+
+
+# -- the action lands on the anomalous session --------------------------------------------
+
+ANOMALY_ON_SESSIONS = {"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
+                       "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0, "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
+                       "JWT_SHIELD_ADAPTIVE_ACTION": "revoke_family"}  # fmt: skip
+
+
+def two_sessions(app: t.Any) -> tuple[dict[str, str], dict[str, str], str, str]:
+    """Two logins of alice: (headers of the busy one, of the quiet one, their sids)."""
+    client = app.test_client()
+    pairs = [client.post("/login?sub=alice").get_json() for _ in range(2)]
+    codec = app.extensions["jwt_shield"].codec
+    busy, quiet = ({"Authorization": f"Bearer {p['access_token']}"} for p in pairs)
+    return busy, quiet, codec.inspect(pairs[0]["access_token"])["sid"], codec.inspect(pairs[1]["access_token"])["sid"]
+
+
+def minute(client: t.Any, clock: Clock, traffic: list[tuple[dict[str, str], int]]) -> list[tuple[int, int]]:
+    """One minute: each (headers, count) in turn; the (index, status) of every request."""
+    order = [n for n, (_, count) in enumerate(traffic) for _ in range(count)]
+    statuses = [(n, client.get("/api/me", headers=traffic[n][0]).status_code) for n in order]
+    clock.advance(60)
+    return statuses
+
+
+def test_the_action_lands_on_the_anomalous_session_not_on_another_session_of_the_subject(
+    make_app: AppFactory, clock: Clock
+) -> None:
+    """Alice's busy laptop makes 100 a minute, her quiet phone 5. A copy of the phone's token
+    adds 60 a minute: the account goes from 105 to 165 (1.6x, no anomaly per subject), the
+    phone's session from 5 to 65 (13x). Three minutes on, the phone's session is revoked --
+    and only it: the laptop, at its own pace all along, keeps working."""
+    app, shield = make_app(ANOMALY_ON_SESSIONS)
+    client = app.test_client()
+    laptop, phone, laptop_sid, phone_sid = two_sessions(app)
+    for _ in range(5):
+        assert {s for _, s in minute(client, clock, [(laptop, 100), (phone, 5)])} == {200}
+    results = [minute(client, clock, [(laptop, 100), (phone, 65)]) for _ in range(3)]
+    assert all(s == 200 for r in results for n, s in r if n == 0), "the laptop's session is untouched"
+    assert {s for r in results[:2] for n, s in r if n == 1} == {200}  # flagged only
+    assert [s for n, s in results[2] if n == 1][-1] == 401  # sustained: the phone's session ends
+    assert client.get("/api/me", headers=laptop).status_code == 200
+    with app.app_context():
+        anomalies = list(reversed(shield.events(kind="traffic-anomaly")))
+        revoked = shield.events(kind="family-revoked")
+    assert [(e.action, e.sid) for e in anomalies] == [("flag", phone_sid), ("flag", phone_sid),
+                                                      ("revoke_family", phone_sid)]  # fmt: skip
+    assert [e.sid for e in revoked] == [phone_sid] and laptop_sid != phone_sid
+
+
+def test_the_session_whose_request_crosses_the_accounts_line_is_not_blamed(make_app: AppFactory,
+                                                                          clock: Clock) -> None:  # fmt: skip
+    """Per subject, whichever request crossed the line took the action: here the laptop's,
+    most of the account's traffic. Per session, the phone's session -- the anomalous one --
+    is named, even when the laptop sends most of the requests of the anomalous minute."""
+    app, shield = make_app(ANOMALY_ON_SESSIONS)
+    client = app.test_client()
+    laptop, phone, laptop_sid, phone_sid = two_sessions(app)
+    for _ in range(5):
+        minute(client, clock, [(laptop, 10), (phone, 2)])
+    # The phone's copy fires first in the minute (55: above its 5 x 2, and the floor, 20),
+    # then the laptop's ordinary 10 push the account over 5 x 12 = 60: a laptop request
+    # crosses the account's line.
+    for _ in range(3):
+        minute(client, clock, [(phone, 55), (laptop, 10)])
+    with app.app_context():
+        events = shield.events(kind="traffic-anomaly") + shield.events(kind="family-revoked")
+    sids = {e.sid for e in events}
+    assert sids == {phone_sid} and laptop_sid not in sids
+    assert client.get("/api/me", headers=laptop).status_code == 200
+    assert client.get("/api/me", headers=phone).status_code == 401
+
+
+def test_anomalous_minutes_of_two_sessions_do_not_add_up(make_app: AppFactory, clock: Clock) -> None:
+    """The sustain span counts per session: one burst on each of three devices is three
+    flags, not a sustained anomaly of anybody."""
+    app, shield = make_app(ANOMALY_ON_SESSIONS)
+    client = app.test_client()
+    pairs = [client.post("/login?sub=alice").get_json() for _ in range(3)]
+    devices = [{"Authorization": f"Bearer {p['access_token']}"} for p in pairs]
+    for _ in range(5):
+        minute(client, clock, [(d, 5) for d in devices])
+    for burst in range(3):
+        statuses = minute(client, clock, [(d, 60 if n == burst else 5) for n, d in enumerate(devices)])
+        assert {s for _, s in statuses} == {200}
+    with app.app_context():
+        assert [e.action for e in shield.events(kind="traffic-anomaly")] == ["flag"] * 3
+        assert shield.events(kind="family-revoked") == []

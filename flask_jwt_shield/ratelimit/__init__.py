@@ -1,4 +1,4 @@
-"""Per-token rate limits, spike detection and adaptive per-subject baselines (re-exports only).
+"""Per-token rate limits, spike detection and adaptive per-session baselines (re-exports only).
 
 The rate step of the request pipeline (DESIGN.md, step 6), one job per module:
 :mod:`.syntax` (limit strings), :mod:`.limiter` (:class:`TokenRateLimiter`),

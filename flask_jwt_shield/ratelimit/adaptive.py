@@ -1,8 +1,8 @@
-"""The adaptive per-subject baseline: its settings, and its one rule written twice.
+"""The adaptive baselines: per session, with the subject's as a second view; one rule written twice.
 
 :func:`step` is the rule in Python, for baselines kept in this process
 (:class:`MemoryBaselines`); :data:`ADAPTIVE_LUA` is the same rule in Lua, for baselines kept
-in Redis (:class:`RedisBaselines`) so that every worker learns one baseline per subject.
+in Redis (:class:`RedisBaselines`) so that every worker learns the same baselines.
 They sit together here because a change to one is a change to both.
 """
 
@@ -29,36 +29,67 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADAPTIVE_LUA",
+    "NORMAL",
+    "SESSION",
+    "SUBJECT",
     "AdaptiveSettings",
     "Baseline",
     "MemoryBaselines",
+    "Observation",
     "RedisBaselines",
     "memory_baselines",
     "step",
 ]
 
+#: What :func:`step` finds: nothing unusual,
+NORMAL: Final = 0
+#: the session's own traffic is anomalous (the one signal that acts),
+SESSION: Final = 1
+#: or only the subject's total is (the second signal: recorded, never acted upon).
+SUBJECT: Final = 2
+
 
 @dataclass(frozen=True, slots=True)
 class AdaptiveSettings:
-    """Settings of the adaptive per-subject baseline (``JWT_SHIELD_ADAPTIVE``).
+    """Settings of the adaptive baselines (``JWT_SHIELD_ADAPTIVE``).
 
-    Each subject's requests are counted in fixed buckets of ``bucket_seconds`` (aligned on
-    the epoch: ``floor(time.time() / bucket_seconds)``). When a bucket closes, its count
-    updates the subject's baseline, an exponentially weighted moving average::
+    Requests are counted per *session* (the token's ``sid``; a token without a session is
+    its own) and per *subject* in fixed buckets of ``bucket_seconds`` (aligned on the epoch:
+    ``floor(time.time() / bucket_seconds)``). When a bucket closes, its count updates the
+    baseline, an exponentially weighted moving average::
 
         baseline = alpha * count + (1 - alpha) * baseline   (the first bucket: baseline = count)
 
-    With the defaults (60 s buckets, alpha 0.1) the baseline is the rate of roughly the last
-    twenty active minutes. A request is flagged when the current bucket's count exceeds both
-    ``factor`` x baseline and ``floor`` (a limit string, scaled to one bucket), once the
-    subject has ``min_history`` learned buckets. Details that keep the baseline honest:
+    With the defaults (60 s buckets, alpha 0.1) a baseline is the rate of roughly the last
+    twenty active minutes. A request is anomalous when its *session's* count in the current
+    bucket exceeds both ``factor`` x the session's baseline and ``floor`` (a limit string,
+    scaled to one bucket), once the session has ``min_history`` learned buckets. So a thief
+    using a copy of a quiet session's token stands out against that session's pace, however
+    busy the account's other sessions are; and the finding names that session.
+
+    **Warm-up.** A fresh session (a new login) has no pace of its own yet: for its first
+    ``min_history`` learned buckets it is judged against its subject instead, and is anomalous
+    above ``factor`` x the larger of ``floor`` and the subject's baseline. A new client may
+    thus be much busier than the account was (a sync client, a dashboard) without being
+    judged against the account's old pace, yet a fresh token hammered at once is still
+    capped. On a new account (no subject baseline either) nothing is flagged until something
+    is learned; the per-token limit and the spike threshold apply throughout.
+
+    **Second signal.** The subject's total is compared with the subject's own baseline the
+    same way: when it alone is anomalous (no session of the subject was in that bucket), it
+    is reported as ``SUBJECT``, which the pipeline only records. The subject's view learns
+    every active bucket but those in which one of its sessions was anomalous: a lasting
+    change of the account's traffic (a second client added) stops being reported within a
+    few buckets, while a thief hammering a fresh session cannot raise its warm-up cap.
+
+    Details that keep the baselines honest:
 
     - Buckets without any request are not learned: nights and weekends would pull every
       baseline towards zero and turn any burst into an anomaly.
-    - A flagged bucket is not learned, so an attacker cannot teach the baseline his rate.
-    - A subject idle for ``idle_ttl`` seconds starts learning afresh.
+    - A session's flagged bucket is not learned, so a thief cannot teach a session his rate.
+    - A session or subject idle for ``idle_ttl`` seconds starts learning afresh.
 
-    An anomalous bucket is *sustained* once the subject had ``sustain`` anomalous buckets
+    An anomalous bucket is *sustained* once its session had ``sustain`` anomalous buckets
     (a :class:`Sustain` string, ``"3/10 minutes"``) within its span; ``None`` makes every
     anomalous bucket sustained. Only sustained anomalies get the configured action.
     """
@@ -70,7 +101,8 @@ class AdaptiveSettings:
     alpha: float = 0.1
     min_history: int = 3
     idle_ttl: int = 7 * 24 * 3600
-    #: memory storage only: the least recently seen subjects are forgotten beyond this
+    #: memory storage only: the least recently seen sessions are forgotten beyond this many
+    #: (a subject with them, once none of its sessions is left)
     max_subjects: int = 100_000
 
     def __post_init__(self) -> None:
@@ -95,44 +127,85 @@ class AdaptiveSettings:
         return item.amount * self.bucket_seconds / item.get_expiry()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Baseline:
-    """One subject's learning state; :func:`step` moves it on by one request."""
+    """One session's (or subject's) learning state; :func:`step` moves it on by one request."""
 
     bucket: int  # index of the bucket being counted
     count: int  # requests in that bucket so far
     ewma: float  # learned requests per bucket
     learned: int  # buckets learned so far
-    flagged: int  # index of the last flagged bucket, -1 for none
+    flagged: int  # index of the last flagged bucket (not learned), -1 for none
+    #: a subject's only: index of the last bucket its own total was reported in
+    reported: int = -1
 
 
-def step(state: Baseline, bucket: int, settings: AdaptiveSettings, floor: float) -> bool:
-    """Count one request in ``state``; True when this request flags the subject.
+#: What :meth:`MemoryBaselines.observe` and :meth:`RedisBaselines.observe` answer: the
+#: finding (:data:`NORMAL`, :data:`SESSION` or :data:`SUBJECT`); the session's count in the
+#: bucket, the baseline it was compared with (its own, or in warm-up its subject's cap) and
+#: its learned buckets; the subject's count and baseline. ``None`` stands for :data:`NORMAL`.
+Observation = tuple[int, int, float, int, int, float]
+
+
+def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSettings, floor: float) -> int:
+    """Count one request in ``session`` and its ``subject``: :data:`NORMAL`, :data:`SESSION`
+    (the session's traffic is anomalous) or :data:`SUBJECT` (only the subject's total is).
 
     The Lua script :data:`ADAPTIVE_LUA` below is the same algorithm, line for line;
     change both.
     """
-    if bucket > state.bucket:
-        if state.count > 0 and state.flagged != state.bucket:
-            if state.learned == 0:
-                state.ewma = float(state.count)
+    if bucket > session.bucket:
+        if session.count > 0 and session.flagged != session.bucket:
+            if session.learned == 0:
+                session.ewma = float(session.count)
             else:
-                state.ewma = settings.alpha * state.count + (1 - settings.alpha) * state.ewma
-            state.learned += 1
-        state.bucket, state.count = bucket, 0
-    state.count += 1
-    flagged = (
-        state.learned >= settings.min_history
-        and state.count > floor
-        and state.count > settings.factor * state.ewma
-        and state.flagged != state.bucket
-    )
-    if flagged:
-        state.flagged = state.bucket
-    return flagged
+                session.ewma = settings.alpha * session.count + (1 - settings.alpha) * session.ewma
+            session.learned += 1
+        session.bucket, session.count = bucket, 0
+    if bucket > subject.bucket:
+        # The subject's view learns every active bucket but those in which one of its
+        # sessions was anomalous: a thief cannot raise the cap of the warm-up with his rate.
+        if subject.count > 0 and subject.flagged != subject.bucket:
+            if subject.learned == 0:
+                subject.ewma = float(subject.count)
+            else:
+                subject.ewma = settings.alpha * subject.count + (1 - settings.alpha) * subject.ewma
+            subject.learned += 1
+        subject.bucket, subject.count = bucket, 0
+    count = session.count = session.count + 1
+    subject.count += 1
+    if subject.learned < settings.min_history and session.learned < settings.min_history:
+        return NORMAL  # nothing to compare with yet, for the session or its subject
+    if count > floor and session.flagged != session.bucket:
+        if session.learned >= settings.min_history:
+            reference = session.ewma
+        elif subject.learned >= settings.min_history:
+            reference = max(floor, subject.ewma)  # warm-up: capped by the subject's view
+        else:
+            reference = -1.0  # nothing learned yet, here or for the subject
+        if reference >= 0 and count > settings.factor * reference:
+            session.flagged = session.bucket
+            subject.flagged = subject.bucket  # the subject's bucket is explained
+            return SESSION
+    if (
+        subject.count > floor
+        and subject.flagged != subject.bucket
+        and subject.reported != subject.bucket
+        and subject.learned >= settings.min_history
+        and subject.count > settings.factor * subject.ewma
+    ):
+        subject.reported = subject.bucket  # reported, and still learned
+        return SUBJECT
+    return NORMAL
+
+
+def compared_with(session: Baseline, subject: Baseline, settings: AdaptiveSettings, floor: float) -> float:
+    """The baseline a flagged session was compared with (for the report only)."""
+    return session.ewma if session.learned >= settings.min_history else max(floor, subject.ewma)
 
 
 #: :func:`step` in Lua, for baselines kept in Redis: one script call per request.
+#: KEYS: the session's hash, the subject's hash (one hash slot on a cluster).
 ADAPTIVE_LUA: Final = """
 local now = tonumber(ARGV[1])
 local length = tonumber(ARGV[2])
@@ -147,6 +220,14 @@ local b, c, e, n, f = k, 0, 0, 0, -1
 if s[1] then
   b = tonumber(s[1]); c = tonumber(s[2]); e = tonumber(s[3]); n = tonumber(s[4]); f = tonumber(s[5])
 end
+local u = redis.call('HMGET', KEYS[2], 'b', 'c', 'e', 'n', 'f', 'r')
+local ub, uc, ue, un, uf, ur = k, 0, 0, 0, -1, -1
+if u[1] then
+  ub = tonumber(u[1]); uc = tonumber(u[2]); ue = tonumber(u[3]); un = tonumber(u[4]); uf = tonumber(u[5])
+  ur = tonumber(u[6])
+end
+-- a new key, or the first request of a bucket: write the whole state, renew the idle TTL
+local renew, renew_u = (not s[1]) or k > b, (not u[1]) or k > ub
 if k > b then
   if c > 0 and f ~= b then
     if n == 0 then e = c else e = alpha * c + (1 - alpha) * e end
@@ -154,38 +235,114 @@ if k > b then
   end
   b = k; c = 0
 end
-c = c + 1
-local flagged = 0
-if n >= min_history and c > floor_ and c > factor * e and f ~= b then
-  flagged = 1; f = b
+if k > ub then
+  if uc > 0 and uf ~= ub then
+    if un == 0 then ue = uc else ue = alpha * uc + (1 - alpha) * ue end
+    un = un + 1
+  end
+  ub = k; uc = 0
 end
-redis.call('HSET', KEYS[1], 'b', string.format('%d', b), 'c', c, 'e', tostring(e), 'n', n,
-  'f', string.format('%d', f))
-redis.call('EXPIRE', KEYS[1], ttl)
-return {flagged, c, tostring(e), n}
+c = c + 1
+uc = uc + 1
+local found = 0
+local reference = -1
+if un >= min_history or n >= min_history then  -- else nothing to compare with yet
+  if c > floor_ and f ~= b then
+    if n >= min_history then
+      reference = e
+    elseif un >= min_history then
+      reference = math.max(floor_, ue)
+    end
+    if reference >= 0 and c > factor * reference then
+      found = 1; f = b; uf = ub
+    end
+  end
+  if found == 0 and uc > floor_ and uf ~= ub and ur ~= ub and un >= min_history and uc > factor * ue then
+    found = 2; ur = ub
+  end
+end
+-- within a bucket and with nothing flagged, only the count changed
+if renew or found ~= 0 then
+  redis.call('HSET', KEYS[1], 'b', string.format('%d', b), 'c', c, 'e', tostring(e), 'n', n,
+    'f', string.format('%d', f))
+  redis.call('EXPIRE', KEYS[1], ttl)
+else
+  redis.call('HSET', KEYS[1], 'c', c)
+end
+if renew_u or found ~= 0 then
+  redis.call('HSET', KEYS[2], 'b', string.format('%d', ub), 'c', uc, 'e', tostring(ue), 'n', un,
+    'f', string.format('%d', uf), 'r', string.format('%d', ur))
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('HSET', KEYS[2], 'c', uc)
+end
+if found == 0 then return {0} end
+if n < min_history then reference = math.max(floor_, ue) else reference = e end
+return {found, c, tostring(reference), n, uc, tostring(ue)}
 """
 
 
+# A session's entry in memory: its baseline, its subject's, and the subject's name.
+_Entry = tuple[Baseline, Baseline, str]
+
+
+def _fresh(bucket: int) -> Baseline:
+    return Baseline(bucket, 0, 0.0, 0, -1)
+
+
 class MemoryBaselines:
-    """Baselines of one process: a bounded LRU dict guarded by a lock."""
+    """Baselines of one process: a bounded LRU dict of sessions guarded by a lock.
+
+    Each session's entry holds its subject's baseline too, so the warm path makes one
+    lookup; a subject's baseline lives as long as one of its sessions does.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._states: OrderedDict[str, Baseline] = OrderedDict()
+        self._sessions: OrderedDict[str, _Entry] = OrderedDict()
+        self._subjects: weakref.WeakValueDictionary[str, Baseline] = weakref.WeakValueDictionary()
 
-    def observe(self, subject: str, now: float, settings: AdaptiveSettings, floor: float) -> tuple[bool, int, float]:
-        """Count one request of ``subject`` at ``now``: (flagged, count in the bucket, baseline)."""
+    def observe(self, session: str, subject: str, now: float, settings: AdaptiveSettings,
+                floor: float) -> Observation | None:  # fmt: skip
+        """Count one request of ``session`` (of ``subject``) at ``now``: an :data:`Observation`,
+        ``None`` when nothing is unusual."""
         bucket = math.floor(now / settings.bucket_seconds)
         with self._lock:
-            state = self._states.get(subject)
-            if state is None or (bucket - state.bucket) * settings.bucket_seconds > settings.idle_ttl:
-                state = Baseline(bucket, 0, 0.0, 0, -1)
-                self._states[subject] = state
-            self._states.move_to_end(subject)
-            flagged = step(state, bucket, settings, floor)
-            while len(self._states) > settings.max_subjects:
-                self._states.popitem(last=False)
-            return flagged, state.count, state.ewma
+            entry = self._sessions.get(session)
+            if entry is None:
+                entry = self._enter(session, subject, bucket, settings)
+            elif entry[0].bucket != bucket:
+                # Idleness and recency are settled once per bucket: the warm path skips both.
+                if entry[2] != subject or (bucket - entry[0].bucket) * settings.bucket_seconds > settings.idle_ttl:
+                    entry = self._enter(session, subject, bucket, settings)
+                else:
+                    self._sessions.move_to_end(session)
+            own, total, _ = entry
+            found = step(own, total, bucket, settings, floor)
+            if found == NORMAL:
+                return None
+            return found, own.count, compared_with(own, total, settings, floor), own.learned, total.count, total.ewma
+
+    def _enter(self, session: str, subject: str, bucket: int, settings: AdaptiveSettings) -> _Entry:
+        """A fresh (or idle) session: its new baseline beside its subject's."""
+        total = self._subjects.get(subject)
+        if total is None:
+            total = self._subjects[subject] = _fresh(bucket)
+        elif (bucket - total.bucket) * settings.bucket_seconds > settings.idle_ttl:
+            # reset in place: the subject's other (idle) sessions still hold it
+            total.bucket, total.count, total.ewma, total.learned, total.flagged, total.reported = (
+                bucket,
+                0,
+                0.0,
+                0,
+                -1,
+                -1,
+            )
+        entry = self._sessions[session] = (_fresh(bucket), total, subject)
+        self._sessions.move_to_end(session)
+        if len(self._sessions) > settings.max_subjects:
+            self._sessions.popitem(last=False)
+        return entry
 
 
 # One baseline table per memory storage object, so two limiters sharing a MemoryStorage
@@ -203,6 +360,12 @@ def memory_baselines(storage: Storage) -> MemoryBaselines:
         return table
 
 
+def _hash_tag(subject: str) -> str:
+    # A Redis Cluster hashes only the part between the first braces: both keys of a
+    # request sit in the subject's slot, so the script may touch both.
+    return "{" + key_part(subject).replace("{", "%7B").replace("}", "%7D") + "}"
+
+
 class RedisBaselines:
     """Baselines kept in one Redis (or cluster) for every worker: :data:`ADAPTIVE_LUA` per request."""
 
@@ -212,11 +375,16 @@ class RedisBaselines:
         # register_script only hashes the script: no connection is made here.
         self._script: Script = storage.get_connection().register_script(ADAPTIVE_LUA.encode())
 
-    def observe(self, subject: str, now: float, settings: AdaptiveSettings, floor: float) -> tuple[bool, int, float]:
+    def keys(self, session: str, subject: str) -> tuple[str, str]:
+        """The storage keys of ``session``'s and ``subject``'s hashes."""
+        tagged = self._storage.prefixed_key(f"{self._namespace}/{_hash_tag(subject)}")
+        return f"{tagged}/{key_part(session)}", tagged
+
+    def observe(self, session: str, subject: str, now: float, settings: AdaptiveSettings,
+                floor: float) -> Observation | None:  # fmt: skip
         """:meth:`MemoryBaselines.observe` in one script call: the same rule, the same answer."""
-        name = self._storage.prefixed_key(f"{self._namespace}/{key_part(subject)}")
         reply = self._script(
-            keys=[name],
+            keys=list(self.keys(session, subject)),
             args=[
                 repr(now),
                 settings.bucket_seconds,
@@ -227,4 +395,7 @@ class RedisBaselines:
                 settings.idle_ttl,
             ],
         )
-        return bool(reply[0]), int(reply[1]), float(reply[2])
+        found = int(reply[0])
+        if found == NORMAL:
+            return None
+        return found, int(reply[1]), float(reply[2]), int(reply[3]), int(reply[4]), float(reply[5])

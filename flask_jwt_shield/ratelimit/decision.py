@@ -62,11 +62,14 @@ class SpikeReport:
 
 @dataclass(frozen=True, slots=True)
 class AnomalyReport:
-    """A subject's rate is above ``factor`` x its own baseline and above the floor.
+    """A session's rate is above ``factor`` x its baseline and above the floor -- or, the
+    second signal (``scope == "subject"``), only its subject's total is.
 
-    Reported at most once per bucket. ``count`` requests arrived in the current bucket of
-    ``bucket_seconds``; ``baseline`` is the learned requests per bucket; ``floor`` is the
-    floor scaled to one bucket.
+    Reported at most once per bucket. ``count`` requests of the session arrived in the
+    current bucket of ``bucket_seconds``; ``baseline`` is what that count was compared with:
+    the session's learned requests per bucket, or during its warm-up (``warmup``) the cap
+    its subject's view sets. ``subject_count`` and ``subject_baseline`` are the subject's
+    total and learned rate. ``floor`` is the floor scaled to one bucket.
     """
 
     subject: str
@@ -75,19 +78,42 @@ class AnomalyReport:
     baseline: float
     factor: float
     floor: float
-    #: anomalous buckets of this subject within the sustain span, this one included
+    #: anomalous buckets of this session within the sustain span, this one included
     anomalous_buckets: int = 1
     #: True once ``anomalous_buckets`` reached the ``sustain`` count: apply the action
     sustained: bool = True
+    #: the session (``sid``, or the ``jti`` of a token without one) whose traffic it is
+    session: str | None = None
+    #: "session": that session's traffic is anomalous (the action lands on it);
+    #: "subject": only the subject's total is (recorded, never acted upon)
+    scope: str = "session"
+    #: True while the session is still learning its own pace
+    warmup: bool = False
+    subject_count: int = 0
+    subject_baseline: float = 0.0
 
     def as_detail(self) -> dict[str, object]:
         """The observed and normal rate as a JSON-ready dict for a ``traffic-anomaly`` event."""
+        if self.scope == "subject":
+            return {
+                "scope": "subject",
+                "count": self.subject_count,
+                "bucket_seconds": self.bucket_seconds,
+                "baseline": round(self.subject_baseline, 3),
+                "factor": self.factor,
+                "floor": self.floor,
+                "sustained": False,
+            }
         return {
+            "scope": "session",
             "count": self.count,
             "bucket_seconds": self.bucket_seconds,
             "baseline": round(self.baseline, 3),
+            "warmup": self.warmup,
             "factor": self.factor,
             "floor": self.floor,
+            "subject_count": self.subject_count,
+            "subject_baseline": round(self.subject_baseline, 3),
             "anomalous_buckets": self.anomalous_buckets,
             "sustained": self.sustained,
         }

@@ -1,4 +1,4 @@
-"""Per-token rate limits, spike detection and adaptive per-subject baselines.
+"""Per-token rate limits, spike detection and adaptive per-session baselines.
 
 This module is the rate step of the request pipeline (DESIGN.md, step 6). It uses the
 :mod:`limits` strategies and storages directly -- the library Flask-Limiter is built on --
@@ -10,8 +10,10 @@ One call per request does everything, in this order:
 
 1. **spike** -- every attempt presenting the token is counted against the spike threshold,
    rejected attempts included (a thief hammering a limited token is still hammering);
-2. **adaptive** (optional) -- the subject's request rate is compared with its own learned
-   baseline; an anomaly that lasts (``sustain``) is reported as sustained;
+2. **adaptive** (optional) -- the session's request rate is compared with its own learned
+   baseline (a fresh session's with its subject's, until it has one), the subject's total
+   with the subject's as a second signal; an anomaly of the session that lasts
+   (``sustain``) is reported as sustained;
 3. **limit** -- the per-token limits (or the endpoint's own limits) are hit in order of
    increasing window, stopping at the first one exceeded. A token refused in several
    distinct minutes within a span (``spike_sustain``) is reported as a sustained spike:
@@ -39,8 +41,10 @@ from limits.storage import Storage
 from limits.strategies import STRATEGIES
 from limits.strategies import RateLimiter
 
+from .adaptive import SESSION
 from .adaptive import AdaptiveSettings
 from .adaptive import MemoryBaselines
+from .adaptive import Observation
 from .adaptive import RedisBaselines
 from .adaptive import memory_baselines
 from .decision import AnomalyReport
@@ -208,6 +212,7 @@ class TokenRateLimiter:
             self._one_trip = _one_trip_caller(self._storage)
 
         self.adaptive = adaptive
+        self._settings = adaptive if adaptive is not None else AdaptiveSettings()
         self._floor = adaptive.floor_per_bucket if adaptive is not None else 0.0
         self._spike_sustain = self._sustain_item(spike_sustain)
         self._adaptive_sustain = self._sustain_item(adaptive.sustain if adaptive is not None else None)
@@ -237,9 +242,7 @@ class TokenRateLimiter:
         return self._active
 
     def _update_active(self) -> None:
-        self._active = bool(
-            self._limits or self._spike or self.adaptive is not None or any(self._endpoints.values())
-        )
+        self._active = bool(self._limits or self._spike or self.adaptive is not None or any(self._endpoints.values()))
 
     def _sustain_item(self, value: str | None) -> RateLimitItem | None:
         if value is None:
@@ -275,12 +278,16 @@ class TokenRateLimiter:
 
     # -- the per-request call --------------------------------------------------------------
 
-    def check(self, identity: str, endpoint: str | None = None, *, subject: str | None = None) -> RateDecision:
+    def check(
+        self, identity: str, endpoint: str | None = None, *, subject: str | None = None, session: str | None = None
+    ) -> RateDecision:
         """Count one request presenting a token and decide whether it may proceed.
 
-        :param identity: the rate limit key: the token's ``jti``, or its ``sub``.
+        :param identity: the rate limit key: the token's session (``sid``) or ``jti``, or its ``sub``.
         :param endpoint: the request's endpoint, for per-endpoint limits and exemptions.
-        :param subject: the token's ``sub`` for the adaptive baseline (default: identity).
+        :param subject: the token's ``sub``, the adaptive baselines' second view (default: identity).
+        :param session: the token's ``sid`` (its ``jti`` without one), whose own adaptive
+            baseline the request is counted in (default: identity).
         :raises LimiterStorageError: when the storage fails.
         :raises ValueError: for an empty identity (every token would share one budget).
         """
@@ -293,10 +300,16 @@ class TokenRateLimiter:
         spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
         if self._one_trip is not None:
-            return self._check_in_one_trip(identity, subject, plan)
+            return self._check_in_one_trip(identity, subject, session, plan)
         try:
             spike = self._count_spike(identity, spike_keys) if spike_keys else None
-            anomaly = self._observe(subject or identity) if self.adaptive is not None else None
+            anomaly = None
+            baselines = self._baselines
+            if baselines is not None:
+                seen = baselines.observe(session or identity, subject or identity, time.time(), self._settings,
+                                         self._floor)  # fmt: skip
+                if seen is not None:
+                    anomaly = self._report(seen, session or identity, subject or identity)
             if not items:
                 return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
             if self._fixed:
@@ -326,7 +339,7 @@ class TokenRateLimiter:
             targets=targets,
         )
 
-    def _check_in_one_trip(self, identity: str, subject: str | None, plan: _Plan) -> RateDecision:
+    def _check_in_one_trip(self, identity: str, subject: str | None, session: str | None, plan: _Plan) -> RateDecision:
         """:meth:`check` on one Redis server: the same counters, hit by one script."""
         spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
@@ -337,7 +350,13 @@ class TokenRateLimiter:
         for item in (*(i for i, _ in spike_keys), *items):
             args += (item.get_expiry(), item.amount)
         try:
-            anomaly = self._observe(subject or identity) if self.adaptive is not None else None
+            anomaly = None
+            baselines = self._baselines
+            if baselines is not None:
+                seen = baselines.observe(session or identity, subject or identity, time.time(), self._settings,
+                                         self._floor)  # fmt: skip
+                if seen is not None:
+                    anomaly = self._report(seen, session or identity, subject or identity)
             reply = self._one_trip(keys, args) if keys else []
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
@@ -419,26 +438,28 @@ class TokenRateLimiter:
             return None
         return SpikeReport(identity, item, minutes, window, 0.0, sustained=True)
 
-    def _sustained_anomaly(self, subject: str) -> tuple[int, bool]:
-        """Count one anomalous bucket of ``subject``; (buckets within the span, sustained?)."""
+    def _sustained_anomaly(self, session: str) -> tuple[int, bool]:
+        """Count one anomalous bucket of ``session``; (buckets within the span, sustained?)."""
         item = self._adaptive_sustain
         if item is None:
             return 1, True
-        buckets = self._storage.incr(item.key_for("anomaly", key_part(subject)), item.get_expiry())
+        buckets = self._storage.incr(item.key_for("anomaly", key_part(session)), item.get_expiry())
         return buckets, buckets >= item.amount
 
-    def _observe(self, subject: str) -> AnomalyReport | None:
-        settings = self.adaptive
-        assert settings is not None
-        now = time.time()
-        baselines = self._baselines
-        assert baselines is not None
-        flagged, count, ewma = baselines.observe(subject, now, settings, self._floor)
-        if not flagged:
-            return None
-        buckets, sustained = self._sustained_anomaly(subject)
-        return AnomalyReport(subject, count, settings.bucket_seconds, ewma, settings.factor, self._floor,
-                             anomalous_buckets=buckets, sustained=sustained)  # fmt: skip
+    def _report(self, seen: Observation, session: str, subject: str) -> AnomalyReport:
+        """The report of an unusual observation (the baselines were counted inline in
+        :meth:`check`: the warm path makes no further call)."""
+        settings = self._settings
+        found, count, baseline, learned, total, total_baseline = seen
+        if found == SESSION:
+            buckets, sustained = self._sustained_anomaly(session)
+        else:  # the subject's total only: a second signal, never sustained
+            buckets, sustained = 0, False
+        return AnomalyReport(subject, count, settings.bucket_seconds, baseline, settings.factor, self._floor,
+                             anomalous_buckets=buckets, sustained=sustained, session=session,
+                             scope="session" if found == SESSION else "subject",
+                             warmup=learned < settings.min_history,
+                             subject_count=total, subject_baseline=total_baseline)  # fmt: skip
 
     def tightest_window(self, targets: tuple[Target, ...]) -> tuple[RateLimitItem, int, float]:
         """The binding limit among ``targets``: (item, requests left, epoch of its reset).
