@@ -37,7 +37,12 @@ def _run(tree: Path, rows: str, rounds: int) -> tuple[dict[str, float], dict[str
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench", "--inprocess", "--rows", rows, "--rounds", str(rounds)],
-        cwd=tree, env=env, capture_output=True, text=True, timeout=3600, check=True,
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=True,
     ).stdout
     ratios, calls = {}, {}
     section = ""
@@ -79,15 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         b = [r[0][row] for r in results["before"] if row in r[0]]
         a = [r[0][row] for r in results["after"] if row in r[0]]
         if b and a:
-            print(f"| {row} | {' / '.join(f'{x:.2f}' for x in b)} | {' / '.join(f'{x:.2f}' for x in a)} |"
-                  f" {statistics.median(b):.2f} -> {statistics.median(a):.2f} |")
+            print(
+                f"| {row} | {' / '.join(f'{x:.2f}' for x in b)} | {' / '.join(f'{x:.2f}' for x in a)} |"
+                f" {statistics.median(b):.2f} -> {statistics.median(a):.2f} |"
+            )
     print("\n| call (µs, median of the run) | before | after | median before -> after |\n|---|---|---|---|")
     for call in results["after"][0][1]:
         b = [r[1][call] for r in results["before"] if call in r[1]]
         a = [r[1][call] for r in results["after"] if call in r[1]]
         if b and a:
-            print(f"| {call} | {' / '.join(f'{x:.0f}' for x in b)} | {' / '.join(f'{x:.0f}' for x in a)} |"
-                  f" {statistics.median(b):.0f} -> {statistics.median(a):.0f} |")
+            print(
+                f"| {call} | {' / '.join(f'{x:.0f}' for x in b)} | {' / '.join(f'{x:.0f}' for x in a)} |"
+                f" {statistics.median(b):.0f} -> {statistics.median(a):.0f} |"
+            )
     return 0
 
 

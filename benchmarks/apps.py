@@ -53,6 +53,8 @@ def redis_url() -> str:
     if not url:
         raise RuntimeError(f"{REDIS_URL_ENV} is not set: bench.py starts a redis-server for the Redis rows")
     return url
+
+
 #: A limit no benchmark reaches: the limiter does all its work and refuses nothing.
 UNREACHABLE_LIMIT = "1000000/minute"
 #: The example app's demo City database (documentation address ranges only).
@@ -168,8 +170,11 @@ def make_bare_es256_verify() -> Flask:
     def check_signature() -> None:
         signing_input, _, signature = request.environ["HTTP_DPOP"].rpartition(".")
         raw = base64.urlsafe_b64decode(signature + "==")
-        public.verify(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
-                      signing_input.encode("ascii"), ecdsa)  # fmt: skip
+        public.verify(
+            encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
+            signing_input.encode("ascii"),
+            ecdsa,
+        )
 
     @app.get("/api/me")
     def me() -> dict[str, str]:
@@ -199,8 +204,9 @@ def make_pyjwt(*, algorithm: str = "HS256") -> Flask:
         options: jwt.types.Options = {"require": ["iss", "aud", "sub", "exp", "iat"]}
 
         def decode(token: str) -> dict[str, Any]:
-            return jwt.decode(token, public_key, algorithms=["RS256"], issuer=IDP_ISSUER,
-                              audience=IDP_AUDIENCE, options=options)  # fmt: skip
+            return jwt.decode(
+                token, public_key, algorithms=["RS256"], issuer=IDP_ISSUER, audience=IDP_AUDIENCE, options=options
+            )
 
         mint: Mint = _mint_idp
     else:
@@ -342,8 +348,14 @@ def make_shield(
         app.config["JWT_SHIELD_DPOP"] = "optional"
         app.config["JWT_SHIELD_DPOP_MAX_AGE"] = 3600
     if dbsc:
-        app.config.update({"JWT_SHIELD_TOKEN_LOCATIONS": ["headers", "cookies"], "JWT_SHIELD_DBSC": "optional",
-                           "JWT_SHIELD_ACCESS_TOKEN_TTL": 3600, "JWT_SHIELD_DBSC_COOKIE_TTL": 3600})  # fmt: skip
+        app.config.update(
+            {
+                "JWT_SHIELD_TOKEN_LOCATIONS": ["headers", "cookies"],
+                "JWT_SHIELD_DBSC": "optional",
+                "JWT_SHIELD_ACCESS_TOKEN_TTL": 3600,
+                "JWT_SHIELD_DBSC_COOKIE_TTL": 3600,
+            }
+        )
     app.config.update(config or {})
     shield = JWTShield()
     shield.init_app(app)
@@ -379,8 +391,9 @@ def _dpop_minter(app: Flask, shield: Any) -> Callable[[int], list[tuple[str, str
 
     key = DPoPKey.generate("ES256")
     login = "http://127.0.0.1:8000/login"
-    with app.test_request_context("/login", method="POST", base_url="http://127.0.0.1:8000/",
-                                  headers={"DPoP": key.proof("POST", login)}):  # fmt: skip
+    with app.test_request_context(
+        "/login", method="POST", base_url="http://127.0.0.1:8000/", headers={"DPoP": key.proof("POST", login)}
+    ):
         pair = shield.issue_tokens(SUBJECT)
     assert pair.token_type == "DPoP"
 
@@ -408,10 +421,16 @@ def _dbsc_minter(app: Flask, shield: Any) -> Callable[[int], list[str]]:
             client = app.test_client()
             header = client.post("https://127.0.0.1:8000/bench-login").headers["Secure-Session-Registration"]
             params = dict(part.split("=", 1) for part in header.split(";")[1:])
-            proof = jwt.encode({"jti": params["challenge"].strip('"')}, key, algorithm="ES256",
-                                 headers={"typ": "dbsc+jwt", "jwk": ECAlgorithm.to_jwk(key.public_key(), as_dict=True)})
-            r = client.post(f"https://127.0.0.1:8000{params['path'].strip(chr(34))}",
-                            headers={"Secure-Session-Response": f'"{proof}"'})  # fmt: skip
+            proof = jwt.encode(
+                {"jti": params["challenge"].strip('"')},
+                key,
+                algorithm="ES256",
+                headers={"typ": "dbsc+jwt", "jwk": ECAlgorithm.to_jwk(key.public_key(), as_dict=True)},
+            )
+            r = client.post(
+                f"https://127.0.0.1:8000{params['path'].strip(chr(34))}",
+                headers={"Secure-Session-Response": f'"{proof}"'},
+            )
             assert r.status_code == 200, r.get_data(as_text=True)
             names = ("__Host-jws_access", "__Host-jws_fgp", "__Host-jws_dbsc")
             jar = {name: client.get_cookie(name, domain="127.0.0.1") for name in names}
@@ -493,15 +512,22 @@ def _mint_idp(n: int) -> list[str]:
     return _bearer(
         [
             jwt.encode(
-                {"iss": IDP_ISSUER, "sub": SUBJECT, "aud": IDP_AUDIENCE, "iat": now, "exp": now + 900,
-                 "jti": uuid.uuid4().hex, "scope": "read"},
+                {
+                    "iss": IDP_ISSUER,
+                    "sub": SUBJECT,
+                    "aud": IDP_AUDIENCE,
+                    "iat": now,
+                    "exp": now + 900,
+                    "jti": uuid.uuid4().hex,
+                    "scope": "read",
+                },
                 private_key,
                 algorithm="RS256",
                 headers={"kid": IDP_KID, "typ": "at+jwt"},
             )
             for _ in range(n)
         ]
-    )  # fmt: skip
+    )
 
 
 def make_shield_rs() -> Flask:

@@ -324,10 +324,10 @@ def throwaway_redis() -> Iterator[str | None]:
     directory = tempfile.mkdtemp(prefix="jwt-shield-bench-redis-")
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", directory],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:  # bounded: until it answers PING
@@ -520,8 +520,9 @@ def run_inprocess(rows: list[Row], rounds: int, batch: int, warmup: int, seed: i
         prepared.append(item)
         if row.fresh or row.dpop:
             took = time.perf_counter() - started
-            print(f"  minted {pool} {'proofs' if row.dpop else 'tokens'} for {row.key} in {took:.1f} s",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"  minted {pool} {'proofs' if row.dpop else 'tokens'} for {row.key} in {took:.1f} s", file=sys.stderr
+            )
 
     for item in prepared:  # warm-up: imports, caches, first-call paths
         time_batch(item, template, item.take(warmup))
@@ -595,9 +596,7 @@ def goals_text(results: list[InProcessResult]) -> str:
         if goal is None or goal[0] not in by_key:
             continue
         other, limit = goal
-        ratio = statistics.median(
-            a / b for a, b in zip(result.samples_us, by_key[other].samples_us, strict=True)
-        )
+        ratio = statistics.median(a / b for a, b in zip(result.samples_us, by_key[other].samples_us, strict=True))
         mark = "✅" if ratio <= limit else "❌"
         lines.append(f"- {result.row.label} / {by_key[other].row.label}: {ratio:.3f} (goal ≤ {limit:.2f}) {mark}")
     wanted = ("shield_rs_fresh", "pyjwt_rs256_fresh", "shield_rs_cached", BASELINE)
@@ -690,14 +689,20 @@ def gunicorn(row: Row, log_dir: Path) -> Iterator[int]:
     gunicorn_bin = Path(sys.executable).with_name("gunicorn")
     command = [
         str(gunicorn_bin) if gunicorn_bin.exists() else "gunicorn",
-        "--workers", "1",
-        "--worker-class", "gthread",
-        "--threads", "1",
-        "--keep-alive", "5",
-        "--bind", f"127.0.0.1:{port}",
-        "--log-level", "warning",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "1",
+        "--keep-alive",
+        "5",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
         row.gunicorn_spec,
-    ]  # fmt: skip
+    ]
     log_path = log_dir / f"gunicorn-{row.key}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
@@ -1057,8 +1062,13 @@ def _time_calls(call: Any, batch: int) -> float:
 
 def _shield_session_samples(store: str, rounds: int, batch: int) -> dict[str, list[float]]:
     # One session refreshed in a loop: its limits are counted, and set where they never bind.
-    app = apps.make_shield(store=store, config={"JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
-                                                "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute"})
+    app = apps.make_shield(
+        store=store,
+        config={
+            "JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
+            "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute",
+        },
+    )
     shield = app.extensions["bench_shield"]
     state = app.extensions["jwt_shield"]
     counter = iter(range(10**9))
@@ -1092,18 +1102,29 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     from flask import request
     from werkzeug.test import EnvironBuilder
 
-    app: Flask = apps.make_shield(store=store, config={"JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
-                                                       "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute",
-                                                       "JWT_SHIELD_INTROSPECTION_RATE_LIMIT": None})
+    app: Flask = apps.make_shield(
+        store=store,
+        config={
+            "JWT_SHIELD_REFRESH_RATE_LIMIT": "1000000/minute",
+            "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "1000000/minute",
+            "JWT_SHIELD_INTROSPECTION_RATE_LIMIT": None,
+        },
+    )
     state = app.extensions["jwt_shield"]
     shield: JWTShield = app.extensions["bench_shield"]
     app.register_blueprint(shield.token_blueprint(url="/oauth/token"))
     # Revocation and introspection (RFC 7009, RFC 7662) beside the token endpoint, with a
     # client authenticated by HTTP Basic as a gateway or a CLI would be.
     client = ("bench-client", "bench-secret")
-    app.register_blueprint(shield.oauth_blueprint(
-        authenticate_client=lambda c: (c.client_id, c.client_secret) == client, token_url="/oauth2/token",
-        revocation_url="/oauth/revoke", introspection_url="/oauth/introspect", name="bench_oauth"))  # fmt: skip
+    app.register_blueprint(
+        shield.oauth_blueprint(
+            authenticate_client=lambda c: (c.client_id, c.client_secret) == client,
+            token_url="/oauth2/token",
+            revocation_url="/oauth/revoke",
+            introspection_url="/oauth/introspect",
+            name="bench_oauth",
+        )
+    )
     basic = "Basic " + base64.b64encode(":".join(client).encode()).decode()
 
     @app.post("/refresh-json")
@@ -1115,8 +1136,13 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
         chain = [shield.issue_tokens(apps.SUBJECT).refresh_token]
 
     def call(path: str, content_type: str, body: Any) -> None:
-        environ = EnvironBuilder(path, method="POST", content_type=content_type, data=body(chain[0]),
-                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()  # fmt: skip
+        environ = EnvironBuilder(
+            path,
+            method="POST",
+            content_type=content_type,
+            data=body(chain[0]),
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        ).get_environ()
         status: list[str] = []
 
         def start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
@@ -1128,8 +1154,11 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
         chain[0] = json.loads(data)["refresh_token"]
 
     def endpoint() -> None:
-        call("/oauth/token", "application/x-www-form-urlencoded",
-             lambda token: f"grant_type=refresh_token&refresh_token={token}")  # fmt: skip
+        call(
+            "/oauth/token",
+            "application/x-www-form-urlencoded",
+            lambda token: f"grant_type=refresh_token&refresh_token={token}",
+        )
 
     def plain() -> None:
         call("/refresh-json", "application/json", lambda token: json.dumps({"refresh_token": token}))
@@ -1139,9 +1168,14 @@ def _shield_endpoint_samples(store: str, rounds: int, batch: int) -> dict[str, l
     to_revoke: list[str] = []
 
     def post_form(path: str, body: str, expect: bytes) -> None:
-        environ = EnvironBuilder(path, method="POST", content_type="application/x-www-form-urlencoded", data=body,
-                                 headers=[("Authorization", basic)],
-                                 environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()  # fmt: skip
+        environ = EnvironBuilder(
+            path,
+            method="POST",
+            content_type="application/x-www-form-urlencoded",
+            data=body,
+            headers=[("Authorization", basic)],
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        ).get_environ()
         status: list[str] = []
 
         def start_response(status_line: str, headers: Any, exc_info: Any = None) -> Any:
@@ -1329,9 +1363,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=4, help="HTTP connections (4)")
     parser.add_argument(
-        "--loadgen", choices=("auto", "wrk", "python"), default="auto",
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
         help="HTTP load generator: wrk if installed (auto), or the Python client",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the row order shuffle")
     parser.add_argument("--write-results", action="store_true", help=f"rewrite {RESULTS_PATH.name}")
     args = parser.parse_args(argv)
@@ -1358,8 +1394,15 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, argv, rows, notes, do_http, do_inprocess, redis_url)
 
 
-def _run(args: Any, argv: list[str] | None, rows: list[Row], notes: list[str], do_http: bool,
-         do_inprocess: bool, redis_url: str | None) -> int:  # fmt: skip
+def _run(
+    args: Any,
+    argv: list[str] | None,
+    rows: list[Row],
+    notes: list[str],
+    do_http: bool,
+    do_inprocess: bool,
+    redis_url: str | None,
+) -> int:
 
     started = datetime.datetime.now().astimezone()
     load_before = os.getloadavg()

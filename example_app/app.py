@@ -164,8 +164,8 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         JWT_SHIELD_RATE_LIMIT="60/minute",
         # `make run` is one process, so counting in memory is exact; with several workers or
         # servers, count in Redis (a Redis store's own server is used when this is unset).
-        JWT_SHIELD_RATE_LIMIT_STORAGE_URI=os.environ.get("JWT_SHIELD_RATE_LIMIT_STORAGE_URI") or (
-            None if os.environ.get("JWT_SHIELD_STORE_URI", "").startswith(("redis", "unix")) else "memory://"),
+        JWT_SHIELD_RATE_LIMIT_STORAGE_URI=os.environ.get("JWT_SHIELD_RATE_LIMIT_STORAGE_URI")
+        or (None if os.environ.get("JWT_SHIELD_STORE_URI", "").startswith(("redis", "unix")) else "memory://"),
         JWT_SHIELD_SPIKE_THRESHOLD="120/minute",
         JWT_SHIELD_SPIKE_ACTION="revoke",
         # A token used from another country than its login's asks for the password again
@@ -191,16 +191,22 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
     if app.config.get("UNIVERSAL_LOGOUT_ISSUER"):
         # The identity provider's global token revocation (Okta Universal Logout): see
         # docs/oauth.rst. Its JWK Set verifies the signed request.
-        app.add_url_rule("/oauth/global-token-revocation", "global_token_revocation",
-                         shield.global_token_revocation_view(issuer=app.config["UNIVERSAL_LOGOUT_ISSUER"],
-                                                             jwks_url=app.config["UNIVERSAL_LOGOUT_JWKS_URL"],
-                                                             resolve_subject=resolve_subject),
-                         methods=["POST"])  # fmt: skip
+        app.add_url_rule(
+            "/oauth/global-token-revocation",
+            "global_token_revocation",
+            shield.global_token_revocation_view(
+                issuer=app.config["UNIVERSAL_LOGOUT_ISSUER"],
+                jwks_url=app.config["UNIVERSAL_LOGOUT_JWKS_URL"],
+                resolve_subject=resolve_subject,
+            ),
+            methods=["POST"],
+        )
     app.register_blueprint(_routes(app))
     app.register_blueprint(_admin())
     # The shield's dashboard, for admins logged in at /admin/login (a Flask session cookie).
-    app.register_blueprint(shield.dashboard_blueprint(authorize=is_admin, login_url="/admin/login"),
-                           url_prefix="/shield")  # fmt: skip
+    app.register_blueprint(
+        shield.dashboard_blueprint(authorize=is_admin, login_url="/admin/login"), url_prefix="/shield"
+    )
     app.register_error_handler(HTTPException, _json_error)
     return app
 
@@ -211,10 +217,13 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
 def _init_users(path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with closing(sqlite3.connect(path)) as db, db:
-        db.execute("CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, password TEXT NOT NULL,"
-                   " role TEXT NOT NULL)")  # fmt: skip
-        db.execute("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
-                   " text TEXT NOT NULL, at REAL NOT NULL)")  # fmt: skip
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS users (username TEXT PRIMARY KEY, password TEXT NOT NULL, role TEXT NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
+            " text TEXT NOT NULL, at REAL NOT NULL)"
+        )
         db.executemany("INSERT OR IGNORE INTO users VALUES (?, ?, ?)", SEED_USERS)
 
 
@@ -249,8 +258,9 @@ def _json_error(exc: HTTPException) -> t.Any:
     if isinstance(exc, ShieldError):
         return exc.get_response()  # already JSON, with its challenge and Retry-After
     response = exc.get_response()
-    response.data = json.dumps({"error": (exc.name or "error").lower().replace(" ", "_"),
-                                "error_description": exc.description or ""})  # fmt: skip
+    response.data = json.dumps(
+        {"error": (exc.name or "error").lower().replace(" ", "_"), "error_description": exc.description or ""}
+    )
     response.content_type = "application/json"
     return response
 
@@ -313,14 +323,20 @@ def _routes(app: Flask) -> Blueprint:
 
     # The OAuth 2.0 token endpoint (RFC 6749 §6): what Authlib, requests-oauthlib, AppAuth
     # and oidc-client-ts send to refresh, and the {"refresh_token": ...} JSON body too.
-    bp.add_url_rule("/auth/refresh", "refresh", shield.token_view(authenticate_client=authenticate_client),
-                    methods=["POST"])  # fmt: skip
+    bp.add_url_rule(
+        "/auth/refresh", "refresh", shield.token_view(authenticate_client=authenticate_client), methods=["POST"]
+    )
     # RFC 7009: any client revokes its own tokens (and the app's, issued without a client_id);
     # RFC 7662: only a confidential client (example-cli) introspects.
-    bp.add_url_rule("/oauth/revoke", "revoke", shield.revocation_view(authenticate_client=authenticate_client),
-                    methods=["POST"])  # fmt: skip
-    bp.add_url_rule("/oauth/introspect", "introspect",
-                    shield.introspection_view(authenticate_client=authenticate_client), methods=["POST"])  # fmt: skip
+    bp.add_url_rule(
+        "/oauth/revoke", "revoke", shield.revocation_view(authenticate_client=authenticate_client), methods=["POST"]
+    )
+    bp.add_url_rule(
+        "/oauth/introspect",
+        "introspect",
+        shield.introspection_view(authenticate_client=authenticate_client),
+        methods=["POST"],
+    )
 
     @bp.post("/auth/logout")
     def logout() -> t.Any:
@@ -346,8 +362,9 @@ def _routes(app: Flask) -> Blueprint:
         if len(data["new_password"]) < MIN_PASSWORD:
             raise InvalidRequest(f"The new password needs at least {MIN_PASSWORD} characters.", reason="weak")
         with closing(_db()) as db, db:
-            db.execute("UPDATE users SET password = ? WHERE username = ?",
-                       (generate_password_hash(data["new_password"]), sub))  # fmt: skip
+            db.execute(
+                "UPDATE users SET password = ? WHERE username = ?", (generate_password_hash(data["new_password"]), sub)
+            )
         # A changed password ends every session, the thief's too; this device gets a new one.
         shield.revoke_subject(sub)
         pair = shield.issue_tokens(sub, claims={"role": user["role"]})
@@ -372,8 +389,9 @@ def _routes(app: Flask) -> Blueprint:
     @bp.get("/api/notes")
     def notes() -> t.Any:
         with closing(_db()) as db:
-            rows = db.execute("SELECT id, text, at FROM notes WHERE username = ? ORDER BY id DESC LIMIT 100",
-                              (current_claims["sub"],)).fetchall()  # fmt: skip
+            rows = db.execute(
+                "SELECT id, text, at FROM notes WHERE username = ? ORDER BY id DESC LIMIT 100", (current_claims["sub"],)
+            ).fetchall()
         return {"notes": [dict(r) for r in rows]}
 
     @bp.post("/api/notes")
@@ -382,8 +400,10 @@ def _routes(app: Flask) -> Blueprint:
         if len(text) > MAX_NOTE:
             raise InvalidRequest(f"A note holds at most {MAX_NOTE} characters.", reason="too-long")
         with closing(_db()) as db, db:
-            cur = db.execute("INSERT INTO notes (username, text, at) VALUES (?, ?, strftime('%s', 'now'))",
-                             (current_claims["sub"], text))  # fmt: skip
+            cur = db.execute(
+                "INSERT INTO notes (username, text, at) VALUES (?, ?, strftime('%s', 'now'))",
+                (current_claims["sub"], text),
+            )
         return {"id": cur.lastrowid, "text": text}, 201
 
     @bp.post("/api/admin/forget-places")
@@ -422,8 +442,9 @@ def _admin() -> Blueprint:
 
     def form(error: str | None = None, status: int = 200) -> t.Any:
         token = session.setdefault("login_csrf", secrets.token_urlsafe(24))
-        return render_template("admin_login.html", error=error, csrf_token=token, admin=session.get("admin"),
-                               next=back()), status  # fmt: skip
+        return render_template(
+            "admin_login.html", error=error, csrf_token=token, admin=session.get("admin"), next=back()
+        ), status
 
     @bp.get("/admin/login")
     @shield.exempt

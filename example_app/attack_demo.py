@@ -60,8 +60,16 @@ class App:
         self.seen: set[str] = set()  # event ids already shown (or there before the demo)
         self.own_sids: set[str] = set()  # the demo's read-back logins
 
-    def call(self, method: str, path: str, *, ip: str, json_body: t.Any = None, form: dict[str, str] | None = None,
-             headers: dict[str, str] | None = None) -> Answer:  # fmt: skip
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        ip: str,
+        json_body: t.Any = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
         data = None
         sent = {"X-Forwarded-For": ip, **(headers or {})}
         if json_body is not None:
@@ -80,15 +88,17 @@ class App:
 
     def login(self, user: str, ip: str, *, dpop: DPoPKey | None = None) -> Answer:
         headers = {"DPoP": dpop.proof("POST", self.url + "/auth/login")} if dpop is not None else None
-        return self.call("POST", "/auth/login", ip=ip, json_body={"username": user, "password": PASSWORDS[user]},
-                         headers=headers)  # fmt: skip
+        return self.call(
+            "POST", "/auth/login", ip=ip, json_body={"username": user, "password": PASSWORDS[user]}, headers=headers
+        )
 
     def me(self, token: str, ip: str) -> Answer:
         return self.call("GET", "/api/me", ip=ip, headers={"Authorization": f"Bearer {token}"})
 
     def refresh(self, refresh_token: str, ip: str) -> Answer:
-        return self.call("POST", "/auth/refresh", ip=ip,
-                         form={"grant_type": "refresh_token", "refresh_token": refresh_token})  # fmt: skip
+        return self.call(
+            "POST", "/auth/refresh", ip=ip, form={"grant_type": "refresh_token", "refresh_token": refresh_token}
+        )
 
     def new_events(self, user: str, ip: str | None = None) -> list[dict[str, t.Any]]:
         """The user's security events not shown yet, oldest first (read with a new login
@@ -101,8 +111,12 @@ class App:
         self.own_sids.add(str(_claim(pair.body.get("access_token"), "sid")))
         r = self.call("GET", "/api/events", ip=ip, headers={"Authorization": f"Bearer {pair.body['access_token']}"})
         found = [e for e in r.body.get("events", []) if isinstance(e, dict)] if r.status == 200 else []
-        fresh = [e for e in found if e.get("id") not in self.seen
-                 and not (e.get("kind") == "session-started" and e.get("sid") in self.own_sids)]  # fmt: skip
+        fresh = [
+            e
+            for e in found
+            if e.get("id") not in self.seen
+            and not (e.get("kind") == "session-started" and e.get("sid") in self.own_sids)
+        ]
         self.seen.update(str(e.get("id")) for e in found)
         return sorted(fresh, key=lambda e: float(e.get("at") or 0))
 
@@ -193,8 +207,12 @@ def replay_from_abroad(app: App, out: t.TextIO) -> Story:
     s.say("thief", f"replays her access token from São Paulo a second later: {thief.said()}")
     after = app.me(pair["access_token"], BERLIN)
     s.say("alice", f"her next call: {after.said()} (she logs in again; the thief's copy is dead)")
-    s.verdict(thief.status in (401, 403), "a token used too far away, too soon: the session was revoked"
-              if thief.status == 401 else "refused from another country")  # fmt: skip
+    s.verdict(
+        thief.status in (401, 403),
+        "a token used too far away, too soon: the session was revoked"
+        if thief.status == 401
+        else "refused from another country",
+    )
     s.events(app, "alice")
     return s
 
@@ -225,8 +243,10 @@ def hammering(app: App, out: t.TextIO) -> Story:
     s.say("thief", f"sends request after request with bob's token: {summary}")
     if last is not None:
         s.say("thief", f"last answer: {last.said()}")
-    s.verdict(counts.get(429, 0) > 0 and last is not None and last.status == 401,
-              "rate-limited (429) at 60 a minute, then revoked at the spike threshold")  # fmt: skip
+    s.verdict(
+        counts.get(429, 0) > 0 and last is not None and last.status == 401,
+        "rate-limited (429) at 60 a minute, then revoked at the spike threshold",
+    )
     s.events(app, "bob")
     return s
 
@@ -246,8 +266,10 @@ def refresh_reuse(app: App, out: t.TextIO, grace: float) -> Story:
     thief_refresh = app.refresh(stolen.body.get("refresh_token", ""), BERLIN)
     s.say("thief", f"uses the new access token: {thief_api.said()}")
     s.say("thief", f"and the new refresh token: {thief_refresh.said()}")
-    s.verdict(own.status == 400 and thief_api.status == 401 and thief_refresh.status == 400,
-              "a refresh token used twice revokes the whole session; alice logs in again")  # fmt: skip
+    s.verdict(
+        own.status == 400 and thief_api.status == 401 and thief_refresh.status == 400,
+        "a refresh token used twice revokes the whole session; alice logs in again",
+    )
     s.events(app, "alice")
     return s
 
@@ -257,8 +279,9 @@ def after_logout_everywhere(app: App, out: t.TextIO) -> Story:
     laptop = logged_in(app.login("alice", BERLIN), "alice")
     copied = logged_in(app.login("alice", BERLIN), "alice")
     s.say("thief", "has a copy of alice's tokens from her phone")
-    out_all = app.call("POST", "/auth/logout-all", ip=BERLIN,
-                       headers={"Authorization": f"Bearer {laptop['access_token']}"})  # fmt: skip
+    out_all = app.call(
+        "POST", "/auth/logout-all", ip=BERLIN, headers={"Authorization": f"Bearer {laptop['access_token']}"}
+    )
     s.say("alice", f"notices and logs out everywhere from her laptop: {out_all.said()}")
     api = app.me(copied["access_token"], BERLIN)
     refreshed = app.refresh(copied["refresh_token"], BERLIN)
@@ -266,8 +289,10 @@ def after_logout_everywhere(app: App, out: t.TextIO) -> Story:
     s.say("thief", f"tries to refresh: {refreshed.said()}")
     again = app.login("alice", BERLIN)
     s.say("alice", f"logs in again straight away: {again.said()}")
-    s.verdict(api.status == 401 and refreshed.status == 400 and again.status == 200,
-              "every token issued before the log-out is refused; new logins work")  # fmt: skip
+    s.verdict(
+        api.status == 401 and refreshed.status == 400 and again.status == 200,
+        "every token issued before the log-out is refused; new logins work",
+    )
     s.events(app, "alice")
     return s
 
@@ -277,8 +302,11 @@ def dpop_without_key(app: App, out: t.TextIO) -> Story:
     key = DPoPKey.generate()
     login = logged_in(app.login("alice", BERLIN, dpop=key), "alice")
     token = login["access_token"]
-    s.say("alice", f"her app logs in with a DPoP proof: token_type {login.get('token_type')!r}, bound to"
-                   f" key {key.thumbprint[:12]}…")  # fmt: skip
+    s.say(
+        "alice",
+        f"her app logs in with a DPoP proof: token_type {login.get('token_type')!r}, bound to"
+        f" key {key.thumbprint[:12]}…",
+    )
     url = app.url + "/api/me"
     own = app.call("GET", "/api/me", ip=BERLIN, headers=key.headers("GET", url, token))
     s.say("alice", f"calls the API with a fresh proof: {own.said()}")
@@ -289,8 +317,10 @@ def dpop_without_key(app: App, out: t.TextIO) -> Story:
     s.say("thief", f"signs a proof with a key of his own: {forged.said()}")
     bare = app.call("GET", "/api/me", ip=BERLIN, headers={"Authorization": f"DPoP {token}"})
     s.say("thief", f"sends it as DPoP with no proof: {bare.said()}")
-    s.verdict(own.status == 200 and bearer.status == 401 and forged.status == 401 and bare.status == 401,
-              "the token is worth nothing without alice's private key")  # fmt: skip
+    s.verdict(
+        own.status == 200 and bearer.status == 401 and forged.status == 401 and bare.status == 401,
+        "the token is worth nothing without alice's private key",
+    )
     s.events(app, "alice")
     return s
 
@@ -300,8 +330,11 @@ def step_up_instead_of_logout(app: App, out: t.TextIO, max_age: float) -> Story:
     pair = logged_in(app.login("bob", MUNICH), "bob")
     s.say("bob", f"logs in at home in Munich and calls the API: {app.me(pair['access_token'], MUNICH).said()}")
     s.say("thief", "copies his access and refresh tokens")
-    s.say("", f"(waiting {max_age + 1:.0f} s: the example asks for the password again when a token whose login is"
-              f" older than {max_age:.0f} s is used from another country)")  # fmt: skip
+    s.say(
+        "",
+        f"(waiting {max_age + 1:.0f} s: the example asks for the password again when a token whose login is"
+        f" older than {max_age:.0f} s is used from another country)",
+    )
     time.sleep(max_age + 1)
     problem = forget_places(app, ["bob"])
     if problem is not None:
@@ -321,9 +354,15 @@ def step_up_instead_of_logout(app: App, out: t.TextIO, max_age: float) -> Story:
     after = app.me(str(again.body.get("access_token", "")), SAO_PAULO)
     s.say("bob", f"and carries on from São Paulo: {after.said()}")
     challenged = thief.status == 401 and thief.body.get("error") == "insufficient_user_authentication"
-    s.verdict(challenged and guess.status == 400 and stolen.status == 400 and own.status == 401
-              and again.status == 200 and after.status == 200,
-              "the thief cannot authenticate again; bob does, and no session had to be revoked")  # fmt: skip
+    s.verdict(
+        challenged
+        and guess.status == 400
+        and stolen.status == 400
+        and own.status == 401
+        and again.status == 200
+        and after.status == 200,
+        "the thief cannot authenticate again; bob does, and no session had to be revoked",
+    )
     s.events(app, "bob", SAO_PAULO)
     return s
 
@@ -331,10 +370,18 @@ def step_up_instead_of_logout(app: App, out: t.TextIO, max_age: float) -> Story:
 def main(argv: list[str] | None = None, out: t.TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m example_app.attack_demo", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="the running example app")
-    parser.add_argument("--grace", type=float, default=5.0,
-                        help="the app's JWT_SHIELD_REFRESH_REUSE_GRACE in seconds (default 5, the example's)")
-    parser.add_argument("--step-up-max-age", type=float, default=5.0,
-                        help="the app's JWT_SHIELD_STEP_UP_MAX_AGE in seconds (default 5, the example's)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="the app's JWT_SHIELD_REFRESH_REUSE_GRACE in seconds (default 5, the example's)",
+    )
+    parser.add_argument(
+        "--step-up-max-age",
+        type=float,
+        default=5.0,
+        help="the app's JWT_SHIELD_STEP_UP_MAX_AGE in seconds (default 5, the example's)",
+    )
     args = parser.parse_args(argv)
     app = App(args.url)
     try:
@@ -353,9 +400,13 @@ def main(argv: list[str] | None = None, out: t.TextIO = sys.stdout) -> int:
     for user in PASSWORDS:  # what happened before the demo is not part of it
         app.new_events(user)
     plays: list[t.Callable[[], Story]] = [
-        lambda: replay_from_abroad(app, out), lambda: impossible_travel(app, out), lambda: hammering(app, out),
-        lambda: refresh_reuse(app, out, args.grace), lambda: after_logout_everywhere(app, out),
-        lambda: dpop_without_key(app, out), lambda: step_up_instead_of_logout(app, out, args.step_up_max_age),
+        lambda: replay_from_abroad(app, out),
+        lambda: impossible_travel(app, out),
+        lambda: hammering(app, out),
+        lambda: refresh_reuse(app, out, args.grace),
+        lambda: after_logout_everywhere(app, out),
+        lambda: dpop_without_key(app, out),
+        lambda: step_up_instead_of_logout(app, out, args.step_up_max_age),
     ]
     stories: list[bool] = []
     for play in plays:
@@ -365,8 +416,11 @@ def main(argv: list[str] | None = None, out: t.TextIO = sys.stdout) -> int:
             print(f"  => NOT PLAYED: {exc}", file=out)
             stories.append(False)
     stopped = sum(stories)
-    print(f"\nThe shield stopped the thief in {stopped} of {len(stories)} stories."
-          f" Every step is on the dashboard: {app.url}/shield/ (log in as alice).", file=out)  # fmt: skip
+    print(
+        f"\nThe shield stopped the thief in {stopped} of {len(stories)} stories."
+        f" Every step is on the dashboard: {app.url}/shield/ (log in as alice).",
+        file=out,
+    )
     return 0 if stopped == len(stories) else 1
 
 

@@ -85,8 +85,9 @@ class DPoPClient:
         return answer
 
 
-def thief_attempts(base_url: str, stolen_token: str, captured_proof: str,
-                   headers: dict[str, str] | None = None) -> dict[str, Answer]:  # fmt: skip
+def thief_attempts(
+    base_url: str, stolen_token: str, captured_proof: str, headers: dict[str, str] | None = None
+) -> dict[str, Answer]:
     """What a thief who copied the access token (and saw one proof) can try; from the same
     network, so no GeoIP detector has anything to notice."""
     url = base_url.rstrip("/") + "/api/me"
@@ -95,16 +96,21 @@ def thief_attempts(base_url: str, stolen_token: str, captured_proof: str,
     return {
         "as Bearer": call("GET", url, headers={**extra, "Authorization": f"Bearer {stolen_token}"}),
         "with the thief's own key": call("GET", url, headers={**extra, **own_key.headers("GET", url, stolen_token)}),
-        "with a captured proof": call("GET", url, headers={**extra, "Authorization": f"DPoP {stolen_token}",
-                                                           "DPoP": captured_proof}),
+        "with a captured proof": call(
+            "GET", url, headers={**extra, "Authorization": f"DPoP {stolen_token}", "DPoP": captured_proof}
+        ),
     }
 
 
 def main(argv: list[str]) -> int:
     """``argv`` as in :data:`sys.argv` (the program's name first)."""
     parser = argparse.ArgumentParser(prog="python -m example_app.dpop_client", description=__doc__.split("\n")[0])
-    parser.add_argument("url", nargs="?", default="http://127.0.0.1:5000",
-                        help="the running example app (default http://127.0.0.1:5000)")  # fmt: skip
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:5000",
+        help="the running example app (default http://127.0.0.1:5000)",
+    )
     parser.add_argument("username", nargs="?", default="alice", help="default alice")
     parser.add_argument("password", nargs="?", default="wonderland", help="default wonderland")
     args = parser.parse_args(argv[1:])
@@ -115,8 +121,9 @@ def main(argv: list[str]) -> int:
         return 1
     except OSError as exc:  # refused, unreachable, timed out
         reason = getattr(exc, "reason", None) or exc
-        print(f"error: cannot reach the example app at {args.url} ({reason}). Start it with `make run`.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: cannot reach the example app at {args.url} ({reason}). Start it with `make run`.", file=sys.stderr
+        )
         return 2
     except ValueError as exc:  # not an http(s) URL, an answer that is not JSON
         print(f"error: {args.url}: {exc}", file=sys.stderr)

@@ -61,8 +61,11 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         if "read:reports" not in str(current_claims.get("scope", "")).split():
             # RFC 6750 §3.1: a valid token without the scope the resource needs.
             challenge = 'Bearer error="insufficient_scope", scope="read:reports"'
-            return {"error": "insufficient_scope", "error_description": "This needs the read:reports scope."}, \
-                403, {"WWW-Authenticate": challenge}
+            return (
+                {"error": "insufficient_scope", "error_description": "This needs the read:reports scope."},
+                403,
+                {"WWW-Authenticate": challenge},
+            )
         return {"reports": ["2026-Q3", "2026-Q4"]}
 
     return app

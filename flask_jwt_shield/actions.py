@@ -21,8 +21,13 @@ ACTIONS: tuple[Action, ...] = t.get_args(Action)
 #: The event kinds a detector reports: a part of :data:`~flask_jwt_shield.signals.EventKind`
 #: (spelt out here so that this module stays a leaf; a test checks the two agree).
 FindingKind = t.Literal[
-    "traffic-spike", "traffic-anomaly", "new-country", "country-changed", "impossible-travel", "country-denied",
-]  # fmt: skip
+    "traffic-spike",
+    "traffic-anomaly",
+    "new-country",
+    "country-changed",
+    "impossible-travel",
+    "country-denied",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

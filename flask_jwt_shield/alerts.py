@@ -98,8 +98,9 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str, *, tolerance: float = 300,
-                     now: float | None = None) -> bool:  # fmt: skip
+def verify_signature(
+    secret: bytes, timestamp: str, body: bytes, signature: str, *, tolerance: float = 300, now: float | None = None
+) -> bool:
     """What a receiver does: ``True`` when ``signature`` is right and ``timestamp`` recent.
 
     The same code is shown on the "Alerts" docs page for receivers that do not import this
@@ -218,8 +219,7 @@ class AlertSink:
     def _spawn(self) -> None:
         with self._lock:
             if self._thread is None:
-                thread = threading.Thread(target=self._work, args=(self._queue,), name="jwt-shield-alerts",
-                                          daemon=True)  # fmt: skip
+                thread = threading.Thread(target=self._work, args=(self._queue,), name="jwt-shield-alerts", daemon=True)
                 thread.start()
                 self._thread = thread
 
@@ -233,9 +233,14 @@ class AlertSink:
             count, self._dropped_unlogged, self._last_drop_log = self._dropped_unlogged, 0, now
         logger.warning(
             "alert queue full (%d alerts waiting for %s): dropped %d alert(s), the last one %s %s;"
-            " %d dropped in this process so far", self.settings.queue_size, self._where, count,
-            event.get("kind"), event.get("id"), self._dropped,
-        )  # fmt: skip
+            " %d dropped in this process so far",
+            self.settings.queue_size,
+            self._where,
+            count,
+            event.get("kind"),
+            event.get("id"),
+            self._dropped,
+        )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -246,8 +251,13 @@ class AlertSink:
 
     def stats(self) -> AlertStats:
         """This process's counters."""
-        return AlertStats(queued=self._queue.unfinished_tasks, delivered=self._delivered, failed=self._failed,
-                          dropped=self._dropped, retries=self._retries)  # fmt: skip
+        return AlertStats(
+            queued=self._queue.unfinished_tasks,
+            delivered=self._delivered,
+            failed=self._failed,
+            dropped=self._dropped,
+            retries=self._retries,
+        )
 
     def flush(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for every queued alert to be delivered or given up.
@@ -299,8 +309,12 @@ class AlertSink:
             jobs.task_done()
 
     def _deliver(self, app_name: str, event: Mapping[str, t.Any]) -> None:
-        payload = {"type": "alert", "app": app_name, "source": {**self._source, "pid": os.getpid()},
-                   "event": redact(event)}  # fmt: skip
+        payload = {
+            "type": "alert",
+            "app": app_name,
+            "source": {**self._source, "pid": os.getpid()},
+            "event": redact(event),
+        }
         body = json.dumps(payload, sort_keys=True, default=str).encode()
         headers = {EVENT_HEADER: str(event.get("kind")), DELIVERY_HEADER: str(event.get("id"))}
         delay = self.settings.retry_delay
@@ -321,8 +335,9 @@ class AlertSink:
                 break
             delay = min(MAX_RETRY_DELAY, delay * 2)
         self._failed += 1
-        logger.warning("alert %s %s not delivered to %s: %s", event.get("kind"), event.get("id"), self._where,
-                       outcome.reason)  # fmt: skip
+        logger.warning(
+            "alert %s %s not delivered to %s: %s", event.get("kind"), event.get("id"), self._where, outcome.reason
+        )
 
     def _post(self, body: bytes, headers: Mapping[str, str]) -> _Outcome:
         """One POST of ``body``, signed when a secret is set. Never raises.
@@ -331,8 +346,12 @@ class AlertSink:
         read), so a receiver that accepts and never answers costs one timeout per attempt.
         """
         timestamp = str(int(time.time()))
-        sent = {"Content-Type": "application/json", "User-Agent": "Flask-JWT-Shield-Alerts",
-                TIMESTAMP_HEADER: timestamp, **headers}  # fmt: skip
+        sent = {
+            "Content-Type": "application/json",
+            "User-Agent": "Flask-JWT-Shield-Alerts",
+            TIMESTAMP_HEADER: timestamp,
+            **headers,
+        }
         if self.settings.secret is not None:
             sent[SIGNATURE_HEADER] = sign(self.settings.secret, timestamp, body)
         if self._auth is not None:

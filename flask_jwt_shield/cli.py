@@ -87,8 +87,11 @@ def _known_key(state: ShieldState, kid: str) -> None:
         if remote.key_set is not None and kid in remote.key_set.kids:
             return
         known = sorted(remote.key_set.kids) if remote.key_set is not None else []
-        where = "in the identity provider's JWK Set" if remote.key_set is not None else (
-            f"(the JWK Set could not be fetched: {remote.last_error})")  # fmt: skip
+        where = (
+            "in the identity provider's JWK Set"
+            if remote.key_set is not None
+            else (f"(the JWK Set could not be fetched: {remote.last_error})")
+        )
     else:
         known = [k.kid for k in state.keys.keys]
         where = "in the key ring"
@@ -99,9 +102,13 @@ def _known_key(state: ShieldState, kid: str) -> None:
 
 @cli.command()
 @click.option("--jti", help="Revoke one token by its jti.")
-@click.option("--session", "--family", "sid",
-              help="Revoke one session (its refresh token and every access token from it) by its sid."
-                   " --family is the older name of this option.")  # fmt: skip
+@click.option(
+    "--session",
+    "--family",
+    "sid",
+    help="Revoke one session (its refresh token and every access token from it) by its sid."
+    " --family is the older name of this option.",
+)
 @click.option("--subject", help="Revoke every token of this subject issued before now (log out everywhere).")
 @click.option("--kid", help="Revoke every token signed with this key (one of the key ring).")
 @with_appcontext
@@ -144,8 +151,10 @@ def _line(e: _events.SecurityEvent, fields: tuple[str, ...]) -> str:
 
 
 #: Why an empty answer from a memory store may mean nothing.
-_MEMORY_NOTE = (" (the store is memory://: this command sees only its own process, never the state of a running"
-                " server; use a SQLite or Redis store)")  # fmt: skip
+_MEMORY_NOTE = (
+    " (the store is memory://: this command sees only its own process, never the state of a running"
+    " server; use a SQLite or Redis store)"
+)
 
 
 def _nothing_found(state: ShieldState, what: str) -> str:
@@ -167,14 +176,26 @@ def _filters(**given: str | None) -> str:
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 @with_appcontext
-def events(subject: str | None, jti: str | None, sid: str | None, kind: str | None,
-           since: str | None, limit: int, as_json: bool) -> None:  # fmt: skip
+def events(
+    subject: str | None,
+    jti: str | None,
+    sid: str | None,
+    kind: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List stored security events, newest first."""
     state = _state()
     found = _events.query(
-        state.store, subject=subject, jti=jti, sid=sid, kind=kind,
-        since=parse_since(since) if since else None, limit=limit,
-    )  # fmt: skip
+        state.store,
+        subject=subject,
+        jti=jti,
+        sid=sid,
+        kind=kind,
+        since=parse_since(since) if since else None,
+        limit=limit,
+    )
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in found], indent=2, sort_keys=True))
         return
@@ -194,8 +215,11 @@ def trace(who: str, limit: int) -> None:
     state = _state()
     store = state.store
     seen: dict[str, t.Any] = {}
-    for found in (_events.query(store, subject=who, limit=limit), _events.query(store, jti=who, limit=limit),
-                  _events.query(store, sid=who, limit=limit)):  # fmt: skip
+    for found in (
+        _events.query(store, subject=who, limit=limit),
+        _events.query(store, jti=who, limit=limit),
+        _events.query(store, sid=who, limit=limit),
+    ):
         for e in found:
             seen[e.id] = e
     if not seen:
@@ -211,9 +235,14 @@ def keys() -> None:
 
 
 @keys.command("generate")
-@click.option("--alg", default="ES256", show_default=True,
-              type=click.Choice(["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
-                                 "PS384", "PS512", "ES256", "ES384", "EdDSA"]))  # fmt: skip
+@click.option(
+    "--alg",
+    default="ES256",
+    show_default=True,
+    type=click.Choice(
+        ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+    ),
+)
 @click.option("--kid", help="Key id; default: derived from the key.")
 def generate(alg: str, kid: str | None) -> None:
     """Print a new key as one JSON entry for JWT_SHIELD_KEYS (put it first to sign with it)."""
@@ -295,8 +324,9 @@ def sessions(subject: str, as_json: bool) -> None:
         click.echo(f"no live sessions for {subject!r}")
         return
     rows = [("sid", "created", "last used", "last IP", "last country")]
-    rows += [(s.sid, _when(s.created_at), _when(s.last_used_at), s.last_ip or "-", s.last_country or "-")
-             for s in found]  # fmt: skip
+    rows += [
+        (s.sid, _when(s.created_at), _when(s.last_used_at), s.last_ip or "-", s.last_country or "-") for s in found
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -331,11 +361,17 @@ def geo(ip: str, as_json: bool) -> None:
         built = database.built_at
         info: dict[str, t.Any] = {
             "ip": address,
-            **(location.as_dict() if location is not None else dict.fromkeys(
-                ("country", "city", "latitude", "longitude", "accuracy_km"))),
-            "database": {"path": path, "type": database.database_type,
-                         "built_at": _when(built) if built is not None else None},
-        }  # fmt: skip
+            **(
+                location.as_dict()
+                if location is not None
+                else dict.fromkeys(("country", "city", "latitude", "longitude", "accuracy_km"))
+            ),
+            "database": {
+                "path": path,
+                "type": database.database_type,
+                "built_at": _when(built) if built is not None else None,
+            },
+        }
     finally:
         database.close()
     if location is None:
@@ -412,27 +448,39 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
     keys = ", ".join(
         f"{k.kid} ({k.alg}, {'signs' if i == 0 and k.signing is not None else 'verifies'})"
         for i, k in enumerate(ring.keys)
-    )  # fmt: skip
+    )
     special: dict[str, str] = {
         K.KEYS: f"[{keys}]" if keys else "[] (the identity provider's JWK Set)",
-        K.SECRET_KEY: "<set, masked>" if given.get(K.SECRET_KEY) is not None else (
-            "<the app's SECRET_KEY, masked>" if config.keys.algorithm.startswith("HS") and not config.resource_server
-            and given.get(K.KEYS) is None else "None"),
+        K.SECRET_KEY: "<set, masked>"
+        if given.get(K.SECRET_KEY) is not None
+        else (
+            "<the app's SECRET_KEY, masked>"
+            if config.keys.algorithm.startswith("HS") and not config.resource_server and given.get(K.KEYS) is None
+            else "None"
+        ),
         K.PRIVATE_KEY: "<set, masked>" if given.get(K.PRIVATE_KEY) is not None else "None",
         K.PUBLIC_KEY: "<set>" if given.get(K.PUBLIC_KEY) is not None else "None",
         K.STORE_URI: repr(mask_url(config.store.store_uri)),
         K.RATE_LIMIT_STORAGE_URI: repr(mask_url(config.rate.rate_limit_storage_uri))
-        if config.rate.rate_limit_storage_uri else "None (the store's Redis, else memory://)",
-        K.SPIKE_THRESHOLD: repr(config.rate.spike_threshold) if config.rate.spike_threshold else
-        f"None ({default_spike_threshold(config.rate.rate_limit)!r}: ten times the rate limit)",
+        if config.rate.rate_limit_storage_uri
+        else "None (the store's Redis, else memory://)",
+        K.SPIKE_THRESHOLD: repr(config.rate.spike_threshold)
+        if config.rate.spike_threshold
+        else f"None ({default_spike_threshold(config.rate.rate_limit)!r}: ten times the rate limit)",
         K.ALERT_WEBHOOK: repr(mask_url(alerts.webhook, keep_path=False)) if alerts else "None",
         K.JWKS_URL: repr(mask_url(config.remote.jwks_url)) if config.remote.jwks_url else "None",
         K.ALERT_SECRET: "<set, masked>" if alerts and alerts.secret else "None",
-    }  # fmt: skip
+    }
     if alerts is not None:
-        special.update({K.ALERT_EVENTS: repr(sorted(alerts.events)), K.ALERT_TIMEOUT: repr(alerts.timeout),
-                        K.ALERT_RETRIES: repr(alerts.retries), K.ALERT_RETRY_DELAY: repr(alerts.retry_delay),
-                        K.ALERT_QUEUE_SIZE: repr(alerts.queue_size)})  # fmt: skip
+        special.update(
+            {
+                K.ALERT_EVENTS: repr(sorted(alerts.events)),
+                K.ALERT_TIMEOUT: repr(alerts.timeout),
+                K.ALERT_RETRIES: repr(alerts.retries),
+                K.ALERT_RETRY_DELAY: repr(alerts.retry_delay),
+                K.ALERT_QUEUE_SIZE: repr(alerts.queue_size),
+            }
+        )
     rows = []
     for key in K.all():
         if key in special:
@@ -451,8 +499,9 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
     K = ConfigKey
     state: ShieldState | None = app.extensions.get("jwt_shield")
     found: list[str] = []
-    store_is_memory = isinstance(state.store, MemoryStore) if state is not None else (
-        config.store.store_uri.startswith("memory"))  # fmt: skip
+    store_is_memory = (
+        isinstance(state.store, MemoryStore) if state is not None else (config.store.store_uri.startswith("memory"))
+    )
     if store_is_memory and not app.testing:
         found.append(
             f"{K.STORE_URI} is memory://: revocations, sessions and events live in one process and are lost on"
@@ -475,8 +524,10 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
     found.extend(flask_jwt_extended_warnings(app.config))
     if state is not None:
         for entry in state.unmatched_exemptions(app):
-            found.append(f"{K.EXEMPT_ENDPOINTS} lists {entry!r}, which names no endpoint of this app: a typo leaves"
-                         " the endpoint it meant protected. Fix the name (or the pattern).")
+            found.append(
+                f"{K.EXEMPT_ENDPOINTS} lists {entry!r}, which names no endpoint of this app: a typo leaves"
+                " the endpoint it meant protected. Fix the name (or the pattern)."
+            )
     if config.request.monitor_only:
         found.append(
             f"{K.MONITOR_ONLY} is on: every detector only flags (no deny, no revoke) while the events say what"
@@ -485,8 +536,11 @@ def config_warnings(app: t.Any, config: ShieldConfig, ring: t.Any, *, ping: bool
     found.extend(_geoip_warnings(config))
     if config.rate.rate_limit is not None:
         default_storage = "" if config.store.store_uri.startswith(("redis", "unix")) else "memory"
-        local = state.limiter.local if state is not None and state.limiter is not None else (
-            (config.rate.rate_limit_storage_uri or default_storage).startswith("memory"))  # fmt: skip
+        local = (
+            state.limiter.local
+            if state is not None and state.limiter is not None
+            else ((config.rate.rate_limit_storage_uri or default_storage).startswith("memory"))
+        )
         if local:
             found.append(
                 f"{K.RATE_LIMIT} ({config.rate.rate_limit!r}) counts in each process on its own (memory:// limiter"
@@ -516,8 +570,10 @@ def _hmac_warnings(app: t.Any, config: ShieldConfig, ring: t.Any) -> list[str]:
     if config.resource_server or not any(k.alg.startswith("HS") for k in ring.keys):
         return []
     found = []
-    fix = (" Use asymmetric keys (flask jwt-shield keys generate --alg ES256) and publish the public ones with"
-           " shield.jwks_blueprint().")  # fmt: skip
+    fix = (
+        " Use asymmetric keys (flask jwt-shield keys generate --alg ES256) and publish the public ones with"
+        " shield.jwks_blueprint()."
+    )
     if config.keys.audience is not None and config.keys.audience != config.keys.issuer:
         found.append(
             f"HS keys sign tokens addressed to {config.keys.audience!r} ({K.AUDIENCE}), not to their issuer"

@@ -165,8 +165,9 @@ def binding_for(state: ShieldState) -> DeviceBinding | None:
         return None
     material = signing.signing
     if not isinstance(material, bytes):
-        material = material.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption())  # fmt: skip
+        material = material.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     return DeviceBinding(material, state.config.request.dbsc_cookie_ttl)
 
 
@@ -174,8 +175,10 @@ def check_request(binding: DeviceBinding | None, claims: Claims, req: t.Any) -> 
     """Step 5 for a token of a DBSC session: the bound cookie must be there and valid."""
     value = request_cookie(req, req.environ, BOUND_COOKIE) if binding is not None else None
     if binding is None or not binding.cookie_valid(value, claims.get("sid"), time.time()):
-        raise InvalidToken("This session is bound to the browser's key (DBSC): the bound cookie is missing or"
-                           " expired.", reason="dbsc-cookie")  # fmt: skip
+        raise InvalidToken(
+            "This session is bound to the browser's key (DBSC): the bound cookie is missing or expired.",
+            reason="dbsc-cookie",
+        )
 
 
 # -- the registration offer (set_cookies at a login) -----------------------------------------
@@ -370,21 +373,35 @@ def _move(state: ShieldState, old: Family, device: dict[str, t.Any], now: float)
     config = state.config
     signing = state.keys.signing_key
     family = Family(
-        sid=secrets.token_urlsafe(16), sub=old.sub, created_at=old.created_at, expires_at=old.expires_at,
-        last_used_at=now, current_jti=secrets.token_urlsafe(16), current_iat=sessions.issue_time(state, old.sub),
-        last_ip=request.remote_addr, last_country=old.last_country, claims={**old.claims, CLAIM: device},
+        sid=secrets.token_urlsafe(16),
+        sub=old.sub,
+        created_at=old.created_at,
+        expires_at=old.expires_at,
+        last_used_at=now,
+        current_jti=secrets.token_urlsafe(16),
+        current_iat=sessions.issue_time(state, old.sub),
+        last_ip=request.remote_addr,
+        last_country=old.last_country,
+        claims={**old.claims, CLAIM: device},
         kid=signing.kid if signing is not None else None,
-    )  # fmt: skip
+    )
     until = old.expires_at + config.sessions.access_token_ttl
     try:
-        state.store.create_family(family, max_sessions=config.sessions.max_sessions,
-                                  idle_ttl=config.sessions.refresh_idle_ttl, until=until)  # fmt: skip
+        state.store.create_family(
+            family, max_sessions=config.sessions.max_sessions, idle_ttl=config.sessions.refresh_idle_ttl, until=until
+        )
         state.store.revoke_family(old.sid, until)
     except StoreError as exc:
         state.store_failed(exc, None)
         raise StoreUnavailable() from None
-    state.record("session-started", None, subject=old.sub, sid=family.sid, jti=family.current_jti,
-                 detail={"bound": "dbsc", "replaces": old.sid, "jkt": device["jkt"]})  # fmt: skip
+    state.record(
+        "session-started",
+        None,
+        subject=old.sub,
+        sid=family.sid,
+        jti=family.current_jti,
+        detail={"bound": "dbsc", "replaces": old.sid, "jkt": device["jkt"]},
+    )
     return family
 
 
@@ -409,11 +426,24 @@ def _answer(state: ShieldState, binding: DeviceBinding, pair: sessions.TokenPair
     response.headers["Cache-Control"] = "no-store"
     # The access token outlives its bound cookie, so the browser renews before it expires.
     max_age = min(binding.cookie_ttl, pair.expires_in)
-    response.set_cookie(BOUND_COOKIE, binding.cookie_value(pair.sid, int(now) + max_age), max_age=max_age,
-                        path="/", secure=True, httponly=True, samesite=samesite)  # fmt: skip
-    set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
-                refresh_token=pair.refresh_token, refresh_max_age=max(0, int((pair.refresh_expires_at or now) - now)),
-                fingerprint=None, samesite=samesite)  # fmt: skip
+    response.set_cookie(
+        BOUND_COOKIE,
+        binding.cookie_value(pair.sid, int(now) + max_age),
+        max_age=max_age,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite=samesite,
+    )
+    set_cookies(
+        response,
+        access_token=pair.access_token,
+        access_max_age=pair.expires_in,
+        refresh_token=pair.refresh_token,
+        refresh_max_age=max(0, int((pair.refresh_expires_at or now) - now)),
+        fingerprint=None,
+        samesite=samesite,
+    )
     challenge = binding.challenge("refresh", pair.sid, now)
     response.headers[CHALLENGE_HEADER] = f"{_sf_string(challenge)};id={_sf_string(pair.sid)}"
     return response
@@ -421,8 +451,9 @@ def _answer(state: ShieldState, binding: DeviceBinding, pair: sessions.TokenPair
 
 def _challenge(binding: DeviceBinding, sid: str, now: float) -> Response:
     """403 with a fresh challenge: the browser signs it and asks again."""
-    response = jsonify({"error": "dbsc_proof_required",
-                        "error_description": "Prove the session's key over the challenge."})  # fmt: skip
+    response = jsonify(
+        {"error": "dbsc_proof_required", "error_description": "Prove the session's key over the challenge."}
+    )
     response.status_code = 403
     response.headers[CHALLENGE_HEADER] = f"{_sf_string(binding.challenge('refresh', sid, now))};id={_sf_string(sid)}"
     response.headers["Cache-Control"] = "no-store"

@@ -350,8 +350,15 @@ class ProofVerifier:
         until = float(iat) + self.max_age + self.leeway
         if not self.store.remember_once(REPLAY_NAMESPACE, f"{key.jkt}:{jti}", until, now=now):
             _refuse("The DPoP proof was used before.", "dpop-replayed")
-        return Proof(jkt=key.jkt, jti=jti, htm=htm, htu=htu, iat=float(iat),
-                     nonce=nonce if isinstance(nonce, str) else None, next_nonce=next_nonce)  # fmt: skip
+        return Proof(
+            jkt=key.jkt,
+            jti=jti,
+            htm=htm,
+            htu=htu,
+            iat=float(iat),
+            nonce=nonce if isinstance(nonce, str) else None,
+            next_nonce=next_nonce,
+        )
 
     def request_url(self, environ: Mapping[str, t.Any]) -> str | None:
         """The normalised URL of a WSGI request, as :meth:`verify` compares ``htu`` with it
@@ -361,8 +368,10 @@ class ProofVerifier:
         host = environ.get("HTTP_HOST")
         if not host:
             host = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-        raw = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}" \
-              f"{environ.get('PATH_INFO', '')}"  # fmt: skip
+        raw = (
+            f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}"
+            f"{environ.get('PATH_INFO', '')}"
+        )
         cached = self._request_urls.get(raw, "")
         if cached != "":
             return cached
@@ -421,8 +430,11 @@ class ProofVerifier:
             _refuse("The DPoP proof's 'jwk' holds a private key; send the public key only.", "dpop-private-jwk")
         ecdsa = None
         if isinstance(key, ec.EllipticCurvePublicKey):
-            digest: hashes.HashAlgorithm = {"ES256": hashes.SHA256(), "ES384": hashes.SHA384(),
-                                            "ES512": hashes.SHA512()}[alg]  # fmt: skip
+            digest: hashes.HashAlgorithm = {
+                "ES256": hashes.SHA256(),
+                "ES384": hashes.SHA384(),
+                "ES512": hashes.SHA512(),
+            }[alg]
             ecdsa = (ec.ECDSA(digest), (key.curve.key_size + 7) // 8)
         return _ProofKey(alg=alg, algorithm=algorithm, key=key, jkt=jkt, ecdsa=ecdsa)
 
@@ -482,9 +494,12 @@ class DPoPKey:
 
     def private_pem(self) -> bytes:
         """The private key as unencrypted PKCS#8 PEM (store it safely)."""
-        return t.cast(bytes, self._private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))  # fmt: skip
+        return t.cast(
+            bytes,
+            self._private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
 
     def proof(
         self,

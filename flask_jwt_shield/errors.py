@@ -46,7 +46,7 @@ __all__ = [
 
 # RFC 6750 §3: error_description is limited to %x20-21 / %x23-5B / %x5D-7E, so it can
 # sit inside a quoted-string without escaping. Anything else is replaced.
-_UNSAFE_DESCRIPTION = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_UNSAFE_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 def _quoted(value: str) -> str:
@@ -217,8 +217,9 @@ class InsufficientUserAuthentication(InvalidToken):
         max_age: int | None = None,
         reason: str | None = None,
     ) -> None:
-        super().__init__(description or "A more recent or stronger authentication is required.",
-                         reason=reason or "step-up")  # fmt: skip
+        super().__init__(
+            description or "A more recent or stronger authentication is required.", reason=reason or "step-up"
+        )
         self.acr_values = tuple(acr_values) if acr_values else None
         self.max_age = max_age
 
@@ -257,8 +258,7 @@ class InvalidGrant(ShieldError, BadRequest):
 
     error = "invalid_grant"
 
-    def __init__(self, description: str | None = None, *, reason: str | None = None,
-                 error: str | None = None) -> None:  # fmt: skip
+    def __init__(self, description: str | None = None, *, reason: str | None = None, error: str | None = None) -> None:
         if error is not None:
             self.error = error
         super().__init__(description, reason=reason)
@@ -292,7 +292,7 @@ class InvalidClient(ShieldError, Unauthorized):
 
     def challenges(self) -> list[str]:
         # RFC 7617: a Basic challenge has a realm (and a charset), no error parameters.
-        return [f"Basic realm={_quoted(self.realm)}, charset=\"UTF-8\""]
+        return [f'Basic realm={_quoted(self.realm)}, charset="UTF-8"']
 
 
 class UnsupportedGrantType(ShieldError, BadRequest):

@@ -82,9 +82,7 @@ class JWTShield:
     :param store: a store instance to use instead of ``JWT_SHIELD_STORE_URI``.
     """
 
-    def __init__(
-        self, app: Flask | None = None, *, limiter: Limiter | None = None, store: Store | None = None
-    ) -> None:
+    def __init__(self, app: Flask | None = None, *, limiter: Limiter | None = None, store: Store | None = None) -> None:
         self._limiter = limiter
         self._store = store
         self._registry = Registry()
@@ -240,8 +238,9 @@ class JWTShield:
         finding at login itself judges the ``acr`` and ``auth_time`` given here and raises
         :class:`~flask_jwt_shield.InsufficientUserAuthentication` when they do not pass.
         """
-        return _sessions.issue_tokens(current_state(), _text("sub", sub), claims, cookies=cookies, acr=acr,
-                                      auth_time=auth_time)  # fmt: skip
+        return _sessions.issue_tokens(
+            current_state(), _text("sub", sub), claims, cookies=cookies, acr=acr, auth_time=auth_time
+        )
 
     def refresh(self, refresh_token: str | None = None) -> TokenPair:
         """Spend ``refresh_token`` and return a new pair in the same session.
@@ -281,9 +280,15 @@ class JWTShield:
         refresh_max_age = (
             max(0, math.floor(ends - time.time())) if ends is not None else config.sessions.refresh_token_ttl
         )
-        transport.set_cookies(response, access_token=pair.access_token, access_max_age=pair.expires_in,
-                              refresh_token=pair.refresh_token, refresh_max_age=refresh_max_age,
-                              fingerprint=pair.fingerprint, samesite=config.request.cookie_samesite)  # fmt: skip
+        transport.set_cookies(
+            response,
+            access_token=pair.access_token,
+            access_max_age=pair.expires_in,
+            refresh_token=pair.refresh_token,
+            refresh_max_age=refresh_max_age,
+            fingerprint=pair.fingerprint,
+            samesite=config.request.cookie_samesite,
+        )
         if pair.fingerprint is not None and config.request.dbsc != "off":  # a login: offer DBSC
             _dbsc.offer_registration(response, pair.sid, self._dbsc_register)
         return response
@@ -369,8 +374,9 @@ class JWTShield:
         for name, value in (("subject", subject), ("jti", jti), ("sid", sid), ("kind", kind)):
             if value is not None:
                 _text(name, value)
-        return _events.query(current_state().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since,
-                             limit=limit)  # fmt: skip
+        return _events.query(
+            current_state().store, subject=subject, jti=jti, sid=sid, kind=kind, since=since, limit=limit
+        )
 
     def alerts(self) -> AlertSink | None:
         """This app's webhook alert sink in this process, ``None`` without
@@ -444,9 +450,14 @@ class JWTShield:
                 client = JWKSClient(jwks_url, allowed=frozenset(algorithms))
             except ValueError as exc:
                 raise ConfigurationError(f"security_events_blueprint(jwks_url=...): {exc}") from None
-        settings = ReceiverSettings(issuer=issuer, audience=audience, max_age=float(max_age),
-                                    resolve_subject=resolve_subject, authorize=authorize,
-                                    session_fallback=session_fallback)  # fmt: skip
+        settings = ReceiverSettings(
+            issuer=issuer,
+            audience=audience,
+            max_age=float(max_age),
+            resolve_subject=resolve_subject,
+            authorize=authorize,
+            session_fallback=session_fallback,
+        )
         return make_blueprint(name, url, SecurityEventReceiver(settings, client), self.exempt)
 
     def dashboard_blueprint(
@@ -569,9 +580,14 @@ class JWTShield:
             ``iss_sub`` of :data:`JWT_SHIELD_ISSUER`; ``None`` answers 404.
         :param max_age: seconds the JWT may be old (its ``iat``).
         """
-        endpoint = GlobalTokenRevocation.create(issuer=issuer, jwks_url=jwks_url, audience=audience,
-                                                algorithms=algorithms, resolve_subject=resolve_subject,
-                                                max_age=max_age)  # fmt: skip
+        endpoint = GlobalTokenRevocation.create(
+            issuer=issuer,
+            jwks_url=jwks_url,
+            audience=audience,
+            algorithms=algorithms,
+            resolve_subject=resolve_subject,
+            max_age=max_age,
+        )
         return self.exempt(endpoint.view())
 
     def metadata_blueprint(
@@ -593,9 +609,15 @@ class JWTShield:
         :class:`~flask_jwt_shield.metadata.AuthorizationServerMetadata` and
         :class:`~flask_jwt_shield.metadata.ResourceMetadata`.
         """
-        return metadata_blueprint(name, self.exempt, resource=resource, authorization_servers=authorization_servers,
-                                  scopes=scopes, response_types=response_types,
-                                  authorization_endpoint=authorization_endpoint)  # fmt: skip
+        return metadata_blueprint(
+            name,
+            self.exempt,
+            resource=resource,
+            authorization_servers=authorization_servers,
+            scopes=scopes,
+            response_types=response_types,
+            authorization_endpoint=authorization_endpoint,
+        )
 
     def oauth_blueprint(
         self,
@@ -614,14 +636,18 @@ class JWTShield:
         ``authorize_introspection`` is given) and :meth:`metadata_blueprint`'s documents,
         which list them. Register it without a URL prefix."""
         bp = self.metadata_blueprint(resource=resource, scopes=scopes, name=name)
-        bp.add_url_rule(token_url, "token", self.token_view(authenticate_client=authenticate_client),
-                        methods=["POST"])  # fmt: skip
-        bp.add_url_rule(revocation_url, "revocation", self.revocation_view(authenticate_client=authenticate_client),
-                        methods=["POST"])  # fmt: skip
+        bp.add_url_rule(token_url, "token", self.token_view(authenticate_client=authenticate_client), methods=["POST"])
+        bp.add_url_rule(
+            revocation_url,
+            "revocation",
+            self.revocation_view(authenticate_client=authenticate_client),
+            methods=["POST"],
+        )
         if authenticate_client is not None or authorize_introspection is not None:
             view = self.introspection_view(authenticate_client=authenticate_client, authorize=authorize_introspection)
             bp.add_url_rule(introspection_url, "introspection", view, methods=["POST"])
         return bp
+
 
 def _text(name: str, value: str) -> str:
     """``value``, refused with a clear :class:`ValueError` when it is a string that cannot be

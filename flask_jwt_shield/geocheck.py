@@ -73,6 +73,7 @@ def on_use(state: ShieldState, claims: Claims, ip: str | None) -> None:
         _act_all(state, waiting, claims)
     bounded_put(state.geo_seen, key, now, SEEN_MAX)
 
+
 def on_login(
     state: ShieldState, sub: str, ip: str | None, authn: t.Mapping[str, t.Any] | None = None
 ) -> tuple[str | None, bool]:

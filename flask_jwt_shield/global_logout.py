@@ -96,8 +96,9 @@ class GlobalTokenRevocationSettings:
 
 
 def _refusal(status: int, error: str, description: str, realm: str) -> Response:
-    response = Response(json.dumps({"error": error, "error_description": description}), status=status,
-                        mimetype="application/json")  # fmt: skip
+    response = Response(
+        json.dumps({"error": error, "error_description": description}), status=status, mimetype="application/json"
+    )
     response.headers["Cache-Control"] = "no-store"
     if status == 401:
         response.headers["WWW-Authenticate"] = (
@@ -130,8 +131,9 @@ class GlobalTokenRevocation:
             client = JWKSClient(jwks_url, allowed=frozenset(algorithms))
         except ValueError as exc:
             raise ConfigurationError(f"global_token_revocation_view(jwks_url=...): {exc}") from None
-        settings = GlobalTokenRevocationSettings(issuer=issuer, audience=audience, max_age=float(max_age),
-                                                 resolve_subject=resolve_subject)  # fmt: skip
+        settings = GlobalTokenRevocationSettings(
+            issuer=issuer, audience=audience, max_age=float(max_age), resolve_subject=resolve_subject
+        )
         return cls(settings, client)
 
     def view(self) -> t.Callable[[], Response]:
@@ -155,12 +157,12 @@ class GlobalTokenRevocation:
                 state.record("global-logout", None, action="deny", detail=detail)
             return _refusal(exc.status, exc.error, exc.description, realm)
         except KeysUnavailable as exc:
-            response = _refusal(503, "temporarily_unavailable", "The provider's keys are unavailable; retry later.",
-                                realm)  # fmt: skip
+            response = _refusal(
+                503, "temporarily_unavailable", "The provider's keys are unavailable; retry later.", realm
+            )
             response.headers["Retry-After"] = str(exc.retry_after or 5)
             return response
-        state.record("global-logout", None, subject=sub, action="revoke_subject",
-                     detail={**detail, "status": 204})  # fmt: skip
+        state.record("global-logout", None, subject=sub, action="revoke_subject", detail={**detail, "status": 204})
         response = Response(status=204)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -222,8 +224,12 @@ class GlobalTokenRevocation:
         if not isinstance(jti, str) or not jti or len(jti) > 255:
             raise RequestRefused(401, "invalid_token", "The authentication token has no jti.")
         try:
-            first = state.store.remember_once(_REPLAY_NAMESPACE, f"{settings.issuer}\x00{jti}",
-                                              max(float(exp), iat + settings.max_age) + leeway, now=now)  # fmt: skip
+            first = state.store.remember_once(
+                _REPLAY_NAMESPACE,
+                f"{settings.issuer}\x00{jti}",
+                max(float(exp), iat + settings.max_age) + leeway,
+                now=now,
+            )
         except StoreError:
             raise StoreUnavailable() from None
         if not first:

@@ -131,8 +131,9 @@ class IntrospectionEndpoint:
     def __call__(self) -> Response:
         state = current_state()
         try:
-            params, _ = body_parameters(request, PARAMETERS, max_body=max_body(state),
-                                        what="introspection request", json_allowed=False)  # fmt: skip
+            params, _ = body_parameters(
+                request, PARAMETERS, max_body=max_body(state), what="introspection request", json_allowed=False
+            )
             caller, client_id = self.caller(state, params)
             token = params.get("token")
             if token is None:
@@ -161,8 +162,9 @@ class IntrospectionEndpoint:
                 allowed = authorize()
             except Exception:
                 logger.exception("the introspection endpoint's authorize callback raised; answering 503")
-                raise StoreUnavailable("Authorization is unavailable; try again shortly.",
-                                       reason="authorize-failed") from None  # fmt: skip
+                raise StoreUnavailable(
+                    "Authorization is unavailable; try again shortly.", reason="authorize-failed"
+                ) from None
             if allowed is True:
                 return f"address:{request.remote_addr or ''}", None
         # The same event and answer as a wrong secret (once a minute per client and address).
@@ -183,16 +185,22 @@ class IntrospectionEndpoint:
             return
         if state.first_in_a_while(("rate-limited", "introspection", caller)):
             state.record("rate-limited", None, action="deny", detail={"endpoint": "introspection", "limit": limit.text})
-        raise RateLimitExceeded("Too many introspection requests.", retry_after=retry_after,
-                                reason="introspection-rate-limited")  # fmt: skip
+        raise RateLimitExceeded(
+            "Too many introspection requests.", retry_after=retry_after, reason="introspection-rate-limited"
+        )
 
     def record(self, state: ShieldState, caller: str, client_id: str | None, answer: dict[str, t.Any]) -> None:
         """One event per caller and token (or per caller, for inactive answers) a minute.
         The token is named by its ``jti``, never given."""
         jti = answer.get("jti")
         if state.first_in_a_while(("token-introspected", caller, jti or "")):
-            state.record("token-introspected", None, subject=answer.get("sub"), jti=jti,
-                         detail={"client_id": client_id, "active": answer["active"]})  # fmt: skip
+            state.record(
+                "token-introspected",
+                None,
+                subject=answer.get("sub"),
+                jti=jti,
+                detail={"client_id": client_id, "active": answer["active"]},
+            )
 
 
 def make_view(

@@ -66,12 +66,20 @@ class JOSEError(ValueError):
 #: The key type of each algorithm's keys (RFC 7518 §3.1, §6.1; RFC 8037 §3.1), in the
 #: order a key without ``alg`` tries them.
 KEY_TYPES: dict[str, str] = {
-    "RS256": "RSA", "RS384": "RSA", "RS512": "RSA",
-    "PS256": "RSA", "PS384": "RSA", "PS512": "RSA",
-    "ES256": "EC", "ES384": "EC", "ES512": "EC",
+    "RS256": "RSA",
+    "RS384": "RSA",
+    "RS512": "RSA",
+    "PS256": "RSA",
+    "PS384": "RSA",
+    "PS512": "RSA",
+    "ES256": "EC",
+    "ES384": "EC",
+    "ES512": "EC",
     "EdDSA": "OKP",
-    "HS256": "oct", "HS384": "oct", "HS512": "oct",
-}  # fmt: skip
+    "HS256": "oct",
+    "HS384": "oct",
+    "HS512": "oct",
+}
 #: The curve of each ECDSA algorithm (RFC 7518 §3.4).
 EC_CURVES: dict[str, str] = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 #: The curves of EdDSA (RFC 8037 §3.1).

@@ -144,8 +144,9 @@ class _DeadlineResponse(http.client.HTTPResponse):
 
     deadline: _Deadline  # set on the subclass each connection makes for itself
 
-    def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
-                 url: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> None:
         super().__init__(sock, debuglevel, method, url)
         # http.client reads the status line and each header with readline(), which may take
         # many socket reads; nothing has been read yet, so the reader can be swapped.
@@ -161,8 +162,9 @@ class _DeadlineConnection(http.client.HTTPConnection):
         self.response_class = type("_Response", (_DeadlineResponse,), {"deadline": deadline})
         self._create_connection = self._connect_within
 
-    def _connect_within(self, address: tuple[str, int], timeout: float | None,
-                        source_address: tuple[str, int] | None = None) -> socket.socket:  # fmt: skip
+    def _connect_within(
+        self, address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
         sock = socket.create_connection(address, self._deadline.left(), source_address)
         # The TLS handshake that may follow waits with this timeout: only what is left.
         sock.settimeout(self._deadline.left())
@@ -569,4 +571,3 @@ class JWKSClient:
             if entry not in self._logged and len(self._logged) < 1000:
                 self._logged.add(entry)
                 logger.warning("JWK Set entry skipped: kid %r: %s", entry.kid, entry.reason)
-

@@ -101,8 +101,10 @@ class KeyRing:
 
 def prepare(spec: KeySpec, index: int, in_ring: bool) -> Key:
     """One configured key, loaded and checked (:class:`ConfigurationError` names ``where``)."""
-    where = f"{ConfigKey.KEYS}[{index}]" if in_ring else (
-        ConfigKey.SECRET_KEY if spec.alg.startswith("HS") else ConfigKey.PRIVATE_KEY
+    where = (
+        f"{ConfigKey.KEYS}[{index}]"
+        if in_ring
+        else (ConfigKey.SECRET_KEY if spec.alg.startswith("HS") else ConfigKey.PRIVATE_KEY)
     )
     algorithm = ALGORITHMS[spec.alg]
     if spec.alg.startswith("HS"):
@@ -144,8 +146,6 @@ def prepare(spec: KeySpec, index: int, in_ring: bool) -> Key:
     _check_strength(verifying, spec.alg, where)
     kid = spec.kid or _thumbprint(algorithm, verifying)
     return Key(kid, spec.alg, algorithm, signing, verifying, symmetric=False)
-
-
 
 
 def _load(algorithm: Algorithm, pem: str | bytes, where: str, alg: str) -> t.Any:

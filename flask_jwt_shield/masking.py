@@ -20,10 +20,22 @@ MASK = "***"
 
 # Query parameters known to carry no secret: their values stay readable (a Redis database
 # number, a timeout). Every other parameter's value is masked, whatever its name.
-_HARMLESS = frozenset({
-    "db", "timeout", "socket_timeout", "socket_connect_timeout", "ssl_cert_reqs", "protocol",
-    "health_check_interval", "max_connections", "decode_responses", "mode", "cache", "check_same_thread",
-})  # fmt: skip
+_HARMLESS = frozenset(
+    {
+        "db",
+        "timeout",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "ssl_cert_reqs",
+        "protocol",
+        "health_check_interval",
+        "max_connections",
+        "decode_responses",
+        "mode",
+        "cache",
+        "check_same_thread",
+    }
+)
 
 
 def mask_url(url: str, *, keep_path: bool = True) -> str:
@@ -59,11 +71,15 @@ def mask_url(url: str, *, keep_path: bool = True) -> str:
     shown = f"{parts.scheme}:" + (f"//{netloc}" if url[len(parts.scheme) + 1 :].startswith("//") else "") + parts.path
     if parts.query:
         pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        shown += "?" + ("&".join(
-            f"{urllib.parse.quote(name, safe='')}="
-            f"{urllib.parse.quote(value, safe='') if name.lower() in _HARMLESS else MASK}"
-            for name, value in pairs
-        ) if pairs else MASK)  # fmt: skip
+        shown += "?" + (
+            "&".join(
+                f"{urllib.parse.quote(name, safe='')}="
+                f"{urllib.parse.quote(value, safe='') if name.lower() in _HARMLESS else MASK}"
+                for name, value in pairs
+            )
+            if pairs
+            else MASK
+        )
     if parts.fragment:
         shown += "#" + MASK
     return shown

@@ -33,8 +33,14 @@ from .state import EXTENSION_KEY
 from .state import ShieldState
 from .state import current_state
 
-__all__ = ["AUTHORIZATION_SERVER_PATH", "RESOURCE_PATH", "AuthorizationServerMetadata", "ResourceMetadata",
-           "make_blueprint", "mounted_endpoints"]  # fmt: skip
+__all__ = [
+    "AUTHORIZATION_SERVER_PATH",
+    "RESOURCE_PATH",
+    "AuthorizationServerMetadata",
+    "ResourceMetadata",
+    "make_blueprint",
+    "mounted_endpoints",
+]
 
 AUTHORIZATION_SERVER_PATH = "/.well-known/oauth-authorization-server"
 RESOURCE_PATH = "/.well-known/oauth-protected-resource"
@@ -213,8 +219,9 @@ def make_blueprint(
     """The blueprint of :meth:`JWTShield.metadata_blueprint
     <flask_jwt_shield.JWTShield.metadata_blueprint>`: both documents, exempt."""
     try:
-        server = AuthorizationServerMetadata(scopes=scopes, response_types=response_types,
-                                             authorization_endpoint=authorization_endpoint)  # fmt: skip
+        server = AuthorizationServerMetadata(
+            scopes=scopes, response_types=response_types, authorization_endpoint=authorization_endpoint
+        )
         protected = ResourceMetadata(resource=resource, authorization_servers=authorization_servers, scopes=scopes)
     except ValueError as exc:
         raise ConfigurationError(f"metadata_blueprint(): {exc}") from None

@@ -270,13 +270,19 @@ def authenticate(
         except Exception:
             # Never a 200 by accident, never a stack trace to the client.
             logger.exception("authenticate_client raised for client_id %r; answering 503", client.client_id)
-            raise StoreUnavailable("Client authentication is unavailable; try again shortly.",
-                                   reason="client-auth-failed") from None  # fmt: skip
+            raise StoreUnavailable(
+                "Client authentication is unavailable; try again shortly.", reason="client-auth-failed"
+            ) from None
     if accepted is not True:
-        if state.first_in_a_while(("token-rejected", client.client_id or "", request.remote_addr or "",
-                                       "invalid-client", endpoint)):  # fmt: skip
-            detail: dict[str, t.Any] = {"reason": "invalid-client", "status": 401, "client_id": client.client_id,
-                                        "client_auth": client.method}  # fmt: skip
+        if state.first_in_a_while(
+            ("token-rejected", client.client_id or "", request.remote_addr or "", "invalid-client", endpoint)
+        ):
+            detail: dict[str, t.Any] = {
+                "reason": "invalid-client",
+                "status": 401,
+                "client_id": client.client_id,
+                "client_auth": client.method,
+            }
             if endpoint == "token":
                 detail["grant"] = "refresh_token"
             else:
@@ -358,10 +364,17 @@ class TokenEndpoint:
             refusal = InvalidScope("The requested scope exceeds the session's.", reason="scope-exceeded")
         if refusal is not None:
             if state.first_in_a_while(("token-rejected", claims["jti"], refusal.reason)):
-                state.record("token-rejected", claims, action="deny", detail={
-                    "reason": refusal.reason, "status": 400, "grant": "refresh_token",
-                    "client_id": token_request.client.client_id,
-                })  # fmt: skip
+                state.record(
+                    "token-rejected",
+                    claims,
+                    action="deny",
+                    detail={
+                        "reason": refusal.reason,
+                        "status": 400,
+                        "grant": "refresh_token",
+                        "client_id": token_request.client.client_id,
+                    },
+                )
             raise refusal
         if granted is None:
             return None

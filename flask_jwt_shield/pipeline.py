@@ -108,8 +108,9 @@ class Pipeline:
         state = self.state
         claims: Claims | None = None
         try:
-            token, location = extract_token(req, environ, self._max_bytes, headers=self._headers,
-                                            dpop=self.dpop is not None, cookies=self._cookies)  # fmt: skip
+            token, location = extract_token(
+                req, environ, self._max_bytes, headers=self._headers, dpop=self.dpop is not None, cookies=self._cookies
+            )
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
             if self._constrain or "cnf" in claims or "fgp" in claims:
@@ -174,37 +175,45 @@ class Pipeline:
         if cnf is not None and not isinstance(jkt, str):
             # RFC 7800 §3: a token confirmed by something else (an mTLS certificate's
             # x5t#S256, RFC 8705) is no bearer token either; it cannot be checked here.
-            raise InvalidToken("The access token is bound by a confirmation method this server cannot check.",
-                               reason="unsupported-cnf")  # fmt: skip
+            raise InvalidToken(
+                "The access token is bound by a confirmation method this server cannot check.", reason="unsupported-cnf"
+            )
         if jkt is not None:
             verifier = self.dpop
             if verifier is None:
                 raise InvalidToken("The access token is DPoP-bound, and DPoP is off here.", reason="dpop-off")
             if location != "dpop":
-                raise InvalidToken("The access token is DPoP-bound: send it as 'Authorization: DPoP' with a"
-                                   " DPoP proof.", reason="dpop-bound-as-bearer")  # fmt: skip
+                raise InvalidToken(
+                    "The access token is DPoP-bound: send it as 'Authorization: DPoP' with a DPoP proof.",
+                    reason="dpop-bound-as-bearer",
+                )
             try:
                 environ = req.environ
-                proof = verifier.verify(environ.get("HTTP_DPOP"), method=environ["REQUEST_METHOD"],
-                                        url=verifier.request_url(environ) or "", access_token=token)  # fmt: skip
+                proof = verifier.verify(
+                    environ.get("HTTP_DPOP"),
+                    method=environ["REQUEST_METHOD"],
+                    url=verifier.request_url(environ) or "",
+                    access_token=token,
+                )
             except StoreError as exc:  # the replay cache is out of reach
                 self.state.store_failed(exc, claims)
                 return
             if proof.jkt != jkt:
-                raise InvalidDPoPProof("The DPoP proof is signed by another key than the token is bound to.",
-                                       reason="dpop-wrong-key")  # fmt: skip
+                raise InvalidDPoPProof(
+                    "The DPoP proof is signed by another key than the token is bound to.", reason="dpop-wrong-key"
+                )
             if proof.next_nonce is not None:
                 send_nonce(proof.next_nonce)
         elif location == "dpop":
-            raise InvalidToken("The access token is not DPoP-bound; send it as a Bearer token.",
-                               reason="dpop-unbound")  # fmt: skip
+            raise InvalidToken("The access token is not DPoP-bound; send it as a Bearer token.", reason="dpop-unbound")
         elif self.config.dpop.dpop == "required":
             raise InvalidToken("A DPoP-bound access token is required.", reason="dpop-required")
         fgp = claims.get("fgp")
         if fgp is not None:
             if not fingerprint_matches(req, fgp):
-                raise InvalidToken("The access token's fingerprint cookie is missing or does not match.",
-                                   reason="fingerprint-mismatch")  # fmt: skip
+                raise InvalidToken(
+                    "The access token's fingerprint cookie is missing or does not match.", reason="fingerprint-mismatch"
+                )
         elif location == "cookie":
             # set_cookies() takes only fingerprinted pairs: a cookie token without one was
             # put there by something else.
@@ -229,22 +238,28 @@ class Pipeline:
             self.state.store_failed(exc, claims)
             return
         if decision.spike is not None:
-            spike = Finding("traffic-spike", config.rate.spike_action, "Too many requests with this token.",
-                            detail=decision.spike.as_detail())  # fmt: skip
+            spike = Finding(
+                "traffic-spike",
+                config.rate.spike_action,
+                "Too many requests with this token.",
+                detail=decision.spike.as_detail(),
+            )
             revocation.act(self.state, spike, claims)
         anomaly = decision.anomaly
         if anomaly is not None and anomaly.scope == "subject":
             # The account's total alone: a second signal, recorded against no session.
-            finding = Finding("traffic-anomaly", "flag", "Unusual traffic for this account.",
-                              detail=anomaly.as_detail())  # fmt: skip
+            finding = Finding(
+                "traffic-anomaly", "flag", "Unusual traffic for this account.", detail=anomaly.as_detail()
+            )
             revocation.act(self.state, finding, None, subject=claims["sub"])
         elif anomaly is not None:
             # This request's session is the anomalous one (its own count), so the action
             # lands on it. A short burst (an app starting, tabs reloading) is only flagged;
             # the action waits until the anomaly lasts (JWT_SHIELD_ADAPTIVE_SUSTAIN).
             action = config.rate.adaptive_action if anomaly.sustained else "flag"
-            finding = Finding("traffic-anomaly", action, "Unusual traffic for this session.",
-                              detail=anomaly.as_detail())  # fmt: skip
+            finding = Finding(
+                "traffic-anomaly", action, "Unusual traffic for this session.", detail=anomaly.as_detail()
+            )
             revocation.act(self.state, finding, claims)
         if not decision.allowed:
             try:
@@ -253,9 +268,16 @@ class Pipeline:
                 headers = {}
             if self.state.first_in_a_while(("rate-limited", identity)):
                 limit = decision.limit
-                self.state.record("rate-limited", claims, action="deny",
-                                  detail={"limit": str(limit) if limit else None, "key": config.rate.rate_limit_key,
-                                          "endpoint": endpoint})  # fmt: skip
+                self.state.record(
+                    "rate-limited",
+                    claims,
+                    action="deny",
+                    detail={
+                        "limit": str(limit) if limit else None,
+                        "key": config.rate.rate_limit_key,
+                        "endpoint": endpoint,
+                    },
+                )
             headers.pop("Retry-After", None)  # the exception sends it
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
         if config.rate.rate_limit_headers and not decision.exempt:
@@ -273,8 +295,11 @@ class Pipeline:
 
     def _rejected(self, exc: ShieldError, claims: Claims | None) -> None:
         who = claims["jti"] if claims is not None else (request.remote_addr or "")
-        kind: EventKind = "dpop-rejected" if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-") else (
-            "token-rejected")  # fmt: skip
+        kind: EventKind = (
+            "dpop-rejected"
+            if isinstance(exc, InvalidDPoPProof) or exc.reason.startswith("dpop-")
+            else ("token-rejected")
+        )
         if self.state.first_in_a_while((kind, who, exc.reason)):
             self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
 

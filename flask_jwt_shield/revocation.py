@@ -56,8 +56,7 @@ def check(state: ShieldState, claims: Claims, kid: str) -> None:
         state.store_failed(exc, claims)
         return
     except CheckerFailed as exc:
-        logger.error("revocation_checker %s raised; treating it as an unreachable store", exc,
-                     exc_info=exc.__cause__)  # fmt: skip
+        logger.error("revocation_checker %s raised; treating it as an unreachable store", exc, exc_info=exc.__cause__)
         state.store_failed(exc, claims)
         return
     if reason is not None:
@@ -71,8 +70,9 @@ def revocation_reason(state: ShieldState, claims: Claims, kid: str, now: float) 
     instant and its key in one round trip; callbacks run only when the store says no.
     Raises :class:`~flask_jwt_shield.errors.StoreError` or :class:`CheckerFailed`.
     """
-    reason = state.store.check(jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid,
-                               iat=issued_at(claims), now=now)  # fmt: skip
+    reason = state.store.check(
+        jti=claims["jti"], sid=claims.get("sid"), sub=claims["sub"], kid=kid, iat=issued_at(claims), now=now
+    )
     if reason is not None:
         return reason
     for checker in state.registry.revocation_checkers:
@@ -193,12 +193,9 @@ def act(
     if effective == "step_up":
         _step_up(state, finding, claims, sub, detail, claims if claims is not None else (login or {}))
         return
-    repeated = effective == "deny" and claims is not None and not state.first_in_a_while(
-        (finding.kind, claims["jti"])
-    )
+    repeated = effective == "deny" and claims is not None and not state.first_in_a_while((finding.kind, claims["jti"]))
     if not repeated:
-        state.record(finding.kind, claims, subject=sub, country=finding.country, action=effective,
-                     detail=detail)  # fmt: skip
+        state.record(finding.kind, claims, subject=sub, country=finding.country, action=effective, detail=detail)
     if effective == "flag":
         return
     if effective == "deny" or (claims is None and effective != "revoke_subject"):
@@ -221,8 +218,9 @@ def act(
     if claims is None:
         raise AccessDenied(finding.description, reason=finding.kind)
     description = finding.description
-    raise RevokedToken(f"The access token was revoked: {description[0].lower()}{description[1:]}",
-                       reason=f"revoked-{finding.kind}")  # fmt: skip
+    raise RevokedToken(
+        f"The access token was revoked: {description[0].lower()}{description[1:]}", reason=f"revoked-{finding.kind}"
+    )
 
 
 def passes_step_up(config: ShieldConfig, authn: t.Mapping[str, t.Any], now: float) -> bool:
@@ -241,8 +239,14 @@ def passes_step_up(config: ShieldConfig, authn: t.Mapping[str, t.Any], now: floa
     return auth_time - config.keys.leeway <= now <= auth_time + rung.max_age
 
 
-def _step_up(state: ShieldState, finding: Finding, claims: Claims | None, sub: str | None,
-             detail: dict[str, t.Any], authn: t.Mapping[str, t.Any]) -> None:  # fmt: skip
+def _step_up(
+    state: ShieldState,
+    finding: Finding,
+    claims: Claims | None,
+    sub: str | None,
+    detail: dict[str, t.Any],
+    authn: t.Mapping[str, t.Any],
+) -> None:
     """The ``step_up`` rung: record whether the authentication passed, raise the RFC 9470
     challenge when it did not. A token challenged again and again is recorded once a while."""
     config = state.config
@@ -250,8 +254,9 @@ def _step_up(state: ShieldState, finding: Finding, claims: Claims | None, sub: s
     outcome = "passed" if passed else "required"
     if claims is None or state.first_in_a_while((finding.kind, claims["jti"], outcome)):
         said = {"step_up": outcome, "acr": authn.get("acr"), "auth_time": authn.get("auth_time")}
-        state.record(finding.kind, claims, subject=sub, country=finding.country, action="step_up",
-                     detail={**detail, **said})  # fmt: skip
+        state.record(
+            finding.kind, claims, subject=sub, country=finding.country, action="step_up", detail={**detail, **said}
+        )
     if passed:
         return
     error = InsufficientUserAuthentication(

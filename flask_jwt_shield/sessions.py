@@ -96,8 +96,14 @@ class Session:
 
     @classmethod
     def of(cls, family: Family) -> Session:
-        return cls(sid=family.sid, created_at=family.created_at, last_used_at=family.last_used_at,
-                   expires_at=family.expires_at, last_ip=family.last_ip, last_country=family.last_country)  # fmt: skip
+        return cls(
+            sid=family.sid,
+            created_at=family.created_at,
+            last_used_at=family.last_used_at,
+            expires_at=family.expires_at,
+            last_ip=family.last_ip,
+            last_country=family.last_country,
+        )
 
 
 #: The claims that say how and when the person authenticated (RFC 9470 §6.1): written from
@@ -128,9 +134,18 @@ def new_family(
     """A family born now: its absolute lifetime starts here and rotation never extends it.
     ``kid``: the key that signs its refresh token."""
     return Family(
-        sid=sid, sub=sub, created_at=now, expires_at=now + config.sessions.refresh_token_ttl, last_used_at=now,
-        current_jti=refresh_jti, current_iat=now, last_ip=ip, last_country=country, claims=claims, kid=kid,
-    )  # fmt: skip
+        sid=sid,
+        sub=sub,
+        created_at=now,
+        expires_at=now + config.sessions.refresh_token_ttl,
+        last_used_at=now,
+        current_jti=refresh_jti,
+        current_iat=now,
+        last_ip=ip,
+        last_country=country,
+        claims=claims,
+        kid=kid,
+    )
 
 
 def generation_jti(family: Family) -> str:
@@ -166,14 +181,25 @@ def sign_pair(
     authn = {k: family.claims[k] for k in AUTHN_CLAIMS if k in family.claims}
     if country is not None:
         extra["ctry"] = country  # where it was issued: the country-change detector compares
-    access = codec.claims_for(family.sub, ttl=config.sessions.access_token_ttl, extra=extra, sid=family.sid,
-                              iat=family.current_iat, jti=generation_jti(family))  # fmt: skip
+    access = codec.claims_for(
+        family.sub,
+        ttl=config.sessions.access_token_ttl,
+        extra=extra,
+        sid=family.sid,
+        iat=family.current_iat,
+        jti=generation_jti(family),
+    )
     access.update(binding)
     # The refresh token carries no application claims (they live in the family), only where
     # the session was last refreshed, so that a refresh from elsewhere is noticed too.
-    refresh = codec.claims_for(family.sub, ttl=family.expires_at - family.current_iat, sid=family.sid,
-                               iat=family.current_iat, jti=family.current_jti,
-                               extra={"ctry": country} if country is not None else None)  # fmt: skip
+    refresh = codec.claims_for(
+        family.sub,
+        ttl=family.expires_at - family.current_iat,
+        sid=family.sid,
+        iat=family.current_iat,
+        jti=family.current_jti,
+        extra={"ctry": country} if country is not None else None,
+    )
     refresh.update(binding)
     refresh.update(authn)
     return TokenPair(
@@ -246,8 +272,17 @@ def issue_tokens(
     session_claims = {**extra, **binding}
     try:
         iat = issue_time(state, sub)
-        family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                            claims=session_claims, kid=_signing_kid(state))  # fmt: skip
+        family = new_family(
+            config,
+            sid=sid,
+            sub=sub,
+            refresh_jti=refresh_jti,
+            now=iat,
+            ip=ip,
+            country=country,
+            claims=session_claims,
+            kid=_signing_kid(state),
+        )
         dropped = state.store.create_family(
             family,
             max_sessions=config.sessions.max_sessions,
@@ -259,17 +294,18 @@ def issue_tokens(
         # "open" mode the login still succeeds and the user logs in again later.
         state.store_failed(exc, None)
         iat = time.time()
-        family = new_family(config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country,
-                            claims=session_claims)  # fmt: skip
+        family = new_family(
+            config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country, claims=session_claims
+        )
     for old in dropped:
-        state.record("family-revoked", None, subject=sub, sid=old, action="revoke_family",
-                     detail={"reason": "max-sessions"})  # fmt: skip
+        state.record(
+            "family-revoked", None, subject=sub, sid=old, action="revoke_family", detail={"reason": "max-sessions"}
+        )
     pair = sign_pair(codec, config, family, country=country, new_country=new_country, fingerprint=fingerprint)
     detail: dict[str, t.Any] = {"new_country": new_country} if new_country else {}
     if binding:
         detail["bound"] = "dpop" if "cnf" in binding else "fingerprint"
-    state.record("session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country,
-                 detail=detail)  # fmt: skip
+    state.record("session-started", None, subject=sub, sid=sid, jti=refresh_jti, country=country, detail=detail)
     if nonce is not None:
         send_nonce(nonce)
     return pair
@@ -350,11 +386,19 @@ def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | 
     try:
         new_iat = issue_time(state, sub)
         rotation = state.store.rotate(
-            sid, jti, new_jti=secrets.token_urlsafe(16), new_iat=new_iat, now=time.time(),
-            idle_ttl=config.sessions.refresh_idle_ttl, grace=config.sessions.refresh_reuse_grace, ip=ip,
-            country=country, until=time.time() + config.sessions.refresh_token_ttl + config.sessions.access_token_ttl,
-            kid=kid, new_kid=_signing_kid(state),
-        )  # fmt: skip
+            sid,
+            jti,
+            new_jti=secrets.token_urlsafe(16),
+            new_iat=new_iat,
+            now=time.time(),
+            idle_ttl=config.sessions.refresh_idle_ttl,
+            grace=config.sessions.refresh_reuse_grace,
+            ip=ip,
+            country=country,
+            until=time.time() + config.sessions.refresh_token_ttl + config.sessions.access_token_ttl,
+            kid=kid,
+            new_kid=_signing_kid(state),
+        )
     except StoreError as exc:
         # Rotation cannot be proven single without the store: refuse in both modes,
         # or a stolen refresh token would mint sessions for the whole outage.
@@ -369,15 +413,21 @@ def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | 
         return pair
     if rotation.outcome == "reused":
         first, mode = rotation.first_use, config.events.event_ip
-        state.record("refresh-reused", claims, action="revoke_family", detail={
-            "first_use": {"at": first.at, "ip": mask_ip(first.ip, mode)} if first else None,
-            "second_use": {"at": time.time(), "ip": mask_ip(ip, mode)},
-        })  # fmt: skip
+        state.record(
+            "refresh-reused",
+            claims,
+            action="revoke_family",
+            detail={
+                "first_use": {"at": first.at, "ip": mask_ip(first.ip, mode)} if first else None,
+                "second_use": {"at": time.time(), "ip": mask_ip(ip, mode)},
+            },
+        )
         state.record("family-revoked", claims, action="revoke_family", detail={"reason": "refresh-reused"})
         raise InvalidGrant(REFUSALS["reused"], reason="refresh-reused")
     _refused(state, claims, f"session-{rotation.outcome}")
-    raise InvalidGrant(REFUSALS.get(rotation.outcome, "The refresh token is invalid."),
-                       reason=f"session-{rotation.outcome}")  # fmt: skip
+    raise InvalidGrant(
+        REFUSALS.get(rotation.outcome, "The refresh token is invalid."), reason=f"session-{rotation.outcome}"
+    )
 
 
 def _limit(state: ShieldState, name: t.Literal["session", "address"], key: str | None, claims: Claims | None) -> None:
@@ -395,10 +445,17 @@ def _limit(state: ShieldState, name: t.Literal["session", "address"], key: str |
     if retry_after is None:
         return
     if state.first_in_a_while(("rate-limited", f"refresh-{name}", key)):
-        state.record("rate-limited", claims, action="deny",
-                     detail={"limit": limit.text, "key": f"refresh-{name}", "grant": "refresh_token"})  # fmt: skip
-    raise RateLimitExceeded(f"Too many refreshes from this {'session' if name == 'session' else 'address'}.",
-                            retry_after=retry_after, reason=f"refresh-{name}-limited")  # fmt: skip
+        state.record(
+            "rate-limited",
+            claims,
+            action="deny",
+            detail={"limit": limit.text, "key": f"refresh-{name}", "grant": "refresh_token"},
+        )
+    raise RateLimitExceeded(
+        f"Too many refreshes from this {'session' if name == 'session' else 'address'}.",
+        retry_after=retry_after,
+        reason=f"refresh-{name}-limited",
+    )
 
 
 def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool, device_key: str | None) -> str | None:
@@ -407,15 +464,18 @@ def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool, device
     fgp = claims.get("fgp")
     if (fgp is not None or from_cookie) and not (has_request_context() and fingerprint_matches(request, fgp)):
         _refused(state, claims, "fingerprint-mismatch")
-        raise InvalidGrant("The refresh token's fingerprint cookie is missing or does not match.",
-                           reason="fingerprint-mismatch")  # fmt: skip
+        raise InvalidGrant(
+            "The refresh token's fingerprint cookie is missing or does not match.", reason="fingerprint-mismatch"
+        )
     device = claims.get("dbsc")
     if device is not None and (device_key is None or not isinstance(device, dict) or device.get("jkt") != device_key):
         # Bound to the browser's key (DBSC): renewed only by the DBSC refresh endpoint,
         # after a proof by that key. A copied cookie set cannot refresh anywhere.
         _refused(state, claims, "dbsc-bound")
-        raise InvalidGrant("This session is bound to the browser's device key (DBSC); it renews only at the DBSC"
-                           " refresh endpoint.", reason="dbsc-bound")  # fmt: skip
+        raise InvalidGrant(
+            "This session is bound to the browser's device key (DBSC); it renews only at the DBSC refresh endpoint.",
+            reason="dbsc-bound",
+        )
     cnf = claims.get("cnf")
     jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
     if jkt is not None:
@@ -423,8 +483,11 @@ def _check_binding(state: ShieldState, claims: Claims, from_cookie: bool, device
     if state.config.dpop.dpop == "required" and fgp is None:
         # A session from before DPoP was required: it cannot become bound on the way.
         _refused(state, claims, "dpop-required", kind="dpop-rejected")
-        raise InvalidGrant("This session is not DPoP-bound; log in again with a DPoP proof.",
-                           reason="dpop-required", error="invalid_dpop_proof")  # fmt: skip
+        raise InvalidGrant(
+            "This session is not DPoP-bound; log in again with a DPoP proof.",
+            reason="dpop-required",
+            error="invalid_dpop_proof",
+        )
     return None
 
 
@@ -457,8 +520,9 @@ def token_request_proof(
         url = verifier.request_url(request.environ) or ""
         proof = verifier.verify(proof_header, method=request.method, url=url)
         if bound is not None and proof.jkt != bound:
-            raise InvalidDPoPProof("The DPoP proof is signed by another key than the session is bound to.",
-                                   reason="dpop-wrong-key")  # fmt: skip
+            raise InvalidDPoPProof(
+                "The DPoP proof is signed by another key than the session is bound to.", reason="dpop-wrong-key"
+            )
     except InvalidDPoPProof as exc:
         # Like a request's refusals: once a minute per client address and reason.
         who = claims["jti"] if claims is not None else (request.remote_addr if has_request_context() else "")

@@ -66,22 +66,54 @@ token_introspected = _namespace.signal("token-introspected")
 global_logout = _namespace.signal("global-logout")
 #: The kind of a security event: the name of its signal. A misspelt kind is a type error.
 EventKind = t.Literal[
-    "token-rejected", "token-revoked", "family-revoked", "subject-revoked", "key-revoked",
-    "session-started", "token-refreshed", "refresh-reused", "rate-limited", "traffic-spike",
-    "traffic-anomaly", "new-country", "country-changed", "impossible-travel", "country-denied",
-    "dpop-rejected", "store-unavailable", "jwks-unavailable", "token-introspected", "global-logout",
-]  # fmt: skip
+    "token-rejected",
+    "token-revoked",
+    "family-revoked",
+    "subject-revoked",
+    "key-revoked",
+    "session-started",
+    "token-refreshed",
+    "refresh-reused",
+    "rate-limited",
+    "traffic-spike",
+    "traffic-anomaly",
+    "new-country",
+    "country-changed",
+    "impossible-travel",
+    "country-denied",
+    "dpop-rejected",
+    "store-unavailable",
+    "jwks-unavailable",
+    "token-introspected",
+    "global-logout",
+]
 
 #: Event kind → signal.
 BY_KIND: dict[EventKind, NamedSignal] = {
     t.cast(EventKind, signal.name): signal
     for signal in (
-        token_rejected, token_revoked, family_revoked, subject_revoked, key_revoked,
-        session_started, token_refreshed, refresh_reused, rate_limited, traffic_spike,
-        traffic_anomaly, new_country, country_changed, impossible_travel, country_denied,
-        dpop_rejected, store_unavailable, jwks_unavailable, token_introspected, global_logout,
+        token_rejected,
+        token_revoked,
+        family_revoked,
+        subject_revoked,
+        key_revoked,
+        session_started,
+        token_refreshed,
+        refresh_reused,
+        rate_limited,
+        traffic_spike,
+        traffic_anomaly,
+        new_country,
+        country_changed,
+        impossible_travel,
+        country_denied,
+        dpop_rejected,
+        store_unavailable,
+        jwks_unavailable,
+        token_introspected,
+        global_logout,
     )
-}  # fmt: skip
+}
 
 # One vocabulary: the Literal (for mypy) and the signals (at run time) name the same kinds.
 if tuple(BY_KIND) != t.get_args(EventKind):  # pragma: no cover - a typo here fails every import

@@ -169,8 +169,12 @@ class SecurityEventReceiver:
             # POSTed in a loop is not one stored event per request.
             again = ("set-rejected", request.remote_addr or "", exc.err)
             if exc.status not in (401, 503) and state.first_in_a_while(again):
-                state.record("token-rejected", None, action="deny",
-                                detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True})  # fmt: skip
+                state.record(
+                    "token-rejected",
+                    None,
+                    action="deny",
+                    detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True},
+                )
             response = _error(exc.err, exc.description, exc.status)
             if exc.status == 503:
                 response.headers["Retry-After"] = str(int(LEASE))
@@ -346,8 +350,12 @@ class SecurityEventReceiver:
             subject = payload.get("subject", claims.get("sub_id"))
             if not isinstance(subject, dict):
                 raise SETError("invalid_request", f"The {event_type} event has no subject.")
-            detail = {"reason": "security-event", "event": event_type, "set_jti": claims["jti"],
-                      "set_iss": claims["iss"]}  # fmt: skip
+            detail = {
+                "reason": "security-event",
+                "event": event_type,
+                "set_jti": claims["jti"],
+                "set_iss": claims["iss"],
+            }
             if action == "session" and self._revoke_session(state, claims, subject, detail):
                 continue
             sub = self._subject(state, claims, subject, required=True)
@@ -372,8 +380,7 @@ class SecurityEventReceiver:
         if claims["iss"] != state.config.keys.issuer:
             if self.settings.session_fallback == "subject":
                 return False
-            logger.info("SET %s names a session of another issuer; session_fallback='none': no action",
-                        claims["jti"])  # fmt: skip
+            logger.info("SET %s names a session of another issuer; session_fallback='none': no action", claims["jti"])
             return True
         try:
             known = state.store.get_family(sid) is not None

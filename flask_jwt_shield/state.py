@@ -115,8 +115,10 @@ class ShieldState:
         storage = limiter.storage if limiter is not None else None
         self.refresh_limits = tuple(
             KeyedLimit(storage, text, f"jwt-shield-refresh-{name}") if storage is not None and text else None
-            for name, text in (("session", config.rate.refresh_rate_limit),
-                               ("address", config.rate.refresh_address_rate_limit))
+            for name, text in (
+                ("session", config.rate.refresh_rate_limit),
+                ("address", config.rate.refresh_address_rate_limit),
+            )
         )
         #: The introspection endpoint's limit per caller (``JWT_SHIELD_INTROSPECTION_RATE_LIMIT``).
         self.introspection_limit = (
@@ -186,8 +188,9 @@ class ShieldState:
         for entry in self.unmatched_exemptions(app):
             close = difflib.get_close_matches(entry, endpoints, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            logger.warning("%s lists %r, which names no endpoint of this app.%s",
-                           ConfigKey.EXEMPT_ENDPOINTS, entry, hint)  # fmt: skip
+            logger.warning(
+                "%s lists %r, which names no endpoint of this app.%s", ConfigKey.EXEMPT_ENDPOINTS, entry, hint
+            )
 
     @property
     def alerts(self) -> AlertSink | None:
@@ -226,9 +229,12 @@ class ShieldState:
         now = time.time()
         if now - self._last_outage_event >= OUTAGE_EVENT_INTERVAL:
             self._last_outage_event = now
-            self.record("store-unavailable", claims,
-                        action="deny" if self.config.store.fail_mode == "closed" else "flag",
-                        detail={"error": type(exc).__name__, "fail_mode": self.config.store.fail_mode})  # fmt: skip
+            self.record(
+                "store-unavailable",
+                claims,
+                action="deny" if self.config.store.fail_mode == "closed" else "flag",
+                detail={"error": type(exc).__name__, "fail_mode": self.config.store.fail_mode},
+            )
         if self.config.store.fail_mode == "closed":
             raise StoreUnavailable()
 
@@ -271,19 +277,24 @@ def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | Non
         )
     try:
         adaptive = (
-            AdaptiveSettings(factor=config.rate.adaptive_factor, floor=config.rate.adaptive_floor,
-                             sustain=config.rate.adaptive_sustain)
+            AdaptiveSettings(
+                factor=config.rate.adaptive_factor,
+                floor=config.rate.adaptive_floor,
+                sustain=config.rate.adaptive_sustain,
+            )
             if config.rate.adaptive
             else None
-        )  # fmt: skip
+        )
         spike = config.rate.spike_threshold or default_spike_threshold(config.rate.rate_limit)
         uri = None
         options = None
         if app_limiter is None:
             uri = config.rate.rate_limit_storage_uri or getattr(store, "rate_limit_storage_uri", None) or "memory://"
             if not uri.startswith("memory"):
-                options = {"socket_timeout": config.store.redis_timeout,
-                           "socket_connect_timeout": config.store.redis_connect_timeout}  # fmt: skip
+                options = {
+                    "socket_timeout": config.store.redis_timeout,
+                    "socket_connect_timeout": config.store.redis_connect_timeout,
+                }
         return TokenRateLimiter(
             config.rate.rate_limit,
             strategy=config.rate.rate_limit_strategy,
@@ -314,9 +325,15 @@ def _proof_verifier(config: ShieldConfig, keys: KeyRing, store: Store) -> ProofV
             )
         material = signing.signing
         if not isinstance(material, bytes):
-            material = material.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption())  # fmt: skip
+            material = material.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         nonces = Nonces(material, config.dpop.dpop_nonce_ttl)
-    return ProofVerifier(algorithms=config.dpop.dpop_algorithms, max_age=config.dpop.dpop_max_age,
-                         leeway=config.keys.leeway, store=store, max_bytes=config.request.max_token_bytes,
-                         nonces=nonces)  # fmt: skip
+    return ProofVerifier(
+        algorithms=config.dpop.dpop_algorithms,
+        max_age=config.dpop.dpop_max_age,
+        leeway=config.keys.leeway,
+        store=store,
+        max_bytes=config.request.max_token_bytes,
+        nonces=nonces,
+    )

@@ -79,8 +79,9 @@ class RevocationEndpoint:
     def __call__(self) -> Response:
         state = current_state()
         try:
-            params, _ = body_parameters(request, PARAMETERS, max_body=max_body(state),
-                                        what="revocation request", json_allowed=False)  # fmt: skip
+            params, _ = body_parameters(
+                request, PARAMETERS, max_body=max_body(state), what="revocation request", json_allowed=False
+            )
             client = client_credentials(request, params)
             authenticate(state, self.authenticate_client, client, endpoint="revocation")
             token = params.get("token")
@@ -106,16 +107,24 @@ class RevocationEndpoint:
         if owner is not None and owner != client.client_id:
             # §2.1: the server verifies that the token was issued to the requesting client.
             if state.first_in_a_while(("token-rejected", claims["jti"], "revocation-client-mismatch")):
-                state.record("token-rejected", claims, action="deny", detail={
-                    "reason": "client-mismatch", "status": 400, "endpoint": "revocation",
-                    "client_id": client.client_id,
-                })  # fmt: skip
+                state.record(
+                    "token-rejected",
+                    claims,
+                    action="deny",
+                    detail={
+                        "reason": "client-mismatch",
+                        "status": 400,
+                        "endpoint": "revocation",
+                        "client_id": client.client_id,
+                    },
+                )
             raise InvalidGrant("The token was issued to another client.", reason="client-mismatch")
         detail: dict[str, t.Any] = {"client_id": client.client_id, "endpoint": "revocation"}
         if typ == REFRESH_TYPE:
             # RFC 7009 §2.1: revoking a refresh token ends the grant, here the whole session.
-            revocation.revoke_family(state, claims["sid"], by="revocation-endpoint", detail=detail,
-                                     subject=lambda: claims["sub"])  # fmt: skip
+            revocation.revoke_family(
+                state, claims["sid"], by="revocation-endpoint", detail=detail, subject=lambda: claims["sub"]
+            )
         else:
             revocation.revoke_token(state, token, by="revocation-endpoint", detail=detail)
 

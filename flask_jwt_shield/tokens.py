@@ -44,16 +44,21 @@ if t.TYPE_CHECKING:
 ACCESS_TYPE = "at+jwt"
 REFRESH_TYPE = "refresh+jwt"
 # RFC 9068 §4: "application/at+jwt" is the same type; media types compare case-insensitively.
-_TYPE_ALIASES = {"at+jwt": ACCESS_TYPE, "application/at+jwt": ACCESS_TYPE,
-                 "refresh+jwt": REFRESH_TYPE, "application/refresh+jwt": REFRESH_TYPE}  # fmt: skip
+_TYPE_ALIASES = {
+    "at+jwt": ACCESS_TYPE,
+    "application/at+jwt": ACCESS_TYPE,
+    "refresh+jwt": REFRESH_TYPE,
+    "application/refresh+jwt": REFRESH_TYPE,
+}
 
 #: Claims the shield writes itself; an application's extra claims may not replace them.
 #: The issue time with sub-second precision, a private claim beside the integer ``iat``
 #: (RFC 7519 NumericDates are integers to standard verifiers): ``revoke_subject`` at T
 #: rejects exactly the tokens issued before T, also within T's second.
 PRECISE_IAT = "shield_iat"
-RESERVED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ", "cnf", "fgp",
-                             "dbsc", PRECISE_IAT})  # fmt: skip
+RESERVED_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "typ", "cnf", "fgp", "dbsc", PRECISE_IAT}
+)
 #: Claims that bind a session's tokens to a sender: a DPoP key (``cnf``, RFC 9449 §6.1)
 #: or a browser's fingerprint cookie (``fgp``), and a browser's DBSC device key (``dbsc``).
 #: Written by the shield only.
@@ -234,9 +239,11 @@ class TokenCodec:
         self._verified: dict[str, tuple[Claims, float, float, str]] = {}
         self._cache_size = config.request.token_cache_size
         accepted = config.remote.accepted_types
-        self._types = dict(_TYPE_ALIASES) if "at+jwt" in accepted else {
-            k: v for k, v in _TYPE_ALIASES.items() if v != ACCESS_TYPE
-        }  # fmt: skip
+        self._types = (
+            dict(_TYPE_ALIASES)
+            if "at+jwt" in accepted
+            else {k: v for k, v in _TYPE_ALIASES.items() if v != ACCESS_TYPE}
+        )
         self._jwt_rules = tuple(rule for name, rule in _PROFILE_RULES.items() if name in accepted)
         if self._jwt_rules:
             self._types["jwt"] = _JWT_PROFILE
@@ -364,8 +371,10 @@ class TokenCodec:
         if token_type == _JWT_PROFILE:
             token_type = ACCESS_TYPE  # if a profile's claim rule says so, checked below
         if typ is not None and token_type != typ:
-            raise InvalidToken("The token is not an access token." if typ == ACCESS_TYPE
-                               else "The token is not a refresh token.", reason="wrong-type")
+            raise InvalidToken(
+                "The token is not an access token." if typ == ACCESS_TYPE else "The token is not a refresh token.",
+                reason="wrong-type",
+            )
         try:
             signature = b64decode(signature_segment)
         except JOSEError:

@@ -114,8 +114,9 @@ def check_csrf(req: Request, environ: t.Mapping[str, t.Any]) -> None:
     sent = environ.get("HTTP_X_CSRF_TOKEN")
     fingerprint = request_cookie(req, environ, FINGERPRINT_COOKIE)
     if not sent or not fingerprint or not _same(sent, csrf_token_for(fingerprint)):
-        raise InvalidRequest(f"Send the {CSRF_HEADER} header (the value of the {CSRF_COOKIE} cookie) with"
-                             " this request.", reason="csrf")  # fmt: skip
+        raise InvalidRequest(
+            f"Send the {CSRF_HEADER} header (the value of the {CSRF_COOKIE} cookie) with this request.", reason="csrf"
+        )
 
 
 def fingerprint_matches(req: Request, fgp: object) -> bool:
@@ -143,16 +144,32 @@ def set_cookies(
 ) -> None:
     """Put a token pair in cookies; ``fingerprint`` (at login only) also sets the
     fingerprint and CSRF cookies, which live as long as the session."""
-    response.set_cookie(ACCESS_COOKIE, access_token, max_age=access_max_age, path="/", secure=True,
-                        httponly=True, samesite=samesite)  # fmt: skip
+    response.set_cookie(
+        ACCESS_COOKIE, access_token, max_age=access_max_age, path="/", secure=True, httponly=True, samesite=samesite
+    )
     # Strict: a refresh only ever comes from the app's own pages.
-    response.set_cookie(REFRESH_COOKIE, refresh_token, max_age=refresh_max_age, path="/", secure=True,
-                        httponly=True, samesite="Strict")  # fmt: skip
+    response.set_cookie(
+        REFRESH_COOKIE, refresh_token, max_age=refresh_max_age, path="/", secure=True, httponly=True, samesite="Strict"
+    )
     if fingerprint is not None:
-        response.set_cookie(FINGERPRINT_COOKIE, fingerprint, max_age=refresh_max_age, path="/", secure=True,
-                            httponly=True, samesite=samesite)  # fmt: skip
-        response.set_cookie(CSRF_COOKIE, csrf_token_for(fingerprint), max_age=refresh_max_age, path="/",
-                            secure=True, httponly=False, samesite=samesite)  # fmt: skip
+        response.set_cookie(
+            FINGERPRINT_COOKIE,
+            fingerprint,
+            max_age=refresh_max_age,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite=samesite,
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf_token_for(fingerprint),
+            max_age=refresh_max_age,
+            path="/",
+            secure=True,
+            httponly=False,
+            samesite=samesite,
+        )
 
 
 def unset_cookies(response: Response) -> None:
@@ -181,11 +198,9 @@ def extract_token(
     """
     # Parsed only when present: a percent-encoded name (access%5Ftoken) is the same name.
     if environ.get("QUERY_STRING") and "access_token" in req.args:
-        raise InvalidRequest("Send the access token in the Authorization header, not the URL.",
-                             reason="token-in-query")  # fmt: skip
+        raise InvalidRequest("Send the access token in the Authorization header, not the URL.", reason="token-in-query")
     if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES and "access_token" in req.form:
-        raise InvalidRequest("Send the access token in the Authorization header, not the body.",
-                             reason="token-in-body")  # fmt: skip
+        raise InvalidRequest("Send the access token in the Authorization header, not the body.", reason="token-in-body")
     cookie = request_cookie(req, environ, ACCESS_COOKIE) if cookies else None
     header = environ.get("HTTP_AUTHORIZATION") if headers else None
     if header is None:
@@ -209,8 +224,10 @@ def extract_token(
             return _from_cookie(req, environ, cookie, max_token_bytes), "cookie"
         raise MissingToken()  # another scheme: no bearer credentials (RFC 6750 §3.1)
     if cookie is not None:
-        raise InvalidRequest("Send the access token in one place: the Authorization header or the cookie,"
-                             " not both.", reason="two-credentials")  # fmt: skip
+        raise InvalidRequest(
+            "Send the access token in one place: the Authorization header or the cookie, not both.",
+            reason="two-credentials",
+        )
     token: str = credentials.strip(" ")
     if not _B64TOKEN.fullmatch(token):
         # Spaces, commas (two tokens joined by a proxy), or characters no token has.

@@ -24,9 +24,19 @@ CHROMEDRIVER = ("/usr/bin/chromedriver", "chromedriver")
 #: Seconds: page loads, waits for an element. A hung page fails the test, never the run.
 TIMEOUT = 20
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1000", "--lang=en-US"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+    "--lang=en-US",
+]
 
 
 def _missing(what: str) -> t.NoReturn:

@@ -32,8 +32,14 @@ class Server:
 def serve(instance: Path) -> Iterator[Server]:
     """The example app served from another process, with its state in ``instance``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "tests.example_server", str(instance)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.example_server", str(instance)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         port = _read_port(process)
         yield Server(process, port)

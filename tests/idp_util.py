@@ -62,8 +62,14 @@ class SigningKey:
             return rsa_jwk(self.private, self.kid, **members)
         return ec_jwk(self.private, self.kid, **members)
 
-    def sign(self, payload: dict[str, t.Any], *, typ: str | None = "at+jwt", kid: str | None = None,
-             headers: dict[str, t.Any] | None = None) -> str:  # fmt: skip
+    def sign(
+        self,
+        payload: dict[str, t.Any],
+        *,
+        typ: str | None = "at+jwt",
+        kid: str | None = None,
+        headers: dict[str, t.Any] | None = None,
+    ) -> str:
         header: dict[str, t.Any] = {"kid": kid or self.kid}
         if typ is not None:
             header["typ"] = typ
@@ -103,10 +109,12 @@ class IdPServer:
                     self.end_headers()
                     return
                 if self.path == "/.well-known/openid-configuration":
-                    body = json.dumps({
-                        "issuer": server.issuer_override or server.url,
-                        "jwks_uri": server.discovery_jwks_uri or server.url + "/jwks.json",
-                    }).encode()  # fmt: skip
+                    body = json.dumps(
+                        {
+                            "issuer": server.issuer_override or server.url,
+                            "jwks_uri": server.discovery_jwks_uri or server.url + "/jwks.json",
+                        }
+                    ).encode()
                 elif server.raw_body is not None:
                     body = server.raw_body
                 else:
@@ -163,8 +171,9 @@ def down_url() -> str:
     return f"http://127.0.0.1:{port}/jwks.json"
 
 
-def idp_claims(issuer: str, audience: str | list[str], sub: str = "auth0|alice", ttl: int = 600,
-               **extra: t.Any) -> dict[str, t.Any]:  # fmt: skip
+def idp_claims(
+    issuer: str, audience: str | list[str], sub: str = "auth0|alice", ttl: int = 600, **extra: t.Any
+) -> dict[str, t.Any]:
     now = int(time.time())
     claims: dict[str, t.Any] = {"iss": issuer, "sub": sub, "aud": audience, "iat": now, "exp": now + ttl}
     claims.update(extra)

@@ -64,9 +64,7 @@ def _country(iso_code: str) -> dict[str, Any]:
     return {"iso_code": iso_code, "names": {"en": _COUNTRY_NAMES.get(iso_code, iso_code)}}
 
 
-def country_record(
-    country: str | None, *, registered_country: str | None = None
-) -> dict[str, Any]:
+def country_record(country: str | None, *, registered_country: str | None = None) -> dict[str, Any]:
     """A GeoLite2-Country record.
 
     ``registered_country`` defaults to ``country``; pass ``country=None`` with a

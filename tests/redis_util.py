@@ -35,8 +35,9 @@ STARTUP_TIMEOUT = 10.0
 class RedisServer:
     """One running ``redis-server`` process: its :attr:`url`, :attr:`port` and :attr:`pid`."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, directory: Path,
-                 args: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, directory: Path, args: list[str] | None = None
+    ) -> None:
         self.process = process
         self.port = port
         self.directory = directory
@@ -147,8 +148,9 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def start_redis(directory: Path, *, appendonly: bool = False, cluster: bool = False,
-                extra: list[str] | None = None) -> RedisServer:  # fmt: skip
+def start_redis(
+    directory: Path, *, appendonly: bool = False, cluster: bool = False, extra: list[str] | None = None
+) -> RedisServer:
     """Start ``redis-server`` with its files in ``directory``; return once it answers PING.
 
     ``appendonly``: persist every write to the AOF before answering (``appendfsync always``),
@@ -160,15 +162,37 @@ def start_redis(directory: Path, *, appendonly: bool = False, cluster: bool = Fa
     # then the server exits at once and we try another port.
     for _attempt in range(3):
         port = _free_port(bus=cluster)
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(directory),
-                "--daemonize", "no", "--appendonly", "yes" if appendonly else "no",
-                "--appendfilename", f"appendonly-{port}.aof", "--appenddirname", f"aof-{port}"]  # fmt: skip
+        args = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(directory),
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--appendfilename",
+            f"appendonly-{port}.aof",
+            "--appenddirname",
+            f"aof-{port}",
+        ]
         if appendonly:
             args += ["--appendfsync", "always"]
         args += extra or []
         if cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
-                     "--cluster-node-timeout", "2000"]  # fmt: skip
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / f"nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            ]
         server = RedisServer(_spawn(args, directory / f"redis-{port}.log"), port, directory, args)
         if _wait_for_ping(server, port):
             return server
@@ -252,7 +276,7 @@ class BusProxy:
                 if from_sender and not sender:
                     head += data
                     if len(head) >= _SENDER_AT + _NAME_LEN:
-                        sender = head[_SENDER_AT:_SENDER_AT + _NAME_LEN].decode("ascii", "replace")
+                        sender = head[_SENDER_AT : _SENDER_AT + _NAME_LEN].decode("ascii", "replace")
                 dst.sendall(data)
         except OSError:
             pass
@@ -302,8 +326,11 @@ def _cluster_ok(port: int) -> bool:
                 if not chunk:
                     break
                 data += chunk
-            return (b"cluster_state:ok" in data and b"cluster_slots_assigned:16384" in data
-                    and b"cluster_slots_ok:16384" in data)  # fmt: skip
+            return (
+                b"cluster_state:ok" in data
+                and b"cluster_slots_assigned:16384" in data
+                and b"cluster_slots_ok:16384" in data
+            )
     except OSError:
         return False
 
@@ -325,10 +352,19 @@ def start_cluster(directory: Path, *, replicas: int = 0, bus_proxies: bool = Fal
             if bus_proxies:
                 proxies[-1].start(nodes[-1].port + 10000)
         result = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes), "--cluster-replicas",
-             str(replicas), "--cluster-yes"],
-            capture_output=True, timeout=60, check=False,
-        )  # fmt: skip
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         if result.returncode != 0:
             pytest.fail(f"redis-cli --cluster create failed:\n{result.stdout.decode()}{result.stderr.decode()}")
         deadline = time.monotonic() + 30

@@ -109,11 +109,15 @@ def scenario(app: Flask) -> tuple[list[tuple[int, t.Any]], list[str]]:
         ({"JWT_SHIELD_ALERT_WEBHOOK": 42}, "non-empty string"),
         ({"JWT_SHIELD_ALERT_EVENTS": ["refresh-reused"]}, "JWT_SHIELD_ALERT_WEBHOOK is not"),
         ({"JWT_SHIELD_ALERT_SECRET": SECRET}, "JWT_SHIELD_ALERT_WEBHOOK is not"),
-        ({"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_EVENTS": ["refresh-reuse"]},
-         "Did you mean ['refresh-reused']"),
+        (
+            {"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_EVENTS": ["refresh-reuse"]},
+            "Did you mean ['refresh-reused']",
+        ),
         ({"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_EVENTS": []}, "no kind"),
-        ({"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_EVENTS": "refresh-reused"},
-         "list of strings"),
+        (
+            {"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_EVENTS": "refresh-reused"},
+            "list of strings",
+        ),
         ({"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_SECRET": "short"}, "at least 32"),
         ({"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_SECRET": 7}, "str or bytes"),
         ({"JWT_SHIELD_ALERT_WEBHOOK": "https://a.example/h", "JWT_SHIELD_ALERT_TIMEOUT": 0}, "above 0"),
@@ -128,8 +132,15 @@ def test_bad_alert_config_refused_at_init_app(config: dict[str, t.Any], message:
         make_app(config)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:9/h", "http://localhost/h", "http://[::1]:8080/h",
-                                 "https://alerts.example.com/services/T0/B0/secret"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/h",
+        "http://localhost/h",
+        "http://[::1]:8080/h",
+        "https://alerts.example.com/services/T0/B0/secret",
+    ],
+)
 def test_webhook_urls_accepted(url: str, make_app: AppFactory) -> None:
     app, shield = make_app({"JWT_SHIELD_ALERT_WEBHOOK": url})
     sink = sink_of(app, shield)
@@ -146,16 +157,23 @@ def test_no_webhook_no_sink(app: Flask, shield: JWTShield) -> None:
 
 def test_alerts_delivered_signed_and_verifiable(make_app: AppFactory, sinks: list[AlertSink]) -> None:
     with receiver() as rec:
-        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_SECRET=SECRET,
-                                            JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS))  # fmt: skip
+        app, shield = make_app(
+            alert_config(rec.url, JWT_SHIELD_ALERT_SECRET=SECRET, JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS)
+        )
         sinks.append(sink := sink_of(app, shield))
         _, tokens = scenario(app)
         assert sink.flush(10)
         got = rec.received
         kinds = [r.json["event"]["kind"] for r in got]
         # In the order the events were recorded: one worker thread keeps them in order.
-        assert kinds == ["session-started", "token-refreshed", "refresh-reused", "family-revoked", "token-rejected",
-                         "token-rejected"]  # fmt: skip
+        assert kinds == [
+            "session-started",
+            "token-refreshed",
+            "refresh-reused",
+            "family-revoked",
+            "token-rejected",
+            "token-rejected",
+        ]
         with app.app_context():
             stored = {e.id: e for e in shield.events(limit=50)}
         for r in got:
@@ -176,8 +194,9 @@ def test_alerts_delivered_signed_and_verifiable(make_app: AppFactory, sinks: lis
             assert verify_signature(SECRET.encode(), timestamp, r.body, r.headers["X-JWT-Shield-Signature"])
             assert not verify_signature(SECRET.encode(), timestamp, r.body + b" ", r.headers["X-JWT-Shield-Signature"])
             assert not verify_signature(b"k" * 32, timestamp, r.body, r.headers["X-JWT-Shield-Signature"])
-            assert not verify_signature(SECRET.encode(), timestamp, r.body, r.headers["X-JWT-Shield-Signature"],
-                                        now=int(timestamp) + 301)  # fmt: skip
+            assert not verify_signature(
+                SECRET.encode(), timestamp, r.body, r.headers["X-JWT-Shield-Signature"], now=int(timestamp) + 301
+            )
             # Never a token: neither one the scenario handled nor anything shaped like one.
             text = r.body.decode()
             assert not any(tok in text for tok in tokens) and not JWT_SHAPE.search(text)
@@ -202,8 +221,9 @@ def test_a_token_in_an_event_detail_is_redacted(make_app: AppFactory, sinks: lis
         with app.app_context():
             token = shield.create_access_token("alice")
             # An app's own code recording an event with a careless detail:
-            app.extensions["jwt_shield"].record("traffic-spike", None, detail={"header": f"Bearer {token}",
-                                                                               "seen": [token]})  # fmt: skip
+            app.extensions["jwt_shield"].record(
+                "traffic-spike", None, detail={"header": f"Bearer {token}", "seen": [token]}
+            )
         assert sink.flush(10)
         (got,) = rec.received
         assert token not in got.body.decode()
@@ -284,8 +304,9 @@ def test_https_receiver_verified_against_the_trusted_cas(
         assert sink.stats().delivered == 1
         (got,) = rec.received
         assert got.json["event"]["kind"] == "refresh-reused"
-        assert verify_signature(SECRET.encode(), got.headers["X-JWT-Shield-Timestamp"], got.body,
-                                got.headers["X-JWT-Shield-Signature"])  # fmt: skip
+        assert verify_signature(
+            SECRET.encode(), got.headers["X-JWT-Shield-Timestamp"], got.body, got.headers["X-JWT-Shield-Signature"]
+        )
 
 
 # -- receivers that misbehave: the requests never notice ----------------------------------
@@ -307,11 +328,18 @@ def test_slow_receiver(make_app: AppFactory, sinks: list[AlertSink], without_web
         assert sink.stats().delivered == 6 and len(rec.received) == 6
 
 
-def test_hung_receiver(make_app: AppFactory, sinks: list[AlertSink], without_webhook: t.Any,
-                       caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_hung_receiver(
+    make_app: AppFactory, sinks: list[AlertSink], without_webhook: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
     with receiver("hung") as rec:
-        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
-                                            JWT_SHIELD_ALERT_TIMEOUT=0.2, JWT_SHIELD_ALERT_RETRIES=1))  # fmt: skip
+        app, shield = make_app(
+            alert_config(
+                rec.url,
+                JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
+                JWT_SHIELD_ALERT_TIMEOUT=0.2,
+                JWT_SHIELD_ALERT_RETRIES=1,
+            )
+        )
         sinks.append(sink := sink_of(app, shield))
         answers, _ = scenario(app)
         assert answers == without_webhook
@@ -324,10 +352,12 @@ def test_hung_receiver(make_app: AppFactory, sinks: list[AlertSink], without_web
         assert "/hooks/shield" not in caplog.text  # the URL's path may hold a secret: not logged
 
 
-def test_refusing_receiver(make_app: AppFactory, sinks: list[AlertSink], without_webhook: t.Any,
-                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    app, shield = make_app(alert_config(closed_port_url(), JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
-                                        JWT_SHIELD_ALERT_RETRIES=2))  # fmt: skip
+def test_refusing_receiver(
+    make_app: AppFactory, sinks: list[AlertSink], without_webhook: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, shield = make_app(
+        alert_config(closed_port_url(), JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS, JWT_SHIELD_ALERT_RETRIES=2)
+    )
     sinks.append(sink := sink_of(app, shield))
     answers, _ = scenario(app)
     assert answers == without_webhook
@@ -338,8 +368,9 @@ def test_refusing_receiver(make_app: AppFactory, sinks: list[AlertSink], without
     assert "ConnectionRefusedError" in caplog.text
 
 
-def test_server_errors_then_success_is_retried(make_app: AppFactory, sinks: list[AlertSink],
-                                               without_webhook: t.Any) -> None:  # fmt: skip
+def test_server_errors_then_success_is_retried(
+    make_app: AppFactory, sinks: list[AlertSink], without_webhook: t.Any
+) -> None:
     with receiver("fail", failures=2, status=503) as rec:
         app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_SECRET=SECRET))
         sinks.append(sink := sink_of(app, shield))
@@ -351,8 +382,9 @@ def test_server_errors_then_success_is_retried(make_app: AppFactory, sinks: list
         ids = {r.headers["X-JWT-Shield-Delivery"] for r in rec.received}
         assert len(rec.received) == 3 and len(ids) == 1  # the same alert three times: receivers dedupe by it
         for r in rec.received:  # each attempt signed afresh
-            assert verify_signature(SECRET.encode(), r.headers["X-JWT-Shield-Timestamp"], r.body,
-                                    r.headers["X-JWT-Shield-Signature"])  # fmt: skip
+            assert verify_signature(
+                SECRET.encode(), r.headers["X-JWT-Shield-Timestamp"], r.body, r.headers["X-JWT-Shield-Signature"]
+            )
 
 
 def test_client_error_is_not_retried(make_app: AppFactory, sinks: list[AlertSink]) -> None:
@@ -379,11 +411,18 @@ def test_gone_receiver(make_app: AppFactory, sinks: list[AlertSink], without_web
     assert sink.stats().failed == 6
 
 
-def test_queue_overflow_counts_and_logs_drops(make_app: AppFactory, sinks: list[AlertSink],
-                                              caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_queue_overflow_counts_and_logs_drops(
+    make_app: AppFactory, sinks: list[AlertSink], caplog: pytest.LogCaptureFixture
+) -> None:
     with receiver("hung") as rec:
-        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_EVENTS=["family-revoked"],
-                                            JWT_SHIELD_ALERT_QUEUE_SIZE=3, JWT_SHIELD_ALERT_TIMEOUT=30))  # fmt: skip
+        app, shield = make_app(
+            alert_config(
+                rec.url,
+                JWT_SHIELD_ALERT_EVENTS=["family-revoked"],
+                JWT_SHIELD_ALERT_QUEUE_SIZE=3,
+                JWT_SHIELD_ALERT_TIMEOUT=30,
+            )
+        )
         sinks.append(sink := sink_of(app, shield))
         with caplog.at_level(logging.WARNING, "flask_jwt_shield"), app.app_context():
             for i in range(20):
@@ -398,11 +437,18 @@ def test_queue_overflow_counts_and_logs_drops(make_app: AppFactory, sinks: list[
             assert len(shield.events(kind="family-revoked", limit=50)) == 20
 
 
-def test_full_queue_leaves_answers_unchanged(make_app: AppFactory, sinks: list[AlertSink],
-                                             without_webhook: t.Any) -> None:  # fmt: skip
+def test_full_queue_leaves_answers_unchanged(
+    make_app: AppFactory, sinks: list[AlertSink], without_webhook: t.Any
+) -> None:
     with receiver("hung") as rec:
-        app, shield = make_app(alert_config(rec.url, JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
-                                            JWT_SHIELD_ALERT_QUEUE_SIZE=1, JWT_SHIELD_ALERT_TIMEOUT=30))  # fmt: skip
+        app, shield = make_app(
+            alert_config(
+                rec.url,
+                JWT_SHIELD_ALERT_EVENTS=SCENARIO_KINDS,
+                JWT_SHIELD_ALERT_QUEUE_SIZE=1,
+                JWT_SHIELD_ALERT_TIMEOUT=30,
+            )
+        )
         sinks.append(sink := sink_of(app, shield))
         answers, _ = scenario(app)
         assert answers == without_webhook
@@ -422,8 +468,10 @@ def test_closed_sink_takes_nothing(make_app: AppFactory) -> None:
 
 def test_signature_helpers() -> None:
     body = b'{"type": "alert"}'
-    assert sign(b"k" * 32, "1800000000", body) == "sha256=" + hmac.new(
-        b"k" * 32, b"1800000000." + body, hashlib.sha256).hexdigest()  # fmt: skip
+    assert (
+        sign(b"k" * 32, "1800000000", body)
+        == "sha256=" + hmac.new(b"k" * 32, b"1800000000." + body, hashlib.sha256).hexdigest()
+    )
     assert not verify_signature(b"k" * 32, "not-a-number", body, "sha256=00")
     assert verify_signature(b"k" * 32, "1800000000", body, sign(b"k" * 32, "1800000000", body), now=1800000100)
 
@@ -434,8 +482,10 @@ def test_signature_helpers() -> None:
 def test_alerts_from_every_gunicorn_worker(tmp_path: Path) -> None:
     """Each worker process sends its own alerts: the app is built before the fork (--preload),
     so the sink's worker thread must be re-created in each child."""
-    with receiver() as rec, gunicorn(tmp_path / "shield.db", workers=2, preload=True,
-                                     env={"SHIELD_TEST_WEBHOOK": rec.url}) as port:  # fmt: skip
+    with (
+        receiver() as rec,
+        gunicorn(tmp_path / "shield.db", workers=2, preload=True, env={"SHIELD_TEST_WEBHOOK": rec.url}) as port,
+    ):
         workers: set[int] = set()  # the processes that detected a reuse
         for _ in range(30):  # bounded: until both workers have detected one
             status, pair = call(port, "POST", "/login")
@@ -469,8 +519,9 @@ def test_alert_queued_just_before_a_normal_exit_is_sent(tmp_path: Path) -> None:
         # no flush, no close: the process simply ends
     )
     with receiver() as rec:
-        done = subprocess.run([sys.executable, str(script), rec.url], cwd=ROOT, capture_output=True, timeout=30,
-                              check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(script), rec.url], cwd=ROOT, capture_output=True, timeout=30, check=False
+        )
         assert done.returncode == 0, done.stderr.decode()
         (got,) = rec.wait_for(1)
         assert got.json["event"]["kind"] == "refresh-reused" and got.json["app"] == "exits"

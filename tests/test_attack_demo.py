@@ -22,8 +22,15 @@ DEMO_TIMEOUT = 180
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "example_app.attack_demo", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=DEMO_TIMEOUT, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "example_app.attack_demo", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+        check=False,
+    )
 
 
 def test_the_demo_plays_every_story_and_the_shield_stops_each(tmp_path: Path) -> None:
@@ -32,29 +39,49 @@ def test_the_demo_plays_every_story_and_the_shield_stops_each(tmp_path: Path) ->
         done = run_demo("--url", server.url)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
-    for title in ("A stolen access token, replayed from another country", "Impossible travel",
-                  "Hammering the API", "A stolen refresh token: reuse detection", "Use after 'log out everywhere'",
-                  "A DPoP-bound token replayed without its key",
-                  "A token used from another country: the password again, not a logout"):  # fmt: skip
+    for title in (
+        "A stolen access token, replayed from another country",
+        "Impossible travel",
+        "Hammering the API",
+        "A stolen refresh token: reuse detection",
+        "Use after 'log out everywhere'",
+        "A DPoP-bound token replayed without its key",
+        "A token used from another country: the password again, not a logout",
+    ):
         assert title in out
     assert out.count("=> STOPPED") == 7 and "NOT STOPPED" not in out
     assert "The shield stopped the thief in 7 of 7 stories." in out
     # What it printed is what the shield stored.
-    for line in ("impossible-travel  from BR -> revoke_family", "new-country        from JP -> flag",
-                 "traffic-spike      -> revoke", "refresh-reused     -> revoke_family",
-                 "subject-revoked    -> revoke_subject", "dpop-rejected      -> deny  (dpop-wrong-key)",
-                 "country-changed    from JP -> step_up  (required)"):  # fmt: skip
+    for line in (
+        "impossible-travel  from BR -> revoke_family",
+        "new-country        from JP -> flag",
+        "traffic-spike      -> revoke",
+        "refresh-reused     -> revoke_family",
+        "subject-revoked    -> revoke_subject",
+        "dpop-rejected      -> deny  (dpop-wrong-key)",
+        "country-changed    from JP -> step_up  (required)",
+    ):
         assert line in out, line
     app = create_app({"TESTING": True}, instance_path=str(instance))
     with app.app_context():
         kinds = {e.kind for e in shield.events(limit=1000)}
-    assert {"impossible-travel", "new-country", "traffic-spike", "rate-limited", "refresh-reused",
-            "subject-revoked", "dpop-rejected", "country-changed"} <= kinds  # fmt: skip
+    assert {
+        "impossible-travel",
+        "new-country",
+        "traffic-spike",
+        "rate-limited",
+        "refresh-reused",
+        "subject-revoked",
+        "dpop-rejected",
+        "country-changed",
+    } <= kinds
     # RFC 9470 §3: the thief got the challenge, with the requirement to meet.
     (challenge,) = [line.strip() for line in out.splitlines() if "WWW-Authenticate:" in line]
-    assert challenge.startswith('WWW-Authenticate: Bearer realm="api", error="insufficient_user_authentication",'
-                                ' error_description="This token was issued in another country. Authenticate'
-                                ' again to continue."')  # fmt: skip
+    assert challenge.startswith(
+        'WWW-Authenticate: Bearer realm="api", error="insufficient_user_authentication",'
+        ' error_description="This token was issued in another country. Authenticate'
+        ' again to continue."'
+    )
     assert challenge.endswith(', max_age="5"')
     assert "eyJ" not in out  # no token is ever printed
 
@@ -77,8 +104,10 @@ def test_the_demo_does_not_depend_on_what_the_visitor_did_before(tmp_path: Path)
     with serve(tmp_path / "instance") as server:
         for user, password in (("alice", "wonderland"), ("bob", "builder")):
             pair = _call(server.url + "/auth/login", body={"username": user, "password": password})
-            me = _call(server.url + "/api/me", headers={"Authorization": f"Bearer {pair['access_token']}",
-                                                        "X-Forwarded-For": "203.0.113.7"})  # fmt: skip
+            me = _call(
+                server.url + "/api/me",
+                headers={"Authorization": f"Bearer {pair['access_token']}", "X-Forwarded-For": "203.0.113.7"},
+            )
             assert me["sub"] == user
         done = run_demo("--url", server.url)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -596,11 +596,37 @@ def _issue(app: Flask, sub: str = "alice") -> str:
 @pytest.mark.parametrize("name", ["exp", "iat", "nbf"])
 @pytest.mark.parametrize(
     "literal",
-    ["NaN", "Infinity", "-Infinity", '"1900000000"', "true", "false", "null", "[1900000000]", "{}",
-     "1e999", "1" + "0" * 400, "9" * 5000, "-" + "1" + "0" * 400],
-    ids=["nan", "infinity", "-infinity", "string", "true", "false", "null", "list", "object",
-         "float-overflow", "int-10e400", "int-5000-digits", "int-minus-10e400"],
-)  # fmt: skip
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        '"1900000000"',
+        "true",
+        "false",
+        "null",
+        "[1900000000]",
+        "{}",
+        "1e999",
+        "1" + "0" * 400,
+        "9" * 5000,
+        "-" + "1" + "0" * 400,
+    ],
+    ids=[
+        "nan",
+        "infinity",
+        "-infinity",
+        "string",
+        "true",
+        "false",
+        "null",
+        "list",
+        "object",
+        "float-overflow",
+        "int-10e400",
+        "int-5000-digits",
+        "int-minus-10e400",
+    ],
+)
 def test_time_claim_of_wrong_type(client: FlaskClient, kid: str, now: float, name: str, literal: str) -> None:
     """``exp``/``iat``/``nbf`` that is NaN, a string, a bool, null or a number too large for a float.
 
@@ -614,9 +640,13 @@ def test_time_claim_of_wrong_type(client: FlaskClient, kid: str, now: float, nam
 
 @pytest.mark.parametrize(
     "name, how",
-    [(name, how) for name in ("jti", "sub", "exp", "iat") for how in ("missing", "empty", "null", "number")
-     if not (name in ("exp", "iat") and how == "number")],  # a number is a valid NumericDate
-)  # fmt: skip
+    [
+        (name, how)
+        for name in ("jti", "sub", "exp", "iat")
+        for how in ("missing", "empty", "null", "number")
+        if not (name in ("exp", "iat") and how == "number")
+    ],  # a number is a valid NumericDate
+)
 def test_required_claim_missing_or_invalid(client: FlaskClient, kid: str, now: float, name: str, how: str) -> None:
     """Required claims absent or unusable (RFC 9068 §2.2 makes iss/exp/aud/sub/iat/jti required).
 
@@ -650,9 +680,20 @@ def iss_aud_app(make_app: AppFactory) -> tuple[Flask, JWTShield]:
         (ISSUER, AUDIENCE.upper()),
         (ISSUER, {"aud": AUDIENCE}),
     ],
-    ids=["wrong-iss", "no-iss", "iss-trailing-slash", "iss-list", "wrong-aud", "no-aud",
-         "aud-list-without-ours", "aud-empty-list", "aud-nested-list", "aud-case", "aud-object"],
-)  # fmt: skip
+    ids=[
+        "wrong-iss",
+        "no-iss",
+        "iss-trailing-slash",
+        "iss-list",
+        "wrong-aud",
+        "no-aud",
+        "aud-list-without-ours",
+        "aud-empty-list",
+        "aud-nested-list",
+        "aud-case",
+        "aud-object",
+    ],
+)
 def test_wrong_issuer_or_audience(iss_aud_app: tuple[Flask, JWTShield], now: float, iss: t.Any, aud: t.Any) -> None:
     """A genuine signature on a token meant for another issuer or audience (token substitution).
 
@@ -700,11 +741,37 @@ def test_refresh_token_presented_as_access_token(app: Flask, shield: JWTShield, 
 
 @pytest.mark.parametrize(
     "typ",
-    ["JWT", "jwt", _MISSING, None, "", "id_token+jwt", "refresh+jwt", "application/refresh+jwt",
-     "at+jwt ", "at+jwt; charset=utf-8", "dpop+jwt", ["at+jwt"], 1],
-    ids=["JWT", "jwt", "missing", "null", "empty", "id-token", "refresh", "application-refresh",
-         "trailing-space", "parameters", "dpop", "list", "number"],
-)  # fmt: skip
+    [
+        "JWT",
+        "jwt",
+        _MISSING,
+        None,
+        "",
+        "id_token+jwt",
+        "refresh+jwt",
+        "application/refresh+jwt",
+        "at+jwt ",
+        "at+jwt; charset=utf-8",
+        "dpop+jwt",
+        ["at+jwt"],
+        1,
+    ],
+    ids=[
+        "JWT",
+        "jwt",
+        "missing",
+        "null",
+        "empty",
+        "id-token",
+        "refresh",
+        "application-refresh",
+        "trailing-space",
+        "parameters",
+        "dpop",
+        "list",
+        "number",
+    ],
+)
 def test_token_of_another_type_signed_with_real_key(client: FlaskClient, kid: str, now: float, typ: t.Any) -> None:
     """An ID-token-like token (``typ: JWT`` or none) or another profile, signed with the real key.
 
@@ -789,11 +856,35 @@ def test_huge_authorization_header(client: FlaskClient, value: str) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"\xff\xfe\x00garbage", b"not json at all", b"", b"[1,2,3]", b'["sub","alice"]', b'"alice"', b"42", b"null",
-     b"true", b'{"sub":"alice"', b"\xef\xbb\xbf{}", b"[" * 100_00 + b"]" * 100_00],
-    ids=["binary", "text", "empty", "array", "array-of-strings", "string", "number", "null", "true", "truncated",
-         "bom", "deeply-nested"],
-)  # fmt: skip
+    [
+        b"\xff\xfe\x00garbage",
+        b"not json at all",
+        b"",
+        b"[1,2,3]",
+        b'["sub","alice"]',
+        b'"alice"',
+        b"42",
+        b"null",
+        b"true",
+        b'{"sub":"alice"',
+        b"\xef\xbb\xbf{}",
+        b"[" * 100_00 + b"]" * 100_00,
+    ],
+    ids=[
+        "binary",
+        "text",
+        "empty",
+        "array",
+        "array-of-strings",
+        "string",
+        "number",
+        "null",
+        "true",
+        "truncated",
+        "bom",
+        "deeply-nested",
+    ],
+)
 def test_validly_signed_non_object_payload(make_app: AppFactory, now: float, payload: bytes) -> None:
     """A correct signature over bytes that are not a JSON object (RFC 7519 §7.2 step 10).
 
@@ -871,10 +962,15 @@ def test_two_tokens_joined_by_a_proxy(client: FlaskClient, token: str, app: Flas
 
 @pytest.mark.parametrize(
     "query",
-    ["access_token={t}", "a=1&access_token={t}", "access_token=", "access%5Ftoken={t}",
-     "access_token={t}&access_token=x"],
+    [
+        "access_token={t}",
+        "a=1&access_token={t}",
+        "access_token=",
+        "access%5Ftoken={t}",
+        "access_token={t}&access_token=x",
+    ],
     ids=["plain", "second-param", "empty-value", "percent-encoded-name", "repeated"],
-)  # fmt: skip
+)
 def test_header_plus_query_parameter(client: FlaskClient, token: str, query: str) -> None:
     """A token in the header and another (or the same) in ``?access_token=``.
 
@@ -914,10 +1010,14 @@ def post_client(make_app: AppFactory) -> t.Any:
 
 @pytest.mark.parametrize(
     "content_type",
-    ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8",
-     "Application/X-WWW-Form-URLEncoded", "multipart/form-data"],
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "Application/X-WWW-Form-URLEncoded",
+        "multipart/form-data",
+    ],
     ids=["urlencoded", "urlencoded-charset", "urlencoded-mixed-case", "multipart"],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("with_header", [True, False], ids=["header-and-body", "body-only"])
 def test_token_in_form_body(post_client: FlaskClient, content_type: str, with_header: bool) -> None:
     """A token in the form body (RFC 6750 §2.2), alone or beside the header: 400.
@@ -1168,11 +1268,27 @@ def _failure_samples(app: Flask, shield: JWTShield, kid: str, now: float) -> dic
 
 @pytest.mark.parametrize(
     "case",
-    ["bad-signature", "expired", "revoked", "refresh-as-access", "alg-none", "wrong-aud", "crit", "oversized",
-     "two-tokens", "query", "query-and-header"],
-)  # fmt: skip
+    [
+        "bad-signature",
+        "expired",
+        "revoked",
+        "refresh-as-access",
+        "alg-none",
+        "wrong-aud",
+        "crit",
+        "oversized",
+        "two-tokens",
+        "query",
+        "query-and-header",
+    ],
+)
 def test_raw_token_never_in_response_logs_or_events(
-    app: Flask, shield: JWTShield, client: FlaskClient, kid: str, now: float, caplog: pytest.LogCaptureFixture,
+    app: Flask,
+    shield: JWTShield,
+    client: FlaskClient,
+    kid: str,
+    now: float,
+    caplog: pytest.LogCaptureFixture,
     case: str,
 ) -> None:
     """No response, log line or stored event contains a raw token (DESIGN.md; RFC 6750 §5.3).
@@ -1208,8 +1324,9 @@ def test_raw_token_never_in_response_logs_or_events(
 API_URL = "http://localhost/api/me"
 
 
-def dpop_refused(response: TestResponse, reason: str | None = None, shield: JWTShield | None = None,
-                 app: Flask | None = None) -> None:  # fmt: skip
+def dpop_refused(
+    response: TestResponse, reason: str | None = None, shield: JWTShield | None = None, app: Flask | None = None
+) -> None:
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.get_json()["error"] == "invalid_dpop_proof"
     challenge = response.headers["WWW-Authenticate"]
@@ -1246,14 +1363,16 @@ def dpop_headers(token: str, proof: str) -> dict[str, str]:
     return {"Authorization": f"DPoP {token}", "DPoP": proof}
 
 
-def test_dpop_bound_token_works_with_the_victims_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str,
-                                                       victim: HandKey) -> None:  # fmt: skip
+def test_dpop_bound_token_works_with_the_victims_proof(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey
+) -> None:
     headers = dpop_headers(bound_token, victim.proof(token=bound_token))
     accepted(dpop_app[0].test_client().get("/api/me", headers=headers))
 
 
-def test_dpop_replayed_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
-                             clock: Clock) -> None:  # fmt: skip
+def test_dpop_replayed_proof(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey, clock: Clock
+) -> None:
     app, shield = dpop_app
     client = app.test_client()
     proof = victim.proof(token=bound_token)
@@ -1282,31 +1401,41 @@ def test_dpop_replayed_proof_on_another_worker(make_app: AppFactory, now: float)
 
 @pytest.mark.parametrize(
     ("method", "htu"),
-    [("POST", API_URL), ("GET", "http://localhost/api/admin"), ("GET", "https://localhost/api/me"),
-     ("GET", "http://evil.example/api/me"), ("GET", "http://localhost:8080/api/me"), ("get", API_URL)],
-)  # fmt: skip
-def test_dpop_proof_for_another_url_or_method(dpop_app: tuple[Flask, JWTShield], bound_token: str,
-                                              victim: HandKey, method: str, htu: str) -> None:  # fmt: skip
+    [
+        ("POST", API_URL),
+        ("GET", "http://localhost/api/admin"),
+        ("GET", "https://localhost/api/me"),
+        ("GET", "http://evil.example/api/me"),
+        ("GET", "http://localhost:8080/api/me"),
+        ("get", API_URL),
+    ],
+)
+def test_dpop_proof_for_another_url_or_method(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey, method: str, htu: str
+) -> None:
     app, shield = dpop_app
     proof = victim.proof(token=bound_token, claims={"htm": method, "htu": htu})
     reason = "dpop-wrong-method" if method != "GET" else "dpop-wrong-url"
     dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), reason, shield, app)
 
 
-def test_dpop_proof_with_query_and_fragment_is_the_same_url(dpop_app: tuple[Flask, JWTShield], bound_token: str,
-                                                            victim: HandKey) -> None:  # fmt: skip
+def test_dpop_proof_with_query_and_fragment_is_the_same_url(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey
+) -> None:
     # RFC 9449 §4.3: htu is compared without query and fragment, after normalisation.
     proof = victim.proof(token=bound_token, claims={"htu": "HTTP://LOCALHOST:80/api/me?page=2#x"})
     accepted(dpop_app[0].test_client().get("/api/me?page=2", headers=dpop_headers(bound_token, proof)))
 
 
-def test_dpop_proof_whose_jwk_holds_a_private_key(dpop_app: tuple[Flask, JWTShield], bound_token: str,
-                                                  victim: HandKey) -> None:  # fmt: skip
+def test_dpop_proof_whose_jwk_holds_a_private_key(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey
+) -> None:
     app, shield = dpop_app
     private_jwk = ec_jwk_private(victim)
     proof = victim.proof(token=bound_token, header={"jwk": private_jwk})
-    dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-private-jwk",
-                 shield, app)  # fmt: skip
+    dpop_refused(
+        app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-private-jwk", shield, app
+    )
 
 
 def ec_jwk_private(key: HandKey) -> dict[str, str]:
@@ -1316,22 +1445,27 @@ def ec_jwk_private(key: HandKey) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("alg", ["HS256", "HS512", "none"])
-def test_dpop_hmac_signed_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
-                                alg: str) -> None:  # fmt: skip
+def test_dpop_hmac_signed_proof(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey, alg: str) -> None:
     # With a MAC the "key" would be a secret the attacker picks (or the public key's bytes).
     app, shield = dpop_app
     secret = json.dumps(victim.jwk).encode()
     for jwk in (victim.jwk, {"kty": "oct", "k": b64u(secret)}):
-        proof = victim.proof(token=bound_token, header={"alg": alg, "jwk": jwk},
-                             sign=lambda data: hmac.new(secret, data, hashlib.sha256).digest())  # fmt: skip
-        dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-alg",
-                     shield, app)  # fmt: skip
+        proof = victim.proof(
+            token=bound_token,
+            header={"alg": alg, "jwk": jwk},
+            sign=lambda data: hmac.new(secret, data, hashlib.sha256).digest(),
+        )
+        dpop_refused(
+            app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-alg", shield, app
+        )
 
 
-@pytest.mark.parametrize(("offset", "reason"), [(-61, "dpop-stale"), (-86_400, "dpop-stale"), (1, "dpop-future"),
-                                                (86_400, "dpop-future")])  # fmt: skip
-def test_dpop_stale_or_future_iat(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
-                                  now: float, offset: int, reason: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("offset", "reason"), [(-61, "dpop-stale"), (-86_400, "dpop-stale"), (1, "dpop-future"), (86_400, "dpop-future")]
+)
+def test_dpop_stale_or_future_iat(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey, now: float, offset: int, reason: str
+) -> None:
     # A proof made in advance (a stolen key used later) or kept from long ago.
     app, shield = dpop_app
     proof = victim.proof(token=bound_token, claims={"iat": now + offset})
@@ -1345,12 +1479,14 @@ def test_dpop_wrong_ath(dpop_app: tuple[Flask, JWTShield], bound_token: str, vic
     login_key.key, login_key.jwk = victim.key, victim.jwk
     other = json_of(app.test_client().post("/login", headers={"DPoP": login_key.proof(token=None)}))["access_token"]
     for proof in (victim.proof(token=other), victim.proof(token=bound_token, drop=("ath",))):
-        dpop_refused(app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-ath",
-                     shield, app)  # fmt: skip
+        dpop_refused(
+            app.test_client().get("/api/me", headers=dpop_headers(bound_token, proof)), "dpop-bad-ath", shield, app
+        )
 
 
-def test_dpop_token_bound_to_key_a_with_proof_from_key_b(dpop_app: tuple[Flask, JWTShield], bound_token: str,
-                                                         now: float) -> None:  # fmt: skip
+def test_dpop_token_bound_to_key_a_with_proof_from_key_b(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, now: float
+) -> None:
     # The thief signs a perfect proof with a key of its own.
     app, shield = dpop_app
     thief = HandKey(url=API_URL, now=now)
@@ -1359,12 +1495,15 @@ def test_dpop_token_bound_to_key_a_with_proof_from_key_b(dpop_app: tuple[Flask, 
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer"])
-def test_dpop_bound_token_sent_as_bearer(dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey,
-                                         scheme: str) -> None:  # fmt: skip
+def test_dpop_bound_token_sent_as_bearer(
+    dpop_app: tuple[Flask, JWTShield], bound_token: str, victim: HandKey, scheme: str
+) -> None:
     # RFC 9449 §7.2: a bound token is never a bearer token, even with a valid proof beside it.
     app, _ = dpop_app
-    for headers in ({"Authorization": f"{scheme} {bound_token}"},
-                    {"Authorization": f"{scheme} {bound_token}", "DPoP": victim.proof(token=bound_token)}):  # fmt: skip
+    for headers in (
+        {"Authorization": f"{scheme} {bound_token}"},
+        {"Authorization": f"{scheme} {bound_token}", "DPoP": victim.proof(token=bound_token)},
+    ):
         body = rejected(app.test_client().get("/api/me", headers=headers))
         assert "DPoP" in body["error_description"]
 
@@ -1396,8 +1535,7 @@ def test_cookie_request_without_csrf_header_on_post() -> None:
     browser.post("https://app.example/login")
     for headers in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": "guess"}):
         bad_request(browser.post("https://app.example/api/items", headers=headers))
-    r = browser.post("https://app.example/api/items", data={"x": "1"},
-                     content_type="application/x-www-form-urlencoded")  # fmt: skip
+    r = browser.post("https://app.example/api/items", data={"x": "1"}, content_type="application/x-www-form-urlencoded")
     bad_request(r)
     csrf = cookie(browser, "jws_csrf")
     assert browser.post("https://app.example/api/items", headers={"X-CSRF-Token": csrf}).status_code == 200
@@ -1446,8 +1584,9 @@ def test_refresh_token_in_url_is_refused_and_not_spent(token_endpoint: tuple[Fla
     app, shield = token_endpoint
     with app.app_context():
         pair = shield.issue_tokens("alice")
-    r = app.test_client().post("/token", query_string={"refresh_token": pair.refresh_token},
-                               data={"grant_type": "refresh_token"})  # fmt: skip
+    r = app.test_client().post(
+        "/token", query_string={"refresh_token": pair.refresh_token}, data={"grant_type": "refresh_token"}
+    )
     assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     assert app.test_client().post("/token", data=_grant(pair.refresh_token)).status_code == 200
 
@@ -1461,8 +1600,13 @@ def test_parameter_pollution_at_the_token_endpoint(token_endpoint: tuple[Flask, 
     app, shield = token_endpoint
     with app.app_context():
         victim, attacker = shield.issue_tokens("alice"), shield.issue_tokens("mallory")
-    body = urlencode([("grant_type", "refresh_token"), ("refresh_token", attacker.refresh_token),
-                      ("refresh_token", victim.refresh_token)])  # fmt: skip
+    body = urlencode(
+        [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", attacker.refresh_token),
+            ("refresh_token", victim.refresh_token),
+        ]
+    )
     r = app.test_client().post("/token", data=body, content_type="application/x-www-form-urlencoded")
     assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     doubled_json = f'{{"refresh_token": "{attacker.refresh_token}", "refresh_token": "{victim.refresh_token}"}}'
@@ -1478,8 +1622,9 @@ def test_stolen_refresh_token_used_by_another_client(token_endpoint: tuple[Flask
     with app.app_context():
         pair = shield.issue_tokens("alice", claims={"client_id": "good-client"})
     client = app.test_client()
-    stolen = client.post("/token", data=_grant(pair.refresh_token, client_id="other-client",
-                                                client_secret="other-secret"))  # fmt: skip
+    stolen = client.post(
+        "/token", data=_grant(pair.refresh_token, client_id="other-client", client_secret="other-secret")
+    )
     assert stolen.status_code == 400 and json_of(stolen)["error"] == "invalid_grant"
     public = client.post("/token", data=_grant(pair.refresh_token))  # posing as a public client
     assert public.status_code == 400 and json_of(public)["error"] == "invalid_grant"
@@ -1494,8 +1639,9 @@ def test_client_secret_guessing(token_endpoint: tuple[Flask, JWTShield], caplog:
     with app.app_context():
         pair = shield.issue_tokens("alice", claims={"client_id": "good-client"})
     for guess in ("guess-1", "guess-2", "good-secre"):
-        r = app.test_client().post("/token", data=_grant(pair.refresh_token, client_id="good-client",
-                                                          client_secret=guess))  # fmt: skip
+        r = app.test_client().post(
+            "/token", data=_grant(pair.refresh_token, client_id="good-client", client_secret=guess)
+        )
         assert r.status_code == 401 and json_of(r)["error"] == "invalid_client"
         assert r.headers["WWW-Authenticate"].startswith("Basic ")
     with app.app_context():
@@ -1504,8 +1650,9 @@ def test_client_secret_guessing(token_endpoint: tuple[Flask, JWTShield], caplog:
     for secret in ("guess-1", "guess-2", "good-secre", pair.refresh_token):
         assert secret not in events and secret not in caplog.text
     # The session was not touched by the guesses.
-    ok = app.test_client().post("/token", data=_grant(pair.refresh_token, client_id="good-client",
-                                                       client_secret="good-secret"))  # fmt: skip
+    ok = app.test_client().post(
+        "/token", data=_grant(pair.refresh_token, client_id="good-client", client_secret="good-secret")
+    )
     assert ok.status_code == 200
 
 
@@ -1523,10 +1670,12 @@ def test_refresh_token_replayed_at_the_token_endpoint(token_endpoint: tuple[Flas
     assert client.get("/api/me", headers=bearer(honest["access_token"])).status_code == 401
 
 
-@pytest.mark.parametrize("cnf", [{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}, {"jkt": 5}, {}, "jkt"],
-                         ids=["mtls-bound", "jkt-not-a-string", "empty", "not-an-object"])  # fmt: skip
-def test_token_bound_by_a_confirmation_this_server_cannot_check(make_app: AppFactory, now: float,
-                                                                cnf: t.Any) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "cnf",
+    [{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}, {"jkt": 5}, {}, "jkt"],
+    ids=["mtls-bound", "jkt-not-a-string", "empty", "not-an-object"],
+)
+def test_token_bound_by_a_confirmation_this_server_cannot_check(make_app: AppFactory, now: float, cnf: t.Any) -> None:
     # RFC 7800: an mTLS-bound token (RFC 8705) stolen and replayed as Bearer must not pass
     # just because the server understands only DPoP.
     app, _ = make_app({"JWT_SHIELD_DPOP": "optional"})
@@ -1555,8 +1704,9 @@ def dashboard(make_app: AppFactory) -> tuple[Flask, JWTShield]:
         session["admin"] = True
         return {"ok": True}
 
-    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: session.get("admin") is True),
-                           url_prefix="/shield")  # fmt: skip
+    app.register_blueprint(
+        shield.dashboard_blueprint(authorize=lambda: session.get("admin") is True), url_prefix="/shield"
+    )
     return app, shield
 
 
@@ -1617,8 +1767,10 @@ def test_dashboard_revoke_redirects_only_to_its_own_pages(dashboard: tuple[Flask
     page = client.get("/shield/subject?sub=alice").get_data(as_text=True)
     token = page.split('name="csrf_token" value="')[1].split('"')[0]
     evil = "https://evil.example/"
-    r = client.post(f"/shield/revoke/session?next={evil}",
-                    data={"sid": _sid(pair["access_token"]), "csrf_token": token, "next": evil})  # fmt: skip
+    r = client.post(
+        f"/shield/revoke/session?next={evil}",
+        data={"sid": _sid(pair["access_token"]), "csrf_token": token, "next": evil},
+    )
     assert r.status_code == 303 and r.headers["Location"].startswith("/shield/subject?sub=alice")
 
 
@@ -1669,10 +1821,16 @@ def test_cors_preflight_to_a_route_that_answers_options_itself(make_app: AppFact
 
 
 def _resource_server(make_app: AppFactory, jwks_url: str) -> Flask:
-    app, _ = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": jwks_url, "JWT_SHIELD_ISSUER": ISSUER,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_JWKS_TIMEOUT": 0.5, "JWT_SHIELD_FAIL_MODE": "open",
-    })  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": jwks_url,
+            "JWT_SHIELD_ISSUER": ISSUER,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+            "JWT_SHIELD_JWKS_TIMEOUT": 0.5,
+            "JWT_SHIELD_FAIL_MODE": "open",
+        }
+    )
     return app
 
 
@@ -1715,8 +1873,10 @@ def test_jwks_server_with_a_malformed_status_line_is_a_503_not_a_500(make_app: A
 # -- DPoP htu and the Host header --------------------------------------------------------------
 
 
-@pytest.mark.skipif(not hasattr(Flask, "create_url_adapter") or "TRUSTED_HOSTS" not in Flask.default_config,
-                    reason="TRUSTED_HOSTS is Flask 3.1+")  # fmt: skip
+@pytest.mark.skipif(
+    not hasattr(Flask, "create_url_adapter") or "TRUSTED_HOSTS" not in Flask.default_config,
+    reason="TRUSTED_HOSTS is Flask 3.1+",
+)
 def test_dpop_proof_for_another_host_with_a_forged_host_header(make_app: AppFactory, now: float) -> None:
     # htu is compared with the URL the request claims, Host header included: a proof made for
     # another origin is accepted by an app that answers any Host. The docs (sender-constrained,
@@ -1754,8 +1914,13 @@ def test_refreshing_brings_no_fresh_rate_budget(make_app: AppFactory, clock: Clo
 def test_a_spent_refresh_token_in_the_grace_mints_nothing_new(make_app: AppFactory, clock: Clock) -> None:
     """Presented 40 times inside the reuse grace, a spent refresh token minted 40 access
     tokens with 40 budgets. Every grace answer is now the generation the rotation made."""
-    app, _ = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 10, "JWT_SHIELD_RATE_LIMIT": "30/second",
-                       "JWT_SHIELD_REFRESH_RATE_LIMIT": None})  # the token endpoint's own limit: below
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_REFRESH_REUSE_GRACE": 10,
+            "JWT_SHIELD_RATE_LIMIT": "30/second",
+            "JWT_SHIELD_REFRESH_RATE_LIMIT": None,
+        }
+    )  # the token endpoint's own limit: below
     client = app.test_client()
     spent = json_of(client.post("/login"))["refresh_token"]
     first = json_of(client.post("/refresh", json={"refresh_token": spent}))
@@ -1770,8 +1935,13 @@ def test_a_spent_refresh_token_in_the_grace_mints_nothing_new(make_app: AppFacto
 def test_the_token_endpoint_has_limits_of_its_own(make_app: AppFactory, clock: Clock) -> None:
     """Per session (a thief minting or hammering one session) and per client address
     (guessing with junk, checked before any signature work): 429 with Retry-After."""
-    app, _ = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 10, "JWT_SHIELD_REFRESH_RATE_LIMIT": "5/minute",
-                       "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "20/minute"})  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_REFRESH_REUSE_GRACE": 10,
+            "JWT_SHIELD_REFRESH_RATE_LIMIT": "5/minute",
+            "JWT_SHIELD_REFRESH_ADDRESS_RATE_LIMIT": "20/minute",
+        }
+    )
     client = app.test_client()
     spent = json_of(client.post("/login"))["refresh_token"]
     statuses = [client.post("/refresh", json={"refresh_token": spent}).status_code for _ in range(8)]

@@ -36,11 +36,16 @@ BERLIN, MUNICH, TOKYO = "192.0.2.10", "192.0.2.140", "203.0.113.7"
 HTTP_TIMEOUT = 10
 
 
-def call(url: str, *, method: str = "GET", body: dict[str, t.Any] | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, t.Any]]:  # fmt: skip
+def call(
+    url: str, *, method: str = "GET", body: dict[str, t.Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, t.Any]]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})})  # fmt: skip
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={**({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as r:
             return r.status, json.loads(r.read() or b"{}")
@@ -60,15 +65,24 @@ def yesterday(instance: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setattr(time, "time", lambda: real - hours_ago * 3600)
 
     at(20)
-    alice = json_of(client.post("/auth/login", json={"username": "alice", "password": "wonderland"},
-                                headers={"X-Forwarded-For": BERLIN}))  # fmt: skip
+    alice = json_of(
+        client.post(
+            "/auth/login", json={"username": "alice", "password": "wonderland"}, headers={"X-Forwarded-For": BERLIN}
+        )
+    )
     for hours_ago in (18, 13, 9, 6, 3, 1.5):
         at(hours_ago)
-        bob = json_of(client.post("/auth/login", json={"username": "bob", "password": "builder"},
-                                  headers={"X-Forwarded-For": MUNICH}))  # fmt: skip
+        bob = json_of(
+            client.post(
+                "/auth/login", json={"username": "bob", "password": "builder"}, headers={"X-Forwarded-For": MUNICH}
+            )
+        )
         at(hours_ago - 0.2)
-        client.post("/auth/refresh", data={"grant_type": "refresh_token", "refresh_token": bob["refresh_token"]},
-                    headers={"X-Forwarded-For": MUNICH})  # fmt: skip
+        client.post(
+            "/auth/refresh",
+            data={"grant_type": "refresh_token", "refresh_token": bob["refresh_token"]},
+            headers={"X-Forwarded-For": MUNICH},
+        )
         client.get("/api/me", headers={"Authorization": "Bearer not-a-token", "X-Forwarded-For": MUNICH})
     monkeypatch.setattr(time, "time", lambda: real)
     return t.cast(str, jwt.decode(alice["access_token"], options={"verify_signature": False})["sid"])
@@ -82,9 +96,12 @@ def test_admin_finds_the_thiefs_session_and_kills_it(tmp_path: Path, monkeypatch
 
     with serve(instance) as server, chromium() as browser:
         # Tonight: the thief logs in as Alice from Tokyo, and uses the token.
-        status, thief = call(server.url + "/auth/login", method="POST",
-                             body={"username": "alice", "password": "wonderland"},
-                             headers={"X-Forwarded-For": TOKYO})  # fmt: skip
+        status, thief = call(
+            server.url + "/auth/login",
+            method="POST",
+            body={"username": "alice", "password": "wonderland"},
+            headers={"X-Forwarded-For": TOKYO},
+        )
         assert status == 200 and thief.get("notice") == "login from a new country for this account"
         thief_sid = jwt.decode(thief["access_token"], options={"verify_signature": False})["sid"]
         as_thief = {"Authorization": f"Bearer {thief['access_token']}", "X-Forwarded-For": TOKYO}
@@ -125,8 +142,12 @@ def test_admin_finds_the_thiefs_session_and_kills_it(tmp_path: Path, monkeypatch
         # The thief's access token is refused from now on; the refresh token too.
         status, body = call(server.url + "/api/me", headers=as_thief)
         assert status == 401 and "revoked" in body["error_description"]
-        status, body = call(server.url + "/auth/refresh", method="POST", body={"refresh_token": thief["refresh_token"]},
-                            headers={"X-Forwarded-For": TOKYO})  # fmt: skip
+        status, body = call(
+            server.url + "/auth/refresh",
+            method="POST",
+            body={"refresh_token": thief["refresh_token"]},
+            headers={"X-Forwarded-For": TOKYO},
+        )
         assert status == 400 and body["error"] == "invalid_grant"
 
         # The keys page in the same browser session.
@@ -151,9 +172,11 @@ def test_a_forged_revoke_form_from_another_site_is_refused(tmp_path: Path, monke
         browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
         wait_for_title(browser, "Events · Shield")
         evil = tmp_path / "evil.html"
-        evil.write_text(f'<form id="f" method="post" action="{server.url}/shield/revoke/subject">'
-                        f'<input name="sub" value="alice"><input name="csrf_token" value="guess"></form>'
-                        f'<button id="go" form="f">win a prize</button>')  # fmt: skip
+        evil.write_text(
+            f'<form id="f" method="post" action="{server.url}/shield/revoke/subject">'
+            f'<input name="sub" value="alice"><input name="csrf_token" value="guess"></form>'
+            f'<button id="go" form="f">win a prize</button>'
+        )
         browser.get(evil.as_uri())
         browser.find_element(By.ID, "go").click()
         assert wait_for_title(browser, "403", "400")  # the forged form is refused
@@ -169,8 +192,10 @@ def admin_login(browser: t.Any, url: str) -> None:
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
 
 
-def test_the_refusal_page_is_styled_and_login_returns_to_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                    ) -> None:  # fmt: skip
+def test_the_refusal_page_is_styled_and_login_returns_to_the_page(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Issue 19 item 7: a logged-out admin who opens the Keys page gets a styled 403 page;
     its login link brings them back to the Keys page, not to the start."""
     shots = Path(os.environ.get("JWT_SHIELD_SCREENSHOTS") or tmp_path / "screenshots")
@@ -180,7 +205,7 @@ def test_the_refusal_page_is_styled_and_login_returns_to_the_page(tmp_path: Path
 
     with serve(instance) as server, chromium() as browser:
         browser.get(server.url + "/shield/keys")
-        assert wait_for_title(browser, "403") .startswith("403")
+        assert wait_for_title(browser, "403").startswith("403")
         # The stylesheet loaded: the page has the dashboard's colours, not the browser's defaults.
         header = browser.find_element(By.CSS_SELECTOR, "header.top")
         assert header.value_of_css_property("background-color") == "rgba(29, 39, 51, 1)"
@@ -203,9 +228,12 @@ def test_log_out_everywhere_asks_for_a_confirmation(tmp_path: Path, monkeypatch:
     from selenium.webdriver.common.by import By
 
     with serve(instance) as server, chromium() as browser:
-        status, pair = call(server.url + "/auth/login", method="POST",
-                            body={"username": "alice", "password": "wonderland"},
-                            headers={"X-Forwarded-For": BERLIN})  # fmt: skip
+        status, pair = call(
+            server.url + "/auth/login",
+            method="POST",
+            body={"username": "alice", "password": "wonderland"},
+            headers={"X-Forwarded-For": BERLIN},
+        )
         assert status == 200
         as_alice = {"Authorization": f"Bearer {pair['access_token']}", "X-Forwarded-For": BERLIN}
         browser.get(server.url + "/admin/login?next=/shield/subject%3Fsub%3Dalice")
@@ -230,8 +258,11 @@ def test_log_out_everywhere_asks_for_a_confirmation(tmp_path: Path, monkeypatch:
         assert status == 401 and "revoked" in body["error_description"]
 
 
-PHONE_PAGES = [("events", "/shield/", "Events · Shield"), ("subject", "/shield/subject?sub=alice", "alice · Shield"),
-               ("keys", "/shield/keys", "Keys · Shield")]  # fmt: skip
+PHONE_PAGES = [
+    ("events", "/shield/", "Events · Shield"),
+    ("subject", "/shield/subject?sub=alice", "alice · Shield"),
+    ("keys", "/shield/keys", "Keys · Shield"),
+]
 
 
 def test_pages_fit_a_phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,8 +274,12 @@ def test_pages_fit_a_phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     from selenium.webdriver.common.by import By
 
     with serve(instance) as server, chromium() as browser:
-        call(server.url + "/auth/login", method="POST", body={"username": "alice", "password": "wonderland"},
-             headers={"X-Forwarded-For": TOKYO})  # fmt: skip
+        call(
+            server.url + "/auth/login",
+            method="POST",
+            body={"username": "alice", "password": "wonderland"},
+            headers={"X-Forwarded-For": TOKYO},
+        )
         browser.get(server.url + "/admin/login")
         admin_login(browser, server.url)
         wait_for_title(browser, "Events · Shield")

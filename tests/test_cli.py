@@ -58,8 +58,12 @@ def test_revoke_options(shared: tuple[Flask, JWTShield]) -> None:
 
 def test_revoke_an_unknown_key_fails_with_the_reason(make_app: AppFactory, tmp_path: Path) -> None:
     """Issue 19 item 5: ``revoke --kid nokid`` printed "revoked" and exited 0."""
-    app, shield = make_app({"JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}, {"kid": "k0", "key": "y" * 40}],
-                            "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}"})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}, {"kid": "k0", "key": "y" * 40}],
+            "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}",
+        }
+    )
     result = run(app, "revoke", "--kid", "nokid")
     assert result.exit_code == 1
     assert "Nothing revoked: there is no key 'nokid' in the key ring. Known keys: k1, k0." in result.output
@@ -68,8 +72,16 @@ def test_revoke_an_unknown_key_fails_with_the_reason(make_app: AppFactory, tmp_p
     assert run(app, "revoke", "--kid", "k0").output.strip() == "revoked"  # a verify-only key of the ring
 
 
-@pytest.mark.parametrize("args", [["revoke", "--subject", "alice"], ["revoke", "--jti", "j1"],
-                                  ["revoke", "--session", "s1"], ["revoke", "--kid", "k0"], ["purge"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["revoke", "--subject", "alice"],
+        ["revoke", "--jti", "j1"],
+        ["revoke", "--session", "s1"],
+        ["revoke", "--kid", "k0"],
+        ["purge"],
+    ],
+)
 def test_write_commands_refuse_a_memory_store(make_app: AppFactory, args: list[str]) -> None:
     """Issue 19 item 5: with ``memory://`` the CLI said "revoked" though the running server,
     a process of its own, never saw it."""
@@ -84,8 +96,12 @@ def test_write_commands_refuse_a_memory_store(make_app: AppFactory, args: list[s
 
 
 def test_revoke_signing_key_refused(make_app: AppFactory, tmp_path: Path) -> None:
-    app, _ = make_app({"JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}],
-                       "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}"})  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_KEYS": [{"kid": "k1", "key": "x" * 40}],
+            "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}",
+        }
+    )
     result = run(app, "revoke", "--kid", "k1")
     assert result.exit_code != 0 and "still signs" in result.output
 
@@ -233,15 +249,23 @@ def test_geo_prints_the_place_and_the_database(make_app: AppFactory, city_db: st
     assert result.exit_code == 0
     lines = dict(line.split(None, 1) for line in result.output.splitlines())
     assert lines == {
-        "ip": BERLIN, "country": "DE", "city": "Berlin", "coordinates": "52.52, 13.405", "accuracy": "20 km",
+        "ip": BERLIN,
+        "country": "DE",
+        "city": "Berlin",
+        "coordinates": "52.52, 13.405",
+        "accuracy": "20 km",
         "database": f"GeoLite2-City, built 2027-01-15T08:00:00+00:00 ({city_db})",
-    }  # fmt: skip
+    }
     data = json.loads(run(app, "geo", TOKYO, "--json").output)
     assert data == {
-        "ip": TOKYO, "country": "JP", "city": "Tokyo", "latitude": 35.6762, "longitude": 139.6503,
+        "ip": TOKYO,
+        "country": "JP",
+        "city": "Tokyo",
+        "latitude": 35.6762,
+        "longitude": 139.6503,
         "accuracy_km": 50.0,
         "database": {"path": city_db, "type": "GeoLite2-City", "built_at": "2027-01-15T08:00:00+00:00"},
-    }  # fmt: skip
+    }
     country_only = run(app, "geo", "198.51.100.7").output
     assert "country      BR" in country_only and "coordinates  -" in country_only
     assert "IPv4-mapped" not in run(app, "geo", f"::ffff:{BERLIN}").output  # looked up as the IPv4 address
@@ -250,9 +274,12 @@ def test_geo_prints_the_place_and_the_database(make_app: AppFactory, city_db: st
 
 @pytest.mark.parametrize(
     ("ip", "why"),
-    [("10.0.0.7", "not a globally routable address"), ("127.0.0.1", "not a globally routable address"),
-     ("8.8.8.8", "the database has no record for it")],
-)  # fmt: skip
+    [
+        ("10.0.0.7", "not a globally routable address"),
+        ("127.0.0.1", "not a globally routable address"),
+        ("8.8.8.8", "the database has no record for it"),
+    ],
+)
 def test_geo_unknown_places(ip: str, why: str, make_app: AppFactory, city_db: str) -> None:
     app, _ = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db})
     result = run(app, "geo", ip)
@@ -280,8 +307,11 @@ def test_geo_errors(make_app: AppFactory, city_db: str, tmp_path: Path) -> None:
 @pytest.fixture
 def clean(tmp_path: Path, city_db: str) -> dict[str, t.Any]:
     """A configuration check-config has nothing to say about."""
-    return {"JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}", "JWT_SHIELD_RATE_LIMIT": None,
-            "JWT_SHIELD_GEOIP_DATABASE": city_db}  # fmt: skip
+    return {
+        "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'shield.db'}",
+        "JWT_SHIELD_RATE_LIMIT": None,
+        "JWT_SHIELD_GEOIP_DATABASE": city_db,
+    }
 
 
 def production(make_app: AppFactory, config: dict[str, t.Any]) -> Flask:
@@ -295,8 +325,10 @@ def test_check_config_clean_prints_every_setting_masked(make_app: AppFactory, cl
 
     with receiver() as rec:
         alert_secret = "alert-secret-" + "a" * 30
-        app = production(make_app, {**clean, "JWT_SHIELD_ALERT_WEBHOOK": rec.url + "/T0/hidden-path",
-                                    "JWT_SHIELD_ALERT_SECRET": alert_secret})  # fmt: skip
+        app = production(
+            make_app,
+            {**clean, "JWT_SHIELD_ALERT_WEBHOOK": rec.url + "/T0/hidden-path", "JWT_SHIELD_ALERT_SECRET": alert_secret},
+        )
         result = run(app, "check-config", "--strict")
         assert result.exit_code == 0, result.output
         (ping,) = rec.received
@@ -329,8 +361,12 @@ def test_check_config_refuses_a_limit_allowing_no_request() -> None:
 
 
 def test_check_config_masks_passwords_in_uris(make_app: AppFactory) -> None:
-    app, _ = make_app({"JWT_SHIELD_STORE_URI": "redis://:hunter2@127.0.0.1:1/0",
-                       "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "redis://ops:hunter3@127.0.0.1:1/1"})  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_STORE_URI": "redis://:hunter2@127.0.0.1:1/0",
+            "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "redis://ops:hunter3@127.0.0.1:1/1",
+        }
+    )
     out = run(app, "check-config").output
     assert "hunter" not in out
     assert "'redis://:***@127.0.0.1:1/0'" in out and "'redis://ops:***@127.0.0.1:1/1'" in out
@@ -346,9 +382,15 @@ def test_check_config_masks_every_credential(make_app: AppFactory, idp: t.Any) -
     """Issue 24 finding 10: credentials in JWT_SHIELD_JWKS_URL (userinfo, ?token=) and a Redis
     ``?password=`` were printed verbatim."""
     jwks_url = idp.jwks_url.replace("http://", "http://reader:s3cret-pw@") + "?token=s3cret-token&kid=1"
-    app, _ = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": jwks_url,
-                       "JWT_SHIELD_ISSUER": idp.url + "/", "JWT_SHIELD_AUDIENCE": "https://api.example",
-                       **{k: v for k, (v, _) in SECRETS_IN_URLS.items()}})  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": jwks_url,
+            "JWT_SHIELD_ISSUER": idp.url + "/",
+            "JWT_SHIELD_AUDIENCE": "https://api.example",
+            **{k: v for k, (v, _) in SECRETS_IN_URLS.items()},
+        }
+    )
     out = run(app, "check-config", "--offline").output
     assert "s3cret" not in out, out
     host = idp.jwks_url.removeprefix("http://").split("/")[0]
@@ -359,16 +401,22 @@ def test_check_config_masks_every_credential(make_app: AppFactory, idp: t.Any) -
 
 WARNINGS: list[tuple[str, dict[str, t.Any], str]] = [
     ("memory-store", {"JWT_SHIELD_STORE_URI": "memory://"}, "JWT_SHIELD_STORE_URI is memory://"),
-    ("hs-audience", {"JWT_SHIELD_AUDIENCE": "https://billing.example", "JWT_SHIELD_ISSUER": "https://auth.example"},
-     "HS keys sign tokens addressed to 'https://billing.example'"),
+    (
+        "hs-audience",
+        {"JWT_SHIELD_AUDIENCE": "https://billing.example", "JWT_SHIELD_ISSUER": "https://auth.example"},
+        "HS keys sign tokens addressed to 'https://billing.example'",
+    ),
     ("hs-audience-no-issuer", {"JWT_SHIELD_AUDIENCE": "https://billing.example"}, "not to their issuer (None)"),
     ("monitor", {"JWT_SHIELD_MONITOR_ONLY": True}, "JWT_SHIELD_MONITOR_ONLY is on"),
     ("no-geoip", {"JWT_SHIELD_GEOIP_DATABASE": None}, "no GeoIP database (JWT_SHIELD_GEOIP_DATABASE)"),
     ("memory-limits", {"JWT_SHIELD_RATE_LIMIT": "100/minute"}, "JWT_SHIELD_RATE_LIMIT ('100/minute') counts in each"),
-    ("memory-limits-explicit", {"JWT_SHIELD_RATE_LIMIT": "100/minute", "JWT_SHIELD_RATE_LIMIT_STORAGE_URI":
-                                "memory://"}, "(memory:// limiter storage)"),
+    (
+        "memory-limits-explicit",
+        {"JWT_SHIELD_RATE_LIMIT": "100/minute", "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": "memory://"},
+        "(memory:// limiter storage)",
+    ),
     ("webhook-refused", {"JWT_SHIELD_ALERT_WEBHOOK": "<closed>"}, "does not answer a ping (ConnectionRefusedError"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("extra", "expected"), [w[1:] for w in WARNINGS], ids=[w[0] for w in WARNINGS])
@@ -416,8 +464,9 @@ def test_check_config_memory_store_is_fine_under_testing(make_app: AppFactory, c
     assert run(app, "check-config", "--strict").exit_code == 0
 
 
-def test_check_config_old_and_missing_geoip_database(make_app: AppFactory, clean: dict[str, t.Any],
-                                                     city_db: str, clock: Clock) -> None:  # fmt: skip
+def test_check_config_old_and_missing_geoip_database(
+    make_app: AppFactory, clean: dict[str, t.Any], city_db: str, clock: Clock
+) -> None:
     app = production(make_app, clean)
     clock.advance(29 * 86400)
     assert "warning" not in run(app, "check-config").output
@@ -498,8 +547,13 @@ def test_forget_places(shared: tuple[Flask, JWTShield]) -> None:
 def test_check_config_lists_flask_jwt_extended_keys_and_exemption_typos(make_app: AppFactory, tmp_path: Path) -> None:
     """Newcomer's list, item 12: a migrating user's JWT_ACCESS_TOKEN_EXPIRES, and a typo in
     JWT_SHIELD_EXEMPT_ENDPOINTS, are reported by check-config with the shield's key."""
-    app, _ = make_app({"JWT_ACCESS_TOKEN_EXPIRES": 600, "JWT_SHIELD_EXEMPT_ENDPOINTS": ["pubilc"],
-                       "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'c.db'}"})  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_ACCESS_TOKEN_EXPIRES": 600,
+            "JWT_SHIELD_EXEMPT_ENDPOINTS": ["pubilc"],
+            "JWT_SHIELD_STORE_URI": f"sqlite:///{tmp_path / 'c.db'}",
+        }
+    )
     result = run(app, "check-config", "--offline")
     assert "JWT_ACCESS_TOKEN_EXPIRES is a Flask-JWT-Extended setting; the shield reads" in result.output
     assert "'pubilc', which names no endpoint" in result.output

@@ -31,10 +31,14 @@ DOCS = pathlib.Path(__file__).parent.parent / "docs" / "configuration.rst"
 
 def pem(key: PrivateKeyTypes, private: bool = True) -> str:
     if private:
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption()).decode()  # fmt: skip
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def init(config: dict[str, t.Any]) -> Flask:
@@ -128,8 +132,9 @@ def test_wrong_curve_refused() -> None:
 def test_public_key_not_matching_private_key_refused() -> None:
     a, b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(ConfigurationError, match="does not belong"):
-        init({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(a),
-              "JWT_SHIELD_PUBLIC_KEY": pem(b, False)})  # fmt: skip
+        init(
+            {"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem(a), "JWT_SHIELD_PUBLIC_KEY": pem(b, False)}
+        )
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS384", "ES256", "ES384", "EdDSA", "HS384"])
@@ -215,19 +220,27 @@ DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[Shiel
     "JWT_SHIELD_REFRESH_REUSE_GRACE": (timedelta(seconds=2.5), 2.5, {}, lambda c: c.sessions.refresh_reuse_grace),
     "JWT_SHIELD_LEEWAY": (timedelta(seconds=30), 30, {}, lambda c: c.keys.leeway),
     "JWT_SHIELD_DPOP_MAX_AGE": (timedelta(minutes=2), 120, {}, lambda c: c.dpop.dpop_max_age),
-    "JWT_SHIELD_DPOP_NONCE_TTL": (timedelta(minutes=5), 300, {"JWT_SHIELD_DPOP": "optional"},
-                                  lambda c: c.dpop.dpop_nonce_ttl),
+    "JWT_SHIELD_DPOP_NONCE_TTL": (
+        timedelta(minutes=5),
+        300,
+        {"JWT_SHIELD_DPOP": "optional"},
+        lambda c: c.dpop.dpop_nonce_ttl,
+    ),
     "JWT_SHIELD_JWKS_CACHE_TTL": (timedelta(hours=1), 3600, _RS, lambda c: c.remote.jwks_cache_ttl),
     "JWT_SHIELD_JWKS_MIN_REFETCH": (timedelta(minutes=1), 60, _RS, lambda c: c.remote.jwks_min_refetch),
     "JWT_SHIELD_JWKS_TIMEOUT": (timedelta(milliseconds=1500), 1.5, _RS, lambda c: c.remote.jwks_timeout),
-    "JWT_SHIELD_REDIS_CONNECT_TIMEOUT": (timedelta(milliseconds=250), 0.25, {},
-                                         lambda c: c.store.redis_connect_timeout),
+    "JWT_SHIELD_REDIS_CONNECT_TIMEOUT": (
+        timedelta(milliseconds=250),
+        0.25,
+        {},
+        lambda c: c.store.redis_connect_timeout,
+    ),
     "JWT_SHIELD_REDIS_TIMEOUT": (timedelta(seconds=2), 2, {}, lambda c: c.store.redis_timeout),
     "JWT_SHIELD_REVOCATION_MAX_DELAY": (timedelta(milliseconds=100), 0.1, {}, lambda c: c.store.revocation_max_delay),
     "JWT_SHIELD_ALERT_TIMEOUT": (timedelta(seconds=10), 10, _HOOK, lambda c: c.alerts and c.alerts.timeout),
     "JWT_SHIELD_ALERT_RETRY_DELAY": (timedelta(seconds=3), 3, _HOOK, lambda c: c.alerts and c.alerts.retry_delay),
     "JWT_SHIELD_STEP_UP_MAX_AGE": (timedelta(minutes=5), 300, {}, lambda c: c.step_up.max_age),
-}  # fmt: skip
+}
 
 
 def _settings(key: str, value: t.Any) -> dict[str, t.Any]:
@@ -286,9 +299,11 @@ def test_timedelta_ttl_issues_tokens_that_expire_then(make_app: AppFactory, cloc
 
 @pytest.mark.parametrize(
     ("expires_in", "message"),
-    [(timedelta(seconds=1.5), "expires_in is .* not a whole number of seconds"),
-     (timedelta(seconds=-5), "expires_in is .* negative duration")],
-)  # fmt: skip
+    [
+        (timedelta(seconds=1.5), "expires_in is .* not a whole number of seconds"),
+        (timedelta(seconds=-5), "expires_in is .* negative duration"),
+    ],
+)
 def test_bad_timedelta_expires_in_refused(make_app: AppFactory, expires_in: timedelta, message: str) -> None:
     app, shield = make_app()
     with app.app_context(), pytest.raises(ValueError, match=message):
@@ -318,12 +333,16 @@ def test_flask_jwt_extended_keys_are_named_not_refused(caplog: pytest.LogCapture
         "JWT_SECRET_KEY is a Flask-JWT-Extended setting; the shield reads JWT_SHIELD_SECRET_KEY"
         " (it falls back to SECRET_KEY)."
     ) in lines
-    for fje_key, shield_key in [("JWT_ACCESS_TOKEN_EXPIRES", "JWT_SHIELD_ACCESS_TOKEN_TTL"),
-                                ("JWT_REFRESH_TOKEN_EXPIRES", "JWT_SHIELD_REFRESH_TOKEN_TTL"),
-                                ("JWT_TOKEN_LOCATION", "JWT_SHIELD_TOKEN_LOCATIONS"),
-                                ("JWT_ALGORITHM", "JWT_SHIELD_ALGORITHM")]:  # fmt: skip
-        assert any(line.startswith(f"{fje_key} is a Flask-JWT-Extended setting; the shield reads {shield_key} (")
-                   for line in lines), fje_key  # fmt: skip
+    for fje_key, shield_key in [
+        ("JWT_ACCESS_TOKEN_EXPIRES", "JWT_SHIELD_ACCESS_TOKEN_TTL"),
+        ("JWT_REFRESH_TOKEN_EXPIRES", "JWT_SHIELD_REFRESH_TOKEN_TTL"),
+        ("JWT_TOKEN_LOCATION", "JWT_SHIELD_TOKEN_LOCATIONS"),
+        ("JWT_ALGORITHM", "JWT_SHIELD_ALGORITHM"),
+    ]:
+        assert any(
+            line.startswith(f"{fje_key} is a Flask-JWT-Extended setting; the shield reads {shield_key} (")
+            for line in lines
+        ), fje_key
     assert any(line.startswith("JWT_COOKIE_SECURE ") and "always Secure" in line for line in lines)
     assert any(line.startswith("JWT_IDENTITY_CLAIM ") and "'sub'" in line for line in lines)
     assert not any("y" * 40 in line for line in lines)  # the secret itself is never logged
@@ -331,8 +350,16 @@ def test_flask_jwt_extended_keys_are_named_not_refused(caplog: pytest.LogCapture
 
 def test_flask_jwt_extended_key_quiet_once_the_shield_key_is_set(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"):
-        init({"JWT_SECRET_KEY": "y" * 40, "JWT_SHIELD_SECRET_KEY": "x" * 40, "JWT_ACCESS_TOKEN_EXPIRES": 600,
-              "JWT_SHIELD_ACCESS_TOKEN_TTL": 600, "JWT_COOKIE_SECURE": True, "JWT_IDENTITY_CLAIM": "sub"})  # fmt: skip
+        init(
+            {
+                "JWT_SECRET_KEY": "y" * 40,
+                "JWT_SHIELD_SECRET_KEY": "x" * 40,
+                "JWT_ACCESS_TOKEN_EXPIRES": 600,
+                "JWT_SHIELD_ACCESS_TOKEN_TTL": 600,
+                "JWT_COOKIE_SECURE": True,
+                "JWT_IDENTITY_CLAIM": "sub",
+            }
+        )
     assert not [r for r in caplog.records if "Flask-JWT-Extended" in r.getMessage()]
 
 

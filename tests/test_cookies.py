@@ -190,8 +190,12 @@ def test_refresh_reuse_is_still_caught_through_cookies(browser: FlaskClient) -> 
 def test_logout_expires_every_cookie(browser: FlaskClient) -> None:
     r = browser.post(f"{BASE}/logout")
     expired = r.headers.getlist("Set-Cookie")
-    assert {h.split("=", 1)[0] for h in expired} == {"__Host-jws_access", "__Host-jws_refresh",
-                                                     "__Host-jws_fgp", "jws_csrf"}  # fmt: skip
+    assert {h.split("=", 1)[0] for h in expired} == {
+        "__Host-jws_access",
+        "__Host-jws_refresh",
+        "__Host-jws_fgp",
+        "jws_csrf",
+    }
     assert all("Max-Age=0" in h for h in expired)
     assert browser.get(f"{BASE}/api/me").status_code == 401
 
@@ -221,8 +225,9 @@ def test_cookies_are_ignored_where_they_are_no_location(clock: Clock) -> None:
 def test_cookies_only_ignores_the_authorization_header(clock: Clock) -> None:
     app, _ = make_cookie_app({"JWT_SHIELD_TOKEN_LOCATIONS": ["cookies"]})
     api = json_of(app.test_client().post("/login-api"))
-    assert app.test_client().get("/api/me", headers={"Authorization": f"Bearer {api['access_token']}"}
-                                 ).status_code == 401  # fmt: skip
+    assert (
+        app.test_client().get("/api/me", headers={"Authorization": f"Bearer {api['access_token']}"}).status_code == 401
+    )
     browser = app.test_client()
     browser.post(f"{BASE}/login")
     assert browser.get(f"{BASE}/api/me").status_code == 200

@@ -182,8 +182,7 @@ def test_revoke_every_token_of_a_subject(dash: tuple[Flask, JWTShield], clock: C
     one, two, bob = login(client), login(client), login(client, "bob")
     page = client.get("/shield/subject?sub=alice")
     confirm = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(page)})
-    r = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(confirm),
-                                                    "confirm": CONFIRM})  # fmt: skip
+    r = client.post("/shield/revoke/subject", data={"sub": "alice", "csrf_token": csrf_of(confirm), "confirm": CONFIRM})
     assert r.status_code == 303
     for pair in (one, two):
         assert client.get("/api/me", headers=bearer(pair["access_token"])).status_code == 401
@@ -217,12 +216,15 @@ def test_the_signing_key_is_refused_with_a_reason(dash: tuple[Flask, JWTShield])
     assert r.status_code == 409 and "Put a new key first" in r.get_data(as_text=True)
 
 
-@pytest.mark.parametrize(("path", "field", "value"), [
-    ("/shield/revoke/session", "sid", "no-such-session"),
-    ("/shield/revoke/token", "jti", "no-such-token"),
-    ("/shield/revoke/subject", "sub", "nobody"),
-    ("/shield/revoke/key", "kid", "no-such-key"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/shield/revoke/session", "sid", "no-such-session"),
+        ("/shield/revoke/token", "jti", "no-such-token"),
+        ("/shield/revoke/subject", "sub", "nobody"),
+        ("/shield/revoke/key", "kid", "no-such-key"),
+    ],
+)
 def test_unknown_ids_are_404(dash: tuple[Flask, JWTShield], path: str, field: str, value: str) -> None:
     app, _ = dash
     client = app.test_client()
@@ -312,11 +314,21 @@ def test_filters_and_pagination(dash: tuple[Flask, JWTShield], clock: Clock) -> 
     assert client.get("/shield/?since=3h").get_data(as_text=True).count('<tr class="info">') == PER_PAGE
 
 
-@pytest.mark.parametrize("query", [
-    {"page": "0"}, {"page": "-1"}, {"page": "x"}, {"page": "99999999999999999999"}, {"page": "1.5"},
-    {"kind": "no-such-kind"}, {"since": "yesterday"}, {"since": "9999999999d"}, {"subject": "a" * 600},
-    {"subject": "\x00"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "0"},
+        {"page": "-1"},
+        {"page": "x"},
+        {"page": "99999999999999999999"},
+        {"page": "1.5"},
+        {"kind": "no-such-kind"},
+        {"since": "yesterday"},
+        {"since": "9999999999d"},
+        {"subject": "a" * 600},
+        {"subject": "\x00"},
+    ],
+)
 def test_odd_query_parameters_are_400(dash: tuple[Flask, JWTShield], query: dict[str, str]) -> None:
     app, _ = dash
     r = app.test_client().get("/shield/?" + urlencode(query))
@@ -353,9 +365,13 @@ def test_subject_page_shows_sessions_places_and_timeline(make_app: AppFactory, c
 def test_chart_counts_events_per_hour_by_kind() -> None:
     now = 1_800_000_000.0  # 08:00:00 UTC
     hour = 3600
-    events = [SecurityEvent(kind="session-started", at=now - 10), SecurityEvent(kind="session-started", at=now - 20),
-              SecurityEvent(kind="new-country", at=now - 30), SecurityEvent(kind="token-rejected", at=now - 5 * hour),
-              SecurityEvent(kind="token-rejected", at=now - 30 * hour)]  # fmt: skip
+    events = [
+        SecurityEvent(kind="session-started", at=now - 10),
+        SecurityEvent(kind="session-started", at=now - 20),
+        SecurityEvent(kind="new-country", at=now - 30),
+        SecurityEvent(kind="token-rejected", at=now - 5 * hour),
+        SecurityEvent(kind="token-rejected", at=now - 30 * hour),
+    ]
     chart = hourly(events, now=now)
     assert chart.total == 4  # the one 30 hours ago is outside
     assert [(k, n) for k, _, n in chart.legend] == [("session-started", 2), ("token-rejected", 1), ("new-country", 1)]
@@ -383,12 +399,18 @@ def test_the_page_loads_nothing_from_elsewhere(dash: tuple[Flask, JWTShield]) ->
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.sampled_from(["/shield/", "/shield/subject", "/shield/keys", *FORMS, "/shield/static/x",
-                              "/shield/revoke/"]),
-       method=st.sampled_from(["GET", "POST", "PUT", "HEAD"]),
-       fields=st.dictionaries(st.sampled_from(["sid", "jti", "sub", "kid", "csrf_token", "kind", "page", "since",
-                                               "subject"]), st.text(max_size=40), max_size=4),
-       good_csrf=st.booleans())  # fmt: skip
+@given(
+    path=st.sampled_from(
+        ["/shield/", "/shield/subject", "/shield/keys", *FORMS, "/shield/static/x", "/shield/revoke/"]
+    ),
+    method=st.sampled_from(["GET", "POST", "PUT", "HEAD"]),
+    fields=st.dictionaries(
+        st.sampled_from(["sid", "jti", "sub", "kid", "csrf_token", "kind", "page", "since", "subject"]),
+        st.text(max_size=40),
+        max_size=4,
+    ),
+    good_csrf=st.booleans(),
+)
 def test_no_dashboard_request_gets_a_5xx(
     dash: tuple[Flask, JWTShield], path: str, method: str, fields: dict[str, str], good_csrf: bool
 ) -> None:
@@ -411,8 +433,12 @@ def test_an_app_with_no_key_for_the_forms_is_refused_at_registration(make_app: A
 
     from flask_jwt_shield import ConfigurationError
 
-    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    public = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     app, shield = make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PUBLIC_KEY": public})
     with pytest.raises(ConfigurationError, match="set SECRET_KEY"):
         app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
@@ -421,10 +447,13 @@ def test_an_app_with_no_key_for_the_forms_is_refused_at_registration(make_app: A
     assert app.test_client().get("/shield/keys").status_code == 200
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis),
-                                     pytest.param("redis-cluster", marks=pytest.mark.redis)])  # fmt: skip
-def test_find_and_revoke_on_every_store(make_app: AppFactory, admin: Admin, backend: str,
-                                        request: pytest.FixtureRequest, tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "backend",
+    ["sqlite", pytest.param("redis", marks=pytest.mark.redis), pytest.param("redis-cluster", marks=pytest.mark.redis)],
+)
+def test_find_and_revoke_on_every_store(
+    make_app: AppFactory, admin: Admin, backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     from .test_store_contract import make_store
 
     store = make_store(backend, request, tmp_path)
@@ -457,8 +486,14 @@ def test_resource_server_mode_lists_and_revokes_the_providers_keys(make_app: App
         rs, other = SigningKey("idp-rs", "RS256", rsa_key("idp-1")), SigningKey("idp-old", "RS256", rsa_key("idp-2"))
         idp.publish(rs, other)
         issuer, audience = idp.url + "/", "https://api.example.com"
-        app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url,
-                                "JWT_SHIELD_ISSUER": issuer, "JWT_SHIELD_AUDIENCE": audience})  # fmt: skip
+        app, shield = make_app(
+            {
+                "JWT_SHIELD_SECRET_KEY": None,
+                "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+                "JWT_SHIELD_ISSUER": issuer,
+                "JWT_SHIELD_AUDIENCE": audience,
+            }
+        )
         app.secret_key = "dashboard-secret-" + "s" * 32  # no signing key here: SECRET_KEY keys the forms
         app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
         client = app.test_client()
@@ -521,38 +556,66 @@ def test_the_refusal_page_is_styled(dash: tuple[Flask, JWTShield], admin: Admin)
         assert ".top {" in css.get_data(as_text=True)
 
 
-@pytest.mark.parametrize(("login_url", "path", "method", "expected"), [
-    ("/admin/login", "/shield/keys", "GET", "/admin/login?next=%2Fshield%2Fkeys"),
-    ("/admin/login", "/shield/?kind=new-country&since=7d", "GET",
-     "/admin/login?next=%2Fshield%2F%3Fkind%3Dnew-country%26since%3D7d"),
-    ("https://sso.example/login?app=shop&next=/x", "/shield/subject?sub=alice", "GET",
-     "https://sso.example/login?app=shop&amp;next=%2Fshield%2Fsubject%3Fsub%3Dalice"),
-    ("/admin/login", "/shield/revoke/session", "POST", "/admin/login?next=%2Fshield%2F"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("login_url", "path", "method", "expected"),
+    [
+        ("/admin/login", "/shield/keys", "GET", "/admin/login?next=%2Fshield%2Fkeys"),
+        (
+            "/admin/login",
+            "/shield/?kind=new-country&since=7d",
+            "GET",
+            "/admin/login?next=%2Fshield%2F%3Fkind%3Dnew-country%26since%3D7d",
+        ),
+        (
+            "https://sso.example/login?app=shop&next=/x",
+            "/shield/subject?sub=alice",
+            "GET",
+            "https://sso.example/login?app=shop&amp;next=%2Fshield%2Fsubject%3Fsub%3Dalice",
+        ),
+        ("/admin/login", "/shield/revoke/session", "POST", "/admin/login?next=%2Fshield%2F"),
+    ],
+)
 def test_the_login_link_returns_to_the_page_asked_for(
     make_app: AppFactory, login_url: str, path: str, method: str, expected: str
 ) -> None:
     """Issue 19 item 7: logging in did not return to the page asked for. The 403 page passes
     it to ``login_url`` as ``next`` (a POST's page is the dashboard's start)."""
     app, shield = make_app()
-    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url=login_url),
-                           url_prefix="/shield")  # fmt: skip
+    app.register_blueprint(
+        shield.dashboard_blueprint(authorize=lambda: False, login_url=login_url), url_prefix="/shield"
+    )
     r = app.test_client().open(path, method=method, data={"sid": "x", "csrf_token": "x"})
     assert r.status_code == 403
     assert f'<a class="button" href="{expected}">Log in as an administrator</a>' in r.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("value", ["/shield/", "/shield/keys", "/shield/?kind=new-country&since=7d",
-                                   "/shield/subject?sub=auth0%7Calice", "/a/b#c"])  # fmt: skip
+@pytest.mark.parametrize(
+    "value",
+    ["/shield/", "/shield/keys", "/shield/?kind=new-country&since=7d", "/shield/subject?sub=auth0%7Calice", "/a/b#c"],
+)
 def test_local_paths_are_followed(value: str) -> None:
     assert is_local_path(value)
 
 
-@pytest.mark.parametrize("value", [
-    None, "", "https://evil.example/", "//evil.example/", "/\\evil.example/", "\\\\evil.example", "/\\/evil.example",
-    "javascript:alert(1)", "evil.example/shield", " /shield/", "/shield/\r\nSet-Cookie: x=1", "/\t/evil.example",
-    "http:/evil.example", "/" + "a" * 3000,
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example",
+        "/\\/evil.example",
+        "javascript:alert(1)",
+        "evil.example/shield",
+        " /shield/",
+        "/shield/\r\nSet-Cookie: x=1",
+        "/\t/evil.example",
+        "http:/evil.example",
+        "/" + "a" * 3000,
+    ],
+)
 def test_next_is_never_an_open_redirect(value: str | None) -> None:
     assert not is_local_path(value)
 
@@ -570,8 +633,10 @@ def test_the_example_apps_login_follows_only_a_local_next(tmp_path: Path) -> Non
         form = client.get("/admin/login", query_string={"next": next_value}).get_data(as_text=True)
         token = re.search(r'name="csrf_token" value="([^"]+)"', form)
         assert token
-        r = client.post("/admin/login", data={"username": "alice", "password": "wonderland",
-                                              "csrf_token": token.group(1), "next": next_value})  # fmt: skip
+        r = client.post(
+            "/admin/login",
+            data={"username": "alice", "password": "wonderland", "csrf_token": token.group(1), "next": next_value},
+        )
         assert r.status_code == 303
         return r.headers["Location"]
 
@@ -590,16 +655,21 @@ def test_keys_page_shows_a_revoked_key_on_a_shared_store(
 
     store = make_store(backend, request, tmp_path)
     try:
-        app, shield = make_app({"JWT_SHIELD_KEYS": [NEW_KEY, OLD_KEY, {"kid": "older", "key": "q" * 40}]},
-                               store=store)  # fmt: skip
+        app, shield = make_app({"JWT_SHIELD_KEYS": [NEW_KEY, OLD_KEY, {"kid": "older", "key": "q" * 40}]}, store=store)
         app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
         client = app.test_client()
         with app.app_context():
             shield.revoke_key("older")
         for _ in range(2):  # the second look is the one a local view would answer
             html = client.get("/shield/keys").get_data(as_text=True)
-            rows = dict(re.findall(r'<td class="mono">([^<]+)</td>.*?<td>(?:<span class="kind action">)?'
-                                   r'(revoked|in use)', html, re.S))  # fmt: skip
+            rows = dict(
+                re.findall(
+                    r'<td class="mono">([^<]+)</td>.*?<td>(?:<span class="kind action">)?'
+                    r"(revoked|in use)",
+                    html,
+                    re.S,
+                )
+            )
             assert rows == {"new": "in use", "old": "in use", "older": "revoked"}, rows
         assert store.is_revoked("kid", "older", now=1e12) is False  # forgotten after its horizon
         import time
@@ -612,23 +682,41 @@ def test_keys_page_shows_a_revoked_key_on_a_shared_store(
 def test_keys_page_masks_the_jwks_urls_credentials(make_app: AppFactory, idp: t.Any) -> None:
     """Issue 24 finding 10 on the dashboard: the JWK Set URL is shown with its credentials masked."""
     jwks_url = idp.jwks_url.replace("http://", "http://reader:s3cret-pw@") + "?token=s3cret-token"
-    app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": jwks_url, "JWT_SHIELD_ISSUER":
-                            idp.url + "/", "JWT_SHIELD_AUDIENCE": "https://api.example"})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": jwks_url,
+            "JWT_SHIELD_ISSUER": idp.url + "/",
+            "JWT_SHIELD_AUDIENCE": "https://api.example",
+        }
+    )
     app.secret_key = "dashboard-secret-" + "s" * 32
     app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: True), url_prefix="/shield")
     html = app.test_client().get("/shield/keys").get_data(as_text=True)
     assert "s3cret" not in html
-    assert "JWK Set: <span class=\"mono\">http://reader:***@127.0.0.1:" in html and "?token=***</span>" in html
+    assert 'JWK Set: <span class="mono">http://reader:***@127.0.0.1:' in html and "?token=***</span>" in html
 
 
-@pytest.mark.parametrize(("event", "text"), [
-    (SecurityEvent(kind="impossible-travel", at=0, detail={"from": {"city": "Berlin", "country": "DE"},
-                                                     "to": {"city": "Tokyo", "country": "JP"},
-                                                     "speed_kmh": 8912.4, "limit_kmh": 805.0}),
-     "Berlin, DE → Tokyo, JP, 8,912 km/h (limit 805 km/h)"),
-    (SecurityEvent(kind="session-started", at=0, detail={"bound": "dpop"}), "bound to a DPoP key"),
-    (SecurityEvent(kind="session-started", at=0, detail={"bound": "fingerprint"}), "bound to a browser cookie"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("event", "text"),
+    [
+        (
+            SecurityEvent(
+                kind="impossible-travel",
+                at=0,
+                detail={
+                    "from": {"city": "Berlin", "country": "DE"},
+                    "to": {"city": "Tokyo", "country": "JP"},
+                    "speed_kmh": 8912.4,
+                    "limit_kmh": 805.0,
+                },
+            ),
+            "Berlin, DE → Tokyo, JP, 8,912 km/h (limit 805 km/h)",
+        ),
+        (SecurityEvent(kind="session-started", at=0, detail={"bound": "dpop"}), "bound to a DPoP key"),
+        (SecurityEvent(kind="session-started", at=0, detail={"bound": "fingerprint"}), "bound to a browser cookie"),
+    ],
+)
 def test_event_summaries_name_units_and_keys(event: SecurityEvent, text: str) -> None:
     """Issue 19 item 14: "(limit 805.0)" had no unit; "bound to a dpop" said nothing to a reader."""
     from flask_jwt_shield.dashboard import _summary
@@ -639,8 +727,9 @@ def test_event_summaries_name_units_and_keys(event: SecurityEvent, text: str) ->
 def test_next_keeps_the_apps_mount_point(make_app: AppFactory) -> None:
     """An app mounted under a path (SCRIPT_NAME) gets ``next`` with that path in front."""
     app, shield = make_app()
-    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url="/app/admin/login"),
-                           url_prefix="/shield")  # fmt: skip
+    app.register_blueprint(
+        shield.dashboard_blueprint(authorize=lambda: False, login_url="/app/admin/login"), url_prefix="/shield"
+    )
     r = app.test_client().get("/shield/keys", base_url="http://localhost/app")
     assert r.status_code == 403
     assert 'href="/app/admin/login?next=%2Fapp%2Fshield%2Fkeys"' in r.get_data(as_text=True)
@@ -650,8 +739,9 @@ def test_next_never_echoes_a_token(make_app: AppFactory) -> None:
     """The query string is whatever the client sent: ``next`` keeps only the dashboard's own
     parameters, and none shaped like a token (found by tests/test_example_fuzz.py)."""
     app, shield = make_app()
-    app.register_blueprint(shield.dashboard_blueprint(authorize=lambda: False, login_url="/login-page"),
-                           url_prefix="/shield")  # fmt: skip
+    app.register_blueprint(
+        shield.dashboard_blueprint(authorize=lambda: False, login_url="/login-page"), url_prefix="/shield"
+    )
     with app.app_context():
         token = shield.issue_tokens("alice").refresh_token
     client = app.test_client()

@@ -87,8 +87,9 @@ class DBSCBrowser:
         r = self.client.post(f"{BASE}{path}", headers={"Secure-Session-Response": sf_string(proof)})
         assert r.status_code == 200, r.json
         instructions = json_of(r)
-        assert instructions["credentials"] == [{"type": "cookie", "name": "__Host-jws_dbsc",
-                                                "attributes": "Path=/; Secure; HttpOnly; SameSite=Lax"}]  # fmt: skip
+        assert instructions["credentials"] == [
+            {"type": "cookie", "name": "__Host-jws_dbsc", "attributes": "Path=/; Secure; HttpOnly; SameSite=Lax"}
+        ]
         assert instructions["scope"]["include_site"] is False
         self.session_id = instructions["session_identifier"]
         self.refresh_url = instructions["refresh_url"]
@@ -180,9 +181,10 @@ def test_registration_moves_the_session_and_ends_the_unbound_one(app: Flask) -> 
     assert before.get(f"{BASE}/api/me").status_code == 401  # its session was revoked
     assert before.post(f"{BASE}/refresh", headers=csrf(before)).status_code == 400
     # The challenge was one-time, and bound to that session.
-    again = client.post(f"{BASE}{params['path']}",
-                        headers={"Secure-Session-Response": sf_string(DeviceKey().proof(params["challenge"],
-                                                                                        with_jwk=True))})  # fmt: skip
+    again = client.post(
+        f"{BASE}{params['path']}",
+        headers={"Secure-Session-Response": sf_string(DeviceKey().proof(params["challenge"], with_jwk=True))},
+    )
     assert again.status_code == 400
 
 
@@ -225,8 +227,9 @@ def test_same_machine_without_the_key_is_refused(app: Flask, browser: DBSCBrowse
 
 def test_refresh_without_proof_gets_a_challenge(app: Flask, browser: DBSCBrowser) -> None:
     assert browser.session_id is not None
-    r = browser.client.post(f"{BASE}{browser.refresh_url}",
-                            headers={"Sec-Secure-Session-Id": sf_string(browser.session_id)})  # fmt: skip
+    r = browser.client.post(
+        f"{BASE}{browser.refresh_url}", headers={"Sec-Secure-Session-Id": sf_string(browser.session_id)}
+    )
     assert r.status_code == 403
     header = r.headers["Secure-Session-Challenge"]
     assert sf_params(header)["id"] == browser.session_id and header.startswith('"')
@@ -270,8 +273,11 @@ def test_forged_or_foreign_challenges_and_proofs_are_refused(app: Flask, browser
     assert browser.session_id is not None
     url = f"{BASE}{browser.refresh_url}"
     sid = {"Sec-Secure-Session-Id": sf_string(browser.session_id)}
-    for proof in ("garbage", "a.b.c", jwt.encode({"jti": "x"}, "k" * 32, algorithm="HS256",
-                                                 headers={"typ": "dbsc+jwt"})):  # fmt: skip
+    for proof in (
+        "garbage",
+        "a.b.c",
+        jwt.encode({"jti": "x"}, "k" * 32, algorithm="HS256", headers={"typ": "dbsc+jwt"}),
+    ):
         r = browser.client.post(url, headers={**sid, "Secure-Session-Response": sf_string(proof)})
         assert r.status_code == 400, proof
     # A registration challenge is not a refresh challenge, and a forged one is nothing.
@@ -335,8 +341,26 @@ def test_the_cookie_reader_answers_as_werkzeugs_parser() -> None:
     from flask_jwt_shield.transport import request_cookie
 
     name = "__Host-jws_access"
-    parts = [name, "=", ";", " ", "\t", '"', "\\", "a", "b=", "x" + name, name + "x", "; ", "=v", '"q"', '\\"',
-             "abc.def-_", ",", "\\101"]  # fmt: skip
+    parts = [
+        name,
+        "=",
+        ";",
+        " ",
+        "\t",
+        '"',
+        "\\",
+        "a",
+        "b=",
+        "x" + name,
+        name + "x",
+        "; ",
+        "=v",
+        '"q"',
+        '\\"',
+        "abc.def-_",
+        ",",
+        "\\101",
+    ]
     rng = random.Random(1)
     builder = EnvironBuilder()
     template = builder.get_environ()

@@ -63,8 +63,15 @@ def hand() -> HandKey:
     return HandKey()
 
 
-def verify(verifier: ProofVerifier, proof: str | None, *, method: str = "GET", url: str = URL,
-           token: str | None = TOKEN, now: float = NOW) -> t.Any:  # fmt: skip
+def verify(
+    verifier: ProofVerifier,
+    proof: str | None,
+    *,
+    method: str = "GET",
+    url: str = URL,
+    token: str | None = TOKEN,
+    now: float = NOW,
+) -> t.Any:
     return verifier.verify(proof, method=method, url=url, access_token=token, now=now)
 
 
@@ -106,9 +113,9 @@ def test_rfc7638_thumbprint_example() -> None:
     jwk = {
         "kty": "RSA",
         "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRX"
-             "jBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8"
-             "KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xB"
-             "niIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+        "jBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8"
+        "KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xB"
+        "niIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
         "e": "AQAB",
         "alg": "RS256",
         "kid": "2011-04-29",
@@ -150,8 +157,17 @@ def test_htu_normalisation_keeps_what_differs(a: str, b: str) -> None:
     assert normalize_htu(a) != normalize_htu(b)
 
 
-@pytest.mark.parametrize("url", ["/api/me", "ftp://api.example/x", "https://user@api.example/x",
-                                 "https://api.example:port/x", "https:///x", "https://api.example/%ff"])  # fmt: skip
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/me",
+        "ftp://api.example/x",
+        "https://user@api.example/x",
+        "https://api.example:port/x",
+        "https:///x",
+        "https://api.example/%ff",
+    ],
+)
 def test_htu_that_is_no_http_url_is_refused(verifier: ProofVerifier, hand: HandKey, url: str) -> None:
     refused(verifier, hand.proof(claims={"htu": url}), "dpop-wrong-url")
 
@@ -162,8 +178,10 @@ def test_htu_that_is_no_http_url_is_refused(verifier: ProofVerifier, hand: HandK
 def test_missing_proof(verifier: ProofVerifier) -> None:
     error = refused(verifier, None, "dpop-missing")
     assert error.error == "invalid_dpop_proof"
-    assert error.challenges()[0] == 'DPoP realm="api", error="invalid_dpop_proof", ' \
+    assert (
+        error.challenges()[0] == 'DPoP realm="api", error="invalid_dpop_proof", '
         'error_description="A DPoP proof is required (the DPoP header)."'
+    )
 
 
 def test_dpop_challenge_names_the_algorithms(verifier: ProofVerifier) -> None:
@@ -198,8 +216,10 @@ def test_replayed_proof_across_processes_sharing_a_sqlite_store(tmp_path: Path, 
     refused(second, proof, "dpop-replayed")
 
 
-@pytest.mark.parametrize(("method", "url"), [("POST", URL), ("get", URL), ("GET", "https://api.example/api/admin"),
-                                             ("GET", "https://other.example/api/me")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [("POST", URL), ("get", URL), ("GET", "https://api.example/api/admin"), ("GET", "https://other.example/api/me")],
+)
 def test_proof_for_another_url_or_method(verifier: ProofVerifier, hand: HandKey, method: str, url: str) -> None:
     reason = "dpop-wrong-method" if method != "GET" else "dpop-wrong-url"
     refused(verifier, hand.proof(), reason, method=method, url=url)
@@ -218,11 +238,21 @@ def test_proof_whose_rsa_jwk_holds_a_private_key(verifier: ProofVerifier) -> Non
     def i2b(value: int) -> str:
         return b64u(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
-    jwk = {"kty": "RSA", "n": i2b(n.public_numbers.n), "e": i2b(n.public_numbers.e), "d": i2b(n.d),
-           "p": i2b(n.p), "q": i2b(n.q), "dp": i2b(n.dmp1), "dq": i2b(n.dmq1), "qi": i2b(n.iqmp)}  # fmt: skip
+    jwk = {
+        "kty": "RSA",
+        "n": i2b(n.public_numbers.n),
+        "e": i2b(n.public_numbers.e),
+        "d": i2b(n.d),
+        "p": i2b(n.p),
+        "q": i2b(n.q),
+        "dp": i2b(n.dmp1),
+        "dq": i2b(n.dmq1),
+        "qi": i2b(n.iqmp),
+    }
     hand = HandKey()
-    proof = hand.proof(header={"alg": "RS256", "jwk": jwk},
-                       sign=lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256()))  # fmt: skip
+    proof = hand.proof(
+        header={"alg": "RS256", "jwk": jwk}, sign=lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    )
     refused(verifier, proof, "dpop-private-jwk")
 
 
@@ -247,8 +277,9 @@ def test_algorithm_outside_the_allow_list(store: MemoryStore) -> None:
     refused(verifier, HandKey().proof(), "dpop-bad-alg")
 
 
-@pytest.mark.parametrize(("offset", "reason"), [(-61, "dpop-stale"), (-3600, "dpop-stale"), (1, "dpop-future"),
-                                                (3600, "dpop-future")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("offset", "reason"), [(-61, "dpop-stale"), (-3600, "dpop-stale"), (1, "dpop-future"), (3600, "dpop-future")]
+)
 def test_stale_or_future_iat(verifier: ProofVerifier, hand: HandKey, offset: int, reason: str) -> None:
     refused(verifier, hand.proof(claims={"iat": NOW + offset}), reason)
 
@@ -283,8 +314,15 @@ def test_typ_spellings(verifier: ProofVerifier, hand: HandKey, typ: str) -> None
 
 @pytest.mark.parametrize(
     "jwk",
-    [None, "a-string", {}, {"kty": "oct"}, {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
-     {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}, {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}],
+    [
+        None,
+        "a-string",
+        {},
+        {"kty": "oct"},
+        {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
+        {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"},
+        {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"},
+    ],
     ids=["none", "string", "empty", "oct", "rsa-for-es256", "wrong-curve", "not-on-curve"],
 )
 def test_bad_jwk(verifier: ProofVerifier, hand: HandKey, jwk: t.Any) -> None:
@@ -300,8 +338,9 @@ def test_weak_rsa_key(verifier: ProofVerifier) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     pub = key.public_key().public_numbers()
     jwk = {"kty": "RSA", "n": b64u(pub.n.to_bytes(128, "big")), "e": b64u(pub.e.to_bytes(3, "big"))}
-    proof = HandKey().proof(header={"alg": "RS256", "jwk": jwk},
-                            sign=lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256()))  # fmt: skip
+    proof = HandKey().proof(
+        header={"alg": "RS256", "jwk": jwk}, sign=lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    )
     refused(verifier, proof, "dpop-weak-key")
 
 
@@ -321,8 +360,19 @@ def test_required_claim_missing(verifier: ProofVerifier, hand: HandKey, name: st
     refused(verifier, hand.proof(drop=(name,)), reason[name])
 
 
-@pytest.mark.parametrize(("name", "value"), [("jti", ""), ("jti", 5), ("jti", "x" * 257), ("iat", "1800000000"),
-                                             ("iat", True), ("iat", 1e300), ("htm", ["GET"]), ("htu", 5)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("jti", ""),
+        ("jti", 5),
+        ("jti", "x" * 257),
+        ("iat", "1800000000"),
+        ("iat", True),
+        ("iat", 1e300),
+        ("htm", ["GET"]),
+        ("htu", 5),
+    ],
+)
 def test_claim_of_wrong_type(verifier: ProofVerifier, hand: HandKey, name: str, value: t.Any) -> None:
     with pytest.raises(InvalidDPoPProof):
         verify(verifier, hand.proof(claims={name: value}))
@@ -501,12 +551,14 @@ def test_refresh_keeps_the_binding_and_needs_the_same_key(dpop_app: tuple[Flask,
     r = client.post("/refresh", json={"refresh_token": body["refresh_token"]})
     assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     other = DPoPKey.generate()
-    r = client.post("/refresh", json={"refresh_token": body["refresh_token"]},
-                    headers={"DPoP": other.proof("POST", REFRESH)})  # fmt: skip
+    r = client.post(
+        "/refresh", json={"refresh_token": body["refresh_token"]}, headers={"DPoP": other.proof("POST", REFRESH)}
+    )
     assert r.status_code == 400 and json_of(r)["error"] == "invalid_dpop_proof"
     # The owner's refresh still works: the refusals spent nothing.
-    r = client.post("/refresh", json={"refresh_token": body["refresh_token"]},
-                    headers={"DPoP": key.proof("POST", REFRESH)})  # fmt: skip
+    r = client.post(
+        "/refresh", json={"refresh_token": body["refresh_token"]}, headers={"DPoP": key.proof("POST", REFRESH)}
+    )
     assert r.status_code == 200, r.json
     assert json_of(r)["token_type"] == "DPoP"
     assert claims_of(json_of(r)["access_token"])["cnf"] == {"jkt": key.thumbprint}
@@ -535,7 +587,8 @@ def test_optional_mode_offers_both_challenges(dpop_app: tuple[Flask, JWTShield])
     app, _ = dpop_app
     r = app.test_client().get("/api/me")
     assert r.headers.getlist("WWW-Authenticate") == [
-        'Bearer realm="api"', 'DPoP realm="api", algs="ES256 ES384 EdDSA PS256 RS256"'
+        'Bearer realm="api"',
+        'DPoP realm="api", algs="ES256 ES384 EdDSA PS256 RS256"',
     ]
 
 
@@ -582,8 +635,13 @@ def test_nonces_in_the_pipeline(make_app: AppFactory, clock: Clock) -> None:
     assert key.update_nonce(t.cast(t.Mapping[str, str], r.headers))
     clock.advance(300)
     assert client.get("/api/me", headers=key.headers("GET", API, body["access_token"])).status_code == 200
-    r = client.get("/api/me", headers={"Authorization": f"DPoP {body['access_token']}",
-                                       "DPoP": key.proof("GET", API, body["access_token"], nonce=old)})  # fmt: skip
+    r = client.get(
+        "/api/me",
+        headers={
+            "Authorization": f"DPoP {body['access_token']}",
+            "DPoP": key.proof("GET", API, body["access_token"], nonce=old),
+        },
+    )
     assert r.status_code == 401 and json_of(r)["error"] == "use_dpop_nonce" and r.headers["DPoP-Nonce"]
 
 
@@ -622,8 +680,9 @@ def test_replay_cache_outage_follows_the_fail_mode(make_app: AppFactory, clock: 
         ({"JWT_SHIELD_COOKIE_SAMESITE": "None"}, "JWT_SHIELD_COOKIE_SAMESITE"),
     ],
 )
-def test_bad_dpop_and_cookie_config_refused_at_init_app(make_app: AppFactory, config: dict[str, t.Any],
-                                                        message: str) -> None:  # fmt: skip
+def test_bad_dpop_and_cookie_config_refused_at_init_app(
+    make_app: AppFactory, config: dict[str, t.Any], message: str
+) -> None:
     from flask_jwt_shield import ConfigurationError
 
     with pytest.raises(ConfigurationError, match=message):
@@ -635,11 +694,21 @@ def test_nonces_need_a_signing_key(make_app: AppFactory) -> None:
 
     from flask_jwt_shield import ConfigurationError
 
-    public = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
+    public = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     with pytest.raises(ConfigurationError, match="signing key"):
-        make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PUBLIC_KEY": public, "JWT_SHIELD_DPOP": "optional",
-                  "JWT_SHIELD_DPOP_NONCE_TTL": 300})  # fmt: skip
+        make_app(
+            {
+                "JWT_SHIELD_ALGORITHM": "ES256",
+                "JWT_SHIELD_PUBLIC_KEY": public,
+                "JWT_SHIELD_DPOP": "optional",
+                "JWT_SHIELD_DPOP_NONCE_TTL": 300,
+            }
+        )
 
 
 def test_app_claims_may_not_set_the_binding(dpop_app: tuple[Flask, JWTShield]) -> None:

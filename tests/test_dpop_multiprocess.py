@@ -39,8 +39,7 @@ def replay_race(ports: list[int], token: str, key: DPoPKey) -> list[tuple[int, d
     """One proof, sent 12 times at once, spread over ``ports``. Every server sees the same
     URL (htu): the proof names the first port, and the others are told it is their Host."""
     url = f"http://127.0.0.1:{ports[0]}/api/me"
-    headers = {"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", url, token),
-               "Host": f"127.0.0.1:{ports[0]}"}  # fmt: skip
+    headers = {"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", url, token), "Host": f"127.0.0.1:{ports[0]}"}
     with ThreadPoolExecutor(12) as pool:
         return list(pool.map(lambda i: dpop_call(ports[i % len(ports)], "GET", "/api/me", headers), range(12)))
 

@@ -23,8 +23,7 @@ def client(tmp_path: Path, clock: Clock) -> t.Any:
 
 
 def login(client: FlaskClient, ip: str = "192.0.2.10", password: str = "wonderland") -> t.Any:
-    return client.post("/auth/login", json={"username": "alice", "password": password},
-                       headers={"X-Forwarded-For": ip})  # fmt: skip
+    return client.post("/auth/login", json={"username": "alice", "password": password}, headers={"X-Forwarded-For": ip})
 
 
 def test_secret_and_store_live_in_the_instance_folder(client: FlaskClient, tmp_path: Path) -> None:
@@ -36,8 +35,9 @@ def test_secret_and_store_live_in_the_instance_folder(client: FlaskClient, tmp_p
 
 
 @pytest.mark.redis
-def test_two_example_servers_share_one_redis(tmp_path: Path, clock: Clock, redis_url: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_two_example_servers_share_one_redis(
+    tmp_path: Path, clock: Clock, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("JWT_SHIELD_STORE_URI", redis_url)
     monkeypatch.setenv("JWT_SHIELD_PRIVATE_KEY", _demo_signing_key(tmp_path / "shared"))
     one = create_app({"TESTING": True}, instance_path=str(tmp_path / "one")).test_client()
@@ -101,8 +101,9 @@ def test_a_token_used_from_another_country_asks_for_the_password_again(client: F
     pair = json_of(login(client))
     clock.advance(600)  # the login is older than the example's 5 s
     # alice flies to Tokyo: an admin clearing her places stands in for the hours of the flight
-    r = client.post("/api/admin/forget-places", json={"username": "alice"},
-                    headers={**bearer(pair["access_token"]), **berlin})  # fmt: skip
+    r = client.post(
+        "/api/admin/forget-places", json={"username": "alice"}, headers={**bearer(pair["access_token"]), **berlin}
+    )
     assert r.status_code == 200
     r = client.get("/api/me", headers={**bearer(pair["access_token"]), **tokyo})
     assert r.status_code == 401 and json_of(r)["error"] == "insufficient_user_authentication"
@@ -137,8 +138,11 @@ def test_users_live_in_sqlite_with_hashed_passwords(client: FlaskClient, tmp_pat
 def test_change_password_logs_out_everywhere_else(client: FlaskClient, clock: Clock) -> None:
     here = {"X-Forwarded-For": "192.0.2.10"}
     phone, laptop = login(client).json, login(client).json
-    r = client.post("/auth/change-password", json={"current_password": "wonderland", "new_password": "looking-glass"},
-                    headers={**bearer(laptop["access_token"]), **here})  # fmt: skip
+    r = client.post(
+        "/auth/change-password",
+        json={"current_password": "wonderland", "new_password": "looking-glass"},
+        headers={**bearer(laptop["access_token"]), **here},
+    )
     assert r.status_code == 200 and json_of(r)["password_changed"] is True
     for old in (phone, laptop):
         assert client.get("/api/me", headers={**bearer(old["access_token"]), **here}).status_code == 401
@@ -149,11 +153,14 @@ def test_change_password_logs_out_everywhere_else(client: FlaskClient, clock: Cl
     assert login(client, password="looking-glass").status_code == 200
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"current_password": "nope", "new_password": "looking-glass"}, 400),
-    ({"current_password": "wonderland", "new_password": "short"}, 400),
-    ({"current_password": "wonderland"}, 400),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"current_password": "nope", "new_password": "looking-glass"}, 400),
+        ({"current_password": "wonderland", "new_password": "short"}, 400),
+        ({"current_password": "wonderland"}, 400),
+    ],
+)
 def test_change_password_refusals(client: FlaskClient, body: dict[str, str], status: int) -> None:
     token = json_of(login(client))["access_token"]
     r = client.post("/auth/change-password", json=body, headers=bearer(token))
@@ -185,8 +192,7 @@ def _admin_login(client: FlaskClient, username: str, password: str) -> t.Any:
     page = client.get("/admin/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert token
-    return client.post("/admin/login", data={"csrf_token": token.group(1), "username": username,
-                                             "password": password})  # fmt: skip
+    return client.post("/admin/login", data={"csrf_token": token.group(1), "username": username, "password": password})
 
 
 def test_dashboard_is_behind_the_admin_login(client: FlaskClient) -> None:
@@ -254,12 +260,15 @@ def test_dpop_stolen_token_fails_even_from_the_same_country(served: str) -> None
     assert victim.access_token is not None
     me_url = served + "/api/me"
     captured = victim.key.proof("GET", me_url, victim.access_token)
-    owner = call("GET", me_url, headers={**same_place, "Authorization": f"DPoP {victim.access_token}",
-                                         "DPoP": captured})  # fmt: skip
+    owner = call(
+        "GET", me_url, headers={**same_place, "Authorization": f"DPoP {victim.access_token}", "DPoP": captured}
+    )
     assert owner.status == 200
     attempts = thief_attempts(served, victim.access_token, captured, headers=same_place)
     assert {name: answer.status for name, answer in attempts.items()} == {
-        "as Bearer": 401, "with the thief's own key": 401, "with a captured proof": 401,
+        "as Bearer": 401,
+        "with the thief's own key": 401,
+        "with a captured proof": 401,
     }
     assert attempts["with the thief's own key"].body["error"] == "invalid_dpop_proof"
     assert attempts["with a captured proof"].body["error"] == "invalid_dpop_proof"
@@ -301,8 +310,9 @@ def test_dpop_client_without_a_server_says_so_in_one_line() -> None:
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "example_app.dpop_client", url], cwd=root, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "example_app.dpop_client", url], cwd=root, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     [line] = done.stderr.strip().splitlines()
@@ -315,8 +325,15 @@ def test_dpop_client_without_a_server_says_so_in_one_line() -> None:
 def _issuer_of(app: t.Any) -> str:
     import jwt
 
-    pair = app.test_client().post("/auth/login", json={"username": "alice", "password": "wonderland"},
-                                  headers={"X-Forwarded-For": "192.0.2.10"}).json  # fmt: skip
+    pair = (
+        app.test_client()
+        .post(
+            "/auth/login",
+            json={"username": "alice", "password": "wonderland"},
+            headers={"X-Forwarded-For": "192.0.2.10"},
+        )
+        .json
+    )
     return str(jwt.decode(pair["access_token"], options={"verify_signature": False})["iss"])
 
 
@@ -350,8 +367,9 @@ def test_forget_places_is_for_admins(client: t.Any) -> None:
     berlin = {"X-Forwarded-For": "192.0.2.10"}
     alice = login(client).json["access_token"]
     bob = client.post("/auth/login", json={"username": "bob", "password": "builder"}, headers=berlin)
-    r = client.post("/api/admin/forget-places", json={"username": "alice"},
-                    headers={**bearer(bob.json["access_token"]), **berlin})  # fmt: skip
+    r = client.post(
+        "/api/admin/forget-places", json={"username": "alice"}, headers={**bearer(bob.json["access_token"]), **berlin}
+    )
     assert r.status_code == 403
     r = client.post("/api/admin/forget-places", json={"username": "nobody"}, headers={**bearer(alice), **berlin})
     assert r.status_code == 400
@@ -397,10 +415,13 @@ def test_the_tour_does_what_it_says_on_a_fresh_instance(client: t.Any) -> None:
     assert login(client).status_code == 200
 
 
-@pytest.mark.parametrize("body", [
-    '{"username": "\\ud800", "password": "wonderland"}',
-    '{"username": "alice", "password": "\\udfff"}',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"username": "\\ud800", "password": "wonderland"}',
+        '{"username": "alice", "password": "\\udfff"}',
+    ],
+)
 def test_a_lone_surrogate_gets_400_not_500(client: t.Any, body: str) -> None:
     """Newcomer's list, bug 4: JSON may escape a lone surrogate; it is no text to store."""
     r = client.post("/auth/login", data=body, content_type="application/json")
@@ -410,6 +431,10 @@ def test_a_lone_surrogate_gets_400_not_500(client: t.Any, body: str) -> None:
 
 def test_a_note_with_a_lone_surrogate_gets_400(client: t.Any) -> None:
     token = login(client).json["access_token"]
-    r = client.post("/api/notes", data='{"text": "hi \\ud800"}', content_type="application/json",
-                    headers={**bearer(token), "X-Forwarded-For": "192.0.2.10"})  # fmt: skip
+    r = client.post(
+        "/api/notes",
+        data='{"text": "hi \\ud800"}',
+        content_type="application/json",
+        headers={**bearer(token), "X-Forwarded-For": "192.0.2.10"},
+    )
     assert r.status_code == 400

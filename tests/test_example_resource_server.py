@@ -58,8 +58,9 @@ def test_the_providers_security_event_revokes_the_user(client: FlaskClient, key:
     access = token(key, idp.url)
     assert client.get("/api/me", headers=bearer(access)).status_code == 200
     event = {CAEP + "credential-change": {"subject": {"format": "iss_sub", "iss": idp.url, "sub": "user-1"}}}
-    set_token = key.sign({"iss": idp.url, "aud": AUDIENCE, "iat": int(time.time()), "jti": "set-1", "events": event},
-                         typ="secevent+jwt")  # fmt: skip
+    set_token = key.sign(
+        {"iss": idp.url, "aud": AUDIENCE, "iat": int(time.time()), "jti": "set-1", "events": event}, typ="secevent+jwt"
+    )
     response = client.post("/security-events", data=set_token, content_type="application/secevent+jwt")
     assert response.status_code == 202
     assert client.get("/api/me", headers=bearer(access)).status_code == 401

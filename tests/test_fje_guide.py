@@ -222,11 +222,15 @@ def test_logout_revokes_the_session(client: FlaskClient) -> None:
 
 def test_sensitive_action_asks_for_the_password_and_logs_out_everywhere(client: FlaskClient) -> None:
     pair, laptop = login(client), login(client)
-    r = client.post("/password", json={"current_password": "guess", "new_password": "x"},
-                    headers=bearer(pair["access_token"]))  # fmt: skip
+    r = client.post(
+        "/password", json={"current_password": "guess", "new_password": "x"}, headers=bearer(pair["access_token"])
+    )
     assert r.status_code == 403
-    r = client.post("/password", json={"current_password": "wonderland", "new_password": "looking-glass"},
-                    headers=bearer(pair["access_token"]))  # fmt: skip
+    r = client.post(
+        "/password",
+        json={"current_password": "wonderland", "new_password": "looking-glass"},
+        headers=bearer(pair["access_token"]),
+    )
     assert json_of(r) == {"changed": True}
     for token in (pair["access_token"], laptop["access_token"]):
         assert client.get("/me", headers=bearer(token)).status_code == 401

@@ -165,9 +165,7 @@ def test_missing_country(tmp_path: Path, open_db: Callable[..., GeoIPDatabase]) 
     assert db.lookup("192.0.2.200") is None
 
 
-def test_registered_country_is_never_the_country(
-    tmp_path: Path, open_db: Callable[..., GeoIPDatabase]
-) -> None:
+def test_registered_country_is_never_the_country(tmp_path: Path, open_db: Callable[..., GeoIPDatabase]) -> None:
     # registered_country is where the block is registered (e.g. a US cloud provider's
     # range used in Japan), not where the client is.
     db = open_db(
@@ -314,9 +312,7 @@ def test_non_routable_addresses_have_no_location(everywhere_db: GeoIPDatabase, i
         "::ffff:8.8.8.8",
     ],
 )
-def test_routable_and_documentation_addresses_resolve(
-    everywhere_db: GeoIPDatabase, ip: str
-) -> None:
+def test_routable_and_documentation_addresses_resolve(everywhere_db: GeoIPDatabase, ip: str) -> None:
     location = everywhere_db.lookup(ip)
     assert location is not None and location.country == "NL"
 
@@ -385,9 +381,7 @@ def test_cache_hits_skip_the_reader(city_db: GeoIPDatabase, reader_gets: list[ob
     assert len(reader_gets) == 2
 
 
-def test_cache_is_bounded_lru(
-    tmp_path: Path, open_db: Callable[..., GeoIPDatabase], reader_gets: list[object]
-) -> None:
+def test_cache_is_bounded_lru(tmp_path: Path, open_db: Callable[..., GeoIPDatabase], reader_gets: list[object]) -> None:
     db = open_db(write_city_db(tmp_path / "c.mmdb", PLACES), cache_size=2)
     db.lookup("192.0.2.1")
     db.lookup("203.0.113.1")
@@ -409,9 +403,7 @@ def test_cache_size_zero_disables_the_cache(
     assert len(reader_gets) == 2
 
 
-def test_filtered_addresses_never_reach_the_reader(
-    city_db: GeoIPDatabase, reader_gets: list[object]
-) -> None:
+def test_filtered_addresses_never_reach_the_reader(city_db: GeoIPDatabase, reader_gets: list[object]) -> None:
     for ip in ("10.0.0.1", "::1", "garbage", None):
         assert city_db.lookup(ip) is None
     assert reader_gets == []
@@ -455,9 +447,7 @@ def test_file_overwritten_in_place_is_reloaded(
     assert country_at(db, "203.0.113.5") == "FR"
 
 
-def test_database_type_follows_a_reload(
-    tmp_path: Path, clock: Clock, open_db: Callable[..., GeoIPDatabase]
-) -> None:
+def test_database_type_follows_a_reload(tmp_path: Path, clock: Clock, open_db: Callable[..., GeoIPDatabase]) -> None:
     path = write_country_db(tmp_path / "geo.mmdb", {"203.0.113.0/24": "JP"})
     db = open_db(path)
     assert not db.has_coordinates
@@ -665,9 +655,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"check_interval": -1}, {"check_interval": math.nan}, {"cache_size": -1}]
-)
+@pytest.mark.parametrize("kwargs", [{"check_interval": -1}, {"check_interval": math.nan}, {"cache_size": -1}])
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         GeoIPDatabase(str(write_city_db(tmp_path / "geo.mmdb", PLACES)), **kwargs)
@@ -700,9 +688,7 @@ def test_distance_edge_cases() -> None:
     st.floats(-90, 90),
     st.floats(-180, 180),
 )
-def test_distance_is_a_bounded_symmetric_metric(
-    lat_a: float, lon_a: float, lat_b: float, lon_b: float
-) -> None:
+def test_distance_is_a_bounded_symmetric_metric(lat_a: float, lon_a: float, lat_b: float, lon_b: float) -> None:
     a = Location(latitude=lat_a, longitude=lon_a)
     b = Location(latitude=lat_b, longitude=lon_b)
     ab, ba = distance_km(a, b), distance_km(b, a)
@@ -783,9 +769,7 @@ DEMO_PLACES = [
 
 
 @pytest.mark.parametrize(("ip", "country", "city"), DEMO_PLACES)
-def test_demo_database(
-    open_db: Callable[..., GeoIPDatabase], ip: str, country: str, city: str
-) -> None:
+def test_demo_database(open_db: Callable[..., GeoIPDatabase], ip: str, country: str, city: str) -> None:
     db = open_db(DEMO_DB)
     assert db.has_coordinates
     location = db.lookup(ip)

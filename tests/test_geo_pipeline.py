@@ -43,8 +43,14 @@ def city_db(tmp_path: Path) -> str:
 def geo_app(make_app: AppFactory, city_db: str) -> t.Callable[..., tuple[Flask, JWTShield]]:
     def factory(**config: t.Any) -> tuple[Flask, JWTShield]:
         # access tokens live two hours here, so that tests can travel by train
-        return make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db, "JWT_SHIELD_RATE_LIMIT": None,
-                         "JWT_SHIELD_ACCESS_TOKEN_TTL": 7200, **config})  # fmt: skip
+        return make_app(
+            {
+                "JWT_SHIELD_GEOIP_DATABASE": city_db,
+                "JWT_SHIELD_RATE_LIMIT": None,
+                "JWT_SHIELD_ACCESS_TOKEN_TTL": 7200,
+                **config,
+            }
+        )
 
     return factory
 
@@ -115,9 +121,14 @@ def test_country_history_is_bounded(geo_app: t.Any, clock: Clock) -> None:
 
 @pytest.mark.parametrize(
     ("action", "status", "later"),
-    [("flag", 200, 200), ("deny", 403, 403), ("revoke", 401, 401), ("revoke_family", 401, 401),
-     ("revoke_subject", 401, 401)],
-)  # fmt: skip
+    [
+        ("flag", 200, 200),
+        ("deny", 403, 403),
+        ("revoke", 401, 401),
+        ("revoke_family", 401, 401),
+        ("revoke_subject", 401, 401),
+    ],
+)
 def test_country_change_actions(geo_app: t.Any, clock: Clock, action: str, status: int, later: int) -> None:
     app, shield = geo_app(JWT_SHIELD_COUNTRY_CHANGE_ACTION=action, JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=10**9)
     token = login(app, BERLIN).json["access_token"]
@@ -133,8 +144,9 @@ def test_country_change_actions(geo_app: t.Any, clock: Clock, action: str, statu
 
 
 def test_monitor_only_downgrades_geo_actions(geo_app: t.Any, clock: Clock) -> None:
-    app, shield = geo_app(JWT_SHIELD_COUNTRY_CHANGE_ACTION="revoke", JWT_SHIELD_MONITOR_ONLY=True,
-                          JWT_SHIELD_DENIED_COUNTRIES=["JP"])  # fmt: skip
+    app, shield = geo_app(
+        JWT_SHIELD_COUNTRY_CHANGE_ACTION="revoke", JWT_SHIELD_MONITOR_ONLY=True, JWT_SHIELD_DENIED_COUNTRIES=["JP"]
+    )
     token = login(app, BERLIN).json["access_token"]
     clock.advance(3600)
     assert use(app, token, TOKYO).status_code == 200
@@ -177,16 +189,20 @@ def test_login_is_a_use_for_travel(geo_app: t.Any, clock: Clock) -> None:
     assert "impossible-travel" in kinds(app, shield)
 
 
-@pytest.mark.parametrize(("config", "ip", "status"), [
-    ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, TOKYO, 403),
-    ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, BERLIN, 200),
-    ({"JWT_SHIELD_DENIED_COUNTRIES": ["jp"]}, TOKYO, 403),
-    ({"JWT_SHIELD_DENIED_COUNTRIES": ["JP"]}, SAO_PAULO, 200),
-    ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, PRIVATE, 200),  # no known location: never denied
-    ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, "127.0.0.1", 200),
-])  # fmt: skip
-def test_allowed_and_denied_countries(geo_app: t.Any, clock: Clock, config: dict[str, t.Any], ip: str,
-                                      status: int) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("config", "ip", "status"),
+    [
+        ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, TOKYO, 403),
+        ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, BERLIN, 200),
+        ({"JWT_SHIELD_DENIED_COUNTRIES": ["jp"]}, TOKYO, 403),
+        ({"JWT_SHIELD_DENIED_COUNTRIES": ["JP"]}, SAO_PAULO, 200),
+        ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, PRIVATE, 200),  # no known location: never denied
+        ({"JWT_SHIELD_ALLOWED_COUNTRIES": ["DE"]}, "127.0.0.1", 200),
+    ],
+)
+def test_allowed_and_denied_countries(
+    geo_app: t.Any, clock: Clock, config: dict[str, t.Any], ip: str, status: int
+) -> None:
     app, shield = geo_app(**config)
     assert login(app, ip).status_code == status  # at login
     with app.app_context():
@@ -260,16 +276,18 @@ def test_proxyfix_supplies_the_client_address(geo_app: t.Any, clock: Clock) -> N
     app, _ = geo_app(JWT_SHIELD_COUNTRY_CHANGE_ACTION="deny")
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)
     token = login(app, BERLIN).json["access_token"]
-    r = app.test_client().get("/api/me", headers={**bearer(token), "X-Forwarded-For": TOKYO},
-                              environ_base={"REMOTE_ADDR": "127.0.0.1"})  # fmt: skip
+    r = app.test_client().get(
+        "/api/me", headers={**bearer(token), "X-Forwarded-For": TOKYO}, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+    )
     assert r.status_code == 403
 
 
 def test_shield_never_reads_x_forwarded_for_itself(geo_app: t.Any, clock: Clock) -> None:
     app, _ = geo_app(JWT_SHIELD_COUNTRY_CHANGE_ACTION="deny")
     token = login(app, BERLIN).json["access_token"]
-    r = app.test_client().get("/api/me", headers={**bearer(token), "X-Forwarded-For": TOKYO},
-                              environ_base={"REMOTE_ADDR": BERLIN})  # fmt: skip
+    r = app.test_client().get(
+        "/api/me", headers={**bearer(token), "X-Forwarded-For": TOKYO}, environ_base={"REMOTE_ADDR": BERLIN}
+    )
     assert r.status_code == 200
 
 
@@ -297,8 +315,9 @@ def test_refresh_abroad_issues_tokens_of_that_country(geo_app: t.Any, clock: Clo
     app, shield = geo_app()
     pair = login(app, BERLIN).json
     clock.advance(86400)
-    r = app.test_client().post("/refresh", json={"refresh_token": pair["refresh_token"]},
-                               environ_base={"REMOTE_ADDR": TOKYO})  # fmt: skip
+    r = app.test_client().post(
+        "/refresh", json={"refresh_token": pair["refresh_token"]}, environ_base={"REMOTE_ADDR": TOKYO}
+    )
     assert use(app, r.json["access_token"], TOKYO).json["ctry"] == "JP"
     with app.app_context():
         (session,) = shield.sessions("alice")
@@ -310,8 +329,9 @@ def test_refresh_is_checked_like_a_use(geo_app: t.Any, clock: Clock) -> None:
     pair = login(app, BERLIN).json
     clock.advance(3600)
     # the stolen refresh token, used from abroad: the session is revoked, nothing is issued
-    r = app.test_client().post("/refresh", json={"refresh_token": pair["refresh_token"]},
-                               environ_base={"REMOTE_ADDR": TOKYO})  # fmt: skip
+    r = app.test_client().post(
+        "/refresh", json={"refresh_token": pair["refresh_token"]}, environ_base={"REMOTE_ADDR": TOKYO}
+    )
     assert r.status_code == 400 and r.json["error"] == "invalid_grant"
     assert use(app, pair["access_token"], BERLIN).status_code == 401
     with app.app_context():
@@ -338,11 +358,16 @@ def test_repeated_geo_denials_recorded_once_a_minute(geo_app: t.Any, clock: Cloc
 
 @pytest.mark.parametrize(
     ("action", "monitor", "status"),
-    [("flag", False, 200), ("deny", False, 403), ("revoke", False, 401), ("revoke_family", False, 401),
-     ("revoke_subject", False, 401), ("revoke_subject", True, 200)],
-)  # fmt: skip
-def test_impossible_travel_action_ladder(geo_app: t.Any, clock: Clock, action: str, monitor: bool,
-                                         status: int) -> None:  # fmt: skip
+    [
+        ("flag", False, 200),
+        ("deny", False, 403),
+        ("revoke", False, 401),
+        ("revoke_family", False, 401),
+        ("revoke_subject", False, 401),
+        ("revoke_subject", True, 200),
+    ],
+)
+def test_impossible_travel_action_ladder(geo_app: t.Any, clock: Clock, action: str, monitor: bool, status: int) -> None:
     app, shield = geo_app(JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION=action, JWT_SHIELD_MONITOR_ONLY=monitor)
     token = login(app, BERLIN).json["access_token"]
     other = login(app, BERLIN).json["access_token"]  # another session of the same subject

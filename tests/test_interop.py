@@ -34,8 +34,14 @@ def issued(make_app: t.Any, clock: Clock) -> tuple[Flask, JWTShield, str, dict[s
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    app, shield = make_app({"JWT_SHIELD_ALGORITHM": "ES256", "JWT_SHIELD_PRIVATE_KEY": pem,
-                            "JWT_SHIELD_ISSUER": ISSUER, "JWT_SHIELD_AUDIENCE": AUDIENCE})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_ALGORITHM": "ES256",
+            "JWT_SHIELD_PRIVATE_KEY": pem,
+            "JWT_SHIELD_ISSUER": ISSUER,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        }
+    )
     with app.test_request_context("/login", method="POST"):
         # RFC 9068 §2.2 requires client_id; Authlib's validator insists on it.
         token = shield.issue_tokens("alice", claims={"scope": "read", "client_id": "web"}).access_token
@@ -53,8 +59,9 @@ def test_joserfc_verifies_a_token_in_the_second_it_was_issued(
     _, _, token, jwks = issued
     # shield.jwks() is an RFC 7517 JWK Set, which is what joserfc's TypedDict describes
     decoded = jwt.decode(token, KeySet.import_key_set(t.cast(KeySetSerialization, jwks)), algorithms=["ES256"])
-    registry = jwt.JWTClaimsRegistry(leeway=0, iss={"essential": True, "value": ISSUER},
-                                     aud={"essential": True, "value": AUDIENCE})  # fmt: skip
+    registry = jwt.JWTClaimsRegistry(
+        leeway=0, iss={"essential": True, "value": ISSUER}, aud={"essential": True, "value": AUDIENCE}
+    )
     registry.validate(decoded.claims)  # raises InvalidTokenError "issued in the future" on a fractional iat
     assert decoded.header["typ"] == "at+jwt"
     assert all(type(decoded.claims[name]) is int for name in ("iat", "nbf", "exp"))

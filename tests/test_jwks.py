@@ -312,8 +312,9 @@ def test_first_fetch_in_flight_other_threads_get_503_at_once(clock: Clock, idp: 
     assert idp.jwks_hits == 1
 
 
-def test_timeouts_are_short_and_configurable(clock: Clock, idp: IdPServer, k1: SigningKey,
-                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_timeouts_are_short_and_configurable(
+    clock: Clock, idp: IdPServer, k1: SigningKey, caplog: pytest.LogCaptureFixture
+) -> None:
     idp.publish(k1)
     idp.hold = threading.Event()  # the server never answers until released
     jwks = client(idp.jwks_url, timeout=0.2)
@@ -322,8 +323,9 @@ def test_timeouts_are_short_and_configurable(clock: Clock, idp: IdPServer, k1: S
     assert "timed out" in caplog.text
 
 
-def test_a_trickling_server_cannot_hold_the_fetch_for_long(clock: Clock, idp: IdPServer, k1: SigningKey,
-                                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_a_trickling_server_cannot_hold_the_fetch_for_long(
+    clock: Clock, idp: IdPServer, k1: SigningKey, caplog: pytest.LogCaptureFixture
+) -> None:
     idp.publish(k1)
     idp.trickle = 0.05  # each byte within the socket timeout; the whole body would take minutes
     jwks = client(idp.jwks_url, timeout=0.2)
@@ -404,8 +406,9 @@ def test_https_only_except_for_this_host(url: str, ok: bool) -> None:
             check_url(url, "x")
 
 
-def test_a_redirect_to_plain_http_elsewhere_is_not_followed(clock: Clock, idp: IdPServer,
-                                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_a_redirect_to_plain_http_elsewhere_is_not_followed(
+    clock: Clock, idp: IdPServer, caplog: pytest.LogCaptureFixture
+) -> None:
     idp.redirect_to = "http://idp.example.invalid/jwks.json"
     jwks = client(idp.jwks_url)
     with caplog.at_level(logging.WARNING, logger="flask_jwt_shield"), pytest.raises(KeysUnavailable):
@@ -441,9 +444,13 @@ def test_discovery_finds_the_jwks_uri(clock: Clock, idp: IdPServer, k1: SigningK
     ],
 )
 def test_discovery_document_is_checked(
-    clock: Clock, idp: IdPServer, caplog: pytest.LogCaptureFixture,
-    issuer: str | None, jwks_uri: str | None, message: str,
-) -> None:  # fmt: skip
+    clock: Clock,
+    idp: IdPServer,
+    caplog: pytest.LogCaptureFixture,
+    issuer: str | None,
+    jwks_uri: str | None,
+    message: str,
+) -> None:
     idp.issuer_override = issuer
     idp.discovery_jwks_uri = jwks_uri
     jwks = JWKSClient(None, issuer=idp.url, discovery=True, allowed=ALLOWED)
@@ -482,15 +489,19 @@ def _hygiene_cases() -> list[t.Any]:
         pytest.param(rsa_jwk(rsa_key("weak", 1024), "bad"), "1024 bits", id="rsa-1024"),
         pytest.param({"kty": "oct", "kid": "bad", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}, "oct", id="oct"),
         pytest.param(dict(rsa_public, d=b64int(private_numbers.d)), "private key material (d)", id="private-d"),
-        pytest.param(dict(rsa_public, p=b64int(private_numbers.p), q=b64int(private_numbers.q)),
-                     "private key material (p, q)", id="private-pq"),
+        pytest.param(
+            dict(rsa_public, p=b64int(private_numbers.p), q=b64int(private_numbers.q)),
+            "private key material (p, q)",
+            id="private-pq",
+        ),
         pytest.param(dict(rsa_public, key_ops=["encrypt"]), "key_ops", id="key-ops-encrypt"),
         pytest.param(dict(rsa_public, n="!!!"), "unparseable", id="garbage-modulus"),
         pytest.param({"kty": "XYZ", "kid": "bad"}, "unsupported kty", id="unknown-kty"),
         pytest.param(dict(rsa_public, kid=None), "no 'kid'", id="no-kid"),
         pytest.param(
-            {"kty": "EC", "kid": "bad", "crv": "P-384", "alg": "ES256",
-             "x": "AAAA", "y": "AAAA"}, "curve 'P-384' does not fit ES256", id="ec-wrong-curve",
+            {"kty": "EC", "kid": "bad", "crv": "P-384", "alg": "ES256", "x": "AAAA", "y": "AAAA"},
+            "curve 'P-384' does not fit ES256",
+            id="ec-wrong-curve",
         ),
     ]
 

@@ -51,7 +51,7 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
         state[node] = 1
         for dep in sorted(edges.get(node, ())):
             if state.get(dep) == 1:
-                cycle.extend([*path[path.index(dep):], node, dep] if dep in path else [node, dep])
+                cycle.extend([*path[path.index(dep) :], node, dep] if dep in path else [node, dep])
                 return True
             if state.get(dep) is None and visit(dep, [*path, node]):
                 return True
@@ -113,8 +113,15 @@ def test_the_face_does_not_hold_the_pipeline() -> None:
     assert "flask_jwt_shield.extension" not in graph["flask_jwt_shield.pipeline"]
     assert "flask_jwt_shield.extension" not in graph["flask_jwt_shield.cli"]
     source = (PACKAGE / "extension.py").read_text()
-    for step in ("def run(", "def check_revocation(", "def act(", "def store_failed(", "extract_token(",
-                 "store.rotate(", "store.create_family("):  # fmt: skip
+    for step in (
+        "def run(",
+        "def check_revocation(",
+        "def act(",
+        "def store_failed(",
+        "extract_token(",
+        "store.rotate(",
+        "store.create_family(",
+    ):
         assert step not in source, f"{step} belongs in the pipeline, sessions or state"
 
 
@@ -150,7 +157,9 @@ def test_the_invalidation_subscriber_talks_to_the_store_through_its_protocol() -
     private = [
         node.attr
         for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("__")
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.endswith("__")
         and not (isinstance(node.value, ast.Name) and node.value.id == "self")
     ]
     assert not private, f"private fields of another object: {private}"

@@ -1,4 +1,4 @@
-""""Log out everywhere" while a thief refreshes: no session survives (adversarial review, finding 1).
+""" "Log out everywhere" while a thief refreshes: no session survives (adversarial review, finding 1).
 
 A thief holding a stolen refresh token refreshes in a loop; the owner logs out everywhere
 (``revoke_subject``). Before the fix the refresh path checked revocation, then rotated, and
@@ -112,8 +112,12 @@ def _where(kind: str, request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
     return ""
 
 
-STORES = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis),
-          pytest.param("redis-cluster", marks=pytest.mark.redis)]  # fmt: skip
+STORES = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -153,8 +157,10 @@ def _thief_process(kind: str, where: str, prefix: str, jobs: t.Any, results: t.A
         results.put(("done", _refresh_until_refused(app, shield, refresh_token, stop)))
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.redis),
-                                  pytest.param("redis-cluster", marks=pytest.mark.redis)])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind",
+    ["sqlite", pytest.param("redis", marks=pytest.mark.redis), pytest.param("redis-cluster", marks=pytest.mark.redis)],
+)
 def test_log_out_everywhere_racing_a_refreshing_process_leaves_no_session(
     kind: str, request: pytest.FixtureRequest, tmp_path: t.Any
 ) -> None:

@@ -39,15 +39,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(db: Path | None, workers: int = 2, env: dict[str, str] | None = None, *,
-             preload: bool = False) -> Iterator[int]:  # fmt: skip
+def gunicorn(
+    db: Path | None, workers: int = 2, env: dict[str, str] | None = None, *, preload: bool = False
+) -> Iterator[int]:
     port = free_port()
     process = subprocess.Popen(
-        [*gunicorn_command(), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2",
-         *(["--preload"] if preload else []), "tests.multiworker_app:create_app()"],
-        cwd=ROOT, env={**os.environ, "SHIELD_TEST_DB": str(db), **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            *gunicorn_command(),
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "2",
+            *(["--preload"] if preload else []),
+            "tests.multiworker_app:create_app()",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "SHIELD_TEST_DB": str(db), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:  # bounded: until the server answers or the deadline passes

@@ -38,8 +38,9 @@ class Served:
         self.token_url = self.url + "/auth/refresh"
 
     def login(self) -> dict[str, t.Any]:
-        r = requests.post(self.url + "/auth/login", json={"username": "alice", "password": "wonderland"},
-                          timeout=TIMEOUT)  # fmt: skip
+        r = requests.post(
+            self.url + "/auth/login", json={"username": "alice", "password": "wonderland"}, timeout=TIMEOUT
+        )
         assert r.status_code == 200, r.text
         return t.cast(dict[str, t.Any], r.json())
 
@@ -66,8 +67,13 @@ def test_authlib_refreshes_on_expiry_then_reuse_revokes_the_session(served: Serv
         updates.append({"token": dict(token), "old_refresh_token": refresh_token})
 
     first = served.login()
-    session = AuthlibSession(client_id="example-cli", client_secret="example-cli-secret", token=first,
-                             token_endpoint=served.token_url, update_token=update_token)  # fmt: skip
+    session = AuthlibSession(
+        client_id="example-cli",
+        client_secret="example-cli-secret",
+        token=first,
+        token_endpoint=served.token_url,
+        update_token=update_token,
+    )
     assert session.get(served.url + "/api/me", timeout=TIMEOUT).json()["sub"] == "alice"
     assert updates == []  # a fresh token is not refreshed
 
@@ -105,8 +111,9 @@ def served_sid(served: Served, session: AuthlibSession) -> str:
 
 
 def test_authlib_with_a_wrong_client_secret_gets_invalid_client(served: Served, clock: Clock) -> None:
-    session = AuthlibSession(client_id="example-cli", client_secret="wrong", token=served.login(),
-                             token_endpoint=served.token_url)  # fmt: skip
+    session = AuthlibSession(
+        client_id="example-cli", client_secret="wrong", token=served.login(), token_endpoint=served.token_url
+    )
     clock.advance(ACCESS_TTL + 1)
     with pytest.raises(OAuthError) as caught:
         session.get(served.url + "/api/me", timeout=TIMEOUT)
@@ -126,8 +133,13 @@ def test_requests_oauthlib_auto_refresh_then_reuse_revokes_the_session(
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on 127.0.0.1 for the test
     saved: list[dict[str, t.Any]] = []
     first = served.login()
-    session = OAuthlibSession(refresh_kwargs["client_id"], token=first, auto_refresh_url=served.token_url,
-                              auto_refresh_kwargs=refresh_kwargs, token_updater=saved.append)  # fmt: skip
+    session = OAuthlibSession(
+        refresh_kwargs["client_id"],
+        token=first,
+        auto_refresh_url=served.token_url,
+        auto_refresh_kwargs=refresh_kwargs,
+        token_updater=saved.append,
+    )
     assert session.get(served.url + "/api/me", timeout=TIMEOUT).status_code == 200
     assert saved == []
 

@@ -59,8 +59,7 @@ class Served:
         self.url = f"http://127.0.0.1:{server.server_port}"
 
     def login(self, username: str = "alice", password: str = "wonderland") -> dict[str, t.Any]:
-        r = requests.post(self.url + "/auth/login", json={"username": username, "password": password},
-                          timeout=TIMEOUT)  # fmt: skip
+        r = requests.post(self.url + "/auth/login", json={"username": username, "password": password}, timeout=TIMEOUT)
         assert r.status_code == 200, r.text
         return t.cast(dict[str, t.Any], r.json())
 
@@ -85,12 +84,15 @@ def okta_key() -> SigningKey:
 
 
 @pytest.fixture
-def served(tmp_path: Path, clock: Clock, idp: IdPServer, okta_key: SigningKey,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:  # fmt: skip
+def served(
+    tmp_path: Path, clock: Clock, idp: IdPServer, okta_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Served]:
     monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")  # plain HTTP on 127.0.0.1, for the test only
     idp.publish(okta_key)
-    app = create_app({"TESTING": True, "UNIVERSAL_LOGOUT_ISSUER": idp.url,
-                      "UNIVERSAL_LOGOUT_JWKS_URL": idp.jwks_url}, instance_path=str(tmp_path / "instance"))  # fmt: skip
+    app = create_app(
+        {"TESTING": True, "UNIVERSAL_LOGOUT_ISSUER": idp.url, "UNIVERSAL_LOGOUT_JWKS_URL": idp.jwks_url},
+        instance_path=str(tmp_path / "instance"),
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -139,17 +141,27 @@ def test_protected_resource_metadata_is_named_by_every_challenge(served: Served)
 def test_resource_metadata_with_a_path_and_in_resource_server_mode(make_app: AppFactory, idp: IdPServer) -> None:
     key = SigningKey("idp-1", "RS256", rsa_key("idp-1"))
     idp.publish(key)
-    app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url,
-                            "JWT_SHIELD_ISSUER": idp.url, "JWT_SHIELD_AUDIENCE": "https://api.example.com/v1",
-                            "JWT_SHIELD_DPOP": "required"})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+            "JWT_SHIELD_ISSUER": idp.url,
+            "JWT_SHIELD_AUDIENCE": "https://api.example.com/v1",
+            "JWT_SHIELD_DPOP": "required",
+        }
+    )
     app.register_blueprint(shield.metadata_blueprint(resource="https://api.example.com/v1", scopes=["notes:read"]))
     client = app.test_client()
     r = client.get("/.well-known/oauth-protected-resource/v1")
     algorithms = sorted(app.extensions["jwt_shield"].config.dpop.dpop_algorithms)
-    assert json_of(r) == {"resource": "https://api.example.com/v1", "authorization_servers": [idp.url],
-                          "scopes_supported": ["notes:read"], "bearer_methods_supported": ["header"],
-                          "dpop_signing_alg_values_supported": algorithms,
-                          "dpop_bound_access_tokens_required": True}  # fmt: skip
+    assert json_of(r) == {
+        "resource": "https://api.example.com/v1",
+        "authorization_servers": [idp.url],
+        "scopes_supported": ["notes:read"],
+        "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": algorithms,
+        "dpop_bound_access_tokens_required": True,
+    }
     assert client.get("/.well-known/oauth-protected-resource").status_code == 404
     assert client.get("/.well-known/oauth-authorization-server").status_code == 404  # the provider is the AS
     challenge = client.get("/api/me").headers["WWW-Authenticate"]
@@ -168,15 +180,32 @@ def test_authlib_introspects_and_revokes_with_endpoints_from_the_metadata(served
     assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
     answer = r.json()
     assert answer["active"] is True and answer["sub"] == "alice" and answer["token_type"] == "Bearer"
-    assert set(answer) <= {"active", "scope", "client_id", "sub", "exp", "iat", "nbf", "iss", "aud", "jti",
-                           "token_type", "cnf"}  # fmt: skip
-    refresh = cli.introspect_token(document["introspection_endpoint"], token=pair["refresh_token"],
-                                   token_type_hint="refresh_token", timeout=TIMEOUT).json()  # fmt: skip
+    assert set(answer) <= {
+        "active",
+        "scope",
+        "client_id",
+        "sub",
+        "exp",
+        "iat",
+        "nbf",
+        "iss",
+        "aud",
+        "jti",
+        "token_type",
+        "cnf",
+    }
+    refresh = cli.introspect_token(
+        document["introspection_endpoint"],
+        token=pair["refresh_token"],
+        token_type_hint="refresh_token",
+        timeout=TIMEOUT,
+    ).json()
     assert refresh["active"] is True and refresh["token_type"] == "refresh_token"
 
     # The password login issued without a client_id: the app's own tokens, any client revokes them.
-    r = cli.revoke_token(document["revocation_endpoint"], token=pair["refresh_token"],
-                         token_type_hint="refresh_token", timeout=TIMEOUT)  # fmt: skip
+    r = cli.revoke_token(
+        document["revocation_endpoint"], token=pair["refresh_token"], token_type_hint="refresh_token", timeout=TIMEOUT
+    )
     assert r.status_code == 200
     # The whole session: its refresh token and the access token issued with it.
     for token in (pair["refresh_token"], pair["access_token"]):
@@ -186,16 +215,19 @@ def test_authlib_introspects_and_revokes_with_endpoints_from_the_metadata(served
         requests.get(served.url + "/api/me", headers=bearer(pair["access_token"]), timeout=TIMEOUT).status_code == 401
     )
     # Revoking again, or revoking garbage, is still 200 (RFC 7009 §2.2).
-    assert cli.revoke_token(document["revocation_endpoint"], token=pair["refresh_token"],
-                            timeout=TIMEOUT).status_code == 200  # fmt: skip
+    assert (
+        cli.revoke_token(document["revocation_endpoint"], token=pair["refresh_token"], timeout=TIMEOUT).status_code
+        == 200
+    )
     assert cli.revoke_token(document["revocation_endpoint"], token="not-a-token", timeout=TIMEOUT).status_code == 200
 
 
 def test_a_public_client_revokes_but_never_introspects(served: Served) -> None:
     document = served.metadata()
     pair = served.login()
-    spa = OAuth2Session(client_id="example-spa", token_endpoint_auth_method="none",
-                        revocation_endpoint_auth_method="none")  # fmt: skip
+    spa = OAuth2Session(
+        client_id="example-spa", token_endpoint_auth_method="none", revocation_endpoint_auth_method="none"
+    )
     r = spa.introspect_token(document["introspection_endpoint"], token=pair["access_token"], timeout=TIMEOUT)
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     r = spa.revoke_token(document["revocation_endpoint"], token=pair["access_token"], timeout=TIMEOUT)
@@ -226,8 +258,14 @@ def _check_client(credentials: t.Any) -> bool:
 
 @pytest.fixture
 def oauth_app(make_app: AppFactory, clock: Clock) -> tuple[Flask, JWTShield]:
-    app, shield = make_app({"JWT_SHIELD_REFRESH_REUSE_GRACE": 5, "JWT_SHIELD_REFRESH_IDLE_TTL": 3600,
-                            "JWT_SHIELD_REFRESH_TOKEN_TTL": 7200, "JWT_SHIELD_ACCESS_TOKEN_TTL": 600})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_REFRESH_REUSE_GRACE": 5,
+            "JWT_SHIELD_REFRESH_IDLE_TTL": 3600,
+            "JWT_SHIELD_REFRESH_TOKEN_TTL": 7200,
+            "JWT_SHIELD_ACCESS_TOKEN_TTL": 600,
+        }
+    )
     app.register_blueprint(shield.oauth_blueprint(authenticate_client=_check_client))
     return app, shield
 
@@ -277,8 +315,9 @@ def test_a_dpop_bound_session_is_revoked_without_a_proof(make_app: AppFactory, c
     assert _introspect(client, json_of(r)["access_token"]) == {"active": False}
 
 
-def test_introspection_sees_every_kind_of_revocation(make_app: AppFactory, oauth_app: tuple[Flask, JWTShield],
-                                                     clock: Clock) -> None:  # fmt: skip
+def test_introspection_sees_every_kind_of_revocation(
+    make_app: AppFactory, oauth_app: tuple[Flask, JWTShield], clock: Clock
+) -> None:
     app, shield = oauth_app
     client = app.test_client()
 
@@ -313,8 +352,9 @@ def test_introspection_sees_every_kind_of_revocation(make_app: AppFactory, oauth
     old, old_shield = make_app({"JWT_SHIELD_KEYS": [{"kid": "old", "key": "o" * 40}]})
     with old.app_context():
         old_token = old_shield.create_access_token("alice")
-    rotated, rotated_shield = make_app({"JWT_SHIELD_KEYS": [{"kid": "new", "key": "n" * 40},
-                                                            {"kid": "old", "key": "o" * 40}]})  # fmt: skip
+    rotated, rotated_shield = make_app(
+        {"JWT_SHIELD_KEYS": [{"kid": "new", "key": "n" * 40}, {"kid": "old", "key": "o" * 40}]}
+    )
     rotated.register_blueprint(rotated_shield.oauth_blueprint(authenticate_client=_check_client))
     other = rotated.test_client()
     assert _introspect(other, old_token)["active"] is True
@@ -384,18 +424,27 @@ def test_introspection_for_resource_servers_through_authorize(make_app: AppFacto
 # -- global token revocation ---------------------------------------------------------------
 
 
-def _okta_request(served: Served, key: SigningKey, idp: IdPServer, sub_id: dict[str, t.Any],
-                  **claims: t.Any) -> requests.Response:  # fmt: skip
+def _okta_request(
+    served: Served, key: SigningKey, idp: IdPServer, sub_id: dict[str, t.Any], **claims: t.Any
+) -> requests.Response:
     url = served.url + "/oauth/global-token-revocation"
     now = int(time.time())
-    payload = {"iss": idp.url, "aud": url, "sub": "0oa-example-app", "iat": now, "exp": now + 300,
-               "jti": secrets.token_hex(12), **claims}  # fmt: skip
+    payload = {
+        "iss": idp.url,
+        "aud": url,
+        "sub": "0oa-example-app",
+        "iat": now,
+        "exp": now + 300,
+        "jti": secrets.token_hex(12),
+        **claims,
+    }
     jwt_token = key.sign({k: v for k, v in payload.items() if v is not None}, typ="JWT")
     return requests.post(url, json={"sub_id": sub_id}, headers=bearer(jwt_token), timeout=TIMEOUT)
 
 
-def test_global_token_revocation_like_okta_ends_every_session(served: Served, idp: IdPServer,
-                                                              okta_key: SigningKey) -> None:  # fmt: skip
+def test_global_token_revocation_like_okta_ends_every_session(
+    served: Served, idp: IdPServer, okta_key: SigningKey
+) -> None:
     laptop, phone, bob = served.login(), served.login(), served.login("bob", "builder")
     r = _okta_request(served, okta_key, idp, {"format": "email", "email": "alice@example.com"})
     assert r.status_code == 204, r.text
@@ -430,7 +479,11 @@ def test_global_token_revocation_like_okta_ends_every_session(served: Served, id
     ],
 )
 def test_global_token_revocation_refusals(
-    served: Served, idp: IdPServer, okta_key: SigningKey, sub_id: dict[str, t.Any], claims: dict[str, t.Any],
+    served: Served,
+    idp: IdPServer,
+    okta_key: SigningKey,
+    sub_id: dict[str, t.Any],
+    claims: dict[str, t.Any],
     status: int,
 ) -> None:
     pair = served.login()
@@ -443,8 +496,9 @@ def test_global_token_revocation_refusals(
     )
 
 
-def test_global_token_revocation_refuses_a_replay_and_a_forged_signature(served: Served, idp: IdPServer,
-                                                                         okta_key: SigningKey) -> None:  # fmt: skip
+def test_global_token_revocation_refuses_a_replay_and_a_forged_signature(
+    served: Served, idp: IdPServer, okta_key: SigningKey
+) -> None:
     url = served.url + "/oauth/global-token-revocation"
     now = int(time.time())
     payload = {"iss": idp.url, "aud": url, "iat": now, "exp": now + 300, "jti": "once"}
@@ -460,14 +514,32 @@ def test_global_token_revocation_refuses_a_replay_and_a_forged_signature(served:
 # -- bad input on every new endpoint: the RFC's error, never a 500 ---------------------------
 
 
-ENDPOINTS = ["/oauth/revoke", "/oauth/introspect", "/oauth/token", "/oauth/global-token-revocation",
-             "/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource"]  # fmt: skip
-CONTENT_TYPES = ["application/x-www-form-urlencoded", "application/json", "text/plain", "multipart/form-data",
-                 "application/x-www-form-urlencoded; charset=latin-1", ""]  # fmt: skip
+ENDPOINTS = [
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/oauth/token",
+    "/oauth/global-token-revocation",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/oauth-protected-resource",
+]
+CONTENT_TYPES = [
+    "application/x-www-form-urlencoded",
+    "application/json",
+    "text/plain",
+    "multipart/form-data",
+    "application/x-www-form-urlencoded; charset=latin-1",
+    "",
+]
 NAMES = ["token", "token_type_hint", "client_id", "client_secret", "grant_type", "refresh_token", "sub_id", "x"]
-AUTHORIZATIONS = [None, "Basic " + base64.b64encode(b"app-a:secret-a").decode(),
-                  "Basic " + base64.b64encode(b"app-a:wrong").decode(), "Basic !!!", "Bearer x.y.z", "DPoP abc",
-                  "Basic " + base64.b64encode(b"app-b:secret-b").decode()]  # fmt: skip
+AUTHORIZATIONS = [
+    None,
+    "Basic " + base64.b64encode(b"app-a:secret-a").decode(),
+    "Basic " + base64.b64encode(b"app-a:wrong").decode(),
+    "Basic !!!",
+    "Bearer x.y.z",
+    "DPoP abc",
+    "Basic " + base64.b64encode(b"app-b:secret-b").decode(),
+]
 
 
 @pytest.fixture
@@ -475,8 +547,9 @@ def fuzz_app(make_app: AppFactory, idp: IdPServer, okta_key: SigningKey) -> tupl
     idp.publish(okta_key)
     app, shield = make_app({"JWT_SHIELD_INTROSPECTION_RATE_LIMIT": None})
     app.register_blueprint(shield.oauth_blueprint(authenticate_client=_check_client))
-    view = shield.global_token_revocation_view(issuer=idp.url, jwks_url=idp.jwks_url,
-                                               resolve_subject=lambda sub_id: sub_id.get("email"))  # fmt: skip
+    view = shield.global_token_revocation_view(
+        issuer=idp.url, jwks_url=idp.jwks_url, resolve_subject=lambda sub_id: sub_id.get("email")
+    )
     app.add_url_rule("/oauth/global-token-revocation", "gtr", methods=["POST"], view_func=view)
     foreign, _ = make_app({"JWT_SHIELD_SECRET_KEY": "another-secret-" + "x" * 32})
     with app.test_request_context():
@@ -484,8 +557,16 @@ def fuzz_app(make_app: AppFactory, idp: IdPServer, okta_key: SigningKey) -> tupl
     with foreign.test_request_context():
         other = foreign.extensions["jwt_shield"].codec
         foreign_token = other.encode(other.claims_for("alice", ttl=600), "at+jwt")
-    okta = okta_key.sign({"iss": idp.url, "aud": "http://localhost/oauth/global-token-revocation",
-                          "iat": int(time.time()), "exp": int(time.time()) + 300, "jti": "j"}, typ="JWT")  # fmt: skip
+    okta = okta_key.sign(
+        {
+            "iss": idp.url,
+            "aud": "http://localhost/oauth/global-token-revocation",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 300,
+            "jti": "j",
+        },
+        typ="JWT",
+    )
     tokens = [own.access_token, own.refresh_token, foreign_token, okta, own.access_token[:-4] + "AAAA", "a.b.c", ""]
     return app, tokens
 

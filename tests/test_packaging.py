@@ -35,10 +35,24 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     pytest.importorskip("setuptools")
     out = tmp_path_factory.mktemp("build")
     done = subprocess.run(
-        [sys.executable, "-c", "import setuptools; setuptools.setup()", "-q", "egg_info", "--egg-base", str(out),
-         "build_py", "--build-lib", str(out / "lib")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import setuptools; setuptools.setup()",
+            "-q",
+            "egg_info",
+            "--egg-base",
+            str(out),
+            "build_py",
+            "--build-lib",
+            str(out / "lib"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     [sources] = out.glob("*.egg-info/SOURCES.txt")
     return sources, out / "lib", done.stdout + done.stderr
@@ -49,10 +63,14 @@ def test_the_sdist_carries_what_the_tests_read(built: tuple[Path, Path, str]) ->
     tests = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("*.py")}
     assert "tests/conftest.py" in tests and tests <= listed
     needed = {
-        "LICENSE", "README.md",  # the README's sample runs in test_readme.py
-        "example_app/app.py", "example_app/demo-geoip.mmdb", "example_app/templates/index.html",
+        "LICENSE",
+        "README.md",  # the README's sample runs in test_readme.py
+        "example_app/app.py",
+        "example_app/demo-geoip.mmdb",
+        "example_app/templates/index.html",
         "scripts/make_demo_geoip.py",  # test_geo: the demo database is reproducible
-        "docs/recommended_settings.py", "docs/production.rst",  # test_stories
+        "docs/recommended_settings.py",
+        "docs/production.rst",  # test_stories
         "docs/configuration.rst",  # test_config: every key documented
         "docs/quickstart.rst",  # test_readme: the quickstart runs
     }
@@ -77,8 +95,7 @@ def test_a_redis_store_without_the_client_says_which_extra(monkeypatch: pytest.M
         store_from_uri(uri)
 
 
-def test_the_missing_client_stops_the_app_at_start_up(monkeypatch: pytest.MonkeyPatch,
-                                                      make_app: AppFactory) -> None:  # fmt: skip
+def test_the_missing_client_stops_the_app_at_start_up(monkeypatch: pytest.MonkeyPatch, make_app: AppFactory) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
     app, shield = make_app({"JWT_SHIELD_STORE_URI": "redis://127.0.0.1:6379/0"}, defer_init=True)
     with pytest.raises(ConfigurationError, match=r"Flask-JWT-Shield\[redis\]"):

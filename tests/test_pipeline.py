@@ -173,8 +173,9 @@ def test_signing_key_cannot_be_revoked_while_it_signs(make_app: AppFactory) -> N
         shield.revoke_key("old")
 
 
-def test_revoke_subject_is_exact_within_one_clock_tick(app: Flask, shield: JWTShield, client: FlaskClient,
-                                                       clock: Clock) -> None:  # fmt: skip
+def test_revoke_subject_is_exact_within_one_clock_tick(
+    app: Flask, shield: JWTShield, client: FlaskClient, clock: Clock
+) -> None:
     with app.app_context():
         before = shield.create_access_token("alice")
         shield.revoke_subject("alice")  # same frozen instant
@@ -265,8 +266,9 @@ def test_exempt_decorator_config_static_and_preflight(make_app: AppFactory) -> N
     assert client.get("/public").status_code == 200
     assert client.get("/health").json == {"ok": True, "claims": {}}
     assert client.get("/static/nothing.txt").status_code == 404  # static is exempt: 404, not 401
-    preflight = client.options("/api/me", headers={"Origin": "https://a.example",
-                                                    "Access-Control-Request-Method": "GET"})  # fmt: skip
+    preflight = client.options(
+        "/api/me", headers={"Origin": "https://a.example", "Access-Control-Request-Method": "GET"}
+    )
     assert preflight.status_code == 200
     assert client.options("/api/me").status_code == 401  # a plain OPTIONS is not a preflight
     assert client.get("/no/such/route").status_code == 404
@@ -288,8 +290,9 @@ def test_token_verified_signal(app: Flask, client: FlaskClient, token: str) -> N
     assert seen == [(app, "alice")]
 
 
-def test_rejection_is_an_event_without_the_token(app: Flask, shield: JWTShield, client: FlaskClient, token: str,
-                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_rejection_is_an_event_without_the_token(
+    app: Flask, shield: JWTShield, client: FlaskClient, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     r = client.get("/api/me", headers=bearer(forged))
@@ -402,8 +405,9 @@ def test_jwks_blueprint_serves_public_keys(make_app: AppFactory) -> None:
     assert r.headers["Cache-Control"] == "public, max-age=300"
 
 
-def test_repeated_rejections_recorded_once_a_minute(clock: Clock, app: Flask, shield: JWTShield,
-                                                    client: FlaskClient) -> None:  # fmt: skip
+def test_repeated_rejections_recorded_once_a_minute(
+    clock: Clock, app: Flask, shield: JWTShield, client: FlaskClient
+) -> None:
     with app.app_context():
         token = shield.create_access_token("alice")
         shield.revoke_token(token)

@@ -116,8 +116,13 @@ def test_flask_limiter_must_be_initialised_first(make_app: AppFactory) -> None:
 
 
 def test_spike_revokes_the_hammered_token(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": "5/minute", "JWT_SHIELD_SPIKE_THRESHOLD": "8/minute",
-                            "JWT_SHIELD_SPIKE_ACTION": "revoke"})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": "5/minute",
+            "JWT_SHIELD_SPIKE_THRESHOLD": "8/minute",
+            "JWT_SHIELD_SPIKE_ACTION": "revoke",
+        }
+    )
     a, b = tokens(app, shield, "alice", "alice")
     client = app.test_client()
     # 5 allowed, then 429s; the 9th attempt (rejected ones count) crosses the threshold
@@ -153,8 +158,14 @@ def test_default_spike_threshold_is_ten_times_the_limit(make_app: AppFactory, cl
 
 
 def test_monitor_only_downgrades_spike_action(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": "100/minute", "JWT_SHIELD_SPIKE_THRESHOLD": "3/minute",
-                            "JWT_SHIELD_SPIKE_ACTION": "revoke_subject", "JWT_SHIELD_MONITOR_ONLY": True})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": "100/minute",
+            "JWT_SHIELD_SPIKE_THRESHOLD": "3/minute",
+            "JWT_SHIELD_SPIKE_ACTION": "revoke_subject",
+            "JWT_SHIELD_MONITOR_ONLY": True,
+        }
+    )
     (a,) = tokens(app, shield, "alice")
     assert statuses(app.test_client(), a, 6) == [200] * 6
     with app.app_context():
@@ -173,8 +184,14 @@ def test_rate_limited_event_is_throttled(make_app: AppFactory, clock: Clock) -> 
 
 
 def test_adaptive_flags_20x_not_2x(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
-                            "JWT_SHIELD_ADAPTIVE_FACTOR": 10.0, "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute"})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": None,
+            "JWT_SHIELD_ADAPTIVE": True,
+            "JWT_SHIELD_ADAPTIVE_FACTOR": 10.0,
+            "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
+        }
+    )
     client = app.test_client()
     clock.now = 1_800_000_000 - 1_800_000_000 % 60  # start of a minute bucket
     (a,) = tokens(app, shield, "alice")
@@ -192,8 +209,9 @@ def test_adaptive_flags_20x_not_2x(make_app: AppFactory, clock: Clock) -> None:
 
 
 def test_adaptive_floor_spares_quiet_users(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
-                            "JWT_SHIELD_ADAPTIVE_FLOOR": "60/minute"})  # fmt: skip
+    app, shield = make_app(
+        {"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True, "JWT_SHIELD_ADAPTIVE_FLOOR": "60/minute"}
+    )
     client = app.test_client()
     clock.now = 1_800_000_000 - 1_800_000_000 % 60
     (a,) = tokens(app, shield, "alice")
@@ -249,11 +267,16 @@ def test_limits_shared_across_workers_through_redis(make_app: AppFactory, redis_
 
 @pytest.mark.redis
 @pytest.mark.parametrize(("mode", "status"), [("closed", 503), ("open", 200)])
-def test_limiter_storage_down_follows_fail_mode(make_app: AppFactory, redis_server: RedisServer, mode: str,
-                                                status: int) -> None:  # fmt: skip
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": "100/hour",
-                            "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": redis_server.url,
-                            "JWT_SHIELD_FAIL_MODE": mode})  # fmt: skip
+def test_limiter_storage_down_follows_fail_mode(
+    make_app: AppFactory, redis_server: RedisServer, mode: str, status: int
+) -> None:
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": "100/hour",
+            "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": redis_server.url,
+            "JWT_SHIELD_FAIL_MODE": mode,
+        }
+    )
     (a,) = tokens(app, shield, "alice")
     client = app.test_client()
     assert statuses(client, a, 1) == [200]
@@ -315,8 +338,9 @@ def test_limiter_is_idle_without_anything_to_count() -> None:
 
 
 @pytest.mark.parametrize("switch", [{"JWT_SHIELD_RATE_LIMIT_HEADERS": True}, {"RATELIMIT_HEADERS_ENABLED": True}])
-def test_ratelimit_headers_on_every_limited_response(make_app: AppFactory, clock: Clock,
-                                                     switch: dict[str, bool]) -> None:  # fmt: skip
+def test_ratelimit_headers_on_every_limited_response(
+    make_app: AppFactory, clock: Clock, switch: dict[str, bool]
+) -> None:
     """Newcomer's list, item 13: as Flask-Limiter with its headers enabled, every limited
     response says where the token stands, not only the 429 (Flask-Limiter's own switch, for
     an app that already uses it, turns them on too)."""

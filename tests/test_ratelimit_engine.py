@@ -448,8 +448,9 @@ def bucket_of(engine: TokenRateLimiter, clock: Clock, bucket: int, traffic: dict
     return found
 
 
-def test_a_copy_of_a_quiet_session_stands_out_of_a_busy_account(adaptive_engine: TokenRateLimiter,
-                                                                clock: Clock) -> None:  # fmt: skip
+def test_a_copy_of_a_quiet_session_stands_out_of_a_busy_account(
+    adaptive_engine: TokenRateLimiter, clock: Clock
+) -> None:
     """The thief who hides in the account's total: the busy laptop makes 200 a minute, the
     quiet phone 10; a copy of the phone's token adds 110. The account went from 210 to 320
     (1.5x), the phone's session from 10 to 120 (12x): flagged, and named."""
@@ -460,8 +461,9 @@ def test_a_copy_of_a_quiet_session_stands_out_of_a_busy_account(adaptive_engine:
     assert found[0].baseline == 10.0 and found[0].subject_baseline == 210.0
 
 
-def test_the_anomaly_names_the_anomalous_session_not_the_busy_one(adaptive_engine: TokenRateLimiter,
-                                                                 clock: Clock) -> None:  # fmt: skip
+def test_the_anomaly_names_the_anomalous_session_not_the_busy_one(
+    adaptive_engine: TokenRateLimiter, clock: Clock
+) -> None:
     """Whichever session's request crosses the account's line, the finding is the session
     whose own traffic is anomalous: the busy laptop at its own pace never is."""
     for bucket in range(5):
@@ -482,7 +484,9 @@ def test_a_fresh_session_warms_up_under_its_subjects_cap(adaptive_engine: TokenR
     assert [(a.scope, a.sustained) for a in found] == [("subject", False)]  # the account jumped: a signal
     for bucket in range(6, 9):  # three buckets learned: sync has a pace of its own
         assert [a.scope for a in bucket_of(adaptive_engine, clock, bucket, {"phone": 10, "sync": 300})] in (
-            [], ["subject"])  # fmt: skip
+            [],
+            ["subject"],
+        )
     assert bucket_of(adaptive_engine, clock, 9, {"phone": 10, "sync": 300}) == []
 
 
@@ -503,10 +507,14 @@ def test_a_fresh_token_hammered_at_a_steady_rate_stays_capped(storage_uri: str, 
     engine = TokenRateLimiter(None, storage_uri=storage_uri, adaptive=settings)
     for bucket in range(5):
         assert bucket_of(engine, clock, bucket, {"phone": 10}) == []
-    found = [a for b in range(5, 8) for a in bucket_of(engine, clock, b, {"phone": 10, "fresh": 400})
-             if a.scope == "session"]  # fmt: skip
+    found = [
+        a for b in range(5, 8) for a in bucket_of(engine, clock, b, {"phone": 10, "fresh": 400}) if a.scope == "session"
+    ]
     assert [(a.session, a.warmup, a.baseline, a.sustained) for a in found] == [
-        ("fresh", True, 20.0, False), ("fresh", True, 20.0, False), ("fresh", True, 20.0, True)]  # fmt: skip
+        ("fresh", True, 20.0, False),
+        ("fresh", True, 20.0, False),
+        ("fresh", True, 20.0, True),
+    ]
 
 
 def test_a_new_account_learns_before_anything_is_flagged(adaptive_engine: TokenRateLimiter, clock: Clock) -> None:
@@ -529,8 +537,9 @@ def test_the_subject_signal_is_never_sustained(storage_uri: str, clock: Clock) -
 def test_one_script_call_counts_the_session_and_its_subject(redis_url: str, clock: Clock) -> None:
     """With Redis, the adaptive step stays one call per request (both views in one script),
     beside the one call that hits the limits and the spike counters."""
-    engine = TokenRateLimiter("300/minute", storage_uri=redis_url, spike_threshold="3000/minute",
-                              adaptive=AdaptiveSettings())  # fmt: skip
+    engine = TokenRateLimiter(
+        "300/minute", storage_uri=redis_url, spike_threshold="3000/minute", adaptive=AdaptiveSettings()
+    )
     client = redis.Redis.from_url(redis_url)
     engine.check("sid-1", subject="alice", session="sid-1")  # scripts loaded
     client.config_resetstat()

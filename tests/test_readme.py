@@ -46,10 +46,11 @@ def run_sample(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize("sample", [readme_python, quickstart_python], ids=["README", "quickstart"])
-def test_the_sample_runs_as_written(sample: t.Callable[[], str], tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_sample_runs_as_written(
+    sample: t.Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = sample()
-    assert "token_urlsafe" not in source.replace('print(secrets.token_urlsafe(48))', "")  # not made at import
+    assert "token_urlsafe" not in source.replace("print(secrets.token_urlsafe(48))", "")  # not made at import
     app = run_sample(source, tmp_path, monkeypatch)
     client = app.test_client()
     path = "/api/me" if sample is readme_python else "/me"
@@ -60,8 +61,9 @@ def test_the_sample_runs_as_written(sample: t.Callable[[], str], tmp_path: Path,
     assert pair.status_code == 200, pair.get_data(as_text=True)
     me = client.get(path, headers=bearer(pair.json["access_token"]))
     assert me.status_code == 200 and "alice" in me.json.values()
-    refreshed = client.post("/oauth/token", data={"grant_type": "refresh_token",
-                                                  "refresh_token": pair.json["refresh_token"]})  # fmt: skip
+    refreshed = client.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": pair.json["refresh_token"]}
+    )
     assert refreshed.status_code == 200
     assert (tmp_path / "instance" / "shield.db").exists()
 

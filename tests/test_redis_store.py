@@ -38,13 +38,20 @@ FAR = NOW + 10_000
 
 
 def family(sid: str = "s1", sub: str = "alice", jti: str = "r1", created: float = NOW) -> Family:
-    return Family(sid=sid, sub=sub, created_at=created, expires_at=created + 1000, last_used_at=created,
-                  current_jti=jti, current_iat=created)  # fmt: skip
+    return Family(
+        sid=sid,
+        sub=sub,
+        created_at=created,
+        expires_at=created + 1000,
+        last_used_at=created,
+        current_jti=jti,
+        current_iat=created,
+    )
 
 
 def raw(url: str) -> t.Any:
     if url.startswith("redis+cluster://"):
-        host, _, port = url[len("redis+cluster://"):].partition(":")
+        host, _, port = url[len("redis+cluster://") :].partition(":")
         return redis.RedisCluster(host=host, port=int(port), decode_responses=True)
     return redis.Redis.from_url(url, decode_responses=True)
 
@@ -74,8 +81,16 @@ def server_url(request: pytest.FixtureRequest) -> str:
 # -- URIs -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("uri", ["redis://127.0.0.1:6379/0", "rediss://h:6380/1", "unix:///run/redis.sock?db=2",
-                                 "redis+cluster://127.0.0.1:7000", "redis+cluster://a:7000,b:7001"])  # fmt: skip
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://h:6380/1",
+        "unix:///run/redis.sock?db=2",
+        "redis+cluster://127.0.0.1:7000",
+        "redis+cluster://a:7000,b:7001",
+    ],
+)
 def test_store_from_uri_builds_a_redis_store_without_connecting(uri: str) -> None:
     store = store_from_uri(uri)
     assert isinstance(store, RedisStore)
@@ -148,13 +163,33 @@ def test_subject_index_and_spent_list_stay_bounded(server_url: str) -> None:
     assert client.zcard(f"{tag}:fs:alice") == 3
     jti = "r29"
     for i in range(100):
-        r = store.rotate("s29", jti, new_jti=f"n{i}", new_iat=NOW, now=NOW + 30 + i, idle_ttl=500, grace=0,
-                         ip=None, country=None, until=FAR)  # fmt: skip
+        r = store.rotate(
+            "s29",
+            jti,
+            new_jti=f"n{i}",
+            new_iat=NOW,
+            now=NOW + 30 + i,
+            idle_ttl=500,
+            grace=0,
+            ip=None,
+            country=None,
+            until=FAR,
+        )
         assert r.outcome == "rotated"
         jti = f"n{i}"
     assert client.llen(f"{tag}:sp:s29") == 64
-    reuse = store.rotate("s29", "n90", new_jti="x", new_iat=NOW, now=NOW + 200, idle_ttl=500, grace=0,
-                         ip="198.51.100.7", country=None, until=FAR)  # fmt: skip
+    reuse = store.rotate(
+        "s29",
+        "n90",
+        new_jti="x",
+        new_iat=NOW,
+        now=NOW + 200,
+        idle_ttl=500,
+        grace=0,
+        ip="198.51.100.7",
+        country=None,
+        until=FAR,
+    )
     assert reuse.outcome == "reused" and reuse.first_use is not None and reuse.first_use.at == NOW + 30 + 91
     store.close()
 
@@ -172,8 +207,18 @@ def test_profiles_expire(server_url: str) -> None:
 def _rotate_in_child(url: str, prefix: str, barrier: t.Any, results: t.Any, n: int) -> None:
     store = RedisStore(url, prefix=prefix)
     barrier.wait()
-    r = store.rotate("s1", "r1", new_jti=f"new-{n}", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None,
-                     country=None, until=FAR)  # fmt: skip
+    r = store.rotate(
+        "s1",
+        "r1",
+        new_jti=f"new-{n}",
+        new_iat=NOW,
+        now=NOW + 1,
+        idle_ttl=500,
+        grace=0,
+        ip=None,
+        country=None,
+        until=FAR,
+    )
     results.put(r.outcome)
     store.close()
 
@@ -226,8 +271,14 @@ def test_aof_restart_keeps_revocations_and_families(tmp_path: Path, make_app: Ap
 
 @pytest.mark.parametrize("fault", ["down", "hung"])
 def test_fail_closed_answers_503_then_recovers(make_app: AppFactory, redis_server: RedisServer, fault: str) -> None:
-    app, shield = make_app({"JWT_SHIELD_STORE_URI": redis_server.url, "JWT_SHIELD_RATE_LIMIT": "1000/minute",
-                            "JWT_SHIELD_REDIS_TIMEOUT": 0.2, "JWT_SHIELD_REDIS_CONNECT_TIMEOUT": 0.2})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_STORE_URI": redis_server.url,
+            "JWT_SHIELD_RATE_LIMIT": "1000/minute",
+            "JWT_SHIELD_REDIS_TIMEOUT": 0.2,
+            "JWT_SHIELD_REDIS_CONNECT_TIMEOUT": 0.2,
+        }
+    )
     client = app.test_client()
     with app.app_context():
         before, during = shield.create_access_token("alice"), shield.create_access_token("bob")
@@ -251,10 +302,12 @@ def test_fail_closed_answers_503_then_recovers(make_app: AppFactory, redis_serve
     assert wait_until(lambda: client.get("/api/me", headers=bearer(during)).status_code == 200, 5)
 
 
-def test_fail_open_allows_and_records_while_down(make_app: AppFactory, redis_server: RedisServer,
-                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    app, shield = make_app({"JWT_SHIELD_STORE_URI": redis_server.url, "JWT_SHIELD_FAIL_MODE": "open",
-                            "JWT_SHIELD_REDIS_TIMEOUT": 0.2})  # fmt: skip
+def test_fail_open_allows_and_records_while_down(
+    make_app: AppFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, shield = make_app(
+        {"JWT_SHIELD_STORE_URI": redis_server.url, "JWT_SHIELD_FAIL_MODE": "open", "JWT_SHIELD_REDIS_TIMEOUT": 0.2}
+    )
     with app.app_context():
         token = shield.create_access_token("alice")
     redis_server.stop()
@@ -309,8 +362,13 @@ def test_revocation_in_this_process_applies_at_once(server_url: str) -> None:
     store = RedisStore(server_url, prefix=unique(), max_delay=5.0)
     for kind, reason in (("jti", "token"), ("sid", "family"), ("kid", "key")):
         token: dict[str, t.Any] = {
-            "jti": f"j-{kind}", "sid": f"s-{kind}", "sub": "a", "kid": f"k-{kind}", "iat": NOW, "now": NOW,
-        }  # fmt: skip
+            "jti": f"j-{kind}",
+            "sid": f"s-{kind}",
+            "sub": "a",
+            "kid": f"k-{kind}",
+            "iat": NOW,
+            "now": NOW,
+        }
         assert store.check(**token) is None
         assert wait_until(store.watching, 5)
         assert store.check(**token) is None and store.view.fresh(f"j-{kind}")
@@ -405,8 +463,10 @@ def test_cross_process_propagation_delay(server_url: str, capsys: pytest.Capture
     p50 = statistics.median(delays)
     p99 = sorted(delays)[int(len(delays) * 0.99) - 1]
     with capsys.disabled():
-        print(f"\npropagation {server_url.split(':')[0]}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms,"
-              f" max {max(delays) * 1000:.2f} ms over {len(delays)} revocations")  # fmt: skip
+        print(
+            f"\npropagation {server_url.split(':')[0]}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms,"
+            f" max {max(delays) * 1000:.2f} ms over {len(delays)} revocations"
+        )
     assert max(delays) < 1.0  # the documented bound (JWT_SHIELD_REVOCATION_MAX_DELAY)
 
 
@@ -438,8 +498,9 @@ def test_resharding_the_state_slot_costs_no_answer(redis_cluster: RedisCluster) 
     # handed over: the store's slot map still names the old owner (MOVED)
     assert store.check(jti="stolen", sid="s1", sub="alice", kid="k", iat=NOW, now=NOW) == "token"
     assert store.check(jti="fine", sid="s1", sub="alice", kid="k", iat=NOW, now=NOW) is None
-    r = store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None,
-                     country=None, until=FAR)  # fmt: skip
+    r = store.rotate(
+        "s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None, country=None, until=FAR
+    )
     assert r.outcome == "rotated"
     store.revoke_family("s1", until=FAR)
     assert store.check(jti="fine", sid="s1", sub="alice", kid="k", iat=NOW, now=NOW) == "family"
@@ -456,8 +517,7 @@ def test_rate_limits_use_the_stores_redis_by_default(make_app: AppFactory, serve
     config = {"JWT_SHIELD_STORE_URI": server_url, "JWT_SHIELD_RATE_LIMIT": "3/hour"}
     first, shield = make_app(config)
     second, _ = make_app(config)
-    assert first.extensions["jwt_shield"].limiter.storage.__class__.__name__ in {"RedisStorage",
-                                                                                 "RedisClusterStorage"}  # fmt: skip
+    assert first.extensions["jwt_shield"].limiter.storage.__class__.__name__ in {"RedisStorage", "RedisClusterStorage"}
     with first.app_context():
         token = shield.create_access_token("alice")
     clients = [first.test_client(), second.test_client()]
@@ -466,8 +526,9 @@ def test_rate_limits_use_the_stores_redis_by_default(make_app: AppFactory, serve
 
 
 def test_adaptive_counters_on_the_cluster(redis_cluster: RedisCluster, make_app: AppFactory) -> None:
-    app, shield = make_app({"JWT_SHIELD_STORE_URI": redis_cluster.url, "JWT_SHIELD_ADAPTIVE": True,
-                            "JWT_SHIELD_RATE_LIMIT": None})  # fmt: skip
+    app, shield = make_app(
+        {"JWT_SHIELD_STORE_URI": redis_cluster.url, "JWT_SHIELD_ADAPTIVE": True, "JWT_SHIELD_RATE_LIMIT": None}
+    )
     with app.app_context():
         token = shield.create_access_token("alice")
     client = app.test_client()
@@ -500,12 +561,15 @@ def test_cluster_failover_costs_no_answer(tmp_path: Path) -> None:
         assert wait_until(replica_in_sync, 20), "the master's replica never caught up"
         lines = owner_client.execute_command("CLUSTER", "NODES").splitlines()
         owner_id = next(
-            line.split()[0] for line in lines
-            if "master" in line.split()[2] and any(
+            line.split()[0]
+            for line in lines
+            if "master" in line.split()[2]
+            and any(
                 (lambda lo, _, hi: int(lo) <= slot <= int(hi or lo))(*part.partition("-"))
-                for part in line.split()[8:] if not part.startswith("[")
+                for part in line.split()[8:]
+                if not part.startswith("[")
             )
-        )  # fmt: skip
+        )
         replica_id = next(line.split()[0] for line in lines if line.split()[3] == owner_id)
         replica = clients[ids[replica_id]]
         errors: list[BaseException] = []
@@ -533,8 +597,9 @@ def test_cluster_failover_costs_no_answer(tmp_path: Path) -> None:
             worker.join(30)
         assert errors == [] and answers and set(answers) == {"token"}
         assert store.get_family("s1") is not None
-        r = store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None,
-                         country=None, until=FAR)  # fmt: skip
+        r = store.rotate(
+            "s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None, country=None, until=FAR
+        )
         assert r.outcome == "rotated"
         store.close()
     finally:
@@ -703,8 +768,7 @@ def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster
     revoker = RedisStore(cluster.url, prefix=prefix)
 
     def elsewhere_connection(attempt: int) -> t.Any:
-        options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True,
-                                     "protocol": 2}  # fmt: skip
+        options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True, "protocol": 2}
         return redis.connection.Connection(**options)
 
     observer.subscriber_connection = elsewhere_connection  # type: ignore[method-assign]

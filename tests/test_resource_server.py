@@ -57,8 +57,9 @@ RSApp = t.Callable[..., tuple[Flask, JWTShield]]
 
 
 @pytest.fixture
-def rs_app(make_app: AppFactory, idp: IdPServer, issuer: str, rs_key: SigningKey, es_key: SigningKey,
-           clock: Clock) -> RSApp:  # fmt: skip
+def rs_app(
+    make_app: AppFactory, idp: IdPServer, issuer: str, rs_key: SigningKey, es_key: SigningKey, clock: Clock
+) -> RSApp:
     idp.publish(rs_key, es_key)
 
     def factory(**config: t.Any) -> tuple[Flask, JWTShield]:
@@ -76,29 +77,51 @@ def rs_app(make_app: AppFactory, idp: IdPServer, issuer: str, rs_key: SigningKey
 
 def auth0_token(key: SigningKey, issuer: str, **extra: t.Any) -> str:
     """An Auth0 access token with the RFC 9068 profile."""
-    claims = idp_claims(issuer, [AUDIENCE, issuer + "userinfo"], sub="auth0|5f7c8ec7c33c6c004bbafe82",
-                        azp="k5u3o2fiAA8XweXEEX604KCwCjzjtMU6", scope="openid profile read:reports",
-                        client_id="k5u3o2fiAA8XweXEEX604KCwCjzjtMU6", jti="a1b2c3d4e5f6")  # fmt: skip
+    claims = idp_claims(
+        issuer,
+        [AUDIENCE, issuer + "userinfo"],
+        sub="auth0|5f7c8ec7c33c6c004bbafe82",
+        azp="k5u3o2fiAA8XweXEEX604KCwCjzjtMU6",
+        scope="openid profile read:reports",
+        client_id="k5u3o2fiAA8XweXEEX604KCwCjzjtMU6",
+        jti="a1b2c3d4e5f6",
+    )
     claims.update(extra)
     return key.sign({k: v for k, v in claims.items() if v is not None}, typ="at+jwt")
 
 
 def keycloak_token(key: SigningKey, issuer: str, typ_claim: str = "Bearer", **extra: t.Any) -> str:
     """A Keycloak access token: header typ JWT, claim typ Bearer."""
-    claims = idp_claims(issuer, AUDIENCE, sub="f:3b8c5d1e-9c1a-4c2e-8d7e-2a2b3c4d5e6f:alice",
-                        typ=typ_claim, azp="shop-frontend", sid="6d1f6a3e-0b5e-4c7a-9b3c-1f2e3d4c5b6a",
-                        jti="onrtac:9b5f7a3d-1c2e-4f6a-8b9c-0d1e2f3a4b5c", scope="openid email",
-                        realm_access={"roles": ["user"]})  # fmt: skip
+    claims = idp_claims(
+        issuer,
+        AUDIENCE,
+        sub="f:3b8c5d1e-9c1a-4c2e-8d7e-2a2b3c4d5e6f:alice",
+        typ=typ_claim,
+        azp="shop-frontend",
+        sid="6d1f6a3e-0b5e-4c7a-9b3c-1f2e3d4c5b6a",
+        jti="onrtac:9b5f7a3d-1c2e-4f6a-8b9c-0d1e2f3a4b5c",
+        scope="openid email",
+        realm_access={"roles": ["user"]},
+    )
     claims.update(extra)
     return key.sign({k: v for k, v in claims.items() if v is not None}, typ="JWT")
 
 
 def entra_token(key: SigningKey, issuer: str, **extra: t.Any) -> str:
     """A Microsoft Entra ID v2.0 access token: header typ JWT, no jti (uti instead)."""
-    claims = idp_claims(issuer, AUDIENCE, sub="AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", ver="2.0",
-                        azp="6e74172b-be56-4843-9ff4-e66a39bb12e3", azpacr="0", scp="reports.read",
-                        tid="8eaef023-2b34-4da1-9baa-8bc8c9d6a490", oid="690222be-ff1a-4d56-abd1-7e4f7d38e474",
-                        uti="fqiBqXLPj0eQa82S-IYFAA", nbf=int(time.time()))  # fmt: skip
+    claims = idp_claims(
+        issuer,
+        AUDIENCE,
+        sub="AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+        ver="2.0",
+        azp="6e74172b-be56-4843-9ff4-e66a39bb12e3",
+        azpacr="0",
+        scp="reports.read",
+        tid="8eaef023-2b34-4da1-9baa-8bc8c9d6a490",
+        oid="690222be-ff1a-4d56-abd1-7e4f7d38e474",
+        uti="fqiBqXLPj0eQa82S-IYFAA",
+        nbf=int(time.time()),
+    )
     claims.update(extra)
     return key.sign({k: v for k, v in claims.items() if v is not None}, typ="JWT")
 
@@ -118,8 +141,7 @@ def test_auth0_token_verified_under_the_default_profile(rs_app: RSApp, rs_key: S
     assert response.json["scope"] == "openid profile read:reports"
 
 
-def test_auth0_token_refused_under_the_keycloak_profile_alone(rs_app: RSApp, rs_key: SigningKey,
-                                                              issuer: str) -> None:  # fmt: skip
+def test_auth0_token_refused_under_the_keycloak_profile_alone(rs_app: RSApp, rs_key: SigningKey, issuer: str) -> None:
     app, _ = rs_app(ACCEPTED_TYPES=["keycloak"])
     response = get(app, auth0_token(rs_key, issuer))
     assert response.status_code == 401 and response.json["error"] == "invalid_token"
@@ -171,16 +193,18 @@ def test_entra_token_verified_under_its_profile_and_refused_under_the_default(
         pytest.param({"scp": None}, id="no-scp-no-roles"),
     ],
 )
-def test_entra_id_tokens_are_not_access_tokens(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                               claims: dict[str, t.Any]) -> None:  # fmt: skip
+def test_entra_id_tokens_are_not_access_tokens(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, claims: dict[str, t.Any]
+) -> None:
     app, _ = rs_app(ACCEPTED_TYPES=["entra"])
     assert get(app, entra_token(rs_key, issuer, **claims)).status_code == 401
     assert get(app, entra_token(rs_key, issuer, scp=None, roles=["Reports.Read.All"])).status_code == 200
 
 
 @pytest.mark.parametrize("typ", [None, "JWT", "id+jwt", "secevent+jwt"])
-def test_other_types_refused_under_the_default_profile(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                                       typ: str | None) -> None:  # fmt: skip
+def test_other_types_refused_under_the_default_profile(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, typ: str | None
+) -> None:
     app, _ = rs_app()
     claims = idp_claims(issuer, AUDIENCE, jti="x")
     assert get(app, rs_key.sign(claims, typ=typ)).status_code == 401
@@ -209,8 +233,9 @@ def test_required_claims(rs_app: RSApp, rs_key: SigningKey, issuer: str, missing
         ({"aud": ["https://another-api.example"]}, "audience"),
     ],
 )
-def test_issuer_and_audience_must_match(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                        claims: dict[str, t.Any], description: str) -> None:  # fmt: skip
+def test_issuer_and_audience_must_match(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, claims: dict[str, t.Any], description: str
+) -> None:
     app, _ = rs_app()
     response = get(app, auth0_token(rs_key, issuer, **claims))
     assert response.status_code == 401 and description in response.json["error_description"]
@@ -268,8 +293,9 @@ def test_unknown_kid_refused(rs_app: RSApp, issuer: str) -> None:
 # -- the provider's keys over time --------------------------------------------------------------
 
 
-def test_rotation_at_the_provider_without_restart(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                                  idp: IdPServer, clock: Clock) -> None:  # fmt: skip
+def test_rotation_at_the_provider_without_restart(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, idp: IdPServer, clock: Clock
+) -> None:
     app, _ = rs_app()
     old_token = auth0_token(rs_key, issuer)
     assert get(app, old_token).status_code == 200
@@ -283,12 +309,18 @@ def test_rotation_at_the_provider_without_restart(rs_app: RSApp, rs_key: Signing
     assert get(app, auth0_token(new_key, issuer)).status_code == 200
 
 
-def test_no_usable_key_is_503_whatever_the_fail_mode(make_app: AppFactory, rs_key: SigningKey, issuer: str,
-                                                     clock: Clock) -> None:  # fmt: skip
-    app, _ = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": down_url(), "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_FAIL_MODE": "open",
-    })  # fmt: skip
+def test_no_usable_key_is_503_whatever_the_fail_mode(
+    make_app: AppFactory, rs_key: SigningKey, issuer: str, clock: Clock
+) -> None:
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": down_url(),
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+            "JWT_SHIELD_FAIL_MODE": "open",
+        }
+    )
     response = get(app, auth0_token(rs_key, issuer))
     assert response.status_code == 503
     assert response.json["error"] == "temporarily_unavailable"
@@ -296,8 +328,9 @@ def test_no_usable_key_is_503_whatever_the_fail_mode(make_app: AppFactory, rs_ke
     assert "WWW-Authenticate" not in response.headers
 
 
-def test_idp_down_keeps_tokens_working(rs_app: RSApp, rs_key: SigningKey, issuer: str, idp: IdPServer,
-                                       clock: Clock) -> None:  # fmt: skip
+def test_idp_down_keeps_tokens_working(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, idp: IdPServer, clock: Clock
+) -> None:
     app, _ = rs_app()
     assert get(app, auth0_token(rs_key, issuer)).status_code == 200
     idp.stop()
@@ -312,8 +345,14 @@ def test_init_app_does_not_fetch(rs_app: RSApp, idp: IdPServer) -> None:
 
 def test_discovery(make_app: AppFactory, idp: IdPServer, rs_key: SigningKey, clock: Clock) -> None:
     idp.publish(rs_key)
-    app, _ = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_OIDC_DISCOVERY": True,
-                       "JWT_SHIELD_ISSUER": idp.url, "JWT_SHIELD_AUDIENCE": AUDIENCE})  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_OIDC_DISCOVERY": True,
+            "JWT_SHIELD_ISSUER": idp.url,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        }
+    )
     token = rs_key.sign(idp_claims(idp.url, AUDIENCE, jti="d"))
     assert get(app, token).status_code == 200
     assert idp.hits == ["/.well-known/openid-configuration", "/jwks.json"]
@@ -375,8 +414,9 @@ def test_attack_ecdsa_high_s_does_not_rename_a_token(rs_app: RSApp, es_key: Sign
     assert "revoked" in get(app, twin).json["error_description"]
 
 
-def test_attack_hs256_signed_with_the_providers_public_key(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                                           idp: IdPServer) -> None:  # fmt: skip
+def test_attack_hs256_signed_with_the_providers_public_key(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, idp: IdPServer
+) -> None:
     app, _ = rs_app()
     public_pem = rs_key.private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -432,8 +472,9 @@ def test_revoke_subject_with_integer_iat(rs_app: RSApp, rs_key: SigningKey, issu
     assert get(app, after).status_code == 200
 
 
-def test_revoke_key_revokes_every_token_of_an_idp_key(rs_app: RSApp, rs_key: SigningKey, es_key: SigningKey,
-                                                      issuer: str) -> None:  # fmt: skip
+def test_revoke_key_revokes_every_token_of_an_idp_key(
+    rs_app: RSApp, rs_key: SigningKey, es_key: SigningKey, issuer: str
+) -> None:
     app, shield = rs_app()
     with app.app_context():
         shield.revoke_key("idp-2026-01")
@@ -513,8 +554,13 @@ def test_cli_revoke_and_check_config(rs_app: RSApp, rs_key: SigningKey, issuer: 
 )
 def test_bad_resource_server_config_refused(config: dict[str, t.Any], message: str) -> None:
     app = Flask("rs_config")
-    app.config.update({"JWT_SHIELD_JWKS_URL": "https://idp.example/.well-known/jwks.json",
-                       "JWT_SHIELD_ISSUER": "https://idp.example/", "JWT_SHIELD_AUDIENCE": AUDIENCE})  # fmt: skip
+    app.config.update(
+        {
+            "JWT_SHIELD_JWKS_URL": "https://idp.example/.well-known/jwks.json",
+            "JWT_SHIELD_ISSUER": "https://idp.example/",
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        }
+    )
     app.config.update(config)
     with pytest.raises(ConfigurationError, match=message.replace("*", r"\*")):
         JWTShield(app)
@@ -541,8 +587,9 @@ def use(app: Flask, token: str, ip: str) -> t.Any:
     return app.test_client().get("/api/me", headers=bearer(token), environ_base={"REMOTE_ADDR": ip})
 
 
-def test_country_change_judged_against_the_subjects_history(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                                            country_db: str, clock: Clock) -> None:  # fmt: skip
+def test_country_change_judged_against_the_subjects_history(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, country_db: str, clock: Clock
+) -> None:
     app, shield = rs_app(GEOIP_DATABASE=country_db, COUNTRY_CHANGE_ACTION="deny", RATE_LIMIT=None)
     first = auth0_token(rs_key, issuer, jti="first")
     assert use(app, first, BERLIN).status_code == 200  # the first use: history starts with DE
@@ -559,8 +606,9 @@ def test_country_change_judged_against_the_subjects_history(rs_app: RSApp, rs_ke
     assert use(app, second, TOKYO).status_code == 403  # denied: JP never entered the history
 
 
-def test_country_change_flag_learns_the_new_country(rs_app: RSApp, rs_key: SigningKey, issuer: str,
-                                                    country_db: str, clock: Clock) -> None:  # fmt: skip
+def test_country_change_flag_learns_the_new_country(
+    rs_app: RSApp, rs_key: SigningKey, issuer: str, country_db: str, clock: Clock
+) -> None:
     app, shield = rs_app(GEOIP_DATABASE=country_db, RATE_LIMIT=None)  # action "flag"
     token = auth0_token(rs_key, issuer, jti="t")
     assert use(app, token, BERLIN).status_code == 200
@@ -571,10 +619,17 @@ def test_country_change_flag_learns_the_new_country(rs_app: RSApp, rs_key: Signi
         assert len(shield.events(kind="country-changed")) == 1
 
 
-def test_no_usable_key_is_one_event_per_interval(make_app: AppFactory, rs_key: SigningKey, issuer: str,
-                                                 clock: Clock) -> None:  # fmt: skip
-    app, shield = make_app({"JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": down_url(),
-                            "JWT_SHIELD_ISSUER": issuer, "JWT_SHIELD_AUDIENCE": AUDIENCE})  # fmt: skip
+def test_no_usable_key_is_one_event_per_interval(
+    make_app: AppFactory, rs_key: SigningKey, issuer: str, clock: Clock
+) -> None:
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": down_url(),
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        }
+    )
     for _ in range(20):
         assert get(app, auth0_token(rs_key, issuer)).status_code == 503
     with app.app_context():

@@ -28,8 +28,14 @@ def store_uri(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def session_app(make_app: AppFactory, store_uri: str) -> tuple[Flask, JWTShield]:
-    return make_app({"JWT_SHIELD_STORE_URI": store_uri, "JWT_SHIELD_ACCESS_TOKEN_TTL": 300,
-                     "JWT_SHIELD_REFRESH_TOKEN_TTL": 3600, "JWT_SHIELD_REFRESH_IDLE_TTL": 1800})  # fmt: skip
+    return make_app(
+        {
+            "JWT_SHIELD_STORE_URI": store_uri,
+            "JWT_SHIELD_ACCESS_TOKEN_TTL": 300,
+            "JWT_SHIELD_REFRESH_TOKEN_TTL": 3600,
+            "JWT_SHIELD_REFRESH_IDLE_TTL": 1800,
+        }
+    )
 
 
 def issue(app: Flask, shield: JWTShield, sub: str = "alice", **kw: t.Any) -> TokenPair:
@@ -93,8 +99,9 @@ def test_reuse_revokes_the_whole_family(session_app: tuple[Flask, JWTShield], cl
     clock.advance(5)
     thief_pair = refresh(app, shield, pair.refresh_token)  # the thief refreshes first
     clock.advance(5)
-    r = app.test_client().post("/refresh", json={"refresh_token": pair.refresh_token},
-                               environ_base={"REMOTE_ADDR": "203.0.113.50"})  # the user's stale copy
+    r = app.test_client().post(
+        "/refresh", json={"refresh_token": pair.refresh_token}, environ_base={"REMOTE_ADDR": "203.0.113.50"}
+    )  # the user's stale copy
     assert r.status_code == 400 and json_of(r)["error"] == "invalid_grant"
     # every token of the family is dead: the thief's access and refresh tokens, the original access token
     assert me(app, thief_pair.access_token) == 401
@@ -111,8 +118,9 @@ def test_reuse_revokes_the_whole_family(session_app: tuple[Flask, JWTShield], cl
     assert event.detail["first_use"]["at"] == clock.now - 5
 
 
-def test_grace_returns_the_same_family_without_a_second_branch(make_app: AppFactory, store_uri: str,
-                                                               clock: Clock) -> None:  # fmt: skip
+def test_grace_returns_the_same_family_without_a_second_branch(
+    make_app: AppFactory, store_uri: str, clock: Clock
+) -> None:
     app, shield = make_app({"JWT_SHIELD_STORE_URI": store_uri, "JWT_SHIELD_REFRESH_REUSE_GRACE": 10})
     pair = issue(app, shield)
     a = refresh(app, shield, pair.refresh_token)  # tab A
@@ -191,8 +199,7 @@ def test_revoke_family_logs_out_one_device(session_app: tuple[Flask, JWTShield])
     refresh(app, shield, laptop.refresh_token)
 
 
-def test_revoke_subject_logs_out_everywhere_and_back_in(session_app: tuple[Flask, JWTShield],
-                                                        clock: Clock) -> None:  # fmt: skip
+def test_revoke_subject_logs_out_everywhere_and_back_in(session_app: tuple[Flask, JWTShield], clock: Clock) -> None:
     app, shield = session_app
     phone, laptop = issue(app, shield), issue(app, shield)
     bob = issue(app, shield, "bob")
@@ -302,8 +309,9 @@ def test_log_out_everywhere_leaves_no_live_session(make_app: AppFactory, store_u
     assert client.get("/api/me", headers=bearer(fresh["access_token"])).status_code == 200
 
 
-@pytest.mark.parametrize("call", ["issue_tokens", "create_access_token", "revoke_subject", "sessions",
-                                  "forget_places", "events"])  # fmt: skip
+@pytest.mark.parametrize(
+    "call", ["issue_tokens", "create_access_token", "revoke_subject", "sessions", "forget_places", "events"]
+)
 def test_a_lone_surrogate_is_refused_with_a_clear_error(make_app: AppFactory, store_uri: str, call: str) -> None:
     """Newcomer's list, bug 4: a subject that is not valid Unicode cannot be stored (SQLite
     raised UnicodeEncodeError); every call that takes one refuses it with a ValueError."""

@@ -51,8 +51,15 @@ def busy_at_once(monkeypatch: pytest.MonkeyPatch, failures: int | None) -> list[
 
 def family(sid: str, sub: str = "alice") -> Family:
     now = time.time()
-    return Family(sid=sid, sub=sub, created_at=now, expires_at=now + 3600, last_used_at=now,
-                  current_jti="j-" + sid, current_iat=now)  # fmt: skip
+    return Family(
+        sid=sid,
+        sub=sub,
+        created_at=now,
+        expires_at=now + 3600,
+        last_used_at=now,
+        current_jti="j-" + sid,
+        current_iat=now,
+    )
 
 
 def test_attack_a_write_does_not_lose_to_an_immediate_busy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,13 +51,19 @@ def issuer(idp: IdPServer) -> str:
 
 
 @pytest.fixture
-def app_shield(make_app: AppFactory, idp: IdPServer, key: SigningKey, issuer: str,
-               clock: Clock) -> tuple[Flask, JWTShield]:  # fmt: skip
+def app_shield(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, issuer: str, clock: Clock
+) -> tuple[Flask, JWTShield]:
     idp.publish(key)
-    app, shield = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
-    })  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+            "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+        }
+    )
     app.register_blueprint(shield.security_events_blueprint())
     return app, shield
 
@@ -69,8 +75,13 @@ def access_token(key: SigningKey, issuer: str, **extra: t.Any) -> str:
 
 
 def make_set(key: SigningKey, issuer: str, events: dict[str, t.Any], **claims: t.Any) -> str:
-    payload: dict[str, t.Any] = {"iss": issuer, "aud": AUDIENCE, "iat": int(time.time()),
-                                 "jti": secrets.token_hex(12), "events": events}  # fmt: skip
+    payload: dict[str, t.Any] = {
+        "iss": issuer,
+        "aud": AUDIENCE,
+        "iat": int(time.time()),
+        "jti": secrets.token_hex(12),
+        "events": events,
+    }
     payload.update(claims)
     return key.sign({k: v for k, v in payload.items() if v is not None}, typ="secevent+jwt")
 
@@ -90,17 +101,21 @@ def me(app: Flask, token: str) -> int:
 # -- events mapped to revocations ----------------------------------------------------------------
 
 
-def test_caep_session_revoked_revokes_that_session(app_shield: tuple[Flask, JWTShield], key: SigningKey,
-                                                   issuer: str) -> None:  # fmt: skip
+def test_caep_session_revoked_revokes_that_session(
+    app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str
+) -> None:
     """Keycloak's tokens carry the session (``sid``): ``session_fallback="none"`` revokes it alone."""
     app, shield = app_shield
-    app.register_blueprint(shield.security_events_blueprint(session_fallback="none", url="/ssf-by-session",
-                                                            name="by_session"))  # fmt: skip
+    app.register_blueprint(
+        shield.security_events_blueprint(session_fallback="none", url="/ssf-by-session", name="by_session")
+    )
     token = access_token(key, issuer)
     other_session = access_token(key, issuer, sid="another-session")
     assert me(app, token) == 200
-    event = {"subject": {"user": user(issuer), "session": {"format": "opaque", "id": SID}},
-             "event_timestamp": int(time.time())}  # fmt: skip
+    event = {
+        "subject": {"user": user(issuer), "session": {"format": "opaque", "id": SID}},
+        "event_timestamp": int(time.time()),
+    }
     set_token = make_set(key, issuer, {CAEP + "session-revoked": event})
     response = app.test_client().post("/ssf-by-session", data=set_token, content_type=SET_MEDIA)
     assert response.status_code == 202 and response.data == b""
@@ -145,8 +160,7 @@ def test_subject_wide_events_revoke_every_token_of_the_subject(
     assert event.subject == SUB and event.detail["event"] == event_type
 
 
-def test_risc_legacy_subject_type_and_sub_id(app_shield: tuple[Flask, JWTShield], key: SigningKey,
-                                             issuer: str) -> None:  # fmt: skip
+def test_risc_legacy_subject_type_and_sub_id(app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str) -> None:
     app, _ = app_shield
     token = access_token(key, issuer)
     legacy = {"subject": {"subject_type": "iss-sub", "iss": issuer, "sub": SUB}}  # Google RISC's shape
@@ -160,11 +174,16 @@ def test_risc_legacy_subject_type_and_sub_id(app_shield: tuple[Flask, JWTShield]
 
 @pytest.mark.parametrize(
     "event_type",
-    ["https://schemas.openid.net/secevent/ssf/event-type/verification", RISC + "verification",
-     CAEP + "assurance-level-change", "https://example.com/some-future-event"],
-)  # fmt: skip
-def test_other_events_are_accepted_and_ignored(app_shield: tuple[Flask, JWTShield], key: SigningKey,
-                                               issuer: str, event_type: str) -> None:  # fmt: skip
+    [
+        "https://schemas.openid.net/secevent/ssf/event-type/verification",
+        RISC + "verification",
+        CAEP + "assurance-level-change",
+        "https://example.com/some-future-event",
+    ],
+)
+def test_other_events_are_accepted_and_ignored(
+    app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str, event_type: str
+) -> None:
     app, shield = app_shield
     token = access_token(key, issuer)
     assert push(app, make_set(key, issuer, {event_type: {"state": "abc"}})).status_code == 202
@@ -173,13 +192,19 @@ def test_other_events_are_accepted_and_ignored(app_shield: tuple[Flask, JWTShiel
         assert shield.events(kind="subject-revoked") == shield.events(kind="family-revoked") == []
 
 
-def test_resolve_subject_maps_other_identifiers(make_app: AppFactory, idp: IdPServer, key: SigningKey,
-                                                issuer: str, clock: Clock) -> None:  # fmt: skip
+def test_resolve_subject_maps_other_identifiers(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, issuer: str, clock: Clock
+) -> None:
     idp.publish(key)
-    app, shield = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
-    })  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+            "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+        }
+    )
     directory = {"alice@example.com": SUB}
     blueprint = shield.security_events_blueprint(resolve_subject=lambda s: directory.get(s.get("email", "")))
     app.register_blueprint(blueprint)
@@ -227,9 +252,11 @@ def _cases(key: SigningKey, issuer: str) -> list[tuple[str, t.Any, str]]:
         ("no events", make_set(key, issuer, {}), "invalid_request"),
         ("events not an object", make_set(key, issuer, t.cast(t.Any, ["x"])), "invalid_request"),
         ("event without subject", make_set(key, issuer, {CAEP + "credential-change": {}}), "invalid_request"),
-        ("subject of another issuer",
-         make_set(key, issuer, {RISC + "account-disabled": {"subject": user("https://evil.example")}}),
-         "invalid_request"),
+        (
+            "subject of another issuer",
+            make_set(key, issuer, {RISC + "account-disabled": {"subject": user("https://evil.example")}}),
+            "invalid_request",
+        ),
         ("too large", "a" * 70_000 + ".b.c", "invalid_request"),
     ]
 
@@ -252,8 +279,9 @@ def test_bad_sets_get_rfc8935_error_codes(app_shield: tuple[Flask, JWTShield], k
     assert {"set-invalid_request", "set-invalid_key", "set-invalid_issuer", "set-invalid_audience"} <= reasons
 
 
-def test_attack_set_replay_is_refused(app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str,
-                                      clock: Clock) -> None:  # fmt: skip
+def test_attack_set_replay_is_refused(
+    app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str, clock: Clock
+) -> None:
     app, shield = app_shield
     set_token = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
     assert push(app, set_token).status_code == 202
@@ -267,45 +295,62 @@ def test_attack_set_replay_is_refused(app_shield: tuple[Flask, JWTShield], key: 
         assert len(shield.events(kind="subject-revoked")) == 1
 
 
-def test_authorize_callback_refuses_the_transmitter(make_app: AppFactory, idp: IdPServer, key: SigningKey,
-                                                    issuer: str, clock: Clock) -> None:  # fmt: skip
+def test_authorize_callback_refuses_the_transmitter(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, issuer: str, clock: Clock
+) -> None:
     idp.publish(key)
-    app, shield = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE,
-    })  # fmt: skip
-    app.register_blueprint(shield.security_events_blueprint(
-        authorize=lambda: request.headers.get("Authorization") == "Bearer transmitter-secret"
-    ))  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        }
+    )
+    app.register_blueprint(
+        shield.security_events_blueprint(
+            authorize=lambda: request.headers.get("Authorization") == "Bearer transmitter-secret"
+        )
+    )
     set_token = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
     response = push(app, set_token)
     assert response.status_code == 401 and response.json["err"] == "authentication_failed"
     assert push(app, set_token, Authorization="Bearer transmitter-secret").status_code == 202
 
 
-def test_keys_unavailable_is_503_so_the_transmitter_retries(make_app: AppFactory, key: SigningKey,
-                                                            issuer: str, clock: Clock) -> None:  # fmt: skip
-    app, shield = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": down_url(), "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE,
-    })  # fmt: skip
+def test_keys_unavailable_is_503_so_the_transmitter_retries(
+    make_app: AppFactory, key: SigningKey, issuer: str, clock: Clock
+) -> None:
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": down_url(),
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        }
+    )
     app.register_blueprint(shield.security_events_blueprint())
     response = push(app, make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}}))
     assert response.status_code == 503 and "Retry-After" in response.headers
     assert response.json["err"] == "temporarily_unavailable"
 
 
-def test_issuing_app_receives_sets_from_another_issuer(make_app: AppFactory, idp: IdPServer, key: SigningKey,
-                                                       clock: Clock) -> None:  # fmt: skip
+def test_issuing_app_receives_sets_from_another_issuer(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, clock: Clock
+) -> None:
     """Google RISC for an app with its own tokens: the SETs' issuer and keys are Google's."""
     idp.publish(key)
     app, shield = make_app({"JWT_SHIELD_ISSUER": "https://api.example.com", "JWT_SHIELD_AUDIENCE": AUDIENCE})
     google = idp.url + "/google"
     accounts = {"1234567890": "alice"}
-    app.register_blueprint(shield.security_events_blueprint(
-        issuer=google, audience="client-id-123.apps.googleusercontent.com", jwks_url=idp.jwks_url,
-        resolve_subject=lambda s: accounts.get(s.get("sub", "")),
-    ))  # fmt: skip
+    app.register_blueprint(
+        shield.security_events_blueprint(
+            issuer=google,
+            audience="client-id-123.apps.googleusercontent.com",
+            jwks_url=idp.jwks_url,
+            resolve_subject=lambda s: accounts.get(s.get("sub", "")),
+        )
+    )
     with app.app_context():
         token = shield.create_access_token("alice")
     event = {RISC + "sessions-revoked": {"subject": {"subject_type": "iss-sub", "iss": google, "sub": "1234567890"}}}
@@ -326,9 +371,15 @@ def test_blueprint_jwks_url_must_be_https() -> None:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
-                      st.lists(st.text(alphabet="ABCabc012-_", max_size=40), min_size=3, max_size=3)
-                      .map(lambda p: ".".join(p).encode())))  # fmt: skip
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(str.encode),
+        st.lists(st.text(alphabet="ABCabc012-_", max_size=40), min_size=3, max_size=3).map(
+            lambda p: ".".join(p).encode()
+        ),
+    )
+)
 def test_fuzz_never_a_500(app_shield: tuple[Flask, JWTShield], body: bytes) -> None:
     app, _ = app_shield
     response = push(app, body)
@@ -340,13 +391,23 @@ def test_fuzz_never_a_500(app_shield: tuple[Flask, JWTShield], body: bytes) -> N
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
-def store_app(request: pytest.FixtureRequest, make_app: AppFactory, idp: IdPServer, key: SigningKey,
-              issuer: str, tmp_path: t.Any, clock: Clock) -> tuple[Flask, JWTShield]:  # fmt: skip
+def store_app(
+    request: pytest.FixtureRequest,
+    make_app: AppFactory,
+    idp: IdPServer,
+    key: SigningKey,
+    issuer: str,
+    tmp_path: t.Any,
+    clock: Clock,
+) -> tuple[Flask, JWTShield]:
     idp.publish(key)
     config = {
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
-    }  # fmt: skip
+        "JWT_SHIELD_SECRET_KEY": None,
+        "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+        "JWT_SHIELD_ISSUER": issuer,
+        "JWT_SHIELD_AUDIENCE": AUDIENCE,
+        "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+    }
     if request.param == "sqlite":
         config["JWT_SHIELD_STORE_URI"] = f"sqlite:///{tmp_path}/ssf.db"
     elif request.param == "redis":
@@ -354,9 +415,9 @@ def store_app(request: pytest.FixtureRequest, make_app: AppFactory, idp: IdPServ
     return make_app(config)
 
 
-def test_attack_set_retry_after_a_resolver_failure_is_applied(store_app: tuple[Flask, JWTShield],
-                                                               key: SigningKey, issuer: str,
-                                                               clock: Clock) -> None:  # fmt: skip
+def test_attack_set_retry_after_a_resolver_failure_is_applied(
+    store_app: tuple[Flask, JWTShield], key: SigningKey, issuer: str, clock: Clock
+) -> None:
     app, shield = store_app
     calls = []
 
@@ -381,9 +442,9 @@ def test_attack_set_retry_after_a_resolver_failure_is_applied(store_app: tuple[F
         assert len(shield.events(kind="subject-revoked")) == 1
 
 
-def test_attack_set_retry_after_a_store_failure_is_applied(store_app: tuple[Flask, JWTShield],
-                                                            key: SigningKey, issuer: str, clock: Clock,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_attack_set_retry_after_a_store_failure_is_applied(
+    store_app: tuple[Flask, JWTShield], key: SigningKey, issuer: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flask_jwt_shield.errors import StoreError
     from flask_jwt_shield.state import current_state
 
@@ -412,8 +473,9 @@ def test_attack_set_retry_after_a_store_failure_is_applied(store_app: tuple[Flas
         assert len(shield.events(kind="subject-revoked")) == 1
 
 
-def test_set_delivered_twice_at_once_is_applied_once(store_app: tuple[Flask, JWTShield], key: SigningKey,
-                                                     issuer: str, clock: Clock) -> None:  # fmt: skip
+def test_set_delivered_twice_at_once_is_applied_once(
+    store_app: tuple[Flask, JWTShield], key: SigningKey, issuer: str, clock: Clock
+) -> None:
     """The second delivery of a SET still being applied is told to retry; the retry is a replay."""
     import threading
 
@@ -473,8 +535,9 @@ def test_session_fallback_none_refuses_only_tokens_carrying_the_sid(
 ) -> None:
     app, shield = store_app
     app.register_blueprint(shield.security_events_blueprint(session_fallback="none"))
-    carrying, without = access_token(key, issuer), key.sign(
-        {k: v for k, v in _claims(access_token(key, issuer)).items() if k != "sid"}, typ="JWT"
+    carrying, without = (
+        access_token(key, issuer),
+        key.sign({k: v for k, v in _claims(access_token(key, issuer)).items() if k != "sid"}, typ="JWT"),
     )
     event = {"subject": {"user": user(issuer), "session": {"format": "opaque", "id": SID}}}
     assert push(app, make_set(key, issuer, {CAEP + "session-revoked": event})).status_code == 202
@@ -486,9 +549,9 @@ def test_session_fallback_none_refuses_only_tokens_carrying_the_sid(
     assert revoked.sid == SID and revoked.detail["session_known"] is False
 
 
-def test_session_revoked_of_a_known_family_revokes_that_session_alone(make_app: AppFactory, idp: IdPServer,
-                                                                      key: SigningKey,
-                                                                      clock: Clock) -> None:  # fmt: skip
+def test_session_revoked_of_a_known_family_revokes_that_session_alone(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, clock: Clock
+) -> None:
     """An issuing app that transmits to itself (same issuer): the family is known, so exact."""
     idp.publish(key)
     app, shield = make_app({"JWT_SHIELD_ISSUER": "https://api.example.com", "JWT_SHIELD_AUDIENCE": AUDIENCE})
@@ -497,8 +560,10 @@ def test_session_revoked_of_a_known_family_revokes_that_session_alone(make_app: 
     first = json_of(client.post("/login?sub=alice"))
     second = json_of(client.post("/login?sub=alice"))
     sid = _claims(first["access_token"])["sid"]
-    subject = {"user": {"format": "iss_sub", "iss": "https://api.example.com", "sub": "alice"},
-               "session": {"format": "opaque", "id": sid}}  # fmt: skip
+    subject = {
+        "user": {"format": "iss_sub", "iss": "https://api.example.com", "sub": "alice"},
+        "session": {"format": "opaque", "id": sid},
+    }
     set_token = make_set(key, "https://api.example.com", {CAEP + "session-revoked": {"subject": subject}})
     assert push(app, set_token).status_code == 202
     assert me(app, first["access_token"]) == 401
@@ -517,16 +582,21 @@ def test_session_fallback_is_checked() -> None:
 # -- a transmitter speaks only for its own users (issue 24, finding 8) -----------------------------
 
 
-def test_attack_third_party_transmitter_cannot_name_a_local_user(make_app: AppFactory, idp: IdPServer,
-                                                                 key: SigningKey,
-                                                                 clock: Clock) -> None:  # fmt: skip
+def test_attack_third_party_transmitter_cannot_name_a_local_user(
+    make_app: AppFactory, idp: IdPServer, key: SigningKey, clock: Clock
+) -> None:
     """Google's SETs naming the app's own issuer: not Google's user to speak for."""
     idp.publish(key)
     app, shield = make_app({"JWT_SHIELD_ISSUER": "https://api.example.com", "JWT_SHIELD_AUDIENCE": AUDIENCE})
     google = idp.url + "/google"
-    app.register_blueprint(shield.security_events_blueprint(
-        issuer=google, audience=AUDIENCE, jwks_url=idp.jwks_url, resolve_subject=lambda s: None,
-    ))  # fmt: skip
+    app.register_blueprint(
+        shield.security_events_blueprint(
+            issuer=google,
+            audience=AUDIENCE,
+            jwks_url=idp.jwks_url,
+            resolve_subject=lambda s: None,
+        )
+    )
     with app.app_context():
         token = shield.create_access_token("admin")
     for event_type, subject in [
@@ -554,10 +624,16 @@ def test_a_store_over_its_bound_still_accepts_new_sets_and_refuses_dropped_ones(
 
     idp.publish(key)
     store = MemoryStore(max_remembered=8)
-    app, shield = make_app({
-        "JWT_SHIELD_SECRET_KEY": None, "JWT_SHIELD_JWKS_URL": idp.jwks_url, "JWT_SHIELD_ISSUER": issuer,
-        "JWT_SHIELD_AUDIENCE": AUDIENCE, "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
-    }, store=store)  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_SECRET_KEY": None,
+            "JWT_SHIELD_JWKS_URL": idp.jwks_url,
+            "JWT_SHIELD_ISSUER": issuer,
+            "JWT_SHIELD_AUDIENCE": AUDIENCE,
+            "JWT_SHIELD_ACCEPTED_TYPES": ["keycloak"],
+        },
+        store=store,
+    )
     app.register_blueprint(shield.security_events_blueprint())
     first = make_set(key, issuer, {CAEP + "credential-change": {"subject": user(issuer)}})
     assert push(app, first).status_code == 202

@@ -39,10 +39,15 @@ def step_app(make_app: AppFactory, tmp_path: Path) -> t.Callable[..., tuple[Flas
     city_db = str(write_city_db(tmp_path / "city.mmdb", PLACES))
 
     def factory(**config: t.Any) -> tuple[Flask, JWTShield]:
-        settings = {"JWT_SHIELD_GEOIP_DATABASE": city_db, "JWT_SHIELD_RATE_LIMIT": None,
-                    "JWT_SHIELD_ACCESS_TOKEN_TTL": 4 * HOUR, "JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH": 10**9,
-                    "JWT_SHIELD_COUNTRY_CHANGE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 300,
-                    **config}  # fmt: skip
+        settings = {
+            "JWT_SHIELD_GEOIP_DATABASE": city_db,
+            "JWT_SHIELD_RATE_LIMIT": None,
+            "JWT_SHIELD_ACCESS_TOKEN_TTL": 4 * HOUR,
+            "JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH": 10**9,
+            "JWT_SHIELD_COUNTRY_CHANGE_ACTION": "step_up",
+            "JWT_SHIELD_STEP_UP_MAX_AGE": 300,
+            **config,
+        }
         app, shield = make_app(settings)
 
         @app.post("/login-with")
@@ -91,8 +96,10 @@ def test_challenge_follows_rfc_9470_section_3(step_app: t.Any, clock: Clock) -> 
         ' error_description="This token was issued in another country. Authenticate again to continue.",'
         ' acr_values="mfa phr", max_age="300"'
     ]
-    assert json_of(r) == {"error": "insufficient_user_authentication",
-                      "error_description": "This token was issued in another country. Authenticate again to continue."}
+    assert json_of(r) == {
+        "error": "insufficient_user_authentication",
+        "error_description": "This token was issued in another country. Authenticate again to continue.",
+    }
     assert r.headers["Cache-Control"] == "no-store"
     (event,) = events(app, shield, "country-changed")
     assert event.action == "step_up" and event.country == "JP"
@@ -102,17 +109,21 @@ def test_challenge_follows_rfc_9470_section_3(step_app: t.Any, clock: Clock) -> 
     assert use(app, token, BERLIN).status_code == 200
 
 
-@pytest.mark.parametrize(("config", "params"), [
-    ({"JWT_SHIELD_STEP_UP_MAX_AGE": 600}, 'max_age="600"'),
-    ({"JWT_SHIELD_STEP_UP_MAX_AGE": None, "JWT_SHIELD_STEP_UP_ACR_VALUES": "mfa"}, 'acr_values="mfa"'),
-])  # fmt: skip
-def test_challenge_names_only_what_is_configured(step_app: t.Any, clock: Clock, config: dict[str, t.Any],
-                                                params: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("config", "params"),
+    [
+        ({"JWT_SHIELD_STEP_UP_MAX_AGE": 600}, 'max_age="600"'),
+        ({"JWT_SHIELD_STEP_UP_MAX_AGE": None, "JWT_SHIELD_STEP_UP_ACR_VALUES": "mfa"}, 'acr_values="mfa"'),
+    ],
+)
+def test_challenge_names_only_what_is_configured(
+    step_app: t.Any, clock: Clock, config: dict[str, t.Any], params: str
+) -> None:
     app, _ = step_app(**config)
     token = json_of(login(app, BERLIN))["access_token"]
     clock.advance(HOUR)
     challenge = use(app, token, TOKYO).headers["WWW-Authenticate"]
-    assert challenge.endswith(f"Authenticate again to continue.\", {params}")
+    assert challenge.endswith(f'Authenticate again to continue.", {params}')
 
 
 def test_the_error_is_an_invalid_token_for_handlers() -> None:
@@ -190,8 +201,11 @@ def test_monitor_mode_downgrades_step_up_to_flag(step_app: t.Any, clock: Clock) 
 
 
 def test_impossible_travel_can_ask_for_a_step_up(step_app: t.Any, clock: Clock) -> None:
-    app, shield = step_app(JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805, JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="step_up",
-                           JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag")  # fmt: skip
+    app, shield = step_app(
+        JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805,
+        JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="step_up",
+        JWT_SHIELD_COUNTRY_CHANGE_ACTION="flag",
+    )
     token = json_of(login(app, BERLIN))["access_token"]
     clock.advance(600)
     r = use(app, token, MUNICH)  # 504 km in 10 minutes; the login is older than max_age
@@ -220,9 +234,13 @@ def test_a_stronger_answer_on_the_same_use_comes_first(step_app: t.Any, clock: C
 
 
 def test_a_stronger_answer_at_login_comes_first(step_app: t.Any, clock: Clock) -> None:
-    app, _ = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
-                      JWT_SHIELD_STEP_UP_MAX_AGE=None, JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805,
-                      JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="deny")  # fmt: skip
+    app, _ = step_app(
+        JWT_SHIELD_NEW_COUNTRY_ACTION="step_up",
+        JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
+        JWT_SHIELD_STEP_UP_MAX_AGE=None,
+        JWT_SHIELD_IMPOSSIBLE_TRAVEL_KMH=805,
+        JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION="deny",
+    )
     login(app, BERLIN)
     clock.advance(600)
     r = login(app, TOKYO)  # a new country without the second factor, and impossible travel
@@ -236,12 +254,19 @@ class ProfileOutage(MemoryStore):
         raise StoreError("profiles unreachable")
 
 
-def test_a_waiting_step_up_is_applied_when_the_profile_is_out_of_reach(make_app: AppFactory, tmp_path: Path,
-                                                                       clock: Clock) -> None:  # fmt: skip
+def test_a_waiting_step_up_is_applied_when_the_profile_is_out_of_reach(
+    make_app: AppFactory, tmp_path: Path, clock: Clock
+) -> None:
     city_db = str(write_city_db(tmp_path / "city.mmdb", PLACES))
-    app, _ = make_app({"JWT_SHIELD_GEOIP_DATABASE": city_db, "JWT_SHIELD_FAIL_MODE": "open",
-                       "JWT_SHIELD_COUNTRY_CHANGE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 300},
-                      store=ProfileOutage())  # fmt: skip
+    app, _ = make_app(
+        {
+            "JWT_SHIELD_GEOIP_DATABASE": city_db,
+            "JWT_SHIELD_FAIL_MODE": "open",
+            "JWT_SHIELD_COUNTRY_CHANGE_ACTION": "step_up",
+            "JWT_SHIELD_STEP_UP_MAX_AGE": 300,
+        },
+        store=ProfileOutage(),
+    )
     token = json_of(app.test_client().post("/login", environ_base={"REMOTE_ADDR": BERLIN}))["access_token"]
     clock.advance(600)  # older than max_age, younger than the access token's 15 minutes
     r = use(app, token, TOKYO)
@@ -249,9 +274,16 @@ def test_a_waiting_step_up_is_applied_when_the_profile_is_out_of_reach(make_app:
 
 
 def test_an_adaptive_anomaly_can_ask_for_a_step_up(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
-                            "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0, "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
-                            "JWT_SHIELD_ADAPTIVE_ACTION": "step_up", "JWT_SHIELD_STEP_UP_MAX_AGE": 120})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": None,
+            "JWT_SHIELD_ADAPTIVE": True,
+            "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0,
+            "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
+            "JWT_SHIELD_ADAPTIVE_ACTION": "step_up",
+            "JWT_SHIELD_STEP_UP_MAX_AGE": 120,
+        }
+    )
     client = app.test_client()
     token = json_of(client.post("/login"))["access_token"]
     for _ in range(5):  # the baseline: 10 a minute
@@ -310,18 +342,22 @@ def test_a_refresh_from_abroad_needs_a_new_login(step_app: t.Any, clock: Clock) 
     assert refresh(app, pair["refresh_token"], BERLIN).status_code == 200
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"claims": {"acr": "mfa"}}, "pass issue_tokens(sub, acr=..., auth_time=...)"),
-    ({"claims": {"auth_time": 1}}, "pass issue_tokens(sub, acr=..., auth_time=...)"),
-    ({"acr": ""}, "acr must be a non-empty string"),
-    ({"acr": 2}, "acr must be a non-empty string"),
-    ({"auth_time": "yesterday"}, "auth_time must be the epoch seconds"),
-    ({"auth_time": float("nan")}, "auth_time must be the epoch seconds"),
-    ({"auth_time": True}, "auth_time must be the epoch seconds"),
-    ({"auth_time": 1_800_000_000 + 60}, "auth_time lies in the future"),
-])  # fmt: skip
-def test_issue_tokens_checks_acr_and_auth_time(step_app: t.Any, clock: Clock, kwargs: dict[str, t.Any],
-                                               message: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"claims": {"acr": "mfa"}}, "pass issue_tokens(sub, acr=..., auth_time=...)"),
+        ({"claims": {"auth_time": 1}}, "pass issue_tokens(sub, acr=..., auth_time=...)"),
+        ({"acr": ""}, "acr must be a non-empty string"),
+        ({"acr": 2}, "acr must be a non-empty string"),
+        ({"auth_time": "yesterday"}, "auth_time must be the epoch seconds"),
+        ({"auth_time": float("nan")}, "auth_time must be the epoch seconds"),
+        ({"auth_time": True}, "auth_time must be the epoch seconds"),
+        ({"auth_time": 1_800_000_000 + 60}, "auth_time lies in the future"),
+    ],
+)
+def test_issue_tokens_checks_acr_and_auth_time(
+    step_app: t.Any, clock: Clock, kwargs: dict[str, t.Any], message: str
+) -> None:
     app, shield = step_app()
     with app.app_context(), pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         shield.issue_tokens("alice", **kwargs)
@@ -334,8 +370,9 @@ def test_at_login_a_new_country_asks_for_a_stronger_authentication(step_app: t.A
     """New country with ``step_up``: the login itself is the authentication judged. A
     password login is recent by definition, so only ``acr_values`` (or an older
     ``auth_time`` handed in) can refuse it: here the app must have done its second factor."""
-    app, shield = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
-                           JWT_SHIELD_STEP_UP_MAX_AGE=None)  # fmt: skip
+    app, shield = step_app(
+        JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"], JWT_SHIELD_STEP_UP_MAX_AGE=None
+    )
     assert login(app, BERLIN).status_code == 200
     clock.advance(86400)
     r = login(app, TOKYO, acr="pwd")
@@ -362,8 +399,9 @@ def test_at_login_max_age_judges_the_auth_time_handed_in(step_app: t.Any, clock:
 
 
 def test_monitor_mode_lets_a_step_up_login_through(step_app: t.Any, clock: Clock) -> None:
-    app, shield = step_app(JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"],
-                           JWT_SHIELD_MONITOR_ONLY=True)  # fmt: skip
+    app, shield = step_app(
+        JWT_SHIELD_NEW_COUNTRY_ACTION="step_up", JWT_SHIELD_STEP_UP_ACR_VALUES=["mfa"], JWT_SHIELD_MONITOR_ONLY=True
+    )
     login(app, BERLIN)
     clock.advance(86400)
     assert login(app, TOKYO, auth_time=clock.now - HOUR).status_code == 200
@@ -373,8 +411,15 @@ def test_monitor_mode_lets_a_step_up_login_through(step_app: t.Any, clock: Clock
 # -- configuration -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["JWT_SHIELD_NEW_COUNTRY_ACTION", "JWT_SHIELD_COUNTRY_CHANGE_ACTION",
-                                 "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION", "JWT_SHIELD_ADAPTIVE_ACTION"])  # fmt: skip
+@pytest.mark.parametrize(
+    "key",
+    [
+        "JWT_SHIELD_NEW_COUNTRY_ACTION",
+        "JWT_SHIELD_COUNTRY_CHANGE_ACTION",
+        "JWT_SHIELD_IMPOSSIBLE_TRAVEL_ACTION",
+        "JWT_SHIELD_ADAPTIVE_ACTION",
+    ],
+)
 def test_step_up_needs_max_age_or_acr_values(make_app: AppFactory, key: str) -> None:
     with pytest.raises(ConfigurationError, match=f"{key} is 'step_up', which needs JWT_SHIELD_STEP_UP_MAX_AGE"):
         make_app({key: "step_up"})

@@ -27,8 +27,12 @@ NOW = 1_800_000_000.0
 FAR = NOW + 10_000
 
 
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis),
-            pytest.param("redis-cluster", marks=pytest.mark.redis)]  # fmt: skip
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
 
 
 def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
@@ -49,12 +53,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def family(sid: str = "s1", sub: str = "alice", created: float = NOW, jti: str = "r1") -> Family:
-    return Family(sid=sid, sub=sub, created_at=created, expires_at=created + 1000, last_used_at=created,
-                  current_jti=jti, current_iat=created, claims={"role": "admin"})  # fmt: skip
+    return Family(
+        sid=sid,
+        sub=sub,
+        created_at=created,
+        expires_at=created + 1000,
+        last_used_at=created,
+        current_jti=jti,
+        current_iat=created,
+        claims={"role": "admin"},
+    )
 
 
-def check(store: Store, *, jti: str = "j", sid: str | None = None, sub: str = "alice", kid: str = "k",
-          iat: float = NOW, now: float = NOW) -> str | None:  # fmt: skip
+def check(
+    store: Store,
+    *,
+    jti: str = "j",
+    sid: str | None = None,
+    sub: str = "alice",
+    kid: str = "k",
+    iat: float = NOW,
+    now: float = NOW,
+) -> str | None:
     return store.check(jti=jti, sid=sid, sub=sub, kid=kid, iat=iat, now=now)
 
 
@@ -65,8 +85,11 @@ def test_nothing_revoked(store: Store) -> None:
 @pytest.mark.parametrize(("kind", "reason"), [("jti", "token"), ("sid", "family"), ("kid", "key")])
 def test_revoke_by_kind(store: Store, kind: t.Literal["jti", "sid", "kid"], reason: str) -> None:
     store.revoke(kind, "v", until=NOW + 100)
-    values = {"jti": "v" if kind == "jti" else "j", "sid": "v" if kind == "sid" else "s",
-              "kid": "v" if kind == "kid" else "k"}  # fmt: skip
+    values = {
+        "jti": "v" if kind == "jti" else "j",
+        "sid": "v" if kind == "sid" else "s",
+        "kid": "v" if kind == "kid" else "k",
+    }
     assert check(store, jti=values["jti"], sid=values["sid"], kid=values["kid"]) == reason
     # other tokens are untouched
     assert check(store, jti="other", sid="other", kid="other") is None
@@ -99,8 +122,18 @@ def test_subject_not_before_only_moves_forward(store: Store) -> None:
 
 def test_family_rotation(store: Store) -> None:
     store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
-    r = store.rotate("s1", "r1", new_jti="r2", new_iat=NOW + 1, now=NOW + 1, idle_ttl=500, grace=0,
-                     ip="192.0.2.1", country="DE", until=FAR)  # fmt: skip
+    r = store.rotate(
+        "s1",
+        "r1",
+        new_jti="r2",
+        new_iat=NOW + 1,
+        now=NOW + 1,
+        idle_ttl=500,
+        grace=0,
+        ip="192.0.2.1",
+        country="DE",
+        until=FAR,
+    )
     assert r.outcome == "rotated"
     assert r.family is not None and r.family.current_jti == "r2" and r.family.claims == {"role": "admin"}
     got = store.get_family("s1")
@@ -109,16 +142,37 @@ def test_family_rotation(store: Store) -> None:
 
 def test_reuse_revokes_family_and_reports_first_use(store: Store) -> None:
     store.create_family(family(), max_sessions=10, idle_ttl=500, until=FAR)
-    store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip="192.0.2.1",
-                 country=None, until=FAR)  # fmt: skip
-    r = store.rotate("s1", "r1", new_jti="r3", new_iat=NOW, now=NOW + 2, idle_ttl=500, grace=0, ip="203.0.113.9",
-                     country=None, until=FAR)  # fmt: skip
+    store.rotate(
+        "s1",
+        "r1",
+        new_jti="r2",
+        new_iat=NOW,
+        now=NOW + 1,
+        idle_ttl=500,
+        grace=0,
+        ip="192.0.2.1",
+        country=None,
+        until=FAR,
+    )
+    r = store.rotate(
+        "s1",
+        "r1",
+        new_jti="r3",
+        new_iat=NOW,
+        now=NOW + 2,
+        idle_ttl=500,
+        grace=0,
+        ip="203.0.113.9",
+        country=None,
+        until=FAR,
+    )
     assert r.outcome == "reused"
     assert r.first_use is not None and r.first_use.at == NOW + 1 and r.first_use.ip == "192.0.2.1"
     assert check(store, sid="s1", now=NOW + 3) == "family"
     # the legitimate successor is dead too
-    again = store.rotate("s1", "r2", new_jti="r4", new_iat=NOW, now=NOW + 3, idle_ttl=500, grace=0, ip=None,
-                         country=None, until=FAR)  # fmt: skip
+    again = store.rotate(
+        "s1", "r2", new_jti="r4", new_iat=NOW, now=NOW + 3, idle_ttl=500, grace=0, ip=None, country=None, until=FAR
+    )
     assert again.outcome == "revoked"
 
 
@@ -158,15 +212,17 @@ def test_absolute_and_idle_expiry(store: Store) -> None:
 
 
 def test_unknown_family(store: Store) -> None:
-    r = store.rotate("nope", "r1", new_jti="r2", new_iat=NOW, now=NOW, idle_ttl=100, grace=0, ip=None,
-                     country=None, until=FAR)  # fmt: skip
+    r = store.rotate(
+        "nope", "r1", new_jti="r2", new_iat=NOW, now=NOW, idle_ttl=100, grace=0, ip=None, country=None, until=FAR
+    )
     assert r.outcome == "unknown"
 
 
 def test_max_sessions_revokes_oldest(store: Store) -> None:
     for i in range(3):
-        dropped = store.create_family(family(f"s{i}", created=NOW + i, jti=f"r{i}"), max_sessions=2, idle_ttl=500,
-                                      until=FAR)  # fmt: skip
+        dropped = store.create_family(
+            family(f"s{i}", created=NOW + i, jti=f"r{i}"), max_sessions=2, idle_ttl=500, until=FAR
+        )
     assert dropped == ["s0"]
     assert [f.sid for f in store.families("alice", now=NOW + 3, idle_ttl=500)] == ["s1", "s2"]
     assert check(store, sid="s0", now=NOW + 3) == "family"
@@ -192,8 +248,9 @@ def test_events_query_and_retention(store: Store) -> None:
     for i in range(12):
         kind = "token-revoked" if i % 2 else "token-rejected"
         subject = "alice" if i < 6 else "bob"
-        store.add_event({"id": str(i), "kind": kind, "at": NOW + i, "subject": subject, "jti": f"j{i}", "sid": None},
-                        retention=10)  # fmt: skip
+        store.add_event(
+            {"id": str(i), "kind": kind, "at": NOW + i, "subject": subject, "jti": f"j{i}", "sid": None}, retention=10
+        )
     everything = store.events(limit=100)
     assert [e["id"] for e in everything] == [str(i) for i in range(11, 1, -1)]  # newest first, 10 kept
     assert [e["id"] for e in store.events(subject="alice")] == ["5", "4", "3", "2"]
@@ -224,8 +281,11 @@ def test_remember_once(store: Store) -> None:
 
 @pytest.fixture(params=["memory", "sqlite"])
 def small_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = (MemoryStore(max_remembered=16) if request.param == "memory"
-                else SQLiteStore(str(tmp_path / "shield.db"), max_remembered=16))  # fmt: skip
+    s: Store = (
+        MemoryStore(max_remembered=16)
+        if request.param == "memory"
+        else SQLiteStore(str(tmp_path / "shield.db"), max_remembered=16)
+    )
     yield s
     s.close()
 
@@ -296,8 +356,18 @@ def test_sqlite_survives_restart(tmp_path: Path) -> None:
 def _rotate_in_process(path: str, barrier: t.Any, results: t.Any, n: int) -> None:
     store = SQLiteStore(path)
     barrier.wait()
-    r = store.rotate("s1", "r1", new_jti=f"new-{n}", new_iat=NOW, now=NOW + 1, idle_ttl=500, grace=0, ip=None,
-                     country=None, until=FAR)  # fmt: skip
+    r = store.rotate(
+        "s1",
+        "r1",
+        new_jti=f"new-{n}",
+        new_iat=NOW,
+        now=NOW + 1,
+        idle_ttl=500,
+        grace=0,
+        ip=None,
+        country=None,
+        until=FAR,
+    )
     results.put(r.outcome)
 
 
@@ -362,8 +432,7 @@ def _revoke_in_child(path: str) -> None:
 
 
 @pytest.mark.parametrize("local_view", [True, False])
-def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_path: Path,
-                                                                           local_view: bool) -> None:  # fmt: skip
+def test_sqlite_warm_check_reads_nothing_yet_sees_every_revocation_at_once(tmp_path: Path, local_view: bool) -> None:
     path = str(tmp_path / "shield.db")
     store = SQLiteStore(path, local_view=local_view)
     writer = SQLiteStore(path)  # another connection of this process
@@ -437,8 +506,20 @@ def test_store_from_uri_refuses(uri: str) -> None:
 
 
 def _rotate(store: Store, jti: str = "r1", new: str = "r2", *, now: float = NOW + 1, kid: str | None = None) -> str:
-    return store.rotate("s1", jti, new_jti=new, new_iat=now, now=now, idle_ttl=500, grace=0, ip=None, country=None,
-                        until=FAR, kid=kid, new_kid="k2").outcome  # fmt: skip
+    return store.rotate(
+        "s1",
+        jti,
+        new_jti=new,
+        new_iat=now,
+        now=now,
+        idle_ttl=500,
+        grace=0,
+        ip=None,
+        country=None,
+        until=FAR,
+        kid=kid,
+        new_kid="k2",
+    ).outcome
 
 
 def test_revoke_subject_ends_every_family_of_the_subject(store: Store) -> None:

@@ -37,8 +37,7 @@ from .mmdb_util import write_city_db
 
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "docs" / "recommended_settings.py"
 # Where state lives and the keys: the only settings a story replaces.
-REPLACED = {"JWT_SHIELD_STORE_URI", "JWT_SHIELD_RATE_LIMIT_STORAGE_URI", "JWT_SHIELD_GEOIP_DATABASE",
-            "JWT_SHIELD_KEYS"}  # fmt: skip
+REPLACED = {"JWT_SHIELD_STORE_URI", "JWT_SHIELD_RATE_LIMIT_STORAGE_URI", "JWT_SHIELD_GEOIP_DATABASE", "JWT_SHIELD_KEYS"}
 
 ORIGIN = Clock().now  # the simulated instant 0 of every story
 BERLIN = "192.0.2.10"  # the owner
@@ -53,9 +52,12 @@ def recommended(environ: dict[str, str]) -> dict[str, t.Any]:
 
 @pytest.fixture
 def shielded(tmp_path: Path, clock: Clock) -> t.Callable[..., tuple[Flask, JWTShield]]:
-    city_db = write_city_db(tmp_path / "city.mmdb", {
-        "192.0.2.0/25": {"country": "DE", "city": "Berlin", "lat": 52.52, "lon": 13.405, "accuracy": 20},
-    })  # fmt: skip
+    city_db = write_city_db(
+        tmp_path / "city.mmdb",
+        {
+            "192.0.2.0/25": {"country": "DE", "city": "Berlin", "lat": 52.52, "lon": 13.405, "accuracy": 20},
+        },
+    )
 
     def factory(**overrides: t.Any) -> tuple[Flask, JWTShield]:
         keys = json.dumps([generate_key("ES256", "story-key")])
@@ -156,8 +158,9 @@ class Device:
         return True
 
     def _get(self, client: FlaskClient) -> int:
-        r = client.get("/api/items", headers={"Authorization": f"Bearer {self.access}"},
-                       environ_base={"REMOTE_ADDR": self.ip})  # fmt: skip
+        r = client.get(
+            "/api/items", headers={"Authorization": f"Bearer {self.access}"}, environ_base={"REMOTE_ADDR": self.ip}
+        )
         return int(r.status_code)
 
     def answered(self, start: float = -1e18, end: float = 1e18) -> int:
@@ -298,8 +301,13 @@ def test_thief_hiding_in_a_busy_accounts_total_is_stopped(shielded: t.Any, clock
     thief = Device("thief", BERLIN_TOO, "ivan", access=phone.access, can_log_in=False)
     phone_sid, laptop_sid = sid_of(app, phone.access), sid_of(app, laptop.access)
     start = 60 * MINUTE
-    run(client, clock, plan(phone, steady(start, 10, 10, rng)) + plan(laptop, steady(start, 10, 60, rng))
-        + plan(thief, steady(start, 10, 80, rng)))  # fmt: skip
+    run(
+        client,
+        clock,
+        plan(phone, steady(start, 10, 10, rng))
+        + plan(laptop, steady(start, 10, 60, rng))
+        + plan(thief, steady(start, 10, 80, rng)),
+    )
 
     stopped_at = min(at for at, status in thief.statuses if status == 401)
     assert stopped_at - start <= 3 * MINUTE, "the thief must be stopped within three minutes"
@@ -347,8 +355,9 @@ def test_steady_user_for_a_whole_day_of_work(shielded: t.Any, clock: Clock) -> N
     client, rng = app.test_client(), random.Random(10)
     owner = Device("phone", BERLIN, "dave")
     # Eight hours, with the natural unevenness of a person: busier and quieter hours.
-    schedule = [slot for hour in range(8) for slot in plan(owner, steady(hour * 3600, 60, rng.choice([5, 10, 15, 20]),
-                                                                            rng))]  # fmt: skip
+    schedule = [
+        slot for hour in range(8) for slot in plan(owner, steady(hour * 3600, 60, rng.choice([5, 10, 15, 20]), rng))
+    ]
     run(client, clock, schedule)
     assert len(owner.statuses) > 3000
     assert_never_blocked(shield, app, owner)
@@ -450,8 +459,10 @@ def test_browser_tabs_refreshing_together(shielded: t.Any, clock: Clock) -> None
             # All tabs notice together and send the same refresh token in one second.
             refresh_moments.append(at)
             token = store["pair"][1]
-            answers = [client.post("/auth/refresh", json={"refresh_token": token},
-                                   environ_base={"REMOTE_ADDR": BERLIN}) for _ in tabs]  # fmt: skip
+            answers = [
+                client.post("/auth/refresh", json={"refresh_token": token}, environ_base={"REMOTE_ADDR": BERLIN})
+                for _ in tabs
+            ]
             assert [a.status_code for a in answers] == [200] * len(tabs)
             # One live refresh token: the late tabs get the current one again (re-signed).
             assert len({codec.inspect(json_of(a)["refresh_token"])["jti"] for a in answers}) == 1

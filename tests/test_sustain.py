@@ -43,8 +43,9 @@ def test_sustain_strings(value: str, expected: Sustain) -> None:
         ("JWT_SHIELD_ADAPTIVE_SUSTAIN", "0/minute", "one limit"),
     ],
 )
-def test_bad_sustain_settings_are_refused_at_init_app(make_app: AppFactory, key: str, value: t.Any,
-                                                      message: str) -> None:  # fmt: skip
+def test_bad_sustain_settings_are_refused_at_init_app(
+    make_app: AppFactory, key: str, value: t.Any, message: str
+) -> None:
     with pytest.raises(ConfigurationError, match=key) as info:
         make_app({key: value})
     assert message in str(info.value)
@@ -70,8 +71,12 @@ def test_refused_minutes_make_a_sustained_spike(storage_uri: str, clock: Clock) 
     clock.advance(120)  # a pause does not reset the span
     (report,) = refuse(engine, "jti-1", 8)  # the third: reported once, not per refusal
     assert report.sustained and report.identity == "jti-1" and report.count == 3
-    assert report.as_detail() == {"pattern": "sustained", "sustain": "3/600 seconds", "refused_minutes": 3,
-                                  "window_seconds": 600}  # fmt: skip
+    assert report.as_detail() == {
+        "pattern": "sustained",
+        "sustain": "3/600 seconds",
+        "refused_minutes": 3,
+        "window_seconds": 600,
+    }
     clock.advance(60)
     (again,) = refuse(engine, "jti-1", 8)  # every further refused minute reports again
     assert again.count == 4
@@ -127,9 +132,15 @@ def test_without_sustain_every_anomaly_is_sustained(clock: Clock) -> None:
 
 
 def test_pipeline_flags_until_the_anomaly_is_sustained(make_app: AppFactory, clock: Clock) -> None:
-    app, shield = make_app({"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
-                            "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0, "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
-                            "JWT_SHIELD_ADAPTIVE_ACTION": "revoke"})  # fmt: skip
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": None,
+            "JWT_SHIELD_ADAPTIVE": True,
+            "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0,
+            "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
+            "JWT_SHIELD_ADAPTIVE_ACTION": "revoke",
+        }
+    )
     client = app.test_client()
     with app.app_context():
         token = shield.create_access_token("alice")
@@ -152,8 +163,9 @@ def test_pipeline_flags_until_the_anomaly_is_sustained(make_app: AppFactory, clo
 def test_a_refused_minute_counts_even_when_a_burst_reports_it(clock: Clock) -> None:
     """The first refusal of a minute may also cross the burst threshold: that report wins,
     and the minute is still counted for the sustained form."""
-    engine = TokenRateLimiter("5/minute", storage_uri="memory://", spike_threshold="5/minute",
-                              spike_sustain="3/10 minutes")  # fmt: skip
+    engine = TokenRateLimiter(
+        "5/minute", storage_uri="memory://", spike_threshold="5/minute", spike_sustain="3/10 minutes"
+    )
     for _ in range(3):
         reports = refuse(engine, "jti-1", 6)  # the sixth attempt is refused *and* the burst
         assert [r.sustained for r in reports] == [False]
@@ -165,9 +177,13 @@ def test_a_refused_minute_counts_even_when_a_burst_reports_it(clock: Clock) -> N
 
 # -- the action lands on the anomalous session --------------------------------------------
 
-ANOMALY_ON_SESSIONS = {"JWT_SHIELD_RATE_LIMIT": None, "JWT_SHIELD_ADAPTIVE": True,
-                       "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0, "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
-                       "JWT_SHIELD_ADAPTIVE_ACTION": "revoke_family"}  # fmt: skip
+ANOMALY_ON_SESSIONS = {
+    "JWT_SHIELD_RATE_LIMIT": None,
+    "JWT_SHIELD_ADAPTIVE": True,
+    "JWT_SHIELD_ADAPTIVE_FACTOR": 5.0,
+    "JWT_SHIELD_ADAPTIVE_FLOOR": "20/minute",
+    "JWT_SHIELD_ADAPTIVE_ACTION": "revoke_family",
+}
 
 
 def two_sessions(app: t.Any) -> tuple[dict[str, str], dict[str, str], str, str]:
@@ -207,13 +223,15 @@ def test_the_action_lands_on_the_anomalous_session_not_on_another_session_of_the
     with app.app_context():
         anomalies = list(reversed(shield.events(kind="traffic-anomaly")))
         revoked = shield.events(kind="family-revoked")
-    assert [(e.action, e.sid) for e in anomalies] == [("flag", phone_sid), ("flag", phone_sid),
-                                                      ("revoke_family", phone_sid)]  # fmt: skip
+    assert [(e.action, e.sid) for e in anomalies] == [
+        ("flag", phone_sid),
+        ("flag", phone_sid),
+        ("revoke_family", phone_sid),
+    ]
     assert [e.sid for e in revoked] == [phone_sid] and laptop_sid != phone_sid
 
 
-def test_the_session_whose_request_crosses_the_accounts_line_is_not_blamed(make_app: AppFactory,
-                                                                          clock: Clock) -> None:  # fmt: skip
+def test_the_session_whose_request_crosses_the_accounts_line_is_not_blamed(make_app: AppFactory, clock: Clock) -> None:
     """Per subject, whichever request crossed the line took the action: here the laptop's,
     most of the account's traffic. Per session, the phone's session -- the anomalous one --
     is named, even when the laptop sends most of the requests of the anomalous minute."""

@@ -107,8 +107,10 @@ def test_rotation_and_reuse_through_the_endpoint(
     clock.advance(60)
     r = form(client, {"grant_type": "refresh_token", "refresh_token": tokens[1]})  # a spent one
     assert r.status_code == 400
-    assert r.json == {"error": "invalid_grant",
-                      "error_description": "The refresh token was already used; the session has been revoked."}
+    assert r.json == {
+        "error": "invalid_grant",
+        "error_description": "The refresh token was already used; the session has been revoked.",
+    }
     assert "WWW-Authenticate" not in r.headers and r.headers["Cache-Control"] == "no-store"
     # The whole session is gone: its newest refresh token and its access tokens.
     newest = form(client, {"grant_type": "refresh_token", "refresh_token": tokens[-1]})
@@ -151,8 +153,12 @@ def test_rotation_and_reuse_through_the_endpoint(
         ('{"refresh_token": "a", "refresh_token": "b"}', "application/json", "invalid_request", "duplicate"),
         ('{"grant_type": "password"}', "application/json", "unsupported_grant_type", "another grant"),
         ('{"grant_type": 7, "refresh_token": "a"}', "application/json", "invalid_request", "not a string"),
-        ('{"refresh_token": "' + "9" * 5000 + '", "x": ' + "9" * 5000 + "}", "application/json", "invalid_request",
-         "integer too long for Python"),
+        (
+            '{"refresh_token": "' + "9" * 5000 + '", "x": ' + "9" * 5000 + "}",
+            "application/json",
+            "invalid_request",
+            "integer too long for Python",
+        ),
         ('{"refresh_token": "a"}', "application/json", "invalid_grant", "garbage token"),
     ],
 )
@@ -181,8 +187,13 @@ def test_huge_body_is_refused_before_reading(client: FlaskClient) -> None:
 def test_chunked_body_without_length_is_bounded(client: FlaskClient) -> None:
     stream = io.BytesIO(b"grant_type=refresh_token&refresh_token=" + b"a" * 100_000)
     # The server terminates a chunked body (wsgi.input_terminated), as werkzeug's and gunicorn do.
-    r = client.post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
-                    environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+    r = client.post(
+        URL,
+        input_stream=stream,
+        content_type=FORM,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
     assert r.status_code == 400 and json_of(r)["error"] == "invalid_request"
     assert "too large" in json_of(r)["error_description"]
 
@@ -397,7 +408,9 @@ def test_view_is_exempt_from_the_pipeline(client: FlaskClient) -> None:
 def test_json_error_body_is_one_object(client: FlaskClient) -> None:
     r = client.post(URL, data="[null, null]", content_type="application/json")
     assert json.loads(r.get_data(as_text=True)) == {
-        "error": "invalid_request", "error_description": "The request body must be a JSON object."}
+        "error": "invalid_request",
+        "error_description": "The request body must be a JSON object.",
+    }
 
 
 def test_refusals_before_the_refresh_are_recorded_once_a_minute(
@@ -431,8 +444,13 @@ def test_app_max_content_length_still_applies(make_app: AppFactory, clock: Clock
     r = form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": pair.refresh_token})
     assert r.status_code == 400 and "too large" in json_of(r)["error_description"]
     stream = io.BytesIO(b"grant_type=refresh_token&refresh_token=" + pair.refresh_token.encode())
-    r = app.test_client().post(URL, input_stream=stream, content_type=FORM, headers={"Transfer-Encoding": "chunked"},
-                               environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+    r = app.test_client().post(
+        URL,
+        input_stream=stream,
+        content_type=FORM,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
     assert r.status_code == 400 and "too large" in json_of(r)["error_description"]
 
 
@@ -445,8 +463,9 @@ def test_flask_limiter_on_the_endpoint_as_documented(make_app: AppFactory, clock
     shield = JWTShield(app, limiter=limiter)
     view = limiter.limit("3/minute")(shield.token_view())
     app.add_url_rule("/oauth/token", view_func=view, methods=["POST"])
-    codes = [form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": "x"}).status_code
-             for _ in range(4)]  # fmt: skip
+    codes = [
+        form(app.test_client(), {"grant_type": "refresh_token", "refresh_token": "x"}).status_code for _ in range(4)
+    ]
     assert codes == [400, 400, 400, 429]
 
 

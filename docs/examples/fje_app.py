@@ -49,6 +49,8 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
     app.add_url_rule("/oauth/token", view_func=shield.token_view(), methods=["POST"])
     shield.init_app(app)  # was: jwt.init_app(app)
     return app
+
+
 # [/setup]
 
 
@@ -64,6 +66,8 @@ def login() -> t.Any:
     #      and create_refresh_token(identity=...)
     pair = shield.issue_tokens(body["username"], claims={"role": user["role"]})
     return pair.as_dict()  # access_token, token_type, expires_in, refresh_token
+
+
 # [/login]
 
 
@@ -73,6 +77,8 @@ def login() -> t.Any:
 def refresh() -> t.Any:
     body = request.get_json(silent=True) or {}
     return shield.refresh(body.get("refresh_token")).as_dict()  # a new pair; the old one is spent
+
+
 # [/refresh]
 
 
@@ -88,6 +94,8 @@ def me() -> t.Any:  # was: @jwt_required()
 @views.get("/claims")
 def claims() -> t.Any:
     return jsonify(get_claims())  # was: jsonify(get_jwt())
+
+
 # [/identity]
 
 
@@ -97,6 +105,8 @@ def claims() -> t.Any:
 def greeting() -> t.Any:
     claims = get_claims(optional=True)  # empty without a token
     return {"hello": claims.get("sub", "stranger")}
+
+
 # [/optional]
 
 
@@ -121,6 +131,8 @@ docs = Blueprint("docs", __name__)  # public through JWT_SHIELD_EXEMPT_ENDPOINTS
 @docs.get("/")
 def docs_index() -> t.Any:
     return {"docs": "/docs/"}
+
+
 # [/exempt]
 
 
@@ -134,6 +146,8 @@ def load_user() -> None:
 @views.get("/profile")
 def profile() -> t.Any:
     return {"role": g.user["role"], "active": g.user["active"]}
+
+
 # [/user]
 
 
@@ -148,6 +162,8 @@ def user_disabled(claims: t.Mapping[str, t.Any]) -> bool:
 def logout() -> t.Any:
     shield.revoke_family(current_claims["sid"])  # this session: its refresh token and access tokens
     return {"logged_out": True}
+
+
 # [/revocation]
 
 
@@ -161,4 +177,6 @@ def change_password() -> t.Any:  # was: @jwt_required(fresh=True)
     user["password"] = generate_password_hash(body["new_password"])
     shield.revoke_subject(current_claims["sub"])  # log out everywhere, this session too
     return {"changed": True}
+
+
 # [/fresh]

@@ -46,4 +46,6 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         return {"saved": True, "by": current_claims["sub"]}, 201
 
     return app
+
+
 # [/cookies]

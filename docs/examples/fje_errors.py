@@ -29,4 +29,6 @@ def register_error_handlers(app: Flask) -> None:
 def challenge(error: InvalidToken | MissingToken) -> list[tuple[str, str]]:
     # Keep the WWW-Authenticate header (RFC 6750 §3): clients read why from it.
     return [("WWW-Authenticate", value) for value in error.challenges()]
+
+
 # [/errors]

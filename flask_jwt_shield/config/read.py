@@ -25,15 +25,27 @@ from .keys import ConfigKey
 #: ``init_app`` converts to seconds. These become integer NumericDate arithmetic (``exp``),
 #: so they take whole seconds only.
 WHOLE_SECOND_KEYS: Final = frozenset(
-    {ConfigKey.ACCESS_TOKEN_TTL, ConfigKey.REFRESH_TOKEN_TTL, ConfigKey.REFRESH_IDLE_TTL,
-     ConfigKey.STEP_UP_MAX_AGE}  # RFC 9470 §3: max_age is a whole number of seconds
-)  # fmt: skip
+    {
+        ConfigKey.ACCESS_TOKEN_TTL,
+        ConfigKey.REFRESH_TOKEN_TTL,
+        ConfigKey.REFRESH_IDLE_TTL,
+        ConfigKey.STEP_UP_MAX_AGE,
+    }  # RFC 9470 §3: max_age is a whole number of seconds
+)
 DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
-    ConfigKey.JWKS_CACHE_TTL, ConfigKey.JWKS_MIN_REFETCH, ConfigKey.JWKS_TIMEOUT, ConfigKey.LEEWAY,
-    ConfigKey.REFRESH_REUSE_GRACE, ConfigKey.REDIS_CONNECT_TIMEOUT, ConfigKey.REDIS_TIMEOUT,
-    ConfigKey.REVOCATION_MAX_DELAY, ConfigKey.DPOP_MAX_AGE, ConfigKey.DPOP_NONCE_TTL,
-    ConfigKey.ALERT_TIMEOUT, ConfigKey.ALERT_RETRY_DELAY,
-}  # fmt: skip
+    ConfigKey.JWKS_CACHE_TTL,
+    ConfigKey.JWKS_MIN_REFETCH,
+    ConfigKey.JWKS_TIMEOUT,
+    ConfigKey.LEEWAY,
+    ConfigKey.REFRESH_REUSE_GRACE,
+    ConfigKey.REDIS_CONNECT_TIMEOUT,
+    ConfigKey.REDIS_TIMEOUT,
+    ConfigKey.REVOCATION_MAX_DELAY,
+    ConfigKey.DPOP_MAX_AGE,
+    ConfigKey.DPOP_NONCE_TTL,
+    ConfigKey.ALERT_TIMEOUT,
+    ConfigKey.ALERT_RETRY_DELAY,
+}
 
 _SECOND: Final = datetime.timedelta(seconds=1)
 
@@ -129,10 +141,7 @@ def check_url(url: str, what: str, *, why: str = _KEYS_OVER_HTTP) -> str:
         return url
     if parts.scheme == "http" and host.lower() in _LOCAL_HOSTS:
         return url
-    raise ValueError(
-        f"{what} {url!r} must use https:// ({why}); http:// is accepted for 127.0.0.1 and"
-        " localhost only."
-    )
+    raise ValueError(f"{what} {url!r} must use https:// ({why}); http:// is accepted for 127.0.0.1 and localhost only.")
 
 
 def refuse_unknown_keys(config: Mapping[str, t.Any]) -> None:
@@ -254,9 +263,7 @@ class Reader:
         if value not in choices:
             if key == ConfigKey.ALGORITHM:
                 raise ConfigurationError(bad_algorithm(key, value))
-            raise ConfigurationError(
-                f"{key} is {value!r}; it must be one of {sorted(choices)} (for example {hint})."
-            )
+            raise ConfigurationError(f"{key} is {value!r}; it must be one of {sorted(choices)} (for example {hint}).")
         return t.cast(str, value)
 
     def action(self, key: str, default: Action, ladder: tuple[Action, ...] = ACTIONS) -> Action:

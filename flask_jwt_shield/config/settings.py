@@ -88,8 +88,9 @@ class RemoteSettings:
         discovery = r.boolean(K.OIDC_DISCOVERY, False)
         resource_server = jwks_url is not None or discovery
         if resource_server:
-            _check_resource_server(r, jwks_url, discovery, r.optional_string(K.ISSUER, None),
-                                   r.optional_string(K.AUDIENCE, None))  # fmt: skip
+            _check_resource_server(
+                r, jwks_url, discovery, r.optional_string(K.ISSUER, None), r.optional_string(K.AUDIENCE, None)
+            )
         return cls(
             jwks_url=jwks_url,
             oidc_discovery=discovery,
@@ -355,8 +356,10 @@ class StepUpSettings:
         if isinstance(acr, str):
             acr = acr.split()
         if acr is not None:
-            if not isinstance(acr, (list, tuple)) or not acr or not all(
-                isinstance(v, str) and v and set(v) <= _ACR_CHARS for v in acr
+            if (
+                not isinstance(acr, (list, tuple))
+                or not acr
+                or not all(isinstance(v, str) and v and set(v) <= _ACR_CHARS for v in acr)
             ):
                 raise ConfigurationError(
                     f"{K.STEP_UP_ACR_VALUES} must be a non-empty list of authentication context class"
@@ -456,8 +459,14 @@ class AlertSettings:
         delay = r.number(K.ALERT_RETRY_DELAY, 1.0, minimum=0)
         queue_size = r.integer(K.ALERT_QUEUE_SIZE, 1000, minimum=1)
         if url is None:
-            for key in (K.ALERT_EVENTS, K.ALERT_SECRET, K.ALERT_TIMEOUT, K.ALERT_RETRIES, K.ALERT_RETRY_DELAY,
-                        K.ALERT_QUEUE_SIZE):  # fmt: skip
+            for key in (
+                K.ALERT_EVENTS,
+                K.ALERT_SECRET,
+                K.ALERT_TIMEOUT,
+                K.ALERT_RETRIES,
+                K.ALERT_RETRY_DELAY,
+                K.ALERT_QUEUE_SIZE,
+            ):
                 if r.raw(key) is not None:
                     raise ConfigurationError(
                         f"{key} is set but {K.ALERT_WEBHOOK} is not, so no alert would ever be sent. Set"
@@ -491,8 +500,15 @@ class AlertSettings:
                 f"{K.ALERT_RETRY_DELAY} is {delay!r}; it is the first retry's delay in seconds (doubled for"
                 " each further retry, capped at 5 minutes). Use a value from 0 to 300, e.g. 1."
             )
-        return cls(webhook=url, events=frozenset(events), secret=secret, timeout=timeout, retries=retries,
-                             retry_delay=delay, queue_size=queue_size)  # fmt: skip
+        return cls(
+            webhook=url,
+            events=frozenset(events),
+            secret=secret,
+            timeout=timeout,
+            retries=retries,
+            retry_delay=delay,
+            queue_size=queue_size,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -557,8 +573,18 @@ class ShieldConfig:
     def setting(self, name: str) -> t.Any:
         """The value read into the field ``name`` (``"access_token_ttl"``) of whichever section
         holds it, ``None`` when none does (what ``check-config`` lists)."""
-        for section in (self.keys, self.remote, self.sessions, self.request, self.store, self.rate, self.geo,
-                        self.dpop, self.events, self.step_up):  # fmt: skip
+        for section in (
+            self.keys,
+            self.remote,
+            self.sessions,
+            self.request,
+            self.store,
+            self.rate,
+            self.geo,
+            self.dpop,
+            self.events,
+            self.step_up,
+        ):
             if name in section.__dataclass_fields__:
                 return getattr(section, name)
         return None
@@ -637,8 +663,7 @@ def _key_specs(r: Reader, algorithm: str) -> tuple[KeySpec, ...]:
             extra = set(entry) - {"kid", "alg", "key", "public_key"}
             if extra:
                 raise ConfigurationError(
-                    f"{where} has unknown fields {sorted(extra)}; use 'kid', 'alg', 'key',"
-                    " 'public_key'."
+                    f"{where} has unknown fields {sorted(extra)}; use 'kid', 'alg', 'key', 'public_key'."
                 )
             kid = entry.get("kid")
             if kid is not None and (not isinstance(kid, str) or not kid):

@@ -61,8 +61,18 @@ _UNITS = {"m": 60, "h": 3600, "d": 86_400}
 
 #: How each kind is shown: "alert" (someone may be a thief), "action" (something was
 #: revoked), "warn" (refused), "info".
-_ALERTS = ("refresh-reused", "traffic-spike", "traffic-anomaly", "new-country", "country-changed", "impossible-travel",
-           "country-denied", "dpop-rejected", "store-unavailable", "jwks-unavailable")  # fmt: skip
+_ALERTS = (
+    "refresh-reused",
+    "traffic-spike",
+    "traffic-anomaly",
+    "new-country",
+    "country-changed",
+    "impossible-travel",
+    "country-denied",
+    "dpop-rejected",
+    "store-unavailable",
+    "jwks-unavailable",
+)
 SEVERITY: dict[str, str] = {
     **dict.fromkeys(_ALERTS, "alert"),
     **dict.fromkeys(("token-revoked", "family-revoked", "subject-revoked", "key-revoked"), "action"),
@@ -90,16 +100,16 @@ _PAGE_ARGS = frozenset({"kind", "subject", "since", "page", "sub"})
 # A compact JWS or JWE (its header is a JSON object, so base64url "eyJ..."): never echoed.
 _TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.")
 
-_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none';"
-        " base-uri 'none'")  # fmt: skip
+_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | None) -> Blueprint:
     """The dashboard blueprint (see :meth:`JWTShield.dashboard_blueprint`)."""
     if not callable(authorize):
         raise TypeError("dashboard_blueprint(authorize=...) needs a function that returns True for an admin.")
-    bp = Blueprint(name, __name__, template_folder="templates", static_folder="static",
-                   static_url_path="/static")  # fmt: skip
+    bp = Blueprint(name, __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 
     def view(rule: str, methods: tuple[str, ...] = ("GET",)) -> t.Callable[[t.Callable[..., t.Any]], t.Any]:
         def register(fn: t.Callable[..., t.Any]) -> t.Any:
@@ -117,8 +127,9 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         if request.method == "POST":
             key = _csrf_key()
             if not csrf.valid(key, request.form.get(csrf.FIELD)):
-                raise BadRequest("This form has expired or did not come from this dashboard:"
-                                 " go back, reload the page and try again.")  # fmt: skip
+                raise BadRequest(
+                    "This form has expired or did not come from this dashboard: go back, reload the page and try again."
+                )
 
     @bp.after_request
     def headers(response: t.Any) -> t.Any:
@@ -135,8 +146,14 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
     def error(exc: HTTPException) -> ResponseReturnValue:
         code = exc.code or 500
         back = _with_next(login_url, _here()) if code == 403 and login_url else None
-        return render_template("jwt_shield_dashboard/error.html", code=code, title=exc.name,
-                               message=exc.description, login_url=back, **_common()), code  # fmt: skip
+        return render_template(
+            "jwt_shield_dashboard/error.html",
+            code=code,
+            title=exc.name,
+            message=exc.description,
+            login_url=back,
+            **_common(),
+        ), code
 
     @bp.errorhandler(StoreError)
     def store_error(exc: StoreError) -> ResponseReturnValue:
@@ -144,8 +161,13 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 
     @bp.context_processor
     def helpers() -> dict[str, t.Any]:
-        return {"when": _when, "ago": _ago, "severity": lambda kind: SEVERITY.get(kind, "info"),
-                "summary": _summary, "short": _short}  # fmt: skip
+        return {
+            "when": _when,
+            "ago": _ago,
+            "severity": lambda kind: SEVERITY.get(kind, "info"),
+            "summary": _summary,
+            "short": _short,
+        }
 
     # -- pages -------------------------------------------------------------------------
 
@@ -157,22 +179,31 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         since_label, since = _arg_since()
         page = _arg_page()
         now = time.time()
-        found = _events.query(state.store, subject=subject, kind=kind, since=since,
-                              limit=page * PER_PAGE + 1)  # fmt: skip
+        found = _events.query(state.store, subject=subject, kind=kind, since=since, limit=page * PER_PAGE + 1)
         rows = found[(page - 1) * PER_PAGE : page * PER_PAGE]
-        day = _events.query(state.store, subject=subject, kind=kind, since=now - 86_400,
-                            limit=state.config.events.event_retention)  # fmt: skip
+        day = _events.query(
+            state.store, subject=subject, kind=kind, since=now - 86_400, limit=state.config.events.event_retention
+        )
         alerts = [e for e in day if SEVERITY.get(e.kind) == "alert"]
-        filters: dict[str, t.Any] = {k: v for k, v in (("kind", kind), ("subject", subject), ("since", since_label))
-                                     if v}  # fmt: skip
+        filters: dict[str, t.Any] = {
+            k: v for k, v in (("kind", kind), ("subject", subject), ("since", since_label)) if v
+        }
         return render_template(
-            "jwt_shield_dashboard/events.html", events=rows, kinds=KINDS, kind=kind, subject=subject,
-            since=since_label, since_choices=list(SINCE_CHOICES), page=page,
+            "jwt_shield_dashboard/events.html",
+            events=rows,
+            kinds=KINDS,
+            kind=kind,
+            subject=subject,
+            since=since_label,
+            since_choices=list(SINCE_CHOICES),
+            page=page,
             next_url=url_for(".index", **filters, page=page + 1) if len(found) > page * PER_PAGE else None,
             prev_url=url_for(".index", **filters, page=page - 1) if page > 1 else None,
-            chart=_chart.hourly(day, now=now), alerts=alerts[:ALERTS_SHOWN],
-            alerts_more=max(0, len(alerts) - ALERTS_SHOWN), **_common(),
-        )  # fmt: skip
+            chart=_chart.hourly(day, now=now),
+            alerts=alerts[:ALERTS_SHOWN],
+            alerts_more=max(0, len(alerts) - ALERTS_SHOWN),
+            **_common(),
+        )
 
     @view("/subject")
     def subject() -> ResponseReturnValue:
@@ -190,9 +221,16 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         sessions = [_session_row(f, started.get(f.sid)) for f in reversed(families)]  # newest first
         countries = [c for c in profile.get("countries", ()) if isinstance(c, str)]
         last = profile.get("last") if isinstance(profile.get("last"), dict) else None
-        return render_template("jwt_shield_dashboard/subject.html", sub=sub, sessions=sessions,
-                               countries=list(reversed(countries)), last=last, timeline=timeline,
-                               timeline_max=TIMELINE, **_common())  # fmt: skip
+        return render_template(
+            "jwt_shield_dashboard/subject.html",
+            sub=sub,
+            sessions=sessions,
+            countries=list(reversed(countries)),
+            last=last,
+            timeline=timeline,
+            timeline_max=TIMELINE,
+            **_common(),
+        )
 
     @view("/keys")
     def keys() -> ResponseReturnValue:
@@ -201,15 +239,19 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         ring = []
         for i, key in enumerate(state.keys.keys):
             signs = i == 0 and key.signing is not None
-            ring.append({"kid": key.kid, "alg": key.alg, "signs": signs,
-                         "revoked": _key_revoked(state, key.kid, now)})  # fmt: skip
+            ring.append({"kid": key.kid, "alg": key.alg, "signs": signs, "revoked": _key_revoked(state, key.kid, now)})
         remote = state.codec.remote
         remote_kids = sorted(remote.key_set.kids) if remote is not None and remote.key_set is not None else []
         remote_rows = [{"kid": kid, "revoked": _key_revoked(state, kid, now)} for kid in remote_kids]
         jwks_url = state.config.remote.jwks_url
-        return render_template("jwt_shield_dashboard/keys.html", ring=ring, remote=remote_rows,
-                               resource_server=state.config.resource_server,
-                               jwks_url=mask_url(jwks_url) if jwks_url else None, **_common())  # fmt: skip
+        return render_template(
+            "jwt_shield_dashboard/keys.html",
+            ring=ring,
+            remote=remote_rows,
+            resource_server=state.config.resource_server,
+            jwks_url=mask_url(jwks_url) if jwks_url else None,
+            **_common(),
+        )
 
     # -- actions -----------------------------------------------------------------------
 
@@ -245,8 +287,9 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
         if request.form.get("confirm") != CONFIRM:
             # Log out everywhere ends every session of the user at once: a second, deliberate
             # POST (no script needed) rather than one stray click.
-            return render_template("jwt_shield_dashboard/confirm.html", sub=sub, sessions=len(families),
-                                   confirm=CONFIRM, **_common())  # fmt: skip
+            return render_template(
+                "jwt_shield_dashboard/confirm.html", sub=sub, sessions=len(families), confirm=CONFIRM, **_common()
+            )
         revocation.revoke_subject(state, sub, by="dashboard")
         return _done("subject", sub, url_for(".subject", sub=sub))
 
@@ -275,8 +318,7 @@ def build(*, exempt: Exempt, authorize: Authorize, name: str, login_url: str | N
 
     def _common() -> dict[str, t.Any]:
         key = _csrf_key(required=False)
-        return {"csrf_token": csrf.form_token(key) if key is not None else "", "bp": name,
-                "done": _done_message()}  # fmt: skip
+        return {"csrf_token": csrf.form_token(key) if key is not None else "", "bp": name, "done": _done_message()}
 
     def _cookie_path() -> str:
         return urllib.parse.urlsplit(url_for(".index")).path.rstrip("/") or "/"
@@ -418,8 +460,11 @@ def _here() -> str:
     """
     if request.method != "GET":
         return url_for(".index")
-    kept = [(k, v) for k, v in request.args.items(multi=True)
-            if k in _PAGE_ARGS and len(v) <= MAX_ID and not _TOKEN_SHAPE.search(v)]  # fmt: skip
+    kept = [
+        (k, v)
+        for k, v in request.args.items(multi=True)
+        if k in _PAGE_ARGS and len(v) <= MAX_ID and not _TOKEN_SHAPE.search(v)
+    ]
     path = request.script_root + request.path + (f"?{urllib.parse.urlencode(kept)}" if kept else "")
     return path if is_local_path(path) else url_for(".index")
 
@@ -451,12 +496,17 @@ def _session_row(family: Family, started: SecurityEvent | None) -> SessionRow:
     bound = "DPoP key" if "cnf" in claims else ("browser cookie" if "fgp" in claims else None)
     client = claims.get("client_id")
     return SessionRow(
-        sid=family.sid, created_at=family.created_at, last_used_at=family.last_used_at,
-        expires_at=family.expires_at, last_ip=family.last_ip, last_country=family.last_country,
+        sid=family.sid,
+        created_at=family.created_at,
+        last_used_at=family.last_used_at,
+        expires_at=family.expires_at,
+        last_ip=family.last_ip,
+        last_country=family.last_country,
         started_country=started.country if started is not None else None,
         new_country=bool(started is not None and started.detail.get("new_country")),
-        bound=bound, client_id=client if isinstance(client, str) else None,
-    )  # fmt: skip
+        bound=bound,
+        client_id=client if isinstance(client, str) else None,
+    )
 
 
 def _when(at: float | None) -> str:
@@ -491,8 +541,11 @@ def _summary(event: SecurityEvent) -> str:
         a, b = d.get("from") or {}, d.get("to") or {}
         speed = d.get("speed_kmh")
         limit = d.get("limit_kmh")
-        return (f"{_place(a)} → {_place(b)}" + (f", {speed:,.0f} km/h" if isinstance(speed, (int, float)) else "")
-                + (f" (limit {limit:,.0f} km/h)" if isinstance(limit, (int, float)) and limit else ""))  # fmt: skip
+        return (
+            f"{_place(a)} → {_place(b)}"
+            + (f", {speed:,.0f} km/h" if isinstance(speed, (int, float)) else "")
+            + (f" (limit {limit:,.0f} km/h)" if isinstance(limit, (int, float)) and limit else "")
+        )
     if kind == "new-country":
         history = d.get("history") or []
         return f"new: {event.country or '?'}; before: {', '.join(map(str, history)) or 'none'}"

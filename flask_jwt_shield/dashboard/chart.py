@@ -92,15 +92,30 @@ def hourly(events: t.Iterable[SecurityEvent], *, now: float, hours: int = 24) ->
                 continue
             h = plot_h * n / scale_max
             y -= h
-            bars.append(Bar(x=round(LEFT + i * slot_w + 2, 1), y=round(y, 1), width=round(slot_w - 4, 1),
-                            height=round(h, 1), colour=PALETTE.get(kind, OTHER),
-                            title=f"{label} UTC: {n} {kind}"))  # fmt: skip
+            bars.append(
+                Bar(
+                    x=round(LEFT + i * slot_w + 2, 1),
+                    y=round(y, 1),
+                    width=round(slot_w - 4, 1),
+                    height=round(h, 1),
+                    colour=PALETTE.get(kind, OTHER),
+                    title=f"{label} UTC: {n} {kind}",
+                )
+            )
     ticks = [(round(LEFT + i * slot_w + slot_w / 2, 1), _hour_label(start + i * 3600)) for i in range(0, hours, 3)]
     grid = [(round(HEIGHT - BOTTOM - plot_h * v / scale_max, 1), str(v)) for v in (0, scale_max // 2, scale_max)]
     legend = [(k, PALETTE.get(k, OTHER), totals[k]) for k in order]
-    return Chart(width=WIDTH, height=HEIGHT, bars=bars, ticks=ticks, grid=grid, legend=legend,
-                 total=sum(totals.values()), hours=hours,
-                 plot=(LEFT, TOP, WIDTH - RIGHT, HEIGHT - BOTTOM))  # fmt: skip
+    return Chart(
+        width=WIDTH,
+        height=HEIGHT,
+        bars=bars,
+        ticks=ticks,
+        grid=grid,
+        legend=legend,
+        total=sum(totals.values()),
+        hours=hours,
+        plot=(LEFT, TOP, WIDTH - RIGHT, HEIGHT - BOTTOM),
+    )
 
 
 def _nice(peak: int) -> int:

@@ -42,9 +42,13 @@ def key_for(app: Flask, state: ShieldState) -> bytes | None:
         material = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
     elif state.keys.signing_key is not None:
         signing = state.keys.signing_key.signing
-        material = signing if isinstance(signing, bytes) else signing.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )  # fmt: skip
+        material = (
+            signing
+            if isinstance(signing, bytes)
+            else signing.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     if material is None:
         return None
     # A key of its own (domain-separated), so a form token is never a MAC made with the

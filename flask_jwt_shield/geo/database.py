@@ -152,9 +152,7 @@ class GeoIPDatabase:
     first out); the cache is emptied on every reload. Safe to share between threads.
     """
 
-    def __init__(
-        self, path: str, *, check_interval: float = 5.0, cache_size: int = 4096
-    ) -> None:
+    def __init__(self, path: str, *, check_interval: float = 5.0, cache_size: int = 4096) -> None:
         if not math.isfinite(check_interval) or check_interval < 0:
             raise ValueError(f"check_interval must be >= 0 seconds, not {check_interval!r}.")
         if cache_size < 0:
@@ -282,8 +280,7 @@ class GeoIPDatabase:
             except OSError as exc:
                 if self._signature is not None:  # log the disappearance once
                     logger.warning(
-                        "GeoIP database %r cannot be checked (%s); "
-                        "still using the copy loaded earlier.",
+                        "GeoIP database %r cannot be checked (%s); still using the copy loaded earlier.",
                         self.path,
                         exc.strerror or exc,
                     )
@@ -310,9 +307,7 @@ class GeoIPDatabase:
             # The old copy is plain memory (MODE_MEMORY); closing it cannot disturb a
             # lookup that still holds it.
             old.close()
-            logger.info(
-                "GeoIP database %r reloaded (%s).", self.path, reader.metadata().database_type
-            )
+            logger.info("GeoIP database %r reloaded (%s).", self.path, reader.metadata().database_type)
         finally:
             self._reload_lock.release()
 
@@ -475,10 +470,7 @@ def _open_error(path: str, exc: OSError) -> GeoIPError:
             " it, or set JWT_SHIELD_GEOIP_DATABASE to None to turn the geo checks off."
         )
     elif isinstance(exc, IsADirectoryError):
-        message = (
-            f"GeoIP database {path!r} is a directory. Point JWT_SHIELD_GEOIP_DATABASE at"
-            " the .mmdb file itself."
-        )
+        message = f"GeoIP database {path!r} is a directory. Point JWT_SHIELD_GEOIP_DATABASE at the .mmdb file itself."
     else:
         message = (
             f"GeoIP database {path!r} cannot be read ({exc.strerror or exc}). Check that"

@@ -74,12 +74,21 @@ class GeoGuard:
             return findings
         where = location.as_dict()
         if not self.allows(country):
-            findings.append(Finding("country-denied", "deny", "Access from this country is not allowed.",
-                                    country, {"location": where}))  # fmt: skip
+            findings.append(
+                Finding(
+                    "country-denied", "deny", "Access from this country is not allowed.", country, {"location": where}
+                )
+            )
         if isinstance(issued_in, str) and country != issued_in:
-            findings.append(Finding("country-changed", self.change_action,
-                                    "This token was issued in another country.", country,
-                                    {"issued_in": issued_in, "location": where}))  # fmt: skip
+            findings.append(
+                Finding(
+                    "country-changed",
+                    self.change_action,
+                    "This token was issued in another country.",
+                    country,
+                    {"issued_in": issued_in, "location": where},
+                )
+            )
         return findings
 
     def on_provider_token(self, location: Location, profile: dict[str, Any]) -> list[Finding]:
@@ -96,9 +105,15 @@ class GeoGuard:
         history = [c for c in profile.get("countries", ()) if isinstance(c, str)]
         findings: list[Finding] = []
         if history and country not in history:
-            findings.append(Finding("country-changed", self.change_action,
-                                    "This token was used from a country new for this account.", country,
-                                    {"history": history, "location": location.as_dict()}))  # fmt: skip
+            findings.append(
+                Finding(
+                    "country-changed",
+                    self.change_action,
+                    "This token was used from a country new for this account.",
+                    country,
+                    {"history": history, "location": location.as_dict()},
+                )
+            )
         if not history or history[-1] != country:
             profile["countries"] = ([c for c in history if c != country] + [country])[-self.history :]
         return findings
@@ -115,13 +130,26 @@ class GeoGuard:
         where = location.as_dict()
         findings: list[Finding] = []
         if not self.allows(country):
-            findings.append(Finding("country-denied", "deny", "Logins from this country are not allowed.",
-                                    country, {"location": where, "login": True}))  # fmt: skip
+            findings.append(
+                Finding(
+                    "country-denied",
+                    "deny",
+                    "Logins from this country are not allowed.",
+                    country,
+                    {"location": where, "login": True},
+                )
+            )
         history = [c for c in profile.get("countries", ()) if isinstance(c, str)]
         if history and country not in history:
-            findings.append(Finding("new-country", self.new_country_action,
-                                    "Login from a country new for this account.", country,
-                                    {"history": history, "location": where, "login": True}))  # fmt: skip
+            findings.append(
+                Finding(
+                    "new-country",
+                    self.new_country_action,
+                    "Login from a country new for this account.",
+                    country,
+                    {"history": history, "location": where, "login": True},
+                )
+            )
         if not history or history[-1] != country:
             profile["countries"] = ([c for c in history if c != country] + [country])[-self.history :]
         return findings
@@ -147,14 +175,19 @@ class GeoGuard:
                 if speed is not None and speed > self.travel_kmh:
                     distance = distance_km(previous, location)
                     said = "This login came" if login else "This token was used"
-                    finding = Finding("impossible-travel", self.travel_action,
-                                      f"{said} too far away, too soon.", location.country, {
-                                          "from": {**previous.as_dict(), "at": previous_at, "ip": last.get("ip")},
-                                          "to": {**location.as_dict(), "at": now, "ip": ip},
-                                          "distance_km": round(distance, 1) if distance is not None else None,
-                                          "speed_kmh": round(speed, 1) if math.isfinite(speed) else None,
-                                          "limit_kmh": self.travel_kmh,
-                                      })  # fmt: skip
+                    finding = Finding(
+                        "impossible-travel",
+                        self.travel_action,
+                        f"{said} too far away, too soon.",
+                        location.country,
+                        {
+                            "from": {**previous.as_dict(), "at": previous_at, "ip": last.get("ip")},
+                            "to": {**location.as_dict(), "at": now, "ip": ip},
+                            "distance_km": round(distance, 1) if distance is not None else None,
+                            "speed_kmh": round(speed, 1) if math.isfinite(speed) else None,
+                            "limit_kmh": self.travel_kmh,
+                        },
+                    )
                 elif (
                     previous.latitude == location.latitude
                     and previous.longitude == location.longitude

@@ -302,8 +302,9 @@ class MemoryBaselines:
         self._sessions: OrderedDict[str, _Entry] = OrderedDict()
         self._subjects: weakref.WeakValueDictionary[str, Baseline] = weakref.WeakValueDictionary()
 
-    def observe(self, session: str, subject: str, now: float, settings: AdaptiveSettings,
-                floor: float) -> Observation | None:  # fmt: skip
+    def observe(
+        self, session: str, subject: str, now: float, settings: AdaptiveSettings, floor: float
+    ) -> Observation | None:
         """Count one request of ``session`` (of ``subject``) at ``now``: an :data:`Observation`,
         ``None`` when nothing is unusual."""
         bucket = math.floor(now / settings.bucket_seconds)
@@ -380,8 +381,9 @@ class RedisBaselines:
         tagged = self._storage.prefixed_key(f"{self._namespace}/{_hash_tag(subject)}")
         return f"{tagged}/{key_part(session)}", tagged
 
-    def observe(self, session: str, subject: str, now: float, settings: AdaptiveSettings,
-                floor: float) -> Observation | None:  # fmt: skip
+    def observe(
+        self, session: str, subject: str, now: float, settings: AdaptiveSettings, floor: float
+    ) -> Observation | None:
         """:meth:`MemoryBaselines.observe` in one script call: the same rule, the same answer."""
         reply = self._script(
             keys=list(self.keys(session, subject)),

@@ -306,8 +306,9 @@ class TokenRateLimiter:
             anomaly = None
             baselines = self._baselines
             if baselines is not None:
-                seen = baselines.observe(session or identity, subject or identity, time.time(), self._settings,
-                                         self._floor)  # fmt: skip
+                seen = baselines.observe(
+                    session or identity, subject or identity, time.time(), self._settings, self._floor
+                )
                 if seen is not None:
                     anomaly = self._report(seen, session or identity, subject or identity)
             if not items:
@@ -353,8 +354,9 @@ class TokenRateLimiter:
             anomaly = None
             baselines = self._baselines
             if baselines is not None:
-                seen = baselines.observe(session or identity, subject or identity, time.time(), self._settings,
-                                         self._floor)  # fmt: skip
+                seen = baselines.observe(
+                    session or identity, subject or identity, time.time(), self._settings, self._floor
+                )
                 if seen is not None:
                     anomaly = self._report(seen, session or identity, subject or identity)
             reply = self._one_trip(keys, args) if keys else []
@@ -380,8 +382,9 @@ class TokenRateLimiter:
                     spike = spike or sustained
                 except self._errors as exc:
                     raise LimiterStorageError(exc) from exc
-                return RateDecision(allowed=False, spike=spike, anomaly=anomaly,
-                                    stats=(item, 0, now + max(ttl, 0) / 1000))  # fmt: skip
+                return RateDecision(
+                    allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, now + max(ttl, 0) / 1000)
+                )
         return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
 
     def _plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
@@ -455,11 +458,21 @@ class TokenRateLimiter:
             buckets, sustained = self._sustained_anomaly(session)
         else:  # the subject's total only: a second signal, never sustained
             buckets, sustained = 0, False
-        return AnomalyReport(subject, count, settings.bucket_seconds, baseline, settings.factor, self._floor,
-                             anomalous_buckets=buckets, sustained=sustained, session=session,
-                             scope="session" if found == SESSION else "subject",
-                             warmup=learned < settings.min_history,
-                             subject_count=total, subject_baseline=total_baseline)  # fmt: skip
+        return AnomalyReport(
+            subject,
+            count,
+            settings.bucket_seconds,
+            baseline,
+            settings.factor,
+            self._floor,
+            anomalous_buckets=buckets,
+            sustained=sustained,
+            session=session,
+            scope="session" if found == SESSION else "subject",
+            warmup=learned < settings.min_history,
+            subject_count=total,
+            subject_baseline=total_baseline,
+        )
 
     def tightest_window(self, targets: tuple[Target, ...]) -> tuple[RateLimitItem, int, float]:
         """The binding limit among ``targets``: (item, requests left, epoch of its reset).

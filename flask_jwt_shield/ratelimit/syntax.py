@@ -36,9 +36,7 @@ def parse_limits(value: str) -> tuple[RateLimitItem, ...]:
     """
     items = tuple(parse_many(value))
     if any(item.amount < 1 for item in items):
-        raise ValueError(
-            f"{value!r} lets no request through: every amount must be at least 1, for example '1/minute'"
-        )
+        raise ValueError(f"{value!r} lets no request through: every amount must be at least 1, for example '1/minute'")
     return items
 
 

@@ -49,7 +49,7 @@ def store_from_uri(
                 f"JWT_SHIELD_STORE_URI {uri!r} has no path; write 'sqlite:///shield.db' (in the"
                 " instance folder) or 'sqlite:////var/lib/app/shield.db' (absolute)."
             )
-        path = uri[len("sqlite:///"):]
+        path = uri[len("sqlite:///") :]
         if not os.path.isabs(path):
             path = os.path.join(instance_path or os.getcwd(), path)
         return SQLiteStore(path, local_view=max_delay > 0)

@@ -122,9 +122,19 @@ class MemoryStore:
             if family is None:
                 return Rotation("unknown")
             was_revoked = family.revoked
-            outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
-                                   ip=ip, country=country, not_before=self._not_before_at(family.sub, now),
-                                   key_revoked=self._key_revoked(kid, now), new_kid=new_kid)  # fmt: skip
+            outcome = family.spend(
+                jti,
+                new_jti=new_jti,
+                new_iat=new_iat,
+                now=now,
+                idle_ttl=idle_ttl,
+                grace=grace,
+                ip=ip,
+                country=country,
+                not_before=self._not_before_at(family.sub, now),
+                key_revoked=self._key_revoked(kid, now),
+                new_kid=new_kid,
+            )
             if outcome == "revoked" and not was_revoked:
                 self._revoke_family(sid, until)
             if outcome == "rotated":

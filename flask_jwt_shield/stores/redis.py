@@ -92,12 +92,21 @@ def _family_of(h: dict[str, str]) -> Family:
         return float(value) if value is not None else None
 
     return Family(
-        sid=h["sid"], sub=h["sub"], created_at=float(h["created_at"]), expires_at=float(h["expires_at"]),
-        last_used_at=float(h["last_used_at"]), current_jti=h["current_jti"], current_iat=float(h["current_iat"]),
-        previous_jti=h.get("previous_jti"), rotated_at=number("rotated_at"), revoked=h.get("revoked") == "1",
-        last_ip=h.get("last_ip"), last_country=h.get("last_country"), claims=json.loads(h.get("claims", "{}")),
+        sid=h["sid"],
+        sub=h["sub"],
+        created_at=float(h["created_at"]),
+        expires_at=float(h["expires_at"]),
+        last_used_at=float(h["last_used_at"]),
+        current_jti=h["current_jti"],
+        current_iat=float(h["current_iat"]),
+        previous_jti=h.get("previous_jti"),
+        rotated_at=number("rotated_at"),
+        revoked=h.get("revoked") == "1",
+        last_ip=h.get("last_ip"),
+        last_country=h.get("last_country"),
+        claims=json.loads(h.get("claims", "{}")),
         kid=h.get("kid"),
-    )  # fmt: skip
+    )
 
 
 def _pairs(mapping: dict[str, str]) -> list[str]:
@@ -169,7 +178,7 @@ class RedisStore:
     def rate_limit_storage_uri(self) -> str:
         """The URI the :mod:`limits` library (Flask-Limiter's storage) reads for this Redis."""
         if self.url.lower().startswith("unix://"):
-            return "redis+unix://" + self.url[len("unix://"):]
+            return "redis+unix://" + self.url[len("unix://") :]
         return self.url
 
     # -- connections -------------------------------------------------------------------
@@ -309,8 +318,11 @@ class RedisStore:
         return until is not None and float(until) > now
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
-        self._run("revoke_subject", [self._nb(sub), self._index(sub)],
-                  [_num(at), _num(until), TTL_MARGIN, self.invalidation_channel, self._tag])  # fmt: skip
+        self._run(
+            "revoke_subject",
+            [self._nb(sub), self._index(sub)],
+            [_num(at), _num(until), TTL_MARGIN, self.invalidation_channel, self._tag],
+        )
         self._wrote()
 
     def not_before(self, sub: str, now: float) -> float | None:
@@ -329,9 +341,19 @@ class RedisStore:
         dropped = self._run(
             "create_family",
             [self._fam(family.sid), self._index(family.sub), self._nb(family.sub), self._kid_key(None)],
-            [self._tag, family.sid, _num(family.created_at), _ms(family.expires_at), max_sessions, _num(idle_ttl),
-             _num(until), TTL_MARGIN, self.invalidation_channel, *_pairs(fields)],
-        )  # fmt: skip
+            [
+                self._tag,
+                family.sid,
+                _num(family.created_at),
+                _ms(family.expires_at),
+                max_sessions,
+                _num(idle_ttl),
+                _num(until),
+                TTL_MARGIN,
+                self.invalidation_channel,
+                *_pairs(fields),
+            ],
+        )
         if dropped:
             self._wrote()
         return list(dropped)
@@ -361,8 +383,17 @@ class RedisStore:
             family = _family_of(h)
             # The subject's not-before instant and the key's revocation are read again, and
             # acted upon, inside the script that persists the decision.
-            outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
-                                   ip=ip, country=country, new_kid=new_kid)  # fmt: skip
+            outcome = family.spend(
+                jti,
+                new_jti=new_jti,
+                new_iat=new_iat,
+                now=now,
+                idle_ttl=idle_ttl,
+                grace=grace,
+                ip=ip,
+                country=country,
+                new_kid=new_kid,
+            )
             if outcome in ("revoked", "expired"):
                 return Rotation(outcome, family)
             fields, absent = _family_fields(family)
@@ -372,9 +403,22 @@ class RedisStore:
             written = self._run(
                 "persist_rotation",
                 [key, self._spent(sid), self._nb(family.sub), self._kid_key(kid)],
-                [self._tag, sid, h.get("v", ""), outcome, _num(until), TTL_MARGIN, self.invalidation_channel,
-                 _ms(family.expires_at), entry, len(absent), *absent, *_pairs(fields), _num(now)],
-            )  # fmt: skip
+                [
+                    self._tag,
+                    sid,
+                    h.get("v", ""),
+                    outcome,
+                    _num(until),
+                    TTL_MARGIN,
+                    self.invalidation_channel,
+                    _ms(family.expires_at),
+                    entry,
+                    len(absent),
+                    *absent,
+                    *_pairs(fields),
+                    _num(now),
+                ],
+            )
             if not written:
                 continue  # another process wrote the family first: read it again, decide again
             if written == 2:  # its subject or key was revoked first: the family ended
@@ -402,8 +446,11 @@ class RedisStore:
         return _family_of(h) if h else None
 
     def revoke_family(self, sid: str, until: float) -> Family | None:
-        flat = self._run("revoke_family", [self._fam(sid), self._rev("sid", sid)],
-                         [self._tag, sid, _num(until), TTL_MARGIN, self.invalidation_channel])  # fmt: skip
+        flat = self._run(
+            "revoke_family",
+            [self._fam(sid), self._rev("sid", sid)],
+            [self._tag, sid, _num(until), TTL_MARGIN, self.invalidation_channel],
+        )
         self._wrote()
         h = dict(zip(flat[::2], flat[1::2], strict=True))
         return _family_of(h) if h else None
@@ -420,8 +467,11 @@ class RedisStore:
             *rows, nb = pipe.execute()
             live = [f for f in (_family_of(h) for h in rows if h) if f.live(now, idle_ttl)]
             kids = sorted({f.kid for f in live if f.kid is not None})
-            revoked_kids = {k for k, v in zip(kids, client.mget([self._rev("kid", k) for k in kids]) if kids else [],
-                                               strict=True) if v is not None and float(v) > now}  # fmt: skip
+            revoked_kids = {
+                k
+                for k, v in zip(kids, client.mget([self._rev("kid", k) for k in kids]) if kids else [], strict=True)
+                if v is not None and float(v) > now
+            }
         not_before = None
         if nb is not None:
             at, _, nb_until = nb.partition(" ")

@@ -45,7 +45,9 @@ end
 # KEYS: not-before key, subject index. ARGV: at, until, margin, channel, tag.
 # Sets the subject's not-before instant and, in the same step, ends every family of the
 # subject created at or before it (Family.ended_by): no rotation commits after this.
-REVOKE_SUBJECT = _REVOKE_FAMILY_LUA + """
+REVOKE_SUBJECT = (
+    _REVOKE_FAMILY_LUA
+    + """
 local at, untl = ARGV[1], ARGV[2]
 local old = redis.call('GET', KEYS[1])
 if old then
@@ -61,6 +63,7 @@ end
 redis.call('PUBLISH', ARGV[4], '1')
 return 1
 """
+)
 
 # Whether a family (its created_at) is ended by its subject's not-before key (KEYS[i]) or a
 # revoked key of its refresh token (KEYS[j]) at ``now`` (Family.ended_by, in Lua).
@@ -76,17 +79,23 @@ local function ended(created_at, nb_key, kid_key, now)
 end
 """
 
-REVOKE_ONE_FAMILY = _REVOKE_FAMILY_LUA + """
+REVOKE_ONE_FAMILY = (
+    _REVOKE_FAMILY_LUA
+    + """
 revoke_family(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 redis.call('PUBLISH', ARGV[5], '1')
 return redis.call('HGETALL', KEYS[1])
 """
+)
 
 # KEYS: family, subject index, not-before key, revoked-key key. ARGV: tag, sid, created_at,
 # expire ms, max_sessions, idle_ttl, until, margin, channel, then the family's field/value
 # pairs. A family born before its subject's not-before instant (a login racing "log out
 # everywhere") is stored revoked.
-CREATE_FAMILY = _REVOKE_FAMILY_LUA + _ENDED_LUA + """
+CREATE_FAMILY = (
+    _REVOKE_FAMILY_LUA
+    + _ENDED_LUA
+    + """
 local tag, sid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local fields = {}
 for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -116,6 +125,7 @@ if born_ended then revoke_family(tag, sid, ARGV[7], ARGV[8]) end
 if #dropped > 0 or born_ended then redis.call('PUBLISH', ARGV[9], '1') end
 return dropped
 """
+)
 
 # Persist what Family.spend decided, if nobody wrote the family since it was read, and if
 # no revocation of its subject or of the presented token's key came first (then the family
@@ -123,7 +133,10 @@ return dropped
 # KEYS: family, spent list, not-before key, revoked-key key. ARGV: tag, sid, version read,
 # outcome, until, margin, channel, expire ms, spent entry, number of fields to delete,
 # those names, then field/value pairs; the last ARGV is now.
-PERSIST_ROTATION = _REVOKE_FAMILY_LUA + _ENDED_LUA + """
+PERSIST_ROTATION = (
+    _REVOKE_FAMILY_LUA
+    + _ENDED_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[3] then return 0 end
 local now = tonumber(table.remove(ARGV))
 if ended(redis.call('HGET', KEYS[1], 'created_at'), KEYS[3], KEYS[4], now) then
@@ -150,6 +163,7 @@ if outcome == 'rotated' then
 end
 return 1
 """.replace("SPENT_LAST", str(SPENT_KEPT - 1))
+)
 
 # KEYS: the one-time key. ARGV: until, now, expire ms.
 REMEMBER_ONCE = """
@@ -194,9 +208,15 @@ return 0
 
 
 ScriptName = t.Literal[
-    "revoke", "revoke_subject", "revoke_family", "create_family", "persist_rotation", "remember_once", "purge",
+    "revoke",
+    "revoke_subject",
+    "revoke_family",
+    "create_family",
+    "persist_rotation",
+    "remember_once",
+    "purge",
     "purge_once",
-]  # fmt: skip
+]
 
 SOURCES: t.Final[dict[ScriptName, str]] = {
     "revoke": REVOKE,

@@ -127,10 +127,21 @@ _ENDED = (
 
 def _family(row: tuple[t.Any, ...]) -> Family:
     return Family(
-        sid=row[0], sub=row[1], created_at=row[2], expires_at=row[3], last_used_at=row[4],
-        current_jti=row[5], current_iat=row[6], previous_jti=row[7], rotated_at=row[8],
-        revoked=bool(row[9]), last_ip=row[10], last_country=row[11], claims=json.loads(row[12]), kid=row[13],
-    )  # fmt: skip
+        sid=row[0],
+        sub=row[1],
+        created_at=row[2],
+        expires_at=row[3],
+        last_used_at=row[4],
+        current_jti=row[5],
+        current_iat=row[6],
+        previous_jti=row[7],
+        rotated_at=row[8],
+        revoked=bool(row[9]),
+        last_ip=row[10],
+        last_country=row[11],
+        claims=json.loads(row[12]),
+        kid=row[13],
+    )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -371,8 +382,9 @@ class SQLiteStore:
 
     def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
         with self._read() as conn:
-            row = conn.execute("SELECT 1 FROM revoked WHERE kind = ? AND value = ? AND until > ?",
-                               (kind, value, now)).fetchone()  # fmt: skip
+            row = conn.execute(
+                "SELECT 1 FROM revoked WHERE kind = ? AND value = ? AND until > ?", (kind, value, now)
+            ).fetchone()
         return row is not None
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
@@ -402,10 +414,23 @@ class SQLiteStore:
         with self._write() as conn:
             conn.execute(
                 f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (f.sid, f.sub, f.created_at, f.expires_at, f.last_used_at, f.current_jti, f.current_iat,
-                 f.previous_jti, f.rotated_at, int(f.revoked), f.last_ip, f.last_country, json.dumps(f.claims),
-                 f.kid),
-            )  # fmt: skip
+                (
+                    f.sid,
+                    f.sub,
+                    f.created_at,
+                    f.expires_at,
+                    f.last_used_at,
+                    f.current_jti,
+                    f.current_iat,
+                    f.previous_jti,
+                    f.rotated_at,
+                    int(f.revoked),
+                    f.last_ip,
+                    f.last_country,
+                    json.dumps(f.claims),
+                    f.kid,
+                ),
+            )
             not_before = conn.execute(
                 "SELECT at FROM not_before WHERE sub = ? AND until > ?", (f.sub, f.created_at)
             ).fetchone()
@@ -448,9 +473,19 @@ class SQLiteStore:
                 " (SELECT 1 FROM revoked WHERE kind = 'kid' AND value = ? AND until > ?)",
                 (family.sub, now, kid, now),
             ).fetchone()
-            outcome = family.spend(jti, new_jti=new_jti, new_iat=new_iat, now=now, idle_ttl=idle_ttl, grace=grace,
-                                   ip=ip, country=country, not_before=not_before, key_revoked=bool(key_revoked),
-                                   new_kid=new_kid)  # fmt: skip
+            outcome = family.spend(
+                jti,
+                new_jti=new_jti,
+                new_iat=new_iat,
+                now=now,
+                idle_ttl=idle_ttl,
+                grace=grace,
+                ip=ip,
+                country=country,
+                not_before=not_before,
+                key_revoked=bool(key_revoked),
+                new_kid=new_kid,
+            )
             if outcome == "revoked" and not was_revoked:
                 self._revoke_family(conn, sid, until)
             if outcome == "reused":
@@ -466,9 +501,18 @@ class SQLiteStore:
                 conn.execute(
                     "UPDATE families SET current_jti = ?, current_iat = ?, previous_jti = ?, rotated_at = ?,"
                     " last_used_at = ?, last_ip = ?, last_country = ?, kid = ? WHERE sid = ?",
-                    (family.current_jti, family.current_iat, family.previous_jti, family.rotated_at,
-                     family.last_used_at, family.last_ip, family.last_country, family.kid, sid),
-                )  # fmt: skip
+                    (
+                        family.current_jti,
+                        family.current_iat,
+                        family.previous_jti,
+                        family.rotated_at,
+                        family.last_used_at,
+                        family.last_ip,
+                        family.last_country,
+                        family.kid,
+                        sid,
+                    ),
+                )
             return Rotation(outcome, family)
 
     def get_family(self, sid: str) -> Family | None:
@@ -515,9 +559,15 @@ class SQLiteStore:
         with self._write(revoking=False) as conn:
             cursor = conn.execute(
                 "INSERT INTO events (at, kind, subject, jti, sid, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (event["at"], event["kind"], event.get("subject"), event.get("jti"), event.get("sid"),
-                 json.dumps(event)),
-            )  # fmt: skip
+                (
+                    event["at"],
+                    event["kind"],
+                    event.get("subject"),
+                    event.get("jti"),
+                    event.get("sid"),
+                    json.dumps(event),
+                ),
+            )
             # Ids grow by one per event, so the newest id bounds the table by primary key.
             conn.execute("DELETE FROM events WHERE id <= ?", ((cursor.lastrowid or 0) - retention,))
 
