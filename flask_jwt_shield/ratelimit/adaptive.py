@@ -147,6 +147,18 @@ class Baseline:
 Observation = tuple[int, int, float, int, int, float]
 
 
+def _close_bucket(baseline: Baseline, bucket: int, alpha: float) -> None:
+    """Learn the bucket that just ended (unless it was empty or flagged) and start ``bucket``.
+    Runs once a bucket, off the per-request part of :func:`step`."""
+    if baseline.count > 0 and baseline.flagged != baseline.bucket:
+        if baseline.learned == 0:
+            baseline.ewma = float(baseline.count)
+        else:
+            baseline.ewma = alpha * baseline.count + (1 - alpha) * baseline.ewma
+        baseline.learned += 1
+    baseline.bucket, baseline.count = bucket, 0
+
+
 def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSettings, floor: float) -> int:
     """Count one request in ``session`` and its ``subject``: :data:`NORMAL`, :data:`SESSION`
     (the session's traffic is anomalous) or :data:`SUBJECT` (only the subject's total is).
@@ -155,23 +167,11 @@ def step(session: Baseline, subject: Baseline, bucket: int, settings: AdaptiveSe
     change both.
     """
     if bucket > session.bucket:
-        if session.count > 0 and session.flagged != session.bucket:
-            if session.learned == 0:
-                session.ewma = float(session.count)
-            else:
-                session.ewma = settings.alpha * session.count + (1 - settings.alpha) * session.ewma
-            session.learned += 1
-        session.bucket, session.count = bucket, 0
+        _close_bucket(session, bucket, settings.alpha)
     if bucket > subject.bucket:
         # The subject's view learns every active bucket but those in which one of its
         # sessions was anomalous: a thief cannot raise the cap of the warm-up with his rate.
-        if subject.count > 0 and subject.flagged != subject.bucket:
-            if subject.learned == 0:
-                subject.ewma = float(subject.count)
-            else:
-                subject.ewma = settings.alpha * subject.count + (1 - settings.alpha) * subject.ewma
-            subject.learned += 1
-        subject.bucket, subject.count = bucket, 0
+        _close_bucket(subject, bucket, settings.alpha)
     count = session.count = session.count + 1
     subject.count += 1
     if subject.learned < settings.min_history and session.learned < settings.min_history:
