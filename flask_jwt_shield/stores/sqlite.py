@@ -38,6 +38,7 @@ import logging
 import mmap
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -100,6 +101,7 @@ CREATE INDEX IF NOT EXISTS events_jti ON events (jti, id);
 CREATE INDEX IF NOT EXISTS events_sid ON events (sid, id);
 CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
 """
+_SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
 # No row until the first revoking write (a missing row reads as 0, like an empty file):
 # opening a store never writes, so it never waits for another process's write lock.
 _CHANGES = "SELECT coalesce((SELECT value FROM changes WHERE id = 0), 0)"
@@ -155,6 +157,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 raise
 
 
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether every table and index of :data:`_SCHEMA` exists (a read: opening a file
+    that is already set up writes nothing)."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    return _SCHEMA_NAMES <= names
+
+
 def _close_changes(fd: int, view: mmap.mmap) -> None:
     view.close()
     os.close(fd)
@@ -202,18 +211,43 @@ class SQLiteStore:
         if conn is not None and local.pid == os.getpid():
             return conn
         try:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(directory, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_BUDGET, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(BUSY_BUDGET * 1000)}")
-            conn.executescript(_SCHEMA)
-            _migrate(conn)
-        except (sqlite3.Error, OSError) as exc:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        except OSError as exc:
             raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
+        conn = self._open()
         local.conn, local.pid = conn, os.getpid()
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection with the schema in place, retried within the busy budget.
+
+        Processes that open a new file at once race to create it: switching the journal to
+        WAL and creating the tables are writes, and a peer's commit between this
+        connection's read of the schema and its write answers "busy" at once, without the
+        busy handler (one open in a few hundred lost that way under contention). Every
+        statement here is idempotent, so the whole open is tried again.
+        """
+        deadline = time.monotonic() + BUSY_BUDGET
+        while True:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_BUDGET, isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_BUDGET * 1000)}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                if not _has_schema(conn):
+                    conn.executescript(_SCHEMA)
+                _migrate(conn)
+                return conn
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                left = deadline - time.monotonic()
+                if not (isinstance(exc, sqlite3.OperationalError) and _busy(exc)) or left < 0.01:
+                    raise StoreError(f"cannot open the SQLite store {self.path!r}: {exc}") from exc
+            with self._retries_lock:
+                self.busy_retries += 1
+            time.sleep(min(left / 2, random.uniform(0.001, 0.02)))  # noqa: S311 (jitter)
 
     def _changes_file(self) -> int:
         """The descriptor of ``<path>.changes``, opened once per store, and its first eight
