@@ -141,6 +141,10 @@ def test_rate_limiting_reaches_only_its_own_modules_and_errors() -> None:
     assert graph["flask_jwt_shield.ratelimit.syntax"] == set()  # a leaf
 
 
+def test_the_status_list_encoding_needs_only_the_jose_layer() -> None:
+    assert _graph()["flask_jwt_shield.statuslist.codec"] == {"flask_jwt_shield.jose"}
+
+
 @pytest.mark.parametrize(
     "leaf",
     ["actions", "cache", "jose", "geo.database", "stores.redis_scripts", "stores.base"],
