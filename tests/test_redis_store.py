@@ -116,15 +116,25 @@ def test_unix_socket(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_cluster_keys_of_one_operation_share_a_slot(redis_cluster: RedisCluster) -> None:
+def test_cluster_keys_of_one_subjects_operation_share_a_slot(redis_cluster: RedisCluster) -> None:
+    """Everything one subject's operations touch (families, index, spent list, not-before,
+    the revocations its checks read) lives in its stripe's slot; the subjects spread over
+    every master (scale-out issue, item 1)."""
     store = RedisStore(redis_cluster.url, prefix=unique())
     store.create_family(family(), max_sessions=5, idle_ttl=500, until=FAR)
+    store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW, idle_ttl=500, grace=0, ip=None, country=None, until=FAR)
     store.revoke("jti", "x", until=FAR)
-    store.revoke_subject("alice", at=NOW, until=FAR)
     client = raw(redis_cluster.url)
-    keys = list(client.scan_iter(match="{" + store.prefix + "}:*"))
-    assert len(keys) >= 4
+    tag = store.tag_of("alice")
+    keys = list(client.scan_iter(match=tag + ":*"))
+    store.revoke_subject("alice", at=NOW, until=FAR)  # ends the family: the index empties
+    keys += list(client.scan_iter(match=tag + ":*"))
+    assert {k[len(tag) + 1 :].split(":")[0] for k in keys} >= {"f", "fs", "sp", "nb", "r"}
     assert len({client.keyslot(k) for k in keys}) == 1
+    for i in range(60):
+        store.create_family(family(f"u{i}", sub=f"user{i}"), max_sessions=5, idle_ttl=500, until=FAR)
+    spread = store.keys_per_node()
+    assert len(spread) == 3 and min(spread.values()) > 0, spread
     store.close()
 
 
@@ -138,7 +148,7 @@ def test_revocation_entries_carry_a_ttl(server_url: str) -> None:
     store.revoke_subject("alice", at=NOW, until=until)
     store.revoke_family("s9", until=until)
     client = raw(server_url)
-    tag = "{" + store.prefix + "}"
+    tag = store.tag_of("alice")
     for key in (f"{tag}:r:j:a", f"{tag}:nb:alice", f"{tag}:r:s:s9"):
         ttl = client.pttl(key) / 1000
         assert 100 < ttl <= 100 + 60 + 1, key  # gone a minute after the last token it covers
@@ -159,7 +169,7 @@ def test_subject_index_and_spent_list_stay_bounded(server_url: str) -> None:
     for i in range(30):
         store.create_family(family(f"s{i}", jti=f"r{i}", created=NOW + i), max_sessions=3, idle_ttl=500, until=FAR)
     client = raw(server_url)
-    tag = "{" + store.prefix + "}"
+    tag = store.tag_of("alice")
     assert client.zcard(f"{tag}:fs:alice") == 3
     jti = "r29"
     for i in range(100):
@@ -371,7 +381,7 @@ def test_revocation_in_this_process_applies_at_once(server_url: str) -> None:
         }
         assert store.check(**token) is None
         assert wait_until(store.watching, 5)
-        assert store.check(**token) is None and store.view.fresh(f"j-{kind}")
+        assert store.check(**token) is None and store.view_of("a").fresh(f"j-{kind}")
         store.revoke(kind, token[kind], until=FAR)  # type: ignore[arg-type]
         assert store.check(**token) == reason
     token = {"jti": "j-sub", "sid": None, "sub": "bob", "kid": "k", "iat": NOW, "now": NOW}
@@ -388,7 +398,7 @@ def test_lost_invalidation_connection_distrusts_the_view(server_url: str) -> Non
     client = raw(server_url)
     client.client_kill_filter(_type="pubsub")  # cut the subscription
     # A revocation whose message can no longer arrive (written straight into Redis)
-    client.set("{" + store.prefix + "}:r:j:j", repr(FAR))
+    client.set(store.tag_of("a") + ":r:j:j", repr(FAR))
     started = time.monotonic()
     assert wait_until(lambda: store.check(jti="j", sid=None, sub="a", kid="k", iat=NOW, now=NOW) == "token", 5)
     assert time.monotonic() - started <= 0.5 + 0.1  # never stale beyond max_delay
@@ -421,7 +431,7 @@ def _observe_revocations(url: str, prefix: str, n: int, conn: t.Any) -> None:
         store.check(jti=jti, sid=None, sub="a", kid="k", iat=NOW, now=NOW)
         wait_until(store.watching, 5)
         store.check(jti=jti, sid=None, sub="a", kid="k", iat=NOW, now=NOW)
-        conn.send(("ready", store.view.fresh(jti)))
+        conn.send(("ready", store.view_of("a").fresh(jti)))
         deadline = time.monotonic() + 5
         while store.check(jti=jti, sid=None, sub="a", kid="k", iat=NOW, now=NOW) is None:
             if time.monotonic() > deadline:
@@ -481,7 +491,7 @@ def test_resharding_the_state_slot_costs_no_answer(redis_cluster: RedisCluster) 
     store.create_family(family(), max_sessions=5, idle_ttl=500, until=FAR)
     store.revoke("jti", "stolen", until=FAR)
     assert store.check(jti="stolen", sid="s1", sub="alice", kid="k", iat=NOW, now=NOW) == "token"
-    slot = raw(redis_cluster.url).keyslot("{" + store.prefix + "}")
+    slot = raw(redis_cluster.url).keyslot(store.tag_of("alice"))  # alice's stripe
     nodes = {n.port: redis.Redis(port=n.port, decode_responses=True) for n in redis_cluster.nodes}
     ids = {port: c.execute_command("CLUSTER", "MYID") for port, c in nodes.items()}
     (owner,) = [port for port, c in nodes.items() if int(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)) > 0]
@@ -548,7 +558,7 @@ def test_cluster_failover_costs_no_answer(tmp_path: Path) -> None:
         store = RedisStore(cluster.url, prefix=unique(), max_delay=0)
         store.revoke("jti", "stolen", until=FAR)
         store.create_family(family(), max_sessions=5, idle_ttl=500, until=FAR)
-        slot = raw(cluster.url).keyslot("{" + store.prefix + "}")
+        slot = raw(cluster.url).keyslot(store.tag_of("alice"))
         clients = {n.port: redis.Redis(port=n.port, decode_responses=True) for n in cluster.nodes}
         ids = {c.execute_command("CLUSTER", "MYID"): port for port, c in clients.items()}
         owner_port = raw(cluster.url).nodes_manager.get_node_from_slot(slot).port
@@ -638,9 +648,15 @@ def node_ids(cluster: RedisCluster) -> dict[int, str]:
     return {n.port: redis.Redis(port=n.port).execute_command("CLUSTER", "MYID").decode() for n in cluster.nodes}
 
 
-def slot_owner(cluster: RedisCluster, prefix: str) -> int:
-    """The port of the master that owns the slot of ``prefix``'s state, asked of the nodes."""
-    slot = raw(cluster.url).keyslot("{" + prefix + "}")
+def state_tag(prefix: str, sub: str = "a") -> str:
+    """The hash tag of ``sub``'s stripe under ``prefix`` (where its state and revocations live)."""
+    return RedisStore("redis://unused", prefix=prefix).tag_of(sub)
+
+
+def slot_owner(cluster: RedisCluster, prefix: str, sub: str = "a") -> int:
+    """The port of the master that owns the slot of ``prefix``'s state of subject ``sub``,
+    asked of the nodes."""
+    slot = raw(cluster.url).keyslot(state_tag(prefix, sub))
     client = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
     for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
         if int(start) <= slot <= int(end):
@@ -684,21 +700,23 @@ def bus_is_cut(sender: int, receiver: int) -> bool:
         pubsub.close()
 
 
-def prefix_owned_away_from_first_node(cluster: RedisCluster) -> str:
-    """A prefix whose slot is not on the node a client lists first: a subscriber placed by
-    anything but "the owner of the slot" then sits behind the stalled links."""
+def subject_owned_away_from_first_node(cluster: RedisCluster, prefix: str) -> str:
+    """A subject whose stripe's slot is not on the node a client lists first: a subscriber
+    placed by anything but "the owner of the slot" then sits behind the stalled links."""
     client = raw(cluster.url)
     first = client.get_nodes()[0].port
-    while True:  # two thirds of the prefixes qualify
-        prefix = unique()
-        if slot_owner(cluster, prefix) != first:
-            return prefix
+    for i in range(1000):  # two thirds of the subjects qualify
+        if slot_owner(cluster, prefix, f"user{i}") != first:
+            return f"user{i}"
+    raise AssertionError("every stripe on one node")
 
 
-def accepted_after_revocation(observer: RedisStore, revoker: RedisStore, jti: str, *, watch_for: float) -> float:
+def accepted_after_revocation(
+    observer: RedisStore, revoker: RedisStore, jti: str, *, watch_for: float, sub: str = "a"
+) -> float:
     """Revoke ``jti`` through ``revoker``; return how long ``observer`` kept accepting it
     (polled as a busy server would, for ``watch_for`` seconds; still accepted then: ``inf``)."""
-    token = {"jti": jti, "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+    token = {"jti": jti, "sid": None, "sub": sub, "kid": "k", "iat": NOW, "now": NOW}
     started = time.monotonic()
     revoker.revoke("jti", jti, until=FAR)
     last_accepted = started
@@ -722,15 +740,16 @@ def test_a_stalled_bus_to_the_subscribers_node_never_keeps_a_revoked_token_accep
     within JWT_SHIELD_REVOCATION_MAX_DELAY -- the subscriber sits on the owner, and its
     lease is confirmed there, not by PONGs from whichever node it happens to use."""
     cluster = partitionable_cluster
-    prefix = prefix_owned_away_from_first_node(cluster)
+    prefix = unique()
+    sub = subject_owned_away_from_first_node(cluster, prefix)
     max_delay = 1.0
     observer = RedisStore(cluster.url, prefix=prefix, max_delay=max_delay)  # this host
     revoker = RedisStore(cluster.url, prefix=prefix, max_delay=max_delay)  # another host
-    token = {"jti": "stolen", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
+    token = {"jti": "stolen", "sid": None, "sub": sub, "kid": "k", "iat": NOW, "now": NOW}
     assert observer.check(**token) is None  # type: ignore[arg-type]
     assert wait_until(observer.watching, 5)
-    assert observer.check(**token) is None and observer.view.fresh("stolen")  # type: ignore[arg-type]
-    owner = slot_owner(cluster, prefix)
+    assert observer.check(**token) is None and observer.view_of(sub).fresh("stolen")  # type: ignore[arg-type]
+    owner = slot_owner(cluster, prefix, sub)
     others = [n.port for n in cluster.nodes if n.port != owner]
     release = stall_bus(cluster, owner, others)
     try:
@@ -738,7 +757,7 @@ def test_a_stalled_bus_to_the_subscribers_node_never_keeps_a_revoked_token_accep
         time.sleep(max_delay)  # the subscription had a whole lease to notice nothing
         assert every_node_reports_ok(cluster)  # a partition no node notices
         assert observer.watching()
-        stale = accepted_after_revocation(observer, revoker, "stolen", watch_for=max_delay + 1.0)
+        stale = accepted_after_revocation(observer, revoker, "stolen", watch_for=max_delay + 1.0, sub=sub)
         fresh_host = RedisStore(cluster.url, prefix=prefix)
         assert fresh_host.check(**token) == "token"  # type: ignore[arg-type]
         fresh_host.close()
@@ -751,9 +770,9 @@ def test_a_stalled_bus_to_the_subscribers_node_never_keeps_a_revoked_token_accep
 
 
 def subscriber_port(store: RedisStore) -> int | None:
+    """The port of the node where the subscriber watches subject ``a``'s stripe."""
     watcher = store._watcher
-    connections = watcher._connections if watcher is not None else []
-    return int(connections[0].port) if connections else None
+    return watcher.ports().get(store.stripe("a")) if watcher is not None else None
 
 
 def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster: RedisCluster) -> None:
@@ -767,7 +786,10 @@ def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster
     observer = RedisStore(cluster.url, prefix=prefix, max_delay=1.0)
     revoker = RedisStore(cluster.url, prefix=prefix)
 
-    def elsewhere_connection(attempt: int) -> t.Any:
+    placed: list[int] = []
+
+    def elsewhere_connection(node: t.Any) -> t.Any:
+        placed.append(elsewhere)
         options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True, "protocol": 2}
         return redis.connection.Connection(**options)
 
@@ -776,8 +798,8 @@ def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster
     try:
         token = {"jti": "stolen", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
         assert observer.check(**token) is None  # type: ignore[arg-type]
-        assert wait_until(lambda: subscriber_port(observer) == elsewhere, 5)
-        assert not wait_until(observer.watching, 1.5)  # answered PINGs, yet never trusted
+        assert wait_until(lambda: elsewhere in placed, 5)
+        assert not wait_until(lambda: observer.watching("a"), 1.5)  # placed there, never trusted
         assert accepted_after_revocation(observer, revoker, "stolen", watch_for=0.5) == 0.0
     finally:
         release()
@@ -787,7 +809,7 @@ def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster
 
 def move_slot(cluster: RedisCluster, prefix: str, target: int) -> None:
     """Migrate the slot of ``prefix``'s state, keys and all, to the master on port ``target``."""
-    slot = raw(cluster.url).keyslot("{" + prefix + "}")
+    slot = raw(cluster.url).keyslot(state_tag(prefix))
     owner = slot_owner(cluster, prefix)
     ids = node_ids(cluster)
     nodes = {n.port: redis.Redis(port=n.port, decode_responses=True) for n in cluster.nodes}
@@ -818,7 +840,7 @@ def test_the_subscriber_follows_its_slot_to_the_new_owner(partitionable_cluster:
     new_owner = next(n.port for n in cluster.nodes if n.port != old_owner)
     release = stall_bus(cluster, new_owner, [old_owner])
     try:
-        assert observer.check(**token) is None and observer.view.fresh("stolen")  # type: ignore[arg-type]
+        assert observer.check(**token) is None and observer.view_of("a").fresh("stolen")  # type: ignore[arg-type]
         move_slot(cluster, prefix, new_owner)
         stale = accepted_after_revocation(observer, revoker, "stolen", watch_for=max_delay + 1.0)
         assert stale <= max_delay + MARGIN, f"revoked token accepted {stale:.3f} s after its revocation"
@@ -827,7 +849,7 @@ def test_the_subscriber_follows_its_slot_to_the_new_owner(partitionable_cluster:
         # confirmed at the new owner: its revocations reach the view without the bus
         again = {"jti": "later", "sid": None, "sub": "a", "kid": "k", "iat": NOW, "now": NOW}
         assert observer.check(**again) is None and observer.check(**again) is None  # type: ignore[arg-type]
-        assert observer.view.fresh("later") and observer.watching()
+        assert observer.view_of("a").fresh("later") and observer.watching()
         assert accepted_after_revocation(observer, revoker, "later", watch_for=0.8) < max_delay / 2
     finally:
         release()

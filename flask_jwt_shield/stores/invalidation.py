@@ -1,31 +1,34 @@
-"""The invalidation subscriber: what keeps a process's "not revoked" view honest.
+"""The invalidation subscriber: what keeps a process's "not revoked" views honest, per shard.
 
-Every write of the Redis store that can revoke a token publishes on an invalidation channel.
-A background thread per process subscribes to it and pings Redis every
-``max_delay / 4`` seconds over the same connection. A "not revoked" answer remembered in
-:class:`~flask_jwt_shield.stores.view.NotRevokedCache` is trusted only until ``max_delay``
-seconds after the last ping that Redis answered was sent: Redis delivers a subscriber's
-messages in order, so that answer proves every revocation committed before the ping was
-sent has already reached the view. A revocation made anywhere therefore takes effect here
-within ``max_delay`` seconds at worst (typically the pub/sub delivery time, well under a
-millisecond on a LAN), including when the subscription is silently cut: then pings go
-unanswered, trust lapses, and checks read Redis again.
+The Redis store spreads its state over *shards*: the stripes that hold subjects' state (and,
+while data of the one-slot layout of earlier versions is read through, that slot too; see
+:mod:`.redis`). Every write that can revoke a token publishes on its shard's invalidation
+channel, in the same atomic step. For each node that owns some of the shards this process
+depends on, a link -- one connection and one thread -- subscribes to those shards' channels
+(``SSUBSCRIBE``, sharded pub/sub: the message is delivered by the node that owns the data,
+without crossing the cluster bus) and pings the node every ``max_delay / 4`` seconds over
+the same connection. A "not revoked" answer remembered for a shard (in its
+:class:`~flask_jwt_shield.stores.view.NotRevokedCache`) is trusted only until ``max_delay``
+seconds after the last ping that the shard's node answered was sent: Redis delivers a
+subscriber's messages in order, so that answer proves every revocation committed on the
+shard before the ping was sent has already reached the view. A revocation made anywhere
+therefore takes effect here within ``max_delay`` seconds at worst, including when a
+subscription is silently cut: then its pings go unanswered, trust in that node's shards
+lapses, and checks of subjects on those shards read Redis again -- the others keep their
+remembered answers.
 
-That proof holds only on the node where the revocations run. On a Redis Cluster, a PONG from
-some other node says nothing about the publishes that must cross the cluster bus to reach
-it (a stalled bus link leaves every node reporting ``ok``). So the subscriber sits on the
-master that owns the store's hash slot -- every script that can revoke runs there and
-delivers its message to local subscribers in the same step -- and each round also asks that
-node, on a second connection and after the PING is sent, a question it answers only while
-it owns the slot (``MOVED``/``ASK`` after a migration or a failover, ``CLUSTERDOWN`` when it
-is cut off). Any other answer ends the session: trust lapses, remembered answers are
-forgotten, and the subscriber re-reads the slot map and moves to the new owner, trusted again
-only once confirmed there.
+A PONG proves something only when it comes from the node where the shard's revocations run.
+So each round also asks the node, on a second connection and after the PING is sent, one
+question per shard that it answers only while it owns the shard's slot (``MOVED``/``ASK``
+after a migration or a failover, ``CLUSTERDOWN`` when it is cut off from the cluster). A
+shard whose question fails leaves the link -- distrusted and forgotten at once -- and a
+link whose node stops answering ends, taking only its own shards with it. A supervisor
+thread re-reads the slot map and gives every uncovered shard a new link to its current
+owner, where it is trusted again only once confirmed.
 
-The subscriber reaches its store only through :class:`SubscribedStore`: a channel name,
-connection factories, "forget remembered answers" and "trust them until". The remembered
-answers themselves live in :mod:`.view`; the lease instant lives on the store, where the
-warm check reads it without a call.
+The subscriber reaches its store only through :class:`SubscribedStore`. The remembered
+answers live in :mod:`.view`; the lease instants live on the store, where the warm check
+reads them without a call.
 """
 
 from __future__ import annotations
@@ -38,13 +41,12 @@ import time
 import typing as t
 import weakref
 
+#: A node: (host, port); ``None`` names the one server of a store that is not a cluster.
+Node: t.TypeAlias = tuple[str, int] | None
+
 
 class SubscribedStore(t.Protocol):
-    """What :class:`InvalidationSubscriber` needs from the store whose view it keeps honest."""
-
-    @property
-    def invalidation_channel(self) -> str:
-        """The pub/sub channel every write that can revoke a token publishes on."""
+    """What :class:`InvalidationSubscriber` needs from the store whose views it keeps honest."""
 
     @property
     def max_delay(self) -> float:
@@ -54,19 +56,28 @@ class SubscribedStore(t.Protocol):
     def timeout(self) -> float:
         """Seconds to wait for any reply from Redis."""
 
-    def subscriber_connection(self, attempt: int) -> t.Any:
-        """A fresh connection outside every pool, to the node that owns the store's data
-        (``attempt`` > 0: a reconnection; a cluster's slot map is read again first)."""
+    def shards(self) -> list[int]:
+        """The shards whose answers this process remembers (and so must watch)."""
 
-    def owner_probe(self, subscription: t.Any) -> tuple[t.Any, list[str]] | None:
-        """A second fresh connection to the node of ``subscription``, and a command that the
-        node answers only while it owns the store's data; ``None`` on a single server."""
+    def subscription(self, shard: int) -> tuple[str, str]:
+        """The subscribe command (``SSUBSCRIBE`` or ``SUBSCRIBE``) and channel of ``shard``."""
 
-    def forget_answers(self) -> None:
-        """Forget every remembered "not revoked" answer."""
+    def shard_owners(self, shards: list[int], attempt: int) -> dict[Node, list[int]]:
+        """The node that owns each of ``shards`` (``attempt`` > 0: re-read the slot map first)."""
 
-    def trust_until(self, instant: float) -> None:
-        """Trust remembered answers until ``instant`` (:func:`time.monotonic`); ``0.0``: stop."""
+    def subscriber_connection(self, node: Node) -> t.Any:
+        """A fresh connection outside every pool, to ``node``."""
+
+    def owner_probe(self, node: Node, shards: list[int]) -> tuple[t.Any, dict[int, list[str]]] | None:
+        """A second fresh connection to ``node``, and per shard a command that the node
+        answers only while it owns the shard; ``None`` on a single server."""
+
+    def forget_answers(self, shards: t.Iterable[int]) -> None:
+        """Forget every remembered "not revoked" answer of ``shards``."""
+
+    def trust_until(self, shards: t.Iterable[int], instant: float) -> None:
+        """Trust remembered answers of ``shards`` until ``instant`` (:func:`time.monotonic`);
+        ``0.0``: stop."""
 
 
 class _StoreGone(Exception):
@@ -74,18 +85,84 @@ class _StoreGone(Exception):
 
 
 class InvalidationSubscriber(threading.Thread):
-    """Subscribes to the invalidation channel; keeps the store's trust window current.
+    """The supervisor: keeps every shard the store depends on covered by a live link.
 
     Holds the store weakly: a store dropped without being closed (an app that went away)
-    ends its thread instead of keeping it reconnecting forever.
+    ends its threads instead of keeping them reconnecting forever.
     """
 
     def __init__(self, store: SubscribedStore) -> None:
         super().__init__(name="jwt-shield-redis-invalidations", daemon=True)
         self._store = weakref.ref(store)
         self._stop_event = threading.Event()
-        self._connections: list[t.Any] = []
+        self._wake = threading.Event()
+        self._links: list[_Link] = []
         self._random = random.Random()  # noqa: S311 - jitter; never the global generator of the app
+
+    @property
+    def store(self) -> SubscribedStore:
+        store = self._store()
+        if store is None:
+            raise _StoreGone
+        return store
+
+    def ports(self) -> dict[int, int]:
+        """Shard -> the port of the node its live link subscribes on (for tests and ops)."""
+        return {shard: link.port for link in list(self._links) if link.is_alive() for shard in link.shards}
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self._wake.set()
+        for link in list(self._links):
+            link.stop()
+        if self is not threading.current_thread():
+            self.join(timeout=2)
+
+    def run(self) -> None:
+        attempt = 0
+        try:
+            while not self._stop_event.is_set():
+                self._links = [link for link in self._links if link.is_alive()]
+                covered = {shard for link in self._links for shard in link.shards}
+                store = self.store
+                missing = [shard for shard in store.shards() if shard not in covered]
+                if missing:
+                    try:
+                        owners = store.shard_owners(missing, attempt)
+                    except Exception:  # noqa: BLE001 - no slot map now: those shards stay distrusted
+                        owners = {}
+                    for node, shards in owners.items():
+                        link = _Link(self, node, shards)
+                        self._links.append(link)
+                        link.start()
+                    attempt += 1
+                elif all(link.confirmed for link in self._links):
+                    attempt = 0
+                del store
+                # Reconnect quickly, then back off to once a second while a node stays away.
+                wait = min(1.0, 0.02 * 2 ** min(attempt, 6)) * self._random.uniform(0.5, 1.0) if missing else 1.0
+                self._wake.wait(wait)
+                self._wake.clear()
+        except _StoreGone:
+            pass
+        finally:
+            for link in list(self._links):
+                link.stop()
+
+
+class _Link(threading.Thread):
+    """One connection to one node, subscribed to the channels of the shards it owns."""
+
+    def __init__(self, supervisor: InvalidationSubscriber, node: Node, shards: list[int]) -> None:
+        super().__init__(name=f"jwt-shield-redis-invalidations-{node[1] if node else 0}", daemon=True)
+        self._supervisor = supervisor
+        self._store = supervisor._store
+        self.node = node
+        self.port = node[1] if node else 0
+        self.shards = list(shards)
+        self.confirmed = False
+        self._stop_event = threading.Event()
+        self._connections: list[t.Any] = []
 
     @property
     def store(self) -> SubscribedStore:
@@ -99,80 +176,111 @@ class InvalidationSubscriber(threading.Thread):
         for conn in list(self._connections):
             with contextlib.suppress(Exception):  # closing a dead socket may fail any way it likes
                 conn.disconnect()
-        if self is not threading.current_thread():
+        if self is not threading.current_thread() and self.ident is not None:
             self.join(timeout=2)
 
     def run(self) -> None:
-        attempt = 0
-        while not self._stop_event.is_set():
-            try:
-                self._session(attempt)
-            except _StoreGone:
-                return
-            except Exception:  # noqa: BLE001, S110 - any failure means: distrust, reconnect
-                pass
-            finally:
-                self._lost()
-            attempt += 1
-            # Reconnect quickly, then back off to once a second while Redis stays away.
-            self._stop_event.wait(min(1.0, 0.02 * 2 ** min(attempt, 6)) * self._random.uniform(0.5, 1.0))
+        try:
+            self._session()
+        except Exception:  # noqa: BLE001, S110 - any failure means: distrust, reconnect
+            pass
+        finally:
+            self._drop(self.shards)
+            connections, self._connections = self._connections, []
+            for conn in connections:
+                with contextlib.suppress(Exception):
+                    conn.disconnect()
+            self._supervisor._wake.set()
 
-    def _lost(self) -> None:
+    def _drop(self, shards: list[int]) -> None:
+        """Distrust and forget ``shards``, and stop counting PONGs for them."""
+        self.shards = [shard for shard in self.shards if shard not in shards]
         store = self._store()
-        if store is not None:
-            store.trust_until(0.0)
-            store.forget_answers()
-        connections, self._connections = self._connections, []
-        for conn in connections:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
+        if store is not None and shards:
+            store.trust_until(shards, 0.0)
+            store.forget_answers(shards)
 
-    def _session(self, attempt: int) -> None:
+    def _session(self) -> None:
         store = self.store
-        max_delay, timeout, channel = store.max_delay, store.timeout, store.invalidation_channel
+        max_delay, timeout = store.max_delay, store.timeout
         interval = max(max_delay / 4, 0.005)
-        conn = store.subscriber_connection(attempt)
+        conn = store.subscriber_connection(self.node)
         self._connections.append(conn)
         conn.connect()
-        owner = store.owner_probe(conn)
-        probe, question = owner if owner is not None else (None, [])
+        owner = store.owner_probe(self.node, self.shards)
+        probe, questions = owner if owner is not None else (None, {})
         if probe is not None:
             self._connections.append(probe)
             probe.connect()
-        conn.send_command("SUBSCRIBE", channel)
-        reply = conn.read_response()
-        if not reply or _text(reply[0]) != "subscribe":
-            raise ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+        channels: dict[str, int] = {}
+        for shard in self.shards:
+            command, channel = store.subscription(shard)
+            conn.send_command(command, channel)
+            reply = conn.read_response()  # a node that does not own the slot answers MOVED
+            if not reply or _text(reply[0]) != command.lower():
+                raise ConnectionError(f"unexpected reply to {command}: {reply!r}")
+            channels[channel] = shard
         # Anything published while no subscription was listening is lost: start afresh.
-        store.forget_answers()
+        store.forget_answers(self.shards)
         del store  # held weakly from here on
-        pending: collections.deque[float] = collections.deque()
+        pending: collections.deque[tuple[float, list[int]]] = collections.deque()
         last_ping = -1e9
-        while not self._stop_event.is_set():
+        while not self._stop_event.is_set() and self.shards:
             now = time.monotonic()
-            if pending and now - pending[0] > max_delay + timeout:
+            if pending and now - pending[0][0] > max_delay + timeout:
                 raise TimeoutError("Redis stopped answering the invalidation connection")
             if now - last_ping >= interval:
                 self.store  # noqa: B018 - raises _StoreGone once the store is collected
                 conn.send_command("PING")
-                pending.append(now)
                 last_ping = now
                 if probe is not None:
-                    # Asked after the PING was sent: this node still owned the store's slot
-                    # then, so the revocations committed before it ran here. MOVED, ASK or
-                    # CLUSTERDOWN raise and end the session before that PONG is counted.
-                    probe.send_command(*question)
-                    probe.read_response()
+                    # Asked after the PING was sent: a shard whose question this node
+                    # answers was owned here then, so its revocations committed before the
+                    # PING ran here. MOVED or ASK drop that shard before that PONG counts;
+                    # CLUSTERDOWN (or silence) ends the link.
+                    asked = [shard for shard in self.shards if shard in questions]
+                    for shard in asked:
+                        probe.send_command(*questions[shard])
+                    lost = []
+                    for shard in asked:
+                        try:
+                            probe.read_response()
+                        except Exception as exc:
+                            if not _redirected(exc):
+                                raise
+                            lost.append(shard)
+                    self._drop(lost)
+                    for channel, shard in list(channels.items()):
+                        if shard in lost:
+                            conn.send_command("SUNSUBSCRIBE", channel)
+                            del channels[channel]
+                pending.append((now, list(self.shards)))
             if not conn.can_read(timeout=interval):
                 continue
             reply = conn.read_response()
             kind = _text(reply[0]) if isinstance(reply, list) and reply else _text(reply)
-            if kind == "message":
-                self.store.forget_answers()
+            if kind in ("message", "smessage"):
+                which = channels.get(_raw(reply[1]))
+                self.store.forget_answers([which] if which is not None else self.shards)
+            elif kind == "sunsubscribe" and _raw(reply[1]) in channels:
+                # The node let go of the channel itself: its slot moved away.
+                self._drop([channels.pop(_raw(reply[1]))])
             elif kind == "pong" and pending:
                 # Every message published before this ping was sent has been handled above.
-                self.store.trust_until(pending.popleft() + max_delay)
+                sent, shards = pending.popleft()
+                live = [shard for shard in shards if shard in self.shards]
+                self.store.trust_until(live, sent + max_delay)
+                self.confirmed = True
+
+
+def _redirected(exc: Exception) -> bool:
+    text = str(exc)
+    return text.startswith(("MOVED", "ASK")) or type(exc).__name__ in {"MovedError", "AskError"}
+
+
+def _raw(value: t.Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _text(value: t.Any) -> str:
-    return (value.decode() if isinstance(value, bytes) else str(value)).lower()
+    return _raw(value).lower()

@@ -33,6 +33,7 @@ import json
 import threading
 import time
 import typing as t
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ from .base import RevocationKind
 from .base import Rotation
 from .base import Use
 from .invalidation import InvalidationSubscriber
+from .invalidation import Node
 from .redis_scripts import ScriptName
 from .redis_scripts import Scripts
 from .view import NotRevokedCache
@@ -52,6 +54,8 @@ from .view import NotRevokedCache
 #: Redis TTLs run this long past the app's own expiry instant (clock skew between hosts).
 TTL_MARGIN = 60.0
 _ROTATE_ATTEMPTS = 50
+#: Stripes of the subjects' state: each its own hash slot, spread evenly over the slots.
+STRIPES = 16
 #: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
 CLUSTER_ATTEMPTS = 4
 
@@ -147,6 +151,7 @@ class RedisStore:
         max_delay: float = 1.0,
         prefix: str = "jws",
         profile_ttl: float = 400 * 86400,
+        stripes: int = STRIPES,
     ) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -161,18 +166,30 @@ class RedisStore:
         self.max_delay = max_delay
         self.prefix = prefix
         self.profile_ttl = profile_ttl
+        if not 1 <= stripes <= 1024:
+            raise ConfigurationError(f"stripes={stripes}: a Redis store has 1 to 1024 stripes.")
+        self.stripes = stripes
         self._tag = "{" + prefix + "}"
-        #: The pub/sub channel every write that can revoke a token publishes on.
-        self.invalidation_channel = self._tag + ":invalidate"
+        #: The hash tags of the stripes that hold subjects' state (see :func:`stripe_tags`).
+        self.tags = stripe_tags(prefix, stripes)
+        #: The channel of the store's own tag (``PUBLISH``), where the one-slot layout of
+        #: earlier versions published; each stripe has its own (``SPUBLISH``).
+        self.invalidation_channel = self._channel(self._tag)
         self._events_key = prefix + ":events"
         self._lock = threading.Lock()
+        self._layout_lock = threading.Lock()
         self._client_obj: t.Any = None
         self._scripts = Scripts()
         self._errors = _redis_errors()
-        self.view = NotRevokedCache()
-        self._trusted_until = 0.0
+        #: Remembered "not revoked" answers, one view per stripe (trusted per stripe).
+        self.views = [NotRevokedCache(max(1000, 100_000 // stripes)) for _ in range(stripes)]
+        #: Per shard (the stripes, then the store's own tag): trusted until this instant.
+        self._trusted_until = [0.0] * (stripes + 1)
         self._watcher: InvalidationSubscriber | None = None
         self._closed = False
+        #: Whether the one-slot layout is read through; ``None`` until the first call.
+        self._legacy: bool | None = None
+        self._located: dict[str, str] = {}
 
     @property
     def rate_limit_storage_uri(self) -> str:
@@ -247,52 +264,160 @@ class RedisStore:
         except self._errors as exc:
             raise StoreError(f"Redis store {self._where()}: {type(exc).__name__}: {exc}") from exc
 
-    def _run(self, name: ScriptName, keys: list[str], args: list[t.Any]) -> t.Any:
+    def _run(self, name: ScriptName, keys: list[str], args: list[t.Any], *, sharded: bool = True) -> t.Any:
         with self._io() as client:
-            return self._scripts.run(client, name, keys, args)
+            return self._scripts.run(client, name, keys, args, sharded=sharded)
 
     def _wrote(self) -> None:
         # This process sees its own revocations at once, not after the round trip of the
         # invalidation message.
-        self.view.invalidate()
+        for view in self.views:
+            view.invalidate()
 
     # -- keys --------------------------------------------------------------------------
+    #
+    # A tag ``T`` is a stripe's (``{jws:u3.41}``) or the store's own (``{jws}``); every key
+    # a script touches shares one tag. The stripe of a family's sid (not of its subject)
+    # holds the pointer to the family's stripe.
 
-    def _rev(self, kind: str, value: str) -> str:
-        return f"{self._tag}:r:{kind[0]}:{value}"
+    def _layout(self) -> bool:
+        """Whether data of the one-slot layout is read through (decided once per process)."""
+        legacy = self._legacy
+        if legacy is None:
+            with self._layout_lock:
+                if self._legacy is None:
+                    self._legacy = self._read_layout()
+                legacy = self._legacy
+        return legacy
 
-    def _nb(self, sub: str) -> str:
-        return f"{self._tag}:nb:{sub}"
+    def _read_layout(self) -> bool:
+        marker = f"{self._tag}:layout"
+        wanted = f"stripes={self.stripes}"
+        with self._io() as client:
+            found = client.get(marker)
+            if found is None and not self._old_layout_present(client):
+                client.set(marker, wanted, nx=True)
+                found = client.get(marker)
+        if found is None:
+            return True  # data of the one-slot layout, not migrated yet: read it through
+        if found != wanted:
+            raise StoreError(
+                f"Redis store {self._where()}: the state under prefix {self.prefix!r} is laid out in"
+                f" {found.partition('=')[2]} stripes, this process expects {self.stripes}."
+            )
+        return False
 
-    def _fam(self, sid: str) -> str:
-        return f"{self._tag}:f:{sid}"
+    def _old_layout_present(self, client: t.Any) -> bool:
+        """Any key under the store's own tag (only the one-slot layout wrote any before the
+        layout marker). A cluster counts the slot's keys on its owner; one server scans."""
+        if self.cluster:
+            return int(client.cluster_countkeysinslot(self.slot_of(self._tag))) > 0
+        return next(iter(client.scan_iter(match=_glob(self._tag) + ":*", count=1000)), None) is not None
 
-    def _spent(self, sid: str) -> str:
-        return f"{self._tag}:sp:{sid}"
+    @staticmethod
+    def slot_of(key: str) -> int:
+        """The Redis Cluster hash slot of ``key`` (the same on a single server)."""
+        from redis.crc import key_slot
 
-    def _kid_key(self, kid: str | None) -> str:
-        """The revocation key of ``kid``; for ``None`` a key that never exists (same slot)."""
-        return self._rev("kid", kid) if kid is not None else f"{self._tag}:r:k-none"
+        return int(key_slot(key.encode()))
 
-    def _index(self, sub: str) -> str:
-        return f"{self._tag}:fs:{sub}"
+    def stripe(self, sub: str) -> int:
+        """The stripe that holds ``sub``'s state: the same number in every process."""
+        return zlib.crc32(sub.encode()) % self.stripes
+
+    def tag_of(self, sub: str) -> str:
+        """The hash tag of ``sub``'s stripe."""
+        return self.tags[self.stripe(sub)]
+
+    @staticmethod
+    def _rev(tag: str, kind: str, value: str) -> str:
+        return f"{tag}:r:{kind[0]}:{value}"
+
+    @staticmethod
+    def _nb(tag: str, sub: str) -> str:
+        return f"{tag}:nb:{sub}"
+
+    @staticmethod
+    def _fam(tag: str, sid: str) -> str:
+        return f"{tag}:f:{sid}"
+
+    @staticmethod
+    def _spent(tag: str, sid: str) -> str:
+        return f"{tag}:sp:{sid}"
+
+    @classmethod
+    def _kid_key(cls, tag: str, kid: str | None) -> str:
+        """The revocation key of ``kid`` under ``tag``; for ``None`` a key that never exists."""
+        return cls._rev(tag, "kid", kid) if kid is not None else f"{tag}:r:k-none"
+
+    @staticmethod
+    def _index(tag: str, sub: str) -> str:
+        return f"{tag}:fs:{sub}"
+
+    def _pointer(self, sid: str) -> str:
+        return f"{self.tags[zlib.crc32(sid.encode()) % self.stripes]}:p:{sid}"
 
     def _profile(self, sub: str) -> str:
         return f"{self.prefix}:p:{sub}"
 
+    def _channel(self, tag: str) -> str:
+        return tag + ":invalidate"
+
+    def _fan_out_tags(self) -> list[str]:
+        """Where an entry that names no subject is written: every stripe, and the old slot
+        while it is read through (so processes of the previous version see it too)."""
+        return [*self.tags, self._tag] if self._layout() else list(self.tags)
+
+    def _locate(self, sid: str) -> str | None:
+        """The tag of family ``sid``'s stripe: from the pointer (remembered: it never
+        changes), else the old slot while it is read through; ``None``: unknown."""
+        tag = self._located.get(sid)
+        if tag is not None:
+            return tag
+        with self._io() as client:
+            found = client.get(self._pointer(sid))
+            if found is None:
+                if self._layout() and client.exists(self._fam(self._tag, sid)):
+                    return self._tag  # not remembered: the migration may move it
+                return None
+        if len(self._located) >= 100_000:
+            self._located.clear()
+        tag = self._located[sid] = self.tags[int(found)]
+        return tag
+
     # -- revocation --------------------------------------------------------------------
 
     def check(self, *, jti: str, sid: str | None, sub: str, kid: str, iat: float, now: float) -> str | None:
-        view = self.view
-        if view.fresh(jti) and self._trusted_until > time.monotonic():
-            return None  # a remembered answer, younger than the last invalidation
+        shard = self.stripe(sub)
+        view = self.views[shard]
+        trusted, instant = self._trusted_until, time.monotonic()
+        if view.fresh(jti) and trusted[shard] > instant and (self._legacy is False or trusted[-1] > instant):
+            return None  # a remembered answer, younger than the last invalidation of its shard
+        legacy = self._layout()
         self._watch()
         generation = view.generation
-        keys = [self._rev("jti", jti), self._nb(sub), self._rev("kid", kid)]
+        tag = self.tags[shard]
+        keys = [self._rev(tag, "jti", jti), self._nb(tag, sub), self._rev(tag, "kid", kid)]
         if sid is not None:
-            keys.append(self._rev("sid", sid))
+            keys.append(self._rev(tag, "sid", sid))
         with self._io() as client:
-            values = client.mget(keys)
+            if not legacy:
+                values = client.mget(keys)
+            else:
+                # The one-slot layout's entries too, until migrated (one MGET per slot; a
+                # cluster sends both at once).
+                old = [self._rev(self._tag, "jti", jti), self._nb(self._tag, sub), self._rev(self._tag, "kid", kid)]
+                if sid is not None:
+                    old.append(self._rev(self._tag, "sid", sid))
+                if self.cluster:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.mget(keys)
+                    pipe.mget(old)
+                    new_values, old_values = pipe.execute()
+                else:
+                    both = client.mget(keys + old)
+                    new_values, old_values = both[: len(keys)], both[len(keys) :]
+                values = [_later(a, b) for a, b in zip(new_values, old_values, strict=True)]
         token, not_before, key = values[0], values[1], values[2]
         family = values[3] if sid is not None else None
         if token is not None and float(token) > now:
@@ -309,25 +434,51 @@ class RedisStore:
         return None
 
     def revoke(self, kind: RevocationKind, value: str, until: float) -> None:
-        self._run("revoke", [self._rev(kind, value)], [_num(until), _ms(until), self.invalidation_channel])
+        # A token's or a family's id names no subject, and a key's revocation must end
+        # rotations atomically in every stripe: the entry goes to every stripe (and a key's
+        # to the store's own tag, its record). One script per stripe, each with its message.
+        tags = self._fan_out_tags()
+        if kind == "kid" and self._tag not in tags:
+            tags.append(self._tag)
+        for tag in tags:
+            self._run(
+                "revoke",
+                [self._rev(tag, kind, value)],
+                [_num(until), _ms(until), self._channel(tag)],
+                sharded=tag != self._tag,
+            )
         self._wrote()
 
     def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
+        if kind == "kid":
+            keys = [self._rev(self._tag, kind, value)]
+        else:
+            located = self._locate(value) if kind == "sid" else None
+            keys = [self._rev(located or self.tags[0], kind, value)]
+            if self._layout():
+                keys.append(self._rev(self._tag, kind, value))
         with self._io() as client:
-            until = client.get(self._rev(kind, value))
-        return until is not None and float(until) > now
+            values = [client.get(key) for key in keys]
+        return any(v is not None and float(v) > now for v in values)
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
-        self._run(
-            "revoke_subject",
-            [self._nb(sub), self._index(sub)],
-            [_num(at), _num(until), TTL_MARGIN, self.invalidation_channel, self._tag],
-        )
+        tags = [self.tag_of(sub), self._tag] if self._layout() else [self.tag_of(sub)]
+        for tag in tags:
+            self._run(
+                "revoke_subject",
+                [self._nb(tag, sub), self._index(tag, sub)],
+                [_num(at), _num(until), TTL_MARGIN, self._channel(tag), tag],
+                sharded=tag != self._tag,
+            )
         self._wrote()
 
     def not_before(self, sub: str, now: float) -> float | None:
+        keys = [self._nb(self.tag_of(sub), sub)]
+        if self._layout():
+            keys.append(self._nb(self._tag, sub))
         with self._io() as client:
-            value = client.get(self._nb(sub))
+            values = [client.get(key) for key in keys]
+        value = values[0] if len(values) == 1 else _later(values[0], values[1])
         if value is None:
             return None
         at, _, until = value.partition(" ")
@@ -338,11 +489,21 @@ class RedisStore:
     def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
         fields, _ = _family_fields(family)
         fields["v"] = "0"
+        shard = self.stripe(family.sub)
+        tag = self.tags[shard]
+        # The pointer first: a family is never stored where nobody can find it.
+        with self._io() as client:
+            client.set(self._pointer(family.sid), str(shard), pxat=_ms(family.expires_at))
         dropped = self._run(
             "create_family",
-            [self._fam(family.sid), self._index(family.sub), self._nb(family.sub), self._kid_key(None)],
             [
-                self._tag,
+                self._fam(tag, family.sid),
+                self._index(tag, family.sub),
+                self._nb(tag, family.sub),
+                self._kid_key(tag, None),
+            ],
+            [
+                tag,
                 family.sid,
                 _num(family.created_at),
                 _ms(family.expires_at),
@@ -350,7 +511,7 @@ class RedisStore:
                 _num(idle_ttl),
                 _num(until),
                 TTL_MARGIN,
-                self.invalidation_channel,
+                self._channel(tag),
                 *_pairs(fields),
             ],
         )
@@ -374,12 +535,17 @@ class RedisStore:
         kid: str | None = None,
         new_kid: str | None = None,
     ) -> Rotation:
-        key = self._fam(sid)
         for _attempt in range(_ROTATE_ATTEMPTS):
+            tag = self._locate(sid)
+            if tag is None:
+                return Rotation("unknown")
+            key = self._fam(tag, sid)
             with self._io() as client:
                 h = client.hgetall(key)
             if not h:
                 return Rotation("unknown")
+            if h.get("moved"):
+                continue  # being migrated to its stripe: its pointer appears in a moment
             family = _family_of(h)
             # The subject's not-before instant and the key's revocation are read again, and
             # acted upon, inside the script that persists the decision.
@@ -402,15 +568,15 @@ class RedisStore:
             entry = json.dumps([jti, now, ip])
             written = self._run(
                 "persist_rotation",
-                [key, self._spent(sid), self._nb(family.sub), self._kid_key(kid)],
+                [key, self._spent(tag, sid), self._nb(tag, family.sub), self._kid_key(tag, kid)],
                 [
-                    self._tag,
+                    tag,
                     sid,
                     h.get("v", ""),
                     outcome,
                     _num(until),
                     TTL_MARGIN,
-                    self.invalidation_channel,
+                    self._channel(tag),
                     _ms(family.expires_at),
                     entry,
                     len(absent),
@@ -418,6 +584,7 @@ class RedisStore:
                     *_pairs(fields),
                     _num(now),
                 ],
+                sharded=tag != self._tag,
             )
             if not written:
                 continue  # another process wrote the family first: read it again, decide again
@@ -428,12 +595,12 @@ class RedisStore:
             if outcome != "reused":
                 return Rotation(outcome, family)
             self._wrote()
-            return Rotation("reused", family, self._first_use(sid, jti))
+            return Rotation("reused", family, self._first_use(tag, sid, jti))
         raise StoreError(f"Redis store {self._where()}: family {sid!r} kept changing during rotation")
 
-    def _first_use(self, sid: str, jti: str) -> Use | None:
+    def _first_use(self, tag: str, sid: str, jti: str) -> Use | None:
         with self._io() as client:
-            entries = client.lrange(self._spent(sid), 0, -1)
+            entries = client.lrange(self._spent(tag, sid), 0, -1)
         for entry in entries:
             spent, at, ip = json.loads(entry)
             if spent == jti:
@@ -441,37 +608,58 @@ class RedisStore:
         return None
 
     def get_family(self, sid: str) -> Family | None:
+        tag = self._locate(sid)
+        if tag is None:
+            return None
         with self._io() as client:
-            h = client.hgetall(self._fam(sid))
+            h = client.hgetall(self._fam(tag, sid))
         return _family_of(h) if h else None
 
     def revoke_family(self, sid: str, until: float) -> Family | None:
-        flat = self._run(
-            "revoke_family",
-            [self._fam(sid), self._rev("sid", sid)],
-            [self._tag, sid, _num(until), TTL_MARGIN, self.invalidation_channel],
-        )
-        self._wrote()
-        h = dict(zip(flat[::2], flat[1::2], strict=True))
-        return _family_of(h) if h else None
+        for _attempt in range(_ROTATE_ATTEMPTS):
+            tag = self._locate(sid)
+            if tag is None:
+                # A family this store never held (an identity provider's session): its id
+                # goes to every stripe, like a token's.
+                self.revoke("sid", sid, until)
+                return None
+            flat = self._run(
+                "revoke_family",
+                [self._fam(tag, sid), self._rev(tag, "sid", sid)],
+                [tag, sid, _num(until), TTL_MARGIN, self._channel(tag)],
+                sharded=tag != self._tag,
+            )
+            self._wrote()
+            h = dict(zip(flat[::2], flat[1::2], strict=True))
+            if h.get("moved"):
+                continue  # migrated meanwhile: revoke it where it went
+            return _family_of(h) if h else None
+        raise StoreError(f"Redis store {self._where()}: family {sid!r} kept moving while being revoked")
 
     def families(self, sub: str, *, now: float, idle_ttl: float) -> list[Family]:
+        tags = [self.tag_of(sub), self._tag] if self._layout() else [self.tag_of(sub)]
+        rows: list[dict[str, str]] = []
+        nbs: list[str | None] = []
         with self._io() as client:
-            sids = client.zrange(self._index(sub), 0, -1)
-            if not sids:
-                return []
-            pipe = client.pipeline(transaction=False)
-            for sid in sids:
-                pipe.hgetall(self._fam(sid))
-            pipe.get(self._nb(sub))
-            *rows, nb = pipe.execute()
-            live = [f for f in (_family_of(h) for h in rows if h) if f.live(now, idle_ttl)]
+            for tag in tags:
+                sids = client.zrange(self._index(tag, sub), 0, -1)
+                pipe = client.pipeline(transaction=False)
+                for sid in sids:
+                    pipe.hgetall(self._fam(tag, sid))
+                pipe.get(self._nb(tag, sub))
+                *found, nb = pipe.execute()
+                rows += [h for h in found if h and not h.get("moved")]
+                nbs.append(nb)
+            live = [f for f in (_family_of(h) for h in rows) if f.live(now, idle_ttl)]
             kids = sorted({f.kid for f in live if f.kid is not None})
             revoked_kids = {
                 k
-                for k, v in zip(kids, client.mget([self._rev("kid", k) for k in kids]) if kids else [], strict=True)
+                for k, v in zip(
+                    kids, client.mget([self._rev(self._tag, "kid", k) for k in kids]) if kids else [], strict=True
+                )
                 if v is not None and float(v) > now
             }
+        nb = nbs[0] if len(nbs) == 1 else _later(nbs[0], nbs[1])
         not_before = None
         if nb is not None:
             at, _, nb_until = nb.partition(" ")
@@ -537,18 +725,111 @@ class RedisStore:
 
     def purge(self, now: float) -> int:
         dropped = 0
-        batch: list[str] = []
+        ours = {*self.tags, self._tag}
+        batches: dict[str, list[str]] = {}
         with self._io() as client:
             for key in client.scan_iter(match=f"{self.prefix}:once:*", count=1000):
                 dropped += int(self._run("purge_once", [key], [_num(now)]))
-            for key in client.scan_iter(match=f"{self._tag}:*", count=1000):
+            # Every stripe's keys and the store's own: one scan ('{jws}:…' and '{jws:…').
+            for key in client.scan_iter(match="{" + _glob(self.prefix) + "[}:]*", count=1000):
+                tag = key[: key.find("}") + 1]
+                if tag not in ours:
+                    continue  # another room's tag under the same prefix
+                batch = batches.setdefault(tag, [])
                 batch.append(key)
                 if len(batch) >= 200:
-                    dropped += int(self._run("purge", batch, [self._tag, _num(now)]))
-                    batch = []
-            if batch:
-                dropped += int(self._run("purge", batch, [self._tag, _num(now)]))
+                    dropped += int(self._run("purge", batch, [tag, _num(now)]))
+                    batch.clear()
+            for tag, batch in batches.items():
+                if batch:
+                    dropped += int(self._run("purge", batch, [tag, _num(now)]))
         return dropped
+
+    def migrate_layout(self) -> dict[str, int]:
+        """Move the state of the one-slot layout (earlier versions) into the stripes.
+
+        Safe while the app serves: processes read the old slot through until it is empty,
+        every entry is copied before its original is deleted, and a family is marked moved
+        (a rotation that read it before refuses to commit, then finds it at its new place)
+        before its copy is written. Revocations of keys stay under the store's own tag,
+        their record, and are copied into every stripe. Idempotent: run it again after an
+        interruption. Returns how many entries of each kind moved."""
+        old = self._tag
+        moved = {"tokens": 0, "families": 0, "sessions": 0, "subjects": 0, "keys": 0}
+        with self._io() as client:
+            found = sorted(set(client.scan_iter(match=_glob(old) + ":*", count=1000)))
+            for key in found:
+                kind, _, name = key[len(old) + 1 :].partition(":")
+                if kind == "f":
+                    if self._move_family(client, name):
+                        moved["families"] += 1
+            for key in found:
+                kind, _, rest = key[len(old) + 1 :].partition(":")
+                if kind == "r" and rest[:2] in ("j:", "s:", "k:"):
+                    value, expires = client.get(key), int(client.pexpiretime(key))
+                    if value is None:
+                        continue
+                    expires = expires if expires > 0 else _ms(float(value))
+                    which = {"j": "jti", "s": "sid", "k": "kid"}[rest[0]]
+                    for tag in self.tags:
+                        self._run("revoke", [self._rev(tag, which, rest[2:])], [value, expires, self._channel(tag)])
+                    moved[{"jti": "tokens", "sid": "sessions", "kid": "keys"}[which]] += 1
+                elif kind == "nb":
+                    value = client.get(key)
+                    if value is None:
+                        continue
+                    at, _, until = value.partition(" ")
+                    tag = self.tag_of(rest)
+                    self._run(
+                        "revoke_subject",
+                        [self._nb(tag, rest), self._index(tag, rest)],
+                        [at, until, TTL_MARGIN, self._channel(tag), tag],
+                    )
+                    moved["subjects"] += 1
+            client.set(f"{old}:layout", f"stripes={self.stripes}")
+            # Copied everywhere: the originals can go (a key's revocation stays, its record).
+            for key in found:
+                kind, _, rest = key[len(old) + 1 :].partition(":")
+                if kind in ("nb", "fs", "sp") or (kind == "r" and rest[:2] in ("j:", "s:")):
+                    client.delete(key)
+        self._legacy = None  # read the layout again
+        self._wrote()
+        return moved
+
+    def _move_family(self, client: t.Any, sid: str) -> bool:
+        old = self._tag
+        out = self._run("move_family_out", [self._fam(old, sid), self._spent(old, sid)], [], sharded=False)
+        if not out:
+            return False
+        flat, spent = out
+        h = dict(zip(flat[::2], flat[1::2], strict=True))
+        shard = self.stripe(h["sub"])
+        tag = self.tags[shard]
+        expires = _ms(float(h["expires_at"]))
+        client.set(self._pointer(sid), str(shard), pxat=expires)
+        h.pop("moved", None)
+        self._run(
+            "move_family_in",
+            [self._fam(tag, sid), self._spent(tag, sid), self._index(tag, h["sub"])],
+            [sid, h["created_at"], expires, len(spent), *spent, *_pairs(h)],
+        )
+        self._located.pop(sid, None)
+        client.delete(self._fam(old, sid), self._spent(old, sid))
+        return True
+
+    def keys_per_node(self) -> dict[str, int]:
+        """``host:port`` -> how many of this store's keys each master holds (one server: one
+        entry). Counts every stripe's slot and the store's own, for operators and benchmarks."""
+        with self._io() as client:
+            if not self.cluster:
+                count = sum(1 for _ in client.scan_iter(match="{" + _glob(self.prefix) + "[}:]*", count=1000))
+                return {self._where(): count}
+            spread: dict[str, int] = {}
+            for tag in [*self.tags, self._tag]:
+                node = client.get_node_from_key(tag)
+                where = f"{node.host}:{node.port}"
+                spread[where] = spread.get(where, 0) + int(client.cluster_countkeysinslot(self.slot_of(tag)))
+            return spread
 
     def eviction_risks(self) -> list[str]:
         """What could make Redis drop this store's keys silently: a ``maxmemory`` with any
@@ -578,8 +859,9 @@ class RedisStore:
             watcher.stop()
         client, self._client_obj = self._client_obj, None
         self._scripts = Scripts()
-        self._trusted_until = 0.0
-        self.view.invalidate()
+        self._trusted_until = [0.0] * (self.stripes + 1)
+        for view in self.views:
+            view.invalidate()
         if client is not None:
             try:
                 client.close()
@@ -587,15 +869,20 @@ class RedisStore:
                 pass
 
     # -- the invalidation subscriber --------------------------------------------------------
+    #
+    # Shards 0 .. stripes-1 are the stripes; shard ``stripes`` is the store's own tag, watched
+    # only while the one-slot layout is read through (the checks read it then).
 
     def _watch(self) -> None:
         """Make sure this process's subscriber runs (started lazily, restarted after a fork)."""
         if self.max_delay <= 0 or self._closed:
             return
         watcher = self._watcher
-        if self.view.reset_after_fork():
-            self._trusted_until = 0.0
-            watcher = self._watcher = None  # the parent's thread did not cross the fork
+        if self.views[0].reset_after_fork():
+            for view in self.views[1:]:
+                view.reset_after_fork()
+            self._trusted_until = [0.0] * (self.stripes + 1)
+            watcher = self._watcher = None  # the parent's threads did not cross the fork
         if watcher is not None and watcher.is_alive():
             return
         with self._lock:
@@ -603,36 +890,55 @@ class RedisStore:
                 self._watcher = InvalidationSubscriber(self)
                 self._watcher.start()
 
-    def subscriber_connection(self, attempt: int) -> t.Any:
-        """A fresh connection, outside every pool, to the server that owns the store's data.
+    def shards(self) -> list[int]:
+        """The shards this process watches: every stripe, and the store's own tag while the
+        one-slot layout is read through (:mod:`.invalidation`)."""
+        return list(range(self.stripes + 1 if self._legacy is not False else self.stripes))
 
-        On a cluster: the master of the store's hash slot, where every script that can
-        revoke runs and publishes -- its messages reach a subscriber there without crossing
-        the cluster bus. After a lost session (``attempt`` > 0) the slot map is read again:
-        the slot may have moved. For the invalidation subscriber
-        (:class:`~.invalidation.SubscribedStore`)."""
+    def _shard_tag(self, shard: int) -> str:
+        return self.tags[shard] if shard < self.stripes else self._tag
+
+    def subscription(self, shard: int) -> tuple[str, str]:
+        """The subscribe command and channel of ``shard``: sharded pub/sub on a stripe, plain
+        pub/sub on the store's own tag (where the previous version publishes)."""
+        return ("SSUBSCRIBE" if shard < self.stripes else "SUBSCRIBE"), self._channel(self._shard_tag(shard))
+
+    def shard_owners(self, shards: list[int], attempt: int) -> dict[Node, list[int]]:
+        """The master that owns each shard's slot, where every script that can revoke in it
+        runs and publishes (on one server: that server). After a lost link (``attempt`` > 0)
+        the slot map is read again: slots may have moved."""
         if not self.cluster:
+            return {None: list(shards)}
+        client = self._client()
+        if attempt > 0:
+            client.nodes_manager.initialize()
+        owners: dict[Node, list[int]] = {}
+        for shard in shards:
+            node = client.get_node_from_key(self._shard_tag(shard))
+            owners.setdefault((node.host, int(node.port)), []).append(shard)
+        return owners
+
+    def subscriber_connection(self, node: Node) -> t.Any:
+        """A fresh connection, outside every pool, to ``node`` (``None``: the one server)."""
+        if node is None:
             from redis.connection import Connection
             from redis.connection import parse_url
 
             kwargs = dict(parse_url(self.url))
             cls: t.Any = kwargs.pop("connection_class", Connection)
             return cls(**self._subscriber_options(kwargs))
-        client = self._client()
-        if attempt > 0:
-            client.nodes_manager.initialize()
-        node = client.get_node_from_key(self.invalidation_channel)
-        return self._node_connection(node.host, node.port)
+        return self._node_connection(*node)
 
-    def owner_probe(self, subscription: t.Any) -> tuple[t.Any, list[str]] | None:
-        """On a cluster: a second connection to the node of ``subscription``, and a read of a
-        key of the store's slot that is never written. The node answers it only while it
-        owns the slot and the slot is not migrating away (``MOVED``, ``ASK``), and while it
-        is part of a healthy cluster (``CLUSTERDOWN``); any of those ends the subscriber's
-        session. ``None`` on one server: every answer there comes from the owner."""
-        if not self.cluster:
+    def owner_probe(self, node: Node, shards: list[int]) -> tuple[t.Any, dict[int, list[str]]] | None:
+        """On a cluster: a second connection to ``node``, and per shard a read of a key of the
+        shard's slot that is never written. The node answers it only while it owns the slot
+        and the slot is not migrating away (``MOVED``, ``ASK``), and while it is part of a
+        healthy cluster (``CLUSTERDOWN``). ``None`` on one server: every answer there comes
+        from the owner."""
+        if node is None:
             return None
-        return self._node_connection(subscription.host, subscription.port), ["EXISTS", self._tag + ":owner-probe"]
+        questions = {shard: ["EXISTS", self._shard_tag(shard) + ":owner-probe"] for shard in shards}
+        return self._node_connection(*node), questions
 
     def _node_connection(self, host: str, port: int) -> t.Any:
         from redis.connection import Connection
@@ -653,14 +959,66 @@ class RedisStore:
         )
         return kwargs
 
-    def forget_answers(self) -> None:
-        """Forget every remembered "not revoked" answer (an invalidation message came)."""
-        self.view.invalidate()
+    def forget_answers(self, shards: t.Iterable[int] | None = None) -> None:
+        """Forget remembered "not revoked" answers of ``shards`` (default: all); the store's
+        own tag (shard ``stripes``) bears on every answer while it is read through."""
+        chosen = range(self.stripes) if shards is None else shards
+        for shard in chosen:
+            if shard >= self.stripes:
+                for view in self.views:
+                    view.invalidate()
+            else:
+                self.views[shard].invalidate()
 
-    def trust_until(self, instant: float) -> None:
-        """Trust remembered answers until ``instant`` (:func:`time.monotonic`); ``0.0``: stop."""
-        self._trusted_until = instant
+    def trust_until(self, shards: t.Iterable[int], instant: float) -> None:
+        """Trust remembered answers of ``shards`` until ``instant`` (:func:`time.monotonic`);
+        ``0.0``: stop."""
+        trusted = self._trusted_until
+        for shard in shards:
+            trusted[shard] = instant
 
-    def watching(self) -> bool:
-        """True while remembered answers are trusted (the subscription is confirmed live)."""
-        return self._trusted_until > time.monotonic()
+    def watching(self, sub: str | None = None) -> bool:
+        """True while remembered answers are trusted: of ``sub``'s stripe, or of every shard."""
+        now = time.monotonic()
+        shards = self.shards() if sub is None else [self.stripe(sub), *self.shards()[self.stripes :]]
+        return all(self._trusted_until[shard] > now for shard in shards)
+
+    def view_of(self, sub: str) -> NotRevokedCache:
+        """The remembered answers of ``sub``'s stripe."""
+        return self.views[self.stripe(sub)]
+
+
+def _glob(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    """Two revocation entries of one thing (stripe and one-slot layout) as one: the later
+    instants win, as when a script merges two revocations."""
+    if a is None or b is None:
+        return a if b is None else b
+    if " " not in a:
+        return a if float(a) >= float(b) else b
+    (a_at, _, a_until), (b_at, _, b_until) = a.partition(" "), b.partition(" ")
+    at = a_at if float(a_at) >= float(b_at) else b_at
+    until = a_until if float(a_until) >= float(b_until) else b_until
+    return f"{at} {until}"
+
+
+def stripe_tags(prefix: str, stripes: int) -> list[str]:
+    """The hash tags of ``prefix``'s stripes: stripe ``i``'s slot lies in the ``i``-th of
+    ``stripes`` equal bands of the 16384 slots, so a cluster whose masters own contiguous
+    ranges (what ``redis-cli --cluster create`` and rebalancing make) gets an even share."""
+    from redis.crc import key_slot
+
+    tags = []
+    for i in range(stripes):
+        n = 0
+        while True:
+            tag = f"{prefix}:u{i}.{n}"
+            if key_slot(tag.encode()) * stripes // 16384 == i:
+                break
+            n += 1
+        tags.append("{" + tag + "}")
+    return tags

@@ -1,9 +1,12 @@
 """The Redis store's Lua scripts, and their registration with a client.
 
-Each script is one atomic step on one node: every key a script touches carries the store's
-hash tag (see :mod:`.redis`), so standalone Redis and Redis Cluster run them alike. A script
-that can revoke a token publishes on the invalidation channel in the same step (see
-:mod:`.invalidation`). Rotation persists what
+Each script is one atomic step on one node: every key a script touches carries one hash tag
+-- a subject's stripe, or the store's own tag for what is global (see :mod:`.redis`) -- so
+standalone Redis and Redis Cluster run them alike. A script that can revoke a token
+publishes on its tag's invalidation channel in the same step (see :mod:`.invalidation`):
+``SPUBLISH`` (sharded pub/sub, Redis 7) on a stripe, so the message reaches subscribers on
+the node that owns the stripe without crossing the cluster bus; plain ``PUBLISH`` on the
+store's own tag, where the one-slot layout of earlier versions published. Rotation persists what
 :meth:`~flask_jwt_shield.stores.base.Family.spend` decided; no script restates that rule.
 """
 
@@ -200,6 +203,40 @@ end
 return dropped
 """
 
+# Migration out of the one-slot layout, step one, on the old slot. KEYS: family, spent list.
+# Marks the family moved (its version moves on, so a rotation that read it before refuses
+# to commit and reads again: it then finds the moved family through its new pointer) and
+# returns its fields (flat) and the spent list's entries, oldest first.
+MOVE_FAMILY_OUT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+redis.call('HSET', KEYS[1], 'moved', '1')
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+local spent, oldest_first = redis.call('LRANGE', KEYS[2], 0, -1), {}
+for i = #spent, 1, -1 do oldest_first[#oldest_first + 1] = spent[i] end
+return {redis.call('HGETALL', KEYS[1]), oldest_first}
+"""
+
+# Step two, on the subject's stripe. KEYS: family, spent list, subject index. ARGV: sid,
+# created_at, expire ms, number of spent entries, those entries (oldest first), then the
+# family's field/value pairs. Never overwrites a family already there (a second run).
+MOVE_FAMILY_IN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do redis.call('LPUSH', KEYS[2], ARGV[i]) end
+if n > 0 then redis.call('PEXPIREAT', KEYS[2], ARGV[3]) end
+local fields = {}
+for i = 5 + n, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HDEL', KEYS[1], 'moved')
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+if redis.call('HGET', KEYS[1], 'revoked') == '0' then
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+  local expiry = redis.call('PEXPIRETIME', KEYS[3])
+  if expiry < tonumber(ARGV[3]) then redis.call('PEXPIREAT', KEYS[3], ARGV[3]) end
+end
+return 1
+"""
+
 PURGE_ONCE = """
 local v = redis.call('GET', KEYS[1])
 if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); return 1 end
@@ -216,6 +253,8 @@ ScriptName = t.Literal[
     "remember_once",
     "purge",
     "purge_once",
+    "move_family_out",
+    "move_family_in",
 ]
 
 SOURCES: t.Final[dict[ScriptName, str]] = {
@@ -227,7 +266,13 @@ SOURCES: t.Final[dict[ScriptName, str]] = {
     "remember_once": REMEMBER_ONCE,
     "purge": PURGE,
     "purge_once": PURGE_ONCE,
+    "move_family_out": MOVE_FAMILY_OUT,
+    "move_family_in": MOVE_FAMILY_IN,
 }
+
+
+def _sharded(source: str) -> str:
+    return source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 
 class Scripts:
@@ -239,11 +284,17 @@ class Scripts:
     """
 
     def __init__(self) -> None:
-        self._registered: dict[ScriptName, t.Any] = {}
+        self._registered: dict[tuple[ScriptName, bool], t.Any] = {}
 
-    def run(self, client: t.Any, name: ScriptName, keys: list[str], args: list[t.Any]) -> t.Any:
-        """Run script ``name`` with ``keys`` and ``args`` on ``client``; its reply."""
-        script = self._registered.get(name)
+    def run(
+        self, client: t.Any, name: ScriptName, keys: list[str], args: list[t.Any], *, sharded: bool = True
+    ) -> t.Any:
+        """Run script ``name`` with ``keys`` and ``args`` on ``client``; its reply.
+
+        ``sharded``: its invalidation message goes out by ``SPUBLISH`` (a stripe's channel),
+        else by ``PUBLISH`` (the store's own tag, as the one-slot layout did)."""
+        script = self._registered.get((name, sharded))
         if script is None:
-            script = self._registered[name] = client.register_script(SOURCES[name])
+            source = _sharded(SOURCES[name]) if sharded else SOURCES[name]
+            script = self._registered[name, sharded] = client.register_script(source)
         return script(keys=keys, args=args)
