@@ -638,3 +638,29 @@ def purge() -> None:
     _writable(state, "purged")
     dropped = state.store.purge(time.time())
     click.echo(f"purged {dropped} expired entries")
+
+
+@cli.command("migrate-store")
+@with_appcontext
+def migrate_store() -> None:
+    """Move a Redis store's state from the one-slot layout of earlier versions into its
+    stripes.
+
+    Safe while the app serves: until it has run, every process reads the old slot through,
+    so nothing revoked there comes back; run it once after every process runs this version.
+    Idempotent: run it again if it was interrupted.
+    """
+    state = _state()
+    store = state.store
+    if not isinstance(store, RedisStore):
+        click.echo("nothing to migrate: only a Redis store has a layout to migrate")
+        return
+    try:
+        moved = store.migrate_layout()
+    except StoreError as exc:
+        raise click.ClickException(f"Migration stopped: {exc}; run it again.") from None
+    click.echo(
+        "migrated: "
+        + ", ".join(f"{n} {what}" for what, n in moved.items())
+        + f"; the store is laid out in {store.stripes} stripes"
+    )

@@ -404,19 +404,13 @@ class RedisStore:
             if not legacy:
                 values = client.mget(keys)
             else:
-                # The one-slot layout's entries too, until migrated (one MGET per slot; a
-                # cluster sends both at once).
+                # The one-slot layout's entries too, until migrated (on a cluster: one MGET
+                # per slot, sent together).
                 old = [self._rev(self._tag, "jti", jti), self._nb(self._tag, sub), self._rev(self._tag, "kid", kid)]
                 if sid is not None:
                     old.append(self._rev(self._tag, "sid", sid))
-                if self.cluster:
-                    pipe = client.pipeline(transaction=False)
-                    pipe.mget(keys)
-                    pipe.mget(old)
-                    new_values, old_values = pipe.execute()
-                else:
-                    both = client.mget(keys + old)
-                    new_values, old_values = both[: len(keys)], both[len(keys) :]
+                both = client.mget_nonatomic(keys + old) if self.cluster else client.mget(keys + old)
+                new_values, old_values = both[: len(keys)], both[len(keys) :]
                 values = [_later(a, b) for a, b in zip(new_values, old_values, strict=True)]
         token, not_before, key = values[0], values[1], values[2]
         family = values[3] if sid is not None else None
