@@ -364,7 +364,7 @@ def _observe(url: str, prefix: str, n: int, conn: Any) -> None:
         while not store.watching() and time.monotonic() < deadline:
             time.sleep(0.001)
         store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now)
-        conn.send(store.view.fresh(jti))
+        conn.send(store.view_of("a").fresh(jti))
         deadline = time.monotonic() + 5
         while store.check(jti=jti, sid=None, sub="a", kid="k", iat=now, now=now) is None:
             if time.monotonic() > deadline:
@@ -404,6 +404,150 @@ def run_propagation(url: str, n: int) -> str:
         "| revocations | p50 (ms) | p99 (ms) | max (ms) | bound (ms) |\n|---:|---:|---:|---:|---:|\n"
         f"| {n} | {statistics.median(delays):.2f} | {p99:.2f} | {ordered[-1]:.2f} | 1000 |"
     )
+
+
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[str | None]:
+    """Three cluster-enabled redis-servers on free 127.0.0.1 ports joined into one Redis
+    Cluster (``redis-cli --cluster create``: each master owns a contiguous third of the
+    slots), stopped by their PIDs. Yields its URL, or ``None`` without the binaries."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="jwt-shield-bench-cluster-")
+    processes, ports = [], []
+    try:
+        for _ in range(3):
+            port = free_port()
+            while port + 10000 > 65535:
+                port = free_port()
+            ports.append(port)
+            processes.append(
+                subprocess.Popen(
+                    [
+                        *(binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                        *("--dir", directory, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000"),
+                        *("--cluster-config-file", f"{directory}/nodes-{port}.conf"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(0.5)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while True:  # bounded: until every node says the cluster is ok
+            infos = [
+                subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True).stdout
+                for p in ports
+            ]
+            if all("cluster_state:ok" in info for info in infos):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _observe_subjects(url: str, prefix: str, subjects: list[str], conn: Any) -> None:
+    from flask_jwt_shield.stores import RedisStore
+
+    store = RedisStore(url, prefix=prefix, max_delay=1.0)
+    now = time.time()
+    for i, sub in enumerate(subjects):
+        token = {"jti": f"q{i}", "sid": None, "sub": sub, "kid": "k", "iat": now - 1, "now": now}
+        store.check(**token)
+        deadline = time.monotonic() + 5
+        while not store.watching(sub) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        store.check(**token)
+        conn.send(store.view_of(sub).fresh(f"q{i}"))
+        deadline = time.monotonic() + 5
+        while store.check(**token) is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.0001)
+        conn.send(time.monotonic())
+    store.close()
+
+
+def run_cluster_propagation(url: str, n: int) -> str:
+    """On a three-master cluster: the spread of many users' state over the masters, and how
+    late "log out everywhere" of a user (one stripe, on whichever master owns it) takes
+    effect in another process answering from its local view."""
+    import multiprocessing
+
+    from flask_jwt_shield.stores import Family
+    from flask_jwt_shield.stores import RedisStore
+
+    prefix = f"benchc{os.getpid()}"
+    revoker = RedisStore(url, prefix=prefix)
+    now = time.time()
+    users = [f"user{i}" for i in range(n)]
+    for sub in users:
+        family = Family(
+            sid=f"s-{sub}",
+            sub=sub,
+            created_at=now,
+            expires_at=now + 3600,
+            last_used_at=now,
+            current_jti=f"r-{sub}",
+            current_iat=now,
+        )
+        revoker.create_family(family, max_sessions=10, idle_ttl=3600, until=now + 3600)
+    spread = revoker.keys_per_node()
+    client = revoker._client()
+    owner = {sub: client.get_node_from_key(revoker.tag_of(sub)).port for sub in users}
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_observe_subjects, args=(url, prefix, users, theirs))
+    child.start()
+    delays: dict[int, list[float]] = {}
+    try:
+        for sub in users:
+            if not ours.recv():
+                raise NotOK("the observing process was not answering from its local view")
+            started = time.monotonic()
+            revoker.revoke_subject(sub, time.time(), time.time() + 3600)
+            delays.setdefault(owner[sub], []).append((ours.recv() - started) * 1000)
+    finally:
+        child.join(60)
+        revoker.close()
+
+    def row(name: str, values: list[float], keys: str) -> str:
+        ordered = sorted(values)
+        p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+        return (
+            f"| {name} | {keys} | {len(values)} | {statistics.median(values):.2f} | {p99:.2f} |"
+            f" {ordered[-1]:.2f} | 1000 |"
+        )
+
+    lines = [
+        "| master | keys | revocations | p50 (ms) | p99 (ms) | max (ms) | bound (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for port in sorted(delays):
+        keys = next((str(count) for where, count in spread.items() if where.endswith(f":{port}")), "0")
+        lines.append(row(f"127.0.0.1:{port}", delays[port], keys))
+    everything = [d for values in delays.values() for d in values]
+    lines.append(row("all", everything, str(sum(spread.values()))))
+    return "\n".join(lines)
 
 
 # --- in-process: direct WSGI calls ------------------------------------------------------------
@@ -1370,7 +1514,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the row order shuffle")
     parser.add_argument("--write-results", action="store_true", help=f"rewrite {RESULTS_PATH.name}")
+    parser.add_argument(
+        "--cluster-propagation",
+        action="store_true",
+        help="only the three-master cluster's spread and propagation"
+        f" (with --write-results: its section of {RESULTS_PATH.name})",
+    )
     args = parser.parse_args(argv)
+    if args.cluster_propagation:
+        return cluster_propagation_section(args)
 
     if args.list:
         for row in ROWS:
@@ -1392,6 +1544,43 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 os.environ[apps.REDIS_URL_ENV] = redis_url
         return _run(args, argv, rows, notes, do_http, do_inprocess, redis_url)
+
+
+CLUSTER_HEADING = "## Revocation propagation on a Redis Cluster (three masters, users spread)"
+
+
+def cluster_propagation_section(args: Any) -> int:
+    """Print (and with ``--write-results`` put in place) the cluster propagation section."""
+    count = 60 if args.quick else 600
+    with throwaway_cluster() as url:
+        if url is None:
+            print("redis-server or redis-cli is not installed", file=sys.stderr)
+            return 1
+        started = time.monotonic()
+        table = run_cluster_propagation(url, count)
+    section = (
+        f"{CLUSTER_HEADING}\n\n"
+        f"Generated by `python benchmarks/bench.py --cluster-propagation --write-results` "
+        f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.monotonic() - started:.0f} s, "
+        f"revision {git_revision()}). {count} users, one refresh family each, spread over the "
+        "16 stripes of the Redis store; keys are the store's keys each master holds. One "
+        "process logs each user out everywhere (one script on the master that owns the "
+        "user's stripe, its message by SPUBLISH on that master); another, answering from its "
+        "local view, polls until it refuses that user's token. The bound is "
+        f"JWT_SHIELD_REVOCATION_MAX_DELAY (1 s by default).\n\n{table}\n"
+    )
+    print(section)
+    if args.write_results:
+        text = RESULTS_PATH.read_text()
+        if CLUSTER_HEADING in text:
+            head, _, rest = text.partition(CLUSTER_HEADING)
+            tail = rest[rest.find("\n## ") :] if "\n## " in rest else "\n"
+            text = head + section + tail
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        RESULTS_PATH.write_text(text)
+        print(f"wrote {RESULTS_PATH}", file=sys.stderr)
+    return 0
 
 
 def _run(
