@@ -122,7 +122,9 @@ def test_cluster_keys_of_one_subjects_operation_share_a_slot(redis_cluster: Redi
     every master (scale-out issue, item 1)."""
     store = RedisStore(redis_cluster.url, prefix=unique())
     store.create_family(family(), max_sessions=5, idle_ttl=500, until=FAR)
-    store.rotate("s1", "r1", new_jti="r2", new_iat=NOW, now=NOW, idle_ttl=500, grace=0, ip=None, country=None, until=FAR)
+    store.rotate(
+        "s1", "r1", new_jti="r2", new_iat=NOW, now=NOW, idle_ttl=500, grace=0, ip=None, country=None, until=FAR
+    )
     store.revoke("jti", "x", until=FAR)
     client = raw(redis_cluster.url)
     tag = store.tag_of("alice")

@@ -268,6 +268,31 @@ class RedisStore:
         with self._io() as client:
             return self._scripts.run(client, name, keys, args, sharded=sharded)
 
+    def _replicated(self, tags: t.Iterable[str]) -> None:
+        """On a cluster, wait until each tag's master has passed the revocation just written
+        to its replicas (``WAIT``): replication is asynchronous, and a master killed before
+        that would take an acknowledged revocation with it into the failover. A revocation
+        no replica confirmed within the timeout raises :class:`StoreError` (it holds on the
+        master; retrying is harmless)."""
+        if not self.cluster:
+            return
+        with self._io() as client:
+            masters = {}
+            for tag in tags:
+                node = client.get_node_from_key(tag)
+                masters[node.name] = (node, self.slot_of(tag))
+            for node, slot in masters.values():
+                # Asked of the master itself: the client's map may predate its replicas.
+                info = client.execute_command("INFO", "replication", target_nodes=node)
+                if not int(info.get("connected_slaves", 0)):
+                    continue
+                acked = client.execute_command("WAIT", 1, int(self.timeout * 1000), target_nodes=node)
+                if int(acked) < 1:
+                    raise StoreError(
+                        f"Redis store {self._where()}: no replica of the master owning slot {slot}"
+                        " confirmed a revocation in time"
+                    )
+
     def _wrote(self) -> None:
         # This process sees its own revocations at once, not after the round trip of the
         # invalidation message.
@@ -442,6 +467,7 @@ class RedisStore:
                 sharded=tag != self._tag,
             )
         self._wrote()
+        self._replicated(tags)
 
     def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
         if kind == "kid":
@@ -465,6 +491,7 @@ class RedisStore:
                 sharded=tag != self._tag,
             )
         self._wrote()
+        self._replicated(tags)
 
     def not_before(self, sub: str, now: float) -> float | None:
         keys = [self._nb(self.tag_of(sub), sub)]
@@ -624,6 +651,7 @@ class RedisStore:
                 sharded=tag != self._tag,
             )
             self._wrote()
+            self._replicated([tag])
             h = dict(zip(flat[::2], flat[1::2], strict=True))
             if h.get("moved"):
                 continue  # migrated meanwhile: revoke it where it went
