@@ -157,7 +157,7 @@ def test_a_killed_master_loses_no_revocation(tmp_path: Path) -> None:
             if n.server_type == "primary"  # the replicas' ports are not owners
         }
         by_owner = {port: subs for port, subs in subjects_by_owner(cluster, observer, 96).items() if port in masters}
-        victim_port = sorted(by_owner)[0]
+        victim_port = sorted(p for p in by_owner if p != cluster.nodes[0].port)[0]  # not the URL's node
         victims = by_owner[victim_port]
         victim_client = redis.Redis(port=victim_port, decode_responses=True)
 

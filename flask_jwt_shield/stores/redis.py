@@ -29,6 +29,7 @@ that it still does (:meth:`RedisStore.owner_probe`); it follows a migration or a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -41,6 +42,7 @@ from urllib.parse import urlunsplit
 
 from ..errors import ConfigurationError
 from ..errors import StoreError
+from . import redis_scripts
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
@@ -56,6 +58,9 @@ TTL_MARGIN = 60.0
 _ROTATE_ATTEMPTS = 50
 #: Stripes of the subjects' state: each its own hash slot, spread evenly over the slots.
 STRIPES = 16
+#: Seconds a revocation on a Redis Cluster keeps trying to reach a replica (a failover: the
+#: replica takes over, the old master catches up as its replica). An operator's call.
+REVOCATION_WAIT = 5.0
 #: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
 CLUSTER_ATTEMPTS = 4
 
@@ -120,7 +125,8 @@ def _pairs(mapping: dict[str, str]) -> list[str]:
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions
 
-    return (redis.exceptions.RedisError, OSError)
+    # RedisClusterException (no node reachable, ...) is no RedisError.
+    return (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 
 class RedisStore:
@@ -268,30 +274,48 @@ class RedisStore:
         with self._io() as client:
             return self._scripts.run(client, name, keys, args, sharded=sharded)
 
-    def _replicated(self, tags: t.Iterable[str]) -> None:
-        """On a cluster, wait until each tag's master has passed the revocation just written
-        to its replicas (``WAIT``): replication is asynchronous, and a master killed before
-        that would take an acknowledged revocation with it into the failover. A revocation
-        no replica confirmed within the timeout raises :class:`StoreError` (it holds on the
-        master; retrying is harmless)."""
+    def _revoking(self, tag: str, name: ScriptName, keys: list[str], args: list[t.Any]) -> t.Any:
+        """Run a script that can revoke, under ``tag``; on a cluster whose master of ``tag``
+        has replicas, answer only once a replica has it: replication is asynchronous, and a
+        master killed before passing the revocation on would take an acknowledged revocation
+        with it into the failover. ``WAIT`` counts the writes of its own connection, so the
+        script and the ``WAIT`` go down one connection to the master, in one pipeline. The
+        scripts are idempotent (later instants win): when that fails -- a failover or a
+        reshard under way, no replica confirming in time -- it runs again after the slot map
+        is read again, for :data:`REVOCATION_WAIT` seconds at most, then :class:`StoreError`."""
+        sharded = tag != self._tag
         if not self.cluster:
-            return
-        with self._io() as client:
-            masters = {}
-            for tag in tags:
-                node = client.get_node_from_key(tag)
-                masters[node.name] = (node, self.slot_of(tag))
-            for node, slot in masters.values():
-                # Asked of the master itself: the client's map may predate its replicas.
-                info = client.execute_command("INFO", "replication", target_nodes=node)
-                if not int(info.get("connected_slaves", 0)):
-                    continue
-                acked = client.execute_command("WAIT", 1, int(self.timeout * 1000), target_nodes=node)
-                if int(acked) < 1:
-                    raise StoreError(
-                        f"Redis store {self._where()}: no replica of the master owning slot {slot}"
-                        " confirmed a revocation in time"
-                    )
+            return self._run(name, keys, args, sharded=sharded)
+        lua = redis_scripts.source(name, sharded=sharded)
+        client = self._client()
+        deadline = time.monotonic() + REVOCATION_WAIT
+        attempt = 0
+        while attempt == 0 or time.monotonic() < deadline:
+            attempt += 1
+            try:
+                master = client.get_redis_connection(client.get_node_from_key(tag))
+                info = master.info("replication")  # the master's own view: maps may predate replicas
+                if info.get("role") == "master":
+                    wait = int(info.get("connected_slaves", 0)) > 0
+                    pipe = master.pipeline(transaction=False)
+                    pipe.eval(lua, len(keys), *keys, *args)
+                    if wait:
+                        # Half the reply timeout: the server answers before the client gives up.
+                        pipe.execute_command("WAIT", 1, int(self.timeout * 500))
+                    replies = pipe.execute(raise_on_error=False)
+                    if isinstance(replies[0], Exception):
+                        raise replies[0]  # MOVED, TRYAGAIN, ...: read the map again, retry
+                    if not wait or int(replies[1]) >= 1:
+                        return replies[0]
+            except self._errors:
+                pass
+            time.sleep(min(0.25, 0.05 * 2**attempt))  # an operator's call, not a request's
+            with contextlib.suppress(*self._errors):
+                client.nodes_manager.initialize()
+        raise StoreError(
+            f"Redis store {self._where()}: a revocation in slot {self.slot_of(tag)} was not confirmed"
+            " by a replica of its master in time; it may hold on the master only, try again"
+        )
 
     def _wrote(self) -> None:
         # This process sees its own revocations at once, not after the round trip of the
@@ -460,14 +484,8 @@ class RedisStore:
         if kind == "kid" and self._tag not in tags:
             tags.append(self._tag)
         for tag in tags:
-            self._run(
-                "revoke",
-                [self._rev(tag, kind, value)],
-                [_num(until), _ms(until), self._channel(tag)],
-                sharded=tag != self._tag,
-            )
+            self._revoking(tag, "revoke", [self._rev(tag, kind, value)], [_num(until), _ms(until), self._channel(tag)])
         self._wrote()
-        self._replicated(tags)
 
     def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
         if kind == "kid":
@@ -484,14 +502,13 @@ class RedisStore:
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         tags = [self.tag_of(sub), self._tag] if self._layout() else [self.tag_of(sub)]
         for tag in tags:
-            self._run(
+            self._revoking(
+                tag,
                 "revoke_subject",
                 [self._nb(tag, sub), self._index(tag, sub)],
                 [_num(at), _num(until), TTL_MARGIN, self._channel(tag), tag],
-                sharded=tag != self._tag,
             )
         self._wrote()
-        self._replicated(tags)
 
     def not_before(self, sub: str, now: float) -> float | None:
         keys = [self._nb(self.tag_of(sub), sub)]
@@ -644,14 +661,13 @@ class RedisStore:
                 # goes to every stripe, like a token's.
                 self.revoke("sid", sid, until)
                 return None
-            flat = self._run(
+            flat = self._revoking(
+                tag,
                 "revoke_family",
                 [self._fam(tag, sid), self._rev(tag, "sid", sid)],
                 [tag, sid, _num(until), TTL_MARGIN, self._channel(tag)],
-                sharded=tag != self._tag,
             )
             self._wrote()
-            self._replicated([tag])
             h = dict(zip(flat[::2], flat[1::2], strict=True))
             if h.get("moved"):
                 continue  # migrated meanwhile: revoke it where it went

@@ -275,6 +275,11 @@ def _sharded(source: str) -> str:
     return source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
 
 
+def source(name: ScriptName, *, sharded: bool = True) -> str:
+    """The Lua source of script ``name`` (publishing by ``SPUBLISH`` when ``sharded``)."""
+    return _sharded(SOURCES[name]) if sharded else SOURCES[name]
+
+
 class Scripts:
     """The scripts registered with one client, each on its first use (a new client, a new
     :class:`Scripts`: a registered script stays bound to the client it was registered with).
@@ -295,6 +300,5 @@ class Scripts:
         else by ``PUBLISH`` (the store's own tag, as the one-slot layout did)."""
         script = self._registered.get((name, sharded))
         if script is None:
-            source = _sharded(SOURCES[name]) if sharded else SOURCES[name]
-            script = self._registered[name, sharded] = client.register_script(source)
+            script = self._registered[name, sharded] = client.register_script(source(name, sharded=sharded))
         return script(keys=keys, args=args)
