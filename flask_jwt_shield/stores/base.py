@@ -151,7 +151,7 @@ class StatusHolder:
         tokens issued at or before ``at``) covers this token."""
         if kind == "sub":
             return self.sub == value and at is not None and self.iat <= at
-        return getattr(self, kind) == value
+        return bool(getattr(self, kind) == value)
 
 
 class Store(t.Protocol):

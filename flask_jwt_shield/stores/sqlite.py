@@ -720,22 +720,22 @@ class SQLiteStore:
 
     @staticmethod
     def _status_marked(conn: sqlite3.Connection, holder: StatusHolder, now: float) -> bool:
-        for kind in ("jti", "sid", "sub", "kid"):
+        kinds: tuple[StatusKind, ...] = ("jti", "sid", "sub", "kid")
+        for kind in kinds:
             value = getattr(holder, kind)
             if value is None:
                 continue
             mark = conn.execute(
                 "SELECT at FROM status_mark WHERE kind = ? AND value = ? AND until > ?", (kind, value, now)
             ).fetchone()
-            if mark is not None and holder.marked_by(t.cast(StatusKind, kind), value, mark[0]):
+            if mark is not None and holder.marked_by(kind, value, mark[0]):
                 return True
         return False
 
     @staticmethod
     def _status_moved(conn: sqlite3.Connection) -> None:
         conn.execute(
-            "INSERT INTO status_version (id, value) VALUES (0, 1)"
-            " ON CONFLICT (id) DO UPDATE SET value = value + 1"
+            "INSERT INTO status_version (id, value) VALUES (0, 1) ON CONFLICT (id) DO UPDATE SET value = value + 1"
         )
 
     def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
