@@ -482,3 +482,29 @@ def test_a_million_tokens_on_the_wire(make_app: AppFactory, revoked: float, wire
     on_wire, lst = wire_bytes(make_app, revoked)
     assert lst <= compressed
     assert on_wire <= wire
+
+
+# -- the example app ---------------------------------------------------------------------
+
+
+def test_the_example_app_publishes_its_logouts(tmp_path: Path, clock: Clock) -> None:
+    from example_app.app import create_app
+
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    here = {"X-Forwarded-For": "192.0.2.10"}
+    with app.test_client() as client:
+        pair = client.post("/auth/login", json={"username": "alice", "password": "wonderland"}, headers=here).json
+        assert pair is not None
+        jwks = KeySet.import_key_set(t.cast(t.Any, client.get("/.well-known/jwks.json").get_json()))
+        claims = jwt.decode(pair["access_token"], jwks).claims
+        ref = claims["status"]["status_list"]
+        assert ref["uri"] == "http://127.0.0.1:5000/statuslists/1"
+        listed = client.get("/statuslists/1", headers={"Accept-Encoding": "gzip"})
+        assert listed.cache_control.max_age == 5
+        token = jwt.decode(gzip.decompress(listed.get_data()).decode(), jwks)
+        assert token.claims["ttl"] == 5 and token.claims["sub"] == ref["uri"]
+        assert StatusList.from_json(token.claims["status_list"], max_bytes=1 << 20)[ref["idx"]] == 0
+        bearer = {"Authorization": f"Bearer {pair['access_token']}", **here}
+        assert client.post("/auth/logout", headers=bearer).status_code == 200
+        token = jwt.decode(client.get("/statuslists/1").get_data(as_text=True), jwks)
+        assert StatusList.from_json(token.claims["status_list"], max_bytes=1 << 20)[ref["idx"]] == 1
