@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import json
 import os
 import random
 import statistics
@@ -75,9 +76,9 @@ def sessions(store: str, rounds: int, batch: int) -> list[str]:
 def warm_requests(rounds: int, batch: int) -> list[str]:
     from werkzeug.test import EnvironBuilder
 
-    rows = []
+    rows: list[str] = []
     samples: dict[str, list[float]] = {}
-    runs = []
+    runs: list[tuple[str, t.Callable[[], None]]] = []
     for name, extra in (("off", {}), ("on", {"JWT_SHIELD_STATUS_LIST": True})):
         app = apps.make_shield(config={"JWT_SHIELD_ISSUER": ISSUER, **extra})
         with app.app_context():
@@ -125,16 +126,12 @@ def sizes() -> list[str]:
         lst = StatusList.new(1_000_000)
         for idx in rng.sample(range(1_000_000), int(1_000_000 * rate)):
             lst[idx] = 1
-        issuer = StatusIssuer(
-            state.config.status_list, t.cast(t.Any, _Preset(bytes(lst.data))), state.codec, leeway=0
-        )
+        issuer = StatusIssuer(state.config.status_list, t.cast(t.Any, _Preset(bytes(lst.data))), state.codec, leeway=0)
         with app.app_context():
             started = time.perf_counter()
             rendered = issuer.rendered()
             render_ms = (time.perf_counter() - started) * 1000
         payload = rendered.token.split(".")[1]
-        import json
-
         claims = json.loads(b64decode(payload))
         compressed = len(b64decode(claims["status_list"]["lst"]))
         assert gzip.decompress(rendered.gzipped).decode() == rendered.token

@@ -328,6 +328,7 @@ def issue_tokens(
     dropped: list[str] = []
     session_claims = {**extra, **binding}
     status = None
+    stored = False
     try:
         iat = issue_time(state, sub)
         family = new_family(
@@ -347,17 +348,7 @@ def issue_tokens(
             idle_ttl=config.sessions.refresh_idle_ttl,
             until=family.expires_at + config.sessions.access_token_ttl,
         )
-        for old in dropped:
-            revocation.mark_status(state, "sid", old, until=family.expires_at + config.sessions.access_token_ttl)
-        status = status_reference(
-            state,
-            sub=sub,
-            sid=sid,
-            refresh_jti=refresh_jti,
-            iat=iat,
-            ttl=config.sessions.access_token_ttl,
-            ends_at=family.expires_at,
-        )
+        stored = True
     except StoreError as exc:
         # Without the store no session can be recorded, so none can be refreshed: in
         # "open" mode the login still succeeds and the user logs in again later.
@@ -366,6 +357,21 @@ def issue_tokens(
         family = new_family(
             config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country, claims=session_claims
         )
+    if stored:
+        try:
+            for old in dropped:
+                revocation.mark_status(state, "sid", old, until=family.expires_at + config.sessions.access_token_ttl)
+            status = status_reference(
+                state,
+                sub=sub,
+                sid=sid,
+                refresh_jti=refresh_jti,
+                iat=iat,
+                ttl=config.sessions.access_token_ttl,
+                ends_at=family.expires_at,
+            )
+        except StoreError as exc:
+            state.store_failed(exc, None)  # "open": the pair is issued without a status claim
     for old in dropped:
         state.record(
             "family-revoked", None, subject=sub, sid=old, action="revoke_family", detail={"reason": "max-sessions"}

@@ -508,3 +508,49 @@ def test_the_example_app_publishes_its_logouts(tmp_path: Path, clock: Clock) -> 
         assert client.post("/auth/logout", headers=bearer).status_code == 200
         token = jwt.decode(client.get("/statuslists/1").get_data(as_text=True), jwks)
         assert StatusList.from_json(token.claims["status_list"], max_bytes=1 << 20)[ref["idx"]] == 1
+
+
+def test_an_index_is_reused_only_after_its_token_and_the_ttl_expired(
+    make_app: AppFactory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_jwt_shield.errors import StoreUnavailable
+
+    app, shield = make_app(config(JWT_SHIELD_STATUS_LIST_SIZE=8, JWT_SHIELD_ACCESS_TOKEN_TTL=300))
+    with app.app_context():
+        held = {reference(shield, shield.create_access_token(f"u{i}")) for i in range(8)}
+        assert held == set(range(8))
+        with pytest.raises(StoreUnavailable):  # full: a store failure, fail mode closed
+            shield.create_access_token("one-too-many")
+        assert "JWT_SHIELD_STATUS_LIST_SIZE" in caplog.text
+        clock.advance(300 + 30)  # the tokens have expired, but a cached list may still speak for them
+        with pytest.raises(StoreUnavailable):
+            shield.create_access_token("one-too-many")
+        clock.advance(1.5)
+        assert reference(shield, shield.create_access_token("next")) in held
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_store_that_cannot_claim_follows_the_fail_mode(make_app: AppFactory, mode: str) -> None:
+    from flask_jwt_shield.errors import StoreError
+    from flask_jwt_shield.errors import StoreUnavailable
+    from flask_jwt_shield.stores.base import StatusHolder
+
+    class NoClaims(MemoryStore):
+        def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+            raise StoreError("down")
+
+    store = NoClaims()
+    app, shield = make_app(config(JWT_SHIELD_FAIL_MODE=mode), store=store)
+    with app.app_context():
+        if mode == "closed":
+            with pytest.raises(StoreUnavailable):
+                shield.issue_tokens("alice")
+            with pytest.raises(StoreUnavailable):
+                shield.create_access_token("alice")
+            return
+        pair = shield.issue_tokens("alice")
+        assert "status" not in jwt.decode(pair.access_token, KEYS).claims
+        assert store.get_family(pair.sid) is not None  # the session is the stored one
+        with pytest.raises(StoreUnavailable):  # a refresh never rotates without its index
+            shield.refresh(pair.refresh_token)
+        assert store.get_family(pair.sid).current_jti == _jti(shield, pair.refresh_token)  # type: ignore[union-attr]
