@@ -224,3 +224,12 @@ def test_claims_never_collide_across_processes(backend: str, request: pytest.Fix
         p.join(30)
         assert p.exitcode == 0
     assert len(claimed) == 96 and len(set(claimed)) == 96
+
+
+def test_a_mark_covering_many_tokens_sets_them_all(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On Redis, in batches (a key's revocation may cover every live token): batches of 7 here.
+    monkeypatch.setattr("flask_jwt_shield.stores.redis.STATUS_MARK_BATCH", 7)
+    indices = {f"t{i}": claim(store, holder(f"t{i}", sid=f"s{i}", until=NOW + 100 + i % 3)) for i in range(40)}
+    other = claim(store, holder("other", kid="k2"))
+    assert store.status_mark("kid", "k1", at=None, until=NOW + 1000, now=NOW) == 40
+    assert revoked(store, {**indices, "other": other}) == set(indices)

@@ -54,6 +54,8 @@ from .view import NotRevokedCache
 #: Redis TTLs run this long past the app's own expiry instant (clock skew between hosts).
 TTL_MARGIN = 60.0
 _ROTATE_ATTEMPTS = 50
+#: Tokens whose status bit one script sets at most (a key's revocation may cover millions).
+STATUS_MARK_BATCH = 2000
 #: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
 CLUSTER_ATTEMPTS = 4
 
@@ -562,13 +564,26 @@ class RedisStore:
         if kind not in ("jti", "sid", "sub", "kid"):
             raise ValueError(kind)
         tag = self.status_tag
-        return int(
-            self._run(
+        changed, offset = 0, 0
+        while offset >= 0:
+            done, offset = self._run(
                 "status_mark",
                 [f"{tag}:bits"],
-                [tag, kind, value, _num(at) if at is not None else "", _num(until), _num(now), TTL_MARGIN],
+                [
+                    tag,
+                    kind,
+                    value,
+                    _num(at) if at is not None else "",
+                    _num(until),
+                    _num(now),
+                    TTL_MARGIN,
+                    offset,
+                    STATUS_MARK_BATCH,
+                ],
             )
-        )
+            changed += int(done)
+            offset = int(offset)
+        return changed
 
     def status_bits(self, size: int, *, version: int | None, now: float) -> tuple[int, bytes | None]:
         from redis.client import NEVER_DECODE

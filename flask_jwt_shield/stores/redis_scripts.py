@@ -276,8 +276,13 @@ return false
 """
 )
 
-# ARGV: tag, kind, value, at ("" unless kind is sub), until (s), now, margin (s).
-# Sets the bits of the live tokens kind=value names and remembers the mark until `until`.
+# ARGV: tag, kind, value, at ("" unless kind is sub), until (s), now, margin (s), offset,
+# batch. Remembers the mark until `until` and sets the bits of the live tokens kind=value
+# names, `batch` of them per call from `offset` on, highest `until` first; answers
+# {bits changed, next offset or -1}. A key's revocation may cover every live token: in
+# batches, Redis serves other clients in between. Walking down from the highest score is
+# safe while the group changes: members are removed only at the low end (expired), and a
+# member added meanwhile was born INVALID by the mark (visited twice at worst, never skipped).
 STATUS_MARK = (
     _STATUS_LUA
     + """
@@ -297,8 +302,9 @@ local expires = redis.call('PEXPIRETIME', mk)
 if expires > ms then ms = expires end
 -- "until at": the app's clock decides when the mark ends; the Redis TTL only cleans up.
 redis.call('SET', mk, untl .. ' ' .. at, 'PXAT', string.format('%d', ms))
-local changed = 0
-for _, idx in ipairs(redis.call('ZRANGEBYSCORE', group(kind, value), '(' .. ARGV[6], '+inf')) do
+local changed, offset, batch = 0, tonumber(ARGV[8]), tonumber(ARGV[9])
+local members = redis.call('ZREVRANGEBYSCORE', group(kind, value), '+inf', '(' .. ARGV[6], 'LIMIT', offset, batch)
+for _, idx in ipairs(members) do
   local rec = redis.call('HGET', slots, idx)
   if rec then
     local h = cjson.decode(rec)
@@ -308,7 +314,7 @@ for _, idx in ipairs(redis.call('ZRANGEBYSCORE', group(kind, value), '(' .. ARGV
   end
 end
 if changed > 0 then redis.call('INCR', ver) end
-return changed
+return {changed, #members < batch and -1 or offset + batch}
 """
 )
 
