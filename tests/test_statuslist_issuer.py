@@ -554,3 +554,34 @@ def test_a_store_that_cannot_claim_follows_the_fail_mode(make_app: AppFactory, m
         with pytest.raises(StoreUnavailable):  # a refresh never rotates without its index
             shield.refresh(pair.refresh_token)
         assert store.get_family(pair.sid).current_jti == _jti(shield, pair.refresh_token)  # type: ignore[union-attr]
+
+
+def test_dbsc_registration_ends_the_unbound_sessions_token(clock: Clock) -> None:
+    # Binding a cookie session to the browser's key (DBSC) moves it to a new session and
+    # revokes the unbound one: its access token's bit is set, the new one's is not.
+    import json
+
+    from .test_cookies import BASE
+    from .test_cookies import make_cookie_app
+    from .test_dbsc import DBSCBrowser
+    from .test_dbsc import sf_params
+
+    app, shield = make_cookie_app(
+        {"JWT_SHIELD_DBSC": "optional", "JWT_SHIELD_STATUS_LIST": True, "JWT_SHIELD_ISSUER": ISSUER}
+    )
+    app.register_blueprint(shield.dbsc_blueprint())
+    app.register_blueprint(shield.status_list_blueprint())
+    client = app.test_client()
+
+    def idx() -> int:
+        cookie = client.get_cookie("__Host-jws_access", domain="app.example")
+        assert cookie is not None
+        return int(json.loads(b64decode(cookie.value.split(".")[1]))["status"]["status_list"]["idx"])
+
+    params = sf_params(client.post(f"{BASE}/login").headers["Secure-Session-Registration"])
+    unbound = idx()
+    DBSCBrowser(client).register(params["path"], params["challenge"])
+    bound = idx()
+    body = client.get(f"{BASE}/statuslists/1").get_data(as_text=True)
+    lst = StatusList.from_json(json.loads(b64decode(body.split(".")[1]))["status_list"], max_bytes=1 << 20)
+    assert (lst[unbound], lst[bound]) == (1, 0)
