@@ -317,8 +317,8 @@ class MemoryStore:
                 del self._remembered[entry]
                 dropped += 1
             for items in self._boxes.values():
-                for key in [k for k, (u, _) in items.items() if u <= now]:
-                    del items[key]
+                for item_key in [k for k, (u, _) in items.items() if u <= now]:
+                    del items[item_key]
                     dropped += 1
             for ns in [n for n, floor in self._floors.items() if floor <= now]:
                 del self._floors[ns]  # every key at or below it has expired: nothing to guard
