@@ -141,7 +141,7 @@ def revoke_subject(
     state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=_detail(by, detail))
 
 
-def revoke_key(state: ShieldState, kid: str, *, by: str | None = None) -> None:
+def revoke_key(state: ShieldState, kid: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None) -> None:
     """See :meth:`JWTShield.revoke_key <flask_jwt_shield.JWTShield.revoke_key>`."""
     signing = state.keys.signing_key
     if signing is not None and signing.kid == kid:
@@ -151,7 +151,7 @@ def revoke_key(state: ShieldState, kid: str, *, by: str | None = None) -> None:
         )
     until = state.revocation_horizon(time.time())
     state.write(lambda: state.store.revoke("kid", kid, until))
-    state.record("key-revoked", None, kid=kid, action="revoke", detail=_detail(by))
+    state.record("key-revoked", None, kid=kid, action="revoke", detail=_detail(by, detail))
 
 
 def _detail(by: str | None, detail: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
