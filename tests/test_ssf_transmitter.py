@@ -539,3 +539,97 @@ def test_garbage_to_every_endpoint_gets_a_clean_4xx(make_app: AppFactory) -> Non
                 reads_body = method in ("POST", "PATCH", "PUT") and path.startswith("/ssf/") and "nope" not in path
                 if reads_body and headers is AUTH and GARBAGE.index((body, mimetype)) < NOT_AN_OBJECT:
                     assert status == 400, (method, path, body, status)
+
+
+# -- the receiver's connection, against a transmitter served from a thread -------------------------
+
+
+@pytest.fixture
+def served(make_app: AppFactory) -> t.Iterator[tuple[Flask, JWTShield, str]]:
+    import socket
+    import threading
+
+    from werkzeug.serving import make_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    app, shield = make_app(transmitter_config(JWT_SHIELD_ISSUER=url, JWT_SHIELD_SSF_POLL_WAIT=0.2))
+    app.register_blueprint(shield.jwks_blueprint())
+    app.register_blueprint(shield.ssf_blueprint(authorize=bearer_receivers({"api": TOKEN})))
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, shield, url
+    finally:
+        server.shutdown()
+        thread.join(5)
+        transmitter(app, shield).courier.close(1)
+
+
+def receiver_config(url: str, **extra: t.Any) -> dict[str, t.Any]:
+    return {
+        "JWT_SHIELD_SECRET_KEY": None,
+        "JWT_SHIELD_JWKS_URL": f"{url}/.well-known/jwks.json",
+        "JWT_SHIELD_ISSUER": url,
+        "JWT_SHIELD_AUDIENCE": "https://api.example.com",
+        "JWT_SHIELD_ALLOWED_ALGORITHMS": ["ES256"],
+        "JWT_SHIELD_SSF_RECEIVE_FROM": url,
+        "JWT_SHIELD_SSF_RECEIVE_TOKEN": TOKEN,
+        "JWT_SHIELD_SSF_RECEIVE_POLL_INTERVAL": 0.1,
+        **extra,
+    }
+
+
+def until(predicate: t.Callable[[], bool], what: str, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, what
+        time.sleep(0.02)
+
+
+def test_the_connection_applies_polled_sets_and_returns_bad_ones_in_set_errs(
+    served: tuple[Flask, JWTShield, str], make_app: AppFactory
+) -> None:
+    tx_app_, tx_shield, url = served
+    app, shield = make_app(receiver_config(url))
+    with app.app_context():
+        connection = shield.ssf_connection()
+    assert connection is not None
+    try:
+        until(connection.ready.is_set, "the stream is set up")
+        stream_id = connection.stats().stream_id
+        assert stream_id is not None
+        tx = transmitter(tx_app_, tx_shield)
+        with tx_app_.app_context():
+            token = tx_shield.create_access_token("alice")
+        client = app.test_client()
+        assert client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # A SET the receiver must refuse for good (not signed by the transmitter's keys).
+        tx.streams.hold(stream_id, "forged", "eyJhbGciOiJFUzI1NiIsInR5cCI6InNlY2V2ZW50K2p3dCJ9.e30.AAAA")
+        with tx_app_.app_context():
+            tx_shield.revoke_subject("alice")
+        until(lambda: client.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401, "refused")
+        until(lambda: tx.streams.pending(stream_id, 10) == [], "acknowledged and the forged one sent back")
+        assert connection.stats().refused == 1 and connection.stats().applied >= 1
+    finally:
+        connection.stop(2)
+
+
+def test_the_connection_refuses_a_discovery_document_of_another_issuer(
+    served: tuple[Flask, JWTShield, str], make_app: AppFactory
+) -> None:
+    _, _, url = served
+    # The same server under another name: its document names 127.0.0.1, not localhost.
+    app, shield = make_app(receiver_config(url, JWT_SHIELD_SSF_RECEIVE_FROM=url.replace("127.0.0.1", "localhost")))
+    with app.app_context():
+        connection = shield.ssf_connection()
+    assert connection is not None
+    try:
+        until(lambda: connection.stats().last_error is not None, "an error")
+        assert not connection.ready.is_set()
+        assert "names issuer" in (connection.stats().last_error or "")
+    finally:
+        connection.stop(2)
