@@ -633,3 +633,37 @@ def test_the_connection_refuses_a_discovery_document_of_another_issuer(
         assert "names issuer" in (connection.stats().last_error or "")
     finally:
         connection.stop(2)
+
+
+def test_a_hung_receiver_does_not_hold_up_another_streams_pushes(make_app: AppFactory) -> None:
+    import socket
+
+    from tests.webhook_util import receiver
+
+    app, shield = make_app(
+        transmitter_config(
+            JWT_SHIELD_SSF_PUSH_TIMEOUT=0.5, JWT_SHIELD_SSF_PUSH_RETRIES=1, JWT_SHIELD_SSF_PUSH_RETRY_DELAY=0.1
+        )
+    )
+    app.register_blueprint(shield.ssf_blueprint(authorize=lambda: "api"))
+    client = app.test_client()
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # accepts, never answers
+    try:
+        with receiver("ok") as good:
+            create_stream(
+                client, delivery={"method": v.PUSH, "endpoint_url": f"http://127.0.0.1:{hung.getsockname()[1]}/"}
+            )
+            create_stream(client, delivery={"method": v.PUSH, "endpoint_url": good.url})
+            started = time.monotonic()
+            with app.app_context():
+                for i in range(10):
+                    shield.revoke_subject(f"user{i}")
+            good.wait_for(10, timeout=8)
+            # Without the pause one hung receiver costs 2 x 0.5 s per SET: 10 s for these.
+            assert time.monotonic() - started < 6
+            assert transmitter(app, shield).courier.flush(8)
+    finally:
+        transmitter(app, shield).courier.close(0.1)
+        hung.close()

@@ -68,6 +68,9 @@ EVENTS_SUPPORTED = (
     v.TOKEN_REVOKED,
     v.KEY_REVOKED,
 )
+#: Seconds a stream's receiver is not pushed to after a push to it was given up.
+UNREACHABLE_FOR = 30.0
+_SKIPPED = "its receiver failed a moment ago"
 #: The event kinds the transmitter listens to.
 KINDS: tuple[EventKind, ...] = ("family-revoked", "subject-revoked", "token-revoked", "key-revoked")
 
@@ -101,6 +104,8 @@ class Transmitter:
             retry_delay=settings.ssf_push_retry_delay,
         )
         self._endpoints: dict[str, Endpoint] = {}
+        #: stream id -> until when its receiver is taken for unreachable (monotonic clock)
+        self._unreachable: dict[str, float] = {}
         self._lock = threading.Lock()
         self._created = 0
         self._pushed = 0
@@ -210,9 +215,33 @@ class Transmitter:
                 self._endpoints[stream.endpoint_url] = endpoint
             return endpoint
 
-    def _pushed_one(self) -> None:
+    def _pushed_one(self, stream: Stream) -> None:
         with self._lock:
             self._pushed += 1
+            was_down = self._unreachable.pop(stream.stream_id, None) is not None
+        if was_down:
+            # Back: what waited while it was away goes out now (a SET it polled meanwhile
+            # is refused as a replay and forgotten).
+            try:
+                self.push_pending(stream)
+            except StoreError as exc:
+                logger.warning(
+                    "SSF: stream %s is back, its held SETs wait for a poll (store: %s)", stream.stream_id, exc
+                )
+
+    def reachable(self, stream: Stream) -> bool:
+        """Whether pushes to ``stream`` are tried: not while its receiver failed every
+        attempt of a push in the last :data:`UNREACHABLE_FOR` seconds, so one receiver that
+        is down or hung does not hold every other stream's SETs up with its retries. Its
+        SETs wait in the store meanwhile (poll), and the first push after that time that
+        succeeds sends them all."""
+        with self._lock:
+            until = self._unreachable.get(stream.stream_id)
+        return until is None or time.monotonic() >= until
+
+    def _gave_up(self, stream: Stream) -> None:
+        with self._lock:
+            self._unreachable[stream.stream_id] = time.monotonic() + UNREACHABLE_FOR
 
 
 def _initiator(event: SecurityEvent) -> str:
@@ -270,6 +299,8 @@ class _Push:
         return f"SET {self.jti} of stream {self.stream.stream_id}"
 
     def attempt(self) -> Outcome:
+        if not self.transmitter.reachable(self.stream):
+            return Outcome(False, False, _SKIPPED)
         headers = {"Content-Type": "application/secevent+jwt", "Accept": "application/json"}
         if self.stream.authorization_header:
             headers["Authorization"] = self.stream.authorization_header
@@ -279,12 +310,16 @@ class _Push:
         tx = self.transmitter
         refused = outcome.reason == "HTTP 400"
         if outcome.ok:
-            tx._pushed_one()
+            tx._pushed_one(self.stream)
         elif refused:
             # RFC 8935 §2.4: the recipient refused this SET for good (a replay of one it
             # polled already, or an error of ours); polling it would be refused again.
             logger.warning("SSF: the receiver of stream %s refused %s (400)", self.stream.stream_id, self.describe())
         else:
+            if outcome.reason == _SKIPPED:
+                return  # said when the receiver was given up on
+            if outcome.retry:  # every attempt failed: leave this receiver alone for a while
+                tx._gave_up(self.stream)
             logger.warning(
                 "SSF: %s not pushed (%s); it waits in the store for the receiver to poll",
                 self.describe(),
