@@ -19,7 +19,7 @@ receiver sees and changes only its own streams (another's answer 404), and the `
 its SETs is its name.
 
 Bad input of any kind answers 4xx with ``{"error", "error_description"}`` (the poll
-endpoint: RFC 8936's ``{"err", "description"}``), never a 500.
+endpoint also with RFC 8936's ``err`` and ``description``), never a 500.
 """
 
 from __future__ import annotations
@@ -104,14 +104,9 @@ def _json(body: t.Any, status: int = 200) -> Response:
 
 
 def _error(exc: _Refused, *, poll: bool = False) -> Response:
-    body = (
-        {"err": exc.error, "description": exc.description}
-        if poll
-        else {
-            "error": exc.error,
-            "error_description": exc.description,
-        }
-    )
+    body = {"error": exc.error, "error_description": exc.description}
+    if poll:  # RFC 8936 §2.4.4 names them err and description; the shield's clients read error
+        body.update(err=exc.error, description=exc.description)
     response = _json(body, exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="ssf"'
