@@ -133,12 +133,26 @@ def revoke_family(
 
 
 def revoke_subject(
-    state: ShieldState, sub: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None
+    state: ShieldState,
+    sub: str,
+    *,
+    by: str | None = None,
+    detail: dict[str, t.Any] | None = None,
+    at: float | None = None,
 ) -> None:
-    """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`."""
-    at = time.time()
-    state.write(lambda: state.store.revoke_subject(sub, at, state.revocation_horizon(at)))
-    state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=_detail(by, detail))
+    """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`.
+
+    ``at``: the instant tokens issued at or before are revoked, when it is not now (a
+    revocation made at the issuer and received in a SET: a login right after it must pass).
+    The event's ``detail["not_before"]`` names the instant, for the Shared Signals transmitter.
+    """
+    now = time.time()
+    if at is None or at > now:
+        at = now
+    instant = at
+    state.write(lambda: state.store.revoke_subject(sub, instant, state.revocation_horizon(now)))
+    merged = {**_detail(by, detail), "not_before": instant}
+    state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=merged)
 
 
 def revoke_key(state: ShieldState, kid: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None) -> None:
@@ -206,7 +220,7 @@ def act(
     try:
         if effective == "revoke_subject" and sub is not None:
             state.store.revoke_subject(sub, now, until)
-            state.record("subject-revoked", claims, subject=sub, action=effective, detail=why)
+            state.record("subject-revoked", claims, subject=sub, action=effective, detail={**why, "not_before": now})
         elif claims is not None and effective == "revoke_family" and claims.get("sid"):
             state.store.revoke_family(claims["sid"], until)
             state.record("family-revoked", claims, action=effective, detail=why)

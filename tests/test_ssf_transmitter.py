@@ -307,6 +307,9 @@ def test_each_revocation_becomes_one_signed_set_that_joserfc_verifies(
     }
     assert seen[v.SESSION_REVOKED]["initiating_entity"] == "admin"
     assert seen[v.SESSIONS_REVOKED]["sub_id"] == {"format": "iss_sub", "iss": ISSUER, "sub": "carol"}
+    with app.app_context():
+        (logout,) = shield.events(kind="subject-revoked")
+    assert seen[v.SESSIONS_REVOKED]["not_before"] == logout.detail["not_before"]  # the exact instant
     assert seen[v.TOKEN_REVOKED]["jti"] == jti
     assert seen[v.KEY_REVOKED]["kid"] == "k1"
     assert seen[v.KEY_REVOKED]["sub_id"] == {"format": "opaque", "id": "k1"}

@@ -398,7 +398,19 @@ class SecurityEventReceiver:
                 continue
             sub = self._subject(state, claims, subject, required=True)
             assert sub is not None
-            revocation.revoke_subject(state, sub, detail=detail)
+            revocation.revoke_subject(state, sub, detail=detail, at=self._not_before(state, claims, payload))
+
+    def _not_before(self, state: ShieldState, claims: dict[str, t.Any], payload: dict[str, t.Any]) -> float | None:
+        """The instant a subject-wide event revokes up to, when the tokens' own issuer says
+        it (the shield transmitter's ``not_before`` member): the revocation's own instant at
+        the issuer, so that a login right after it, already made when the SET arrives, is
+        not refused here. ``None`` (now) for any other issuer or value."""
+        at: t.Any = payload.get("not_before")
+        if claims["iss"] != state.config.keys.issuer or type(at) not in (int, float) or not math.isfinite(at):
+            return None
+        if at < time.time() - self.settings.max_age:
+            return None
+        return float(at)
 
     def _revoke_token_or_key(
         self,
@@ -456,7 +468,7 @@ class SecurityEventReceiver:
             sub = self._subject(state, claims, subject, required=False)
             if sub is not None:
                 detail.update(session=sid, session_known=False, session_fallback="subject")
-                revocation.revoke_subject(state, sub, detail=detail)
+                revocation.revoke_subject(state, sub, detail=detail, at=self._not_before(state, claims, {}))
                 return True
         if not known:
             detail["session_known"] = False  # refused: only the tokens carrying this sid

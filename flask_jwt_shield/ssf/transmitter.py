@@ -138,6 +138,11 @@ class Transmitter:
                 payload["reason_admin"] = {"en": reason}
             return [(v.SESSION_REVOKED, payload, v.session(self.issuer, event.subject, event.sid))]
         if event.kind == "subject-revoked" and event.subject:
+            # The shield's extension member: the exact instant of the revocation at the
+            # issuer (tokens issued at or before it are revoked, none after, as here).
+            instant = event.detail.get("not_before")
+            if isinstance(instant, (int, float)):
+                base["not_before"] = instant
             if v.SESSIONS_REVOKED in wanted:
                 return [(v.SESSIONS_REVOKED, base, v.iss_sub(self.issuer, event.subject))]
             if v.SESSION_REVOKED in wanted:
