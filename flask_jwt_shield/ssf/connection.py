@@ -46,6 +46,7 @@ from ..errors import KeysUnavailable
 from ..errors import StoreUnavailable
 from ..jose import RESOURCE_SERVER_ALGORITHMS
 from ..jwks import JWKSClient
+from ..masking import mask_url
 from ..state import EXTENSION_KEY
 from ..state import ShieldState
 from . import vocabulary as v
@@ -164,7 +165,7 @@ class Connection:
             except (TransmitterUnreachable, KeysUnavailable, StoreUnavailable) as exc:
                 reason = str(exc) or type(exc).__name__
                 if reason != self._last_error:
-                    logger.warning("SSF receiver: %s (transmitter %s); retrying", reason, self.issuer)
+                    logger.warning("SSF receiver: %s (transmitter %s); retrying", reason, mask_url(self.issuer))
                 self._last_error = reason
                 if self._stop.wait(backoff * random.uniform(0.8, 1.0)):  # noqa: S311 (jitter)
                     return
@@ -225,7 +226,7 @@ class Connection:
         self.receiver = SecurityEventReceiver(settings, jwks)
         self.stream, self._poll_url = stream, poll_url
         self.ready.set()
-        logger.info("SSF receiver: stream %s with %s (%s)", stream["stream_id"], self.issuer, method)
+        logger.info("SSF receiver: stream %s with %s (%s)", stream["stream_id"], mask_url(self.issuer), method)
 
     def discover(self) -> dict[str, t.Any]:
         parts = urllib.parse.urlsplit(self.issuer)
@@ -356,8 +357,7 @@ class Connection:
 
 
 def _where(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+    return mask_url(url)
 
 
 def _checked(url: t.Any, what: str) -> str:
