@@ -258,6 +258,16 @@ def test_streams_are_bounded(make_app: AppFactory) -> None:
     assert response.status_code == 409
 
 
+def test_a_production_transmitter_pushes_to_https_only_not_to_its_own_loopback(make_app: AppFactory) -> None:
+    app, shield = make_app(transmitter_config(JWT_SHIELD_ISSUER="https://auth.example.com"))
+    app.register_blueprint(shield.ssf_blueprint(authorize=lambda: "api"))
+    for url in ("http://127.0.0.1:8080/admin", "http://localhost/x", "HTTP://[::1]/"):
+        response = app.test_client().post("/ssf/streams", json={"delivery": {"method": v.PUSH, "endpoint_url": url}})
+        assert response.status_code == 400, url
+    ok = {"delivery": {"method": v.PUSH, "endpoint_url": "https://api.example.com/se"}}
+    assert app.test_client().post("/ssf/streams", json=ok).status_code == 201
+
+
 def test_push_endpoints_must_be_https(tx_app: tuple[Flask, JWTShield]) -> None:
     app, _ = tx_app
     response = app.test_client().post(

@@ -288,6 +288,11 @@ class TransmitterEndpoints:
                     check_url(endpoint_url, "delivery.endpoint_url", why="SETs pushed over plain HTTP can be read")
                 except ValueError as exc:
                     raise _Refused(400, "invalid_request", str(exc)) from None
+                if endpoint_url.lower().startswith("http:") and not self.transmitter().issuer.startswith("http:"):
+                    # Plain HTTP to this host is for a transmitter that runs on this host
+                    # itself (development): a receiver must not point a production
+                    # transmitter at the services listening on its loopback.
+                    raise _Refused(400, "invalid_request", "delivery.endpoint_url must use https://.")
                 if delivery.get("authorization_header") is not None:
                     authorization = _short(delivery["authorization_header"], "delivery.authorization_header", 4096)
             stream.method, stream.endpoint_url, stream.authorization_header = method, endpoint_url, authorization
