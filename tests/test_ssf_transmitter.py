@@ -15,6 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
@@ -682,3 +686,79 @@ def test_a_hung_receiver_does_not_hold_up_another_streams_pushes(make_app: AppFa
     finally:
         transmitter(app, shield).courier.close(0.1)
         hung.close()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+_FIELDS = [
+    "stream_id",
+    "delivery",
+    "method",
+    "endpoint_url",
+    "authorization_header",
+    "events_requested",
+    "description",
+    "status",
+    "reason",
+    "state",
+    "maxEvents",
+    "returnImmediately",
+    "ack",
+    "setErrs",
+]
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, str]]:
+    app = Flask("ssf_fuzz", instance_path=str(tmp_path_factory.mktemp("ssf") / "instance"))
+    app.testing = True
+    app.config.update(transmitter_config(JWT_SHIELD_SSF_POLL_WAIT=0))
+    shield = JWTShield(app)
+    app.register_blueprint(shield.ssf_blueprint(authorize=bearer_receivers({"api": TOKEN})))
+    stream_id = create_stream(app.test_client())["stream_id"]
+    yield app, stream_id
+    transmitter(app, shield).courier.close(0.1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    endpoint=st.sampled_from(
+        [
+            ("POST", "/ssf/streams"),
+            ("PATCH", "/ssf/streams"),
+            ("PUT", "/ssf/streams"),
+            ("POST", "/ssf/status"),
+            ("POST", "/ssf/verify"),
+            ("POST", "/ssf/poll/$ID"),
+            ("GET", "/ssf/status?stream_id=$ID"),
+        ]
+    ),
+    fields=st.dictionaries(st.sampled_from(_FIELDS), _json_values | st.just("$ID"), max_size=6),
+    delivery=st.none()
+    | st.dictionaries(
+        st.sampled_from(["method", "endpoint_url", "authorization_header"]),
+        _json_values | st.sampled_from([v.PUSH, v.POLL, "https://127.0.0.1:9/x"]),
+        max_size=3,
+    ),
+)
+def test_fuzzed_bodies_from_an_authorized_receiver_never_get_a_5xx(
+    fuzzed: tuple[Flask, str], endpoint: tuple[str, str], fields: dict[str, t.Any], delivery: dict[str, t.Any] | None
+) -> None:
+    app, stream_id = fuzzed
+    method, path = endpoint
+    body = {k: (stream_id if val == "$ID" else val) for k, val in fields.items()}
+    if delivery is not None:
+        body["delivery"] = delivery
+    response = app.test_client().open(
+        path.replace("$ID", stream_id),
+        method=method,
+        data=json.dumps(body),
+        content_type="application/json",
+        headers=AUTH,
+    )
+    assert response.status_code < 500, response.get_data(as_text=True)
+    if response.status_code >= 400:
+        assert "error" in response.get_json()
