@@ -295,7 +295,7 @@ class RateSettings:
             ),
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
             rate_limit_mode=r.choice(K.RATE_LIMIT_MODE, "exact", frozenset({"exact", "leased"}), hint="'leased'"),
-            rate_limit_sync_interval=_sync_interval(r),
+            rate_limit_sync_interval=_sync_interval(r, K.RATE_LIMIT_SYNC_INTERVAL),
             introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag", ladder=_NO_STEP_UP),
@@ -336,9 +336,8 @@ class GeoSettings:
         )
 
 
-def _sync_interval(r: Reader) -> float:
+def _sync_interval(r: Reader, key: str) -> float:
     """Δ of the leased mode: short enough to matter, long enough to batch."""
-    key = ConfigKey.RATE_LIMIT_SYNC_INTERVAL
     value = r.number(key, 0.1, minimum=0.005)
     if value > 10:
         raise ConfigurationError(
