@@ -57,7 +57,8 @@ engine.check("warm-up-" + token)  # threads running, subscribed, as in a serving
 while time.time() < start:
     time.sleep(0.001)
 admitted = refused = 0
-while time.time() < start + seconds:
+# until the end, and at least until refused once (a child that started late on a busy machine)
+while time.time() < start + seconds or (refused == 0 and time.time() < start + seconds + 30):
     if engine.check(token).allowed:
         admitted += 1
     else:
@@ -69,7 +70,7 @@ print(json.dumps([admitted, refused]))
 @pytest.mark.parametrize("run", range(3))
 def test_four_processes_hammering_one_token_stay_within_the_bound(redis_url: str, run: int) -> None:
     processes = 4
-    start = time.time() + 2.0  # every child has imported and warmed up by then
+    start = time.time() + 3.0  # every child has imported and warmed up by then
     children = [
         subprocess.Popen(
             [sys.executable, "-c", HAMMER, redis_url, f"tok-{run}", repr(start), "1.5"],
@@ -100,20 +101,24 @@ def test_one_process_admits_exactly_the_limit(redis_url: str) -> None:
 def test_a_window_exhausted_in_one_process_is_refused_in_another(redis_url: str) -> None:
     a, b = leased(redis_url, "20/minute"), leased(redis_url, "20/minute")
     assert b.check("another-token").allowed  # b serves: its threads run, it listens
-    time.sleep(0.2)  # b's subscription is in place
+    b_book = b._leases
+    assert b_book is not None
+    until(lambda: b_book.listening)
     admitted = 0
     while a.check("hammered").allowed:
         admitted += 1
         assert admitted <= 20 + CREDIT
     assert admitted == 20
-    # The script that exhausted the window announced it; the announcement takes well under
-    # a millisecond on loopback, 50 ms is the test's budget for it.
-    time.sleep(0.05)
+    exhausted_at = time.monotonic()
+    # The script that exhausted the window announced it (a's refusal came after that).
+    client = redis.Redis.from_url(redis_url)
+    (key,) = client.keys("*hammered*lease")
+    until(lambda: b_book.exhausted(key.decode()), timeout=1.0)
+    delay = time.monotonic() - exhausted_at
+    assert delay < 1.0  # typically well under a millisecond on loopback
     decision = b.check("hammered")
     assert not decision.allowed  # no credit spent: b knows the window is exhausted
     assert decision.retry_after > 0
-    client = redis.Redis.from_url(redis_url)
-    (key,) = client.keys("*hammered*lease")
     assert int(client.hget(key, "r") or 0) == 20
     a.close()
     b.close()
@@ -173,22 +178,64 @@ def test_the_lease_of_a_dead_process_comes_back_after_its_ttl(redis_url: str) ->
 
 
 def test_a_spike_is_reported_once_across_processes(redis_url: str) -> None:
+    reported = 0.0
     a = leased(redis_url, "5/minute", spike_threshold="30/minute")
     b = leased(redis_url, "5/minute", spike_threshold="30/minute")
     reports = []
     deadline = time.monotonic() + 5
-    attempts = 0
-    while time.monotonic() < deadline and attempts < 400:
+    while time.monotonic() < deadline and (not reports or time.monotonic() < reported + 0.5):
         for engine in (a, b):
             spike = engine.check("spiky").spike
-            attempts += 1
             if spike is not None:
                 reports.append(spike)
+                reported = time.monotonic()
         time.sleep(0.002)
     assert len(reports) == 1, reports
     assert reports[0].count > 30 and reports[0].threshold.amount == 30
     a.close()
     b.close()
+
+
+def test_refused_minutes_reach_the_sustain_counters(redis_url: str) -> None:
+    a = leased(redis_url, "2/minute", spike_sustain="1/10 minutes")
+    b = leased(redis_url, "2/minute", spike_sustain="1/10 minutes")
+    assert [a.check("pressing").allowed for _ in range(3)] == [True, True, False]
+    reports = []
+    allowed = 0
+    deadline = time.monotonic() + 3
+    while not reports and time.monotonic() < deadline:
+        for engine in (a, b):
+            decision = engine.check("pressing")
+            allowed += decision.allowed  # b was not listening when a exhausted the window: its credit
+            if decision.spike is not None:
+                reports.append(decision.spike)
+        time.sleep(0.01)
+    assert allowed <= CREDIT
+    (report,) = reports
+    assert report.sustained and report.count == 1
+    # the same counters as the exact mode: a process in that mode sees the minute counted
+    client = redis.Redis.from_url(redis_url)
+    assert [int(client.get(k) or 0) for k in client.keys("*sustain*refused*")] == [1]
+    a.close()
+    b.close()
+
+
+def test_the_bound_holds_on_a_cluster() -> None:
+    from .redis_util import running_cluster
+
+    with running_cluster() as cluster:
+        engines = [leased(cluster.url) for _ in range(4)]
+        for engine in engines:
+            assert engine.check("warm-up").allowed
+        time.sleep(0.3)
+        admitted = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for engine in engines:
+                admitted += engine.check("on-a-cluster").allowed
+        assert 100 <= admitted <= 100 + len(engines) * CREDIT
+        for engine in engines:
+            engine.close()
 
 
 # ------------------------------------------------------------------ Redis down

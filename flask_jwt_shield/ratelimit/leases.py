@@ -59,6 +59,7 @@ __all__ = ["CREDIT", "LeaseBook"]
 
 #: Requests a process may admit for one token window before its first lease arrives.
 CREDIT: Final = 1
+_MAX_REPORTS: Final = 10_000
 
 # KEYS: the window's lease hash. ARGV: process id, units used from its lease since the last
 # settlement, units admitted on credit, units asked for, the limit, the window (ms), the
@@ -226,6 +227,7 @@ class LeaseBook:
         self._sustain_counts: list[tuple[str, str, RateLimitItem, int]] = []
         self._reports: dict[str, list[SpikeReport]] = {}
         self._down = False
+        self._listening = False
         self._loaded = False
         self._io = threading.Lock()
         self._wake = threading.Event()
@@ -249,7 +251,7 @@ class LeaseBook:
                 w = self._windows[key] = _Window(item.amount, item.get_expiry())
             elif now >= w.window_end:
                 self._roll(w)
-            w.amount = item.amount
+            w.amount, w.expiry = item.amount, item.get_expiry()  # an announcement may have made it
             w.demand += 1
             w.active = now
             if w.allowance > 0 and now < w.valid_until:
@@ -304,6 +306,17 @@ class LeaseBook:
             left += w.credit
         return left, time.time() + (w.window_end - now)
 
+    def exhausted(self, key: str) -> bool:
+        """Whether this process knows the window of ``key`` exhausted (by a round of its own
+        or an announcement): it then refuses with no credit until the window ends."""
+        w = self._windows.get(key)
+        return w is not None and w.closed and time.monotonic() < w.window_end
+
+    @property
+    def listening(self) -> bool:
+        """True while this process is subscribed to the announcements."""
+        return self._listening
+
     def forget(self, keys: list[str]) -> None:
         """Drop the windows of ``keys`` here and in Redis (:meth:`TokenRateLimiter.reset`)."""
         with self._lock:
@@ -328,6 +341,8 @@ class LeaseBook:
                     w.allowance -= 1
                     w.used += 1
                     return True
+                if w.closed:  # a round or an announcement found the window exhausted meanwhile
+                    return False
                 used, credit, ask = w.used, w.credit_spent, min(max(2, 2 * w.demand), max(1, w.amount // 4))
                 w.used = w.credit_spent = 0
                 sent = time.monotonic()
@@ -425,6 +440,11 @@ class LeaseBook:
                 if w.amount <= 0:
                     continue  # known from an announcement only
                 idle = now - w.active > self.idle_release
+                if idle and not (w.allowance > 0 or w.used or w.credit_spent or w.closed):
+                    # nothing held, nothing owed: forgotten (its credit is back anyway, since
+                    # the window was open at its last settlement)
+                    del self._windows[key]
+                    continue
                 ask = 0
                 if w.demand and not idle and w.allowance < 2 * w.demand:
                     # enough for two rounds at the last round's pace
@@ -485,6 +505,8 @@ class LeaseBook:
                 if total - count < item.amount + 1 <= total:  # this addition crossed it
                     window = item.get_expiry()
                     elapsed = max(0.0, window - max(pttl, 0) / 1000)
+                    if len(self._reports) > _MAX_REPORTS:
+                        self._reports.clear()  # tokens that never came back: their reports are moot
                     self._reports.setdefault(identity, []).append(SpikeReport(identity, item, total, window, elapsed))
             for refusal, reply in zip(refusals, refusal_replies, strict=True):
                 (_marker, counter), (identity, item) = refusal
@@ -582,6 +604,7 @@ def _listen(ref: weakref.ReferenceType[LeaseBook]) -> None:
             stopped.wait(0.2)
             continue
         stopped = book._stopped
+        book._listening = True
         del book
         try:
             while not stopped.is_set():
@@ -603,6 +626,10 @@ def _listen(ref: weakref.ReferenceType[LeaseBook]) -> None:
                 book.set_down(True)  # requests with no valid lease follow the fail mode now
             del book
         finally:
+            book = ref()
+            if book is not None:
+                book._listening = False
+            del book
             try:
                 pubsub.close()
             except Exception:  # noqa: BLE001, S110 - closing a broken connection
