@@ -23,6 +23,7 @@ import redis
 
 from flask_jwt_shield.errors import ConfigurationError
 from flask_jwt_shield.ratelimit import LimiterStorageError
+from flask_jwt_shield.ratelimit import SpikeReport
 from flask_jwt_shield.ratelimit import TokenRateLimiter
 from flask_jwt_shield.ratelimit.leases import CREDIT
 
@@ -50,6 +51,7 @@ def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 HAMMER = """
 import json, sys, time
+from flask_jwt_shield.ratelimit import SpikeReport
 from flask_jwt_shield.ratelimit import TokenRateLimiter
 url, token, start, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 engine = TokenRateLimiter("100/minute", storage_uri=url, mode="leased", sync_interval=0.05)
@@ -181,7 +183,7 @@ def test_a_spike_is_reported_once_across_processes(redis_url: str) -> None:
     reported = 0.0
     a = leased(redis_url, "5/minute", spike_threshold="30/minute")
     b = leased(redis_url, "5/minute", spike_threshold="30/minute")
-    reports = []
+    reports: list[SpikeReport] = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (not reports or time.monotonic() < reported + 0.5):
         for engine in (a, b):
@@ -200,7 +202,7 @@ def test_refused_minutes_reach_the_sustain_counters(redis_url: str) -> None:
     a = leased(redis_url, "2/minute", spike_sustain="1/10 minutes")
     b = leased(redis_url, "2/minute", spike_sustain="1/10 minutes")
     assert [a.check("pressing").allowed for _ in range(3)] == [True, True, False]
-    reports = []
+    reports: list[SpikeReport] = []
     allowed = 0
     deadline = time.monotonic() + 3
     while not reports and time.monotonic() < deadline:
