@@ -314,3 +314,27 @@ def test_leased_mode_settings_are_checked_at_init(
 def test_leased_mode_on_memory_storage_changes_nothing() -> None:
     engine = TokenRateLimiter("3/minute", mode="leased")
     assert [engine.check("m").allowed for _ in range(4)] == [True, True, True, False]
+
+
+def test_an_app_in_leased_mode_answers_429_with_its_headers(make_app: AppFactory, redis_url: str) -> None:
+    from .test_ratelimit import tokens
+
+    app, shield = make_app(
+        {
+            "JWT_SHIELD_RATE_LIMIT": "3/minute",
+            "JWT_SHIELD_RATE_LIMIT_STORAGE_URI": redis_url,
+            "JWT_SHIELD_RATE_LIMIT_MODE": "leased",
+            "JWT_SHIELD_RATE_LIMIT_HEADERS": True,
+        }
+    )
+    (a,) = tokens(app, shield, "alice")
+    client = app.test_client()
+    responses = [client.get("/api/me", headers=bearer(a)) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert responses[0].headers["RateLimit-Limit"] == "3"
+    assert 0 <= int(responses[0].headers["RateLimit-Remaining"]) <= 3  # this process's view
+    refused = responses[3]
+    assert refused.headers["RateLimit-Limit"] == "3" and refused.headers["RateLimit-Remaining"] == "0"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    with app.app_context():
+        assert shield.events(kind="rate-limited")

@@ -304,7 +304,9 @@ class LeaseBook:
         left = w.allowance if now < w.valid_until else 0
         if not w.closed:
             left += w.credit
-        return left, time.time() + (w.window_end - now)
+        # before Redis answered once, the window is the limit's whole length
+        ends = w.window_end - now if w.window_end != math.inf else item.get_expiry()
+        return left, time.time() + ends
 
     def exhausted(self, key: str) -> bool:
         """Whether this process knows the window of ``key`` exhausted (by a round of its own
