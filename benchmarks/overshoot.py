@@ -150,6 +150,38 @@ def hammer(ports: list[int], token: str, seconds: float, threads: int) -> tuple[
     return counts[0], counts[1], counts[2]
 
 
+def announce_delays(redis_url: str, count: int) -> list[float]:
+    """Seconds from the request that exhausts a window in one limiter until another limiter
+    (its own threads and subscription, as another process has) knows it: ``count`` tokens
+    under ``"1/minute"``. Both limiters share this process's interpreter, so the figures
+    include waiting for the GIL; separate processes do not wait for each other."""
+    from flask_jwt_shield.ratelimit import TokenRateLimiter
+
+    a = TokenRateLimiter("1/minute", storage_uri=redis_url, mode="leased", key_prefix="announce")
+    b = TokenRateLimiter("1/minute", storage_uri=redis_url, mode="leased", key_prefix="announce")
+    b.check("warm-up")
+    book = b._leases
+    assert book is not None
+    deadline = time.monotonic() + 10
+    while not book.listening and time.monotonic() < deadline:
+        time.sleep(0.01)
+    delays = []
+    for i in range(count):
+        token = f"announced-{i}"
+        key = f"LIMITS:announce/rate/{token}/1/1/minute/lease"
+        a.check(token)  # on credit
+        start = time.perf_counter()
+        assert not a.check(token).allowed  # the strict charge exhausts the window: announced
+        while not book.exhausted(key):
+            if time.perf_counter() - start > 5:
+                raise RuntimeError("no announcement within 5 s")
+            time.sleep(0.0001)
+        delays.append(time.perf_counter() - start)
+    a.close()
+    b.close()
+    return delays
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="2,4,8", help="comma-separated process counts")
@@ -163,8 +195,20 @@ def main(argv: list[str] | None = None) -> int:
         choices=["workers", "servers"],
         help="one gunicorn with N workers, or N separate gunicorn servers of one worker each",
     )
+    parser.add_argument("--announce", type=int, default=0, help="measure the announcement delay over this many windows")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
+    if args.announce:
+        with throwaway_redis() as redis_url:
+            if redis_url is None:
+                print("redis-server is not installed", file=sys.stderr)
+                return 1
+            delays = sorted(announce_delays(redis_url, args.announce))
+        pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))] * 1000  # noqa: E731
+        print("| windows | p50 (ms) | p99 (ms) | max (ms) |")
+        print("|---:|---:|---:|---:|")
+        print(f"| {len(delays)} | {pick(0.5):.2f} | {pick(0.99):.2f} | {delays[-1] * 1000:.2f} |")
+        return 0
     print("| N | runs | admitted per run | bound (L + N) | refused per run | max over L |")
     print("|---:|---:|---|---:|---|---:|")
     with throwaway_redis() as redis_url:
