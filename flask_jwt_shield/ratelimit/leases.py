@@ -185,9 +185,6 @@ class _Window:
         return bool(self.used or self.credit_spent or self.demand)
 
 
-_Report = tuple[str, RateLimitItem]
-
-
 class LeaseBook:
     """The leased counters of one limiter in this process, and the thread that settles them.
 
@@ -224,7 +221,6 @@ class LeaseBook:
         self._windows: dict[str, _Window] = {}
         self._spikes: dict[str, list[t.Any]] = {}  # key -> [attempts to add, identity, item]
         self._refusals: dict[tuple[str, str], tuple[str, RateLimitItem]] = {}
-        self._sustain_counts: list[tuple[str, str, RateLimitItem, int]] = []
         self._reports: dict[str, list[SpikeReport]] = {}
         self._down = False
         self._listening = False
@@ -288,12 +284,18 @@ class LeaseBook:
             self._refusals.setdefault((marker, counter), (identity, item))
 
     def reports(self, identity: str) -> SpikeReport | None:
-        """A spike of ``identity`` found by a round since its last check (at most one)."""
+        """A spike of ``identity`` found by a round since its last check (one per check; a
+        second one found in the same round waits for the next check)."""
         if not self._reports:
             return None
         with self._lock:
-            found = self._reports.pop(identity, None)
-        return found[0] if found else None
+            found = self._reports.get(identity)
+            if not found:
+                return None
+            report = found.pop(0)
+            if not found:
+                del self._reports[identity]
+            return report
 
     def window(self, key: str, item: RateLimitItem) -> tuple[int, float]:
         """(requests left as this process sees it, epoch of the window's reset)."""
