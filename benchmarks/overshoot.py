@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("redis-server is not installed", file=sys.stderr)
                 return 1
             delays = sorted(announce_delays(redis_url, args.announce))
-        pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))] * 1000  # noqa: E731
+        def pick(q: float) -> float:
+            return delays[min(len(delays) - 1, int(q * len(delays)))] * 1000
+
         print("| windows | p50 (ms) | p99 (ms) | max (ms) |")
         print("|---:|---:|---:|---:|")
         print(f"| {len(delays)} | {pick(0.5):.2f} | {pick(0.99):.2f} | {delays[-1] * 1000:.2f} |")
