@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("redis-server is not installed", file=sys.stderr)
                 return 1
             delays = sorted(announce_delays(redis_url, args.announce))
+
         def pick(q: float) -> float:
             return delays[min(len(delays) - 1, int(q * len(delays)))] * 1000
 
