@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -173,6 +174,47 @@ def test_the_lease_of_a_dead_process_comes_back_after_its_ttl(redis_url: str) ->
         time.sleep(0.01)
     assert second == held  # taken back after the TTL, and given out again
     assert used + first + second == 40
+    alive.close()
+
+
+HOLDER = """
+import sys, time
+from flask_jwt_shield.ratelimit import TokenRateLimiter
+engine = TokenRateLimiter("40/minute", storage_uri=sys.argv[1], mode="leased", sync_interval=0.05)
+for _ in range(4):
+    assert engine.check("killed").allowed
+engine._leases.round()
+print(engine._leases.process, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_lease_of_a_killed_process_comes_back(redis_url: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, redis_url],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        process = child.stdout.readline().strip()
+        client = redis.Redis.from_url(redis_url)
+        (key,) = client.keys("*killed*lease")
+        held = int(client.hget(key, f"h:{process}") or 0)
+        used = int(client.hget(key, "r") or 0) - held
+        assert held > 0 and used == 4
+    finally:
+        child.send_signal(signal.SIGKILL)  # no chance to give anything back
+        child.wait(timeout=10)
+    alive = leased(redis_url, "40/minute")
+    admitted = 0
+    deadline = time.monotonic() + (alive._leases.lease_ttl if alive._leases else 1.0) + 1.5
+    while time.monotonic() < deadline:
+        admitted += alive.check("killed").allowed
+        time.sleep(0.002)
+    assert used + admitted == 40  # every unit the dead process held came back, none twice
     alive.close()
 
 
