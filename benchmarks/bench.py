@@ -243,6 +243,13 @@ ROWS: tuple[Row, ...] = (
         {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT},
         target=3.0,
     ),
+    Row(
+        "shield_redis_leased",
+        "shield HS256, Redis store + per-token limit + spike, leased mode (no round trip), token seen before",
+        "make_shield",
+        {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT, "config": {"JWT_SHIELD_RATE_LIMIT_MODE": "leased"}},
+        target=1.5,
+    ),
 )
 
 
@@ -471,7 +478,7 @@ def _observe_subjects(url: str, prefix: str, subjects: list[str], conn: Any) -> 
     store = RedisStore(url, prefix=prefix, max_delay=1.0)
     now = time.time()
     for i, sub in enumerate(subjects):
-        token = {"jti": f"q{i}", "sid": None, "sub": sub, "kid": "k", "iat": now - 1, "now": now}
+        token: dict[str, Any] = {"jti": f"q{i}", "sid": None, "sub": sub, "kid": "k", "iat": now - 1, "now": now}
         store.check(**token)
         deadline = time.monotonic() + 5
         while not store.watching(sub) and time.monotonic() < deadline:

@@ -47,6 +47,7 @@ from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .signals import EventKind
+from .statuslist.issuer import StatusIssuer
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
@@ -132,6 +133,12 @@ class ShieldState:
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
+        #: The status list issuer (``JWT_SHIELD_STATUS_LIST``), or ``None``.
+        self.status_list = (
+            StatusIssuer(config.status_list, store, codec, leeway=config.keys.leeway)
+            if config.status_list.status_list
+            else None
+        )
         #: ``fn() -> URL`` of the app's RFC 9728 protected resource metadata, set when a
         #: metadata blueprint is registered; every challenge then names it.
         self.resource_metadata: t.Callable[[], str] | None = None
@@ -159,6 +166,11 @@ class ShieldState:
                 connect_timeout=config.store.redis_connect_timeout,
                 timeout=config.store.redis_timeout,
                 max_delay=config.store.revocation_max_delay,
+            )
+        if config.status_list.status_list and not hasattr(store, "status_claim"):
+            raise ConfigurationError(
+                f"{ConfigKey.STATUS_LIST} needs a store that keeps a status list ({type(store).__name__}"
+                " has no status_claim): use one of the shield's stores, or turn the status list off."
             )
         return cls(
             registry=registry,
@@ -304,11 +316,14 @@ def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | Non
             spike_threshold=spike,
             spike_sustain=config.rate.spike_sustain,
             adaptive=adaptive,
+            mode=config.rate.rate_limit_mode,
+            sync_interval=config.rate.rate_limit_sync_interval,
         )
     except ValueError as exc:
         raise ConfigurationError(
-            f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
-            f" {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN}, or JWTShield(limiter=...)): {exc}"
+            f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.RATE_LIMIT_STRATEGY},"
+            f" {K.RATE_LIMIT_MODE}, {K.SPIKE_THRESHOLD}, {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN},"
+            f" or JWTShield(limiter=...)): {exc}"
         ) from None
 
 

@@ -30,6 +30,7 @@ WHOLE_SECOND_KEYS: Final = frozenset(
         ConfigKey.REFRESH_TOKEN_TTL,
         ConfigKey.REFRESH_IDLE_TTL,
         ConfigKey.STEP_UP_MAX_AGE,
+        ConfigKey.STATUS_LIST_TTL,
     }  # RFC 9470 §3: max_age is a whole number of seconds
 )
 DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
@@ -45,6 +46,11 @@ DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
     ConfigKey.DPOP_NONCE_TTL,
     ConfigKey.ALERT_TIMEOUT,
     ConfigKey.ALERT_RETRY_DELAY,
+    ConfigKey.SSF_RETENTION,
+    ConfigKey.SSF_PUSH_TIMEOUT,
+    ConfigKey.SSF_PUSH_RETRY_DELAY,
+    ConfigKey.SSF_POLL_WAIT,
+    ConfigKey.SSF_RECEIVE_POLL_INTERVAL,
 }
 
 _SECOND: Final = datetime.timedelta(seconds=1)

@@ -46,6 +46,8 @@ from . import redis_scripts
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusHolder
+from .base import StatusKind
 from .base import Use
 from .invalidation import InvalidationSubscriber
 from .invalidation import Node
@@ -61,6 +63,8 @@ STRIPES = 16
 #: Seconds a revocation on a Redis Cluster keeps trying to reach a replica (a failover: the
 #: replica takes over, the old master catches up as its replica). An operator's call.
 REVOCATION_WAIT = 5.0
+#: Tokens whose status bit one script sets at most (a key's revocation may cover millions).
+STATUS_MARK_BATCH = 2000
 #: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
 CLUSTER_ATTEMPTS = 4
 
@@ -181,6 +185,9 @@ class RedisStore:
         #: The channel of the store's own tag (``PUBLISH``), where the one-slot layout of
         #: earlier versions published; each stripe has its own (``SPUBLISH``).
         self.invalidation_channel = self._channel(self._tag)
+        #: The status list's own hash tag: its bitmap and indexes live in one slot, apart
+        #: from the revocation state (see :mod:`.redis_scripts`).
+        self.status_tag = "{" + prefix + ":sl}"
         self._events_key = prefix + ":events"
         self._lock = threading.Lock()
         self._layout_lock = threading.Lock()
@@ -358,9 +365,15 @@ class RedisStore:
 
     def _old_layout_present(self, client: t.Any) -> bool:
         """Any key under the store's own tag (only the one-slot layout wrote any before the
-        layout marker). A cluster counts the slot's keys on its owner; one server scans."""
+        layout marker). A cluster lists the slot's keys on its owner; one server scans."""
         if self.cluster:
-            return int(client.cluster_countkeysinslot(self.slot_of(self._tag))) > 0
+            # The slot may hold keys of others (another tag of the same slot): look at names.
+            slot, mine = self.slot_of(self._tag), self._tag + ":"
+            node = client.get_node_from_key(self._tag)
+            if int(client.cluster_countkeysinslot(slot)) == 0:
+                return False
+            names = client.execute_command("CLUSTER GETKEYSINSLOT", slot, 1_000_000, target_nodes=node)
+            return any(name.startswith(mine) for name in names)
         return next(iter(client.scan_iter(match=_glob(self._tag) + ":*", count=1000)), None) is not None
 
     @staticmethod
@@ -759,6 +772,108 @@ class RedisStore:
         name = f"{self.prefix}:once:{len(namespace)}:{namespace}:{key}"
         return bool(self._run("remember_once", [name], [_num(until), _num(now), _ms(until)]))
 
+    # -- the status list -----------------------------------------------------------------
+
+    def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+        record = {
+            "jti": holder.jti,
+            "sid": holder.sid or "",
+            "sub": holder.sub,
+            "kid": holder.kid or "",
+            "i": _num(holder.iat),
+            "u": _num(holder.until),
+            "e": _num(holder.ends_at) if holder.ends_at is not None and holder.ends_at < holder.until else "",
+        }
+        tag = self.status_tag
+        idx = self._run(
+            "status_claim",
+            [f"{tag}:bits"],
+            [tag, json.dumps(record), _num(now), TTL_MARGIN, *(str(i) for i in candidates)],
+        )
+        return None if idx is None else int(idx)
+
+    def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
+        if kind not in ("jti", "sid", "sub", "kid"):
+            raise ValueError(kind)
+        tag = self.status_tag
+        changed, offset = 0, 0
+        while offset >= 0:
+            done, offset = self._run(
+                "status_mark",
+                [f"{tag}:bits"],
+                [
+                    tag,
+                    kind,
+                    value,
+                    _num(at) if at is not None else "",
+                    _num(until),
+                    _num(now),
+                    TTL_MARGIN,
+                    offset,
+                    STATUS_MARK_BATCH,
+                ],
+            )
+            changed += int(done)
+            offset = int(offset)
+        return changed
+
+    def status_bits(self, size: int, *, version: int | None, now: float) -> tuple[int, bytes | None]:
+        from redis.client import NEVER_DECODE
+
+        tag = self.status_tag
+        current, stale = self._run(
+            "status_version", [f"{tag}:bits"], [tag, _num(now), "" if version is None else str(version)]
+        )
+        if not int(stale):
+            return int(current), None
+        with self._io() as client:
+            # The bitmap is binary: read without the client's decoding. A bit set after the
+            # version read above is newer than that version, never older: harmless.
+            data = client.execute_command("GET", f"{tag}:bits", **{NEVER_DECODE: []}) or b""
+        length = -(-size // 8)
+        return int(current), bytes(data[:length]) + bytes(max(0, length - len(data)))
+
+    # -- ordered boxes (the transmitter's streams and undelivered SETs) --------------------
+
+    def _box(self, box: str) -> list[str]:
+        # Its own hash tag: a box's three keys share one slot; boxes spread over a cluster.
+        if "}" in box or "{" in box:
+            raise ValueError(f"box names hold no braces: {box!r}")
+        base = f"{self.prefix}:box:{{{box}}}"
+        return [base + ":o", base + ":i", base + ":n"]
+
+    def box_put(self, box: str, key: str, value: str, until: float, *, max_items: int, now: float) -> int:
+        item = json.dumps([until, value])
+        return int(self._run("box_put", self._box(box), [key, item, _num(now), max_items, _ms(until + TTL_MARGIN)]))
+
+    def box_items(self, box: str, *, now: float, limit: int) -> list[tuple[str, str]]:
+        order, items, _ = self._box(box)
+        found: list[tuple[str, str]] = []
+        start = 0
+        with self._io() as client:
+            while len(found) < limit:
+                keys = client.zrange(order, start, start + limit - 1)
+                if not keys:
+                    break
+                start += len(keys)
+                for key, item in zip(keys, client.hmget(items, keys), strict=True):
+                    if item is not None:
+                        until, value = json.loads(item)
+                        if until > now:
+                            found.append((key, value))
+        return found[:limit]
+
+    def box_delete(self, box: str, keys: t.Sequence[str]) -> int:
+        if not keys:
+            return 0
+        order, items, _ = self._box(box)
+        with self._io() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.zrem(order, *keys)
+            pipe.hdel(items, *keys)
+            _, deleted = pipe.execute()
+        return int(deleted)
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
@@ -781,6 +896,12 @@ class RedisStore:
             for tag, batch in batches.items():
                 if batch:
                     dropped += int(self._run("purge", batch, [tag, _num(now)]))
+            tag = self.status_tag
+            while True:
+                done = int(self._run("status_purge", [f"{tag}:bits"], [tag, _num(now), 1000]))
+                dropped += done
+                if done < 1000:
+                    break
         return dropped
 
     def migrate_layout(self) -> dict[str, int]:
