@@ -303,7 +303,13 @@ class RedisStore:
                 master = client.get_redis_connection(client.get_node_from_key(tag))
                 info = master.info("replication")  # the master's own view: maps may predate replicas
                 if info.get("role") == "master":
-                    wait = int(info.get("connected_slaves", 0)) > 0
+                    # Only a replica that is online can confirm; one still in its first sync
+                    # gets a snapshot taken after this write (and cannot be promoted before).
+                    wait = any(
+                        isinstance(v, dict) and v.get("state") == "online"
+                        for k, v in info.items()
+                        if k.startswith("slave")
+                    )
                     pipe = master.pipeline(transaction=False)
                     pipe.eval(lua, len(keys), *keys, *args)
                     if wait:
