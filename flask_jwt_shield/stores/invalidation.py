@@ -106,6 +106,15 @@ class InvalidationSubscriber(threading.Thread):
             raise _StoreGone
         return store
 
+    @property
+    def store_ref(self) -> weakref.ref[SubscribedStore]:
+        """The weak reference to the store, shared with the links."""
+        return self._store
+
+    def wake(self) -> None:
+        """Look at the shards' coverage now (a link ended)."""
+        self._wake.set()
+
     def ports(self) -> dict[int, int]:
         """Shard -> the port of the node its live link subscribes on (for tests and ops)."""
         return {shard: link.port for link in list(self._links) if link.is_alive() for shard in link.shards}
@@ -156,7 +165,7 @@ class _Link(threading.Thread):
     def __init__(self, supervisor: InvalidationSubscriber, node: Node, shards: list[int]) -> None:
         super().__init__(name=f"jwt-shield-redis-invalidations-{node[1] if node else 0}", daemon=True)
         self._supervisor = supervisor
-        self._store = supervisor._store
+        self._store = supervisor.store_ref
         self.node = node
         self.port = node[1] if node else 0
         self.shards = list(shards)
@@ -190,7 +199,7 @@ class _Link(threading.Thread):
             for conn in connections:
                 with contextlib.suppress(Exception):
                     conn.disconnect()
-            self._supervisor._wake.set()
+            self._supervisor.wake()
 
     def _drop(self, shards: list[int]) -> None:
         """Distrust and forget ``shards``, and stop counting PONGs for them."""
