@@ -282,53 +282,81 @@ class RedisStore:
             return self._scripts.run(client, name, keys, args, sharded=sharded)
 
     def _revoking(self, tag: str, name: ScriptName, keys: list[str], args: list[t.Any]) -> t.Any:
-        """Run a script that can revoke, under ``tag``; on a cluster whose master of ``tag``
-        has replicas, answer only once a replica has it: replication is asynchronous, and a
-        master killed before passing the revocation on would take an acknowledged revocation
-        with it into the failover. ``WAIT`` counts the writes of its own connection, so the
-        script and the ``WAIT`` go down one connection to the master, in one pipeline. The
-        scripts are idempotent (later instants win): when that fails -- a failover or a
-        reshard under way, no replica confirming in time -- it runs again after the slot map
-        is read again, for :data:`REVOCATION_WAIT` seconds at most, then :class:`StoreError`."""
-        sharded = tag != self._tag
+        """Run one script that can revoke, under ``tag`` (see :meth:`_revoking_all`)."""
+        return self._revoking_all([(tag, name, keys, args)])[0]
+
+    def _revoking_all(self, calls: list[tuple[str, ScriptName, list[str], list[t.Any]]]) -> list[t.Any]:
+        """Run scripts that can revoke, each ``(tag, name, keys, args)``; their replies.
+
+        The calls go in one pipeline per node (one server: one pipeline). On a cluster whose
+        master of a tag has replicas, the answer comes only once a replica has its writes:
+        replication is asynchronous, and a master killed before passing a revocation on would
+        take an acknowledged revocation with it into the failover. ``WAIT`` counts the writes
+        of its own connection, so a master's scripts and its ``WAIT`` go down one connection,
+        in one pipeline. The scripts are idempotent (later instants win): when that fails --
+        a failover or a reshard under way, no replica confirming in time -- a master's calls
+        run again after the slot map is read again, for :data:`REVOCATION_WAIT` seconds at
+        most, then :class:`StoreError`."""
+        lua = [redis_scripts.source(name, sharded=tag != self._tag) for tag, name, _, _ in calls]
         if not self.cluster:
-            return self._run(name, keys, args, sharded=sharded)
-        lua = redis_scripts.source(name, sharded=sharded)
+            with self._io() as client:
+                pipe = client.pipeline(transaction=False)
+                for source, (_, _, keys, args) in zip(lua, calls, strict=True):
+                    pipe.eval(source, len(keys), *keys, *args)
+                return list(pipe.execute())
         client = self._client()
+        replies: dict[int, t.Any] = {}
         deadline = time.monotonic() + REVOCATION_WAIT
         attempt = 0
-        while attempt == 0 or time.monotonic() < deadline:
+        while len(replies) < len(calls):
+            if attempt and time.monotonic() > deadline:
+                slot = self.slot_of(next(calls[i][0] for i in range(len(calls)) if i not in replies))
+                raise StoreError(
+                    f"Redis store {self._where()}: a revocation in slot {slot} was not confirmed by a"
+                    " replica of its master in time; it may hold on the master only, try again"
+                )
+            if attempt:
+                time.sleep(min(0.25, 0.05 * 2**attempt))  # an operator's call, not a request's
+                with contextlib.suppress(*self._errors):
+                    client.nodes_manager.initialize()
             attempt += 1
             try:
-                master = client.get_redis_connection(client.get_node_from_key(tag))
-                info = master.info("replication")  # the master's own view: maps may predate replicas
-                if info.get("role") == "master":
-                    # Only a replica that is online can confirm; one still in its first sync
-                    # gets a snapshot taken after this write (and cannot be promoted before).
-                    wait = any(
-                        isinstance(v, dict) and v.get("state") == "online"
-                        for k, v in info.items()
-                        if k.startswith("slave")
-                    )
-                    pipe = master.pipeline(transaction=False)
-                    pipe.eval(lua, len(keys), *keys, *args)
-                    if wait:
-                        # Half the reply timeout: the server answers before the client gives up.
-                        pipe.execute_command("WAIT", 1, int(self.timeout * 500))
-                    replies = pipe.execute(raise_on_error=False)
-                    if isinstance(replies[0], Exception):
-                        raise replies[0]  # MOVED, TRYAGAIN, ...: read the map again, retry
-                    if not wait or int(replies[1]) >= 1:
-                        return replies[0]
+                by_node: dict[str, list[int]] = {}
+                for i, (tag, _, _, _) in enumerate(calls):
+                    if i not in replies:
+                        by_node.setdefault(client.get_node_from_key(tag).name, []).append(i)
             except self._errors:
-                pass
-            time.sleep(min(0.25, 0.05 * 2**attempt))  # an operator's call, not a request's
-            with contextlib.suppress(*self._errors):
-                client.nodes_manager.initialize()
-        raise StoreError(
-            f"Redis store {self._where()}: a revocation in slot {self.slot_of(tag)} was not confirmed"
-            " by a replica of its master in time; it may hold on the master only, try again"
-        )
+                continue
+            for name, indexes in by_node.items():
+                with contextlib.suppress(*self._errors):
+                    replies.update(self._on_master(client, name, [(i, lua[i], *calls[i][2:]) for i in indexes]))
+        return [replies[i] for i in range(len(calls))]
+
+    def _on_master(
+        self, client: t.Any, name: str, calls: list[tuple[int, str, list[str], list[t.Any]]]
+    ) -> dict[int, t.Any]:
+        """Run ``calls`` on master ``name`` in one pipeline and ``WAIT`` for an online
+        replica if it has one; the replies by index, or none (raises on any failure)."""
+        master = client.get_redis_connection(client.get_node(node_name=name))
+        info = master.info("replication")  # the master's own view: maps may predate replicas
+        if info.get("role") != "master":
+            return {}
+        # Only a replica that is online can confirm; one still in its first sync gets a
+        # snapshot taken after these writes (and cannot be promoted before).
+        wait = any(isinstance(v, dict) and v.get("state") == "online" for k, v in info.items() if k.startswith("slave"))
+        pipe = master.pipeline(transaction=False)
+        for _, source, keys, args in calls:
+            pipe.eval(source, len(keys), *keys, *args)
+        if wait:
+            # Half the reply timeout: the server answers before the client gives up on it.
+            pipe.execute_command("WAIT", 1, int(self.timeout * 500))
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[: len(calls)]:
+            if isinstance(reply, Exception):
+                raise reply  # MOVED, TRYAGAIN, ...: read the map again, try again
+        if wait and int(replies[-1]) < 1:
+            return {}
+        return {i: reply for (i, _, _, _), reply in zip(calls, replies, strict=False)}
 
     def _wrote(self) -> None:
         # This process sees its own revocations at once, not after the round trip of the
@@ -502,8 +530,12 @@ class RedisStore:
         tags = self._fan_out_tags()
         if kind == "kid" and self._tag not in tags:
             tags.append(self._tag)
-        for tag in tags:
-            self._revoking(tag, "revoke", [self._rev(tag, kind, value)], [_num(until), _ms(until), self._channel(tag)])
+        self._revoking_all(
+            [
+                (tag, "revoke", [self._rev(tag, kind, value)], [_num(until), _ms(until), self._channel(tag)])
+                for tag in tags
+            ]
+        )
         self._wrote()
 
     def is_revoked(self, kind: RevocationKind, value: str, *, now: float) -> bool:
@@ -520,13 +552,17 @@ class RedisStore:
 
     def revoke_subject(self, sub: str, at: float, until: float) -> None:
         tags = [self.tag_of(sub), self._tag] if self._layout() else [self.tag_of(sub)]
-        for tag in tags:
-            self._revoking(
-                tag,
-                "revoke_subject",
-                [self._nb(tag, sub), self._index(tag, sub)],
-                [_num(at), _num(until), TTL_MARGIN, self._channel(tag), tag],
-            )
+        self._revoking_all(
+            [
+                (
+                    tag,
+                    "revoke_subject",
+                    [self._nb(tag, sub), self._index(tag, sub)],
+                    [_num(at), _num(until), TTL_MARGIN, self._channel(tag), tag],
+                )
+                for tag in tags
+            ]
+        )
         self._wrote()
 
     def not_before(self, sub: str, now: float) -> float | None:
