@@ -178,3 +178,49 @@ def test_migrate_store_command(make_app: AppFactory, redis_server: RedisServer) 
     fresh.close()
     memory_app, _ = make_app({})
     assert "nothing to migrate" in memory_app.test_cli_runner().invoke(cli, ["migrate-store"]).output
+
+
+def test_refreshes_racing_the_migration_keep_one_chain(server_url: str) -> None:
+    """A client keeps refreshing an old family while the migration moves it: every rotation
+    either commits before the move or finds the family at its new place -- none is lost
+    (which would make the next refresh look like a reuse and end the session)."""
+    import threading
+
+    from flask_jwt_shield.errors import StoreError
+
+    prefix = "t" + uuid.uuid4().hex[:12]
+    write_old_layout(server_url, prefix)
+    store = RedisStore(server_url, prefix=prefix, max_delay=0)
+    migrator = RedisStore(server_url, prefix=prefix, max_delay=0)
+    outcomes: list[str] = []
+    current = ["r1"]
+    stop = threading.Event()
+
+    def keep_refreshing() -> None:
+        n = 0
+        while not stop.is_set() and n < 2000:
+            n += 1
+            try:
+                outcome = rotate(store, "fam-carol", current[0], f"n{n}")
+            except StoreError:
+                continue  # the family was being moved: try again, as a client would
+            outcomes.append(outcome)
+            if outcome != "rotated":
+                return
+            current[0] = f"n{n}"
+
+    worker = threading.Thread(target=keep_refreshing)
+    worker.start()
+    try:
+        time.sleep(0.05)
+        migrator.migrate_layout()
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert outcomes and set(outcomes) == {"rotated"}, outcomes[-3:]
+    family = RedisStore(server_url, prefix=prefix, max_delay=0).get_family("fam-carol")
+    assert family is not None and family.current_jti == current[0] and not family.revoked
+    assert not raw(server_url).exists("{" + prefix + "}:f:fam-carol")
+    store.close()
+    migrator.close()
