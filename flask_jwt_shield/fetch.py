@@ -44,12 +44,15 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, allow: t.Callable[[str], object] | None, limit: int) -> None:
         super().__init__()
         self._allow = allow
-        self.max_redirections = limit
-        self.max_repeats = min(self.max_repeats, limit)
+        self._limit = limit
+        self._hops = 0  # one handler per fetch: counts that fetch's redirects
 
     def redirect_request(
         self, req: urllib.request.Request, fp: t.IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
     ) -> urllib.request.Request | None:
+        self._hops += 1
+        if self._hops > self._limit:
+            raise FetchError(f"more than {self._limit} redirects")
         try:
             check_url(newurl, "redirect target")
             if self._allow is not None:

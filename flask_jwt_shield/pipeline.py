@@ -6,7 +6,8 @@
 Read :meth:`Pipeline.run` top to bottom for what a request goes through:
 
 1. exempt? -- ``@shield.exempt``, ``JWT_SHIELD_EXEMPT_ENDPOINTS``, ``static``, CORS preflight;
-2. extract (:mod:`.transport`); 3. verify (:mod:`.tokens`); 4. revocation (:mod:`.revocation`);
+2. extract (:mod:`.transport`); 3. verify (:mod:`.tokens`); 4. revocation (:mod:`.revocation`,
+and in resource-server mode the issuer's Token Status List, :mod:`.statuslist.client`);
 5. sender constraint (:mod:`.dpop`, fingerprint cookie); 6. rate (:mod:`.ratelimit`); 7. geo (:mod:`.geocheck`);
 8. publish the claims on ``g._jwt_shield``.
 
@@ -44,11 +45,14 @@ from .errors import RateLimitExceeded
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
+from .masking import mask_url
 from .ratelimit import LimiterStorageError
 from .ratelimit import RateDecision
 from .signals import EventKind
 from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
+from .statuslist.client import StatusListClient
+from .statuslist.client import StatusListUnavailable
 from .tokens import Claims
 from .transport import Location
 from .transport import extract_token
@@ -81,6 +85,9 @@ class Pipeline:
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
         self._last_keys_event = -math.inf
+        self._last_status_event = -math.inf
+        #: Resource-server mode: the issuer's Token Status Lists (step 4), else ``None``.
+        self._status_lists = state.status_lists
         self._dbsc = dbsc.binding_for(state)
 
     # -- the before_request hook -------------------------------------------------------------
@@ -106,6 +113,7 @@ class Pipeline:
             # running the view. A route that declares OPTIONS itself runs its view: checked.
             return
         state = self.state
+        status_lists = self._status_lists
         claims: Claims | None = None
         try:
             token, location = extract_token(
@@ -113,6 +121,8 @@ class Pipeline:
             )
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
+            if status_lists is not None and "status" in claims:
+                self._check_status(status_lists, claims)
             if self._constrain or "cnf" in claims or "fgp" in claims:
                 self.check_sender(claims, token, location, req)
             if self.limiter is not None and self.limiter.active:
@@ -283,6 +293,34 @@ class Pipeline:
         if config.rate.rate_limit_headers and not decision.exempt:
             _send_rate_headers(decision)
 
+    def _check_status(self, status_lists: StatusListClient, claims: Claims) -> None:
+        """Step 4, resource-server mode: the token's entry in its issuer's Token Status List
+        (401 unless ``VALID``). No usable list: ``JWT_SHIELD_STATUS_LIST_FAIL_MODE`` --
+        closed → 503, open → allowed; an event either way, one per outage interval."""
+        try:
+            status_lists.check(claims)
+        except StatusListUnavailable as exc:
+            closed = self.config.remote.status_list_fail_mode == "closed"
+            now = time.time()
+            if now - self._last_status_event >= OUTAGE_EVENT_INTERVAL:
+                self._last_status_event = now
+                self.state.record(
+                    "status-list-unavailable",
+                    claims,
+                    action="deny" if closed else "flag",
+                    detail={
+                        "status_list": mask_url(exc.uri),
+                        "error": exc.error,
+                        "fail_mode": self.config.remote.status_list_fail_mode,
+                    },
+                )
+            if closed:
+                raise StoreUnavailable(
+                    "The token's status list is unavailable; try again shortly.",
+                    retry_after=exc.retry_after,
+                    reason="status-list-unavailable",
+                ) from None
+
     def _keys_unavailable(self) -> None:
         """Resource-server mode without a usable key: 503 whatever the fail mode (the caller
         re-raises); one event per outage interval."""
@@ -301,7 +339,10 @@ class Pipeline:
             else ("token-rejected")
         )
         if self.state.first_in_a_while((kind, who, exc.reason)):
-            self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
+            detail = {"reason": exc.reason, "status": exc.code}
+            if exc.detail:
+                detail.update(exc.detail)
+            self.state.record(kind, claims, action="deny", detail=detail)
 
 
 def _send_rate_headers(decision: RateDecision) -> None:

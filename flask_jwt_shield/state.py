@@ -1,7 +1,8 @@
 """What :meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` builds for one app.
 
 One :class:`ShieldState` per app lives in ``app.extensions["jwt_shield"]``: the config, the
-key ring and token codec, the store, the limiter, the GeoIP detectors, the event log, the
+key ring and token codec (and, in resource-server mode, the status list client), the store,
+the limiter, the GeoIP detectors, the event log, the
 DPoP verifier and the registry of what the app registered through the extension's
 decorators. Everything that needs them outside the request pipeline -- issuing and
 refreshing, the operators' revocations, the CLI, the dashboard, the endpoints -- reaches
@@ -47,6 +48,7 @@ from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .signals import EventKind
+from .statuslist.client import StatusListClient
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
@@ -102,6 +104,7 @@ class ShieldState:
         store: Store,
         limiter: TokenRateLimiter | None,
         geo: GeoGuard | None,
+        status_lists: StatusListClient | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
@@ -111,6 +114,8 @@ class ShieldState:
         self.recorder = EventRecorder(config, store)
         self.limiter = limiter
         self.geo = geo
+        #: Resource-server mode: the issuer's Token Status Lists, else ``None``.
+        self.status_lists = status_lists
         #: The token endpoint's own limits (per session, per client address), or ``None``.
         storage = limiter.storage if limiter is not None else None
         self.refresh_limits = tuple(
@@ -160,14 +165,16 @@ class ShieldState:
                 timeout=config.store.redis_timeout,
                 max_delay=config.store.revocation_max_delay,
             )
+        remote = JWKSClient.from_config(config) if config.resource_server else None
         return cls(
             registry=registry,
             config=config,
             keys=keys,
-            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
+            codec=TokenCodec(config, keys, remote),
             store=store,
             limiter=_make_limiter(config, store, limiter),
             geo=GeoGuard.from_config(config),
+            status_lists=StatusListClient.from_config(config, remote) if remote is not None else None,
         )
 
     def config_exempts(self, endpoint: str) -> bool:
