@@ -100,6 +100,10 @@ class CachedList:
     usable_until: float
     #: Its ``iat``: a later fetch must not be older.
     iat: float
+    #: The list's bytes, width and mask, for the warm path's inlined lookup.
+    data: bytes = b""
+    bits: int = 1
+    mask: int = 1
 
 
 class _Source:
@@ -188,8 +192,10 @@ class StatusListClient:
         status = claims.get("status")
         if status is None:
             return
-        reference = status.get("status_list") if isinstance(status, Mapping) else None
-        if not isinstance(reference, Mapping):
+        # isinstance(dict), not Mapping: verified claims are dicts, and an ABC check costs
+        # more than the rest of this warm path (benchmarks/RESULTS.md, the status list row).
+        reference = status.get("status_list") if isinstance(status, dict) else None
+        if not isinstance(reference, dict):
             raise _malformed(status)
         uri = reference.get("uri")
         idx = reference.get("idx")
@@ -198,8 +204,10 @@ class StatusListClient:
         cached = self._lists.get(uri)
         if cached is None or time.time() >= cached.refresh_at:
             cached = self._resolve(uri)
+        # StatusList.__getitem__, inlined: the draft's bit order, least significant first.
+        position = idx * cached.bits
         try:
-            value = cached.statuses[idx]
+            value = (cached.data[position >> 3] >> (position & 7)) & cached.mask
         except IndexError:
             raise InvalidToken(
                 "The token's status list index is outside its status list.", reason="status-list-index"
@@ -375,7 +383,15 @@ class StatusListClient:
         cache_for = min(max(ttl if ttl is not None else self.max_ttl, self.min_ttl), self.max_ttl)
         end = exp + self.leeway if exp is not None else math.inf
         refresh_at = min(now + cache_for, end)
-        return CachedList(statuses, refresh_at, min(refresh_at + self.max_stale, end), iat)
+        return CachedList(
+            statuses,
+            refresh_at,
+            min(refresh_at + self.max_stale, end),
+            iat,
+            bytes(statuses.data),
+            statuses.bits,
+            (1 << statuses.bits) - 1,
+        )
 
     # -- for operators and tests --------------------------------------------------------
 
@@ -399,7 +415,7 @@ def _number(claims: Mapping[str, t.Any], name: str, *, required: bool) -> float 
 
 
 def _malformed(status: object) -> InvalidToken:
-    if isinstance(status, Mapping) and "status_list" not in status:
+    if isinstance(status, dict) and "status_list" not in status:
         # A status mechanism this server cannot check: accepting the token would make its
         # revocation ineffective here without anyone noticing.
         return InvalidToken(
