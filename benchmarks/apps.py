@@ -576,7 +576,7 @@ def make_shield_rs(status_list: bool = False) -> Flask:
     uri = jwks_url.replace("/jwks.json", STATUS_LIST_PATH) if status_list else None
     if uri is not None:
         # The benchmark's provider serves its lists from 127.0.0.1, not from its issuer's origin.
-        app.config["JWT_SHIELD_STATUS_LIST_URIS"] = [uri.rsplit("/", 1)[0] + "/"]
+        app.config["JWT_SHIELD_STATUS_LIST_ALLOWED_URIS"] = [uri.rsplit("/", 1)[0] + "/"]
     shield = JWTShield(app)
     app.extensions["bench_shield"] = shield  # the benchmarks reach it here
 

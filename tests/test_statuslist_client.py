@@ -203,7 +203,7 @@ def test_a_status_mechanism_this_server_cannot_check_is_refused(rs_app: RSApp, i
 def test_a_uri_outside_the_allowed_prefixes_is_refused_and_never_fetched(
     rs_app: RSApp, issuer: StatusIssuer, uri: str
 ) -> None:
-    app, _ = rs_app(STATUS_LIST_URIS=[issuer.url + "/statuslists/"])
+    app, _ = rs_app(STATUS_LIST_ALLOWED_URIS=[issuer.url + "/statuslists/"])
     uri = uri.format(port=issuer.url.rsplit(":", 1)[1])
     response = get(app, issuer.access_token(0, uri=uri))
     assert response.status_code == 401
@@ -531,10 +531,13 @@ def test_a_cold_list_under_many_threads_is_fetched_once(rs_app: RSApp, issuer: S
         ({"STATUS_LIST_MAX_STALE": -1}, "JWT_SHIELD_STATUS_LIST_MAX_STALE must be at least 0"),
         ({"STATUS_LIST_MAX_BYTES": 10}, "JWT_SHIELD_STATUS_LIST_MAX_BYTES must be at least 1024"),
         ({"STATUS_LIST_FAIL_MODE": "maybe"}, "JWT_SHIELD_STATUS_LIST_FAIL_MODE is 'maybe'; it must be one of"),
-        ({"STATUS_LIST_URIS": "https://idp.example.com/"}, "JWT_SHIELD_STATUS_LIST_URIS must be a list of strings"),
-        ({"STATUS_LIST_URIS": ["http://idp.example.com/sl/"]}, "must use https://"),
-        ({"STATUS_LIST_URIS": ["https://idp.example.com/sl/?a=1"]}, "scheme, host and path only"),
-        ({"STATUS_LIST_URIS": ["https://u:p@idp.example.com/sl/"]}, "scheme, host and path only"),
+        (
+            {"STATUS_LIST_ALLOWED_URIS": "https://idp.example.com/"},
+            "JWT_SHIELD_STATUS_LIST_ALLOWED_URIS must be a list of strings",
+        ),
+        ({"STATUS_LIST_ALLOWED_URIS": ["http://idp.example.com/sl/"]}, "must use https://"),
+        ({"STATUS_LIST_ALLOWED_URIS": ["https://idp.example.com/sl/?a=1"]}, "scheme, host and path only"),
+        ({"STATUS_LIST_ALLOWED_URIS": ["https://u:p@idp.example.com/sl/"]}, "scheme, host and path only"),
     ],
 )
 def test_bad_settings_are_refused_at_init_app_saying_how_to_fix_them(
@@ -550,8 +553,8 @@ def test_status_list_settings_outside_resource_server_mode_are_refused() -> None
 
 
 def test_a_bare_origin_prefix_gets_its_slash(issuer: StatusIssuer) -> None:
-    config = ShieldConfig.from_mapping(issuer.rs_config(STATUS_LIST_URIS=["https://cdn.example"]), warn=False)
-    assert config.remote.status_list_uris == ("https://cdn.example/",)
+    config = ShieldConfig.from_mapping(issuer.rs_config(STATUS_LIST_ALLOWED_URIS=["https://cdn.example"]), warn=False)
+    assert config.remote.status_list_allowed_uris == ("https://cdn.example/",)
 
 
 # -- propagation, measured ------------------------------------------------------------------

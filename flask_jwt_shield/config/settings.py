@@ -77,7 +77,7 @@ class RemoteSettings:
     jwks_timeout: float
     accepted_types: frozenset[str]
     #: Token Status Lists (draft-ietf-oauth-status-list) a token may name: URI prefixes.
-    status_list_uris: tuple[str, ...] = ()
+    status_list_allowed_uris: tuple[str, ...] = ()
     status_list_min_ttl: float = 10.0
     status_list_max_ttl: float = 300.0
     status_list_max_stale: float = 60.0
@@ -642,7 +642,7 @@ def _status_list_settings(r: Reader, resource_server: bool) -> dict[str, t.Any]:
     Token Status Lists (:mod:`flask_jwt_shield.statuslist.client`)."""
     K = ConfigKey
     own = (
-        K.STATUS_LIST_URIS,
+        K.STATUS_LIST_ALLOWED_URIS,
         K.STATUS_LIST_MIN_TTL,
         K.STATUS_LIST_MAX_TTL,
         K.STATUS_LIST_MAX_STALE,
@@ -671,11 +671,11 @@ def _status_list_settings(r: Reader, resource_server: bool) -> dict[str, t.Any]:
         hint=f"'closed'; unset, it follows {K.FAIL_MODE}",
     )
     max_bytes = r.integer(K.STATUS_LIST_MAX_BYTES, 4 * 1024 * 1024, minimum=1024)
-    uris = r.string_list(K.STATUS_LIST_URIS, None)
+    uris = r.string_list(K.STATUS_LIST_ALLOWED_URIS, None)
     prefixes: tuple[str, ...] = ()
     if uris is not None:
         try:
-            prefixes = tuple(status_list_prefix(uri, K.STATUS_LIST_URIS) for uri in uris)
+            prefixes = tuple(status_list_prefix(uri, K.STATUS_LIST_ALLOWED_URIS) for uri in uris)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
     elif resource_server:
@@ -689,7 +689,7 @@ def _status_list_settings(r: Reader, resource_server: bool) -> dict[str, t.Any]:
             except ValueError:
                 prefixes = ()  # an issuer that is no https URL: set the prefixes explicitly
     return {
-        "status_list_uris": prefixes,
+        "status_list_allowed_uris": prefixes,
         "status_list_min_ttl": min_ttl,
         "status_list_max_ttl": max_ttl,
         "status_list_max_stale": r.number(K.STATUS_LIST_MAX_STALE, 60, minimum=0),

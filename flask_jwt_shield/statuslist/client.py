@@ -7,7 +7,7 @@ first), :meth:`StatusListClient.check` looks its index up in the Status List Tok
 ``uri``:
 
 * **Warm path**: a dict lookup by ``uri``, one float comparison, a bit lookup. No lock.
-* **Which URIs**: only under ``JWT_SHIELD_STATUS_LIST_URIS`` (by default the issuer's
+* **Which URIs**: only under ``JWT_SHIELD_STATUS_LIST_ALLOWED_URIS`` (by default the issuer's
   origin), also across redirects, so a token cannot make this server fetch any URL it names.
 * **Fetching**: :func:`~flask_jwt_shield.fetch.fetch`, the JWK Set's hygiene (HTTPS, one
   deadline, a size bound); one fetch per URI at a time -- the thread that wins the URI's
@@ -167,7 +167,7 @@ class StatusListClient:
         remote = config.remote
         return cls(
             keys,
-            prefixes=remote.status_list_uris,
+            prefixes=remote.status_list_allowed_uris,
             issuer=config.keys.issuer,
             min_ttl=remote.status_list_min_ttl,
             max_ttl=remote.status_list_max_ttl,
