@@ -120,18 +120,23 @@ class DeviceBinding:
 
     def cookie_valid(self, value: str | None, sid: object, now: float) -> bool:
         """Whether ``value`` is a bound cookie of ``sid`` that has not expired."""
+        return self.cookie_expiry(value, sid, now) is not None
+
+    def cookie_expiry(self, value: str | None, sid: object, now: float) -> int | None:
+        """When ``value`` expires (epoch seconds) if it is a bound cookie of ``sid`` that has
+        not expired yet, else ``None``."""
         if value is None or not isinstance(sid, str):
-            return False
+            return None
         checked = self._checked.get(value)
         if checked is not None:
-            return checked[0] == sid and checked[1] > now
+            return checked[1] if checked[0] == sid and checked[1] > now else None
         expires, _, mac = value.partition(".")
         if not expires.isdigit() or len(expires) > 12 or int(expires) <= now:
-            return False
+            return None
         if not hmac.compare_digest(mac.encode("latin-1", "replace"), self._mac("cookie", sid, expires).encode("ascii")):
-            return False
+            return None
         bounded_put(self._checked, value, (sid, int(expires)), _CHECKED_SIZE)
-        return True
+        return int(expires)
 
     # -- challenges (registration, refresh) ----------------------------------------------
 
@@ -171,14 +176,17 @@ def binding_for(state: ShieldState) -> DeviceBinding | None:
     return DeviceBinding(material, state.config.request.dbsc_cookie_ttl)
 
 
-def check_request(binding: DeviceBinding | None, claims: Claims, req: t.Any) -> None:
-    """Step 5 for a token of a DBSC session: the bound cookie must be there and valid."""
+def check_request(binding: DeviceBinding | None, claims: Claims, req: t.Any) -> int:
+    """Step 5 for a token of a DBSC session: the bound cookie must be there and valid.
+    Returns when the cookie expires (epoch seconds)."""
     value = request_cookie(req, req.environ, BOUND_COOKIE) if binding is not None else None
-    if binding is None or not binding.cookie_valid(value, claims.get("sid"), time.time()):
+    expires = binding.cookie_expiry(value, claims.get("sid"), time.time()) if binding is not None else None
+    if expires is None:
         raise InvalidToken(
             "This session is bound to the browser's key (DBSC): the bound cookie is missing or expired.",
             reason="dbsc-cookie",
         )
+    return expires
 
 
 # -- the registration offer (set_cookies at a login) -----------------------------------------

@@ -35,6 +35,7 @@ from . import geocheck
 from . import revocation
 from . import signals
 from .actions import Finding
+from .cache import bounded_put
 from .errors import AccessDenied
 from .errors import InsufficientUserAuthentication
 from .errors import InvalidDPoPProof
@@ -54,11 +55,15 @@ from .state import ShieldState
 from .statuslist.client import StatusListClient
 from .statuslist.client import StatusListUnavailable
 from .tokens import Claims
+from .transport import FINGERPRINT_COOKIE
 from .transport import Location
 from .transport import extract_token
 from .transport import fingerprint_matches
+from .transport import request_cookies
 from .transport import send_nonce
 
+# How many (cookie token, fingerprint, bound cookie) successes check_sender remembers.
+_SENDERS = 4096
 _RECORDED_ELSEWHERE = (MissingToken, StoreUnavailable, RateLimitExceeded, AccessDenied, InsufficientUserAuthentication)
 
 # How an endpoint is served (compared by identity on the hot path).
@@ -89,6 +94,8 @@ class Pipeline:
         #: Resource-server mode: the issuer's Token Status Lists (step 4), else ``None``.
         self._status_lists = state.status_lists
         self._dbsc = dbsc.binding_for(state)
+        # (cookie token, fingerprint cookie, bound cookie) -> until when check_sender passes.
+        self._senders: dict[tuple[str, str | None, str | None], float] = {}
 
     # -- the before_request hook -------------------------------------------------------------
 
@@ -179,7 +186,26 @@ class Pipeline:
     def check_sender(self, claims: Claims, token: str, location: Location, req: t.Any) -> None:
         """Step 5: a token bound to a key needs a DPoP proof by that key (RFC 9449 §7.1), a
         token bound to a fingerprint needs the fingerprint cookie; ``required`` refuses
-        tokens bound to neither."""
+        tokens bound to neither.
+
+        A cookie token's answer depends on nothing but the token, the fingerprint cookie and
+        the bound cookie: a browser sends the same three for minutes, so a success is
+        remembered for those values until the token or the bound cookie expires.
+        """
+        if location == "cookie":
+            cookies = request_cookies(req, req.environ)
+            seen = (token, cookies.get(FINGERPRINT_COOKIE), cookies.get(dbsc.BOUND_COOKIE))
+            until = self._senders.get(seen)
+            if until is not None and until > time.time():
+                return
+            until = self._check_sender(claims, token, location, req)
+            bounded_put(self._senders, seen, until, _SENDERS)
+        else:
+            self._check_sender(claims, token, location, req)
+
+    def _check_sender(self, claims: Claims, token: str, location: Location, req: t.Any) -> float:
+        """:meth:`check_sender`'s checks; returns until when a success holds."""
+        until: float = claims.get("exp", 0)  # no exp: nothing is remembered
         cnf = claims.get("cnf")
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if cnf is not None and not isinstance(jkt, str):
@@ -207,7 +233,7 @@ class Pipeline:
                 )
             except StoreError as exc:  # the replay cache is out of reach
                 self.state.store_failed(exc, claims)
-                return
+                return until
             if proof.jkt != jkt:
                 raise InvalidDPoPProof(
                     "The DPoP proof is signed by another key than the token is bound to.", reason="dpop-wrong-key"
@@ -229,7 +255,8 @@ class Pipeline:
             # put there by something else.
             raise InvalidToken("A token in a cookie must be bound to a fingerprint.", reason="fingerprint-missing")
         if "dbsc" in claims:  # a DBSC session: its short-lived bound cookie (an HMAC, no signature)
-            dbsc.check_request(self._dbsc, claims, req)
+            until = min(until, dbsc.check_request(self._dbsc, claims, req))
+        return until
 
     def _check_rate(self, claims: Claims, endpoint: str) -> None:
         """Step 6: the per-token limit (429), spikes and the adaptive baseline."""

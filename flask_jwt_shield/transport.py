@@ -37,8 +37,8 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # The scheme name and its separator may precede the token inside the size limit.
 _HEADER_OVERHEAD = 64
 
-# A cookie value werkzeug's parser takes as it is (its token value, RFC 6265 §4.1.1 and more).
-_PLAIN_VALUE = re.compile(r'=[ \t]*([^ \t";\\]*)[ \t]*(?:;|\Z)')
+# Where request_cookies() keeps the request's cookies (one split of the header per request).
+_COOKIES_KEY = "flask_jwt_shield.cookies"
 
 # fingerprint -> its SHA-256 (base64url), for fingerprint_matches.
 _fingerprint_hashes: dict[str, str] = {}
@@ -79,29 +79,39 @@ def csrf_token_for(fingerprint: str) -> str:
     return b64url(hmac.new(fingerprint.encode("utf-8"), b"flask-jwt-shield csrf", hashlib.sha256).digest())
 
 
-def request_cookie(req: Request, environ: t.Mapping[str, t.Any], name: str) -> str | None:
-    """The value of cookie ``name`` as ``req.cookies.get(name)`` reads it, found in the
-    ``Cookie`` header directly: the shield's own cookies hold base64url text, for which
-    parsing every cookie of the request (werkzeug's parser) costs ten times the lookup.
+def request_cookie(req: Request, environ: t.MutableMapping[str, t.Any], name: str) -> str | None:
+    """The value of cookie ``name`` as ``req.cookies.get(name)`` reads it."""
+    return request_cookies(req, environ).get(name)
 
-    Only the plain case is read here: the name's first occurrence starts a cookie (after
-    ``;`` and blanks) and is followed by ``=`` and a token value. Anything else (the name
-    inside another cookie's value, a quoted value, no ``=``) goes to werkzeug's parser, so the
-    answer is always the parser's.
+
+def request_cookies(req: Request, environ: t.MutableMapping[str, t.Any]) -> t.Mapping[str, str]:
+    """The request's cookies as werkzeug's parser reads them (first value of each name), split
+    from the ``Cookie`` header once per request and kept in ``environ``: a cookie session
+    reads three cookies per request, and werkzeug's parser costs several times this split.
+
+    Without a double quote in the header, werkzeug's grammar is one cookie per ``;``-separated
+    part: a name and an optional ``=value``, blanks around both ignored, neither holding a
+    blank (a part that breaks that is skipped). A quoted value may hold ``;`` and escapes: such
+    a header goes to werkzeug's parser itself, so the answer is always the parser's.
     """
-    header: str = environ.get("HTTP_COOKIE") or ""
-    at = header.find(name)
-    if at == -1:
-        return None
-    before = at - 1
-    while before >= 0 and header[before] in " \t":
-        before -= 1
-    if before < 0 or header[before] == ";":
-        found = _PLAIN_VALUE.match(header, at + len(name))
-        if found is not None:
-            return found.group(1)
-    # The name elsewhere first (inside a value, without "=", quoted ...): the parser's rules.
-    return req.cookies.get(name)
+    found: t.Mapping[str, str] | None = environ.get(_COOKIES_KEY)
+    if found is None:
+        header: str = environ.get("HTTP_COOKIE") or ""
+        if '"' in header:
+            found = req.cookies
+        else:
+            plain: dict[str, str] = {}
+            for part in header.split(";"):
+                cookie, _, value = part.partition("=")
+                cookie = cookie.strip(" \t")
+                if not cookie or " " in cookie or "\t" in cookie or cookie in plain:
+                    continue
+                value = value.strip(" \t")
+                if " " not in value and "\t" not in value:
+                    plain[cookie] = value
+            found = plain
+        environ[_COOKIES_KEY] = found
+    return found
 
 
 def _same(a: str, b: str) -> bool:
@@ -109,7 +119,7 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("latin-1", "replace"), b.encode("latin-1", "replace"))
 
 
-def check_csrf(req: Request, environ: t.Mapping[str, t.Any]) -> None:
+def check_csrf(req: Request, environ: t.MutableMapping[str, t.Any]) -> None:
     """Refuse an unsafe request whose ``X-CSRF-Token`` is not its fingerprint's CSRF value."""
     sent = environ.get("HTTP_X_CSRF_TOKEN")
     fingerprint = request_cookie(req, environ, FINGERPRINT_COOKIE)
@@ -181,7 +191,7 @@ def unset_cookies(response: Response) -> None:
 
 def extract_token(
     req: Request,
-    environ: t.Mapping[str, t.Any],
+    environ: t.MutableMapping[str, t.Any],
     max_token_bytes: int,
     *,
     headers: bool = True,
@@ -235,7 +245,7 @@ def extract_token(
     return token, location
 
 
-def _from_cookie(req: Request, environ: t.Mapping[str, t.Any], token: str, max_token_bytes: int) -> str:
+def _from_cookie(req: Request, environ: t.MutableMapping[str, t.Any], token: str, max_token_bytes: int) -> str:
     if len(token) > max_token_bytes:
         raise InvalidToken("The token is too large.", reason="too-large")
     if not _B64TOKEN.fullmatch(token):
