@@ -46,13 +46,11 @@ from .errors import RateLimitExceeded
 from .errors import ShieldError
 from .errors import StoreError
 from .errors import StoreUnavailable
-from .masking import mask_url
 from .ratelimit import LimiterStorageError
 from .ratelimit import RateDecision
 from .signals import EventKind
 from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
-from .statuslist.client import StatusListClient
 from .statuslist.client import StatusListUnavailable
 from .tokens import Claims
 from .transport import FINGERPRINT_COOKIE
@@ -90,7 +88,6 @@ class Pipeline:
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
         self._last_keys_event = -math.inf
-        self._last_status_event = -math.inf
         #: Resource-server mode: the issuer's Token Status Lists (step 4), else ``None``.
         self._status_lists = state.status_lists
         self._dbsc = dbsc.binding_for(state)
@@ -129,7 +126,10 @@ class Pipeline:
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
             if status_lists is not None and "status" in claims:
-                self._check_status(status_lists, claims)
+                try:
+                    status_lists.check(claims)  # the issuer's Token Status List
+                except StatusListUnavailable as exc:
+                    state.status_list_failed(exc, claims)
             if self._constrain or "cnf" in claims or "fgp" in claims:
                 self.check_sender(claims, token, location, req)
             if self.limiter is not None and self.limiter.active:
@@ -319,34 +319,6 @@ class Pipeline:
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
         if config.rate.rate_limit_headers and not decision.exempt:
             _send_rate_headers(decision)
-
-    def _check_status(self, status_lists: StatusListClient, claims: Claims) -> None:
-        """Step 4, resource-server mode: the token's entry in its issuer's Token Status List
-        (401 unless ``VALID``). No usable list: ``JWT_SHIELD_STATUS_LIST_FAIL_MODE`` --
-        closed → 503, open → allowed; an event either way, one per outage interval."""
-        try:
-            status_lists.check(claims)
-        except StatusListUnavailable as exc:
-            closed = self.config.remote.status_list_fail_mode == "closed"
-            now = time.time()
-            if now - self._last_status_event >= OUTAGE_EVENT_INTERVAL:
-                self._last_status_event = now
-                self.state.record(
-                    "status-list-unavailable",
-                    claims,
-                    action="deny" if closed else "flag",
-                    detail={
-                        "status_list": mask_url(exc.uri),
-                        "error": exc.error,
-                        "fail_mode": self.config.remote.status_list_fail_mode,
-                    },
-                )
-            if closed:
-                raise StoreUnavailable(
-                    "The token's status list is unavailable; try again shortly.",
-                    retry_after=exc.retry_after,
-                    reason="status-list-unavailable",
-                ) from None
 
     def _keys_unavailable(self) -> None:
         """Resource-server mode without a usable key: 503 whatever the fail mode (the caller

@@ -9,7 +9,8 @@ refreshing, the operators' revocations, the CLI, the dashboard, the endpoints --
 them through :func:`current_state`, never through the pipeline or the face.
 
 The state also carries the few rules every caller shares: how an event is recorded (and
-throttled when it repeats), and the fail mode when the store cannot be reached.
+throttled when it repeats), and the fail mode when the store (or, in resource-server mode,
+a Token Status List) cannot be reached.
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ from .events import SecurityEvent
 from .geo import GeoGuard
 from .jwks import JWKSClient
 from .keys import KeyRing
+from .masking import mask_url
 from .ratelimit import AdaptiveSettings
 from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .signals import EventKind
 from .statuslist.client import StatusListClient
+from .statuslist.client import StatusListUnavailable
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
@@ -134,6 +137,7 @@ class ShieldState:
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
         self._last_outage_event = -math.inf
+        self._last_status_event = -math.inf
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
@@ -244,6 +248,27 @@ class ShieldState:
             )
         if self.config.store.fail_mode == "closed":
             raise StoreUnavailable()
+
+    def status_list_failed(self, exc: StatusListUnavailable, claims: Claims) -> None:
+        """Resource-server mode, no usable Token Status List for the token:
+        ``JWT_SHIELD_STATUS_LIST_FAIL_MODE`` -- raise 503 (closed) or return (open); a
+        ``status-list-unavailable`` event either way, one per outage interval."""
+        mode = self.config.remote.status_list_fail_mode
+        now = time.time()
+        if now - self._last_status_event >= OUTAGE_EVENT_INTERVAL:
+            self._last_status_event = now
+            self.record(
+                "status-list-unavailable",
+                claims,
+                action="deny" if mode == "closed" else "flag",
+                detail={"status_list": mask_url(exc.uri), "error": exc.error, "fail_mode": mode},
+            )
+        if mode == "closed":
+            raise StoreUnavailable(
+                "The token's status list is unavailable; try again shortly.",
+                retry_after=exc.retry_after,
+                reason="status-list-unavailable",
+            )
 
     @staticmethod
     def write(operation: t.Callable[[], R]) -> R:

@@ -462,6 +462,16 @@ def test_a_redirect_elsewhere_or_in_a_loop_is_refused(
     assert issuer.list_hits() <= 6
 
 
+def test_a_chain_of_more_than_five_redirects_is_cut_off(rs_app: RSApp, issuer: StatusIssuer) -> None:
+    for hop in range(1, 9):  # /statuslists/1 -> /statuslists/hop2 -> ... each URL new
+        source = LIST_PATH if hop == 1 else f"/statuslists/hop{hop}"
+        issuer.redirect[source] = f"{issuer.url}/statuslists/hop{hop + 1}"
+    app, _ = rs_app()
+    assert get(app, issuer.access_token(0)).status_code == 503
+    assert client_of(app).last_error(issuer.list_url) == "more than 5 redirects"
+    assert len([p for p in issuer.hits if p.startswith("/statuslists/")]) == 6
+
+
 # -- one fetch at a time --------------------------------------------------------------------
 
 
