@@ -86,6 +86,19 @@ def test_a_token_without_status_is_not_checked(rs_app: RSApp, issuer: StatusIssu
     assert issuer.list_hits() == 0
 
 
+def test_the_token_itself_is_checked_first_and_an_expired_one_fetches_nothing(
+    rs_app: RSApp, issuer: StatusIssuer, clock: Clock
+) -> None:
+    # Draft, "Validation Rules": the Referenced Token's own checks precede its status.
+    app, _ = rs_app()
+    token = issuer.access_token(0)
+    clock.advance(901)
+    response = get(app, token)
+    assert response.status_code == 401
+    assert json_of(response)["error_description"] == "The access token expired."
+    assert issuer.list_hits() == 0
+
+
 def test_revoked_is_refused_after_the_next_fetch_with_an_event_naming_the_jti(
     rs_app: RSApp, issuer: StatusIssuer, clock: Clock
 ) -> None:
