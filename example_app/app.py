@@ -178,6 +178,11 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         # Clients that prove a key at login get tokens bound to it (example_app/dpop_client.py);
         # the others keep bearer tokens.
         JWT_SHIELD_DPOP="optional",
+        # Every access token names its bit in a signed Token Status List at /statuslists/1,
+        # which other services fetch to learn of revocations. A few seconds, so that a demo
+        # shows a revocation reaching them; a minute (the default) or so in production.
+        JWT_SHIELD_STATUS_LIST=True,
+        JWT_SHIELD_STATUS_LIST_TTL=5,
     )
     app.config.update(config or {})
     _init_users(app.config["USERS_DATABASE"])
@@ -188,6 +193,7 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
     app.register_blueprint(shield.jwks_blueprint())
     # RFC 8414 and RFC 9728 documents, generated from the configuration and the endpoints below.
     app.register_blueprint(shield.metadata_blueprint())
+    app.register_blueprint(shield.status_list_blueprint())
     if app.config.get("UNIVERSAL_LOGOUT_ISSUER"):
         # The identity provider's global token revocation (Okta Universal Logout): see
         # docs/oauth.rst. Its JWK Set verifies the signed request.

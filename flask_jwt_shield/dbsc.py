@@ -41,6 +41,7 @@ from werkzeug.exceptions import NotFound
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
+from . import revocation
 from . import sessions
 from .cache import bounded_put
 from .errors import InvalidGrant
@@ -233,9 +234,21 @@ def register(refresh_endpoint: str) -> Response:
     _spend(state, payload["jti"], until, now)
     family = _move(state, old, {"jkt": jwk_thumbprint(jwk), "jwk": jwk}, now)
     country = family.last_country if state.geo is not None else None
-    return _answer(
-        state, binding, sessions.sign_pair(state.codec, state.config, family, country=country), refresh_endpoint
-    )
+    try:
+        status = sessions.status_reference(
+            state,
+            sub=family.sub,
+            sid=family.sid,
+            refresh_jti=family.current_jti,
+            iat=family.current_iat,
+            ttl=state.config.sessions.access_token_ttl,
+            ends_at=family.expires_at,
+        )
+    except StoreError as exc:
+        state.store_failed(exc, None)
+        raise StoreUnavailable() from None
+    pair = sessions.sign_pair(state.codec, state.config, family, country=country, status=status)
+    return _answer(state, binding, pair, refresh_endpoint)
 
 
 def refresh(refresh_endpoint: str) -> Response:
@@ -399,6 +412,7 @@ def _move(state: ShieldState, old: Family, device: dict[str, t.Any], now: float)
             family, max_sessions=config.sessions.max_sessions, idle_ttl=config.sessions.refresh_idle_ttl, until=until
         )
         state.store.revoke_family(old.sid, until)
+        revocation.mark_status(state, "sid", old.sid, until=until)
     except StoreError as exc:
         state.store_failed(exc, None)
         raise StoreUnavailable() from None

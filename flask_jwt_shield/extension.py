@@ -57,6 +57,7 @@ from .state import EXTENSION_KEY
 from .state import Registry
 from .state import ShieldState
 from .state import current_state
+from .statuslist.endpoint import make_blueprint as status_list_blueprint
 from .stores import Store
 from .subjects import SubjectResolver
 from .token_revocation import make_view as make_revocation_view
@@ -404,6 +405,20 @@ class JWTShield:
 
         bp.add_url_rule("/.well-known/jwks.json", "jwks", self.exempt(role(jwks, "jwks_uri")), methods=["GET"])
         return bp
+
+    def status_list_blueprint(
+        self, *, aggregation_url: str | None = "/statuslists", name: str = "jwt_shield_status_list"
+    ) -> Blueprint:
+        """A blueprint serving the app's Token Status List (draft-ietf-oauth-status-list;
+        exempt): the signed Status List Token (``application/statuslist+jwt``) at the path
+        of :data:`JWT_SHIELD_STATUS_LIST_URI`, which every access token names in its
+        ``status`` claim, and the Status List Aggregation at ``aggregation_url`` (``None``
+        leaves it out), which the RFC 8414 metadata then names.
+
+        Register it after :meth:`init_app`, without a URL prefix, with
+        :data:`JWT_SHIELD_STATUS_LIST` on. See :doc:`status-list`.
+        """
+        return status_list_blueprint(name, self.exempt, aggregation_url=aggregation_url)
 
     def security_events_blueprint(
         self,

@@ -3,7 +3,7 @@
 * :class:`AuthorizationServerMetadata` -- ``/.well-known/oauth-authorization-server`` for the
   issuing app (RFC 8414): the issuer, the token, revocation, introspection and global token
   revocation endpoints, ``jwks_uri``, grant types, client authentication methods, DPoP
-  algorithms.
+  algorithms, the status list aggregation endpoint (draft-ietf-oauth-status-list).
 * :class:`ResourceMetadata` -- ``/.well-known/oauth-protected-resource`` (RFC 9728), in
   issuing and resource-server mode: the resource identifier, its authorization servers,
   scopes, bearer methods, whether DPoP-bound tokens are required. Once it is mounted every
@@ -124,6 +124,9 @@ class AuthorizationServerMetadata:
         body["grant_types_supported"] = ["refresh_token"] if "token_endpoint" in endpoints else []
         if config.dpop.dpop != "off":
             body["dpop_signing_alg_values_supported"] = sorted(config.dpop.dpop_algorithms)
+        if "status_list_aggregation_endpoint" in endpoints:
+            # draft-ietf-oauth-status-list, "Issuer Metadata": where the status lists are listed.
+            body["status_list_aggregation_endpoint"] = endpoints["status_list_aggregation_endpoint"][0]
         if "global_token_revocation_endpoint" in endpoints:
             body["global_token_revocation_endpoint"] = endpoints["global_token_revocation_endpoint"][0]
         return body

@@ -22,6 +22,7 @@ from .errors import ShieldError
 from .errors import StoreError
 from .state import ShieldState
 from .stores import Family
+from .stores.base import StatusKind
 from .tokens import Claims
 from .tokens import issued_at
 
@@ -108,6 +109,7 @@ def revoke_token(
     else:
         jti, until = token_or_jti, state.revocation_horizon(now)
     state.write(lambda: state.store.revoke("jti", jti, until))
+    state.write(lambda: mark_status(state, "jti", jti, until=until))
     state.record("token-revoked", None, subject=sub, jti=jti, sid=sid, action="revoke", detail=_detail(by, detail))
     return jti
 
@@ -127,6 +129,7 @@ def revoke_family(
     """
     until = state.revocation_horizon(time.time())
     family = state.write(lambda: state.store.revoke_family(sid, until))
+    state.write(lambda: mark_status(state, "sid", sid, until=until))
     sub = family.sub if family is not None else (subject() if subject is not None else None)
     state.record("family-revoked", None, subject=sub, sid=sid, action="revoke_family", detail=_detail(by, detail))
     return family
@@ -137,7 +140,9 @@ def revoke_subject(
 ) -> None:
     """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`."""
     at = time.time()
-    state.write(lambda: state.store.revoke_subject(sub, at, state.revocation_horizon(at)))
+    until = state.revocation_horizon(at)
+    state.write(lambda: state.store.revoke_subject(sub, at, until))
+    state.write(lambda: mark_status(state, "sub", sub, until=until, at=at))
     state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=_detail(by, detail))
 
 
@@ -151,7 +156,20 @@ def revoke_key(state: ShieldState, kid: str, *, by: str | None = None) -> None:
         )
     until = state.revocation_horizon(time.time())
     state.write(lambda: state.store.revoke("kid", kid, until))
+    state.write(lambda: mark_status(state, "kid", kid, until=until))
     state.record("key-revoked", None, kid=kid, action="revoke", detail=_detail(by))
+
+
+def mark_status(state: ShieldState, kind: StatusKind, value: str, *, until: float, at: float | None = None) -> None:
+    """Set the status-list bits (draft-ietf-oauth-status-list) of every live access token
+    that a revocation of ``kind`` ``value`` covers -- a subject's: issued at or before
+    ``at`` -- so that the services reading the list refuse them too. Called after the
+    store's own revocation; a no-op with ``JWT_SHIELD_STATUS_LIST`` off.
+
+    :raises StoreError: the store cannot be reached.
+    """
+    if state.status_list is not None:
+        state.status_list.revoke(kind, value, until=until, at=at)
 
 
 def _detail(by: str | None, detail: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
@@ -206,12 +224,16 @@ def act(
     try:
         if effective == "revoke_subject" and sub is not None:
             state.store.revoke_subject(sub, now, until)
+            mark_status(state, "sub", sub, until=until, at=now)
             state.record("subject-revoked", claims, subject=sub, action=effective, detail=why)
         elif claims is not None and effective == "revoke_family" and claims.get("sid"):
             state.store.revoke_family(claims["sid"], until)
+            mark_status(state, "sid", claims["sid"], until=until)
             state.record("family-revoked", claims, action=effective, detail=why)
         elif claims is not None:
-            state.store.revoke("jti", claims["jti"], float(claims["exp"]) + config.keys.leeway + 1)
+            token_until = float(claims["exp"]) + config.keys.leeway + 1
+            state.store.revoke("jti", claims["jti"], token_until)
+            mark_status(state, "jti", claims["jti"], until=token_until)
             state.record("token-revoked", claims, action="revoke", detail=why)
     except StoreError as exc:
         state.store_failed(exc, claims)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import secrets
 import time
@@ -39,6 +40,7 @@ from .events import mask_ip
 from .jose import b64url
 from .signals import EventKind
 from .state import ShieldState
+from .statuslist.issuer import StatusListFull
 from .stores import Family
 from .tokens import ACCESS_TYPE
 from .tokens import BINDING_CLAIMS
@@ -52,6 +54,8 @@ from .transport import fingerprint_hash
 from .transport import fingerprint_matches
 from .transport import new_fingerprint
 from .transport import send_nonce
+
+logger = logging.getLogger("flask_jwt_shield")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,8 +155,50 @@ def new_family(
 def generation_jti(family: Family) -> str:
     """The ``jti`` of the access token of the family's current generation: 128 bits derived
     from its refresh token's ``jti`` (itself 128 random bits), the same on every rebuild."""
-    digest = hashlib.sha256(f"{family.sid}\x00{family.current_jti}\x00access".encode()).digest()
+    return _generation_jti(family.sid, family.current_jti)
+
+
+def _generation_jti(sid: str, refresh_jti: str) -> str:
+    digest = hashlib.sha256(f"{sid}\x00{refresh_jti}\x00access".encode()).digest()
     return b64url(digest[:16])
+
+
+def status_reference(
+    state: ShieldState,
+    *,
+    sub: str,
+    sid: str | None,
+    refresh_jti: str | None,
+    iat: float,
+    ttl: float,
+    ends_at: float | None = None,
+    jti: str | None = None,
+) -> dict[str, t.Any] | None:
+    """The ``status`` claim (draft-ietf-oauth-status-list) of the access token about to be
+    issued: ``None`` with ``JWT_SHIELD_STATUS_LIST`` off. The token's ``jti`` is its
+    generation's (``sid`` and ``refresh_jti``), else ``jti``.
+
+    :raises StoreError: the store cannot be reached, or the list has no free index (a
+        misconfiguration, logged): the caller applies its fail mode.
+    """
+    issuer = state.status_list
+    if issuer is None:
+        return None
+    token_jti = _generation_jti(sid, refresh_jti) if sid is not None and refresh_jti is not None else jti
+    assert token_jti is not None
+    try:
+        return issuer.reference(
+            jti=token_jti,
+            sub=sub,
+            sid=sid,
+            kid=_signing_kid(state),
+            iat=iat,
+            exp=math.floor(iat + ttl),
+            ends_at=ends_at,
+        )
+    except StatusListFull as exc:
+        logger.error("%s", exc)
+        raise StoreError(str(exc)) from None
 
 
 def sign_pair(
@@ -163,6 +209,7 @@ def sign_pair(
     country: str | None,
     new_country: bool = False,
     fingerprint: str | None = None,
+    status: t.Mapping[str, t.Any] | None = None,
 ) -> TokenPair:
     """The family's current generation: its access token and its refresh token.
 
@@ -170,7 +217,8 @@ def sign_pair(
     ``exp``, the access token with the same ``iat`` and a ``jti`` derived from the
     generation. So a client answered within the reuse grace period holds exactly what the
     one that rotated first holds -- no second live branch, and no fresh access token (nor a
-    fresh rate budget) however often a spent refresh token is presented in the grace. The
+    fresh rate budget) however often a spent refresh token is presented in the grace
+    (``status``, its status-list reference, is the generation's too). The
     family's binding (``cnf``: a DPoP key, ``fgp``: a fingerprint) goes into both tokens,
     so a refresh is checked against it before anything rotates.
     """
@@ -190,6 +238,8 @@ def sign_pair(
         jti=generation_jti(family),
     )
     access.update(binding)
+    if status is not None:
+        access["status"] = dict(status)
     # The refresh token carries no application claims (they live in the family), only where
     # the session was last refreshed, so that a refresh from elsewhere is noticed too.
     refresh = codec.claims_for(
@@ -227,12 +277,18 @@ def create_access_token(
     ttl = state.config.sessions.access_token_ttl if expires_in is None else expires_in
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
         raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}.")
+    _refuse_status_claim(state, claims or {})
+    jti = secrets.token_urlsafe(16)
+    status = None
     try:
         iat = issue_time(state, sub)
+        status = status_reference(state, sub=sub, sid=None, refresh_jti=None, iat=iat, ttl=ttl, jti=jti)
     except StoreError as exc:
         state.store_failed(exc, None)
         iat = time.time()
-    payload = state.codec.claims_for(sub, ttl=ttl, extra=claims, iat=iat)
+    payload = state.codec.claims_for(sub, ttl=ttl, extra=claims, iat=iat, jti=jti)
+    if status is not None:
+        payload["status"] = status
     return state.codec.encode(payload, ACCESS_TYPE)
 
 
@@ -252,6 +308,7 @@ def issue_tokens(
     extra = dict(claims or {})
     codec = state.codec
     codec.claims_for(sub, ttl=1, extra=extra)  # validates sub and claims before any write
+    _refuse_status_claim(state, extra)
     authn = authentication(config, extra, acr, auth_time)
     extra.update(authn)
     binding: dict[str, t.Any] = {}
@@ -270,6 +327,8 @@ def issue_tokens(
     refresh_jti = secrets.token_urlsafe(16)
     dropped: list[str] = []
     session_claims = {**extra, **binding}
+    status = None
+    stored = False
     try:
         iat = issue_time(state, sub)
         family = new_family(
@@ -289,6 +348,7 @@ def issue_tokens(
             idle_ttl=config.sessions.refresh_idle_ttl,
             until=family.expires_at + config.sessions.access_token_ttl,
         )
+        stored = True
     except StoreError as exc:
         # Without the store no session can be recorded, so none can be refreshed: in
         # "open" mode the login still succeeds and the user logs in again later.
@@ -297,11 +357,28 @@ def issue_tokens(
         family = new_family(
             config, sid=sid, sub=sub, refresh_jti=refresh_jti, now=iat, ip=ip, country=country, claims=session_claims
         )
+    if stored:
+        try:
+            for old in dropped:
+                revocation.mark_status(state, "sid", old, until=family.expires_at + config.sessions.access_token_ttl)
+            status = status_reference(
+                state,
+                sub=sub,
+                sid=sid,
+                refresh_jti=refresh_jti,
+                iat=iat,
+                ttl=config.sessions.access_token_ttl,
+                ends_at=family.expires_at,
+            )
+        except StoreError as exc:
+            state.store_failed(exc, None)  # "open": the pair is issued without a status claim
     for old in dropped:
         state.record(
             "family-revoked", None, subject=sub, sid=old, action="revoke_family", detail={"reason": "max-sessions"}
         )
-    pair = sign_pair(codec, config, family, country=country, new_country=new_country, fingerprint=fingerprint)
+    pair = sign_pair(
+        codec, config, family, country=country, new_country=new_country, fingerprint=fingerprint, status=status
+    )
     detail: dict[str, t.Any] = {"new_country": new_country} if new_country else {}
     if binding:
         detail["bound"] = "dpop" if "cnf" in binding else "fingerprint"
@@ -385,10 +462,22 @@ def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | 
         country = location.country if location is not None else None
     try:
         new_iat = issue_time(state, sub)
+        new_jti = secrets.token_urlsafe(16)
+        # The new generation's index is claimed before the rotation: a failure here leaves
+        # the refresh token unspent, so the client's retry is not taken for reuse.
+        status = status_reference(
+            state,
+            sub=sub,
+            sid=sid,
+            refresh_jti=new_jti,
+            iat=new_iat,
+            ttl=config.sessions.access_token_ttl,
+            ends_at=float(claims["exp"]),  # the session's absolute end, as its refresh token says
+        )
         rotation = state.store.rotate(
             sid,
             jti,
-            new_jti=secrets.token_urlsafe(16),
+            new_jti=new_jti,
             new_iat=new_iat,
             now=time.time(),
             idle_ttl=config.sessions.refresh_idle_ttl,
@@ -406,12 +495,30 @@ def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | 
         raise StoreUnavailable() from None
     family = rotation.family
     if rotation.outcome in ("rotated", "grace") and family is not None:
-        pair = sign_pair(state.codec, config, family, country=country)
+        if rotation.outcome == "grace" and state.status_list is not None:
+            try:  # the current generation's own index (claimed when it was issued)
+                status = status_reference(
+                    state,
+                    sub=sub,
+                    sid=sid,
+                    refresh_jti=family.current_jti,
+                    iat=family.current_iat,
+                    ttl=config.sessions.access_token_ttl,
+                    ends_at=family.expires_at,
+                )
+            except StoreError as exc:
+                state.store_failed(exc, claims)
+                raise StoreUnavailable() from None
+        pair = sign_pair(state.codec, config, family, country=country, status=status)
         state.record("token-refreshed", claims, detail={"grace": rotation.outcome == "grace"})
         if nonce is not None:
             send_nonce(nonce)
         return pair
     if rotation.outcome == "reused":
+        try:
+            revocation.mark_status(state, "sid", sid, until=state.revocation_horizon(time.time()))
+        except StoreError as exc:
+            state.store_failed(exc, claims)
         first, mode = rotation.first_use, config.events.event_ip
         state.record(
             "refresh-reused",
@@ -556,6 +663,14 @@ def refuse_in_resource_server_mode(state: ShieldState, method: str) -> None:
             " the identity provider issues and refreshes the tokens, and owns the sessions"
             " (refresh-token reuse detection is its job). Send users to the provider to log in.",
             reason="resource-server-mode",
+        )
+
+
+def _refuse_status_claim(state: ShieldState, claims: t.Mapping[str, t.Any]) -> None:
+    if state.status_list is not None and "status" in claims:
+        raise ValueError(
+            f"claims may not set 'status' while {ConfigKey.STATUS_LIST} is on: the shield writes it"
+            " (the token's status-list reference). Name the application's claim otherwise."
         )
 
 

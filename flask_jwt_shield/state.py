@@ -52,6 +52,7 @@ from .ratelimit import default_spike_threshold
 from .signals import EventKind
 from .statuslist.client import StatusListClient
 from .statuslist.client import StatusListUnavailable
+from .statuslist.issuer import StatusIssuer
 from .stores import Store
 from .stores import store_from_uri
 from .tokens import Claims
@@ -141,6 +142,12 @@ class ShieldState:
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
+        #: The status list issuer (``JWT_SHIELD_STATUS_LIST``), or ``None``.
+        self.status_list = (
+            StatusIssuer(config.status_list, store, codec, leeway=config.keys.leeway)
+            if config.status_list.status_list
+            else None
+        )
         #: ``fn() -> URL`` of the app's RFC 9728 protected resource metadata, set when a
         #: metadata blueprint is registered; every challenge then names it.
         self.resource_metadata: t.Callable[[], str] | None = None
@@ -168,6 +175,11 @@ class ShieldState:
                 connect_timeout=config.store.redis_connect_timeout,
                 timeout=config.store.redis_timeout,
                 max_delay=config.store.revocation_max_delay,
+            )
+        if config.status_list.status_list and not hasattr(store, "status_claim"):
+            raise ConfigurationError(
+                f"{ConfigKey.STATUS_LIST} needs a store that keeps a status list ({type(store).__name__}"
+                " has no status_claim): use one of the shield's stores, or turn the status list off."
             )
         remote = JWKSClient.from_config(config) if config.resource_server else None
         return cls(

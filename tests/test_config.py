@@ -248,6 +248,12 @@ DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[Shiel
     "JWT_SHIELD_ALERT_TIMEOUT": (timedelta(seconds=10), 10, _HOOK, lambda c: c.alerts and c.alerts.timeout),
     "JWT_SHIELD_ALERT_RETRY_DELAY": (timedelta(seconds=3), 3, _HOOK, lambda c: c.alerts and c.alerts.retry_delay),
     "JWT_SHIELD_STEP_UP_MAX_AGE": (timedelta(minutes=5), 300, {}, lambda c: c.step_up.max_age),
+    "JWT_SHIELD_STATUS_LIST_TTL": (
+        timedelta(minutes=2),
+        120,
+        {"JWT_SHIELD_STATUS_LIST": True, "JWT_SHIELD_ISSUER": "https://auth.example"},
+        lambda c: c.status_list.status_list_ttl,
+    ),
 }
 
 

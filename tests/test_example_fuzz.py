@@ -53,6 +53,9 @@ ROUTES: dict[str, set[str]] = {
     "/.well-known/oauth-authorization-server": {"GET"},
     "/.well-known/oauth-protected-resource": {"GET"},
     "/.well-known/oauth-protected-resource/<path:suffix>": {"GET"},
+    # The Token Status List (draft-ietf-oauth-status-list) and its aggregation.
+    "/statuslists/1": {"GET"},
+    "/statuslists": {"GET"},
     # HTML pages for people: the admin login and the shield's dashboard.
     "/admin/login": {"GET", "POST"},
     "/admin/logout": {"POST"},

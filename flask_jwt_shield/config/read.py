@@ -30,6 +30,7 @@ WHOLE_SECOND_KEYS: Final = frozenset(
         ConfigKey.REFRESH_TOKEN_TTL,
         ConfigKey.REFRESH_IDLE_TTL,
         ConfigKey.STEP_UP_MAX_AGE,
+        ConfigKey.STATUS_LIST_TTL,
     }  # RFC 9470 §3: max_age is a whole number of seconds
 )
 DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {

@@ -520,6 +520,71 @@ class AlertSettings:
         )
 
 
+#: The status list's production defaults: a revocation reaches the services that verify the
+#: tokens within a minute (plus one fetch), for one small GET per service per minute.
+STATUS_LIST_TTL: Final = 60
+STATUS_LIST_SIZE: Final = 1 << 20
+STATUS_LIST_MAX_SIZE: Final = 1 << 27
+STATUS_LIST_PATH: Final = "/statuslists/1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusListSettings:
+    """The shield as Token Status List issuer and provider (draft-ietf-oauth-status-list):
+    ``JWT_SHIELD_STATUS_LIST`` and the keys beside it."""
+
+    status_list: bool = False
+    status_list_ttl: int = STATUS_LIST_TTL
+    status_list_size: int = STATUS_LIST_SIZE
+    status_list_uri: str | None = None
+
+    @classmethod
+    def read(cls, r: Reader, *, issuer: str | None, resource_server: bool) -> StatusListSettings:
+        K = ConfigKey
+        enabled = r.boolean(K.STATUS_LIST, False)
+        ttl = r.integer(K.STATUS_LIST_TTL, STATUS_LIST_TTL, minimum=1)
+        size = r.integer(K.STATUS_LIST_SIZE, STATUS_LIST_SIZE, minimum=8)
+        if size % 8 or size > STATUS_LIST_MAX_SIZE:
+            raise ConfigurationError(
+                f"{K.STATUS_LIST_SIZE} is {size!r}; it must be a multiple of 8 (whole bytes, as the draft"
+                f" recommends) and at most {STATUS_LIST_MAX_SIZE}, e.g. {STATUS_LIST_SIZE}. Make it at least"
+                " twice the number of access tokens alive at once."
+            )
+        uri = r.optional_string(K.STATUS_LIST_URI, None)
+        if not enabled:
+            return cls(status_list_ttl=ttl, status_list_size=size, status_list_uri=uri)
+        if resource_server:
+            raise ConfigurationError(
+                f"{K.STATUS_LIST} is on in resource-server mode ({K.JWKS_URL}): status lists are"
+                " published by the app that issues the tokens. Turn it off here."
+            )
+        if uri is None:
+            if issuer is None or not issuer.startswith(("https://", "http://")):
+                raise ConfigurationError(
+                    f"{K.STATUS_LIST} needs the absolute URL that tokens name for their status list:"
+                    f" set {K.ISSUER} to this app's https:// URL (the list is then served at"
+                    f" '{STATUS_LIST_PATH}' below it) or {K.STATUS_LIST_URI} to the full URL."
+                )
+            uri = issuer.rstrip("/") + STATUS_LIST_PATH
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"{K.STATUS_LIST_URI} is {uri!r}; it must be an absolute https:// URL without query or"
+                f" fragment, e.g. 'https://auth.example.com{STATUS_LIST_PATH}'."
+            )
+        if len(parts.path.strip("/")) == 0:
+            raise ConfigurationError(
+                f"{K.STATUS_LIST_URI} is {uri!r}; give it a path (the list is served there), e.g."
+                f" 'https://auth.example.com{STATUS_LIST_PATH}'."
+            )
+        return cls(status_list=True, status_list_ttl=ttl, status_list_size=size, status_list_uri=uri)
+
+    @property
+    def path(self) -> str:
+        """Where this app serves the list (the path of :attr:`status_list_uri`)."""
+        return urllib.parse.urlsplit(self.status_list_uri or STATUS_LIST_PATH).path or STATUS_LIST_PATH
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ShieldConfig:
     """The validated ``JWT_SHIELD_*`` settings of one app, by section. Build with
@@ -536,6 +601,7 @@ class ShieldConfig:
     events: EventSettings
     alerts: AlertSettings | None
     step_up: StepUpSettings = StepUpSettings()
+    status_list: StatusListSettings = StatusListSettings()
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, t.Any], *, warn: bool = True) -> ShieldConfig:
@@ -560,8 +626,9 @@ class ShieldConfig:
                 f" bound to a fingerprint, not to a DPoP key, so every one would be refused. Use"
                 f" {K.DPOP} = 'optional' (DPoP for API clients, cookies for browsers) or drop 'cookies'."
             )
+        keys = KeySettings.read(r, resource_server=remote.enabled)
         return cls(
-            keys=KeySettings.read(r, resource_server=remote.enabled),
+            keys=keys,
             remote=remote,
             sessions=SessionSettings.read(r),
             request=request,
@@ -572,6 +639,7 @@ class ShieldConfig:
             events=EventSettings.read(r),
             alerts=AlertSettings.read(r),
             step_up=StepUpSettings.read(r),
+            status_list=StatusListSettings.read(r, issuer=keys.issuer, resource_server=remote.enabled),
         )
 
     @property
@@ -593,6 +661,7 @@ class ShieldConfig:
             self.dpop,
             self.events,
             self.step_up,
+            self.status_list,
         ):
             if name in section.__dataclass_fields__:
                 return getattr(section, name)

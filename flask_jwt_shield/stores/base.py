@@ -8,9 +8,12 @@ pipeline decides what that means (``JWT_SHIELD_FAIL_MODE``).
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import typing as t
 
 RevocationKind = t.Literal["jti", "sid", "kid"]
+#: What a status-list revocation names: one token, a session, a subject or a key.
+StatusKind = t.Literal["jti", "sid", "sub", "kid"]
 #: What presenting a refresh token meant (see :class:`Rotation`).
 Outcome = t.Literal["rotated", "grace", "reused", "revoked", "expired", "unknown"]
 
@@ -95,6 +98,13 @@ class Family:
         return outcome
 
 
+def status_candidates(size: int, count: int) -> list[int]:
+    """``count`` indices drawn uniformly from ``range(size)`` (a CSPRNG): where a new token
+    may go. Random, so that an index says nothing of when, or after whom, it was issued
+    (the draft's privacy considerations); the store takes the first free one."""
+    return [secrets.randbelow(size) for _ in range(count)]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Use:
     """When and from where a refresh token was spent."""
@@ -116,6 +126,32 @@ class Rotation:
     outcome: Outcome
     family: Family | None = None
     first_use: Use | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusHolder:
+    """The access token that holds a status-list index (draft-ietf-oauth-status-list).
+
+    ``until``: the index is not given to another token before then (the token's expiry,
+    plus the leeway and the list's ``ttl``, so that no relying party's cached copy still
+    speaks for the old token). ``ends_at``: when the token's session ends by its absolute
+    lifetime, if that comes first -- the token's bit is then set though nobody revoked it.
+    """
+
+    jti: str
+    sub: str
+    sid: str | None
+    kid: str | None
+    iat: float
+    until: float
+    ends_at: float | None = None
+
+    def marked_by(self, kind: StatusKind, value: str, at: float | None) -> bool:
+        """Whether a status-list revocation of ``kind`` ``value`` (a subject's: of the
+        tokens issued at or before ``at``) covers this token."""
+        if kind == "sub":
+            return self.sub == value and at is not None and self.iat <= at
+        return bool(getattr(self, kind) == value)
 
 
 class Store(t.Protocol):
@@ -211,6 +247,28 @@ class Store(t.Protocol):
         so a dropped key can never be accepted twice. (The DPoP replay cache: callers
         pass an ``until`` past which they refuse the key anyway.)
         """
+
+    # -- the status list (draft-ietf-oauth-status-list); see flask_jwt_shield.statuslist --
+
+    def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+        """Give ``holder`` a status-list index, atomically across every process and host:
+        the index it already holds (the same ``jti`` again: a re-issue within the reuse
+        grace), else the first of ``candidates`` that no live token holds (its previous
+        holder's ``until`` has passed), else ``None``. The index starts ``VALID``, or
+        ``INVALID`` when a :meth:`status_mark` made before already covers ``holder``
+        (a login racing a revocation). One round trip."""
+
+    def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
+        """Set the bits of every live index whose holder ``kind`` ``value`` names (a
+        subject's: issued at or before ``at``), and remember the mark until ``until`` so
+        that an index claimed later for such a token starts ``INVALID``. Returns how many
+        bits changed."""
+
+    def status_bits(self, size: int, *, version: int | None, now: float) -> tuple[int, bytes | None]:
+        """The list's version and its byte array of ``size`` one-bit statuses (the draft's
+        layout: index 0 is the least significant bit of byte 0), or ``None`` for the bytes
+        when the version is still ``version``. First sets the bits of tokens whose session
+        has reached its ``ends_at``. The version changes whenever a bit does."""
 
     def purge(self, now: float) -> int:
         """Drop expired entries; return how many."""

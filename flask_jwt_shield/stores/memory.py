@@ -12,6 +12,8 @@ from collections import deque
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusHolder
+from .base import StatusKind
 from .base import Use
 
 _PURGE_EVERY = 60.0  # seconds between sweeps of expired entries on writes
@@ -39,6 +41,7 @@ class MemoryStore:
         self._remembered: dict[str, float] = {}
         self._floors: dict[str, float] = {}
         self._max_remembered = max_remembered
+        self._status = StatusBook()
 
     # -- revocation (the hot path: plain dict lookups) ---------------------------------
 
@@ -261,6 +264,20 @@ class MemoryStore:
             namespace = entry.partition("\x00")[0]
             self._floors[namespace] = max(until, self._floors.get(namespace, until))
 
+    # -- the status list ---------------------------------------------------------------------
+
+    def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+        with self._lock:
+            return self._status.claim(holder, candidates, now)
+
+    def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
+        with self._lock:
+            return self._status.mark(kind, value, at, until, now)
+
+    def status_bits(self, size: int, *, version: int | None, now: float) -> tuple[int, bytes | None]:
+        with self._lock:
+            return self._status.bits(size, version, now)
+
     # -- maintenance ----------------------------------------------------------------------
 
     def _maybe_purge(self) -> None:
@@ -286,6 +303,7 @@ class MemoryStore:
                 dropped += 1
             for ns in [n for n, floor in self._floors.items() if floor <= now]:
                 del self._floors[ns]  # every key at or below it has expired: nothing to guard
+            dropped += self._status.purge(now)
             for sid in [s for s, f in self._families.items() if f.expires_at <= now]:
                 family = self._families.pop(sid)
                 sids = self._sids_of.get(family.sub)
@@ -298,3 +316,106 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+
+class StatusBook:
+    """The status list of one process (the memory store's; the caller holds the lock).
+
+    ``slots``: index -> its holder; ``groups``: ``(kind, value)`` -> the indices whose holder
+    it names, so a revocation touches only its own tokens; ``marks``: what was revoked, for
+    tokens that claim an index afterwards; ``ends``: index -> when its session ends.
+    """
+
+    def __init__(self) -> None:
+        self.slots: dict[int, StatusHolder] = {}
+        self.groups: dict[tuple[str, str], set[int]] = {}
+        self.marks: dict[tuple[str, str], tuple[float | None, float]] = {}
+        self.ends: dict[int, float] = {}
+        self.data = bytearray()
+        self.version = 0
+
+    @staticmethod
+    def _names(holder: StatusHolder) -> list[tuple[str, str]]:
+        return [(kind, value) for kind in ("jti", "sid", "sub", "kid") if (value := getattr(holder, kind)) is not None]
+
+    def _set(self, idx: int, status: int) -> None:
+        byte, bit = idx >> 3, 1 << (idx & 7)
+        if byte >= len(self.data):
+            if not status:
+                return
+            self.data.extend(bytes(byte + 1 - len(self.data)))
+        old = self.data[byte]
+        new = old | bit if status else old & ~bit
+        if new != old:
+            self.data[byte] = new
+            self.version += 1
+
+    def _marked(self, holder: StatusHolder, now: float) -> bool:
+        for kind, value in self._names(holder):
+            mark = self.marks.get((kind, value))
+            if mark is not None and mark[1] > now and holder.marked_by(t.cast(StatusKind, kind), value, mark[0]):
+                return True
+        return False
+
+    def claim(self, holder: StatusHolder, candidates: t.Sequence[int], now: float) -> int | None:
+        for idx in self.groups.get(("jti", holder.jti), ()):
+            if self.slots[idx].until > now:
+                return idx  # the same token again (a re-issue within the reuse grace)
+        for idx in candidates:
+            old = self.slots.get(idx)
+            if old is not None and old.until > now:
+                continue
+            if old is not None:
+                self._release(idx, old)
+            self.slots[idx] = holder
+            for name in self._names(holder):
+                self.groups.setdefault(name, set()).add(idx)
+            if holder.ends_at is not None and holder.ends_at < holder.until:
+                self.ends[idx] = holder.ends_at
+            self._set(idx, 1 if self._marked(holder, now) else 0)
+            return idx
+        return None
+
+    def _release(self, idx: int, old: StatusHolder) -> None:
+        for name in self._names(old):
+            members = self.groups.get(name)
+            if members is not None:
+                members.discard(idx)
+                if not members:
+                    del self.groups[name]
+        self.ends.pop(idx, None)
+
+    def mark(self, kind: StatusKind, value: str, at: float | None, until: float, now: float) -> int:
+        old = self.marks.get((kind, value))
+        if old is not None and old[1] > now:
+            at = max(at, old[0]) if at is not None and old[0] is not None else at
+            until = max(until, old[1])
+        self.marks[(kind, value)] = (at, until)
+        before = self.version
+        for idx in list(self.groups.get((kind, value), ())):
+            holder = self.slots[idx]
+            if holder.until > now and holder.marked_by(kind, value, at):
+                self._set(idx, 1)
+        return self.version - before
+
+    def bits(self, size: int, version: int | None, now: float) -> tuple[int, bytes | None]:
+        for idx, ends_at in list(self.ends.items()):
+            if ends_at <= now:
+                del self.ends[idx]
+                if self.slots[idx].until > now:
+                    self._set(idx, 1)
+        if version == self.version:
+            return self.version, None
+        length = -(-size // 8)
+        data = bytes(self.data[:length])
+        return self.version, data + bytes(length - len(data))
+
+    def purge(self, now: float) -> int:
+        dropped = 0
+        for idx in [i for i, holder in self.slots.items() if holder.until <= now]:
+            self._release(idx, self.slots.pop(idx))
+            dropped += 1
+        for name in [n for n, (_, until) in self.marks.items() if until <= now]:
+            del self.marks[name]
+            dropped += 1
+        return dropped

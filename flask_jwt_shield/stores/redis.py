@@ -43,6 +43,8 @@ from ..errors import StoreError
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusHolder
+from .base import StatusKind
 from .base import Use
 from .invalidation import InvalidationSubscriber
 from .redis_scripts import ScriptName
@@ -52,6 +54,8 @@ from .view import NotRevokedCache
 #: Redis TTLs run this long past the app's own expiry instant (clock skew between hosts).
 TTL_MARGIN = 60.0
 _ROTATE_ATTEMPTS = 50
+#: Tokens whose status bit one script sets at most (a key's revocation may cover millions).
+STATUS_MARK_BATCH = 2000
 #: Tries per call on a Redis Cluster (topology re-read in between): failovers take a moment.
 CLUSTER_ATTEMPTS = 4
 
@@ -162,6 +166,9 @@ class RedisStore:
         self.prefix = prefix
         self.profile_ttl = profile_ttl
         self._tag = "{" + prefix + "}"
+        #: The status list's own hash tag: its bitmap and indexes live in one slot, apart
+        #: from the revocation state (see :mod:`.redis_scripts`).
+        self.status_tag = "{" + prefix + ":sl}"
         #: The pub/sub channel every write that can revoke a token publishes on.
         self.invalidation_channel = self._tag + ":invalidate"
         self._events_key = prefix + ":events"
@@ -533,6 +540,67 @@ class RedisStore:
         name = f"{self.prefix}:once:{len(namespace)}:{namespace}:{key}"
         return bool(self._run("remember_once", [name], [_num(until), _num(now), _ms(until)]))
 
+    # -- the status list -----------------------------------------------------------------
+
+    def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+        record = {
+            "jti": holder.jti,
+            "sid": holder.sid or "",
+            "sub": holder.sub,
+            "kid": holder.kid or "",
+            "i": _num(holder.iat),
+            "u": _num(holder.until),
+            "e": _num(holder.ends_at) if holder.ends_at is not None and holder.ends_at < holder.until else "",
+        }
+        tag = self.status_tag
+        idx = self._run(
+            "status_claim",
+            [f"{tag}:bits"],
+            [tag, json.dumps(record), _num(now), TTL_MARGIN, *(str(i) for i in candidates)],
+        )
+        return None if idx is None else int(idx)
+
+    def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
+        if kind not in ("jti", "sid", "sub", "kid"):
+            raise ValueError(kind)
+        tag = self.status_tag
+        changed, offset = 0, 0
+        while offset >= 0:
+            done, offset = self._run(
+                "status_mark",
+                [f"{tag}:bits"],
+                [
+                    tag,
+                    kind,
+                    value,
+                    _num(at) if at is not None else "",
+                    _num(until),
+                    _num(now),
+                    TTL_MARGIN,
+                    offset,
+                    STATUS_MARK_BATCH,
+                ],
+            )
+            changed += int(done)
+            offset = int(offset)
+        return changed
+
+    def status_bits(self, size: int, *, version: int | None, now: float) -> tuple[int, bytes | None]:
+        from redis.client import NEVER_DECODE
+
+        tag = self.status_tag
+        current, stale = self._run(
+            "status_version", [f"{tag}:bits"], [tag, _num(now), "" if version is None else str(version)]
+        )
+        if not int(stale):
+            return int(current), None
+        with self._io() as client:
+            # The bitmap is binary: read without the client's decoding. A bit set after the
+            # version read above is newer than that version, never older: harmless.
+            data = client.execute_command("GET", f"{tag}:bits", **{NEVER_DECODE: []}) or b""
+        length = -(-size // 8)
+        return int(current), bytes(data[:length]) + bytes(max(0, length - len(data)))
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
@@ -548,6 +616,12 @@ class RedisStore:
                     batch = []
             if batch:
                 dropped += int(self._run("purge", batch, [self._tag, _num(now)]))
+            tag = self.status_tag
+            while True:
+                done = int(self._run("status_purge", [f"{tag}:bits"], [tag, _num(now), 1000]))
+                dropped += done
+                if done < 1000:
+                    break
         return dropped
 
     def eviction_risks(self) -> list[str]:

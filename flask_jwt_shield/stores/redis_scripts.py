@@ -207,6 +207,160 @@ return 0
 """
 
 
+# -- the status list (draft-ietf-oauth-status-list) ------------------------------------------
+# Its keys carry their own hash tag (ARGV[1], e.g. "{jws:sl}"): one slot for the bitmap and
+# everything a claim or a mark touches. The bitmap is stored so that GET returns the draft's
+# byte array as is: index i is Redis bit (i - i % 8) + 7 - i % 8 (SETBIT counts from the
+# most significant bit of each byte, the draft from the least). Slot records are JSON with
+# string values (exact doubles for Lua's tonumber), "" for an absent sid or kid.
+_STATUS_LUA = """
+local tag = ARGV[1]
+local slots, bits, ver = tag .. ':slot', tag .. ':bits', tag .. ':ver'
+local function setbit(idx, value)
+  local i = tonumber(idx)
+  return redis.call('SETBIT', bits, i - i % 8 + 7 - i % 8, value)
+end
+local function group(kind, value) return tag .. ':g:' .. kind .. ':' .. value end
+local KINDS = {'jti', 'sid', 'sub', 'kid'}
+"""
+
+# ARGV: tag, holder JSON, now, margin (s), then candidate indices.
+# The index the same jti holds, else the first free candidate; false when all are taken.
+STATUS_CLAIM = (
+    _STATUS_LUA
+    + """
+local h = cjson.decode(ARGV[2])
+local now, margin = tonumber(ARGV[3]), tonumber(ARGV[4])
+for _, idx in ipairs(redis.call('ZRANGEBYSCORE', group('jti', h.jti), '(' .. ARGV[3], '+inf')) do
+  local rec = redis.call('HGET', slots, idx)
+  if rec and cjson.decode(rec).jti == h.jti then return tonumber(idx) end
+end
+for i = 5, #ARGV do
+  local idx = ARGV[i]
+  local rec = redis.call('HGET', slots, idx)
+  local old = rec and cjson.decode(rec)
+  if not old or tonumber(old.u) <= now then
+    if old then
+      for _, kind in ipairs(KINDS) do
+        if old[kind] ~= '' then redis.call('ZREM', group(kind, old[kind]), idx) end
+      end
+    end
+    redis.call('ZREM', tag .. ':ends', idx)
+    local born = 0
+    for _, kind in ipairs(KINDS) do
+      if h[kind] ~= '' then
+        local mark = redis.call('GET', tag .. ':m:' .. kind .. ':' .. h[kind])
+        if mark then
+          local u, a = string.match(mark, '^(%S+) ?(.*)$')
+          if tonumber(u) > now and (kind ~= 'sub' or tonumber(h.i) <= tonumber(a)) then born = 1 end
+        end
+      end
+    end
+    redis.call('HSET', slots, idx, ARGV[2])
+    local ms = math.floor((tonumber(h.u) + margin) * 1000)
+    for _, kind in ipairs(KINDS) do
+      if h[kind] ~= '' then
+        local g = group(kind, h[kind])
+        redis.call('ZREMRANGEBYSCORE', g, '-inf', ARGV[3])
+        redis.call('ZADD', g, h.u, idx)
+        if redis.call('PEXPIRETIME', g) < ms then redis.call('PEXPIREAT', g, ms) end
+      end
+    end
+    redis.call('ZADD', tag .. ':exp', h.u, idx)
+    if h.e ~= '' then redis.call('ZADD', tag .. ':ends', h.e, idx) end
+    if setbit(idx, born) ~= born then redis.call('INCR', ver) end
+    return tonumber(idx)
+  end
+end
+return false
+"""
+)
+
+# ARGV: tag, kind, value, at ("" unless kind is sub), until (s), now, margin (s), offset,
+# batch. Remembers the mark until `until` and sets the bits of the live tokens kind=value
+# names, `batch` of them per call from `offset` on, highest `until` first; answers
+# {bits changed, next offset or -1}. A key's revocation may cover every live token: in
+# batches, Redis serves other clients in between. Walking down from the highest score is
+# safe while the group changes: members are removed only at the low end (expired), and a
+# member added meanwhile was born INVALID by the mark (visited twice at worst, never skipped).
+STATUS_MARK = (
+    _STATUS_LUA
+    + """
+local kind, value, at, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[6])
+local mk = tag .. ':m:' .. kind .. ':' .. value
+local ms = math.floor((tonumber(ARGV[5]) + tonumber(ARGV[7])) * 1000)
+local untl = ARGV[5]
+local old = redis.call('GET', mk)
+if old then
+  local u, a = string.match(old, '^(%S+) ?(.*)$')
+  if tonumber(u) > now then
+    if a ~= '' and at ~= '' and tonumber(a) > tonumber(at) then at = a end
+    if tonumber(u) > tonumber(untl) then untl = u end
+  end
+end
+local expires = redis.call('PEXPIRETIME', mk)
+if expires > ms then ms = expires end
+-- "until at": the app's clock decides when the mark ends; the Redis TTL only cleans up.
+redis.call('SET', mk, untl .. ' ' .. at, 'PXAT', string.format('%d', ms))
+local changed, offset, batch = 0, tonumber(ARGV[8]), tonumber(ARGV[9])
+local members = redis.call('ZREVRANGEBYSCORE', group(kind, value), '+inf', '(' .. ARGV[6], 'LIMIT', offset, batch)
+for _, idx in ipairs(members) do
+  local rec = redis.call('HGET', slots, idx)
+  if rec then
+    local h = cjson.decode(rec)
+    if tonumber(h.u) > now and h[kind] == value and (kind ~= 'sub' or tonumber(h.i) <= tonumber(at)) then
+      if setbit(idx, 1) == 0 then changed = changed + 1 end
+    end
+  end
+end
+if changed > 0 then redis.call('INCR', ver) end
+return {changed, #members < batch and -1 or offset + batch}
+"""
+)
+
+# ARGV: tag, now, known version ("" for none). Sets the bits of tokens whose session has
+# ended, then answers {version, 1 when the caller's copy is stale}.
+STATUS_VERSION = (
+    _STATUS_LUA
+    + """
+local now = tonumber(ARGV[2])
+local changed = 0
+for _, idx in ipairs(redis.call('ZRANGEBYSCORE', tag .. ':ends', '-inf', ARGV[2])) do
+  redis.call('ZREM', tag .. ':ends', idx)
+  local rec = redis.call('HGET', slots, idx)
+  if rec and tonumber(cjson.decode(rec).u) > now and setbit(idx, 1) == 0 then changed = changed + 1 end
+end
+if changed > 0 then redis.call('INCR', ver) end
+local v = redis.call('GET', ver) or '0'
+return {v, v == ARGV[3] and 0 or 1}
+"""
+)
+
+# ARGV: tag, now, batch size. Forgets the holders of indices whose `until` has passed (their
+# bits stay until the index is claimed again: a bit changes only with the version).
+STATUS_PURGE = (
+    _STATUS_LUA
+    + """
+local done = redis.call('ZRANGEBYSCORE', tag .. ':exp', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, idx in ipairs(done) do
+  local rec = redis.call('HGET', slots, idx)
+  if rec then
+    local old = cjson.decode(rec)
+    if tonumber(old.u) <= tonumber(ARGV[2]) then
+      for _, kind in ipairs(KINDS) do
+        if old[kind] ~= '' then redis.call('ZREM', group(kind, old[kind]), idx) end
+      end
+      redis.call('HDEL', slots, idx)
+      redis.call('ZREM', tag .. ':ends', idx)
+    end
+  end
+  redis.call('ZREM', tag .. ':exp', idx)
+end
+return #done
+"""
+)
+
+
 ScriptName = t.Literal[
     "revoke",
     "revoke_subject",
@@ -216,6 +370,10 @@ ScriptName = t.Literal[
     "remember_once",
     "purge",
     "purge_once",
+    "status_claim",
+    "status_mark",
+    "status_version",
+    "status_purge",
 ]
 
 SOURCES: t.Final[dict[ScriptName, str]] = {
@@ -227,6 +385,10 @@ SOURCES: t.Final[dict[ScriptName, str]] = {
     "remember_once": REMEMBER_ONCE,
     "purge": PURGE,
     "purge_once": PURGE_ONCE,
+    "status_claim": STATUS_CLAIM,
+    "status_mark": STATUS_MARK,
+    "status_version": STATUS_VERSION,
+    "status_purge": STATUS_PURGE,
 }
 
 

@@ -51,6 +51,8 @@ from ..errors import StoreError
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusHolder
+from .base import StatusKind
 from .base import Use
 from .view import NotRevokedCache
 
@@ -100,6 +102,20 @@ CREATE INDEX IF NOT EXISTS events_subject ON events (subject, id);
 CREATE INDEX IF NOT EXISTS events_jti ON events (jti, id);
 CREATE INDEX IF NOT EXISTS events_sid ON events (sid, id);
 CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS status_slot (
+    idx INTEGER PRIMARY KEY, jti TEXT NOT NULL, sid TEXT, sub TEXT NOT NULL, kid TEXT,
+    iat REAL NOT NULL, until REAL NOT NULL, ends_at REAL, status INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_slot_jti ON status_slot (jti);
+CREATE INDEX IF NOT EXISTS status_slot_sid ON status_slot (sid);
+CREATE INDEX IF NOT EXISTS status_slot_sub ON status_slot (sub);
+CREATE INDEX IF NOT EXISTS status_slot_kid ON status_slot (kid);
+CREATE INDEX IF NOT EXISTS status_slot_ends ON status_slot (ends_at) WHERE ends_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS status_mark (
+    kind TEXT NOT NULL, value TEXT NOT NULL, at REAL, until REAL NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS status_version (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
 """
 _SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
 # No row until the first revoking write (a missing row reads as 0, like an empty file):
@@ -673,6 +689,107 @@ class SQLiteStore:
                 (namespace, floor),
             )
 
+    # -- the status list -----------------------------------------------------------------
+    # One row per index a live (or not yet reclaimed) token holds; its bit is the row's
+    # ``status``, and the list is rendered from the rows with status 1. None of these
+    # writes can revoke a token at this app (the status list speaks to other services),
+    # so they leave the change counter alone.
+
+    def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+        with self._write(revoking=False) as conn:
+            row = conn.execute(
+                "SELECT idx FROM status_slot WHERE jti = ? AND until > ? LIMIT 1", (holder.jti, now)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            for idx in candidates:
+                old = conn.execute("SELECT until, status FROM status_slot WHERE idx = ?", (idx,)).fetchone()
+                if old is not None and old[0] > now:
+                    continue
+                status = 1 if self._status_marked(conn, holder, now) else 0
+                ends_at = holder.ends_at if holder.ends_at is not None and holder.ends_at < holder.until else None
+                conn.execute(
+                    "INSERT OR REPLACE INTO status_slot (idx, jti, sid, sub, kid, iat, until, ends_at, status)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (idx, holder.jti, holder.sid, holder.sub, holder.kid, holder.iat, holder.until, ends_at, status),
+                )
+                if status != (old[1] if old is not None else 0):
+                    self._status_moved(conn)
+                return idx
+            return None
+
+    @staticmethod
+    def _status_marked(conn: sqlite3.Connection, holder: StatusHolder, now: float) -> bool:
+        kinds: tuple[StatusKind, ...] = ("jti", "sid", "sub", "kid")
+        for kind in kinds:
+            value = getattr(holder, kind)
+            if value is None:
+                continue
+            mark = conn.execute(
+                "SELECT at FROM status_mark WHERE kind = ? AND value = ? AND until > ?", (kind, value, now)
+            ).fetchone()
+            if mark is not None and holder.marked_by(kind, value, mark[0]):
+                return True
+        return False
+
+    @staticmethod
+    def _status_moved(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO status_version (id, value) VALUES (0, 1) ON CONFLICT (id) DO UPDATE SET value = value + 1"
+        )
+
+    def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
+        if kind not in ("jti", "sid", "sub", "kid"):
+            raise ValueError(kind)
+        with self._write(revoking=False) as conn:
+            old = conn.execute(
+                "SELECT at, until FROM status_mark WHERE kind = ? AND value = ? AND until > ?", (kind, value, now)
+            ).fetchone()
+            if old is not None:
+                at = max(at, old[0]) if at is not None and old[0] is not None else at
+                until = max(until, old[1])
+            conn.execute(
+                "INSERT OR REPLACE INTO status_mark (kind, value, at, until) VALUES (?, ?, ?, ?)",
+                (kind, value, at, until),
+            )
+            # kind is one of four column names, checked above.
+            sql = f"UPDATE status_slot SET status = 1 WHERE {kind} = ? AND until > ? AND status = 0"
+            params: tuple[t.Any, ...] = (value, now)
+            if kind == "sub":
+                sql += " AND iat <= ?"
+                params += (at,)
+            changed = conn.execute(sql, params).rowcount
+            if changed:
+                self._status_moved(conn)
+            return int(changed)
+
+    def status_bits(self, size: int, *, version: int | None, now: float) -> tuple[int, bytes | None]:
+        with self._read() as conn:
+            due = conn.execute(
+                "SELECT 1 FROM status_slot WHERE ends_at <= ? AND until > ? AND status = 0 LIMIT 1", (now, now)
+            ).fetchone()
+        if due is not None:
+            with self._write(revoking=False) as conn:
+                changed = conn.execute(
+                    "UPDATE status_slot SET status = 1, ends_at = NULL WHERE ends_at <= ? AND until > ? AND status = 0",
+                    (now, now),
+                ).rowcount
+                if changed:
+                    self._status_moved(conn)
+        with self._read() as conn:
+            conn.execute("BEGIN")  # one snapshot: the version and the rows it counts
+            try:
+                row = conn.execute("SELECT value FROM status_version WHERE id = 0").fetchone()
+                current = int(row[0]) if row is not None else 0
+                if current == version:
+                    return current, None
+                data = bytearray(-(-size // 8))
+                for (idx,) in conn.execute("SELECT idx FROM status_slot WHERE status = 1 AND idx < ?", (size,)):
+                    data[idx >> 3] |= 1 << (idx & 7)
+                return current, bytes(data)
+            finally:
+                conn.execute("COMMIT")
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
@@ -686,6 +803,7 @@ class SQLiteStore:
                 "DELETE FROM families WHERE expires_at <= ?",
                 "DELETE FROM remembered WHERE until <= ?",
                 "DELETE FROM remembered_floor WHERE floor <= ?",
+                "DELETE FROM status_mark WHERE until <= ?",
             ):
                 dropped += conn.execute(sql, (now,)).rowcount
         return dropped
