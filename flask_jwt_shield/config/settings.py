@@ -274,6 +274,8 @@ class RateSettings:
     refresh_address_rate_limit: str | None
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
+    rate_limit_mode: str
+    rate_limit_sync_interval: float
     introspection_rate_limit: str | None
     spike_threshold: str | None
     spike_action: Action
@@ -301,6 +303,8 @@ class RateSettings:
                 hint="'fixed-window'",
             ),
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
+            rate_limit_mode=r.choice(K.RATE_LIMIT_MODE, "exact", frozenset({"exact", "leased"}), hint="'leased'"),
+            rate_limit_sync_interval=_sync_interval(r, K.RATE_LIMIT_SYNC_INTERVAL),
             introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag", ladder=_NO_STEP_UP),
@@ -339,6 +343,17 @@ class GeoSettings:
             allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
             denied_countries=r.countries(K.DENIED_COUNTRIES),
         )
+
+
+def _sync_interval(r: Reader, key: str) -> float:
+    """Δ of the leased mode: short enough to matter, long enough to batch."""
+    value = r.number(key, 0.1, minimum=0.005)
+    if value > 10:
+        raise ConfigurationError(
+            f"{key} must be 0.005 to 10 seconds (for example 0.1), not {value!r}: it is how often each"
+            " process settles its leased rate limit counters with Redis."
+        )
+    return value
 
 
 # A spike is one token's volume: a fresh authentication says nothing about who sends it, and
