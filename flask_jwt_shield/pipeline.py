@@ -89,7 +89,7 @@ class Pipeline:
         self._constrain = self.dpop is not None or self._cookies
         self._last_keys_event = -math.inf
         #: Resource-server mode: the issuer's Token Status Lists (step 4), else ``None``.
-        self._status_lists = state.status_lists
+        self._status_lists = state.status_list_client
         self._dbsc = dbsc.binding_for(state)
         # (cookie token, fingerprint cookie, bound cookie) -> until when check_sender passes.
         self._senders: dict[tuple[str, str | None, str | None], float] = {}

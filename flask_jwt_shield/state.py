@@ -108,7 +108,7 @@ class ShieldState:
         store: Store,
         limiter: TokenRateLimiter | None,
         geo: GeoGuard | None,
-        status_lists: StatusListClient | None = None,
+        status_list_client: StatusListClient | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
@@ -119,7 +119,7 @@ class ShieldState:
         self.limiter = limiter
         self.geo = geo
         #: Resource-server mode: the issuer's Token Status Lists, else ``None``.
-        self.status_lists = status_lists
+        self.status_list_client = status_list_client
         #: The token endpoint's own limits (per session, per client address), or ``None``.
         storage = limiter.storage if limiter is not None else None
         self.refresh_limits = tuple(
@@ -190,7 +190,7 @@ class ShieldState:
             store=store,
             limiter=_make_limiter(config, store, limiter),
             geo=GeoGuard.from_config(config),
-            status_lists=StatusListClient.from_config(config, remote) if remote is not None else None,
+            status_list_client=StatusListClient.from_config(config, remote) if remote is not None else None,
         )
 
     def config_exempts(self, endpoint: str) -> bool:

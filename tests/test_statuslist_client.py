@@ -58,7 +58,7 @@ def get(app: Flask, token: str) -> t.Any:
 
 
 def client_of(app: Flask) -> StatusListClient:
-    status_lists = app.extensions["jwt_shield"].status_lists
+    status_lists = app.extensions["jwt_shield"].status_list_client
     assert status_lists is not None
     return t.cast(StatusListClient, status_lists)
 
