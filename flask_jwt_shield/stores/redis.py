@@ -472,9 +472,12 @@ class RedisStore:
             return tag
         with self._io() as client:
             found = client.get(self._pointer(sid))
-            if found is None:
-                if self._layout() and client.exists(self._fam(self._tag, sid)):
+            if found is None and self._layout():
+                if client.exists(self._fam(self._tag, sid)):
                     return self._tag  # not remembered: the migration may move it
+                # Moved between the two reads? The pointer is written before the old copy goes.
+                found = client.get(self._pointer(sid))
+            if found is None:
                 return None
         if len(self._located) >= 100_000:
             self._located.clear()
@@ -635,6 +638,8 @@ class RedisStore:
             key = self._fam(tag, sid)
             with self._io() as client:
                 h = client.hgetall(key)
+            if not h and tag == self._tag:
+                continue  # moved out of the old slot since it was located: locate it again
             if not h:
                 return Rotation("unknown")
             if h.get("moved"):
@@ -701,12 +706,17 @@ class RedisStore:
         return None
 
     def get_family(self, sid: str) -> Family | None:
-        tag = self._locate(sid)
-        if tag is None:
-            return None
-        with self._io() as client:
-            h = client.hgetall(self._fam(tag, sid))
-        return _family_of(h) if h else None
+        for _attempt in range(3):
+            tag = self._locate(sid)
+            if tag is None:
+                return None
+            with self._io() as client:
+                h = client.hgetall(self._fam(tag, sid))
+            if h and not h.get("moved"):
+                return _family_of(h)
+            if tag != self._tag:
+                return None
+        return _family_of(h) if h else None  # still moving: its last state is still true
 
     def revoke_family(self, sid: str, until: float) -> Family | None:
         for _attempt in range(_ROTATE_ATTEMPTS):
@@ -724,7 +734,7 @@ class RedisStore:
             )
             self._wrote()
             h = dict(zip(flat[::2], flat[1::2], strict=True))
-            if h.get("moved"):
+            if h.get("moved") or (not h and tag == self._tag):
                 continue  # migrated meanwhile: revoke it where it went
             return _family_of(h) if h else None
         raise StoreError(f"Redis store {self._where()}: family {sid!r} kept moving while being revoked")
@@ -1007,13 +1017,15 @@ class RedisStore:
         shard = self.stripe(h["sub"])
         tag = self.tags[shard]
         expires = _ms(float(h["expires_at"]))
-        client.set(self._pointer(sid), str(shard), pxat=expires)
         h.pop("moved", None)
         self._run(
             "move_family_in",
             [self._fam(tag, sid), self._spent(tag, sid), self._index(tag, h["sub"])],
             [sid, h["created_at"], expires, len(spent), *spent, *_pairs(h)],
         )
+        # The pointer once the copy is in place (a refresh that meets the old copy marked
+        # moved meanwhile locates it again), and before the old copy goes.
+        client.set(self._pointer(sid), str(shard), pxat=expires)
         self._located.pop(sid, None)
         client.delete(self._fam(old, sid), self._spent(old, sid))
         return True
