@@ -1,6 +1,6 @@
 """The Token Status List's costs (draft-ietf-oauth-status-list), in one run:
 
-    python -m benchmarks.statuslist [--rounds 30] [--batch 100]
+    python -m benchmarks.statuslist [--rounds 30] [--batch 100] [--only calls|sizes]
 
 * ``issue_tokens()`` and ``refresh()`` with ``JWT_SHIELD_STATUS_LIST`` off and on, per store
   (memory, SQLite, Redis when a ``redis-server`` is installed), rows interleaved so both
@@ -8,8 +8,8 @@
 * a warm request (``GET /api/me``, token seen before) off and on: the status list changes
   nothing on the request path, and this shows it;
 * the list of 1,000,000 indices at 0.1 %, 1 % and 10 % revoked: the compressed list, the
-  Status List Token, the gzip body the endpoint sends, and the time to render (compress,
-  sign, gzip) once.
+  Status List Token as a JWT (and the gzip body the endpoint sends) and as a CWT, and the
+  time to render each (compress, sign, gzip) once.
 
 Prints Markdown tables for RESULTS.md.
 """
@@ -155,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--only", choices=("calls", "sizes"), help="one part of the run")
     args = parser.parse_args(argv)
+    if args.only == "sizes":
+        print("\n".join(sizes()))
+        return 0
     header = ["| call | µs / call (median) | IQR (µs) |", "|---|---:|---:|"]
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(throwaway_redis())
@@ -167,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         for store in stores:
             lines.extend(sessions(store, args.rounds, args.batch))
         print("\n".join(lines), end="\n\n")
+    if args.only == "calls":
+        return 0
     print("\n".join(header[:1] + header[1:] + warm_requests(args.rounds, args.batch * 5)), end="\n\n")
     print("\n".join(sizes()))
     return 0
