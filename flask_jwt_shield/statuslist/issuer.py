@@ -34,6 +34,7 @@ import typing as t
 from .. import cbor
 from .. import cose
 from ..config.settings import StatusListSettings
+from ..stores.base import StatusClaim
 from ..stores.base import StatusHolder
 from ..stores.base import StatusKind
 from ..stores.base import status_candidates
@@ -105,7 +106,7 @@ class StatusIssuer:
 
     # -- issuing -----------------------------------------------------------------------
 
-    def reference(
+    def request(
         self,
         *,
         jti: str,
@@ -115,14 +116,14 @@ class StatusIssuer:
         iat: float,
         exp: float,
         ends_at: float | None = None,
-    ) -> dict[str, t.Any]:
-        """The ``status`` claim of a new access token: an index claimed for it in the store.
+    ) -> StatusClaim:
+        """A first claim of an index for a new access token, for the store to make along
+        with its own write (:meth:`Store.create_family
+        <flask_jwt_shield.stores.base.Store.create_family>`, :meth:`Store.rotate
+        <flask_jwt_shield.stores.base.Store.rotate>`), or for :meth:`reference` alone.
 
         ``ends_at``: when the token's session ends by its absolute lifetime (the token's bit
         is set then, if the token is still alive). The same ``jti`` again gets the same index.
-
-        :raises StoreError: the store cannot be reached.
-        :raises StatusListFull: no free index.
         """
         now = time.time()
         holder = StatusHolder(
@@ -135,15 +136,30 @@ class StatusIssuer:
             until=exp + self.leeway + self.ttl + 1,
             ends_at=ends_at,
         )
-        for _ in range(ATTEMPTS):
-            idx = self.store.status_claim(holder, status_candidates(self.size, CANDIDATES), now=now)
+        return StatusClaim(holder, status_candidates(self.size, CANDIDATES), now)
+
+    def reference(self, claim: StatusClaim) -> dict[str, t.Any]:
+        """The ``status`` claim of a new access token: the index ``claim`` got, or else one
+        claimed for it now (the store's write found none free among its candidates, or did
+        not make the claim).
+
+        :raises StoreError: the store cannot be reached.
+        :raises StatusListFull: no free index.
+        """
+        idx = claim.idx
+        attempts = ATTEMPTS - 1 if claim.made else ATTEMPTS
+        for _ in range(attempts):
             if idx is not None:
-                return {"status_list": {"idx": idx, "uri": self.uri}}
-        raise StatusListFull(
-            f"The status list found no free index among {ATTEMPTS * CANDIDATES} random ones: raise"
-            f" JWT_SHIELD_STATUS_LIST_SIZE (now {self.size}) to at least twice the number of access"
-            " tokens alive at once."
-        )
+                break
+            idx = self.store.status_claim(claim.holder, status_candidates(self.size, CANDIDATES), now=claim.now)
+        if idx is None:
+            raise StatusListFull(
+                f"The status list found no free index among {ATTEMPTS * CANDIDATES} random ones: raise"
+                f" JWT_SHIELD_STATUS_LIST_SIZE (now {self.size}) to at least twice the number of access"
+                " tokens alive at once."
+            )
+        claim.idx, claim.made = idx, True
+        return {"status_list": {"idx": idx, "uri": self.uri}}
 
     # -- revoking ----------------------------------------------------------------------
 
