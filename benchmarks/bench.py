@@ -243,6 +243,13 @@ ROWS: tuple[Row, ...] = (
         {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT},
         target=3.0,
     ),
+    Row(
+        "shield_redis_leased",
+        "shield HS256, Redis store + per-token limit + spike, leased mode (no round trip), token seen before",
+        "make_shield",
+        {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT, "config": {"JWT_SHIELD_RATE_LIMIT_MODE": "leased"}},
+        target=1.5,
+    ),
 )
 
 

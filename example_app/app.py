@@ -44,6 +44,7 @@ from flask_jwt_shield import ShieldError
 from flask_jwt_shield import current_claims
 from flask_jwt_shield import get_claims
 from flask_jwt_shield.dashboard import is_local_path
+from flask_jwt_shield.ssf import bearer_receivers
 
 HERE = Path(__file__).resolve().parent
 
@@ -183,6 +184,9 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
         # shows a revocation reaching them; a minute (the default) or so in production.
         JWT_SHIELD_STATUS_LIST=True,
         JWT_SHIELD_STATUS_LIST_TTL=5,
+        # Every revocation is also a Security Event Token for the services that registered a
+        # stream (docs/shared-signals.rst); example_app/resource_server.py can be one.
+        JWT_SHIELD_SSF_TRANSMIT=True,
     )
     app.config.update(config or {})
     _init_users(app.config["USERS_DATABASE"])
@@ -207,6 +211,11 @@ def create_app(config: dict[str, t.Any] | None = None, *, instance_path: str | N
             ),
             methods=["POST"],
         )
+    # The Shared Signals transmitter: a receiver presents SSF_RECEIVER_SECRET (32+ characters)
+    # as its bearer token; without it every stream call is refused (deny by default).
+    secret = os.environ.get("SSF_RECEIVER_SECRET")
+    receivers = bearer_receivers({"resource-server": secret}) if secret else None
+    app.register_blueprint(shield.ssf_blueprint(authorize=receivers))
     app.register_blueprint(_routes(app))
     app.register_blueprint(_admin())
     # The shield's dashboard, for admins logged in at /admin/login (a Flask session cookie).

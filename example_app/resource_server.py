@@ -10,7 +10,9 @@ environment variables and run it, for example::
 
 ``IDP_JWKS_URL`` names the JWK Set (without it, OpenID Connect discovery from the issuer);
 ``IDP_TOKEN_PROFILES`` is a comma-separated ``JWT_SHIELD_ACCEPTED_TYPES`` (``at+jwt`` by
-default; ``keycloak``, ``entra``).
+default; ``keycloak``, ``entra``). With ``SSF_RECEIVE_FROM`` (a Shared Signals transmitter's
+issuer, such as the example app) and ``SSF_RECEIVER_SECRET``, the API sets up its stream
+there and polls its revocations.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def _settings() -> dict[str, t.Any]:
         "JWT_SHIELD_STORE_URI": "sqlite:///shield-rs.db",
         "JWT_SHIELD_RATE_LIMIT": "120/minute",
     }
+    if os.environ.get("SSF_RECEIVE_FROM"):
+        settings["JWT_SHIELD_SSF_RECEIVE_FROM"] = os.environ["SSF_RECEIVE_FROM"]
+        settings["JWT_SHIELD_SSF_RECEIVE_TOKEN"] = os.environ.get("SSF_RECEIVER_SECRET")
     if os.environ.get("IDP_JWKS_URL"):
         settings["JWT_SHIELD_JWKS_URL"] = os.environ["IDP_JWKS_URL"]
     else:

@@ -21,29 +21,22 @@ leaves the process.
 
 from __future__ import annotations
 
-import atexit
-import base64
-import dataclasses
 import hashlib
 import hmac
-import http.client
 import json
 import logging
 import os
-import queue
-import random
 import re
 import socket
-import ssl
-import threading
 import time
 import typing as t
-import urllib.parse
-import weakref
 from collections.abc import Mapping
 
 from .config import AlertSettings
-from .masking import mask_url
+from .delivery import Courier
+from .delivery import DeliveryStats
+from .delivery import Endpoint
+from .delivery import Outcome
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -53,12 +46,6 @@ TIMESTAMP_HEADER = "X-JWT-Shield-Timestamp"
 DELIVERY_HEADER = "X-JWT-Shield-Delivery"
 EVENT_HEADER = "X-JWT-Shield-Event"
 
-#: A retry waits at most this long, however many retries came before.
-MAX_RETRY_DELAY = 300.0
-# Drops are logged at once, then at most once per this many seconds (with the count since).
-_DROP_LOG_INTERVAL = 60.0
-# What is read of a receiver's answer: the status matters, the body is discarded.
-_MAX_RESPONSE_BYTES = 65536
 #: The longest string an alert carries: a longer one (a User-Agent, a ``detail`` that a client
 #: can fill) is cut to this many characters, after redaction, and marked with how much was cut.
 MAX_STRING_LENGTH = 4096
@@ -66,30 +53,10 @@ MAX_STRING_LENGTH = 4096
 # linear (each character is looked at once); the token inside a run is found by splitting it.
 _RUN = re.compile(r"[A-Za-z0-9_.-]+")
 _REDACTED = "[redacted token]"
-_STOP = object()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AlertStats:
-    """What one process's alert sink has done since it started (or since its ``fork``)."""
-
-    #: alerts waiting in the queue now (including the one being sent)
-    queued: int
-    #: alerts the receiver accepted (a 2xx answer)
-    delivered: int
-    #: alerts given up on: every attempt failed, or the receiver refused the payload (4xx)
-    failed: int
-    #: alerts that found the queue full and were never sent
-    dropped: int
-    #: attempts after the first, over all alerts
-    retries: int
-
-
-class _Outcome(t.NamedTuple):
-    ok: bool
-    retry: bool
-    reason: str
-    retry_after: float | None = None
+#: What one process's alert sink has done since it started (or since its ``fork``).
+AlertStats = DeliveryStats
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -158,43 +125,18 @@ class AlertSink:
     """The webhook sink of one app in one process. Safe to call from any thread.
 
     Read its counters with :meth:`stats` (or :attr:`dropped`); :meth:`flush` waits, bounded,
-    for the queue to empty.
+    for the queue to empty. The queue, worker and retries are :class:`~.delivery.Courier`'s.
     """
 
     def __init__(self, settings: AlertSettings) -> None:
         self.settings = settings
         self.kinds = settings.events
-        parts = urllib.parse.urlsplit(settings.webhook)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._auth: str | None = None
-        if parts.username is not None:
-            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            self._auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        self._where = mask_url(settings.webhook, keep_path=False)
-        self._ssl = ssl.create_default_context() if self._https else None
+        self._endpoint = Endpoint(settings.webhook, timeout=settings.timeout, user_agent="Flask-JWT-Shield-Alerts")
+        self._where = self._endpoint.where
         self._source = {"host": socket.gethostname()}
-        self._start()
-        _SINKS.add(self)
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _restart(ref))
-
-    def _start(self) -> None:
-        """Fresh per-process state: in ``__init__`` and in a child right after ``fork``.
-
-        A child inherits neither the parent's thread nor a usable copy of its locks, and the
-        alerts still queued in the parent are the parent's to send.
-        """
-        self._pid = os.getpid()
-        self._queue: queue.Queue[t.Any] = queue.Queue(self.settings.queue_size)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._delivered = self._failed = self._dropped = self._retries = 0
-        self._dropped_unlogged = 0
-        self._last_drop_log = -_DROP_LOG_INTERVAL
+        self._courier = Courier(
+            name="alert", queue_size=settings.queue_size, retries=settings.retries, retry_delay=settings.retry_delay
+        )
 
     # -- the request side ------------------------------------------------------------------
 
@@ -205,178 +147,41 @@ class AlertSink:
         queued; ``False`` for another kind, after :meth:`close`, or when the queue is full
         (the drop is counted and logged).
         """
-        if event.get("kind") not in self.kinds or self._stopping.is_set():
+        if event.get("kind") not in self.kinds:
             return False
-        if self._thread is None:
-            self._spawn()
-        try:
-            self._queue.put_nowait((app_name, event))
-        except queue.Full:
-            self._count_drop(event)
-            return False
-        return True
-
-    def _spawn(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._work, args=(self._queue,), name="jwt-shield-alerts", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def _count_drop(self, event: Mapping[str, t.Any]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._dropped += 1
-            self._dropped_unlogged += 1
-            if now - self._last_drop_log < _DROP_LOG_INTERVAL:
-                return
-            count, self._dropped_unlogged, self._last_drop_log = self._dropped_unlogged, 0, now
-        logger.warning(
-            "alert queue full (%d alerts waiting for %s): dropped %d alert(s), the last one %s %s;"
-            " %d dropped in this process so far",
-            self.settings.queue_size,
-            self._where,
-            count,
-            event.get("kind"),
-            event.get("id"),
-            self._dropped,
-        )
+        return self._courier.submit(_Alert(self, app_name, event), where=self._where)
 
     # -- reading -------------------------------------------------------------------------
 
     @property
     def dropped(self) -> int:
         """Alerts dropped in this process because the queue was full."""
-        return self._dropped
+        return self._courier.dropped
 
     def stats(self) -> AlertStats:
         """This process's counters."""
-        return AlertStats(
-            queued=self._queue.unfinished_tasks,
-            delivered=self._delivered,
-            failed=self._failed,
-            dropped=self._dropped,
-            retries=self._retries,
-        )
+        return self._courier.stats()
 
     def flush(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for every queued alert to be delivered or given up.
 
         Returns whether the queue is empty.
         """
-        end = time.monotonic() + timeout
-        done = self._queue.all_tasks_done
-        with done:
-            while self._queue.unfinished_tasks:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return False
-                done.wait(remaining)
-        return True
+        return self._courier.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop taking alerts and stop the worker (after the alert in flight, bounded)."""
-        self._stopping.set()
-        thread = self._thread
-        if thread is None:
-            return
-        try:
-            self._queue.put_nowait(_STOP)
-        except queue.Full:
-            pass  # the worker sees the stop flag after the current alert
-        thread.join(timeout)
+        self._courier.close(timeout)
 
-    # -- the worker thread ----------------------------------------------------------------
+    # -- sending ---------------------------------------------------------------------------
 
-    def _work(self, jobs: queue.Queue[t.Any]) -> None:
-        while not self._stopping.is_set():
-            job = jobs.get()
-            try:
-                if job is not _STOP:
-                    app_name, event = job
-                    self._deliver(app_name, event)
-            except Exception:  # the worker must outlive any bug in one delivery
-                self._failed += 1
-                logger.exception("alert worker: unexpected error, alert given up (the worker keeps running)")
-            finally:
-                jobs.task_done()
-        # Closed: what is left is discarded, not sent (close() could not always queue _STOP).
-        while True:
-            try:
-                jobs.get_nowait()
-            except queue.Empty:
-                return
-            jobs.task_done()
-
-    def _deliver(self, app_name: str, event: Mapping[str, t.Any]) -> None:
-        payload = {
-            "type": "alert",
-            "app": app_name,
-            "source": {**self._source, "pid": os.getpid()},
-            "event": redact(event),
-        }
-        body = json.dumps(payload, sort_keys=True, default=str).encode()
-        headers = {EVENT_HEADER: str(event.get("kind")), DELIVERY_HEADER: str(event.get("id"))}
-        delay = self.settings.retry_delay
-        attempts = self.settings.retries + 1
-        outcome = _Outcome(False, False, "not sent")
-        for attempt in range(attempts):
-            if attempt:
-                self._retries += 1
-            outcome = self._post(body, headers)
-            if outcome.ok:
-                self._delivered += 1
-                return
-            if not outcome.retry or attempt == attempts - 1:
-                break
-            wait = delay if outcome.retry_after is None else max(delay, outcome.retry_after)
-            # Jitter: many workers that lost the same receiver do not come back in step.
-            if self._stopping.wait(min(MAX_RETRY_DELAY, wait) * random.uniform(0.8, 1.0)):  # noqa: S311
-                break
-            delay = min(MAX_RETRY_DELAY, delay * 2)
-        self._failed += 1
-        logger.warning(
-            "alert %s %s not delivered to %s: %s", event.get("kind"), event.get("id"), self._where, outcome.reason
-        )
-
-    def _post(self, body: bytes, headers: Mapping[str, str]) -> _Outcome:
-        """One POST of ``body``, signed when a secret is set. Never raises.
-
-        ``JWT_SHIELD_ALERT_TIMEOUT`` bounds each network operation (connect, send, each
-        read), so a receiver that accepts and never answers costs one timeout per attempt.
-        """
+    def _post(self, body: bytes, headers: Mapping[str, str]) -> Outcome:
+        """One POST of ``body``, signed when a secret is set. Never raises."""
         timestamp = str(int(time.time()))
-        sent = {
-            "Content-Type": "application/json",
-            "User-Agent": "Flask-JWT-Shield-Alerts",
-            TIMESTAMP_HEADER: timestamp,
-            **headers,
-        }
+        sent = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, **headers}
         if self.settings.secret is not None:
             sent[SIGNATURE_HEADER] = sign(self.settings.secret, timestamp, body)
-        if self._auth is not None:
-            sent["Authorization"] = self._auth
-        conn: http.client.HTTPConnection
-        timeout = self.settings.timeout
-        if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        try:
-            conn.request("POST", self._path, body=body, headers=sent)
-            response = conn.getresponse()
-            response.read(_MAX_RESPONSE_BYTES)
-            status = response.status
-            retry_after = _retry_after(response.getheader("Retry-After"))
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, TLS
-            return _Outcome(False, True, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        finally:
-            conn.close()
-        if 200 <= status < 300:
-            return _Outcome(True, False, str(status))
-        # 3xx: redirects are not followed, so the payload never goes where it was not sent.
-        retry = status in (408, 425, 429) or status >= 500
-        return _Outcome(False, retry, f"HTTP {status}", retry_after if retry else None)
+        return self._endpoint.post(body, sent)
 
     def ping(self, app_name: str) -> str | None:
         """Send one ``{"type": "ping"}`` POST now, in this thread; the error, or ``None``."""
@@ -386,30 +191,30 @@ class AlertSink:
         return None if outcome.ok else outcome.reason
 
 
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: the doubling delay will do
-    return seconds if 0 <= seconds <= MAX_RETRY_DELAY else None
+class _Alert:
+    """One alert on its way (a :class:`~.delivery.Job`): built once, POSTed per attempt."""
 
+    def __init__(self, sink: AlertSink, app_name: str, event: Mapping[str, t.Any]) -> None:
+        self.sink = sink
+        self.app_name = app_name
+        self.event = event
+        self._body: bytes | None = None
 
-def _restart(ref: weakref.ReferenceType[AlertSink]) -> None:
-    sink = ref()
-    if sink is not None:
-        sink._start()
+    def describe(self) -> str:
+        return f"{self.event.get('kind')} {self.event.get('id')}"
 
+    def attempt(self) -> Outcome:
+        if self._body is None:  # in the worker: redacting is not the request's work
+            payload = {
+                "type": "alert",
+                "app": self.app_name,
+                "source": {**self.sink._source, "pid": os.getpid()},
+                "event": redact(self.event),
+            }
+            self._body = json.dumps(payload, sort_keys=True, default=str).encode()
+        headers = {EVENT_HEADER: str(self.event.get("kind")), DELIVERY_HEADER: str(self.event.get("id"))}
+        return self.sink._post(self._body, headers)
 
-_SINKS: weakref.WeakSet[AlertSink] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    # Alerts queued just before a normal exit (a worker restart, a deploy) get two seconds
-    # in all; a hung receiver must not hold up a shutdown.
-    end = time.monotonic() + 2.0
-    for sink in list(_SINKS):
-        if sink._pid == os.getpid() and sink._thread is not None and not sink._stopping.is_set():
-            sink.flush(max(0.0, end - time.monotonic()))
+    def done(self, outcome: Outcome) -> None:
+        if not outcome.ok:
+            logger.warning("alert %s not delivered to %s: %s", self.describe(), self.sink._where, outcome.reason)

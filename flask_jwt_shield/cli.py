@@ -470,6 +470,8 @@ def effective_settings(config: ShieldConfig, ring: t.Any, given: t.Mapping[str, 
         K.ALERT_WEBHOOK: repr(mask_url(alerts.webhook, keep_path=False)) if alerts else "None",
         K.JWKS_URL: repr(mask_url(config.remote.jwks_url)) if config.remote.jwks_url else "None",
         K.ALERT_SECRET: "<set, masked>" if alerts and alerts.secret else "None",
+        K.SSF_RECEIVE_TOKEN: "<set, masked>" if config.ssf.ssf_receive_token else "None",
+        K.SSF_RECEIVE_FROM: repr(mask_url(config.ssf.ssf_receive_from)) if config.ssf.ssf_receive_from else "None",
     }
     if alerts is not None:
         special.update(

@@ -17,6 +17,7 @@ import typing as t
 from flask import Blueprint
 from flask import Flask
 from flask import Response
+from flask import current_app
 from flask import jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
@@ -53,6 +54,14 @@ from .ssf import ReceiverSettings
 from .ssf import SecurityEventReceiver
 from .ssf import SessionFallback
 from .ssf import make_blueprint
+from .ssf.connection import Connection
+from .ssf.connection import connection_of
+from .ssf.connection import install as install_connection
+from .ssf.endpoints import StreamAuthorizer
+from .ssf.endpoints import make_blueprint as ssf_blueprint
+from .ssf.transmitter import Transmitter
+from .ssf.transmitter import install as install_transmitter
+from .ssf.transmitter import transmitter_of
 from .state import EXTENSION_KEY
 from .state import Registry
 from .state import ShieldState
@@ -106,6 +115,7 @@ class JWTShield:
             )
         state = ShieldState.build(app, self._registry, limiter=self._limiter, store=self._store)
         app.extensions[EXTENSION_KEY] = state
+        _install_ssf(app, state)
         serialise_current_claims(app)
         if state.config.request.enabled:
             run = Pipeline(state).run
@@ -473,7 +483,37 @@ class JWTShield:
             authorize=authorize,
             session_fallback=session_fallback,
         )
-        return make_blueprint(name, url, SecurityEventReceiver(settings, client), self.exempt)
+        follow = issuer is None and audience is None and jwks_url is None
+        receiver = SecurityEventReceiver(settings, client, follow_connection=follow)
+        return make_blueprint(name, url, receiver, self.exempt)
+
+    def ssf_blueprint(
+        self, *, authorize: StreamAuthorizer | None = None, base: str = "/ssf", name: str = "jwt_shield_ssf"
+    ) -> Blueprint:
+        """The Shared Signals transmitter's endpoints (exempt from the token pipeline; needs
+        :data:`JWT_SHIELD_SSF_TRANSMIT`): ``/.well-known/ssf-configuration`` and, under
+        ``base``, ``streams``, ``status``, ``verify`` and ``poll/<stream_id>``. Register it
+        without a URL prefix. See :doc:`shared-signals`.
+
+        :param authorize: ``fn() -> str | None``, run in each management and poll request:
+            the receiver's name (its streams' owner and their SETs' ``aud``), or ``None``
+            (401). Without it every call but discovery is refused (403).
+            :func:`~flask_jwt_shield.ssf.bearer_receivers` builds one from shared secrets.
+        """
+        return ssf_blueprint(name, base, authorize, self.exempt)
+
+    def ssf_transmitter(self) -> Transmitter | None:
+        """This app's Shared Signals transmitter in this process (``stats()``, the
+        queue's ``courier.flush(timeout)``), ``None`` without
+        :data:`JWT_SHIELD_SSF_TRANSMIT`. Needs an app context."""
+        current_state()
+        return transmitter_of(current_app)
+
+    def ssf_connection(self) -> Connection | None:
+        """This app's stream with a transmitter in this process (``ready``, ``stats()``),
+        ``None`` without :data:`JWT_SHIELD_SSF_RECEIVE_FROM`. Needs an app context."""
+        current_state()
+        return connection_of(current_app)
 
     def dashboard_blueprint(
         self,
@@ -662,6 +702,26 @@ class JWTShield:
             view = self.introspection_view(authenticate_client=authenticate_client, authorize=authorize_introspection)
             bp.add_url_rule(introspection_url, "introspection", view, methods=["POST"])
         return bp
+
+
+def _install_ssf(app: Flask, state: ShieldState) -> None:
+    """The transmitter (``JWT_SHIELD_SSF_TRANSMIT``) and the connection to a transmitter
+    (``JWT_SHIELD_SSF_RECEIVE_FROM``) of ``app``, when configured."""
+    settings = state.config.ssf
+    if settings.ssf_transmit:
+        signing = state.keys.signing_key
+        if signing is None or signing.symmetric:
+            raise ConfigurationError(
+                f"{ConfigKey.SSF_TRANSMIT} needs an asymmetric signing key (RS256, ES256, EdDSA ...): receivers"
+                " verify the SETs with the published JWK Set, and an HMAC secret cannot be published. Configure"
+                f" {ConfigKey.PRIVATE_KEY} or {ConfigKey.KEYS} ('flask jwt-shield keys generate --alg ES256')."
+            )
+        assert state.config.keys.issuer is not None  # checked with the settings
+        install_transmitter(
+            app, Transmitter(settings, issuer=state.config.keys.issuer, codec=state.codec, store=state.store)
+        )
+    if settings.ssf_receive_from is not None:
+        install_connection(app, settings)
 
 
 def _text(name: str, value: str) -> str:

@@ -136,17 +136,31 @@ def revoke_family(
 
 
 def revoke_subject(
-    state: ShieldState, sub: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None
+    state: ShieldState,
+    sub: str,
+    *,
+    by: str | None = None,
+    detail: dict[str, t.Any] | None = None,
+    at: float | None = None,
 ) -> None:
-    """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`."""
-    at = time.time()
-    until = state.revocation_horizon(at)
-    state.write(lambda: state.store.revoke_subject(sub, at, until))
-    state.write(lambda: mark_status(state, "sub", sub, until=until, at=at))
-    state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=_detail(by, detail))
+    """See :meth:`JWTShield.revoke_subject <flask_jwt_shield.JWTShield.revoke_subject>`.
+
+    ``at``: the instant tokens issued at or before are revoked, when it is not now (a
+    revocation made at the issuer and received in a SET: a login right after it must pass).
+    The event's ``detail["not_before"]`` names the instant, for the Shared Signals transmitter.
+    """
+    now = time.time()
+    if at is None or at > now:
+        at = now
+    instant = at
+    until = state.revocation_horizon(now)
+    state.write(lambda: state.store.revoke_subject(sub, instant, until))
+    state.write(lambda: mark_status(state, "sub", sub, until=until, at=instant))
+    merged = {**_detail(by, detail), "not_before": instant}
+    state.record("subject-revoked", None, subject=sub, action="revoke_subject", detail=merged)
 
 
-def revoke_key(state: ShieldState, kid: str, *, by: str | None = None) -> None:
+def revoke_key(state: ShieldState, kid: str, *, by: str | None = None, detail: dict[str, t.Any] | None = None) -> None:
     """See :meth:`JWTShield.revoke_key <flask_jwt_shield.JWTShield.revoke_key>`."""
     signing = state.keys.signing_key
     if signing is not None and signing.kid == kid:
@@ -157,7 +171,7 @@ def revoke_key(state: ShieldState, kid: str, *, by: str | None = None) -> None:
     until = state.revocation_horizon(time.time())
     state.write(lambda: state.store.revoke("kid", kid, until))
     state.write(lambda: mark_status(state, "kid", kid, until=until))
-    state.record("key-revoked", None, kid=kid, action="revoke", detail=_detail(by))
+    state.record("key-revoked", None, kid=kid, action="revoke", detail=_detail(by, detail))
 
 
 def mark_status(state: ShieldState, kind: StatusKind, value: str, *, until: float, at: float | None = None) -> None:
@@ -225,7 +239,7 @@ def act(
         if effective == "revoke_subject" and sub is not None:
             state.store.revoke_subject(sub, now, until)
             mark_status(state, "sub", sub, until=until, at=now)
-            state.record("subject-revoked", claims, subject=sub, action=effective, detail=why)
+            state.record("subject-revoked", claims, subject=sub, action=effective, detail={**why, "not_before": now})
         elif claims is not None and effective == "revoke_family" and claims.get("sid"):
             state.store.revoke_family(claims["sid"], until)
             mark_status(state, "sid", claims["sid"], until=until)

@@ -316,11 +316,14 @@ def _make_limiter(config: ShieldConfig, store: Store, app_limiter: Limiter | Non
             spike_threshold=spike,
             spike_sustain=config.rate.spike_sustain,
             adaptive=adaptive,
+            mode=config.rate.rate_limit_mode,
+            sync_interval=config.rate.rate_limit_sync_interval,
         )
     except ValueError as exc:
         raise ConfigurationError(
-            f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.SPIKE_THRESHOLD},"
-            f" {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN}, or JWTShield(limiter=...)): {exc}"
+            f"Rate limiting ({K.RATE_LIMIT}, {K.RATE_LIMIT_STORAGE_URI}, {K.RATE_LIMIT_STRATEGY},"
+            f" {K.RATE_LIMIT_MODE}, {K.SPIKE_THRESHOLD}, {K.ADAPTIVE_FLOOR}, {K.ADAPTIVE_SUSTAIN},"
+            f" or JWTShield(limiter=...)): {exc}"
         ) from None
 
 

@@ -1,7 +1,8 @@
 """A tiny app for tests/test_multiprocess.py, served by gunicorn with several workers.
 
 The store is the SQLite file ``SHIELD_TEST_DB``, or the URI ``SHIELD_TEST_STORE_URI`` (a
-Redis); ``SHIELD_TEST_RATE_LIMIT`` sets the per-token limit (none by default);
+Redis); ``SHIELD_TEST_RATE_LIMIT`` sets the per-token limit (none by default) and
+``SHIELD_TEST_RATE_LIMIT_MODE`` its mode (``exact`` by default);
 ``SHIELD_TEST_WEBHOOK``, when set, is the alert webhook (tests/test_alerts.py);
 ``SHIELD_TEST_DPOP`` is ``JWT_SHIELD_DPOP`` (tests/test_dpop_multiprocess.py). Every worker
 answers with its PID so the test can tell which process served a request.
@@ -26,6 +27,7 @@ def create_app() -> Flask:
         JWT_SHIELD_SECRET_KEY="multiworker-test-secret-" + "x" * 32,
         JWT_SHIELD_STORE_URI=os.environ.get("SHIELD_TEST_STORE_URI") or "sqlite:///" + os.environ["SHIELD_TEST_DB"],
         JWT_SHIELD_RATE_LIMIT=os.environ.get("SHIELD_TEST_RATE_LIMIT") or None,
+        JWT_SHIELD_RATE_LIMIT_MODE=os.environ.get("SHIELD_TEST_RATE_LIMIT_MODE") or "exact",
         JWT_SHIELD_DPOP=os.environ.get("SHIELD_TEST_DPOP") or "off",
     )
     if os.environ.get("SHIELD_TEST_WEBHOOK"):

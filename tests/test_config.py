@@ -212,6 +212,8 @@ _RS = {
     "JWT_SHIELD_AUDIENCE": "https://api.example.com",
 }
 
+_SSF = {"JWT_SHIELD_SSF_TRANSMIT": True, "JWT_SHIELD_ISSUER": "https://auth.example.com"}
+
 #: key -> (a timedelta, its value in seconds, other settings the key needs, how to read it back)
 DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[ShieldConfig], t.Any]]] = {
     "JWT_SHIELD_ACCESS_TOKEN_TTL": (timedelta(minutes=5), 300, {}, lambda c: c.sessions.access_token_ttl),
@@ -245,6 +247,16 @@ DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[Shiel
         120,
         {"JWT_SHIELD_STATUS_LIST": True, "JWT_SHIELD_ISSUER": "https://auth.example"},
         lambda c: c.status_list.status_list_ttl,
+    ),
+    "JWT_SHIELD_SSF_RETENTION": (timedelta(days=1), 86_400, _SSF, lambda c: c.ssf.ssf_retention),
+    "JWT_SHIELD_SSF_PUSH_TIMEOUT": (timedelta(seconds=2), 2, _SSF, lambda c: c.ssf.ssf_push_timeout),
+    "JWT_SHIELD_SSF_PUSH_RETRY_DELAY": (timedelta(seconds=3), 3, _SSF, lambda c: c.ssf.ssf_push_retry_delay),
+    "JWT_SHIELD_SSF_POLL_WAIT": (timedelta(seconds=20), 20, _SSF, lambda c: c.ssf.ssf_poll_wait),
+    "JWT_SHIELD_SSF_RECEIVE_POLL_INTERVAL": (
+        timedelta(milliseconds=500),
+        0.5,
+        {"JWT_SHIELD_SSF_RECEIVE_FROM": "https://idp.example.com"},
+        lambda c: c.ssf.ssf_receive_poll_interval,
     ),
 }
 

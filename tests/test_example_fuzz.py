@@ -56,6 +56,13 @@ ROUTES: dict[str, set[str]] = {
     # The Token Status List (draft-ietf-oauth-status-list) and its aggregation.
     "/statuslists/1": {"GET"},
     "/statuslists": {"GET"},
+    # The Shared Signals transmitter (refused without SSF_RECEIVER_SECRET, but for discovery).
+    "/.well-known/ssf-configuration": {"GET"},
+    "/.well-known/ssf-configuration/<path:suffix>": {"GET"},
+    "/ssf/streams": {"GET", "POST", "PATCH", "PUT", "DELETE"},
+    "/ssf/status": {"GET", "POST"},
+    "/ssf/verify": {"POST"},
+    "/ssf/poll/<stream_id>": {"POST"},
     # HTML pages for people: the admin login and the shield's dashboard.
     "/admin/login": {"GET", "POST"},
     "/admin/logout": {"POST"},
@@ -120,6 +127,13 @@ NAMES = [
     "kid",
     "token",
     "token_type_hint",
+    "stream_id",
+    "delivery",
+    "events_requested",
+    "status",
+    "maxEvents",
+    "ack",
+    "setErrs",
 ]
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
 

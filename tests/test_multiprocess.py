@@ -211,3 +211,32 @@ def test_redis_per_token_limit_is_one_budget_across_app_servers(redis_url: str) 
         token = call(a, "POST", "/login")[1]["access_token"]
         statuses = [call(a if i % 2 else b, "GET", "/api/me", token)[0] for i in range(16)]
         assert statuses == [200] * 10 + [429] * 6
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("run", range(2))
+def test_redis_leased_limit_stays_within_its_bound_across_gunicorn_workers(redis_url: str, run: int) -> None:
+    workers = 4
+    env = {
+        "SHIELD_TEST_STORE_URI": redis_url,
+        "SHIELD_TEST_RATE_LIMIT": "100/minute",
+        "SHIELD_TEST_RATE_LIMIT_MODE": "leased",
+    }
+    with gunicorn(None, workers=workers, env=env) as port:
+        token = call(port, "POST", "/login", body={})[1]["access_token"]
+        stop = time.monotonic() + 2.0
+
+        def client(_: int) -> list[tuple[int, int]]:
+            seen = []
+            while time.monotonic() < stop:
+                status, body = call(port, "GET", "/api/me", token)
+                seen.append((status, body["worker"] if isinstance(body, dict) else 0))
+            return seen
+
+        with ThreadPoolExecutor(16) as pool:
+            seen = [s for chunk in pool.map(client, range(16)) for s in chunk]
+    admitted = sum(1 for status, _ in seen if status == 200)
+    assert {status for status, _ in seen} == {200, 429}
+    assert len({worker for status, worker in seen if status == 200}) > 1  # several processes admitted
+    # L <= admitted <= L + N (docs/ratelimits.rst, "Leased mode")
+    assert 100 <= admitted <= 100 + workers, admitted

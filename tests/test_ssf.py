@@ -649,3 +649,52 @@ def test_a_store_over_its_bound_still_accepts_new_sets_and_refuses_dropped_ones(
     assert push(app, second).status_code == 400
     with app.app_context():
         assert len(shield.events(kind="subject-revoked")) == 2
+
+
+# -- the shield's own token-revoked and key-revoked events ---------------------------------------
+
+TOKEN_REVOKED = "urn:flask-jwt-shield:secevent:event-type:token-revoked"
+KEY_REVOKED = "urn:flask-jwt-shield:secevent:event-type:key-revoked"
+
+
+def test_token_and_key_revoked_events_of_the_tokens_issuer_revoke_that_token_and_key(
+    app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str
+) -> None:
+    app, _ = app_shield
+    token, other = access_token(key, issuer), access_token(key, issuer)
+    jti = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["jti"]
+    subject = {"format": "opaque", "id": jti}
+    assert push(app, make_set(key, issuer, {TOKEN_REVOKED: {"jti": jti}}, sub_id=subject)).status_code == 202
+    assert me(app, token) == 401 and me(app, other) == 200
+    kid = {"format": "opaque", "id": "idp-1"}
+    assert push(app, make_set(key, issuer, {KEY_REVOKED: {"kid": "idp-1"}}, sub_id=kid)).status_code == 202
+    assert me(app, other) == 401  # every token of that key
+
+
+def test_token_and_key_revoked_events_of_another_issuer_revoke_nothing(
+    app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str, idp: IdPServer
+) -> None:
+    """A SET Issuer other than the tokens' names none of their ids (a blueprint with its own issuer)."""
+    app, shield = app_shield
+    other_issuer = idp.url + "/realms/other"
+    app.register_blueprint(
+        shield.security_events_blueprint(
+            issuer=other_issuer, audience=AUDIENCE, jwks_url=idp.jwks_url, url="/other", name="other"
+        )
+    )
+    token = access_token(key, issuer)
+    jti = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["jti"]
+    subject = {"format": "opaque", "id": jti}
+    for events in ({TOKEN_REVOKED: {"jti": jti}}, {KEY_REVOKED: {"kid": "idp-1"}}):
+        set_token = make_set(key, other_issuer, events, sub_id=subject)
+        assert app.test_client().post("/other", data=set_token, content_type=SET_MEDIA).status_code == 202
+    assert me(app, token) == 200
+
+
+@pytest.mark.parametrize("payload", [{}, {"jti": 5}, {"jti": ""}, {"jti": "a.b.c"}, {"jti": "x" * 300}])
+def test_a_token_revoked_event_without_a_usable_jti_is_refused(
+    app_shield: tuple[Flask, JWTShield], key: SigningKey, issuer: str, payload: dict[str, t.Any]
+) -> None:
+    app, _ = app_shield
+    answer = push(app, make_set(key, issuer, {TOKEN_REVOKED: payload}, sub_id={"format": "opaque", "id": "x"}))
+    assert answer.status_code == 400 and answer.get_json()["err"] == "invalid_request"

@@ -557,3 +557,30 @@ def test_sessions_whose_key_is_revoked_are_not_live(store: Store) -> None:
     assert got is not None and got.kid == "k2"  # the key that signs the new refresh token
     store.revoke("kid", "k2", FAR)
     assert store.families("alice", now=NOW + 2, idle_ttl=500) == []
+
+
+def test_boxes_keep_order_replace_by_key_expire_and_drop_the_oldest_beyond_the_bound(store: Store) -> None:
+    now = NOW
+    box = "ssf-sets:stream-1"
+    assert store.box_items(box, now=now, limit=10) == []
+    for i in range(3):
+        assert store.box_put(box, f"k{i}", f"v{i}", now + 60, max_items=3, now=now) == 0
+    assert store.box_items(box, now=now, limit=10) == [("k0", "v0"), ("k1", "v1"), ("k2", "v2")]
+    assert store.box_items(box, now=now, limit=2) == [("k0", "v0"), ("k1", "v1")]
+    # A fourth item: the oldest live one goes, and is counted.
+    assert store.box_put(box, "k3", "v3", now + 60, max_items=3, now=now) == 1
+    assert [k for k, _ in store.box_items(box, now=now, limit=10)] == ["k1", "k2", "k3"]
+    # Replacing a key moves it to the end and drops nothing.
+    assert store.box_put(box, "k1", "v1b", now + 60, max_items=3, now=now) == 0
+    assert store.box_items(box, now=now, limit=10) == [("k2", "v2"), ("k3", "v3"), ("k1", "v1b")]
+    # Another box is another box.
+    assert store.box_put("ssf-streams", "s", "{}", now + 60, max_items=3, now=now) == 0
+    assert store.box_items("ssf-streams", now=now, limit=10) == [("s", "{}")]
+    assert store.box_delete(box, ["k2", "missing", "k1"]) == 2
+    assert store.box_items(box, now=now, limit=10) == [("k3", "v3")]
+    assert store.box_delete(box, []) == 0
+    # Expired items are not read, and an expired one is not counted as dropped.
+    assert store.box_put(box, "old", "x", now + 1, max_items=3, now=now) == 0
+    assert [k for k, _ in store.box_items(box, now=now + 2, limit=10)] == ["k3"]
+    assert store.box_put(box, "new", "y", now + 60, max_items=2, now=now + 2) == 0
+    assert [k for k, _ in store.box_items(box, now=now + 2, limit=10)] == ["k3", "new"]

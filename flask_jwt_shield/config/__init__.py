@@ -30,6 +30,7 @@ from .settings import RemoteSettings
 from .settings import RequestSettings
 from .settings import SessionSettings
 from .settings import ShieldConfig
+from .settings import SSFSettings
 from .settings import StepUpSettings
 from .settings import StoreSettings
 
@@ -49,6 +50,7 @@ __all__ = [
     "RemoteSettings",
     "RequestSettings",
     "SessionSettings",
+    "SSFSettings",
     "StepUpSettings",
     "ShieldConfig",
     "StoreSettings",

@@ -46,6 +46,11 @@ DURATION_KEYS: Final = WHOLE_SECOND_KEYS | {
     ConfigKey.DPOP_NONCE_TTL,
     ConfigKey.ALERT_TIMEOUT,
     ConfigKey.ALERT_RETRY_DELAY,
+    ConfigKey.SSF_RETENTION,
+    ConfigKey.SSF_PUSH_TIMEOUT,
+    ConfigKey.SSF_PUSH_RETRY_DELAY,
+    ConfigKey.SSF_POLL_WAIT,
+    ConfigKey.SSF_RECEIVE_POLL_INTERVAL,
 }
 
 _SECOND: Final = datetime.timedelta(seconds=1)

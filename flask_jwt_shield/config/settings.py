@@ -266,6 +266,8 @@ class RateSettings:
     refresh_address_rate_limit: str | None
     rate_limit_strategy: str
     rate_limit_storage_uri: str | None
+    rate_limit_mode: str
+    rate_limit_sync_interval: float
     introspection_rate_limit: str | None
     spike_threshold: str | None
     spike_action: Action
@@ -293,6 +295,8 @@ class RateSettings:
                 hint="'fixed-window'",
             ),
             rate_limit_storage_uri=r.optional_string(K.RATE_LIMIT_STORAGE_URI, None),
+            rate_limit_mode=r.choice(K.RATE_LIMIT_MODE, "exact", frozenset({"exact", "leased"}), hint="'leased'"),
+            rate_limit_sync_interval=_sync_interval(r, K.RATE_LIMIT_SYNC_INTERVAL),
             introspection_rate_limit=r.limit(K.INTROSPECTION_RATE_LIMIT, "600/minute"),
             spike_threshold=r.limit(K.SPIKE_THRESHOLD, None),
             spike_action=r.action(K.SPIKE_ACTION, "flag", ladder=_NO_STEP_UP),
@@ -331,6 +335,17 @@ class GeoSettings:
             allowed_countries=r.countries(K.ALLOWED_COUNTRIES),
             denied_countries=r.countries(K.DENIED_COUNTRIES),
         )
+
+
+def _sync_interval(r: Reader, key: str) -> float:
+    """Δ of the leased mode: short enough to matter, long enough to batch."""
+    value = r.number(key, 0.1, minimum=0.005)
+    if value > 10:
+        raise ConfigurationError(
+            f"{key} must be 0.005 to 10 seconds (for example 0.1), not {value!r}: it is how often each"
+            " process settles its leased rate limit counters with Redis."
+        )
+    return value
 
 
 # A spike is one token's volume: a fresh authentication says nothing about who sends it, and
@@ -577,6 +592,136 @@ class StatusListSettings:
         return urllib.parse.urlsplit(self.status_list_uri or STATUS_LIST_PATH).path or STATUS_LIST_PATH
 
 
+#: ``JWT_SHIELD_SSF_RECEIVE_DELIVERY``: the RFC 8936 and RFC 8935 delivery methods.
+SSF_DELIVERIES = frozenset({"poll", "push"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SSFSettings:
+    """Shared Signals: the transmitter (``JWT_SHIELD_SSF_TRANSMIT`` and the bounds of its
+    streams and deliveries) and the receiver's connection to a transmitter
+    (``JWT_SHIELD_SSF_RECEIVE_*``)."""
+
+    ssf_transmit: bool = False
+    ssf_retention: float = 3 * 86400.0
+    ssf_max_pending: int = 10_000
+    ssf_max_streams: int = 100
+    ssf_push_timeout: float = 5.0
+    ssf_push_retries: int = 3
+    ssf_push_retry_delay: float = 1.0
+    ssf_queue_size: int = 10_000
+    ssf_poll_wait: float = 10.0
+    ssf_receive_from: str | None = None
+    ssf_receive_token: str | None = None
+    ssf_receive_delivery: str = "poll"
+    ssf_receive_push_url: str | None = None
+    ssf_receive_poll_interval: float = 5.0
+
+    @classmethod
+    def read(cls, r: Reader, *, resource_server: bool, issuer: str | None) -> SSFSettings:
+        K = ConfigKey
+        transmit = r.boolean(K.SSF_TRANSMIT, False)
+        retention = r.number(K.SSF_RETENTION, 3 * 86400.0, minimum=60)
+        if retention > 7 * 86400:
+            raise ConfigurationError(
+                f"{K.SSF_RETENTION} is {retention!r} seconds; a receiver refuses SETs older than its replay"
+                " window (7 days by default), so keep undelivered SETs at most 7 days (604800)."
+            )
+        settings = cls(
+            ssf_transmit=transmit,
+            ssf_retention=retention,
+            ssf_max_pending=r.integer(K.SSF_MAX_PENDING, 10_000, minimum=1),
+            ssf_max_streams=r.integer(K.SSF_MAX_STREAMS, 100, minimum=1),
+            ssf_push_timeout=r.seconds(K.SSF_PUSH_TIMEOUT, 5.0, maximum=60, waits_on="a receiver answering a push"),
+            ssf_push_retries=r.integer(K.SSF_PUSH_RETRIES, 3, minimum=0),
+            ssf_push_retry_delay=r.number(K.SSF_PUSH_RETRY_DELAY, 1.0, minimum=0),
+            ssf_queue_size=r.integer(K.SSF_QUEUE_SIZE, 10_000, minimum=1),
+            ssf_poll_wait=r.number(K.SSF_POLL_WAIT, 10.0, minimum=0),
+            ssf_receive_from=r.optional_string(K.SSF_RECEIVE_FROM, None),
+            ssf_receive_token=r.optional_string(K.SSF_RECEIVE_TOKEN, None),
+            ssf_receive_delivery=r.choice(K.SSF_RECEIVE_DELIVERY, "poll", SSF_DELIVERIES, hint="'poll'"),
+            ssf_receive_push_url=r.optional_string(K.SSF_RECEIVE_PUSH_URL, None),
+            ssf_receive_poll_interval=r.number(K.SSF_RECEIVE_POLL_INTERVAL, 5.0, minimum=0.05),
+        )
+        if settings.ssf_push_retry_delay > 300:
+            raise ConfigurationError(
+                f"{K.SSF_PUSH_RETRY_DELAY} is {settings.ssf_push_retry_delay!r}; it is the first retry's delay in"
+                " seconds (doubled for each further retry, capped at 5 minutes). Use 0 to 300, e.g. 1."
+            )
+        if settings.ssf_poll_wait > 60:
+            raise ConfigurationError(
+                f"{K.SSF_POLL_WAIT} is {settings.ssf_poll_wait!r}; a long poll holds a worker this many seconds at"
+                " most. Use 0 to 60, e.g. 10."
+            )
+        if transmit:
+            if resource_server:
+                raise ConfigurationError(
+                    f"{K.SSF_TRANSMIT} is on in resource-server mode: the identity provider issues the tokens"
+                    " and transmits their revocations, this app has nothing of its own to transmit."
+                )
+            if issuer is None:
+                raise ConfigurationError(
+                    f"{K.SSF_TRANSMIT} needs {K.ISSUER}: it is the SETs' 'iss' and the transmitter's"
+                    " issuer in its discovery document (e.g. 'https://auth.example.com')."
+                )
+            try:
+                check_url(issuer, f"{K.ISSUER} (the SSF transmitter's issuer)")
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        else:
+            for key in (
+                K.SSF_RETENTION,
+                K.SSF_MAX_PENDING,
+                K.SSF_MAX_STREAMS,
+                K.SSF_PUSH_TIMEOUT,
+                K.SSF_PUSH_RETRIES,
+                K.SSF_PUSH_RETRY_DELAY,
+                K.SSF_QUEUE_SIZE,
+                K.SSF_POLL_WAIT,
+            ):
+                if r.raw(key) is not None:
+                    raise ConfigurationError(
+                        f"{key} is set but {K.SSF_TRANSMIT} is not True, so it would never apply. Set"
+                        f" {K.SSF_TRANSMIT} = True, or remove {key}."
+                    )
+        if settings.ssf_receive_from is None:
+            for key in (
+                K.SSF_RECEIVE_TOKEN,
+                K.SSF_RECEIVE_DELIVERY,
+                K.SSF_RECEIVE_PUSH_URL,
+                K.SSF_RECEIVE_POLL_INTERVAL,
+            ):
+                if r.raw(key) is not None:
+                    raise ConfigurationError(
+                        f"{key} is set but {K.SSF_RECEIVE_FROM} is not, so no stream would ever be set up."
+                        f" Set {K.SSF_RECEIVE_FROM} to the transmitter's issuer URL, or remove {key}."
+                    )
+            return settings
+        try:
+            check_url(
+                settings.ssf_receive_from,
+                K.SSF_RECEIVE_FROM,
+                why="the stream's bearer token and SETs would travel in clear",
+            )
+            if settings.ssf_receive_push_url is not None:
+                check_url(
+                    settings.ssf_receive_push_url, K.SSF_RECEIVE_PUSH_URL, why="SETs pushed over plain HTTP can be read"
+                )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if settings.ssf_receive_delivery == "push" and settings.ssf_receive_push_url is None:
+            raise ConfigurationError(
+                f"{K.SSF_RECEIVE_DELIVERY} is 'push', which needs {K.SSF_RECEIVE_PUSH_URL}: the full URL of this"
+                " app's security_events_blueprint() endpoint (e.g. 'https://api.example.com/security-events')."
+            )
+        if settings.ssf_receive_delivery == "poll" and settings.ssf_receive_push_url is not None:
+            raise ConfigurationError(
+                f"{K.SSF_RECEIVE_PUSH_URL} is set but {K.SSF_RECEIVE_DELIVERY} is 'poll'; set it to 'push' or"
+                f" remove {K.SSF_RECEIVE_PUSH_URL}."
+            )
+        return settings
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ShieldConfig:
     """The validated ``JWT_SHIELD_*`` settings of one app, by section. Build with
@@ -594,6 +739,7 @@ class ShieldConfig:
     alerts: AlertSettings | None
     step_up: StepUpSettings = StepUpSettings()
     status_list: StatusListSettings = StatusListSettings()
+    ssf: SSFSettings = SSFSettings()
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, t.Any], *, warn: bool = True) -> ShieldConfig:
@@ -632,6 +778,7 @@ class ShieldConfig:
             alerts=AlertSettings.read(r),
             step_up=StepUpSettings.read(r),
             status_list=StatusListSettings.read(r, issuer=keys.issuer, resource_server=remote.enabled),
+            ssf=SSFSettings.read(r, resource_server=remote.enabled, issuer=keys.issuer),
         )
 
     @property
@@ -654,6 +801,7 @@ class ShieldConfig:
             self.events,
             self.step_up,
             self.status_list,
+            self.ssf,
         ):
             if name in section.__dataclass_fields__:
                 return getattr(section, name)

@@ -3,7 +3,8 @@
 The rate step of the request pipeline (DESIGN.md, step 6), one job per module:
 :mod:`.syntax` (limit strings), :mod:`.limiter` (:class:`TokenRateLimiter`),
 :mod:`.adaptive` (the baseline rule and its Lua twin), :mod:`.storage` (storages and their
-errors), :mod:`.decision` (what a check decides).
+errors), :mod:`.decision` (what a check decides), :mod:`.leases` (the leased mode: counters
+kept in the process, settled with Redis in the background).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from .decision import AnomalyReport
 from .decision import RateDecision
 from .decision import SpikeReport
 from .decision import Target
+from .leases import LeaseBook
 from .storage import LimiterStorageError
 from .storage import key_part
 from .storage import resolve_storage
@@ -166,7 +167,15 @@ class TokenRateLimiter:
         needs memory or Redis storage.
     :param storage_options: keyword arguments for the storage built from ``storage_uri``.
         Redis storages get 0.5 s socket timeouts unless given here.
-    :raises ValueError: for a bad limit string, strategy, URI, or storage combination.
+    :param mode: ``"exact"`` (the default): every check is one round trip to a shared
+        storage, and a limit of ``L`` admits exactly ``L``. ``"leased"``: on Redis, each
+        process admits from a lease of the window's budget and settles in the background
+        every ``sync_interval`` seconds (:mod:`.leases`); no round trip per request, and at
+        most ``N * CREDIT`` admitted above ``L`` with ``N`` processes. Needs the
+        ``fixed-window`` strategy. On ``memory://`` the counters are this process's own
+        anyway, and the mode changes nothing.
+    :param sync_interval: Δ of the leased mode, seconds between two settlement rounds.
+    :raises ValueError: for a bad limit string, strategy, URI, mode, or storage combination.
     """
 
     def __init__(
@@ -182,6 +191,8 @@ class TokenRateLimiter:
         spike_threshold: str | None = None,
         spike_sustain: str | None = None,
         adaptive: AdaptiveSettings | None = None,
+        mode: str = "exact",
+        sync_interval: float = 0.1,
     ) -> None:
         self._storage = resolve_storage(storage_uri, storage, limiter, storage_options)
         if strategy not in STRATEGIES:
@@ -210,6 +221,28 @@ class TokenRateLimiter:
         self._one_trip: t.Callable[[list[str], list[int]], list[int]] | None = None
         if self._fixed and type(self._storage) is RedisStorage:
             self._one_trip = _one_trip_caller(self._storage)
+        self.mode = mode
+        self._leases: LeaseBook | None = None
+        if mode not in ("exact", "leased"):
+            raise ValueError(f"unknown rate limit mode {mode!r}: use 'exact' or 'leased'")
+        if mode == "leased" and not isinstance(self._storage, MemoryStorage):
+            if not isinstance(self._storage, RedisStorage):
+                raise ValueError(
+                    f"the leased mode needs Redis (or memory) rate limit storage, not"
+                    f" {type(self._storage).__name__}; use the exact mode"
+                )
+            if not self._fixed:
+                raise ValueError(
+                    f"the leased mode counts fixed windows, not {strategy!r}: use the"
+                    " 'fixed-window' strategy, or the exact mode"
+                )
+            if not 0.005 <= sync_interval <= 10:
+                raise ValueError(f"the leased mode's sync interval must be 0.005 to 10 seconds, got {sync_interval!r}")
+            self._one_trip = None
+            self._lease_key: t.Callable[[str], str] = self._storage.prefixed_key
+            self._leases = LeaseBook(
+                self._storage, interval=sync_interval, channel=f"{prefix}/rate/exhausted", errors=self._errors
+            )
 
         self.adaptive = adaptive
         self._settings = adaptive if adaptive is not None else AdaptiveSettings()
@@ -228,6 +261,13 @@ class TokenRateLimiter:
                     f" not {type(self._storage).__name__}"
                 )
         self._update_active()
+
+    def close(self) -> None:
+        """Stop the leased mode's background threads (nothing else needs closing). What this
+        process holds is not given back: Redis takes its leases back after their TTL, as
+        for a process that died."""
+        if self._leases is not None:
+            self._leases.stop()
 
     @property
     def local(self) -> bool:
@@ -299,6 +339,8 @@ class TokenRateLimiter:
             plan = self._plan(identity, endpoint, override)
         spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
+        if self._leases is not None:
+            return self._check_leased(self._leases, identity, subject, session, plan)
         if self._one_trip is not None:
             return self._check_in_one_trip(identity, subject, session, plan)
         try:
@@ -385,6 +427,44 @@ class TokenRateLimiter:
                 return RateDecision(
                     allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, now + max(ttl, 0) / 1000)
                 )
+        return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
+
+    def _check_leased(
+        self, leases: LeaseBook, identity: str, subject: str | None, session: str | None, plan: _Plan
+    ) -> RateDecision:
+        """:meth:`check` from this process's leases: the same counters, no round trip."""
+        spike_keys, items, parts, rate_keys, targets = plan
+        prefixed = self._lease_key
+        for item, key in spike_keys:
+            leases.count_attempt(prefixed(key), identity, item)
+        spike = leases.reports(identity)
+        anomaly = None
+        baselines = self._baselines
+        if baselines is not None:  # the adaptive baselines stay one script call (documented)
+            try:
+                seen = baselines.observe(
+                    session or identity, subject or identity, time.time(), self._settings, self._floor
+                )
+                if seen is not None:
+                    anomaly = self._report(seen, session or identity, subject or identity)
+            except self._errors as exc:
+                raise LimiterStorageError(exc) from exc
+        if not items:
+            return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
+        for item, key in zip(items, rate_keys, strict=True):
+            lease_key = prefixed(key) + "/lease"
+            if not leases.take(lease_key, item):
+                sustain = self._spike_sustain
+                if sustain is not None:
+                    minute = math.floor(time.time() / MINUTE)
+                    leases.note_refusal(
+                        prefixed(sustain.key_for("m", parts[0], str(minute))),
+                        prefixed(sustain.key_for("refused", parts[0])),
+                        identity,
+                        sustain,
+                    )
+                _left, reset_at = leases.window(lease_key, item)
+                return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
         return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
 
     def _plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
@@ -481,6 +561,13 @@ class TokenRateLimiter:
 
         :raises LimiterStorageError: when the storage fails.
         """
+        leases = self._leases
+        if leases is not None:  # this process's view: no round trip
+            prefixed = self._lease_key
+            windows = [
+                (item, *leases.window(prefixed(item.key_for(*parts)) + "/lease", item)) for item, parts in targets
+            ]
+            return min(windows, key=lambda w: w[1])
         try:
             best: tuple[RateLimitItem, int, float] | None = None
             for item, parts in targets:
@@ -501,7 +588,12 @@ class TokenRateLimiter:
         """
         parts = (key_part(identity),) if endpoint is None else (key_part(identity), key_part(endpoint))
         items = self._limits if endpoint is None else self._endpoints.get(endpoint, ())
+        leases = self._leases
         try:
+            if leases is not None:
+                prefixed = self._lease_key
+                leases.forget([prefixed(item.key_for(*parts)) + "/lease" for item in items])
+                return
             for item in items:
                 self._strategy.clear(item, *parts)
         except self._errors as exc:

@@ -296,6 +296,22 @@ class Store(t.Protocol):
         when the version is still ``version``. First sets the bits of tokens whose session
         has reached its ``ends_at``. The version changes whenever a bit does."""
 
+    def box_put(self, box: str, key: str, value: str, until: float, *, max_items: int, now: float) -> int:
+        """Keep ``value`` under ``key`` in the ordered box ``box`` until ``until`` (a value
+        already under ``key`` is replaced and moves to the end). Then, when the box holds
+        more than ``max_items`` live items, drop the oldest; return how many live items
+        were dropped so (expired ones are not counted). Atomic; one round trip.
+
+        What outlives a process and is read in order by whoever asks next: the Shared
+        Signals transmitter's streams and the SETs not yet delivered to each.
+        """
+
+    def box_items(self, box: str, *, now: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` live ``(key, value)`` items of ``box``, oldest first."""
+
+    def box_delete(self, box: str, keys: t.Sequence[str]) -> int:
+        """Delete these keys from ``box``; return how many were there."""
+
     def purge(self, now: float) -> int:
         """Drop expired entries; return how many."""
 

@@ -44,6 +44,8 @@ class MemoryStore:
         self._floors: dict[str, float] = {}
         self._max_remembered = max_remembered
         self._status = StatusBook()
+        # box -> key -> (until, value), in insertion order (oldest first).
+        self._boxes: dict[str, dict[str, tuple[float, str]]] = {}
 
     # -- revocation (the hot path: plain dict lookups) ---------------------------------
 
@@ -294,6 +296,36 @@ class MemoryStore:
         with self._lock:
             return self._status.bits(size, version, now)
 
+    # -- ordered boxes (the transmitter's streams and undelivered SETs) --------------------
+
+    def box_put(self, box: str, key: str, value: str, until: float, *, max_items: int, now: float) -> int:
+        with self._lock:
+            items = self._boxes.setdefault(box, {})
+            items.pop(key, None)
+            items[key] = (until, value)
+            for expired in [k for k, (u, _) in items.items() if u <= now]:
+                del items[expired]
+            dropped = 0
+            while len(items) > max_items:
+                del items[next(iter(items))]
+                dropped += 1
+            return dropped
+
+    def box_items(self, box: str, *, now: float, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            items = self._boxes.get(box, {})
+            return [(k, v) for k, (u, v) in items.items() if u > now][:limit]
+
+    def box_delete(self, box: str, keys: t.Sequence[str]) -> int:
+        with self._lock:
+            items = self._boxes.get(box)
+            if not items:
+                return 0
+            found = sum(items.pop(k, None) is not None for k in keys)
+            if not items:
+                del self._boxes[box]
+            return found
+
     # -- maintenance ----------------------------------------------------------------------
 
     def _maybe_purge(self) -> None:
@@ -317,6 +349,10 @@ class MemoryStore:
             for entry in [e for e, until in self._remembered.items() if until <= now]:
                 del self._remembered[entry]
                 dropped += 1
+            for items in self._boxes.values():
+                for item_key in [k for k, (u, _) in items.items() if u <= now]:
+                    del items[item_key]
+                    dropped += 1
             for ns in [n for n, floor in self._floors.items() if floor <= now]:
                 del self._floors[ns]  # every key at or below it has expired: nothing to guard
             dropped += self._status.purge(now)

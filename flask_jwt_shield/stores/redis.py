@@ -674,6 +674,47 @@ class RedisStore:
         length = -(-size // 8)
         return int(current), bytes(data[:length]) + bytes(max(0, length - len(data)))
 
+    # -- ordered boxes (the transmitter's streams and undelivered SETs) --------------------
+
+    def _box(self, box: str) -> list[str]:
+        # Its own hash tag: a box's three keys share one slot; boxes spread over a cluster.
+        if "}" in box or "{" in box:
+            raise ValueError(f"box names hold no braces: {box!r}")
+        base = f"{self.prefix}:box:{{{box}}}"
+        return [base + ":o", base + ":i", base + ":n"]
+
+    def box_put(self, box: str, key: str, value: str, until: float, *, max_items: int, now: float) -> int:
+        item = json.dumps([until, value])
+        return int(self._run("box_put", self._box(box), [key, item, _num(now), max_items, _ms(until + TTL_MARGIN)]))
+
+    def box_items(self, box: str, *, now: float, limit: int) -> list[tuple[str, str]]:
+        order, items, _ = self._box(box)
+        found: list[tuple[str, str]] = []
+        start = 0
+        with self._io() as client:
+            while len(found) < limit:
+                keys = client.zrange(order, start, start + limit - 1)
+                if not keys:
+                    break
+                start += len(keys)
+                for key, item in zip(keys, client.hmget(items, keys), strict=True):
+                    if item is not None:
+                        until, value = json.loads(item)
+                        if until > now:
+                            found.append((key, value))
+        return found[:limit]
+
+    def box_delete(self, box: str, keys: t.Sequence[str]) -> int:
+        if not keys:
+            return 0
+        order, items, _ = self._box(box)
+        with self._io() as client:
+            pipe = client.pipeline(transaction=True)
+            pipe.zrem(order, *keys)
+            pipe.hdel(items, *keys)
+            _, deleted = pipe.execute()
+        return int(deleted)
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:

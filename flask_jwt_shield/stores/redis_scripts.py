@@ -206,6 +206,53 @@ if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]); retur
 return 0
 """
 
+# An ordered box: KEYS[1] the order (a sorted set by sequence number), KEYS[2] the items (a
+# hash of key -> JSON [until, value]), KEYS[3] the sequence counter; one hash tag, one slot.
+# ARGV: key, item, now, max_items, expiry of the three keys (ms). Returns the live items dropped.
+BOX_PUT = """
+local seq = redis.call('INCR', KEYS[3])
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then redis.call('ZREM', KEYS[1], ARGV[1]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[1], seq, ARGV[1])
+local now = tonumber(ARGV[3])
+while true do
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #first == 0 then break end
+  local item = redis.call('HGET', KEYS[2], first[1])
+  if item and tonumber(cjson.decode(item)[1]) > now then break end
+  redis.call('ZREM', KEYS[1], first[1])
+  redis.call('HDEL', KEYS[2], first[1])
+end
+local dropped = 0
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if excess > 0 then
+  -- Full: expired items further in go first (only then, as it reads the whole box).
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do
+    if tonumber(cjson.decode(all[i + 1])[1]) <= now then
+      redis.call('ZREM', KEYS[1], all[i])
+      redis.call('HDEL', KEYS[2], all[i])
+      excess = excess - 1
+    end
+  end
+end
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
+  for _, k in ipairs(oldest) do
+    redis.call('ZREM', KEYS[1], k)
+    redis.call('HDEL', KEYS[2], k)
+    dropped = dropped + 1
+  end
+end
+local wanted = tonumber(ARGV[5]) - math.floor(now * 1000)
+for i = 1, 3 do
+  local left = redis.call('PTTL', KEYS[i])
+  if left >= 0 and left < wanted then redis.call('PEXPIREAT', KEYS[i], ARGV[5])
+  elseif left == -1 then redis.call('PEXPIREAT', KEYS[i], ARGV[5]) end
+end
+return dropped
+"""
+
 
 # -- the status list (draft-ietf-oauth-status-list) ------------------------------------------
 # Its keys carry their own hash tag (ARGV[1], e.g. "{jws:sl}"): one slot for the bitmap and
@@ -374,6 +421,7 @@ ScriptName = t.Literal[
     "status_mark",
     "status_version",
     "status_purge",
+    "box_put",
 ]
 
 SOURCES: t.Final[dict[ScriptName, str]] = {
@@ -389,6 +437,7 @@ SOURCES: t.Final[dict[ScriptName, str]] = {
     "status_mark": STATUS_MARK,
     "status_version": STATUS_VERSION,
     "status_purge": STATUS_PURGE,
+    "box_put": BOX_PUT,
 }
 
 

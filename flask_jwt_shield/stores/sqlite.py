@@ -117,6 +117,12 @@ CREATE TABLE IF NOT EXISTS status_mark (
     PRIMARY KEY (kind, value)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS status_version (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS boxes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, box TEXT NOT NULL, key TEXT NOT NULL,
+    value TEXT NOT NULL, until REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS boxes_key ON boxes (box, key);
+CREATE INDEX IF NOT EXISTS boxes_order ON boxes (box, seq);
 """
 _SCHEMA_NAMES = frozenset(re.findall(r"IF NOT EXISTS (\w+)", _SCHEMA))
 # No row until the first revoking write (a missing row reads as 0, like an empty file):
@@ -809,6 +815,36 @@ class SQLiteStore:
             finally:
                 conn.execute("COMMIT")
 
+    # -- ordered boxes (the transmitter's streams and undelivered SETs) --------------------
+
+    def box_put(self, box: str, key: str, value: str, until: float, *, max_items: int, now: float) -> int:
+        with self._write(revoking=False) as conn:
+            conn.execute("DELETE FROM boxes WHERE box = ? AND key = ?", (box, key))
+            conn.execute("INSERT INTO boxes (box, key, value, until) VALUES (?, ?, ?, ?)", (box, key, value, until))
+            conn.execute("DELETE FROM boxes WHERE box = ? AND until <= ?", (box, now))
+            (count,) = conn.execute("SELECT count(*) FROM boxes WHERE box = ?", (box,)).fetchone()
+            excess = count - max_items
+            if excess <= 0:
+                return 0
+            conn.execute(
+                "DELETE FROM boxes WHERE seq IN (SELECT seq FROM boxes WHERE box = ? ORDER BY seq LIMIT ?)",
+                (box, excess),
+            )
+            return int(excess)
+
+    def box_items(self, box: str, *, now: float, limit: int) -> list[tuple[str, str]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT key, value FROM boxes WHERE box = ? AND until > ? ORDER BY seq LIMIT ?", (box, now, limit)
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def box_delete(self, box: str, keys: t.Sequence[str]) -> int:
+        if not keys:
+            return 0
+        with self._write(revoking=False) as conn:
+            return sum(conn.execute("DELETE FROM boxes WHERE box = ? AND key = ?", (box, key)).rowcount for key in keys)
+
     # -- maintenance ----------------------------------------------------------------------
 
     def purge(self, now: float) -> int:
@@ -823,6 +859,7 @@ class SQLiteStore:
                 "DELETE FROM remembered WHERE until <= ?",
                 "DELETE FROM remembered_floor WHERE floor <= ?",
                 "DELETE FROM status_mark WHERE until <= ?",
+                "DELETE FROM boxes WHERE until <= ?",
             ):
                 dropped += conn.execute(sql, (now,)).rowcount
         return dropped

@@ -57,25 +57,33 @@ import typing as t
 
 from flask import Blueprint
 from flask import Response
+from flask import current_app
 from flask import request
 
-from . import revocation
-from . import subjects
-from .errors import ConfigurationError
-from .errors import InvalidToken
-from .errors import KeysUnavailable
-from .errors import StoreError
-from .errors import StoreUnavailable
-from .jose import JOSEError
-from .jose import b64decode
-from .jose import segment_object
-from .jose import signature_valid
-from .jose import split_compact
-from .jwks import JWKSClient
-from .state import EXTENSION_KEY
-from .state import ShieldState
-from .state import current_state
-from .subjects import SubjectResolver
+from .. import revocation
+from .. import subjects
+from ..errors import ConfigurationError
+from ..errors import InvalidToken
+from ..errors import KeysUnavailable
+from ..errors import StoreError
+from ..errors import StoreUnavailable
+from ..jose import JOSEError
+from ..jose import b64decode
+from ..jose import segment_object
+from ..jose import signature_valid
+from ..jose import split_compact
+from ..jwks import JWKSClient
+from ..state import EXTENSION_KEY
+from ..state import ShieldState
+from ..state import current_state
+from ..subjects import SubjectResolver
+from .vocabulary import ACCOUNT_DISABLED
+from .vocabulary import ACCOUNT_PURGED
+from .vocabulary import CREDENTIAL_CHANGE
+from .vocabulary import KEY_REVOKED
+from .vocabulary import SESSION_REVOKED
+from .vocabulary import SESSIONS_REVOKED
+from .vocabulary import TOKEN_REVOKED
 
 logger = logging.getLogger("flask_jwt_shield")
 
@@ -88,17 +96,18 @@ _LEASE_NAMESPACE = "ssf-jti-lease"
 #: (told ``Retry-After``) comes after it.
 LEASE = 30.0
 
-CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
-RISC = "https://schemas.openid.net/secevent/risc/event-type/"
-SESSION_REVOKED = CAEP + "session-revoked"
-#: Event type -> what the shield does: ``"session"`` (that session, else the subject) or
-#: ``"subject"`` (every token of the subject).
+#: Event type -> what the shield does: ``"session"`` (that session, else the subject),
+#: ``"subject"`` (every token of the subject), ``"token"`` (one token, by ``jti``) or
+#: ``"key"`` (every token signed by that ``kid``). The last two only from the tokens' own
+#: issuer: another issuer's token and key ids name nothing here.
 ACTIONS: dict[str, str] = {
     SESSION_REVOKED: "session",
-    CAEP + "credential-change": "subject",
-    RISC + "sessions-revoked": "subject",
-    RISC + "account-disabled": "subject",
-    RISC + "account-purged": "subject",
+    CREDENTIAL_CHANGE: "subject",
+    SESSIONS_REVOKED: "subject",
+    ACCOUNT_DISABLED: "subject",
+    ACCOUNT_PURGED: "subject",
+    TOKEN_REVOKED: "token",
+    KEY_REVOKED: "key",
 }
 
 #: What a CAEP ``session-revoked`` revokes when the session is not one the store knows:
@@ -132,7 +141,7 @@ class ReceiverSettings:
     session_fallback: SessionFallback = "subject"
 
 
-def _error(err: str, description: str, status: int = 400) -> Response:
+def error_response(err: str, description: str, status: int = 400) -> Response:
     # RFC 8935 §2.4: {"err": ..., "description": ...}; never cached.
     body = json.dumps({"err": err, "description": description})
     response = Response(body, status=status, mimetype="application/json")
@@ -140,29 +149,39 @@ def _error(err: str, description: str, status: int = 400) -> Response:
     return response
 
 
-class SecurityEventReceiver:
-    """Verifies SETs and applies their events to one app's state."""
+#: Where :mod:`.connection` keeps an app's connection to a transmitter.
+CONNECTION_KEY = "jwt_shield_ssf_connection"
 
-    def __init__(self, settings: ReceiverSettings, jwks: JWKSClient | None) -> None:
+
+class SecurityEventReceiver:
+    """Verifies SETs and applies their events to one app's state.
+
+    ``follow_connection``: when the app has a connection to a transmitter
+    (``JWT_SHIELD_SSF_RECEIVE_FROM``), its pushes are checked with that stream's settings
+    (:meth:`.connection.Connection.handle_push`) instead of these.
+    """
+
+    def __init__(self, settings: ReceiverSettings, jwks: JWKSClient | None, *, follow_connection: bool = False) -> None:
         self.settings = settings
         self._jwks = jwks  # None: the resource-server mode's client of the app
+        self.follow_connection = follow_connection
 
     def handle(self, state: ShieldState) -> Response:
         """The endpoint: check the transmitter and the SET, act, answer per RFC 8935."""
+        if self.follow_connection:
+            connection = current_app.extensions.get(CONNECTION_KEY)
+            if connection is not None:
+                return t.cast(Response, connection.handle_push(state))
         try:
             self.check(state)
         except ValueError as exc:
             logger.error("security events cannot be verified: %s", exc)
-            return _error("temporarily_unavailable", "This recipient cannot verify SETs yet.", 503)
+            return error_response("temporarily_unavailable", "This recipient cannot verify SETs yet.", 503)
         try:
             authorize = self.settings.authorize
             if authorize is not None and not authorize():
                 raise SETError("authentication_failed", "The SET Transmitter could not be authenticated.", 401)
-            claims = self.verify(state, self._body())
-            remembered = self.claim(state, claims)
-            self.apply(state, claims)
-            if not remembered:
-                self.applied(state, claims)
+            self.accept(state, self._body())
         except SETError as exc:
             logger.warning("security event refused: %s (%s)", exc.err, exc.description)
             # Like refused tokens: once a minute per client address and reason, so junk
@@ -175,20 +194,36 @@ class SecurityEventReceiver:
                     action="deny",
                     detail={"reason": f"set-{exc.err}", "status": exc.status, "set": True},
                 )
-            response = _error(exc.err, exc.description, exc.status)
+            response = error_response(exc.err, exc.description, exc.status)
             if exc.status == 503:
                 response.headers["Retry-After"] = str(int(LEASE))
             return response
         except KeysUnavailable as exc:
-            response = _error("temporarily_unavailable", "The SET Issuer's keys are unavailable; retry later.", 503)
+            response = error_response(
+                "temporarily_unavailable", "The SET Issuer's keys are unavailable; retry later.", 503
+            )
             response.headers["Retry-After"] = str(exc.retry_after or 5)
             return response
         except StoreUnavailable:
-            response = _error("temporarily_unavailable", "The security store is unavailable; retry later.", 503)
+            response = error_response("temporarily_unavailable", "The security store is unavailable; retry later.", 503)
             # Past the lease of this delivery, so that the retry is the one that applies it.
             response.headers["Retry-After"] = str(int(LEASE))
             return response
         return Response(status=202)
+
+    def accept(self, state: ShieldState, token: str) -> dict[str, t.Any]:
+        """Verify one SET, apply its events exactly once, and return its claims.
+
+        Raises :class:`SETError` (refused), :class:`~flask_jwt_shield.errors.KeysUnavailable`
+        or :class:`~flask_jwt_shield.errors.StoreUnavailable` (try again later). Needs an app
+        context: the push endpoint and the poller (:mod:`.connection`) both come here.
+        """
+        claims = self.verify(state, token)
+        remembered = self.claim(state, claims)
+        self.apply(state, claims)
+        if not remembered:
+            self.applied(state, claims)
+        return claims
 
     def _body(self) -> str:
         # RFC 8935 §2.2: the body is the SET itself, as application/secevent+jwt.
@@ -356,11 +391,54 @@ class SecurityEventReceiver:
                 "set_jti": claims["jti"],
                 "set_iss": claims["iss"],
             }
+            if action in ("token", "key"):
+                self._revoke_token_or_key(state, claims, action, payload, detail)
+                continue
             if action == "session" and self._revoke_session(state, claims, subject, detail):
                 continue
             sub = self._subject(state, claims, subject, required=True)
             assert sub is not None
-            revocation.revoke_subject(state, sub, detail=detail)
+            revocation.revoke_subject(state, sub, detail=detail, at=self._not_before(state, claims, payload))
+
+    def _not_before(self, state: ShieldState, claims: dict[str, t.Any], payload: dict[str, t.Any]) -> float | None:
+        """The instant a subject-wide event revokes up to, when the tokens' own issuer says
+        it (the shield transmitter's ``not_before`` member): the revocation's own instant at
+        the issuer, so that a login right after it, already made when the SET arrives, is
+        not refused here. ``None`` (now) for any other issuer or value."""
+        at: t.Any = payload.get("not_before")
+        if claims["iss"] != state.config.keys.issuer or type(at) not in (int, float) or not math.isfinite(at):
+            return None
+        if at < time.time() - self.settings.max_age:
+            return None
+        return float(at)
+
+    def _revoke_token_or_key(
+        self,
+        state: ShieldState,
+        claims: dict[str, t.Any],
+        action: str,
+        payload: dict[str, t.Any],
+        detail: dict[str, t.Any],
+    ) -> None:
+        """The shield's own ``token-revoked`` (``jti``) and ``key-revoked`` (``kid``) events.
+
+        Only from the tokens' own issuer: a ``jti`` or ``kid`` names a token or key of the
+        issuer that made it, and another issuer naming one here would revoke at random.
+        """
+        name = "jti" if action == "token" else "kid"
+        value = payload.get(name)
+        if claims["iss"] != state.config.keys.issuer:
+            logger.info("SET %s revokes a %s of another issuer than the tokens': no action", claims["jti"], name)
+            return
+        if not isinstance(value, str) or not value or len(value) > 255 or value.count(".") == 2:
+            raise SETError("invalid_request", f"The {action}-revoked event has no valid {name!r}.")
+        if action == "token":
+            revocation.revoke_token(state, value, detail=detail)
+            return
+        try:
+            revocation.revoke_key(state, value, detail=detail)
+        except ValueError:  # this app signs with that key: not the transmitter's to revoke
+            raise SETError("invalid_request", "The key-revoked event names this recipient's own signing key.") from None
 
     def _revoke_session(
         self, state: ShieldState, claims: dict[str, t.Any], subject: dict[str, t.Any], detail: dict[str, t.Any]
@@ -390,7 +468,7 @@ class SecurityEventReceiver:
             sub = self._subject(state, claims, subject, required=False)
             if sub is not None:
                 detail.update(session=sid, session_known=False, session_fallback="subject")
-                revocation.revoke_subject(state, sub, detail=detail)
+                revocation.revoke_subject(state, sub, detail=detail, at=self._not_before(state, claims, {}))
                 return True
         if not known:
             detail["session_known"] = False  # refused: only the tokens carrying this sid
@@ -460,6 +538,8 @@ def make_blueprint(
 
     def check(setup: t.Any) -> None:
         state = setup.app.extensions.get(EXTENSION_KEY)
+        if receiver.follow_connection and CONNECTION_KEY in setup.app.extensions:
+            return  # the connection's stream says what to expect
         if state is not None:  # else checked by the first SET (init_app may come later)
             try:
                 receiver.check(state)
