@@ -5,6 +5,8 @@
 * ``issue_tokens()`` and ``refresh()`` with ``JWT_SHIELD_STATUS_LIST`` off and on, per store
   (memory, SQLite, Redis when a ``redis-server`` is installed), rows interleaved so both
   sides see the same machine: what claiming an index costs;
+* the store calls alone (SQLite, Redis): the family write with the index claimed apart
+  and with it, in one transaction or round trip;
 * a warm request (``GET /api/me``, token seen before) off and on: the status list changes
   nothing on the request path, and this shows it;
 * the list of 1,000,000 indices at 0.1 %, 1 % and 10 % revoked: the compressed list, the
@@ -71,6 +73,92 @@ def sessions(store: str, rounds: int, batch: int) -> list[str]:
     for app in (on, off):
         app.extensions["jwt_shield"].store.close()
     return [_row(label, values) for label, values in sorted(samples.items())]
+
+
+def store_writes(store: str, rounds: int, batch: int) -> list[str]:
+    """The store calls alone: the family write, with the index claimed apart (two
+    transactions / round trips, as before) and with it (one), interleaved."""
+    import uuid
+
+    from flask_jwt_shield.stores import Family
+    from flask_jwt_shield.stores.base import StatusClaim
+    from flask_jwt_shield.stores.base import StatusHolder
+    from flask_jwt_shield.stores.base import status_candidates
+
+    app = apps.make_shield(store=store, config={**LIMITS, "JWT_SHIELD_STATUS_LIST": True})
+    backend = app.extensions["jwt_shield"].store
+    now = time.time()
+    size = 1_000_000
+
+    def family(sid: str) -> Family:
+        return Family(
+            sid=sid,
+            sub=f"u-{sid[:2]}",
+            created_at=now,
+            expires_at=now + 86_400,
+            last_used_at=now,
+            current_jti="r0",
+            current_iat=now,
+            claims={},
+        )
+
+    def claim() -> StatusClaim:
+        holder = StatusHolder(
+            jti=uuid.uuid4().hex, sub="alice", sid=uuid.uuid4().hex, kid="k", iat=now, until=now + 3600
+        )
+        return StatusClaim(holder, status_candidates(size, 8), now)
+
+    current = {name: "r0" for name in ("alone", "apart", "with")}
+    for name in current:
+        backend.create_family(family(f"rot-{name}"), max_sessions=10**6, idle_ttl=86_400, until=now + 10**6)
+
+    def rotate(name: str, status: StatusClaim | None = None) -> None:
+        new = uuid.uuid4().hex
+        rotation = backend.rotate(
+            f"rot-{name}",
+            current[name],
+            new_jti=new,
+            new_iat=now,
+            now=now,
+            idle_ttl=86_400,
+            grace=0,
+            ip=None,
+            country=None,
+            until=now + 10**6,
+            status=status,
+        )
+        assert rotation.outcome == "rotated", rotation.outcome
+        current[name] = new
+
+    def create(status: StatusClaim | None = None) -> None:
+        backend.create_family(
+            family(uuid.uuid4().hex), max_sessions=10**6, idle_ttl=86_400, until=now + 10**6, status=status
+        )
+
+    def create_apart() -> None:
+        create()
+        c = claim()
+        backend.status_claim(c.holder, c.candidates, now=now)
+
+    def rotate_apart() -> None:
+        c = claim()
+        backend.status_claim(c.holder, c.candidates, now=now)
+        rotate("apart")
+
+    calls: list[tuple[str, t.Callable[[], None]]] = [
+        (f"{store}: create_family(), no claim", create),
+        (f"{store}: create_family() + status_claim(), apart", create_apart),
+        (f"{store}: create_family(status=...), one write", lambda: create(claim())),
+        (f"{store}: rotate(), no claim", lambda: rotate("alone")),
+        (f"{store}: status_claim() + rotate(), apart", rotate_apart),
+        (f"{store}: rotate(status=...), one write", lambda: rotate("with", claim())),
+    ]
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for label, call in calls:
+            samples.setdefault(label, []).append(_time_calls(call, batch))
+    backend.close()
+    return [_row(label, samples[label]) for label, _ in calls]
 
 
 def warm_requests(rounds: int, batch: int) -> list[str]:
@@ -170,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         lines = list(header)
         for store in stores:
             lines.extend(sessions(store, args.rounds, args.batch))
+        print("\n".join(lines), end="\n\n")
+        lines = list(header)
+        for store in stores[1:]:
+            lines.extend(store_writes(store, args.rounds, args.batch // 2))
         print("\n".join(lines), end="\n\n")
     if args.only == "calls":
         return 0
