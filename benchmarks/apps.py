@@ -477,12 +477,17 @@ def idp_jwks_url() -> str:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == STATUS_LIST_PATH:  # the provider's Token Status List, signed now
+                uri = f"http://127.0.0.1:{server.server_address[1]}{STATUS_LIST_PATH}"
+                answer, kind = _status_list_token(uri), STATUS_LIST_TYPE
+            else:
+                answer, kind = body, "application/json"
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(answer)))
             self.send_header("Cache-Control", "public, max-age=3600")
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(answer)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -496,6 +501,28 @@ def idp_jwks_url() -> str:
     return url
 
 
+#: Where the provider serves its Token Status List (draft-ietf-oauth-status-list), on the
+#: JWK Set's server; the tokens of the status-list row name an index in it.
+STATUS_LIST_PATH = "/statuslists/1"
+STATUS_LIST_TYPE = "application/statuslist+jwt"
+#: Entries in the list (1 bit each); 1 % of them revoked, none of the benchmark's tokens.
+STATUS_LIST_SIZE = 100_000
+
+
+def _status_list_token(uri: str) -> bytes:
+    """The provider's Status List Token for ``uri``: signed with its RS256 key, ttl an hour."""
+    from flask_jwt_shield.statuslist.codec import INVALID
+    from flask_jwt_shield.statuslist.codec import StatusList
+
+    statuses = StatusList.new(STATUS_LIST_SIZE)
+    for idx in range(STATUS_LIST_SIZE // 2, STATUS_LIST_SIZE, 50):  # 1 %, above every minted index
+        statuses[idx] = INVALID
+    now = int(time.time())
+    claims = {"sub": uri, "iat": now, "exp": now + 7200, "ttl": 3600, "status_list": statuses.to_json()}
+    token = jwt.encode(claims, _idp_private_key(), algorithm="RS256", headers={"kid": IDP_KID, "typ": "statuslist+jwt"})
+    return token.encode()
+
+
 def _idp_private_key() -> Any:
     # Loaded once: parsing (and checking) an RSA PEM costs far more than signing with it.
     if not _idp_key:
@@ -505,46 +532,51 @@ def _idp_private_key() -> Any:
     return _idp_key[0]
 
 
-def _mint_idp(n: int) -> list[str]:
-    """``n`` access tokens as the provider signs them (RFC 9068 profile, RS256)."""
+def _mint_idp(n: int, status_list: str | None = None) -> list[str]:
+    """``n`` access tokens as the provider signs them (RFC 9068 profile, RS256); with
+    ``status_list`` (its URI) each names its own index in that list."""
     private_key = _idp_private_key()
     now = int(time.time())
-    return _bearer(
-        [
-            jwt.encode(
-                {
-                    "iss": IDP_ISSUER,
-                    "sub": SUBJECT,
-                    "aud": IDP_AUDIENCE,
-                    "iat": now,
-                    "exp": now + 900,
-                    "jti": uuid.uuid4().hex,
-                    "scope": "read",
-                },
-                private_key,
-                algorithm="RS256",
-                headers={"kid": IDP_KID, "typ": "at+jwt"},
-            )
-            for _ in range(n)
-        ]
-    )
+    tokens = []
+    for i in range(n):
+        claims: dict[str, Any] = {
+            "iss": IDP_ISSUER,
+            "sub": SUBJECT,
+            "aud": IDP_AUDIENCE,
+            "iat": now,
+            "exp": now + 900,
+            "jti": uuid.uuid4().hex,
+            "scope": "read",
+        }
+        if status_list is not None:
+            claims["status"] = {"status_list": {"idx": i % (STATUS_LIST_SIZE // 2), "uri": status_list}}
+        tokens.append(jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": IDP_KID, "typ": "at+jwt"}))
+    return _bearer(tokens)
 
 
-def make_shield_rs() -> Flask:
+def make_shield_rs(status_list: bool = False) -> Flask:
     """Flask-JWT-Shield in resource-server mode: RS256 tokens from the provider, verified
     with its JWK Set served on 127.0.0.1 (fetched once, then cached); otherwise the same
-    app as ``make_shield`` (memory store, one ``revocation_checker``, no limit)."""
+    app as ``make_shield`` (memory store, one ``revocation_checker``, no limit).
+
+    ``status_list``: every token names an index in the provider's Token Status List (served
+    beside the JWK Set, ttl an hour), which each request checks."""
     from flask_jwt_shield import JWTShield
     from flask_jwt_shield import current_claims
 
     app = Flask("bench_shield_rs")
+    jwks_url = idp_jwks_url()
     app.config.update(
-        JWT_SHIELD_JWKS_URL=idp_jwks_url(),
+        JWT_SHIELD_JWKS_URL=jwks_url,
         JWT_SHIELD_ISSUER=IDP_ISSUER,
         JWT_SHIELD_AUDIENCE=IDP_AUDIENCE,
         JWT_SHIELD_STORE_URI="memory://",
         JWT_SHIELD_RATE_LIMIT=None,
     )
+    uri = jwks_url.replace("/jwks.json", STATUS_LIST_PATH) if status_list else None
+    if uri is not None:
+        # The benchmark's provider serves its lists from 127.0.0.1, not from its issuer's origin.
+        app.config["JWT_SHIELD_STATUS_LIST_ALLOWED_URIS"] = [uri.rsplit("/", 1)[0] + "/"]
     shield = JWTShield(app)
     app.extensions["bench_shield"] = shield  # the benchmarks reach it here
 
@@ -556,5 +588,5 @@ def make_shield_rs() -> Flask:
     def me() -> dict[str, str]:
         return {"sub": current_claims["sub"]}
 
-    app.extensions["bench_mint"] = _mint_idp
+    app.extensions["bench_mint"] = lambda n: _mint_idp(n, uri)
     return app

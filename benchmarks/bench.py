@@ -179,6 +179,14 @@ ROWS: tuple[Row, ...] = (
         vs=("shield_rs256", 1.10),
     ),
     Row(
+        "shield_rs_status",
+        "shield resource-server mode + Token Status List check, RS256 token seen before",
+        "make_shield_rs",
+        {"status_list": True},
+        target=1.25,
+        vs=("shield_rs_cached", 1.05),  # the status check is a dict lookup and a bit lookup
+    ),
+    Row(
         "pyjwt_rs256_fresh",
         "PyJWT `jwt.decode` in before_request (RS256, IdP token seen for the first time)",
         "make_pyjwt",

@@ -97,6 +97,9 @@ class ShieldError(HTTPException):
     #: challenge (``resource_metadata="..."``, RFC 9728 §5.1) so a client finds where to
     #: get a token.
     resource_metadata: str | None = None
+    #: More for the security event than ``reason`` says (never sent to the client), or
+    #: ``None``: e.g. the status list and index that revoked a token.
+    detail: dict[str, t.Any] | None = None
 
     def __init__(self, description: str | None = None, *, reason: str | None = None) -> None:
         super().__init__(description)

@@ -4,7 +4,8 @@ The tokens of an API behind Auth0, Okta, Keycloak, Entra or Cognito are signed b
 API only knows from the provider's published JWK Set. :class:`JWKSClient` keeps that set:
 
 * **HTTPS only** (plain ``http`` for ``127.0.0.1``/``localhost``/``::1`` only, for tests),
-  also across redirects; short timeouts; a bounded response size.
+  also across redirects; one deadline over the whole fetch; a bounded response size (the
+  fetching itself is :func:`.fetch.fetch`, shared with the status list client).
 * **Cached**, and refreshed when the response's ``Cache-Control: max-age`` (else
   ``JWT_SHIELD_JWKS_CACHE_TTL``) runs out, never more often than ``JWT_SHIELD_JWKS_MIN_REFETCH``.
 * **Refetched for an unknown** ``kid`` (a rotation at the provider) at most once per
@@ -28,19 +29,12 @@ API only knows from the provider's published JWK Set. :class:`JWKSClient` keeps 
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import io
 import json
 import logging
 import math
-import socket
 import threading
 import time
 import typing as t
-import urllib.error
-import urllib.parse
-import urllib.request
-from http.client import HTTPMessage
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -49,6 +43,8 @@ from .config import ShieldConfig
 from .config import check_url as check_url  # re-exported: tests import it from here
 from .errors import InvalidToken
 from .errors import KeysUnavailable
+from .fetch import FetchError
+from .fetch import fetch
 from .jose import ALGORITHMS
 from .jose import EC_CURVES
 from .jose import EDDSA_CURVES
@@ -76,139 +72,6 @@ _FIRST_RETRY = 1.0  # after a failed fetch: 1 s, 2 s, 4 s ... up to MIN_REFETCH
 
 class JWKSError(Exception):
     """A JWK Set or discovery document could not be fetched or is not one."""
-
-
-class _SafeRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to a URL that :func:`check_url` accepts (no HTTPS downgrade)."""
-
-    def redirect_request(
-        self, req: urllib.request.Request, fp: t.IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
-    ) -> urllib.request.Request | None:
-        try:
-            check_url(newurl, "redirect target")
-        except ValueError as exc:
-            raise JWKSError(str(exc)) from None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class _DeadlinePassed(TimeoutError):
-    """The whole fetch (connect, TLS, status line, headers, body, redirects) ran out of time."""
-
-
-class _Deadline:
-    """One bound on a whole fetch, and the per-operation timeout under it.
-
-    A socket timeout alone bounds each wait, not their sum: a server dribbling its status
-    line and headers one byte per wait could hold the fetch for as long as it liked. Every
-    network operation of the fetch therefore asks :meth:`left` first and waits no longer.
-    """
-
-    def __init__(self, total: float, per_operation: float) -> None:
-        self.total = total
-        self.per_operation = per_operation
-        self.at = time.monotonic() + total
-
-    def left(self) -> float:
-        """The timeout for the next operation; :class:`_DeadlinePassed` when none is left."""
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise _DeadlinePassed(f"the response took longer than {self.total:g} s")
-        return min(left, self.per_operation)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A response's socket reads, each one waiting only for the time the fetch has left."""
-
-    def __init__(self, raw: t.Any, sock: socket.socket, deadline: _Deadline) -> None:
-        super().__init__()
-        self._raw = raw
-        self._sock = sock
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: t.Any) -> int | None:
-        self._sock.settimeout(self._deadline.left())
-        count: int | None = self._raw.readinto(buffer)
-        return count
-
-    def close(self) -> None:
-        if not self.closed:
-            self._raw.close()  # gives the socket back (http.client counts its readers)
-        super().close()
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    """An HTTP response whose status line, headers and body are read under the deadline."""
-
-    deadline: _Deadline  # set on the subclass each connection makes for itself
-
-    def __init__(
-        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None
-    ) -> None:
-        super().__init__(sock, debuglevel, method, url)
-        # http.client reads the status line and each header with readline(), which may take
-        # many socket reads; nothing has been read yet, so the reader can be swapped.
-        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, self.deadline))
-
-
-class _DeadlineConnection(http.client.HTTPConnection):
-    """An HTTP connection whose connect, TLS handshake, request and response share one deadline."""
-
-    def __init__(self, host: str, *, deadline: _Deadline, **kwargs: t.Any) -> None:
-        super().__init__(host, **kwargs)
-        self._deadline = deadline
-        self.response_class = type("_Response", (_DeadlineResponse,), {"deadline": deadline})
-        self._create_connection = self._connect_within
-
-    def _connect_within(
-        self, address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
-    ) -> socket.socket:
-        sock = socket.create_connection(address, self._deadline.left(), source_address)
-        # The TLS handshake that may follow waits with this timeout: only what is left.
-        sock.settimeout(self._deadline.left())
-        return sock
-
-    def send(self, data: t.Any) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(self._deadline.left())
-        super().send(data)
-
-
-class _DeadlineHTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
-    pass
-
-
-class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connection, req)
-
-    def _connection(self, host: str, /, **kwargs: t.Any) -> http.client.HTTPConnection:
-        return _DeadlineConnection(host, deadline=self._deadline, **kwargs)
-
-
-class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        # No context given: http.client's default one (the system's CAs, host names checked).
-        return self.do_open(self._connection, req)
-
-    def _connection(self, host: str, /, **kwargs: t.Any) -> http.client.HTTPConnection:
-        return _DeadlineHTTPSConnection(host, deadline=self._deadline, **kwargs)
-
-
-# Transport failures of a fetch: refused, reset, timed out, TLS (ssl.SSLError is an OSError),
-# a malformed status line or header (http.client.HTTPException), a bad URL or encoding
-# (ValueError). Each one is "the provider is unreachable", never an exception for the request.
-_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
 def _cache_seconds(cache_control: str | None) -> float | None:
@@ -523,45 +386,12 @@ class JWKSClient:
             raise JWKSError(str(exc)) from None
 
     def _get_json(self, url: str) -> tuple[t.Any, str | None]:
-        # check_url() admitted only https (or http to this host), also for redirects.
-        request = urllib.request.Request(  # noqa: S310
-            url, headers={"Accept": "application/json", "User-Agent": "Flask-JWT-Shield"}
-        )
-        # One deadline for the whole fetch, redirects included: the timeout bounds each wait,
-        # twice it bounds connect, TLS, status line, headers and body together, so a server
-        # trickling one byte at a time cannot hold the fetching thread (and, before the first
-        # success, keep every request at 503) for longer than that.
-        deadline = _Deadline(2 * self.timeout, self.timeout)
-        opener = urllib.request.build_opener(
-            _SafeRedirects(), _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline)
-        )
         try:
-            with opener.open(request, timeout=self.timeout) as response:
-                if response.status != 200:
-                    raise JWKSError(f"HTTP {response.status}")
-                chunks: list[bytes] = []
-                size = 0
-                while size <= _MAX_BYTES:
-                    chunk = response.read1(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    size += len(chunk)
-                body = b"".join(chunks)
-                cache_control = response.headers.get("Cache-Control")
-        except JWKSError:
-            raise
-        except urllib.error.HTTPError as exc:
-            raise JWKSError(f"HTTP {exc.code}") from None
-        except _TRANSPORT_ERRORS as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, _DeadlinePassed) or time.monotonic() >= deadline.at:
-                raise JWKSError(f"the response took longer than {deadline.total:g} s") from None
-            raise JWKSError(f"{type(exc).__name__}: {reason}") from None
-        if len(body) > _MAX_BYTES:
-            raise JWKSError(f"the response is larger than {_MAX_BYTES} bytes")
+            fetched = fetch(url, timeout=self.timeout, max_bytes=_MAX_BYTES)
+        except FetchError as exc:
+            raise JWKSError(str(exc)) from None
         try:
-            return json_document(body), cache_control
+            return json_document(fetched.body), fetched.cache_control
         except JOSEError:
             raise JWKSError("the response is not JSON") from None
 

@@ -6,7 +6,8 @@
 Read :meth:`Pipeline.run` top to bottom for what a request goes through:
 
 1. exempt? -- ``@shield.exempt``, ``JWT_SHIELD_EXEMPT_ENDPOINTS``, ``static``, CORS preflight;
-2. extract (:mod:`.transport`); 3. verify (:mod:`.tokens`); 4. revocation (:mod:`.revocation`);
+2. extract (:mod:`.transport`); 3. verify (:mod:`.tokens`); 4. revocation (:mod:`.revocation`,
+and in resource-server mode the issuer's Token Status List, :mod:`.statuslist.client`);
 5. sender constraint (:mod:`.dpop`, fingerprint cookie); 6. rate (:mod:`.ratelimit`); 7. geo (:mod:`.geocheck`);
 8. publish the claims on ``g._jwt_shield``.
 
@@ -50,6 +51,7 @@ from .ratelimit import RateDecision
 from .signals import EventKind
 from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
+from .statuslist.client import StatusListUnavailable
 from .tokens import Claims
 from .transport import FINGERPRINT_COOKIE
 from .transport import Location
@@ -86,6 +88,8 @@ class Pipeline:
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
         self._last_keys_event = -math.inf
+        #: Resource-server mode: the issuer's Token Status Lists (step 4), else ``None``.
+        self._status_lists = state.status_list_client
         self._dbsc = dbsc.binding_for(state)
         # (cookie token, fingerprint cookie, bound cookie) -> until when check_sender passes.
         self._senders: dict[tuple[str, str | None, str | None], float] = {}
@@ -113,6 +117,7 @@ class Pipeline:
             # running the view. A route that declares OPTIONS itself runs its view: checked.
             return
         state = self.state
+        status_lists = self._status_lists
         claims: Claims | None = None
         try:
             token, location = extract_token(
@@ -120,6 +125,11 @@ class Pipeline:
             )
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
+            if status_lists is not None and "status" in claims:
+                try:
+                    status_lists.check(claims)  # the issuer's Token Status List
+                except StatusListUnavailable as exc:
+                    state.status_list_failed(exc, claims)
             if self._constrain or "cnf" in claims or "fgp" in claims:
                 self.check_sender(claims, token, location, req)
             if self.limiter is not None and self.limiter.active:
@@ -328,7 +338,10 @@ class Pipeline:
             else ("token-rejected")
         )
         if self.state.first_in_a_while((kind, who, exc.reason)):
-            self.state.record(kind, claims, action="deny", detail={"reason": exc.reason, "status": exc.code})
+            detail = {"reason": exc.reason, "status": exc.code}
+            if exc.detail:
+                detail.update(exc.detail)
+            self.state.record(kind, claims, action="deny", detail=detail)
 
 
 def _send_rate_headers(decision: RateDecision) -> None:

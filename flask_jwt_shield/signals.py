@@ -57,6 +57,10 @@ store_unavailable = _namespace.signal("store-unavailable")
 #: Resource-server mode: no usable key of the identity provider is known, so tokens get 503;
 #: ``detail`` has the ``error``. At most one every 5 seconds.
 jwks_unavailable = _namespace.signal("jwks-unavailable")
+#: Resource-server mode: a token names a Token Status List that cannot be had (never
+#: fetched, or out of date past ``JWT_SHIELD_STATUS_LIST_MAX_STALE``); ``detail`` has
+#: ``status_list``, ``error`` and ``fail_mode``. At most one every 5 seconds.
+status_list_unavailable = _namespace.signal("status-list-unavailable")
 
 #: The introspection endpoint answered for a token (``jti`` names it, when it has one);
 #: ``detail`` has ``client_id`` and ``active``. Once a minute per caller and token.
@@ -84,6 +88,7 @@ EventKind = t.Literal[
     "dpop-rejected",
     "store-unavailable",
     "jwks-unavailable",
+    "status-list-unavailable",
     "token-introspected",
     "global-logout",
 ]
@@ -110,6 +115,7 @@ BY_KIND: dict[EventKind, NamedSignal] = {
         dpop_rejected,
         store_unavailable,
         jwks_unavailable,
+        status_list_unavailable,
         token_introspected,
         global_logout,
     )

@@ -1,14 +1,16 @@
 """What :meth:`JWTShield.init_app <flask_jwt_shield.JWTShield.init_app>` builds for one app.
 
 One :class:`ShieldState` per app lives in ``app.extensions["jwt_shield"]``: the config, the
-key ring and token codec, the store, the limiter, the GeoIP detectors, the event log, the
+key ring and token codec (and, in resource-server mode, the status list client), the store,
+the limiter, the GeoIP detectors, the event log, the
 DPoP verifier and the registry of what the app registered through the extension's
 decorators. Everything that needs them outside the request pipeline -- issuing and
 refreshing, the operators' revocations, the CLI, the dashboard, the endpoints -- reaches
 them through :func:`current_state`, never through the pipeline or the face.
 
 The state also carries the few rules every caller shares: how an event is recorded (and
-throttled when it repeats), and the fail mode when the store cannot be reached.
+throttled when it repeats), and the fail mode when the store (or, in resource-server mode,
+a Token Status List) cannot be reached.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ from .events import SecurityEvent
 from .geo import GeoGuard
 from .jwks import JWKSClient
 from .keys import KeyRing
+from .masking import mask_url
 from .ratelimit import AdaptiveSettings
 from .ratelimit import KeyedLimit
 from .ratelimit import TokenRateLimiter
 from .ratelimit import default_spike_threshold
 from .signals import EventKind
+from .statuslist.client import StatusListClient
+from .statuslist.client import StatusListUnavailable
 from .statuslist.issuer import StatusIssuer
 from .stores import Store
 from .stores import store_from_uri
@@ -103,6 +108,7 @@ class ShieldState:
         store: Store,
         limiter: TokenRateLimiter | None,
         geo: GeoGuard | None,
+        status_list_client: StatusListClient | None = None,
     ) -> None:
         self.registry = registry
         self.config = config
@@ -112,6 +118,8 @@ class ShieldState:
         self.recorder = EventRecorder(config, store)
         self.limiter = limiter
         self.geo = geo
+        #: Resource-server mode: the issuer's Token Status Lists, else ``None``.
+        self.status_list_client = status_list_client
         #: The token endpoint's own limits (per session, per client address), or ``None``.
         storage = limiter.storage if limiter is not None else None
         self.refresh_limits = tuple(
@@ -130,6 +138,7 @@ class ShieldState:
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
         self._last_outage_event = -math.inf
+        self._last_status_event = -math.inf
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
@@ -172,14 +181,16 @@ class ShieldState:
                 f"{ConfigKey.STATUS_LIST} needs a store that keeps a status list ({type(store).__name__}"
                 " has no status_claim): use one of the shield's stores, or turn the status list off."
             )
+        remote = JWKSClient.from_config(config) if config.resource_server else None
         return cls(
             registry=registry,
             config=config,
             keys=keys,
-            codec=TokenCodec(config, keys, JWKSClient.from_config(config) if config.resource_server else None),
+            codec=TokenCodec(config, keys, remote),
             store=store,
             limiter=_make_limiter(config, store, limiter),
             geo=GeoGuard.from_config(config),
+            status_list_client=StatusListClient.from_config(config, remote) if remote is not None else None,
         )
 
     def config_exempts(self, endpoint: str) -> bool:
@@ -249,6 +260,27 @@ class ShieldState:
             )
         if self.config.store.fail_mode == "closed":
             raise StoreUnavailable()
+
+    def status_list_failed(self, exc: StatusListUnavailable, claims: Claims) -> None:
+        """Resource-server mode, no usable Token Status List for the token:
+        ``JWT_SHIELD_STATUS_LIST_FAIL_MODE`` -- raise 503 (closed) or return (open); a
+        ``status-list-unavailable`` event either way, one per outage interval."""
+        mode = self.config.remote.status_list_fail_mode
+        now = time.time()
+        if now - self._last_status_event >= OUTAGE_EVENT_INTERVAL:
+            self._last_status_event = now
+            self.record(
+                "status-list-unavailable",
+                claims,
+                action="deny" if mode == "closed" else "flag",
+                detail={"status_list": mask_url(exc.uri), "error": exc.error, "fail_mode": mode},
+            )
+        if mode == "closed":
+            raise StoreUnavailable(
+                "The token's status list is unavailable; try again shortly.",
+                retry_after=exc.retry_after,
+                reason="status-list-unavailable",
+            )
 
     @staticmethod
     def write(operation: t.Callable[[], R]) -> R:

@@ -231,6 +231,14 @@ DURATIONS: dict[str, tuple[timedelta, float, dict[str, t.Any], t.Callable[[Shiel
     "JWT_SHIELD_JWKS_CACHE_TTL": (timedelta(hours=1), 3600, _RS, lambda c: c.remote.jwks_cache_ttl),
     "JWT_SHIELD_JWKS_MIN_REFETCH": (timedelta(minutes=1), 60, _RS, lambda c: c.remote.jwks_min_refetch),
     "JWT_SHIELD_JWKS_TIMEOUT": (timedelta(milliseconds=1500), 1.5, _RS, lambda c: c.remote.jwks_timeout),
+    "JWT_SHIELD_STATUS_LIST_MIN_TTL": (timedelta(seconds=5), 5, _RS, lambda c: c.remote.status_list_min_ttl),
+    "JWT_SHIELD_STATUS_LIST_MAX_TTL": (timedelta(minutes=2), 120, _RS, lambda c: c.remote.status_list_max_ttl),
+    "JWT_SHIELD_STATUS_LIST_MAX_STALE": (
+        timedelta(minutes=1),
+        60,
+        _RS,
+        lambda c: c.remote.status_list_max_stale,
+    ),
     "JWT_SHIELD_REDIS_CONNECT_TIMEOUT": (
         timedelta(milliseconds=250),
         0.25,

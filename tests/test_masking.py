@@ -93,7 +93,8 @@ def test_the_jwks_clients_log_lines_show_no_credential(caplog: pytest.LogCapture
 
 def test_nothing_else_masks_urls_its_own_way() -> None:
     """One helper: the CLI, the dashboard, outbound delivery (alerts, SET pushes), the JWK Set
-    client and the Shared Signals receiver's connection import it."""
+    client, the Shared Signals receiver's connection and the status list client (with its
+    fail mode's event in the state) import it."""
     from pathlib import Path
 
     import flask_jwt_shield
@@ -104,5 +105,13 @@ def test_nothing_else_masks_urls_its_own_way() -> None:
         for p in package.rglob("*.py")
         if "mask_url" in p.read_text() and p.name != "masking.py"
     )
-    assert users == ["cli.py", "dashboard/__init__.py", "delivery.py", "jwks.py", "ssf/connection.py"]
+    assert users == [
+        "cli.py",
+        "dashboard/__init__.py",
+        "delivery.py",
+        "jwks.py",
+        "ssf/connection.py",
+        "state.py",
+        "statuslist/client.py",
+    ]
     assert not any("def _mask" in p.read_text() for p in package.rglob("*.py"))

@@ -76,6 +76,13 @@ class RemoteSettings:
     jwks_min_refetch: float
     jwks_timeout: float
     accepted_types: frozenset[str]
+    #: Token Status Lists (draft-ietf-oauth-status-list) a token may name: URI prefixes.
+    status_list_allowed_uris: tuple[str, ...] = ()
+    status_list_min_ttl: float = 10.0
+    status_list_max_ttl: float = 300.0
+    status_list_max_stale: float = 60.0
+    status_list_fail_mode: str = "closed"
+    status_list_max_bytes: int = 4 * 1024 * 1024
 
     @property
     def enabled(self) -> bool:
@@ -99,6 +106,7 @@ class RemoteSettings:
             jwks_min_refetch=r.number(K.JWKS_MIN_REFETCH, 30, minimum=1),
             jwks_timeout=r.number(K.JWKS_TIMEOUT, 3, minimum=0.1),
             accepted_types=_accepted_types(r, resource_server),
+            **_status_list_settings(r, resource_server),
         )
 
 
@@ -844,6 +852,80 @@ def _check_resource_server(
                 f"{key} is set, but in {mode} the identity provider's published keys verify every"
                 f" token and this app issues none: remove {key}.{hint}"
             )
+
+
+def _status_list_settings(r: Reader, resource_server: bool) -> dict[str, t.Any]:
+    """The ``JWT_SHIELD_STATUS_LIST_*`` keys: how a resource server consumes the issuer's
+    Token Status Lists (:mod:`flask_jwt_shield.statuslist.client`)."""
+    K = ConfigKey
+    own = (
+        K.STATUS_LIST_ALLOWED_URIS,
+        K.STATUS_LIST_MIN_TTL,
+        K.STATUS_LIST_MAX_TTL,
+        K.STATUS_LIST_MAX_STALE,
+        K.STATUS_LIST_FAIL_MODE,
+        K.STATUS_LIST_MAX_BYTES,
+    )
+    given = [key for key in own if r.raw(key) is not None]
+    if given and not resource_server:
+        raise ConfigurationError(
+            f"{given[0]} applies to resource-server mode ({K.JWKS_URL}), where the identity provider's"
+            " tokens may name a Token Status List; this app checks its own tokens in its store. Remove it."
+        )
+    min_ttl = r.number(K.STATUS_LIST_MIN_TTL, 10, minimum=1)
+    max_ttl = r.number(K.STATUS_LIST_MAX_TTL, 300, minimum=1)
+    if max_ttl < min_ttl:
+        raise ConfigurationError(
+            f"{K.STATUS_LIST_MAX_TTL} ({max_ttl:g} s) is below {K.STATUS_LIST_MIN_TTL} ({min_ttl:g} s): a"
+            " status list is cached for its 'ttl' raised to the minimum and cut to the maximum. Raise"
+            f" {K.STATUS_LIST_MAX_TTL} or lower {K.STATUS_LIST_MIN_TTL}."
+        )
+    store_mode = r.raw(K.FAIL_MODE)
+    fail_mode = r.choice(
+        K.STATUS_LIST_FAIL_MODE,
+        store_mode if store_mode in ("closed", "open") else "closed",
+        frozenset({"closed", "open"}),
+        hint=f"'closed'; unset, it follows {K.FAIL_MODE}",
+    )
+    max_bytes = r.integer(K.STATUS_LIST_MAX_BYTES, 4 * 1024 * 1024, minimum=1024)
+    uris = r.string_list(K.STATUS_LIST_ALLOWED_URIS, None)
+    prefixes: tuple[str, ...] = ()
+    if uris is not None:
+        try:
+            prefixes = tuple(status_list_prefix(uri, K.STATUS_LIST_ALLOWED_URIS) for uri in uris)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    elif resource_server:
+        issuer = r.optional_string(K.ISSUER, None)
+        parts = urllib.parse.urlsplit(issuer or "")
+        if parts.scheme and parts.netloc:
+            # By default a token may name status lists of its issuer's origin only, so that
+            # no token can make this server fetch another host's URL.
+            try:
+                prefixes = (status_list_prefix(f"{parts.scheme}://{parts.netloc}/", K.ISSUER),)
+            except ValueError:
+                prefixes = ()  # an issuer that is no https URL: set the prefixes explicitly
+    return {
+        "status_list_allowed_uris": prefixes,
+        "status_list_min_ttl": min_ttl,
+        "status_list_max_ttl": max_ttl,
+        "status_list_max_stale": r.number(K.STATUS_LIST_MAX_STALE, 60, minimum=0),
+        "status_list_fail_mode": fail_mode,
+        "status_list_max_bytes": max_bytes,
+    }
+
+
+def status_list_prefix(uri: str, what: str) -> str:
+    """``uri`` as a status list URI prefix: HTTPS (or HTTP to this host), no user info, no
+    query or fragment; a bare origin gets its ``/``. Raises :class:`ValueError` saying why."""
+    check_url(uri, what, why="a status list fetched over plain HTTP can be withheld by anyone on the path")
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(
+            f"{what} lists {uri!r}; a status list URI prefix is scheme, host and path only, e.g."
+            " 'https://idp.example.com/statuslists/'."
+        )
+    return uri if parts.path else uri + "/"
 
 
 def _accepted_types(r: Reader, resource_server: bool) -> frozenset[str]:

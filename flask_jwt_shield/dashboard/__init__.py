@@ -72,6 +72,7 @@ _ALERTS = (
     "dpop-rejected",
     "store-unavailable",
     "jwks-unavailable",
+    "status-list-unavailable",
 )
 SEVERITY: dict[str, str] = {
     **dict.fromkeys(_ALERTS, "alert"),

@@ -34,6 +34,7 @@ PALETTE: dict[str, str] = {
     "dpop-rejected": "#b03a6f",
     "store-unavailable": "#4d5560",
     "jwks-unavailable": "#6b7480",
+    "status-list-unavailable": "#858d99",
 }
 OTHER = "#c5cad1"
 
