@@ -1,15 +1,17 @@
 """The Token Status List's costs (draft-ietf-oauth-status-list), in one run:
 
-    python -m benchmarks.statuslist [--rounds 30] [--batch 100]
+    python -m benchmarks.statuslist [--rounds 30] [--batch 100] [--only calls|sizes]
 
 * ``issue_tokens()`` and ``refresh()`` with ``JWT_SHIELD_STATUS_LIST`` off and on, per store
   (memory, SQLite, Redis when a ``redis-server`` is installed), rows interleaved so both
   sides see the same machine: what claiming an index costs;
+* the store calls alone (SQLite, Redis): the family write with the index claimed apart
+  and with it, in one transaction or round trip;
 * a warm request (``GET /api/me``, token seen before) off and on: the status list changes
   nothing on the request path, and this shows it;
 * the list of 1,000,000 indices at 0.1 %, 1 % and 10 % revoked: the compressed list, the
-  Status List Token, the gzip body the endpoint sends, and the time to render (compress,
-  sign, gzip) once.
+  Status List Token as a JWT (and the gzip body the endpoint sends) and as a CWT, and the
+  time to render each (compress, sign, gzip) once.
 
 Prints Markdown tables for RESULTS.md.
 """
@@ -73,6 +75,92 @@ def sessions(store: str, rounds: int, batch: int) -> list[str]:
     return [_row(label, values) for label, values in sorted(samples.items())]
 
 
+def store_writes(store: str, rounds: int, batch: int) -> list[str]:
+    """The store calls alone: the family write, with the index claimed apart (two
+    transactions / round trips, as before) and with it (one), interleaved."""
+    import uuid
+
+    from flask_jwt_shield.stores import Family
+    from flask_jwt_shield.stores.base import StatusClaim
+    from flask_jwt_shield.stores.base import StatusHolder
+    from flask_jwt_shield.stores.base import status_candidates
+
+    app = apps.make_shield(store=store, config={**LIMITS, "JWT_SHIELD_STATUS_LIST": True})
+    backend = app.extensions["jwt_shield"].store
+    now = time.time()
+    size = 1_000_000
+
+    def family(sid: str) -> Family:
+        return Family(
+            sid=sid,
+            sub=f"u-{sid[:2]}",
+            created_at=now,
+            expires_at=now + 86_400,
+            last_used_at=now,
+            current_jti="r0",
+            current_iat=now,
+            claims={},
+        )
+
+    def claim() -> StatusClaim:
+        holder = StatusHolder(
+            jti=uuid.uuid4().hex, sub="alice", sid=uuid.uuid4().hex, kid="k", iat=now, until=now + 3600
+        )
+        return StatusClaim(holder, status_candidates(size, 8), now)
+
+    current = {name: "r0" for name in ("alone", "apart", "with")}
+    for name in current:
+        backend.create_family(family(f"rot-{name}"), max_sessions=10**6, idle_ttl=86_400, until=now + 10**6)
+
+    def rotate(name: str, status: StatusClaim | None = None) -> None:
+        new = uuid.uuid4().hex
+        rotation = backend.rotate(
+            f"rot-{name}",
+            current[name],
+            new_jti=new,
+            new_iat=now,
+            now=now,
+            idle_ttl=86_400,
+            grace=0,
+            ip=None,
+            country=None,
+            until=now + 10**6,
+            status=status,
+        )
+        assert rotation.outcome == "rotated", rotation.outcome
+        current[name] = new
+
+    def create(status: StatusClaim | None = None) -> None:
+        backend.create_family(
+            family(uuid.uuid4().hex), max_sessions=10**6, idle_ttl=86_400, until=now + 10**6, status=status
+        )
+
+    def create_apart() -> None:
+        create()
+        c = claim()
+        backend.status_claim(c.holder, c.candidates, now=now)
+
+    def rotate_apart() -> None:
+        c = claim()
+        backend.status_claim(c.holder, c.candidates, now=now)
+        rotate("apart")
+
+    calls: list[tuple[str, t.Callable[[], None]]] = [
+        (f"{store}: create_family(), no claim", create),
+        (f"{store}: create_family() + status_claim(), apart", create_apart),
+        (f"{store}: create_family(status=...), one write", lambda: create(claim())),
+        (f"{store}: rotate(), no claim", lambda: rotate("alone")),
+        (f"{store}: status_claim() + rotate(), apart", rotate_apart),
+        (f"{store}: rotate(status=...), one write", lambda: rotate("with", claim())),
+    ]
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for label, call in calls:
+            samples.setdefault(label, []).append(_time_calls(call, batch))
+    backend.close()
+    return [_row(label, samples[label]) for label, _ in calls]
+
+
 def warm_requests(rounds: int, batch: int) -> list[str]:
     from werkzeug.test import EnvironBuilder
 
@@ -111,6 +199,8 @@ class _Preset:
 def sizes() -> list[str]:
     from flask_jwt_shield.jose import b64decode
     from flask_jwt_shield.statuslist.codec import StatusList
+    from flask_jwt_shield.statuslist.issuer import CWT_MEDIA_TYPE
+    from flask_jwt_shield.statuslist.issuer import MEDIA_TYPE
     from flask_jwt_shield.statuslist.issuer import StatusIssuer
 
     app = apps.make_shield(
@@ -118,8 +208,9 @@ def sizes() -> list[str]:
     )
     state = app.extensions["jwt_shield"]
     rows = [
-        "| revoked (of 1,000,000) | compressed list | Status List Token | gzip body (on the wire) | render (ms) |",
-        "|---:|---:|---:|---:|---:|",
+        "| revoked (of 1,000,000) | compressed list | JWT | JWT gzip (on the wire) | CWT (on the wire)"
+        " | render JWT / CWT (ms) |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     rng = random.Random(21)
     for rate in (0.001, 0.01, 0.10):
@@ -127,17 +218,23 @@ def sizes() -> list[str]:
         for idx in rng.sample(range(1_000_000), int(1_000_000 * rate)):
             lst[idx] = 1
         issuer = StatusIssuer(state.config.status_list, t.cast(t.Any, _Preset(bytes(lst.data))), state.codec, leeway=0)
+        timings = []
         with app.app_context():
-            started = time.perf_counter()
-            rendered = issuer.rendered()
-            render_ms = (time.perf_counter() - started) * 1000
-        payload = rendered.token.split(".")[1]
+            for media_type in (MEDIA_TYPE, CWT_MEDIA_TYPE):
+                started = time.perf_counter()
+                issuer.rendered(media_type)
+                timings.append((time.perf_counter() - started) * 1000)
+        jwt, cwt = issuer.rendered(MEDIA_TYPE), issuer.rendered(CWT_MEDIA_TYPE)
+        payload = jwt.body.split(b".")[1].decode()
         claims = json.loads(b64decode(payload))
         compressed = len(b64decode(claims["status_list"]["lst"]))
-        assert gzip.decompress(rendered.gzipped).decode() == rendered.token
+        assert jwt.gzipped is not None and gzip.decompress(jwt.gzipped) == jwt.body
+        # The CWT goes out as it is: gzip would not make it smaller.
+        cwt_wire = len(cwt.gzipped) if cwt.gzipped is not None else len(cwt.body)
         rows.append(
-            f"| {rate:.1%} | {compressed / 1024:.1f} KB | {len(rendered.token) / 1024:.1f} KB"
-            f" | {len(rendered.gzipped) / 1024:.1f} KB ({len(rendered.gzipped)} B) | {render_ms:.0f} |"
+            f"| {rate:.1%} | {compressed / 1024:.1f} KB | {len(jwt.body) / 1024:.1f} KB"
+            f" | {len(jwt.gzipped) / 1024:.1f} KB ({len(jwt.gzipped)} B)"
+            f" | {cwt_wire / 1024:.1f} KB ({cwt_wire} B) | {timings[0]:.0f} / {timings[1]:.0f} |"
         )
     return rows
 
@@ -146,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--only", choices=("calls", "sizes"), help="one part of the run")
     args = parser.parse_args(argv)
+    if args.only == "sizes":
+        print("\n".join(sizes()))
+        return 0
     header = ["| call | µs / call (median) | IQR (µs) |", "|---|---:|---:|"]
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(throwaway_redis())
@@ -158,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         for store in stores:
             lines.extend(sessions(store, args.rounds, args.batch))
         print("\n".join(lines), end="\n\n")
+        lines = list(header)
+        for store in stores[1:]:
+            lines.extend(store_writes(store, args.rounds, args.batch // 2))
+        print("\n".join(lines), end="\n\n")
+    if args.only == "calls":
+        return 0
     print("\n".join(header[:1] + header[1:] + warm_requests(args.rounds, args.batch * 5)), end="\n\n")
     print("\n".join(sizes()))
     return 0

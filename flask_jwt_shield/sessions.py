@@ -42,6 +42,8 @@ from .signals import EventKind
 from .state import ShieldState
 from .statuslist.issuer import StatusListFull
 from .stores import Family
+from .stores import Rotation
+from .stores.base import StatusClaim
 from .tokens import ACCESS_TYPE
 from .tokens import BINDING_CLAIMS
 from .tokens import REFRESH_TYPE
@@ -163,6 +165,47 @@ def _generation_jti(sid: str, refresh_jti: str) -> str:
     return b64url(digest[:16])
 
 
+def status_request(
+    state: ShieldState,
+    *,
+    sub: str,
+    sid: str | None,
+    refresh_jti: str | None,
+    iat: float,
+    ttl: float,
+    ends_at: float | None = None,
+    jti: str | None = None,
+) -> StatusClaim | None:
+    """A first claim of a status-list index for the access token about to be issued, for
+    the store to make along with its own write: ``None`` with ``JWT_SHIELD_STATUS_LIST``
+    off. The token's ``jti`` is its generation's (``sid`` and ``refresh_jti``), else ``jti``."""
+    issuer = state.status_list
+    if issuer is None:
+        return None
+    token_jti = _generation_jti(sid, refresh_jti) if sid is not None and refresh_jti is not None else jti
+    assert token_jti is not None
+    return issuer.request(
+        jti=token_jti, sub=sub, sid=sid, kid=_signing_kid(state), iat=iat, exp=math.floor(iat + ttl), ends_at=ends_at
+    )
+
+
+def claimed_reference(state: ShieldState, claim: StatusClaim | None) -> dict[str, t.Any] | None:
+    """The ``status`` claim (draft-ietf-oauth-status-list) for ``claim``: the index the
+    store's write got, or one claimed now.
+
+    :raises StoreError: the store cannot be reached, or the list has no free index (a
+        misconfiguration, logged): the caller applies its fail mode.
+    """
+    issuer = state.status_list
+    if issuer is None or claim is None:
+        return None
+    try:
+        return issuer.reference(claim)
+    except StatusListFull as exc:
+        logger.error("%s", exc)
+        raise StoreError(str(exc)) from None
+
+
 def status_reference(
     state: ShieldState,
     *,
@@ -175,30 +218,14 @@ def status_reference(
     jti: str | None = None,
 ) -> dict[str, t.Any] | None:
     """The ``status`` claim (draft-ietf-oauth-status-list) of the access token about to be
-    issued: ``None`` with ``JWT_SHIELD_STATUS_LIST`` off. The token's ``jti`` is its
-    generation's (``sid`` and ``refresh_jti``), else ``jti``.
+    issued, claimed on its own: ``None`` with ``JWT_SHIELD_STATUS_LIST`` off. The token's
+    ``jti`` is its generation's (``sid`` and ``refresh_jti``), else ``jti``.
 
     :raises StoreError: the store cannot be reached, or the list has no free index (a
         misconfiguration, logged): the caller applies its fail mode.
     """
-    issuer = state.status_list
-    if issuer is None:
-        return None
-    token_jti = _generation_jti(sid, refresh_jti) if sid is not None and refresh_jti is not None else jti
-    assert token_jti is not None
-    try:
-        return issuer.reference(
-            jti=token_jti,
-            sub=sub,
-            sid=sid,
-            kid=_signing_kid(state),
-            iat=iat,
-            exp=math.floor(iat + ttl),
-            ends_at=ends_at,
-        )
-    except StatusListFull as exc:
-        logger.error("%s", exc)
-        raise StoreError(str(exc)) from None
+    claim = status_request(state, sub=sub, sid=sid, refresh_jti=refresh_jti, iat=iat, ttl=ttl, ends_at=ends_at, jti=jti)
+    return claimed_reference(state, claim)
 
 
 def sign_pair(
@@ -342,11 +369,23 @@ def issue_tokens(
             claims=session_claims,
             kid=_signing_kid(state),
         )
+        # The first access token's index is claimed with the family's write (one
+        # transaction or round trip); the bits of sessions it drops are set after.
+        claim = status_request(
+            state,
+            sub=sub,
+            sid=sid,
+            refresh_jti=refresh_jti,
+            iat=iat,
+            ttl=config.sessions.access_token_ttl,
+            ends_at=family.expires_at,
+        )
         dropped = state.store.create_family(
             family,
             max_sessions=config.sessions.max_sessions,
             idle_ttl=config.sessions.refresh_idle_ttl,
             until=family.expires_at + config.sessions.access_token_ttl,
+            status=claim,
         )
         stored = True
     except StoreError as exc:
@@ -361,15 +400,7 @@ def issue_tokens(
         try:
             for old in dropped:
                 revocation.mark_status(state, "sid", old, until=family.expires_at + config.sessions.access_token_ttl)
-            status = status_reference(
-                state,
-                sub=sub,
-                sid=sid,
-                refresh_jti=refresh_jti,
-                iat=iat,
-                ttl=config.sessions.access_token_ttl,
-                ends_at=family.expires_at,
-            )
+            status = claimed_reference(state, claim)
         except StoreError as exc:
             state.store_failed(exc, None)  # "open": the pair is issued without a status claim
     for old in dropped:
@@ -463,9 +494,10 @@ def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | 
     try:
         new_iat = issue_time(state, sub)
         new_jti = secrets.token_urlsafe(16)
-        # The new generation's index is claimed before the rotation: a failure here leaves
-        # the refresh token unspent, so the client's retry is not taken for reuse.
-        status = status_reference(
+        # The new generation's index is claimed with the rotation, and before it: a claim
+        # that fails leaves the refresh token unspent, so the client's retry is not taken
+        # for reuse; one that finds no free index ("unclaimed") claims apart, then rotates.
+        claim = status_request(
             state,
             sub=sub,
             sid=sid,
@@ -474,20 +506,30 @@ def refresh(state: ShieldState, refresh_token: str | None, *, device_key: str | 
             ttl=config.sessions.access_token_ttl,
             ends_at=float(claims["exp"]),  # the session's absolute end, as its refresh token says
         )
-        rotation = state.store.rotate(
-            sid,
-            jti,
-            new_jti=new_jti,
-            new_iat=new_iat,
-            now=time.time(),
-            idle_ttl=config.sessions.refresh_idle_ttl,
-            grace=config.sessions.refresh_reuse_grace,
-            ip=ip,
-            country=country,
-            until=time.time() + config.sessions.refresh_token_ttl + config.sessions.access_token_ttl,
-            kid=kid,
-            new_kid=_signing_kid(state),
-        )
+
+        def rotate(status: StatusClaim | None) -> Rotation:
+            return state.store.rotate(
+                sid,
+                jti,
+                new_jti=new_jti,
+                new_iat=new_iat,
+                now=time.time(),
+                idle_ttl=config.sessions.refresh_idle_ttl,
+                grace=config.sessions.refresh_reuse_grace,
+                ip=ip,
+                country=country,
+                until=time.time() + config.sessions.refresh_token_ttl + config.sessions.access_token_ttl,
+                kid=kid,
+                new_kid=_signing_kid(state),
+                status=status,
+            )
+
+        rotation = rotate(claim)
+        if rotation.outcome == "unclaimed":
+            status = claimed_reference(state, claim)  # more candidates, each on its own
+            rotation = rotate(None)
+        else:
+            status = claimed_reference(state, claim)  # the index the rotation claimed
     except StoreError as exc:
         # Rotation cannot be proven single without the store: refuse in both modes,
         # or a stolen refresh token would mint sessions for the whole outage.

@@ -141,13 +141,17 @@ def test_rate_limiting_reaches_only_its_own_modules_and_errors() -> None:
     assert graph["flask_jwt_shield.ratelimit.syntax"] == set()  # a leaf
 
 
+def test_the_cose_layer_needs_only_the_cbor_encoder() -> None:
+    assert _graph()["flask_jwt_shield.cose"] == {"flask_jwt_shield.cbor"}
+
+
 def test_the_status_list_encoding_needs_only_the_jose_layer() -> None:
     assert _graph()["flask_jwt_shield.statuslist.codec"] == {"flask_jwt_shield.jose"}
 
 
 @pytest.mark.parametrize(
     "leaf",
-    ["actions", "cache", "jose", "geo.database", "stores.redis_scripts", "stores.base"],
+    ["actions", "cache", "cbor", "jose", "geo.database", "stores.redis_scripts", "stores.base"],
 )
 def test_leaves_import_nothing_from_the_package(leaf: str) -> None:
     graph = _graph()

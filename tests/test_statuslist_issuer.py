@@ -343,7 +343,7 @@ def test_conditional_get_plain_body_head_and_cors(status_app: tuple[Flask, JWTSh
         ("PUT", "/statuslists/1", {}, 405),
         ("DELETE", "/statuslists/1", {}, 405),
         ("GET", "/statuslists/2", {}, 404),
-        ("GET", "/statuslists/1", {"Accept": "application/statuslist+cwt"}, 406),
+        ("GET", "/statuslists/1", {"Accept": "application/statuslist+cwt"}, 200),  # the CWT form
         ("GET", "/statuslists/1", {"Accept": "text/html"}, 406),
         ("GET", "/statuslists/1", {"Accept-Encoding": "gzip;q=0"}, 200),
         ("GET", "/statuslists/1", {"Accept-Encoding": "\x00garbage;;;q=zz"}, 200),
@@ -554,6 +554,39 @@ def test_a_store_that_cannot_claim_follows_the_fail_mode(make_app: AppFactory, m
         with pytest.raises(StoreUnavailable):  # a refresh never rotates without its index
             shield.refresh(pair.refresh_token)
         assert store.get_family(pair.sid).current_jti == _jti(shield, pair.refresh_token)  # type: ignore[union-attr]
+
+
+def test_a_refresh_without_a_free_index_leaves_its_token_unspent(
+    make_app: AppFactory, backend_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim is made with the rotation (one transaction on SQLite, one round trip on
+    # Redis) and first: when it finds no free index, nothing is spent, so the client's
+    # retry is no reuse; when only its first candidates were taken, more are tried alone.
+    from flask_jwt_shield.errors import StoreUnavailable
+    from flask_jwt_shield.statuslist import issuer as issuer_module
+
+    app, shield = make_app(config(), store=backend_store)
+    with app.app_context():
+        pair = shield.issue_tokens("alice")
+        taken = reference(shield, pair.access_token)
+        from flask_jwt_shield.stores.base import status_candidates as real
+
+        monkeypatch.setattr(issuer_module, "status_candidates", lambda size, count: [taken] * count)
+        with pytest.raises(StoreUnavailable):
+            shield.refresh(pair.refresh_token)
+        family = backend_store.get_family(pair.sid)
+        assert family is not None and family.current_jti == _jti(shield, pair.refresh_token)
+        offered: list[int] = []
+
+        def first_taken(size: int, count: int) -> list[int]:
+            offered.append(count)
+            return [taken] * count if len(offered) == 1 else real(size, count)
+
+        monkeypatch.setattr(issuer_module, "status_candidates", first_taken)
+        again = shield.refresh(pair.refresh_token)  # the same token: unspent, not reused
+        assert len(offered) >= 2
+        assert reference(shield, again.access_token) != taken
+        assert shield.refresh(again.refresh_token).access_token
 
 
 def test_dbsc_registration_ends_the_unbound_sessions_token(clock: Clock) -> None:

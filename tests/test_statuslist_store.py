@@ -4,6 +4,7 @@ revocation bits behave the same on every backend. Parametrised over every backen
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import typing as t
 import uuid
@@ -12,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from flask_jwt_shield.errors import StoreError
 from flask_jwt_shield.statuslist.codec import StatusList
+from flask_jwt_shield.stores import Family
 from flask_jwt_shield.stores import RedisStore
+from flask_jwt_shield.stores import Rotation
 from flask_jwt_shield.stores import SQLiteStore
 from flask_jwt_shield.stores import Store
+from flask_jwt_shield.stores.base import StatusClaim
 from flask_jwt_shield.stores.base import StatusHolder
 from flask_jwt_shield.stores.base import status_candidates
 
@@ -233,3 +238,130 @@ def test_a_mark_covering_many_tokens_sets_them_all(store: Store, monkeypatch: py
     other = claim(store, holder("other", kid="k2"))
     assert store.status_mark("kid", "k1", at=None, until=NOW + 1000, now=NOW) == 40
     assert revoked(store, {**indices, "other": other}) == set(indices)
+
+
+# -- a claim made with the family's write (one transaction / round trip) --------------------
+
+
+def _family(sid: str = "s1", jti: str = "r1") -> Family:
+    return Family(
+        sid=sid,
+        sub="alice",
+        created_at=NOW,
+        expires_at=NOW + 1000,
+        last_used_at=NOW,
+        current_jti=jti,
+        current_iat=NOW,
+        claims={},
+    )
+
+
+def _rotate(store: Store, status: StatusClaim | None, *, jti: str = "r1", new_jti: str = "r2") -> Rotation:
+    return store.rotate(
+        "s1",
+        jti,
+        new_jti=new_jti,
+        new_iat=NOW + 1,
+        now=NOW + 1,
+        idle_ttl=500,
+        grace=0,
+        ip=None,
+        country=None,
+        until=NOW + 2000,
+        status=status,
+    )
+
+
+def test_a_new_family_claims_its_first_index_with_it(store: Store) -> None:
+    first = StatusClaim(holder("a1"), status_candidates(SIZE, 8), NOW)
+    store.create_family(_family(), max_sessions=10, idle_ttl=500, until=NOW + 2000, status=first)
+    assert first.made and first.idx is not None
+    assert store.get_family("s1") is not None
+    assert store.status_claim(holder("a1"), [(first.idx + 1) % SIZE], now=NOW) == first.idx  # held by a1
+
+
+def test_a_rotation_claims_first_and_spends_nothing_without_an_index(store: Store) -> None:
+    store.create_family(_family(), max_sessions=10, idle_ttl=500, until=NOW + 2000)
+    taken = claim(store, holder("other", until=NOW + 500))
+    full = StatusClaim(holder("a2"), [taken] * 8, NOW + 1)
+    assert _rotate(store, full).outcome == "unclaimed"
+    assert full.made and full.idx is None
+    family = store.get_family("s1")
+    assert family is not None and family.current_jti == "r1"  # unspent: the retry is no reuse
+    free = (taken + 1) % SIZE
+    rotation = _rotate(store, StatusClaim(holder("a2"), [taken, free], NOW + 1))
+    assert rotation.outcome == "rotated" and rotation.family is not None and rotation.family.current_jti == "r2"
+    assert store.status_claim(holder("a2"), [(free + 1) % SIZE], now=NOW + 1) == free
+
+
+def test_a_claim_that_fails_leaves_the_refresh_token_unspent(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create_family(_family(), max_sessions=10, idle_ttl=500, until=NOW + 2000)
+    backend = t.cast(t.Any, store).backend
+    if backend == "memory":
+
+        def fail(*args: t.Any, **kwargs: t.Any) -> t.NoReturn:
+            raise StoreError("down")
+
+        monkeypatch.setattr(store, "status_claim", fail)
+    elif backend == "sqlite":
+
+        def broken(*args: t.Any) -> t.NoReturn:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(store, "_status_claim", broken)
+    else:  # a script error on the server: a record the claim script cannot read
+        real = t.cast(t.Any, store)._claim_call
+
+        def garbled(*args: t.Any) -> tuple[list[str], list[t.Any]]:
+            keys, argv = real(*args)
+            return keys, [argv[0], "{not json", *argv[2:]]
+
+        monkeypatch.setattr(store, "_claim_call", garbled)
+    with pytest.raises(StoreError):
+        _rotate(store, StatusClaim(holder("a2"), status_candidates(SIZE, 8), NOW + 1))
+    family = store.get_family("s1")
+    assert family is not None and family.current_jti == "r1"
+    monkeypatch.undo()
+    assert _rotate(store, StatusClaim(holder("a2"), status_candidates(SIZE, 8), NOW + 1)).outcome == "rotated"
+
+
+def test_sqlite_makes_one_transaction_of_the_write_and_its_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(str(tmp_path / "one.db"))
+    begun: list[int] = []
+    real = store._begin_immediate
+
+    def counted(conn: t.Any) -> None:
+        begun.append(1)
+        real(conn)
+
+    monkeypatch.setattr(store, "_begin_immediate", counted)
+    monkeypatch.setattr(store, "_last_purge", float("inf"))  # no purge in between
+    first = StatusClaim(holder("a1"), status_candidates(SIZE, 8), NOW)
+    store.create_family(_family(), max_sessions=10, idle_ttl=500, until=NOW + 2000, status=first)
+    assert len(begun) == 1 and first.idx is not None
+    second = StatusClaim(holder("a2"), status_candidates(SIZE, 8), NOW + 1)
+    assert _rotate(store, second).outcome == "rotated"
+    assert len(begun) == 2 and second.idx is not None
+    store.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("server", ["shared_redis", "redis_cluster"])
+def test_redis_claims_in_the_pipeline_even_after_a_script_flush(request: pytest.FixtureRequest, server: str) -> None:
+    # The claim goes by EVALSHA in the family write's pipeline; a server that lost its
+    # scripts (a restart, SCRIPT FLUSH) answers NOSCRIPT, and that script runs again.
+    url = request.getfixturevalue(server).url
+    store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:12]}")
+    try:
+        t.cast(t.Any, store)._client().script_flush()
+        first = StatusClaim(holder("a1"), status_candidates(SIZE, 8), NOW)
+        store.create_family(_family(), max_sessions=10, idle_ttl=500, until=NOW + 2000, status=first)
+        assert first.made and first.idx is not None and store.get_family("s1") is not None
+        t.cast(t.Any, store)._client().script_flush()
+        second = StatusClaim(holder("a2"), status_candidates(SIZE, 8), NOW + 1)
+        assert _rotate(store, second).outcome == "rotated" and second.idx is not None
+        assert second.idx != first.idx
+    finally:
+        store.close()

@@ -85,6 +85,11 @@ class StatusList:
         """The ``status_list`` claim of a Status List Token: ``{"bits": …, "lst": …}``."""
         return {"bits": self.bits, "lst": b64url(self.compressed())}
 
+    def to_cbor(self) -> dict[str, t.Any]:
+        """The same claim for the CWT form (draft: "Status List in CBOR Format"): ``lst`` is
+        the compressed bytes themselves, for a CBOR byte string."""
+        return {"bits": self.bits, "lst": self.compressed()}
+
     @classmethod
     def from_json(cls, claim: object, *, max_bytes: int) -> StatusList:
         """Read a ``status_list`` claim. ``max_bytes`` bounds the byte array once decompressed

@@ -4,8 +4,10 @@ Aggregation (a JSON list of the app's status list URIs) that the RFC 8414 metada
 as ``status_list_aggregation_endpoint``.
 
 The token is rendered by :class:`~.issuer.StatusIssuer` once per change, not per request;
-this module only negotiates: ``gzip`` when the client accepts it (the draft: SHOULD),
-``ETag`` and ``If-None-Match``, ``Cache-Control`` whose ``max-age`` is the token's ``ttl``,
+this module only negotiates: the form (``Accept``: the JWT by default, the CWT when the
+client prefers ``application/statuslist+cwt``), ``gzip`` when the client accepts it (the
+draft: SHOULD) and it makes the body smaller, ``ETag`` and ``If-None-Match``,
+``Cache-Control`` whose ``max-age`` is the token's ``ttl``,
 and CORS (the list is public, the draft asks for browser access).
 """
 
@@ -29,6 +31,7 @@ from ..oauth import role
 from ..state import EXTENSION_KEY
 from ..state import current_state
 from .issuer import MEDIA_TYPE
+from .issuer import MEDIA_TYPES
 from .issuer import StatusIssuer
 
 __all__ = ["AGGREGATION_ROLE", "make_blueprint"]
@@ -51,23 +54,27 @@ def _cors(response: Response) -> Response:
 
 
 def status_list() -> Response:
-    """``GET``/``HEAD``: the Status List Token, ``application/statuslist+jwt``."""
+    """``GET``/``HEAD``: the Status List Token, ``application/statuslist+jwt`` or, when the
+    client prefers it, ``application/statuslist+cwt``."""
     issuer = _issuer()
-    accept = request.accept_mimetypes
-    if request.headers.get("Accept") and accept.quality(MEDIA_TYPE) <= 0:
-        # The draft's other format (CWT) is not served here.
-        raise NotAcceptable(f"This status list is served as {MEDIA_TYPE} only.")
+    media_type = MEDIA_TYPE
+    if request.headers.get("Accept"):
+        # Equal preference (``*/*``, ``application/*``) keeps the first: the JWT.
+        best = request.accept_mimetypes.best_match(MEDIA_TYPES)
+        if best is None:
+            raise NotAcceptable(f"This status list is served as {' or '.join(MEDIA_TYPES)}.")
+        media_type = best
     try:
-        rendered = issuer.rendered()
+        rendered = issuer.rendered(media_type)
     except StoreError:
         raise StoreUnavailable() from None
-    gzipped = request.accept_encodings.quality("gzip") > 0
-    body = rendered.gzipped if gzipped else rendered.token.encode("ascii")
-    response = current_app.response_class(body, mimetype=MEDIA_TYPE)
+    gzipped = rendered.gzipped is not None and request.accept_encodings.quality("gzip") > 0
+    body = rendered.gzipped if gzipped and rendered.gzipped is not None else rendered.body
+    response = current_app.response_class(body, mimetype=media_type)
     if gzipped:
         response.headers["Content-Encoding"] = "gzip"
-    response.vary.add("Accept-Encoding")
-    # One representation per encoding, so one strong validator each (RFC 9110 §8.8.3).
+    response.vary.update(("Accept", "Accept-Encoding"))
+    # One representation per form and encoding, so one strong validator each (RFC 9110 §8.8.3).
     response.set_etag(rendered.etag + ("-gz" if gzipped else ""))
     response.cache_control.public = True
     response.cache_control.max_age = issuer.ttl  # the token's ttl, which clients prefer

@@ -31,7 +31,10 @@ import threading
 import time
 import typing as t
 
+from .. import cbor
+from .. import cose
 from ..config.settings import StatusListSettings
+from ..stores.base import StatusClaim
 from ..stores.base import StatusHolder
 from ..stores.base import StatusKind
 from ..stores.base import status_candidates
@@ -41,11 +44,19 @@ if t.TYPE_CHECKING:
     from ..stores import Store
     from ..tokens import TokenCodec
 
-__all__ = ["MEDIA_TYPE", "TOKEN_TYPE", "Rendered", "StatusIssuer", "StatusListFull"]
+__all__ = ["CWT_MEDIA_TYPE", "MEDIA_TYPE", "MEDIA_TYPES", "TOKEN_TYPE", "Rendered", "StatusIssuer", "StatusListFull"]
 
 #: The JWT ``typ`` of a Status List Token, and the media type it is served as.
 TOKEN_TYPE: t.Final = "statuslist+jwt"
 MEDIA_TYPE: t.Final = "application/statuslist+jwt"
+#: The CWT form's media type, also its protected ``typ`` header (draft: "Status List Token
+#: in CWT Format").
+CWT_MEDIA_TYPE: t.Final = "application/statuslist+cwt"
+#: Every form served, the default first.
+MEDIA_TYPES: t.Final = (MEDIA_TYPE, CWT_MEDIA_TYPE)
+#: CWT claim keys: RFC 8392 §4 (iss, sub, exp, iat), and the keys the draft asks IANA for
+#: ("CBOR Web Token Claims Registration": ttl 65534, status_list 65533).
+_CWT_ISS, _CWT_SUB, _CWT_EXP, _CWT_IAT, _CWT_TTL, _CWT_STATUS_LIST = 1, 2, 4, 6, 65534, 65533
 #: Candidates offered to the store per round trip, and round trips before giving up. With
 #: the list at most half full, eight candidates all taken happen once in 256 claims.
 CANDIDATES: t.Final = 8
@@ -59,10 +70,14 @@ class StatusListFull(RuntimeError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rendered:
-    """One signed Status List Token, ready to serve."""
+    """One signed Status List Token in one form, ready to serve."""
 
-    token: str
-    gzipped: bytes
+    media_type: str
+    #: The token's bytes: the JWS Compact Serialization (ASCII), or the CWT's CBOR.
+    body: bytes
+    #: ``body`` gzipped, or ``None`` when gzip would not make it smaller (the CWT: its one
+    #: large item is the list, DEFLATE already).
+    gzipped: bytes | None
     etag: str
     iat: int
     exp: int
@@ -87,11 +102,11 @@ class StatusIssuer:
         self.codec = codec
         self.leeway = leeway
         self._lock = threading.Lock()
-        self._rendered: Rendered | None = None
+        self._rendered: dict[str, Rendered] = {}
 
     # -- issuing -----------------------------------------------------------------------
 
-    def reference(
+    def request(
         self,
         *,
         jti: str,
@@ -101,14 +116,14 @@ class StatusIssuer:
         iat: float,
         exp: float,
         ends_at: float | None = None,
-    ) -> dict[str, t.Any]:
-        """The ``status`` claim of a new access token: an index claimed for it in the store.
+    ) -> StatusClaim:
+        """A first claim of an index for a new access token, for the store to make along
+        with its own write (:meth:`Store.create_family
+        <flask_jwt_shield.stores.base.Store.create_family>`, :meth:`Store.rotate
+        <flask_jwt_shield.stores.base.Store.rotate>`), or for :meth:`reference` alone.
 
         ``ends_at``: when the token's session ends by its absolute lifetime (the token's bit
         is set then, if the token is still alive). The same ``jti`` again gets the same index.
-
-        :raises StoreError: the store cannot be reached.
-        :raises StatusListFull: no free index.
         """
         now = time.time()
         holder = StatusHolder(
@@ -121,15 +136,30 @@ class StatusIssuer:
             until=exp + self.leeway + self.ttl + 1,
             ends_at=ends_at,
         )
-        for _ in range(ATTEMPTS):
-            idx = self.store.status_claim(holder, status_candidates(self.size, CANDIDATES), now=now)
+        return StatusClaim(holder, status_candidates(self.size, CANDIDATES), now)
+
+    def reference(self, claim: StatusClaim) -> dict[str, t.Any]:
+        """The ``status`` claim of a new access token: the index ``claim`` got, or else one
+        claimed for it now (the store's write found none free among its candidates, or did
+        not make the claim).
+
+        :raises StoreError: the store cannot be reached.
+        :raises StatusListFull: no free index.
+        """
+        idx = claim.idx
+        attempts = ATTEMPTS - 1 if claim.made else ATTEMPTS
+        for _ in range(attempts):
             if idx is not None:
-                return {"status_list": {"idx": idx, "uri": self.uri}}
-        raise StatusListFull(
-            f"The status list found no free index among {ATTEMPTS * CANDIDATES} random ones: raise"
-            f" JWT_SHIELD_STATUS_LIST_SIZE (now {self.size}) to at least twice the number of access"
-            " tokens alive at once."
-        )
+                break
+            idx = self.store.status_claim(claim.holder, status_candidates(self.size, CANDIDATES), now=claim.now)
+        if idx is None:
+            raise StatusListFull(
+                f"The status list found no free index among {ATTEMPTS * CANDIDATES} random ones: raise"
+                f" JWT_SHIELD_STATUS_LIST_SIZE (now {self.size}) to at least twice the number of access"
+                " tokens alive at once."
+            )
+        claim.idx, claim.made = idx, True
+        return {"status_list": {"idx": idx, "uri": self.uri}}
 
     # -- revoking ----------------------------------------------------------------------
 
@@ -144,33 +174,62 @@ class StatusIssuer:
 
     # -- serving -----------------------------------------------------------------------
 
-    def rendered(self) -> Rendered:
-        """The current Status List Token: signed again only when a bit changed, or when
-        the last one is half a ``ttl`` old (so that every copy served has at least
-        one and a half ``ttl`` left before its ``exp``).
+    def rendered(self, media_type: str = MEDIA_TYPE) -> Rendered:
+        """The current Status List Token in the form ``media_type`` names (one of
+        :data:`MEDIA_TYPES`): signed again only when a bit changed, or when the last one is
+        half a ``ttl`` old (so that every copy served has at least one and a half ``ttl``
+        left before its ``exp``). Each form is rendered when first asked for.
 
         :raises StoreError: the store cannot be reached.
         """
         now = time.time()
         with self._lock:
-            last = self._rendered
+            last = self._rendered.get(media_type)
             known = last.version if last is not None and now - last.iat < max(1.0, self.ttl / 2) else None
             version, data = self.store.status_bits(self.size, version=known, now=now)
             if data is None and last is not None:
                 return last
             assert data is not None
-            self._rendered = self._render(StatusList(bytearray(data)), version, now)
-            return self._rendered
+            rendered = self._render(StatusList(bytearray(data)), version, now, media_type)
+            self._rendered[media_type] = rendered
+            return rendered
 
-    def _render(self, statuses: StatusList, version: int, now: float) -> Rendered:
+    def _render(self, statuses: StatusList, version: int, now: float, media_type: str) -> Rendered:
         iat = math.floor(now)
         exp = iat + 2 * self.ttl
-        claims = {"sub": self.uri, "iat": iat, "exp": exp, "ttl": self.ttl, "status_list": statuses.to_json()}
-        if self.codec.config.keys.issuer is not None:
-            claims["iss"] = self.codec.config.keys.issuer
-        token = self.codec.encode(claims, TOKEN_TYPE)
-        body = token.encode("ascii")
+        issuer = self.codec.config.keys.issuer
+        if media_type == CWT_MEDIA_TYPE:
+            body = self._cwt(statuses, iat, exp, issuer)
+        else:
+            claims = {"sub": self.uri, "iat": iat, "exp": exp, "ttl": self.ttl, "status_list": statuses.to_json()}
+            if issuer is not None:
+                claims["iss"] = issuer
+            body = self.codec.encode(claims, TOKEN_TYPE).encode("ascii")
+        zipped = gzip.compress(body, 9, mtime=0)
+        gzipped = zipped if len(zipped) < len(body) else None
         etag = hashlib.sha256(body).hexdigest()[:32]
-        return Rendered(
-            token=token, gzipped=gzip.compress(body, 9, mtime=0), etag=etag, iat=iat, exp=exp, version=version
+        return Rendered(media_type=media_type, body=body, gzipped=gzipped, etag=etag, iat=iat, exp=exp, version=version)
+
+    def _cwt(self, statuses: StatusList, iat: int, exp: int, issuer: str | None) -> bytes:
+        """The CWT form: a tagged COSE_Sign1 (COSE_Mac0 for an HMAC key) over the claims,
+        untagged as a CWT (the draft: MUST NOT carry the CWT tag)."""
+        key = self.codec.keys.signing_key
+        if key is None:  # the issuer exists only where the shield issues tokens
+            raise RuntimeError("The status list needs a signing key.")
+        claims: dict[int, t.Any] = {
+            _CWT_SUB: self.uri,
+            _CWT_IAT: iat,
+            _CWT_EXP: exp,
+            _CWT_TTL: self.ttl,
+            _CWT_STATUS_LIST: statuses.to_cbor(),
+        }
+        if issuer is not None:
+            claims[_CWT_ISS] = issuer
+        signing = key.signing
+        return cose.message(
+            cbor.encode(claims),
+            alg=key.alg,
+            kid=key.kid,
+            typ=CWT_MEDIA_TYPE,
+            sign=lambda data: key.algorithm.sign(data, signing),
         )

@@ -15,7 +15,7 @@ RevocationKind = t.Literal["jti", "sid", "kid"]
 #: What a status-list revocation names: one token, a session, a subject or a key.
 StatusKind = t.Literal["jti", "sid", "sub", "kid"]
 #: What presenting a refresh token meant (see :class:`Rotation`).
-Outcome = t.Literal["rotated", "grace", "reused", "revoked", "expired", "unknown"]
+Outcome = t.Literal["rotated", "grace", "reused", "revoked", "expired", "unknown", "unclaimed"]
 
 
 @dataclasses.dataclass(slots=True)
@@ -120,7 +120,8 @@ class Rotation:
     ``outcome`` is one of ``"rotated"`` (the presented token was current and is now spent),
     ``"grace"`` (it was the immediate predecessor, within the grace period: re-issue the
     current one), ``"reused"`` (spent before: the family is now revoked), ``"revoked"``,
-    ``"expired"`` or ``"unknown"``.
+    ``"expired"`` or ``"unknown"``; or ``"unclaimed"``: the status-list claim that came
+    with the rotation found no free index, and nothing was written.
     """
 
     outcome: Outcome
@@ -154,6 +155,20 @@ class StatusHolder:
         return bool(getattr(self, kind) == value)
 
 
+@dataclasses.dataclass(slots=True)
+class StatusClaim:
+    """A status-list claim (see :meth:`Store.status_claim`) that a store makes along with
+    its own write, in the same transaction or round trip: :meth:`Store.create_family` and
+    :meth:`Store.rotate` take one. The store fills in ``made`` (it made the claim) and
+    ``idx`` (the index, ``None`` when none of ``candidates`` was free)."""
+
+    holder: StatusHolder
+    candidates: t.Sequence[int]
+    now: float
+    idx: int | None = None
+    made: bool = False
+
+
 class Store(t.Protocol):
     """What a backend implements. All times are epoch seconds (``time.time()``)."""
 
@@ -175,12 +190,18 @@ class Store(t.Protocol):
     def not_before(self, sub: str, now: float) -> float | None:
         """The instant set by :meth:`revoke_subject` for ``sub``, if any."""
 
-    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+    def create_family(
+        self, family: Family, *, max_sessions: int, idle_ttl: float, until: float, status: StatusClaim | None = None
+    ) -> list[str]:
         """Store a new family; revoke the subject's oldest live families beyond
         ``max_sessions`` (their ``sid`` revoked until ``until``) and return their ids.
 
         A family created at or before the subject's not-before instant (a login racing a
-        :meth:`revoke_subject`) is stored revoked."""
+        :meth:`revoke_subject`) is stored revoked.
+
+        ``status``: a claim for the family's first access token, made in the same
+        transaction or round trip when the backend can (``status.made``); a failed claim
+        leaves the family stored and ``made`` false, for the caller to claim apart."""
 
     def rotate(
         self,
@@ -197,12 +218,17 @@ class Store(t.Protocol):
         until: float,
         kid: str | None = None,
         new_kid: str | None = None,
+        status: StatusClaim | None = None,
     ) -> Rotation:
         """Spend refresh token ``jti`` (signed by key ``kid``) of family ``sid`` atomically
         (see :class:`Rotation`), the new one to be signed by ``new_kid``.
 
         Exclusive with :meth:`revoke_subject` and with revoking ``kid``: a rotation that
-        commits after either is refused (``"revoked"``) and the family ends."""
+        commits after either is refused (``"revoked"``) and the family ends.
+
+        ``status``: the new generation's status-list claim, made first, in the same
+        transaction or round trip: if it fails (:class:`StoreError`) or finds no free index
+        (``"unclaimed"``), the refresh token is left unspent."""
 
     def get_family(self, sid: str) -> Family | None:
         """The family ``sid``, live or not."""

@@ -9,9 +9,11 @@ import time
 import typing as t
 from collections import deque
 
+from ..errors import StoreError
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusClaim
 from .base import StatusHolder
 from .base import StatusKind
 from .base import Use
@@ -90,8 +92,16 @@ class MemoryStore:
 
     # -- refresh families ---------------------------------------------------------------
 
-    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+    def create_family(
+        self, family: Family, *, max_sessions: int, idle_ttl: float, until: float, status: StatusClaim | None = None
+    ) -> list[str]:
         with self._lock:
+            if status is not None:
+                try:
+                    status.idx = self.status_claim(status.holder, status.candidates, now=status.now)
+                    status.made = True
+                except StoreError:
+                    pass  # the family is stored all the same; the caller claims apart
             stored = copy.deepcopy(family)
             self._families[family.sid] = stored
             self._sids_of.setdefault(family.sub, set()).add(family.sid)
@@ -121,8 +131,14 @@ class MemoryStore:
         until: float,
         kid: str | None = None,
         new_kid: str | None = None,
+        status: StatusClaim | None = None,
     ) -> Rotation:
         with self._lock:
+            if status is not None:  # first: a claim that fails leaves the token unspent
+                status.idx = self.status_claim(status.holder, status.candidates, now=status.now)
+                status.made = True
+                if status.idx is None:
+                    return Rotation("unclaimed")
             family = self._families.get(sid)
             if family is None:
                 return Rotation("unknown")

@@ -30,6 +30,7 @@ that it still does (:meth:`RedisStore.owner_probe`); it follows a migration or a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 import time
@@ -46,11 +47,13 @@ from . import redis_scripts
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusClaim
 from .base import StatusHolder
 from .base import StatusKind
 from .base import Use
 from .invalidation import InvalidationSubscriber
 from .invalidation import Node
+from .redis_scripts import SOURCES
 from .redis_scripts import ScriptName
 from .redis_scripts import Scripts
 from .view import NotRevokedCache
@@ -131,6 +134,17 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
 
     # RedisClusterException (no node reachable, ...) is no RedisError.
     return (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+
+#: Each script's SHA1 as the server names it (EVALSHA in a pipeline), per variant: publishing
+#: by SPUBLISH (a stripe's) or by PUBLISH (the store's own tag).
+_SHAS: t.Final[dict[tuple[ScriptName, bool], str]] = {
+    (name, sharded): hashlib.sha1(
+        redis_scripts.source(name, sharded=sharded).encode(), usedforsecurity=False
+    ).hexdigest()
+    for name in SOURCES
+    for sharded in (True, False)
+}
 
 
 class RedisStore:
@@ -582,7 +596,9 @@ class RedisStore:
 
     # -- refresh families ----------------------------------------------------------------
 
-    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+    def create_family(
+        self, family: Family, *, max_sessions: int, idle_ttl: float, until: float, status: StatusClaim | None = None
+    ) -> list[str]:
         fields, _ = _family_fields(family)
         fields["v"] = "0"
         shard = self.stripe(family.sub)
@@ -590,7 +606,8 @@ class RedisStore:
         # The pointer first: a family is never stored where nobody can find it.
         with self._io() as client:
             client.set(self._pointer(family.sid), str(shard), pxat=_ms(family.expires_at))
-        dropped = self._run(
+        dropped = self._run_with_claim(
+            status,
             "create_family",
             [
                 self._fam(tag, family.sid),
@@ -630,14 +647,24 @@ class RedisStore:
         until: float,
         kid: str | None = None,
         new_kid: str | None = None,
+        status: StatusClaim | None = None,
     ) -> Rotation:
+        asked = False
         for _attempt in range(_ROTATE_ATTEMPTS):
             tag = self._locate(sid)
             if tag is None:
                 return Rotation("unknown")
             key = self._fam(tag, sid)
-            with self._io() as client:
-                h = client.hgetall(key)
+            if status is not None and not asked:
+                # The claim rides with the first read of the family, before anything is
+                # decided: one that fails (or finds no free index) leaves the token unspent.
+                asked = True
+                h = self._claim_with_read(status, key)
+                if status.idx is None:
+                    return Rotation("unclaimed")
+            else:
+                with self._io() as client:
+                    h = client.hgetall(key)
             if not h and tag == self._tag:
                 continue  # moved out of the old slot since it was located: locate it again
             if not h:
@@ -827,6 +854,12 @@ class RedisStore:
     # -- the status list -----------------------------------------------------------------
 
     def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
+        idx = self._run("status_claim", *self._claim_call(holder, candidates, now))
+        return None if idx is None else int(idx)
+
+    def _claim_call(
+        self, holder: StatusHolder, candidates: t.Sequence[int], now: float
+    ) -> tuple[list[str], list[t.Any]]:
         record = {
             "jti": holder.jti,
             "sid": holder.sid or "",
@@ -837,12 +870,59 @@ class RedisStore:
             "e": _num(holder.ends_at) if holder.ends_at is not None and holder.ends_at < holder.until else "",
         }
         tag = self.status_tag
-        idx = self._run(
-            "status_claim",
-            [f"{tag}:bits"],
-            [tag, json.dumps(record), _num(now), TTL_MARGIN, *(str(i) for i in candidates)],
-        )
-        return None if idx is None else int(idx)
+        return [f"{tag}:bits"], [tag, json.dumps(record), _num(now), TTL_MARGIN, *(str(i) for i in candidates)]
+
+    # A claim made along with a family write goes in the same pipeline: one round trip, not
+    # one script (the list has a hash tag of its own). The scripts are sent by their SHA1;
+    # a server that has not loaded one yet answers NOSCRIPT, and that one is run again the
+    # usual way (it did not run).
+
+    def _queue(self, pipe: t.Any, name: ScriptName, keys: list[str], args: list[t.Any]) -> None:
+        pipe.evalsha(_SHAS[name, True], len(keys), *keys, *args)  # on a stripe, or tag-free
+
+    def _settle(self, client: t.Any, name: ScriptName, keys: list[str], args: list[t.Any], reply: t.Any) -> t.Any:
+        import redis
+
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            return self._scripts.run(client, name, keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _run_with_claim(
+        self, status: StatusClaim | None, name: ScriptName, keys: list[str], args: list[t.Any]
+    ) -> t.Any:
+        """Script ``name``, and ``status`` in the same round trip; a claim that fails is not
+        made (``status.made`` stays false) and does not fail the script's write."""
+        if status is None:
+            return self._run(name, keys, args)
+        claim_keys, claim_args = self._claim_call(status.holder, status.candidates, status.now)
+        with self._io() as client:
+            pipe = client.pipeline(transaction=False)
+            self._queue(pipe, name, keys, args)
+            self._queue(pipe, "status_claim", claim_keys, claim_args)
+            reply, claimed = pipe.execute(raise_on_error=False)
+            reply = self._settle(client, name, keys, args, reply)
+            try:
+                claimed = self._settle(client, "status_claim", claim_keys, claim_args, claimed)
+            except self._errors:
+                return reply
+        status.idx, status.made = (None if claimed is None else int(claimed)), True
+        return reply
+
+    def _claim_with_read(self, status: StatusClaim, key: str) -> dict[str, str]:
+        """``status`` claimed and the hash ``key`` read, in one round trip."""
+        claim_keys, claim_args = self._claim_call(status.holder, status.candidates, status.now)
+        with self._io() as client:
+            pipe = client.pipeline(transaction=False)
+            self._queue(pipe, "status_claim", claim_keys, claim_args)
+            pipe.hgetall(key)
+            claimed, h = pipe.execute(raise_on_error=False)
+            claimed = self._settle(client, "status_claim", claim_keys, claim_args, claimed)
+            if isinstance(h, Exception):
+                raise h
+        status.idx, status.made = (None if claimed is None else int(claimed)), True
+        return t.cast(dict[str, str], h)
 
     def status_mark(self, kind: StatusKind, value: str, *, at: float | None, until: float, now: float) -> int:
         if kind not in ("jti", "sid", "sub", "kid"):

@@ -51,6 +51,7 @@ from ..errors import StoreError
 from .base import Family
 from .base import RevocationKind
 from .base import Rotation
+from .base import StatusClaim
 from .base import StatusHolder
 from .base import StatusKind
 from .base import Use
@@ -465,9 +466,14 @@ class SQLiteStore:
 
     # -- refresh families --------------------------------------------------------------
 
-    def create_family(self, family: Family, *, max_sessions: int, idle_ttl: float, until: float) -> list[str]:
+    def create_family(
+        self, family: Family, *, max_sessions: int, idle_ttl: float, until: float, status: StatusClaim | None = None
+    ) -> list[str]:
         f = family
         with self._write() as conn:
+            if status is not None:  # one transaction for both: one commit per login
+                status.idx = self._status_claim(conn, status.holder, status.candidates, status.now)
+                status.made = True
             conn.execute(
                 f"INSERT INTO families ({_FAMILY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -517,8 +523,16 @@ class SQLiteStore:
         until: float,
         kid: str | None = None,
         new_kid: str | None = None,
+        status: StatusClaim | None = None,
     ) -> Rotation:
         with self._write() as conn:
+            if status is not None:
+                # First, in the same transaction: a claim that fails rolls the whole
+                # rotation back, and one that finds no free index writes nothing.
+                status.idx = self._status_claim(conn, status.holder, status.candidates, status.now)
+                status.made = True
+                if status.idx is None:
+                    return Rotation("unclaimed")
             row = conn.execute(f"SELECT {_FAMILY_COLUMNS} FROM families WHERE sid = ?", (sid,)).fetchone()
             if row is None:
                 return Rotation("unknown")
@@ -703,26 +717,31 @@ class SQLiteStore:
 
     def status_claim(self, holder: StatusHolder, candidates: t.Sequence[int], *, now: float) -> int | None:
         with self._write(revoking=False) as conn:
-            row = conn.execute(
-                "SELECT idx FROM status_slot WHERE jti = ? AND until > ? LIMIT 1", (holder.jti, now)
-            ).fetchone()
-            if row is not None:
-                return int(row[0])
-            for idx in candidates:
-                old = conn.execute("SELECT until, status FROM status_slot WHERE idx = ?", (idx,)).fetchone()
-                if old is not None and old[0] > now:
-                    continue
-                status = 1 if self._status_marked(conn, holder, now) else 0
-                ends_at = holder.ends_at if holder.ends_at is not None and holder.ends_at < holder.until else None
-                conn.execute(
-                    "INSERT OR REPLACE INTO status_slot (idx, jti, sid, sub, kid, iat, until, ends_at, status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (idx, holder.jti, holder.sid, holder.sub, holder.kid, holder.iat, holder.until, ends_at, status),
-                )
-                if status != (old[1] if old is not None else 0):
-                    self._status_moved(conn)
-                return idx
-            return None
+            return self._status_claim(conn, holder, candidates, now)
+
+    def _status_claim(
+        self, conn: sqlite3.Connection, holder: StatusHolder, candidates: t.Sequence[int], now: float
+    ) -> int | None:
+        row = conn.execute(
+            "SELECT idx FROM status_slot WHERE jti = ? AND until > ? LIMIT 1", (holder.jti, now)
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        for idx in candidates:
+            old = conn.execute("SELECT until, status FROM status_slot WHERE idx = ?", (idx,)).fetchone()
+            if old is not None and old[0] > now:
+                continue
+            status = 1 if self._status_marked(conn, holder, now) else 0
+            ends_at = holder.ends_at if holder.ends_at is not None and holder.ends_at < holder.until else None
+            conn.execute(
+                "INSERT OR REPLACE INTO status_slot (idx, jti, sid, sub, kid, iat, until, ends_at, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (idx, holder.jti, holder.sid, holder.sub, holder.kid, holder.iat, holder.until, ends_at, status),
+            )
+            if status != (old[1] if old is not None else 0):
+                self._status_moved(conn)
+            return idx
+        return None
 
     @staticmethod
     def _status_marked(conn: sqlite3.Connection, holder: StatusHolder, now: float) -> bool:
