@@ -9,9 +9,13 @@ counted against the documented bound ``L + N`` (docs/ratelimits.rst, "Leased mod
     python -m benchmarks.overshoot                       # N = 2, 4, 8; 3 runs each
     python -m benchmarks.overshoot --workers 4 --runs 5 --seconds 3
     python -m benchmarks.overshoot --layout servers     # N separate servers of one worker
+    python -m benchmarks.overshoot --cluster            # on a throw-away 3-master Redis Cluster
 
 The app is :func:`create_app` below (gunicorn loads ``benchmarks.overshoot:create_app()``);
-``--mode exact`` measures the exact mode the same way, for comparison.
+``--mode exact`` measures the exact mode the same way, for comparison. ``--cluster`` puts the
+store and the counters on a three-master Redis Cluster on 127.0.0.1 (started before the
+runs and stopped by its PIDs, :func:`benchmarks.bench.throwaway_cluster`) instead of one
+``redis-server``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from flask import Flask
 
 from benchmarks.bench import free_port
+from benchmarks.bench import throwaway_cluster
 from benchmarks.bench import throwaway_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,11 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["workers", "servers"],
         help="one gunicorn with N workers, or N separate gunicorn servers of one worker each",
     )
+    parser.add_argument("--cluster", action="store_true", help="a three-master Redis Cluster instead of one Redis")
     parser.add_argument("--announce", type=int, default=0, help="measure the announcement delay over this many windows")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",")]
+    redis = throwaway_cluster if args.cluster else throwaway_redis
     if args.announce:
-        with throwaway_redis() as redis_url:
+        with redis() as redis_url:
             if redis_url is None:
                 print("redis-server is not installed", file=sys.stderr)
                 return 1
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("| N | runs | admitted per run | bound (L + N) | refused per run | max over L |")
     print("|---:|---:|---|---:|---|---:|")
-    with throwaway_redis() as redis_url:
+    with redis() as redis_url:
         if redis_url is None:
             print("redis-server is not installed", file=sys.stderr)
             return 1
