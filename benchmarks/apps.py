@@ -47,11 +47,23 @@ KEY_DIR_ENV = "JWT_SHIELD_BENCH_KEY_DIR"
 REDIS_URL_ENV = "JWT_SHIELD_BENCH_REDIS_URL"
 
 
+#: Environment variable holding the URL of the run's throw-away three-master Redis Cluster.
+CLUSTER_URL_ENV = "JWT_SHIELD_BENCH_CLUSTER_URL"
+
+
 def redis_url() -> str:
     """The run's redis-server, started by ``bench.py`` for the rows that need one."""
     url = os.environ.get(REDIS_URL_ENV)
     if not url:
         raise RuntimeError(f"{REDIS_URL_ENV} is not set: bench.py starts a redis-server for the Redis rows")
+    return url
+
+
+def cluster_url() -> str:
+    """The run's Redis Cluster, started by ``bench.py`` for the rows that need one."""
+    url = os.environ.get(CLUSTER_URL_ENV)
+    if not url:
+        raise RuntimeError(f"{CLUSTER_URL_ENV} is not set: bench.py starts a Redis Cluster for the cluster rows")
     return url
 
 
@@ -317,8 +329,9 @@ def make_shield(
     ``rate_limit`` is ``JWT_SHIELD_RATE_LIMIT`` (``None``: off; with it, the default spike
     threshold of 10x the limit is on too). ``geoip`` turns on the GeoIP step with the
     example app's demo City database. ``store`` is ``"memory"``, ``"sqlite"`` (a file in
-    the run's key directory, shared with the gunicorn workers) or ``"redis"`` (the run's
-    redis-server, which then holds the rate limit counters too). ``config`` adds or overrides
+    the run's key directory, shared with the gunicorn workers), ``"redis"`` (the run's
+    redis-server, which then holds the rate limit counters too) or ``"cluster"`` (the same
+    on the run's three-master Redis Cluster). ``config`` adds or overrides
     ``JWT_SHIELD_*`` keys. ``dashboard`` registers the admin dashboard at ``/shield`` (to
     show it costs a protected request nothing). Raises ``ImportError`` while the package is
     missing.
@@ -333,6 +346,8 @@ def make_shield(
         app.config["JWT_SHIELD_STORE_URI"] = "sqlite:///" + str(Path(directory) / "shield.db")
     elif store == "redis":
         app.config["JWT_SHIELD_STORE_URI"] = redis_url()
+    elif store == "cluster":
+        app.config["JWT_SHIELD_STORE_URI"] = cluster_url()
     else:
         app.config["JWT_SHIELD_STORE_URI"] = "memory://"
     app.config["JWT_SHIELD_RATE_LIMIT"] = rate_limit

@@ -92,6 +92,10 @@ class Row:
     def needs_redis(self) -> bool:
         return "redis" in self.kwargs.values()
 
+    @property
+    def needs_cluster(self) -> bool:
+        return "cluster" in self.kwargs.values()
+
     def make_app(self) -> Any:
         return getattr(apps, self.factory)(**self.kwargs)
 
@@ -256,6 +260,20 @@ ROWS: tuple[Row, ...] = (
         "shield HS256, Redis store + per-token limit + spike, leased mode (no round trip), token seen before",
         "make_shield",
         {"store": "redis", "rate_limit": apps.UNREACHABLE_LIMIT, "config": {"JWT_SHIELD_RATE_LIMIT_MODE": "leased"}},
+        target=1.5,
+    ),
+    Row(
+        "shield_cluster",
+        "shield HS256, Redis Cluster store (3 masters, local view, no round trip), token seen before",
+        "make_shield",
+        {"store": "cluster"},
+        target=1.5,
+    ),
+    Row(
+        "shield_cluster_leased",
+        "shield HS256, Redis Cluster store (3 masters) + per-token limit + spike, leased mode, token seen before",
+        "make_shield",
+        {"store": "cluster", "rate_limit": apps.UNREACHABLE_LIMIT, "config": {"JWT_SHIELD_RATE_LIMIT_MODE": "leased"}},
         target=1.5,
     ),
 )
@@ -1558,6 +1576,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows = [row for row in rows if not row.needs_redis]
             else:
                 os.environ[apps.REDIS_URL_ENV] = redis_url
+        if any(row.needs_cluster for row in rows):
+            cluster_url = stack.enter_context(throwaway_cluster())
+            if cluster_url is None:
+                note = "redis-server or redis-cli is not installed: the Redis Cluster rows were skipped."
+                print(f"WARNING: {note}", file=sys.stderr)
+                notes.append(note)
+                rows = [row for row in rows if not row.needs_cluster]
+            else:
+                os.environ[apps.CLUSTER_URL_ENV] = cluster_url
         return _run(args, argv, rows, notes, do_http, do_inprocess, redis_url)
 
 
