@@ -19,7 +19,6 @@ Every step raises one of :mod:`.errors`; a detector's finding goes up the action
 from __future__ import annotations
 
 import functools
-import math
 import time
 import typing as t
 
@@ -49,7 +48,6 @@ from .errors import StoreUnavailable
 from .ratelimit import LimiterStorageError
 from .ratelimit import RateDecision
 from .signals import EventKind
-from .state import OUTAGE_EVENT_INTERVAL
 from .state import ShieldState
 from .statuslist.client import StatusListUnavailable
 from .tokens import Claims
@@ -87,7 +85,6 @@ class Pipeline:
         # Step 5 runs for every request when DPoP or cookies are on, else only for a token
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
-        self._last_keys_event = -math.inf
         #: Resource-server mode: the issuer's Token Status Lists (step 4), else ``None``.
         self._status_lists = state.status_list_client
         self._dbsc = dbsc.binding_for(state)
@@ -323,9 +320,7 @@ class Pipeline:
     def _keys_unavailable(self) -> None:
         """Resource-server mode without a usable key: 503 whatever the fail mode (the caller
         re-raises); one event per outage interval."""
-        now = time.time()
-        if now - self._last_keys_event >= OUTAGE_EVENT_INTERVAL:
-            self._last_keys_event = now
+        if self.state.outage_event_due("jwks-unavailable"):
             remote = self.codec.remote
             error = (remote.last_error if remote is not None else None) or "no usable key"
             self.state.record("jwks-unavailable", None, action="deny", detail={"error": error})

@@ -137,8 +137,8 @@ class ShieldState:
         )
         #: The DPoP proof verifier, or ``None`` with ``JWT_SHIELD_DPOP = "off"``.
         self.dpop = _proof_verifier(config, keys, store)
-        self._last_outage_event = -math.inf
-        self._last_status_event = -math.inf
+        # Outage event kind -> when it was last recorded (outage_event_due).
+        self._last_outage: dict[str, float] = {}
         self._recent: dict[tuple[str, ...], float] = {}
         #: (jti, address) -> when that token last passed the geo step from that address.
         self.geo_seen: dict[tuple[str, str], float] = {}
@@ -247,11 +247,18 @@ class ShieldState:
 
     # -- the fail mode ---------------------------------------------------------------------
 
+    def outage_event_due(self, kind: str) -> bool:
+        """True (and remembered) unless an outage event ``kind`` was recorded in the last
+        :data:`OUTAGE_EVENT_INTERVAL` seconds: one event per outage interval, not per request."""
+        now = time.time()
+        if now - self._last_outage.get(kind, -math.inf) < OUTAGE_EVENT_INTERVAL:
+            return False
+        self._last_outage[kind] = now
+        return True
+
     def store_failed(self, exc: Exception, claims: Claims | None) -> None:
         """Apply ``JWT_SHIELD_FAIL_MODE``: raise 503 (closed) or return (open)."""
-        now = time.time()
-        if now - self._last_outage_event >= OUTAGE_EVENT_INTERVAL:
-            self._last_outage_event = now
+        if self.outage_event_due("store-unavailable"):
             self.record(
                 "store-unavailable",
                 claims,
@@ -266,9 +273,7 @@ class ShieldState:
         ``JWT_SHIELD_STATUS_LIST_FAIL_MODE`` -- raise 503 (closed) or return (open); a
         ``status-list-unavailable`` event either way, one per outage interval."""
         mode = self.config.remote.status_list_fail_mode
-        now = time.time()
-        if now - self._last_status_event >= OUTAGE_EVENT_INTERVAL:
-            self._last_status_event = now
+        if self.outage_event_due("status-list-unavailable"):
             self.record(
                 "status-list-unavailable",
                 claims,
