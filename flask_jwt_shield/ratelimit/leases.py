@@ -229,6 +229,7 @@ class LeaseBook:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._checked_until = 0.0
         self._listener: threading.Thread | None = None
 
     # -- the request path -------------------------------------------------------------------
@@ -269,14 +270,49 @@ class LeaseBook:
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
 
-    def count_attempt(self, key: str, identity: str, item: RateLimitItem) -> None:
-        """Count one attempt against the spike threshold ``item`` (added in the next round)."""
+    def admit(
+        self, spikes: tuple[tuple[str, str, RateLimitItem], ...], limits: tuple[tuple[str, RateLimitItem], ...]
+    ) -> int:
+        """One request of a token: count the attempt against each spike threshold of
+        ``spikes`` ((key, identity, item): added to Redis in the next round) and take one unit from
+        each window of ``limits`` ((key, item), as :meth:`take`), in order, stopping at the
+        first that refuses. Returns the index in ``limits`` of the window that refused, or
+        -1 when all admitted.
+
+        The request path of the leased mode: while every window holds a valid lease this
+        is one lock and a few counters; otherwise each remaining window goes through
+        :meth:`take`.
+
+        :raises LimiterStorageError: when neither a lease nor Redis can decide.
+        """
+        now = time.monotonic()
+        if now >= self._checked_until:
+            self._ensure_running()
+            self._checked_until = now + 1.0  # whether the threads run: asked once a second
+        done = 0
         with self._lock:
-            entry = self._spikes.get(key)
-            if entry is None:
-                self._spikes[key] = [1, identity, item]
-            else:
-                entry[0] += 1
+            counters = self._spikes
+            for key, identity, item in spikes:
+                entry = counters.get(key)
+                if entry is None:
+                    counters[key] = [1, identity, item]
+                else:
+                    entry[0] += 1
+            windows = self._windows
+            for key, _item in limits:
+                w = windows.get(key)
+                if w is None or w.allowance <= 0 or now >= w.valid_until or now >= w.window_end:
+                    break
+                w.demand += 1
+                w.active = now
+                w.allowance -= 1
+                w.used += 1
+                done += 1
+        for index in range(done, len(limits)):
+            key, item = limits[index]
+            if not self.take(key, item):
+                return index
+        return -1
 
     def note_refusal(self, marker: str, counter: str, identity: str, item: RateLimitItem) -> None:
         """A refusal in the minute whose marker key is ``marker`` (sustained spikes)."""

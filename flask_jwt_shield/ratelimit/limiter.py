@@ -142,6 +142,14 @@ _Plan = tuple[
 ]
 _MAX_PLANS: Final = 100_000
 
+# The leased mode's plan of one token (and endpoint): the spike counters as
+# (Redis key, identity, item), the limit windows as (lease key, item), and the plan.
+_Ticket = tuple[
+    tuple[tuple[str, str, RateLimitItem], ...],
+    tuple[tuple[str, RateLimitItem], ...],
+    _Plan,
+]
+
 
 class TokenRateLimiter:
     """Per-token rate limits with spike detection and an optional adaptive baseline.
@@ -204,6 +212,7 @@ class TokenRateLimiter:
         self.strategy = strategy
         self._fixed = strategy == "fixed-window"
         self._plans: dict[tuple[str, str | None], _Plan] = {}
+        self._tickets: dict[tuple[str, str | None], _Ticket] = {}
         prefix = key_prefix.strip("/")
         if not prefix or prefix == "LIMITER":
             raise ValueError("key_prefix must be non-empty and differ from Flask-Limiter's 'LIMITER'")
@@ -309,12 +318,14 @@ class TokenRateLimiter:
         self._endpoints[endpoint] = self._parse(limits)
         self._update_active()
         self._plans.clear()
+        self._tickets.clear()
 
     def exempt_endpoint(self, endpoint: str) -> None:
         """Serve ``endpoint`` without per-token limits (spikes and anomalies still count)."""
         self._endpoints[endpoint] = _EXEMPT
         self._update_active()
         self._plans.clear()
+        self._tickets.clear()
 
     # -- the per-request call --------------------------------------------------------------
 
@@ -334,13 +345,17 @@ class TokenRateLimiter:
         if not identity:
             raise ValueError("an empty rate limit identity would merge every token's budget")
         override = None if endpoint is None else self._endpoints.get(endpoint)
+        leases = self._leases
+        if leases is not None:
+            ticket = self._tickets.get((identity, endpoint if override is not None else None))
+            if ticket is None:
+                ticket = self._ticket(identity, endpoint, override)
+            return self._check_leased(leases, identity, subject, session, ticket)
         plan = self._plans.get((identity, endpoint if override is not None else None))
         if plan is None:
             plan = self._plan(identity, endpoint, override)
         spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
-        if self._leases is not None:
-            return self._check_leased(self._leases, identity, subject, session, plan)
         if self._one_trip is not None:
             return self._check_in_one_trip(identity, subject, session, plan)
         try:
@@ -430,14 +445,10 @@ class TokenRateLimiter:
         return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
 
     def _check_leased(
-        self, leases: LeaseBook, identity: str, subject: str | None, session: str | None, plan: _Plan
+        self, leases: LeaseBook, identity: str, subject: str | None, session: str | None, ticket: _Ticket
     ) -> RateDecision:
         """:meth:`check` from this process's leases: the same counters, no round trip."""
-        spike_keys, items, parts, rate_keys, targets = plan
-        prefixed = self._lease_key
-        for item, key in spike_keys:
-            leases.count_attempt(prefixed(key), identity, item)
-        spike = leases.reports(identity)
+        spikes, windows, plan = ticket
         anomaly = None
         baselines = self._baselines
         if baselines is not None:  # the adaptive baselines stay one script call (documented)
@@ -449,23 +460,40 @@ class TokenRateLimiter:
                     anomaly = self._report(seen, session or identity, subject or identity)
             except self._errors as exc:
                 raise LimiterStorageError(exc) from exc
-        if not items:
+        refused = leases.admit(spikes, windows)
+        spike = leases.reports(identity)
+        if not windows:
             return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
-        for item, key in zip(items, rate_keys, strict=True):
-            lease_key = prefixed(key) + "/lease"
-            if not leases.take(lease_key, item):
-                sustain = self._spike_sustain
-                if sustain is not None:
-                    minute = math.floor(time.time() / MINUTE)
-                    leases.note_refusal(
-                        prefixed(sustain.key_for("m", parts[0], str(minute))),
-                        prefixed(sustain.key_for("refused", parts[0])),
-                        identity,
-                        sustain,
-                    )
-                _left, reset_at = leases.window(lease_key, item)
-                return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
-        return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
+        if refused < 0:
+            return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=plan[4])
+        lease_key, item = windows[refused]
+        sustain = self._spike_sustain
+        if sustain is not None:
+            prefixed, key = self._lease_key, plan[2][0]
+            minute = math.floor(time.time() / MINUTE)
+            leases.note_refusal(
+                prefixed(sustain.key_for("m", key, str(minute))),
+                prefixed(sustain.key_for("refused", key)),
+                identity,
+                sustain,
+            )
+        _left, reset_at = leases.window(lease_key, item)
+        return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
+
+    def _ticket(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Ticket:
+        """The leased mode's plan of one token (and endpoint), with its Redis keys, kept."""
+        plan = self._plan(identity, endpoint, override)
+        prefixed = self._lease_key
+        spike_keys, items, _parts, rate_keys, _targets = plan
+        ticket: _Ticket = (
+            tuple((prefixed(key), identity, item) for item, key in spike_keys),
+            tuple((prefixed(key) + "/lease", item) for item, key in zip(items, rate_keys, strict=True)),
+            plan,
+        )
+        if len(self._tickets) >= _MAX_PLANS:
+            self._tickets.clear()
+        self._tickets[(identity, endpoint if override is not None else None)] = ticket
+        return ticket
 
     def _plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
         """The items and storage keys of one token (and endpoint), built once and kept."""
