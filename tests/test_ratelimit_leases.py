@@ -98,6 +98,20 @@ def test_one_process_admits_exactly_the_limit(redis_url: str) -> None:
     engine.close()
 
 
+def test_two_windows_are_taken_in_order_and_a_refusal_spends_nothing_after_it(redis_url: str) -> None:
+    # As the fixed-window limiter: the shortest window first, stopping at the first refusal,
+    # so a request the second window refuses spends nothing of the minute's budget.
+    engine = leased(redis_url, "8/minute;5/second")
+    first = [engine.check("two-windows") for _ in range(10)]
+    assert [d.allowed for d in first] == [True] * 5 + [False] * 5
+    assert {d.limit.amount for d in first[5:] if d.limit is not None} == {5}
+    time.sleep(1.2)  # the next one-second window; the minute has 3 left
+    second = [engine.check("two-windows") for _ in range(10)]
+    assert [d.allowed for d in second] == [True] * 3 + [False] * 7
+    assert second[3].limit is not None and second[3].limit.amount == 8
+    engine.close()
+
+
 # ------------------------------------------------------------------ announcements
 
 
