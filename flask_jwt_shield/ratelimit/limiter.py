@@ -151,6 +151,17 @@ _Ticket = tuple[
 ]
 
 
+_V = t.TypeVar("_V")
+
+
+def _keep(cache: dict[tuple[str, str | None], _V], key: tuple[str, str | None], value: _V) -> None:
+    """Keep a token's plan or ticket; at :data:`_MAX_PLANS` start over (cheaper than an LRU:
+    the keys are rebuilt on the next request)."""
+    if len(cache) >= _MAX_PLANS:
+        cache.clear()
+    cache[key] = value
+
+
 class TokenRateLimiter:
     """Per-token rate limits with spike detection and an optional adaptive baseline.
 
@@ -464,12 +475,13 @@ class TokenRateLimiter:
         spike = leases.reports(identity)
         if not windows:
             return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
+        _spike_keys, _items, parts, _rate_keys, targets = plan
         if refused < 0:
-            return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=plan[4])
+            return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
         lease_key, item = windows[refused]
         sustain = self._spike_sustain
         if sustain is not None:
-            prefixed, key = self._lease_key, plan[2][0]
+            prefixed, key = self._lease_key, parts[0]
             minute = math.floor(time.time() / MINUTE)
             leases.note_refusal(
                 prefixed(sustain.key_for("m", key, str(minute))),
@@ -481,22 +493,29 @@ class TokenRateLimiter:
         return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
 
     def _ticket(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Ticket:
-        """The leased mode's plan of one token (and endpoint), with its Redis keys, kept."""
-        plan = self._plan(identity, endpoint, override)
-        prefixed = self._lease_key
+        """The leased mode's plan of one token (and endpoint), with its Redis keys, kept
+        (in place of the plan: the leased mode keeps tickets only)."""
+        plan = self._build_plan(identity, endpoint, override)
         spike_keys, items, _parts, rate_keys, _targets = plan
         ticket: _Ticket = (
-            tuple((prefixed(key), identity, item) for item, key in spike_keys),
-            tuple((prefixed(key) + "/lease", item) for item, key in zip(items, rate_keys, strict=True)),
+            tuple((self._lease_key(key), identity, item) for item, key in spike_keys),
+            tuple((self._lease_name(key), item) for item, key in zip(items, rate_keys, strict=True)),
             plan,
         )
-        if len(self._tickets) >= _MAX_PLANS:
-            self._tickets.clear()
-        self._tickets[(identity, endpoint if override is not None else None)] = ticket
+        _keep(self._tickets, (identity, endpoint if override is not None else None), ticket)
         return ticket
+
+    def _lease_name(self, storage_key: str) -> str:
+        """The Redis hash of the leased window whose exact-mode counter is ``storage_key``."""
+        return self._lease_key(storage_key) + "/lease"
 
     def _plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
         """The items and storage keys of one token (and endpoint), built once and kept."""
+        plan = self._build_plan(identity, endpoint, override)
+        _keep(self._plans, (identity, endpoint if override is not None else None), plan)
+        return plan
+
+    def _build_plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
         key = key_part(identity)
         parts: tuple[str, ...]
         if override is None:
@@ -504,17 +523,13 @@ class TokenRateLimiter:
         else:
             # An endpoint's own limits are counted apart from the default ones.
             items, parts = override, (key, key_part(endpoint or ""))
-        plan: _Plan = (
+        return (
             tuple((item, item.key_for(key)) for item in self._spike),
             items,
             parts,
             tuple(item.key_for(*parts) for item in items),
             tuple((item, parts) for item in items),
         )
-        if len(self._plans) >= _MAX_PLANS:
-            self._plans.clear()  # cheaper than an LRU; keys are rebuilt on the next request
-        self._plans[(identity, endpoint if override is not None else None)] = plan
-        return plan
 
     def _count_spike(self, identity: str, spike_keys: tuple[tuple[RateLimitItem, str], ...]) -> SpikeReport | None:
         report = None
@@ -591,10 +606,7 @@ class TokenRateLimiter:
         """
         leases = self._leases
         if leases is not None:  # this process's view: no round trip
-            prefixed = self._lease_key
-            windows = [
-                (item, *leases.window(prefixed(item.key_for(*parts)) + "/lease", item)) for item, parts in targets
-            ]
+            windows = [(item, *leases.window(self._lease_name(item.key_for(*parts)), item)) for item, parts in targets]
             return min(windows, key=lambda w: w[1])
         try:
             best: tuple[RateLimitItem, int, float] | None = None
