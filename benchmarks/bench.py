@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
@@ -1566,26 +1567,45 @@ def main(argv: list[str] | None = None) -> int:
     do_inprocess = args.inprocess or not args.http
     rows, notes = usable_rows(select_rows(args.rows))
     with contextlib.ExitStack() as stack:
-        redis_url = None
-        if any(row.needs_redis for row in rows):
-            redis_url = stack.enter_context(throwaway_redis())
-            if redis_url is None:
-                note = "redis-server is not installed: the Redis rows were skipped."
-                print(f"WARNING: {note}", file=sys.stderr)
-                notes.append(note)
-                rows = [row for row in rows if not row.needs_redis]
-            else:
-                os.environ[apps.REDIS_URL_ENV] = redis_url
-        if any(row.needs_cluster for row in rows):
-            cluster_url = stack.enter_context(throwaway_cluster())
-            if cluster_url is None:
-                note = "redis-server or redis-cli is not installed: the Redis Cluster rows were skipped."
-                print(f"WARNING: {note}", file=sys.stderr)
-                notes.append(note)
-                rows = [row for row in rows if not row.needs_cluster]
-            else:
-                os.environ[apps.CLUSTER_URL_ENV] = cluster_url
+        rows, redis_url = _serve(
+            stack, rows, notes, "needs_redis", throwaway_redis, apps.REDIS_URL_ENV, "redis-server is", "Redis"
+        )
+        rows, _cluster_url = _serve(
+            stack,
+            rows,
+            notes,
+            "needs_cluster",
+            throwaway_cluster,
+            apps.CLUSTER_URL_ENV,
+            "redis-server or redis-cli is",
+            "Redis Cluster",
+        )
         return _run(args, argv, rows, notes, do_http, do_inprocess, redis_url)
+
+
+def _serve(
+    stack: contextlib.ExitStack,
+    rows: list[Row],
+    notes: list[str],
+    needs: str,
+    start: Callable[[], contextlib.AbstractContextManager[str | None]],
+    env: str,
+    missing: str,
+    kind: str,
+) -> tuple[list[Row], str | None]:
+    """Start the throwaway server that the rows with ``needs`` use, for the whole run, and
+    name it to the gunicorn workers in ``env``; without its binaries, drop those rows with
+    a note. Returns the rows left and the server's URL."""
+    if not any(getattr(row, needs) for row in rows):
+        return rows, None
+    url = stack.enter_context(start())
+    if url is None:
+        note = f"{missing} not installed: the {kind} rows were skipped."
+        print(f"WARNING: {note}", file=sys.stderr)
+        notes.append(note)
+        return [row for row in rows if not getattr(row, needs)], None
+    os.environ[env] = url
+    return rows, url
 
 
 CLUSTER_HEADING = "## Revocation propagation on a Redis Cluster (three masters, users spread)"
