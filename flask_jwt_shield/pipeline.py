@@ -90,6 +90,11 @@ class Pipeline:
         self._dbsc = dbsc.binding_for(state)
         # (cookie token, fingerprint cookie, bound cookie) -> until when check_sender passes.
         self._senders: dict[tuple[str, str | None, str | None], float] = {}
+        # Authorization header -> (token, scheme) that extract_token found in it, for a
+        # request it alone decides (no query string, no body, no cookie tokens): a token sent
+        # again skips the parsing. Bounded like the verified-token cache it feeds.
+        self._extracted: dict[str, tuple[str, Location]] = {}
+        self._extracted_max = config.request.token_cache_size
 
     # -- the before_request hook -------------------------------------------------------------
 
@@ -117,9 +122,12 @@ class Pipeline:
         status_lists = self._status_lists
         claims: Claims | None = None
         try:
-            token, location = extract_token(
-                req, environ, self._max_bytes, headers=self._headers, dpop=self.dpop is not None, cookies=self._cookies
-            )
+            header = environ.get("HTTP_AUTHORIZATION")
+            seen = self._extracted.get(header) if header is not None else None
+            if seen is not None and not environ.get("QUERY_STRING") and not environ.get("CONTENT_TYPE"):
+                token, location = seen  # what extract_token answered for this very request
+            else:
+                token, location = self._extract(req, environ, header)
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
             if status_lists is not None and "status" in claims:
@@ -151,6 +159,22 @@ class Pipeline:
         g._jwt_shield = claims
         if signals.token_verified.receivers:
             signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
+
+    def _extract(self, req: t.Any, environ: t.Any, header: str | None) -> tuple[str, Location]:
+        """Step 2 (:func:`.transport.extract_token`), remembering what a header alone decided."""
+        found = extract_token(
+            req, environ, self._max_bytes, headers=self._headers, dpop=self.dpop is not None, cookies=self._cookies
+        )
+        if (
+            header is not None
+            and self._headers
+            and not self._cookies
+            and self._extracted_max
+            and not environ.get("QUERY_STRING")
+            and not environ.get("CONTENT_TYPE")
+        ):
+            bounded_put(self._extracted, header, found, self._extracted_max)
+        return found
 
     def _settle_endpoint(self, endpoint: str) -> int:
         """First request to ``endpoint``: settle its exemption and its own rate limit."""

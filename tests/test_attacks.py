@@ -971,12 +971,16 @@ def test_two_tokens_joined_by_a_proxy(client: FlaskClient, token: str, app: Flas
     ],
     ids=["plain", "second-param", "empty-value", "percent-encoded-name", "repeated"],
 )
-def test_header_plus_query_parameter(client: FlaskClient, token: str, query: str) -> None:
+@pytest.mark.parametrize("seen", [False, True], ids=["header-new", "header-seen-before"])
+def test_header_plus_query_parameter(client: FlaskClient, token: str, query: str, seen: bool) -> None:
     """A token in the header and another (or the same) in ``?access_token=``.
 
     RFC 6750 §2 (one method only) and §2.3 / §5.3 (URLs leak through logs and Referer);
-    DESIGN.md "Token locations".
+    DESIGN.md "Token locations". ``header-seen-before``: the same header was just accepted
+    alone, so the pipeline remembers what it holds; the query parameter is still refused.
     """
+    if seen:
+        accepted(client.get("/api/me", headers=bearer(token)))
     response = client.get("/api/me?" + query.format(t=token), headers=bearer(token))
     bad_request(response)
 
@@ -1018,16 +1022,21 @@ def post_client(make_app: AppFactory) -> t.Any:
     ],
     ids=["urlencoded", "urlencoded-charset", "urlencoded-mixed-case", "multipart"],
 )
-@pytest.mark.parametrize("with_header", [True, False], ids=["header-and-body", "body-only"])
-def test_token_in_form_body(post_client: FlaskClient, content_type: str, with_header: bool) -> None:
+@pytest.mark.parametrize(
+    "with_header", ["seen-before", True, False], ids=["header-seen-before-and-body", "header-and-body", "body-only"]
+)
+def test_token_in_form_body(post_client: FlaskClient, content_type: str, with_header: bool | str) -> None:
     """A token in the form body (RFC 6750 §2.2), alone or beside the header: 400.
 
     RFC 6750 §2 (one method only); DESIGN.md: the form body is never a token location.
-    Media types compare case-insensitively (RFC 9110 §8.3.1).
+    Media types compare case-insensitively (RFC 9110 §8.3.1). ``header-seen-before``: the
+    same header was just accepted without a body (the pipeline remembers what it holds).
     """
     app = post_client.application
     token = _issue(app)
     headers = bearer(token) if with_header else {}
+    if with_header == "seen-before":
+        accepted(post_client.post("/api/echo", headers=headers))
     if content_type == "multipart/form-data":
         response = post_client.post(
             "/api/echo", headers=headers, data={"access_token": token}, content_type="multipart/form-data"
