@@ -22,6 +22,7 @@ from flask_jwt_shield.stores import RedisStore
 from flask_jwt_shield.stores import SQLiteStore
 from flask_jwt_shield.stores import Store
 from flask_jwt_shield.stores import store_from_uri
+from flask_jwt_shield.stores.view import NotRevokedCache
 
 NOW = 1_800_000_000.0
 FAR = NOW + 10_000
@@ -481,6 +482,24 @@ def test_sqlite_connection_reopened_after_fork(tmp_path: Path) -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_forked_child_trusts_none_of_its_parents_remembered_answers() -> None:
+    """The local view's "not revoked" answers do not cross a fork: the parent's subscriber,
+    which would invalidate them, does not run in the child. The child still learns it is a
+    new process (its store restarts the subscriber), and the parent keeps its answers."""
+    view = NotRevokedCache()
+    view.remember("j1", view.generation)
+    assert view.fresh("j1")
+    pid = os.fork()
+    if pid == 0:
+        code = 0 if not view.fresh("j1") and view.reset_after_fork() else 1
+        view.remember("j2", view.generation)  # the child's own answers are kept
+        os._exit(code if view.fresh("j2") else 2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert view.fresh("j1")
+    assert not view.reset_after_fork()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 
 
 class NotRevokedCache:
@@ -35,18 +36,24 @@ class NotRevokedCache:
         self._pid = os.getpid()
         #: The last change signal passed to :meth:`observe` (constant within a generation).
         self.signal: object = None
+        _VIEWS.add(self)
 
     def fresh(self, jti: str) -> bool:
-        """True if ``jti`` was found not revoked in the current generation."""
-        return self._entries.get(jti) == self.generation and self._pid == os.getpid()
+        """True if ``jti`` was found not revoked in the current generation.
+
+        Asks no process id (a system call per request): a forked child starts with nothing
+        remembered (:func:`_forget_in_child`), and :meth:`reset_after_fork` still tells its
+        store that the process is a new one.
+        """
+        return self._entries.get(jti) == self.generation
 
     def holds(self, jti: str, signal: object) -> bool:
         """True if ``jti`` was found not revoked in the current generation and ``signal``
         is the one observed last (:meth:`observe`).
 
         For a store whose signal is one value shared by every process (the SQLite store's
-        change counter): an answer tied to it stays valid in a forked child, so unlike
-        :meth:`fresh` this asks no process id (a system call per request).
+        change counter): an answer tied to it would stay valid in a forked child (which
+        starts empty all the same).
         """
         return signal == self.signal and self._entries.get(jti) == self.generation
 
@@ -94,3 +101,25 @@ class NotRevokedCache:
         self.generation += 1
         self._pid = pid
         return True
+
+
+#: Every live view of this process, emptied in a forked child.
+_VIEWS: weakref.WeakSet[NotRevokedCache] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    """After a fork, in the child: no view keeps the parent's answers (the parent's
+    subscriber, which would have invalidated them, did not cross the fork) or its lock.
+
+    The process id is left as it was, so :meth:`NotRevokedCache.reset_after_fork` still
+    reports the new process to its store, which then restarts its subscriber. Without this
+    hook (a server that forks in C without Python's at-fork hooks) a child would trust the
+    parent's answers only while the parent's trust lease lasts: within the store's bound.
+    """
+    for view in list(_VIEWS):
+        view._lock = threading.Lock()
+        view._entries = {}
+        view.generation += 1
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
