@@ -156,7 +156,7 @@ class Pipeline:
             if not isinstance(exc, _RECORDED_ELSEWHERE):
                 self._rejected(exc, claims)
             raise
-        g._jwt_shield = claims
+        g._get_current_object()._jwt_shield = claims  # not through the proxy: several times cheaper
         if signals.token_verified.receivers:
             signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
 
