@@ -95,6 +95,8 @@ class Pipeline:
         # again skips the parsing. Bounded like the verified-token cache it feeds.
         self._extracted: dict[str, tuple[str, Location]] = {}
         self._extracted_max = config.request.token_cache_size
+        self._rate_by_jti = config.rate.rate_limit_key == "jti"
+        self._rate_headers = config.rate.rate_limit_headers
 
     # -- the before_request hook -------------------------------------------------------------
 
@@ -288,7 +290,7 @@ class Pipeline:
         # count (a thief refreshing gets no fresh budget), so a token with a session counts
         # under its sid. "sub": each user across sessions.
         session = claims.get("sid") or claims["jti"]
-        identity = session if config.rate.rate_limit_key == "jti" else claims["sub"]
+        identity = session if self._rate_by_jti else claims["sub"]
         try:
             # The adaptive baseline is the session's own, whatever the limit's key.
             decision = limiter.check(identity, endpoint, subject=claims["sub"], session=session)
@@ -338,7 +340,7 @@ class Pipeline:
                 )
             headers.pop("Retry-After", None)  # the exception sends it
             raise RateLimitExceeded(retry_after=decision.retry_after, rate_headers=headers)
-        if config.rate.rate_limit_headers and not decision.exempt:
+        if self._rate_headers and not decision.exempt:
             _send_rate_headers(decision)
 
     def _keys_unavailable(self) -> None:

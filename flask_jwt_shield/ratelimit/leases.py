@@ -308,6 +308,8 @@ class LeaseBook:
                 w.allowance -= 1
                 w.used += 1
                 done += 1
+        if done == len(limits):
+            return -1
         for index in range(done, len(limits)):
             key, item = limits[index]
             if not self.take(key, item):

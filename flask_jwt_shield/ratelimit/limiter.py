@@ -400,13 +400,7 @@ class TokenRateLimiter:
                         return RateDecision(allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, reset_at))
         except self._errors as exc:
             raise LimiterStorageError(exc) from exc
-        return RateDecision(
-            allowed=True,
-            spike=spike,
-            anomaly=anomaly,
-            limiter=self,
-            targets=targets,
-        )
+        return RateDecision(True, False, spike, anomaly, None, self, targets)  # allowed, not exempt
 
     def _check_in_one_trip(self, identity: str, subject: str | None, session: str | None, plan: _Plan) -> RateDecision:
         """:meth:`check` on one Redis server: the same counters, hit by one script."""
@@ -453,7 +447,7 @@ class TokenRateLimiter:
                 return RateDecision(
                     allowed=False, spike=spike, anomaly=anomaly, stats=(item, 0, now + max(ttl, 0) / 1000)
                 )
-        return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
+        return RateDecision(True, False, spike, anomaly, None, self, targets)  # allowed, not exempt
 
     def _check_leased(
         self, leases: LeaseBook, identity: str, subject: str | None, session: str | None, ticket: _Ticket
@@ -477,7 +471,7 @@ class TokenRateLimiter:
             return RateDecision(allowed=True, exempt=True, spike=spike, anomaly=anomaly)
         _spike_keys, _items, parts, _rate_keys, targets = plan
         if refused < 0:
-            return RateDecision(allowed=True, spike=spike, anomaly=anomaly, limiter=self, targets=targets)
+            return RateDecision(True, False, spike, anomaly, None, self, targets)  # allowed, not exempt
         lease_key, item = windows[refused]
         sustain = self._spike_sustain
         if sustain is not None:
