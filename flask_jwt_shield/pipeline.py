@@ -53,7 +53,7 @@ from .statuslist.client import StatusListUnavailable
 from .tokens import Claims
 from .transport import FINGERPRINT_COOKIE
 from .transport import Location
-from .transport import extract_token
+from .transport import TokenExtractor
 from .transport import fingerprint_matches
 from .transport import request_cookies
 from .transport import send_nonce
@@ -79,9 +79,14 @@ class Pipeline:
         # endpoint -> REQUIRED, EXEMPT or OPTIONAL, settled at its first request
         self._modes: dict[str, int] = {}
         self._dpop_challenge = (config.dpop.dpop, self.dpop.algs) if self.dpop is not None else None
-        self._max_bytes = config.request.max_token_bytes
-        self._headers = "headers" in config.request.token_locations
         self._cookies = "cookies" in config.request.token_locations
+        self._extract = TokenExtractor(
+            config.request.max_token_bytes,
+            headers="headers" in config.request.token_locations,
+            dpop=self.dpop is not None,
+            cookies=self._cookies,
+            remember=config.request.token_cache_size,
+        ).extract
         # Step 5 runs for every request when DPoP or cookies are on, else only for a token
         # that names a key or a fingerprint (issued while they were on): never skipped.
         self._constrain = self.dpop is not None or self._cookies
@@ -90,11 +95,6 @@ class Pipeline:
         self._dbsc = dbsc.binding_for(state)
         # (cookie token, fingerprint cookie, bound cookie) -> until when check_sender passes.
         self._senders: dict[tuple[str, str | None, str | None], float] = {}
-        # Authorization header -> (token, scheme) that extract_token found in it, for a
-        # request it alone decides (no query string, no body, no cookie tokens): a token sent
-        # again skips the parsing. Bounded like the verified-token cache it feeds.
-        self._extracted: dict[str, tuple[str, Location]] = {}
-        self._extracted_max = config.request.token_cache_size
         self._rate_by_jti = config.rate.rate_limit_key == "jti"
         self._rate_headers = config.rate.rate_limit_headers
 
@@ -124,12 +124,7 @@ class Pipeline:
         status_lists = self._status_lists
         claims: Claims | None = None
         try:
-            header = environ.get("HTTP_AUTHORIZATION")
-            seen = self._extracted.get(header) if header is not None else None
-            if seen is not None and not environ.get("QUERY_STRING") and not environ.get("CONTENT_TYPE"):
-                token, location = seen  # what extract_token answered for this very request
-            else:
-                token, location = self._extract(req, environ, header)
+            token, location = self._extract(req, environ)
             claims, kid = self.codec.verify(token)
             revocation.check(state, claims, kid)
             if status_lists is not None and "status" in claims:
@@ -161,22 +156,6 @@ class Pipeline:
         g._get_current_object()._jwt_shield = claims  # not through the proxy: several times cheaper
         if signals.token_verified.receivers:
             signals.token_verified.send(current_app._get_current_object(), claims=claims)  # type: ignore[attr-defined]
-
-    def _extract(self, req: t.Any, environ: t.Any, header: str | None) -> tuple[str, Location]:
-        """Step 2 (:func:`.transport.extract_token`), remembering what a header alone decided."""
-        found = extract_token(
-            req, environ, self._max_bytes, headers=self._headers, dpop=self.dpop is not None, cookies=self._cookies
-        )
-        if (
-            header is not None
-            and self._headers
-            and not self._cookies
-            and self._extracted_max
-            and not environ.get("QUERY_STRING")
-            and not environ.get("CONTENT_TYPE")
-        ):
-            bounded_put(self._extracted, header, found, self._extracted_max)
-        return found
 
     def _settle_endpoint(self, endpoint: str) -> int:
         """First request to ``endpoint``: settle its exemption and its own rate limit."""

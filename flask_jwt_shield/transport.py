@@ -245,6 +245,40 @@ def extract_token(
     return token, location
 
 
+class TokenExtractor:
+    """:func:`extract_token` for one app's settings, remembering what an ``Authorization``
+    header alone decided: a token sent again skips the parsing.
+
+    Only a request where the header is the whole story is answered from memory -- no query
+    string, no ``Content-Type`` (so no form body), cookie tokens off -- since those checks
+    look beyond the header. Successes only, at most ``remember`` headers (the size of the
+    verified-token cache that the token goes on to; 0 remembers nothing).
+    """
+
+    def __init__(self, max_token_bytes: int, *, headers: bool, dpop: bool, cookies: bool, remember: int) -> None:
+        self._max_bytes = max_token_bytes
+        self._headers, self._dpop, self._cookies = headers, dpop, cookies
+        self._remember = remember if headers and not cookies else 0
+        self._seen: dict[str, tuple[str, Location]] = {}
+
+    def extract(self, req: Request, environ: t.MutableMapping[str, t.Any]) -> tuple[str, Location]:
+        """The access token of ``req`` and where it was, as :func:`extract_token` says."""
+        header = environ.get("HTTP_AUTHORIZATION")
+        if header is not None and not environ.get("QUERY_STRING") and not environ.get("CONTENT_TYPE"):
+            seen = self._seen.get(header)
+            if seen is None:
+                seen = self._parse(req, environ)
+                if self._remember:
+                    bounded_put(self._seen, header, seen, self._remember)
+            return seen
+        return self._parse(req, environ)
+
+    def _parse(self, req: Request, environ: t.MutableMapping[str, t.Any]) -> tuple[str, Location]:
+        return extract_token(
+            req, environ, self._max_bytes, headers=self._headers, dpop=self._dpop, cookies=self._cookies
+        )
+
+
 def _from_cookie(req: Request, environ: t.MutableMapping[str, t.Any], token: str, max_token_bytes: int) -> str:
     if len(token) > max_token_bytes:
         raise InvalidToken("The token is too large.", reason="too-large")
