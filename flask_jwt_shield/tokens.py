@@ -337,6 +337,11 @@ class TokenCodec:
             bounded_put(self._verified, token, (claims, exp, nbf, kid), self._cache_size)
         return claims, kid
 
+    def verified_before(self, token: str) -> bool:
+        """Whether ``token`` is in the verified-token cache: it verified as an access token
+        (its times are still checked on every use)."""
+        return token in self._verified
+
     def _forget_keys(self, generation: int) -> None:
         """The provider's keys changed: what was verified with a removed key must not stay."""
         self._generation = generation

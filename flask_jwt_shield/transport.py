@@ -251,14 +251,25 @@ class TokenExtractor:
 
     Only a request where the header is the whole story is answered from memory -- no query
     string, no ``Content-Type`` (so no form body), cookie tokens off -- since those checks
-    look beyond the header. Successes only, at most ``remember`` headers (the size of the
-    verified-token cache that the token goes on to; 0 remembers nothing).
+    look beyond the header. A header is remembered only once ``known(token)`` says its token
+    verified before (so garbage, however well formed, takes no room), at most ``remember``
+    of them (the size of the verified-token cache; 0 remembers nothing).
     """
 
-    def __init__(self, max_token_bytes: int, *, headers: bool, dpop: bool, cookies: bool, remember: int) -> None:
+    def __init__(
+        self,
+        max_token_bytes: int,
+        *,
+        headers: bool,
+        dpop: bool,
+        cookies: bool,
+        remember: int,
+        known: t.Callable[[str], bool],
+    ) -> None:
         self._max_bytes = max_token_bytes
         self._headers, self._dpop, self._cookies = headers, dpop, cookies
         self._remember = remember if headers and not cookies else 0
+        self._known = known
         self._seen: dict[str, tuple[str, Location]] = {}
 
     def extract(self, req: Request, environ: t.MutableMapping[str, t.Any]) -> tuple[str, Location]:
@@ -268,7 +279,7 @@ class TokenExtractor:
             seen = self._seen.get(header)
             if seen is None:
                 seen = self._parse(req, environ)
-                if self._remember:
+                if self._remember and self._known(seen[0]):
                     bounded_put(self._seen, header, seen, self._remember)
             return seen
         return self._parse(req, environ)

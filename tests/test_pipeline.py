@@ -421,3 +421,52 @@ def test_repeated_rejections_recorded_once_a_minute(
     client.get("/api/me", headers=bearer(token))
     with app.app_context():
         assert len(shield.events(kind="token-rejected")) == 3
+
+
+# -- the remembered Authorization header (transport.TokenExtractor) ---------------------------
+
+
+def _counting_extractor(monkeypatch: pytest.MonkeyPatch, known: bool, remember: int = 100) -> tuple[t.Any, list[str]]:
+    from flask_jwt_shield import transport
+
+    parsed: list[str] = []
+    real = transport.extract_token
+
+    def counting(*args: t.Any, **kwargs: t.Any) -> tuple[str, transport.Location]:
+        found = real(*args, **kwargs)
+        parsed.append(found[0])
+        return found
+
+    monkeypatch.setattr(transport, "extract_token", counting)
+    extractor = transport.TokenExtractor(
+        8192, headers=True, dpop=False, cookies=False, remember=remember, known=lambda token: known
+    )
+    return extractor, parsed
+
+
+def _extract(extractor: t.Any, header: str) -> tuple[str, str]:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    environ = EnvironBuilder("/api/me", headers=[("Authorization", header)]).get_environ()
+    return t.cast(tuple[str, str], extractor.extract(Request(environ), environ))
+
+
+def test_a_header_whose_token_verified_before_is_parsed_once_more_then_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    extractor, parsed = _counting_extractor(monkeypatch, known=True)
+    for _ in range(5):
+        assert _extract(extractor, "Bearer aaa.bbb.ccc") == ("aaa.bbb.ccc", "bearer")
+    assert parsed == ["aaa.bbb.ccc"]
+
+
+def test_well_formed_garbage_takes_no_room_among_remembered_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any string of token characters passes the parsing; only the signature check tells
+    garbage apart. A flood of such headers must not fill the memory (up to 8 KB each) or push
+    out the headers of real tokens: one is remembered only once its token verified."""
+    extractor, parsed = _counting_extractor(monkeypatch, known=False)
+    for n in range(50):
+        _extract(extractor, f"Bearer garbage{n}.x.y")
+        _extract(extractor, f"Bearer garbage{n}.x.y")
+    assert len(parsed) == 100  # every request parsed: nothing was remembered
