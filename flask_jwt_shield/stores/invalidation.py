@@ -248,8 +248,9 @@ class _Link(threading.Thread):
                     # PING ran here. MOVED or ASK drop that shard before that PONG counts;
                     # CLUSTERDOWN (or silence) ends the link.
                     asked = [shard for shard in self.shards if shard in questions]
-                    for shard in asked:
-                        probe.send_command(*questions[shard])
+                    if asked:  # in one write: each system call here lets the request threads
+                        # take the GIL, and they then have to give it back
+                        probe.send_packed_command(probe.pack_commands([questions[shard] for shard in asked]))
                     lost = []
                     for shard in asked:
                         try:
