@@ -846,6 +846,71 @@ class HttpRun:
     p50_ms: float | None
     non_2xx: int
     note: str = ""
+    #: Where the worker's time went during the run (Linux only; see :func:`worker_threads`).
+    threads: ThreadCost | None = None
+
+
+@dataclass(frozen=True)
+class ThreadCost:
+    """The gunicorn worker's threads over one measured run, from ``/proc/<pid>/task/*/schedstat``
+    (nanoseconds on a CPU and times scheduled, exact, unlike the 10 ms ticks of ``stat``).
+
+    The request thread is the one that ran longest, gthread's server loop the second; every
+    other thread is the app's own background work. Each wake-up of a background thread is a
+    system call's return that needs the GIL back from the request or server thread."""
+
+    request_us: float  # per request
+    server_us: float  # per request
+    background_us: float  # per request, all other threads together
+    background_wakeups: float  # per second, all other threads together
+
+
+def thread_clocks(pid: int) -> dict[int, tuple[int, int]] | None:
+    """Per thread of ``pid``: (ns on a CPU, times scheduled); ``None`` without schedstat."""
+    clocks: dict[int, tuple[int, int]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except OSError:
+            continue  # a thread that ended in between
+        clocks[int(tid)] = (int(fields[0]), int(fields[2]))
+    return clocks or None
+
+
+def worker_threads(
+    before: dict[int, tuple[int, int]] | None,
+    after: dict[int, tuple[int, int]] | None,
+    requests: float,
+    seconds: float,
+) -> ThreadCost | None:
+    if before is None or after is None or requests <= 0 or seconds <= 0:
+        return None
+    spent = sorted(
+        ((ns - before.get(tid, (0, 0))[0], slices - before.get(tid, (0, 0))[1]) for tid, (ns, slices) in after.items()),
+        reverse=True,
+    )
+    if len(spent) < 2:
+        return None
+    rest = spent[2:]
+    return ThreadCost(
+        spent[0][0] / 1e3 / requests,
+        spent[1][0] / 1e3 / requests,
+        sum(ns for ns, _ in rest) / 1e3 / requests,
+        sum(slices for _, slices in rest) / seconds,
+    )
+
+
+def worker_pid(master: int) -> int | None:
+    """The one worker of a gunicorn master (its only child), or ``None``."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if len(children) == 1 else None
 
 
 def free_port() -> int:
@@ -855,8 +920,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(row: Row, log_dir: Path) -> Iterator[int]:
-    """Start one gunicorn (1 gthread worker, 1 thread) for ``row``; yield its port.
+def gunicorn(row: Row, log_dir: Path, masters: list[int] | None = None) -> Iterator[int]:
+    """Start one gunicorn (1 gthread worker, 1 thread) for ``row``; yield its port (and
+    append the master's PID to ``masters`` if given).
 
     The server is stopped by its PID (SIGTERM, then SIGKILL after 10 s) and waited for,
     whatever happens inside the ``with`` block.
@@ -884,6 +950,8 @@ def gunicorn(row: Row, log_dir: Path) -> Iterator[int]:
     log_path = log_dir / f"gunicorn-{row.key}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    if masters is not None:
+        masters.append(process.pid)
     try:
         yield port
     except Exception as exc:
@@ -1066,11 +1134,15 @@ def _run_http(rows: list[Row], settings: HttpSettings, seed: int, work_dir: Path
         rng.shuffle(order)
         for row in order:
             item = prepared[row.key]
-            with gunicorn(row, work_dir) as port:
+            masters: list[int] = []
+            with gunicorn(row, work_dir, masters) as port:
                 wait_ready(port, item.check_header)
                 if settings.loadgen == "wrk":
                     warm_file, measured_file = token_files.get(row.key, (None, None))
                     run_wrk(port, settings, settings.warmup, item.headers[0], warm_file)
+                    worker = worker_pid(masters[0])
+                    before = thread_clocks(worker) if worker else None
+                    began = time.monotonic()
                     run = run_wrk(
                         port,
                         settings,
@@ -1078,6 +1150,10 @@ def _run_http(rows: list[Row], settings: HttpSettings, seed: int, work_dir: Path
                         item.headers[0],
                         measured_file,
                     )
+                    seconds = time.monotonic() - began
+                    after = thread_clocks(worker) if worker else None
+                    # wrk's figure is over its own -d seconds; the clocks over the whole call
+                    run.threads = worker_threads(before, after, run.rps * settings.duration, seconds)
                 else:
                     half = settings.warm_pool
                     warm_headers = item.headers[:half] if row.fresh else item.headers[:1]
@@ -1130,6 +1206,28 @@ def http_table(results: list[HttpResult]) -> str:
         notes = "; ".join(sorted({run.note for run in result.runs if run.note}))
         lines.append(f"| {result.row.label} | {rps:.0f} | {p50} | {ratio:.2f} | {cost:.2f} | {added:+.0f} | {notes} |")
     return "\n".join(lines)
+
+
+def threads_table(results: list[HttpResult]) -> str | None:
+    """Medians over rounds of :class:`ThreadCost`; ``None`` when no run had them."""
+    lines = [
+        (
+            "| row | request thread (µs / request) | server thread (µs / request) "
+            "| background threads (µs / request) | background wake-ups / s |"
+        ),
+        "|---|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        costs = [run.threads for run in result.runs if run.threads is not None]
+        if not costs:
+            continue
+        lines.append(
+            f"| {result.row.label} | {statistics.median(c.request_us for c in costs):.0f} "
+            f"| {statistics.median(c.server_us for c in costs):.0f} "
+            f"| {statistics.median(c.background_us for c in costs):.1f} "
+            f"| {statistics.median(c.background_wakeups for c in costs):.0f} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else None
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -1754,6 +1852,16 @@ def _run(
                 "of the throughput ratio in the same round (below 1 = slower); cost is its "
                 f"inverse.\n\n{http_table(http_results)}\n"
             )
+            threads = threads_table(http_results)
+            if threads is not None:
+                sections[-1] += (
+                    "\nWhere the worker's time went in the same runs (medians over rounds, from "
+                    "`/proc/<pid>/task/*/schedstat`). A background thread's wake-up is a system "
+                    "call's return that needs the GIL back from the request or server thread; on "
+                    "a machine whose cores the load generator and Redis share, each costs the "
+                    "request thread far more than its own CPU time.\n\n"
+                    f"{threads}\n"
+                )
             print(sections[-1])
     except NotOK as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
