@@ -41,6 +41,9 @@ import time
 import typing as t
 import weakref
 
+from .wire import ReplyError
+from .wire import Wire
+
 #: A node: (host, port); ``None`` names the one server of a store that is not a cluster.
 Node: t.TypeAlias = tuple[str, int] | None
 
@@ -78,6 +81,9 @@ class SubscribedStore(t.Protocol):
     def trust_until(self, shards: t.Iterable[int], instant: float) -> None:
         """Trust remembered answers of ``shards`` until ``instant`` (:func:`time.monotonic`);
         ``0.0``: stop."""
+
+
+_PING: t.Final = ("PING",)
 
 
 class _StoreGone(Exception):
@@ -171,7 +177,7 @@ class _Link(threading.Thread):
         self.shards = list(shards)
         self.confirmed = False
         self._stop_event = threading.Event()
-        self._connections: list[t.Any] = []
+        self._connections: list[Wire] = []
 
     @property
     def store(self) -> SubscribedStore:
@@ -184,7 +190,7 @@ class _Link(threading.Thread):
         self._stop_event.set()
         for conn in list(self._connections):
             with contextlib.suppress(Exception):  # closing a dead socket may fail any way it likes
-                conn.disconnect()
+                conn.close()
         if self is not threading.current_thread() and self.ident is not None:
             self.join(timeout=2)
 
@@ -198,7 +204,7 @@ class _Link(threading.Thread):
             connections, self._connections = self._connections, []
             for conn in connections:
                 with contextlib.suppress(Exception):
-                    conn.disconnect()
+                    conn.close()
             self._supervisor.wake()
 
     def _drop(self, shards: list[int]) -> None:
@@ -213,20 +219,22 @@ class _Link(threading.Thread):
         store = self.store
         max_delay, timeout = store.max_delay, store.timeout
         interval = max(max_delay / 4, 0.005)
-        conn = store.subscriber_connection(self.node)
+        conn = Wire(store.subscriber_connection(self.node))
         self._connections.append(conn)
         conn.connect()
         owner = store.owner_probe(self.node, self.shards)
-        probe, questions = owner if owner is not None else (None, {})
-        if probe is not None:
+        probe: Wire | None = None
+        questions: dict[int, list[str]] = {}
+        if owner is not None:
+            probe, questions = Wire(owner[0]), owner[1]
             self._connections.append(probe)
             probe.connect()
         channels: dict[str, int] = {}
         for shard in self.shards:
             command, channel = store.subscription(shard)
-            conn.send_command(command, channel)
-            reply = conn.read_response()  # a node that does not own the slot answers MOVED
-            if not reply or _text(reply[0]) != command.lower():
+            conn.send((command, channel))
+            reply = conn.read()  # a node that does not own the slot answers MOVED
+            if not isinstance(reply, list) or not reply or _text(reply[0]) != command.lower():
                 raise ConnectionError(f"unexpected reply to {command}: {reply!r}")
             channels[channel] = shard
         # Anything published while no subscription was listening is lost: start afresh.
@@ -240,7 +248,7 @@ class _Link(threading.Thread):
                 raise TimeoutError("Redis stopped answering the invalidation connection")
             if now - last_ping >= interval:
                 self.store  # noqa: B018 - raises _StoreGone once the store is collected
-                conn.send_command("PING")
+                conn.send(_PING)
                 last_ping = now
                 if probe is not None:
                     # Asked after the PING was sent: a shard whose question this node
@@ -250,31 +258,32 @@ class _Link(threading.Thread):
                     asked = [shard for shard in self.shards if shard in questions]
                     if asked:  # in one write: each system call here lets the request threads
                         # take the GIL, and they then have to give it back
-                        probe.send_packed_command(probe.pack_commands([questions[shard] for shard in asked]))
+                        probe.send(*(questions[shard] for shard in asked))
                     lost = []
                     for shard in asked:
                         try:
-                            probe.read_response()
-                        except Exception as exc:
+                            probe.read()
+                        except ReplyError as exc:
                             if not _redirected(exc):
                                 raise
                             lost.append(shard)
                     self._drop(lost)
                     for channel, shard in list(channels.items()):
                         if shard in lost:
-                            conn.send_command("SUNSUBSCRIBE", channel)
+                            conn.send(("SUNSUBSCRIBE", channel))
                             del channels[channel]
                 pending.append((now, list(self.shards)))
-            if not conn.can_read(timeout=interval):
+            if not conn.ready(timeout=interval):
                 continue
-            reply = conn.read_response()
-            kind = _text(reply[0]) if isinstance(reply, list) and reply else _text(reply)
+            reply = conn.read()
+            items = reply if isinstance(reply, list) and reply else [reply, None]
+            kind = _text(items[0])
             if kind in ("message", "smessage"):
-                which = channels.get(_raw(reply[1]))
+                which = channels.get(_raw(items[1]))
                 self.store.forget_answers([which] if which is not None else self.shards)
-            elif kind == "sunsubscribe" and _raw(reply[1]) in channels:
+            elif kind == "sunsubscribe" and _raw(items[1]) in channels:
                 # The node let go of the channel itself: its slot moved away.
-                self._drop([channels.pop(_raw(reply[1]))])
+                self._drop([channels.pop(_raw(items[1]))])
             elif kind == "pong" and pending:
                 # Every message published before this ping was sent has been handled above.
                 sent, shards = pending.popleft()
