@@ -296,6 +296,56 @@ def test_the_bound_holds_on_a_cluster() -> None:
             engine.close()
 
 
+def _move_slot(ports: list[int], key: str) -> tuple[int, int]:
+    """Migrate ``key``'s slot, keys and all, to another master; (from port, to port)."""
+    nodes = {port: redis.Redis(port=port, decode_responses=True) for port in ports}
+    try:
+        slot = next(iter(nodes.values())).cluster("KEYSLOT", key)
+        owner = next(p for p, n in nodes.items() if n.cluster("COUNTKEYSINSLOT", slot) and n.exists(key))
+        target = next(p for p in ports if p != owner)
+        ids = {p: n.cluster("MYID") for p, n in nodes.items()}
+        nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+        nodes[owner].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        keys = nodes[owner].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        nodes[owner].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for node in nodes.values():
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return owner, target
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def test_a_window_whose_slot_moves_keeps_its_count_on_the_new_master() -> None:
+    """The rounds run on connections of their own, one per master. When a window's slot
+    moves, the old master answers MOVED (the script did not run there); the round sends it
+    again through the cluster client, which follows it, and nothing is lost or counted
+    twice: the window still admits the limit and at most the credit more."""
+    from .redis_util import running_cluster
+
+    with running_cluster() as cluster:
+        engine = leased(cluster.url)
+        book = engine._leases
+        assert book is not None
+        admitted = sum(engine.check("moving").allowed for _ in range(30))
+        book.round()
+        (key,) = [k for k in book._windows if "moving" in k]
+        moved_from, moved_to = _move_slot([node.port for node in cluster.nodes], key)
+        admitted += sum(engine.check("moving").allowed for _ in range(20))
+        assert book.round()  # MOVED from the old master, run on the new one, no error
+        assert not book._down
+        on_new = redis.Redis(port=moved_to, decode_responses=True)
+        try:
+            assert int(on_new.hget(key, "r") or 0) >= admitted == 50
+        finally:
+            on_new.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and engine.check("moving").allowed:
+            admitted += 1
+        assert 100 <= admitted <= 100 + CREDIT, (admitted, moved_from, moved_to)
+        engine.close()
+
+
 # ------------------------------------------------------------------ Redis down
 
 

@@ -1,4 +1,4 @@
-"""The invalidation links' connections (``stores/wire.py``): replies read from the socket
+"""The background threads' Redis connections (``wire.py``): replies read from the socket
 itself, against a real redis-server, and replies cut anywhere by the network."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import typing as t
 import pytest
 import redis
 
-from flask_jwt_shield.stores.wire import ReplyError
-from flask_jwt_shield.stores.wire import Wire
+from flask_jwt_shield.wire import ReplyError
+from flask_jwt_shield.wire import Wire
 
 from .redis_util import RedisServer
 

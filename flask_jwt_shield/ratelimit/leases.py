@@ -38,6 +38,7 @@ whose addition crosses a spike threshold reports it, on its next check of that t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -51,6 +52,8 @@ from typing import Final
 from limits import RateLimitItem
 from limits.storage import RedisStorage
 
+from ..wire import ReplyError
+from ..wire import Wire
 from .decision import SpikeReport
 from .storage import LimiterStorageError
 from .syntax import MINUTE
@@ -185,6 +188,63 @@ class _Window:
         return bool(self.used or self.credit_spent or self.demand)
 
 
+class _Connections:
+    """The rounds' own connections, one per node (:mod:`flask_jwt_shield.wire`): a round is
+    one write and one read per node, with none of the pool's checks around them. Only the
+    background thread uses them (under the book's I/O lock)."""
+
+    def __init__(self) -> None:
+        self._wires: dict[tuple[str, int] | None, Wire] = {}
+
+    def forget(self) -> None:
+        """Drop them without closing (after a fork: the parent's sockets are the parent's)."""
+        self._wires = {}
+
+    def close(self) -> None:
+        wires, self._wires = self._wires, {}
+        for wire in wires.values():
+            with contextlib.suppress(Exception):  # closing a dead socket may fail any way it likes
+                wire.close()
+
+    def execute(self, client: t.Any, commands: list[tuple[str | int, ...]]) -> list[t.Any]:
+        """Each command's reply in order, an error reply as a :class:`ReplyError`. Every
+        command names its key fourth (``EVALSHA sha 1 key ...``)."""
+        try:
+            routes: dict[Wire, list[int]] = {}
+            for index, command in enumerate(commands):
+                routes.setdefault(self._wire(client, str(command[3])), []).append(index)
+            for wire, indexes in routes.items():
+                wire.send(*(commands[index] for index in indexes))
+            replies: list[t.Any] = [None] * len(commands)
+            for wire, indexes in routes.items():
+                for index in indexes:
+                    replies[index] = wire.reply()
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        return replies
+
+    def _wire(self, client: t.Any, key: str) -> Wire:
+        if hasattr(client, "get_node_from_key"):  # a cluster: the master that owns the key
+            node = client.get_node_from_key(key)
+            where: tuple[str, int] | None = (node.host, int(node.port))
+            pool = node.redis_connection.connection_pool
+        else:
+            where, pool = None, client.connection_pool
+        wire = self._wires.get(where)
+        if wire is None:
+            # What the reader reads, whatever the app's client speaks: RESP2, and none of
+            # redis-py's maintenance notifications (pushed frames, RESP3 only).
+            options = {k: v for k, v in pool.connection_kwargs.items() if not k.startswith("maint_notifications")}
+            options["protocol"] = 2
+            wire = Wire(pool.connection_class(**options))
+            wire.connect()
+            self._wires[where] = wire
+        return wire
+
+
 class LeaseBook:
     """The leased counters of one limiter in this process, and the thread that settles them.
 
@@ -205,12 +265,14 @@ class LeaseBook:
         self.idle_release = max(0.5, 5 * interval)
         self.channel = storage.prefixed_key(channel)
         self._errors = errors
+        self._connections = _Connections()
         self._start()
         weak = weakref.ref(self)
 
-        def after_fork() -> None:  # the parent's threads and leases do not cross a fork
+        def after_fork() -> None:  # the parent's threads, leases and sockets do not cross a fork
             book = weak()
             if book is not None:
+                book._connections.forget()
                 book._start()
 
         os.register_at_fork(after_in_child=after_fork)
@@ -461,6 +523,8 @@ class LeaseBook:
         """End the threads (settling nothing: what is leased comes back after the TTL)."""
         self._stopped.set()
         self._wake.set()
+        with self._io:
+            self._connections.close()
 
     def round(self) -> bool:
         """One settlement round: every window with something to settle, renew or ask, and
@@ -512,15 +576,14 @@ class LeaseBook:
             for source in _SOURCES.values():
                 client.script_load(source)
             self._loaded = True
-        pipe = client.pipeline(transaction=False)
-        for key, w, used, credit, ask, keep in batch:
-            pipe.evalsha(_LEASE_SHA, 1, *self._lease_args(key, w, used, credit, ask, keep))
-        for key, count, _identity, item in spikes:
-            pipe.evalsha(_ADD_SHA, 1, key, count, item.get_expiry())
-        for (marker, _counter), _ in refusals:
-            pipe.evalsha(_INCR_SHA, 1, marker, MINUTE)
+        commands: list[tuple[str | int, ...]] = [
+            ("EVALSHA", _LEASE_SHA, 1, *self._lease_args(key, w, used, credit, ask, keep))
+            for key, w, used, credit, ask, keep in batch
+        ]
+        commands += [("EVALSHA", _ADD_SHA, 1, key, count, item.get_expiry()) for key, count, _i, item in spikes]
+        commands += [("EVALSHA", _INCR_SHA, 1, marker, MINUTE) for (marker, _counter), _ in refusals]
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = self._execute(client, commands)
         except self._errors:
             with self._lock:
                 self._undo(batch, spikes, refusals)
@@ -574,6 +637,22 @@ class LeaseBook:
                         self._reports.setdefault(identity, []).append(report)
         return True
 
+    def _execute(self, client: t.Any, commands: list[tuple[str | int, ...]]) -> list[t.Any]:
+        """The round's replies, on its own connections. A command the cluster sent elsewhere
+        (``MOVED``, ``ASK``: it did not run) goes again through the client's pipeline, which
+        follows the redirection and re-reads the slot map; the next round finds the new
+        owner."""
+        replies = self._connections.execute(client, commands)
+        moved = [index for index, reply in enumerate(replies) if isinstance(reply, ReplyError) and _elsewhere(reply)]
+        if moved:
+            self._connections.close()
+            pipe = client.pipeline(transaction=False)
+            for index in moved:
+                pipe.execute_command(*commands[index])
+            for index, reply in zip(moved, pipe.execute(raise_on_error=False), strict=True):
+                replies[index] = reply
+        return replies
+
     def _undo(self, batch: list[t.Any], spikes: list[t.Any], refusals: list[t.Any]) -> None:
         """Keep the figures of what a round could not send for the next one (under the lock)."""
         for _key, w, used, credit, _ask, _keep in batch:
@@ -612,7 +691,12 @@ def _no_script(exc: BaseException) -> bool:
     """The server does not know a script (new, restarted or flushed)."""
     from redis.exceptions import NoScriptError
 
-    return isinstance(exc, NoScriptError)
+    return isinstance(exc, NoScriptError) or (isinstance(exc, ReplyError) and str(exc).startswith("NOSCRIPT"))
+
+
+def _elsewhere(reply: ReplyError) -> bool:
+    """A cluster's answer that the command did not run here and should run elsewhere."""
+    return str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
 
 
 def _run_rounds(ref: weakref.ReferenceType[LeaseBook]) -> None:

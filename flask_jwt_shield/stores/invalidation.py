@@ -41,8 +41,8 @@ import time
 import typing as t
 import weakref
 
-from .wire import ReplyError
-from .wire import Wire
+from ..wire import ReplyError
+from ..wire import Wire
 
 #: A node: (host, port); ``None`` names the one server of a store that is not a cluster.
 Node: t.TypeAlias = tuple[str, int] | None

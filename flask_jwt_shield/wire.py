@@ -1,20 +1,21 @@
-"""The invalidation links' connections: RESP2 replies read straight from the socket.
+"""Redis connections for the background threads: RESP2 replies read straight from the socket.
 
-A link wakes four times per ``max_delay`` on each node, in a process whose request threads
-are busy. Every system call it makes releases the GIL, and when it returns it has to take
-the GIL back from a request thread. A round through redis-py's connection costs 13 calls on
-the link's two connections: a timeout set and restored around each wait, and a ``poll``
-before each send and each receive on a socket that has a timeout. On two cores shared with
+The invalidation links wake four times per ``max_delay`` on each node, and the leased rate
+limits settle every ``JWT_SHIELD_RATE_LIMIT_SYNC_INTERVAL``, in a process whose request
+threads are busy. Every system call a background thread makes releases the GIL, and when it
+returns the thread has to take the GIL back from a request thread. Through redis-py's
+connections a link's round cost 13 calls and a lease round 8: a timeout set and restored
+around each wait, a ``poll`` before each send and each receive on a socket that has a
+timeout, the pool's check that a connection has nothing unread. On two cores shared with
 the load generator and Redis, each of those hand-offs cost the request thread about 100 µs
 of throughput (benchmarks/RESULTS.md, "The cluster's remaining gap").
 
 :class:`Wire` takes a redis-py connection (which does the connecting: TLS, AUTH, the
 handshake) and from then on reads and writes its socket itself. The socket blocks, with
 its timeout kept by the kernel (``SO_RCVTIMEO``, ``SO_SNDTIMEO``) where the platform has it,
-so a send is one ``sendto`` and a receive one ``recvfrom``. A round is then 6 calls: the
-wait that runs out, the PING, the probes, their replies, the wait that sees the PONG, and
-the PONG. Only what a link reads is parsed: simple strings, errors, integers, bulk strings
-and arrays of them (RESP2: the links subscribe with ``protocol=2``).
+so a send is one ``sendto`` and a receive one ``recvfrom``. Only what those threads read is
+parsed: simple strings, errors, integers, bulk strings and arrays of them (RESP2: the
+connections are made with ``protocol=2``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import sys
 import typing as t
 
 __all__ = ["ReplyError", "Wire"]
-
-_CACHED_PAYLOADS: t.Final = 64
 
 
 class ReplyError(Exception):
@@ -49,7 +48,6 @@ class Wire:
         self.connection = connection
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
-        self._payloads: dict[tuple[tuple[str, ...], ...], bytes] = {}
         self._poll: t.Any = None
 
     def connect(self) -> None:
@@ -74,15 +72,9 @@ class Wire:
     def close(self) -> None:
         self.connection.disconnect()
 
-    def send(self, *commands: t.Sequence[str]) -> None:
+    def send(self, *commands: t.Sequence[str | int]) -> None:
         """Send ``commands`` in one write."""
-        key = tuple(tuple(command) for command in commands)
-        payload = self._payloads.get(key)
-        if payload is None:
-            if len(self._payloads) >= _CACHED_PAYLOADS:
-                self._payloads.clear()
-            payload = self._payloads[key] = b"".join(self.connection.pack_commands(key))
-        self._socket().sendall(payload)
+        self._socket().sendall(b"".join(self.connection.pack_commands(commands)))
 
     def ready(self, timeout: float) -> bool:
         """A reply can be read: one is buffered, or data arrives within ``timeout`` seconds."""
@@ -99,15 +91,22 @@ class Wire:
     def read(self) -> Reply:
         """The next reply, waiting for it at most the socket's timeout; an error reply is
         raised as :class:`ReplyError`."""
+        reply = self.reply()
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def reply(self) -> Reply:
+        """The next reply, an error reply returned as a :class:`ReplyError`."""
         while True:
             try:
                 reply, end = _parse(self._buffer, 0)
             except _Incomplete:
                 self._fill()
                 continue
+            except ValueError:
+                raise ConnectionError("a malformed reply from Redis") from None
             del self._buffer[:end]
-            if isinstance(reply, ReplyError):
-                raise reply
             return reply
 
     def _socket(self) -> socket.socket:
@@ -122,6 +121,8 @@ class Wire:
             _parse(self._buffer, 0)
         except _Incomplete:
             return False
+        except ValueError:
+            return True  # read() reports it
         return True
 
     def _fill(self) -> None:
