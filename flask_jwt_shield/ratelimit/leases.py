@@ -523,8 +523,9 @@ class LeaseBook:
         """End the threads (settling nothing: what is leased comes back after the TTL)."""
         self._stopped.set()
         self._wake.set()
-        with self._io:
-            self._connections.close()
+        # Not under the I/O lock: a round stuck on a hung Redis must not hold up the close.
+        # A round that is running fails on its closed socket, and the thread ends.
+        self._connections.close()
 
     def round(self) -> bool:
         """One settlement round: every window with something to settle, renew or ask, and
