@@ -32,6 +32,11 @@ __all__ = ["ReplyError", "Wire"]
 class ReplyError(Exception):
     """An error reply (``-MOVED 3999 127.0.0.1:7001``, ``-CLUSTERDOWN ...``)."""
 
+    @property
+    def redirected(self) -> bool:
+        """The cluster sent the command to another node (``MOVED``, ``ASK``): it did not run."""
+        return str(self).startswith(("MOVED ", "ASK "))
+
 
 class _Incomplete(Exception):
     """The buffer ends inside a reply."""
@@ -41,8 +46,8 @@ Reply: t.TypeAlias = str | int | ReplyError | list["Reply"] | None
 
 
 class Wire:
-    """One connection of a link. ``connection`` is a redis-py connection not yet connected
-    (``connect``, ``disconnect``, ``pack_commands``, ``socket_timeout``)."""
+    """One connection of a background thread. ``connection`` is a redis-py connection not yet
+    connected (``connect``, ``disconnect``, ``pack_commands``, ``socket_timeout``)."""
 
     def __init__(self, connection: t.Any) -> None:
         self.connection = connection
@@ -163,4 +168,4 @@ def _parse(buffer: bytearray, start: int) -> tuple[Reply, int]:
             item, after = _parse(buffer, after)
             items.append(item)
         return items, after
-    raise ConnectionError(f"unexpected reply type {chr(kind)!r} on an invalidation link")
+    raise ConnectionError(f"unexpected reply type {chr(kind)!r} from Redis")

@@ -52,8 +52,9 @@ def test_an_error_reply_is_raised_and_the_connection_goes_on(redis_server: Redis
     try:
         wire.send(("EXISTS", "a"), ("GET", "a", "b"), ("EXISTS", "a"))
         assert wire.read() == 0
-        with pytest.raises(ReplyError, match="wrong number of arguments"):
+        with pytest.raises(ReplyError, match="wrong number of arguments") as refused:
             wire.read()
+        assert not refused.value.redirected
         assert wire.read() == 0
     finally:
         wire.close()
@@ -131,8 +132,9 @@ def test_a_reply_cut_anywhere_by_the_network_is_read_whole() -> None:
         assert wire.read() is None
         assert wire.read() is None
         assert wire.read() == "OK"
-        with pytest.raises(ReplyError, match=r"^MOVED 3999"):
+        with pytest.raises(ReplyError, match=r"^MOVED 3999") as moved:
             wire.read()
+        assert moved.value.redirected
         assert wire.read() == [[7], "ét"]
     finally:
         writer.join()

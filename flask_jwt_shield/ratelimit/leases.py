@@ -191,7 +191,8 @@ class _Window:
 class _Connections:
     """The rounds' own connections, one per node (:mod:`flask_jwt_shield.wire`): a round is
     one write and one read per node, with none of the pool's checks around them. Only the
-    background thread uses them (under the book's I/O lock)."""
+    background thread uses them, under the book's I/O lock; :meth:`LeaseBook.stop` closes
+    them from outside it."""
 
     def __init__(self) -> None:
         self._wires: dict[tuple[str, int] | None, Wire] = {}
@@ -639,10 +640,10 @@ class LeaseBook:
         return True
 
     def _execute(self, client: t.Any, commands: list[tuple[str | int, ...]]) -> list[t.Any]:
-        """The round's replies, on its own connections. A command the cluster sent elsewhere
-        (``MOVED``, ``ASK``: it did not run) goes again through the client's pipeline, which
-        follows the redirection and re-reads the slot map; the next round finds the new
-        owner."""
+        """The round's replies, on its own connections. A command the cluster did not run
+        (``MOVED``, ``ASK``; ``TRYAGAIN``, ``CLUSTERDOWN`` during a reshard or a failover) goes
+        again through the client's pipeline, which follows the redirection, re-reads the
+        slot map and retries; the next round finds the new owner."""
         replies = self._connections.execute(client, commands)
         moved = [index for index, reply in enumerate(replies) if isinstance(reply, ReplyError) and _elsewhere(reply)]
         if moved:
@@ -696,8 +697,8 @@ def _no_script(exc: BaseException) -> bool:
 
 
 def _elsewhere(reply: ReplyError) -> bool:
-    """A cluster's answer that the command did not run here and should run elsewhere."""
-    return str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
+    """A cluster's answer that the command did not run here, and may run elsewhere or later."""
+    return reply.redirected or str(reply).startswith(("TRYAGAIN", "CLUSTERDOWN"))
 
 
 def _run_rounds(ref: weakref.ReferenceType[LeaseBook]) -> None:

@@ -264,7 +264,7 @@ class _Link(threading.Thread):
                         try:
                             probe.read()
                         except ReplyError as exc:
-                            if not _redirected(exc):
+                            if not exc.redirected:
                                 raise
                             lost.append(shard)
                     self._drop(lost)
@@ -290,11 +290,6 @@ class _Link(threading.Thread):
                 live = [shard for shard in shards if shard in self.shards]
                 self.store.trust_until(live, sent + max_delay)
                 self.confirmed = True
-
-
-def _redirected(exc: Exception) -> bool:
-    text = str(exc)
-    return text.startswith(("MOVED", "ASK")) or type(exc).__name__ in {"MovedError", "AskError"}
 
 
 def _raw(value: t.Any) -> str:
