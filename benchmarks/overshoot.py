@@ -173,7 +173,7 @@ def announce_delays(redis_url: str, count: int) -> list[float]:
     delays = []
     for i in range(count):
         token = f"announced-{i}"
-        key = f"LIMITS:announce/rate/{token}/1/1/minute/lease"
+        key = f"LIMITS:announce/rate/{{{token}}}/1/1/minute/lease"  # the token's hash tag
         a.check(token)  # on credit
         start = time.perf_counter()
         assert not a.check(token).allowed  # the strict charge exhausts the window: announced

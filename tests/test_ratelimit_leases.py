@@ -296,6 +296,84 @@ def test_the_bound_holds_on_a_cluster() -> None:
             engine.close()
 
 
+def _data_calls(ports: list[int]) -> dict[str, int]:
+    """Commands each master ran since its stats were reset, by name, summed over the masters
+    (the cluster's own and the stats' commands left out)."""
+    calls: dict[str, int] = {}
+    for port in ports:
+        node = redis.Redis(port=port, decode_responses=True)
+        try:
+            for name, stats in node.info("commandstats").items():
+                command = name.removeprefix("cmdstat_")
+                if command.split("|")[0] not in ("cluster", "info", "config", "ping", "command", "hello", "client"):
+                    calls[command] = calls.get(command, 0) + int(stats["calls"])
+        finally:
+            node.close()
+    return calls
+
+
+def _reset_stats(ports: list[int]) -> None:
+    for port in ports:
+        node = redis.Redis(port=port)
+        try:
+            node.config_resetstat()
+        finally:
+            node.close()
+
+
+def test_a_tokens_counters_share_one_slot_so_a_round_is_one_call_to_one_master() -> None:
+    """Every key of a token -- its window, its spike counter, its refused minutes -- carries
+    the token's hash tag. On a cluster they live on one master, and a settlement round of
+    that token is one pipelined call to that master alone."""
+    from .redis_util import running_cluster
+
+    with running_cluster() as cluster:
+        ports = [node.port for node in cluster.nodes]
+        engine = leased(cluster.url, "20/minute", spike_threshold="30/minute", spike_sustain="1/10 minutes")
+        book = engine._leases
+        assert book is not None
+        results = [engine.check("one-token").allowed for _ in range(40)]
+        assert 20 <= sum(results) <= 20 + CREDIT and not results[-1]
+        book.round()
+        _reset_stats(ports)
+        results = [engine.check("one-token").allowed for _ in range(10)]  # spikes and refusals
+        assert not any(results)
+        assert book.round()
+        calls = _data_calls(ports)
+        slots = set()
+        for port in ports:
+            node = redis.Redis(port=port, decode_responses=True)
+            try:
+                keys = [key for key in node.keys("*one-token*")]
+                slots |= {node.cluster("KEYSLOT", key) for key in keys}
+            finally:
+                node.close()
+        assert len(slots) == 1, slots  # window, spike, sustain: one slot
+        assert len(book._connections._wires) == 1  # the rounds spoke to one master
+        assert calls.get("evalsha", 0) >= 2, calls  # the spike counter and the refused minute, sent
+        engine.close()
+
+
+def test_the_exact_mode_on_a_cluster_is_one_script_call_per_check() -> None:
+    """The exact mode hits a token's spike counter and its windows in one script on a
+    cluster too (their keys share the token's slot): one command per check, and the budget
+    exact."""
+    from .redis_util import running_cluster
+
+    with running_cluster() as cluster:
+        ports = [node.port for node in cluster.nodes]
+        engine = TokenRateLimiter("5/minute;50/hour", storage_uri=cluster.url, spike_threshold="6/minute")
+        assert engine.check("warm-up").allowed  # the slot map read, the script loaded
+        _reset_stats(ports)
+        decisions = [engine.check("exact") for _ in range(8)]
+        assert [d.allowed for d in decisions] == [True] * 5 + [False] * 3
+        spikes = [n for n, d in enumerate(decisions) if d.spike is not None and not d.spike.sustained]
+        assert spikes == [6]  # the seventh attempt crossed 6/minute, reported once
+        calls = _data_calls(ports)  # a script's own commands count too, under their names
+        assert calls.get("evalsha", 0) + calls.get("eval", 0) == 8, calls  # not one per key
+        engine.close()
+
+
 def _move_slot(ports: list[int], key: str) -> tuple[int, int]:
     """Migrate ``key``'s slot, keys and all, to another master; (from port, to port)."""
     nodes = {port: redis.Redis(port=port, decode_responses=True) for port in ports}

@@ -19,6 +19,7 @@ from typing import Final
 from limits.storage import RedisStorage
 from limits.storage import Storage
 
+from .storage import hash_tag
 from .storage import key_part
 from .syntax import Sustain
 from .syntax import parse_limits
@@ -361,12 +362,6 @@ def memory_baselines(storage: Storage) -> MemoryBaselines:
         return table
 
 
-def _hash_tag(subject: str) -> str:
-    # A Redis Cluster hashes only the part between the first braces: both keys of a
-    # request sit in the subject's slot, so the script may touch both.
-    return "{" + key_part(subject).replace("{", "%7B").replace("}", "%7D") + "}"
-
-
 class RedisBaselines:
     """Baselines kept in one Redis (or cluster) for every worker: :data:`ADAPTIVE_LUA` per request."""
 
@@ -378,7 +373,8 @@ class RedisBaselines:
 
     def keys(self, session: str, subject: str) -> tuple[str, str]:
         """The storage keys of ``session``'s and ``subject``'s hashes."""
-        tagged = self._storage.prefixed_key(f"{self._namespace}/{_hash_tag(subject)}")
+        # Both keys in the subject's slot: one script touches both, on a cluster too.
+        tagged = self._storage.prefixed_key(f"{self._namespace}/{hash_tag(subject)}")
         return f"{tagged}/{key_part(session)}", tagged
 
     def observe(

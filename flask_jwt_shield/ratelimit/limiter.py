@@ -36,6 +36,7 @@ from typing import Final
 
 from limits import RateLimitItem
 from limits.storage import MemoryStorage
+from limits.storage import RedisClusterStorage
 from limits.storage import RedisStorage
 from limits.storage import Storage
 from limits.strategies import STRATEGIES
@@ -53,6 +54,7 @@ from .decision import SpikeReport
 from .decision import Target
 from .leases import LeaseBook
 from .storage import LimiterStorageError
+from .storage import hash_tag
 from .storage import key_part
 from .storage import resolve_storage
 from .storage import storage_exceptions
@@ -235,12 +237,12 @@ class TokenRateLimiter:
         self._spike = self._parse(spike_threshold, self._spike_ns) if spike_threshold else ()
         self._endpoints: dict[str, tuple[RateLimitItem, ...]] = {}
         self._errors = storage_exceptions(self._storage)
-        # One Redis server and fixed windows: the spike counters and the limits of a request
-        # are hit in one script, one round trip (on a cluster their keys sit in different
-        # slots, so each is its own call there).
+        # Redis (one server or a cluster) and fixed windows: the spike counters and the
+        # limits of a request are hit in one script, one round trip. On a cluster too: every
+        # key of a token carries its hash tag, so they all sit in one slot.
         self._one_trip: t.Callable[[list[str], list[int]], list[int]] | None = None
-        if self._fixed and type(self._storage) is RedisStorage:
-            self._one_trip = _one_trip_caller(self._storage)
+        if self._fixed and type(self._storage) in (RedisStorage, RedisClusterStorage):
+            self._one_trip = _one_trip_caller(t.cast(RedisStorage, self._storage))
         self.mode = mode
         self._leases: LeaseBook | None = None
         if mode not in ("exact", "leased"):
@@ -403,7 +405,7 @@ class TokenRateLimiter:
         return RateDecision(True, False, spike, anomaly, None, self, targets)  # allowed, not exempt
 
     def _check_in_one_trip(self, identity: str, subject: str | None, session: str | None, plan: _Plan) -> RateDecision:
-        """:meth:`check` on one Redis server: the same counters, hit by one script."""
+        """:meth:`check` on Redis: the same counters, hit by one script."""
         spike_keys, items, parts, rate_keys, targets = plan
         storage = self._storage
         assert self._one_trip is not None and isinstance(storage, RedisStorage)
@@ -510,7 +512,9 @@ class TokenRateLimiter:
         return plan
 
     def _build_plan(self, identity: str, endpoint: str | None, override: tuple[RateLimitItem, ...] | None) -> _Plan:
-        key = key_part(identity)
+        # Every key of a token sits in its identity's slot (a hash tag): on a cluster its
+        # counters live on one master, and a settlement round is one call to one node.
+        key = hash_tag(identity)
         parts: tuple[str, ...]
         if override is None:
             items, parts = self._limits, (key,)
@@ -620,7 +624,7 @@ class TokenRateLimiter:
 
         :raises LimiterStorageError: when the storage fails.
         """
-        parts = (key_part(identity),) if endpoint is None else (key_part(identity), key_part(endpoint))
+        parts = (hash_tag(identity),) if endpoint is None else (hash_tag(identity), key_part(endpoint))
         items = self._limits if endpoint is None else self._endpoints.get(endpoint, ())
         leases = self._leases
         try:

@@ -26,7 +26,7 @@ from ..errors import StoreError
 if TYPE_CHECKING:
     from flask_limiter import Limiter
 
-__all__ = ["LeanMemoryStorage", "LimiterStorageError", "key_part", "resolve_storage", "storage_exceptions"]
+__all__ = ["LeanMemoryStorage", "LimiterStorageError", "hash_tag", "key_part", "resolve_storage", "storage_exceptions"]
 
 # A hung Redis must not hang the request: without a socket timeout redis-py waits forever
 # on a server that accepts connections but never answers. Applied only to storages built
@@ -56,6 +56,13 @@ def key_part(part: str) -> str:
     """``part`` escaped for a storage key: limits joins key parts with ``/``, and escaping
     keeps ``("a/b", "c")`` and ``("a", "b/c")`` apart."""
     return part.replace("%", "%25").replace("/", "%2F")
+
+
+def hash_tag(part: str) -> str:
+    """``part`` escaped (:func:`key_part`, and its braces) between braces: a Redis Cluster
+    hashes only that part of a key, so every key built from it sits in one slot. A script
+    may then touch them together, and the leased mode settles them with one node."""
+    return "{" + key_part(part).replace("{", "%7B").replace("}", "%7D") + "}"
 
 
 class LeanMemoryStorage(MemoryStorage):
