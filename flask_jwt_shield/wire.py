@@ -14,8 +14,10 @@ of throughput (benchmarks/RESULTS.md, "The cluster's remaining gap").
 handshake) and from then on reads and writes its socket itself. The socket blocks, with
 its timeout kept by the kernel (``SO_RCVTIMEO``, ``SO_SNDTIMEO``) where the platform has it,
 so a send is one ``sendto`` and a receive one ``recvfrom``. Only what those threads read is
-parsed: simple strings, errors, integers, bulk strings and arrays of them (RESP2: the
-connections are made with ``protocol=2``).
+parsed: simple strings, errors, integers, bulk strings and arrays of them (RESP2, which the
+lease rounds speak), and RESP3's push frames and null (the invalidation links speak RESP3,
+where a subscribed connection may also run the owner probes: a round is then one write and
+one read on one connection).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import struct
 import sys
 import typing as t
 
-__all__ = ["ReplyError", "Wire"]
+__all__ = ["Push", "ReplyError", "Wire"]
 
 
 class ReplyError(Exception):
@@ -43,6 +45,11 @@ class _Incomplete(Exception):
 
 
 Reply: t.TypeAlias = str | int | ReplyError | list["Reply"] | None
+
+
+class Push(list["Reply"]):
+    """A RESP3 push frame (``>``): a pub/sub message or a subscription's confirmation, sent
+    by the server between the replies to the connection's commands."""
 
 
 class Wire:
@@ -159,13 +166,15 @@ def _parse(buffer: bytearray, start: int) -> tuple[Reply, int]:
         if len(buffer) < after + size + 2:
             raise _Incomplete
         return bytes(buffer[after : after + size]).decode(errors="replace"), after + size + 2
-    if kind == 0x2A:  # *
+    if kind == 0x2A or kind == 0x3E:  # * an array, > a push frame (RESP3)
         count = int(line)
         if count < 0:
             return None, after
-        items: list[Reply] = []
+        items: list[Reply] = [] if kind == 0x2A else Push()
         for _ in range(count):
             item, after = _parse(buffer, after)
             items.append(item)
         return items, after
+    if kind == 0x5F:  # _ null (RESP3)
+        return None, after
     raise ConnectionError(f"unexpected reply type {chr(kind)!r} from Redis")

@@ -792,7 +792,7 @@ def test_a_subscriber_away_from_the_owner_is_never_trusted(partitionable_cluster
 
     def elsewhere_connection(node: t.Any) -> t.Any:
         placed.append(elsewhere)
-        options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True, "protocol": 2}
+        options: dict[str, t.Any] = {"port": elsewhere, "socket_timeout": 1.0, "decode_responses": True, "protocol": 3}
         return redis.connection.Connection(**options)
 
     observer.subscriber_connection = elsewhere_connection  # type: ignore[method-assign]

@@ -11,15 +11,16 @@ import typing as t
 import pytest
 import redis
 
+from flask_jwt_shield.wire import Push
 from flask_jwt_shield.wire import ReplyError
 from flask_jwt_shield.wire import Wire
 
 from .redis_util import RedisServer
 
 
-def connection(server: RedisServer, timeout: float = 2.0) -> t.Any:
+def connection(server: RedisServer, timeout: float = 2.0, protocol: int = 2) -> t.Any:
     options: dict[str, t.Any] = {"port": server.port, "socket_timeout": timeout, "decode_responses": True}
-    options["protocol"] = 2  # as the links connect (the stubs do not know the argument)
+    options["protocol"] = protocol  # 2 as the lease rounds connect, 3 as the links do
     return redis.connection.Connection(**options)
 
 
@@ -41,6 +42,32 @@ def test_a_link_subscribes_pings_and_hears_a_revocation(redis_server: RedisServe
         assert wire.read() == ["pong", ""]
         assert wire.ready(0.0)  # the second is buffered or on its way
         assert wire.read() == ["pong", ""]
+    finally:
+        publisher.close()
+        wire.close()
+
+
+def test_a_resp3_link_asks_its_questions_while_subscribed_in_one_write(redis_server: RedisServer) -> None:
+    """How the invalidation links use a connection: subscribed, and in one write a PING and
+    the owner questions, whose replies come in order; messages come as push frames between
+    them, told apart from replies by their type."""
+    wire = Wire(connection(redis_server, protocol=3))
+    wire.connect()
+    publisher = redis.Redis(port=redis_server.port, decode_responses=True)
+    try:
+        wire.send(("SSUBSCRIBE", "{s0}:i"))
+        confirmation = wire.read()
+        assert isinstance(confirmation, Push) and confirmation == ["ssubscribe", "{s0}:i", 1]
+        assert publisher.spublish("{s0}:i", "jti-1") == 1
+        wire.send(("PING",), ("EXISTS", "{s0}:owner-probe"), ("GET", "{s0}:owner-probe"))
+        message = wire.read()  # published before the PING ran: delivered before its reply
+        assert isinstance(message, Push) and message == ["smessage", "{s0}:i", "jti-1"]
+        replies = [wire.read() for _ in range(3)]
+        assert replies == ["PONG", 0, None]  # replies, not pushes
+        assert not any(isinstance(reply, Push) for reply in replies)
+        wire.send(("LRANGE", "{s0}:list", 0, -1))
+        array = wire.read()
+        assert array == [] and not isinstance(array, Push)  # an array reply is not a push
     finally:
         publisher.close()
         wire.close()
@@ -113,6 +140,7 @@ def test_a_reply_cut_anywhere_by_the_network_is_read_whole() -> None:
         b":-1\r\n$-1\r\n*-1\r\n+OK\r\n"
         b"-MOVED 3999 127.0.0.1:7001\r\n"
         b"*2\r\n*1\r\n:7\r\n$3\r\n\xc3\xa9t\r\n"
+        b">3\r\n$8\r\nsmessage\r\n$1\r\nc\r\n$1\r\nj\r\n+PONG\r\n_\r\n"
     )
     fake = _SocketPairConnection()
     wire = Wire(fake)
@@ -136,6 +164,10 @@ def test_a_reply_cut_anywhere_by_the_network_is_read_whole() -> None:
             wire.read()
         assert moved.value.redirected
         assert wire.read() == [[7], "ét"]
+        push = wire.read()
+        assert isinstance(push, Push) and push == ["smessage", "c", "j"]
+        assert wire.read() == "PONG"
+        assert wire.read() is None
     finally:
         writer.join()
         wire.close()
@@ -146,7 +178,7 @@ def test_a_reply_type_a_link_never_asks_for_ends_the_connection() -> None:
     wire = Wire(fake)
     wire.connect()
     try:
-        fake.peer.sendall(b">2\r\n$7\r\nmessage\r\n$1\r\nx\r\n")  # a RESP3 push frame
+        fake.peer.sendall(b"%1\r\n+a\r\n:1\r\n")  # a RESP3 map
         with pytest.raises(ConnectionError, match="unexpected reply type"):
             wire.read()
     finally:

@@ -18,11 +18,14 @@ lapses, and checks of subjects on those shards read Redis again -- the others ke
 remembered answers.
 
 A PONG proves something only when it comes from the node where the shard's revocations run.
-So each round also asks the node, on a second connection and after the PING is sent, one
-question per shard that it answers only while it owns the shard's slot (``MOVED``/``ASK``
-after a migration or a failover, ``CLUSTERDOWN`` when it is cut off from the cluster). A
-shard whose question fails leaves the link -- distrusted and forgotten at once -- and a
-link whose node stops answering ends, taking only its own shards with it. A supervisor
+So each round also asks the node, right after the PING and in the same write, one question
+per shard that it answers only while it owns the shard's slot (``MOVED``/``ASK`` after a
+migration or a failover, ``CLUSTERDOWN`` when it is cut off from the cluster). The
+connection speaks RESP3, where a subscribed connection may run such commands and the
+messages come as push frames between the replies; a round is one write and one read. A
+PONG counts only once its round's questions are answered: a shard whose question fails
+leaves the link first -- distrusted and forgotten at once -- and a link whose node stops
+answering ends, taking only its own shards with it. A supervisor
 thread re-reads the slot map and gives every uncovered shard a new link to its current
 owner, where it is trusted again only once confirmed.
 
@@ -41,6 +44,7 @@ import time
 import typing as t
 import weakref
 
+from ..wire import Push
 from ..wire import ReplyError
 from ..wire import Wire
 
@@ -69,11 +73,11 @@ class SubscribedStore(t.Protocol):
         """The node that owns each of ``shards`` (``attempt`` > 0: re-read the slot map first)."""
 
     def subscriber_connection(self, node: Node) -> t.Any:
-        """A fresh connection outside every pool, to ``node``."""
+        """A fresh connection outside every pool, to ``node``, that speaks RESP3."""
 
-    def owner_probe(self, node: Node, shards: list[int]) -> tuple[t.Any, dict[int, list[str]]] | None:
-        """A second fresh connection to ``node``, and per shard a command that the node
-        answers only while it owns the shard; ``None`` on a single server."""
+    def owner_questions(self, node: Node, shards: list[int]) -> dict[int, list[str]] | None:
+        """Per shard, a command that ``node`` answers only while it owns the shard; ``None``
+        on a single server."""
 
     def forget_answers(self, shards: t.Iterable[int]) -> None:
         """Forget every remembered "not revoked" answer of ``shards``."""
@@ -222,74 +226,96 @@ class _Link(threading.Thread):
         conn = Wire(store.subscriber_connection(self.node))
         self._connections.append(conn)
         conn.connect()
-        owner = store.owner_probe(self.node, self.shards)
-        probe: Wire | None = None
-        questions: dict[int, list[str]] = {}
-        if owner is not None:
-            probe, questions = Wire(owner[0]), owner[1]
-            self._connections.append(probe)
-            probe.connect()
+        questions = store.owner_questions(self.node, self.shards) or {}
         channels: dict[str, int] = {}
         for shard in self.shards:
             command, channel = store.subscription(shard)
             conn.send((command, channel))
-            reply = conn.read()  # a node that does not own the slot answers MOVED
-            if not isinstance(reply, list) or not reply or _text(reply[0]) != command.lower():
-                raise ConnectionError(f"unexpected reply to {command}: {reply!r}")
+            while True:  # a message of a channel subscribed just before may come first
+                reply = conn.read()  # a node that does not own the slot answers MOVED
+                if isinstance(reply, Push) and reply and _text(reply[0]) in _MESSAGES:
+                    continue  # forgotten below anyway
+                if not isinstance(reply, Push) or not reply or _text(reply[0]) != command.lower():
+                    raise ConnectionError(f"unexpected reply to {command}: {reply!r}")
+                break
             channels[channel] = shard
         # Anything published while no subscription was listening is lost: start afresh.
         store.forget_answers(self.shards)
         del store  # held weakly from here on
-        pending: collections.deque[tuple[float, list[int]]] = collections.deque()
+        pending: collections.deque[_Round] = collections.deque()
         last_ping = -1e9
         while not self._stop_event.is_set() and self.shards:
             now = time.monotonic()
-            if pending and now - pending[0][0] > max_delay + timeout:
+            if pending and now - pending[0].sent > max_delay + timeout:
                 raise TimeoutError("Redis stopped answering the invalidation connection")
             if now - last_ping >= interval:
                 self.store  # noqa: B018 - raises _StoreGone once the store is collected
-                conn.send(_PING)
+                # The questions run right after the PING: a shard this node answers for
+                # was owned here then, so its revocations committed before the PING ran
+                # here. One write, since each system call here lets the request threads
+                # take the GIL, and they then have to give it back.
+                asked = [shard for shard in self.shards if shard in questions]
+                conn.send(_PING, *(questions[shard] for shard in asked))
                 last_ping = now
-                if probe is not None:
-                    # Asked after the PING was sent: a shard whose question this node
-                    # answers was owned here then, so its revocations committed before the
-                    # PING ran here. MOVED or ASK drop that shard before that PONG counts;
-                    # CLUSTERDOWN (or silence) ends the link.
-                    asked = [shard for shard in self.shards if shard in questions]
-                    if asked:  # in one write: each system call here lets the request threads
-                        # take the GIL, and they then have to give it back
-                        probe.send(*(questions[shard] for shard in asked))
-                    lost = []
-                    for shard in asked:
-                        try:
-                            probe.read()
-                        except ReplyError as exc:
-                            if not exc.redirected:
-                                raise
-                            lost.append(shard)
-                    self._drop(lost)
-                    for channel, shard in list(channels.items()):
-                        if shard in lost:
-                            conn.send(("SUNSUBSCRIBE", channel))
-                            del channels[channel]
-                pending.append((now, list(self.shards)))
-            if not conn.ready(timeout=interval):
+                pending.append(_Round(now, list(self.shards), asked))
+            # With a round in flight its replies are on their way: read them with no poll
+            # first (the socket's timeout bounds the wait). Otherwise wait for a message.
+            if not pending and not conn.ready(timeout=interval):
                 continue
-            reply = conn.read()
-            items = reply if isinstance(reply, list) and reply else [reply, None]
-            kind = _text(items[0])
-            if kind in ("message", "smessage"):
-                which = channels.get(_raw(items[1]))
-                self.store.forget_answers([which] if which is not None else self.shards)
-            elif kind == "sunsubscribe" and _raw(items[1]) in channels:
-                # The node let go of the channel itself: its slot moved away.
-                self._drop([channels.pop(_raw(items[1]))])
-            elif kind == "pong" and pending:
-                # Every message published before this ping was sent has been handled above.
-                sent, shards = pending.popleft()
-                live = [shard for shard in shards if shard in self.shards]
-                self.store.trust_until(live, sent + max_delay)
-                self.confirmed = True
+            reply = conn.reply()
+            if isinstance(reply, Push):
+                kind = _text(reply[0]) if reply else ""
+                if kind in _MESSAGES:
+                    which = channels.get(_raw(reply[1]))
+                    self.store.forget_answers([which] if which is not None else self.shards)
+                elif kind == "sunsubscribe" and _raw(reply[1]) in channels:
+                    # The node let go of the channel itself: its slot moved away.
+                    self._drop([channels.pop(_raw(reply[1]))])
+                continue  # other pushes (a confirmation of our SUNSUBSCRIBE) say nothing new
+            if not pending:
+                raise ConnectionError(f"a reply to nothing asked: {reply!r}")
+            round_ = pending[0]
+            if isinstance(reply, ReplyError):
+                if not (round_.answered and reply.redirected):
+                    raise reply  # an error to the PING, or CLUSTERDOWN: the link ends
+                # MOVED or ASK: the shard left this node; it leaves the link before the
+                # round's PONG counts.
+                round_.lost.append(round_.asked[round_.answered - 1])
+            elif not round_.answered and _text(reply) != "pong":
+                raise ConnectionError(f"unexpected reply to PING: {reply!r}")
+            round_.answered += 1
+            if round_.answered <= len(round_.asked):
+                continue
+            pending.popleft()
+            if round_.lost:
+                self._drop(round_.lost)
+                for channel, shard in list(channels.items()):
+                    if shard in round_.lost:
+                        conn.send(("SUNSUBSCRIBE", channel))
+                        del channels[channel]
+            # Every message published before this round's PING was sent has been handled
+            # above, and every shard still here was owned by this node after it.
+            live = [shard for shard in round_.shards if shard in self.shards]
+            self.store.trust_until(live, round_.sent + max_delay)
+            self.confirmed = True
+
+
+class _Round:
+    """A round in flight: its PING's send instant, the link's shards then, the shards asked
+    about (their replies follow the PONG, in order), and what came back."""
+
+    __slots__ = ("answered", "asked", "lost", "sent", "shards")
+
+    def __init__(self, sent: float, shards: list[int], asked: list[int]) -> None:
+        self.sent = sent
+        self.shards = shards
+        self.asked = asked
+        self.answered = 0  # replies read: the PONG, then one per shard asked
+        self.lost: list[int] = []
+
+
+#: The push frames that carry a published message.
+_MESSAGES: t.Final = ("message", "smessage")
 
 
 def _raw(value: t.Any) -> str:

@@ -24,7 +24,7 @@ a "not revoked" answer remembered in :class:`~flask_jwt_shield.stores.view.NotRe
 is trusted only while this process's subscriber (:mod:`.invalidation`) holds a live lease,
 so a revocation made anywhere takes effect here within ``max_delay`` seconds at worst. On a
 cluster the subscriber sits on the master owning the store's slot and confirms, each round,
-that it still does (:meth:`RedisStore.owner_probe`); it follows a migration or a failover.
+that it still does (:meth:`RedisStore.owner_questions`); it follows a migration or a failover.
 """
 
 from __future__ import annotations
@@ -1222,16 +1222,14 @@ class RedisStore:
             return cls(**self._subscriber_options(kwargs))
         return self._node_connection(*node)
 
-    def owner_probe(self, node: Node, shards: list[int]) -> tuple[t.Any, dict[int, list[str]]] | None:
-        """On a cluster: a second connection to ``node``, and per shard a read of a key of the
-        shard's slot that is never written. The node answers it only while it owns the slot
-        and the slot is not migrating away (``MOVED``, ``ASK``), and while it is part of a
-        healthy cluster (``CLUSTERDOWN``). ``None`` on one server: every answer there comes
-        from the owner."""
+    def owner_questions(self, node: Node, shards: list[int]) -> dict[int, list[str]] | None:
+        """On a cluster: per shard, a read of a key of the shard's slot that is never written.
+        A node answers it only while it owns the slot and the slot is not migrating away
+        (``MOVED``, ``ASK``), and while it is part of a healthy cluster (``CLUSTERDOWN``).
+        ``None`` on one server: every answer there comes from the owner."""
         if node is None:
             return None
-        questions = {shard: ["EXISTS", self._shard_tag(shard) + ":owner-probe"] for shard in shards}
-        return self._node_connection(*node), questions
+        return {shard: ["EXISTS", self._shard_tag(shard) + ":owner-probe"] for shard in shards}
 
     def _node_connection(self, host: str, port: int) -> t.Any:
         from redis.connection import Connection
@@ -1248,7 +1246,9 @@ class RedisStore:
             socket_timeout=max(self.timeout, self.max_delay),
             socket_connect_timeout=self.connect_timeout,
             decode_responses=True,
-            protocol=2,  # pub/sub messages as plain replies, not RESP3 push frames
+            # RESP3: a subscribed connection may also run the owner questions (RESP2 allows
+            # only PING and the subscribe commands there), and messages come as push frames.
+            protocol=3,
         )
         return kwargs
 
