@@ -1,4 +1,4 @@
-"""Redis connections for the background threads: RESP2 replies read straight from the socket.
+"""Redis connections for the background threads: replies read straight from the socket.
 
 The invalidation links wake four times per ``max_delay`` on each node, and the leased rate
 limits settle every ``JWT_SHIELD_RATE_LIMIT_SYNC_INTERVAL``, in a process whose request

@@ -58,7 +58,7 @@ def test_a_resp3_link_asks_its_questions_while_subscribed_in_one_write(redis_ser
         wire.send(("SSUBSCRIBE", "{s0}:i"))
         confirmation = wire.read()
         assert isinstance(confirmation, Push) and confirmation == ["ssubscribe", "{s0}:i", 1]
-        assert publisher.spublish("{s0}:i", "jti-1") == 1
+        assert publisher.execute_command("SPUBLISH", "{s0}:i", "jti-1") == 1
         wire.send(("PING",), ("EXISTS", "{s0}:owner-probe"), ("GET", "{s0}:owner-probe"))
         message = wire.read()  # published before the PING ran: delivered before its reply
         assert isinstance(message, Push) and message == ["smessage", "{s0}:i", "jti-1"]
