@@ -427,6 +427,47 @@ def test_a_window_whose_slot_moves_keeps_its_count_on_the_new_master() -> None:
 # ------------------------------------------------------------------ Redis down
 
 
+def test_stop_does_not_wait_for_a_round_stuck_on_a_frozen_redis(redis_server: RedisServer) -> None:
+    """An app shutting down must not hang on a Redis that stopped answering: ``close()``
+    shuts the rounds' connections without waiting for the round in progress, which then
+    fails at once instead of after its five-second socket timeout."""
+    import threading
+
+    engine = TokenRateLimiter(
+        "100/minute",
+        storage_uri=redis_server.url,
+        mode="leased",
+        sync_interval=5,
+        storage_options={"socket_timeout": 5},
+    )
+    book = engine._leases
+    assert book is not None
+    assert engine.check("stuck").allowed  # on credit: settled by a round, which connects
+    until(lambda: not book._windows["LIMITS:jwt_shield/rate/{stuck}/100/1/minute/lease"].credit_spent)
+    assert engine.check("stuck").allowed  # something to settle again
+    outcome: list[BaseException | bool] = []
+
+    def settle() -> None:
+        try:
+            outcome.append(book.round())
+        except BaseException as exc:  # the test looks at what ended the round
+            outcome.append(exc)
+
+    redis_server.pause()
+    try:
+        stuck = threading.Thread(target=settle)
+        stuck.start()
+        time.sleep(0.3)  # the round has sent and waits for its reply
+        assert stuck.is_alive()
+        started = time.monotonic()
+        engine.close()
+        assert time.monotonic() - started < 1.0
+        stuck.join(timeout=2.0)
+        assert not stuck.is_alive() and isinstance(outcome[0], Exception)  # failed, not timed out
+    finally:
+        redis_server.resume()
+
+
 def test_redis_down_raises_once_the_lease_is_void(redis_server: RedisServer) -> None:
     engine = leased(redis_server.url, "1000/minute")
     for _ in range(5):
