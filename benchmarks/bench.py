@@ -271,6 +271,12 @@ ROWS: tuple[Row, ...] = (
         target=1.5,
     ),
     Row(
+        "shield_cluster_limit",
+        "shield HS256, Redis Cluster store (3 masters) + per-token limit + spike on the cluster, token seen before",
+        "make_shield",
+        {"store": "cluster", "rate_limit": apps.UNREACHABLE_LIMIT},
+    ),
+    Row(
         "shield_cluster_leased",
         "shield HS256, Redis Cluster store (3 masters) + per-token limit + spike, leased mode, token seen before",
         "make_shield",
