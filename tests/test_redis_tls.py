@@ -11,8 +11,6 @@ fail mode), with no error anywhere.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import time
 import typing as t
 import uuid
@@ -21,11 +19,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from flask_jwt_shield.errors import StoreError
 from flask_jwt_shield.ratelimit import TokenRateLimiter
@@ -35,48 +28,12 @@ from flask_jwt_shield.stores import RedisStore
 from .redis_util import RedisServer
 from .redis_util import _free_port
 from .redis_util import start_redis
+from .test_redis_store import FAR
+from .test_redis_store import NOW
+from .test_redis_store import wait_until
+from .tls_util import tls_files
 
 pytestmark = pytest.mark.redis
-
-NOW = time.time()
-FAR = NOW + 3600
-
-
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signed for 127.0.0.1: (CA file, certificate file, key file)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jwt-shield test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return paths
 
 
 class TLSServer(t.NamedTuple):
@@ -87,7 +44,7 @@ class TLSServer(t.NamedTuple):
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[TLSServer]:
     """A redis-server of this test's own with a TLS port (clients need no certificate)."""
-    ca, cert, key = _certificates(tmp_path)
+    ca, cert, key = tls_files(tmp_path)
     port = _free_port()
     extra = ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
     extra += ["--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
@@ -96,16 +53,6 @@ def tls_redis(tmp_path: Path) -> Iterator[TLSServer]:
         yield TLSServer(server, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}")
     finally:
         server.stop()
-
-
-def wait_until(condition: t.Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until true or ``timeout`` seconds pass (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
 
 
 def token(jti: str) -> dict[str, t.Any]:
